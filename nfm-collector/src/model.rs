@@ -1,0 +1,192 @@
+//! The collector's shared vocabulary: path components, flow categories and a resolved flow.
+//!
+//! These types are the contract between resolver, aggregator, health evaluator, store, API and
+//! the simulator's scorer. Component ids print as `kind:name` (for example `az-pair:use1-az1|use1-az2`)
+//! and parse back, so ground truth written by nfm-sim and verdicts served by the API compare as strings.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Kinds of path component, in the order a flow's path visits them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ComponentKind {
+    /// The host running the agent (local) or the remote host, when known.
+    Host,
+    Subnet,
+    Az,
+    /// The network between two AZs (unordered pair, names sorted).
+    AzPair,
+    Vpc,
+    /// A transit gateway or peering connection joining two VPCs.
+    Gateway,
+    /// The network between two regions (unordered pair, names sorted).
+    RegionPair,
+    /// A managed service endpoint (object storage, key-value database, ...).
+    Service,
+    /// A remote address the topology does not know.
+    External,
+}
+
+impl ComponentKind {
+    pub const ALL: [ComponentKind; 9] = [
+        ComponentKind::Host,
+        ComponentKind::Subnet,
+        ComponentKind::Az,
+        ComponentKind::AzPair,
+        ComponentKind::Vpc,
+        ComponentKind::Gateway,
+        ComponentKind::RegionPair,
+        ComponentKind::Service,
+        ComponentKind::External,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentKind::Host => "host",
+            ComponentKind::Subnet => "subnet",
+            ComponentKind::Az => "az",
+            ComponentKind::AzPair => "az-pair",
+            ComponentKind::Vpc => "vpc",
+            ComponentKind::Gateway => "gateway",
+            ComponentKind::RegionPair => "region-pair",
+            ComponentKind::Service => "service",
+            ComponentKind::External => "external",
+        }
+    }
+
+    /// Hosts and services are endpoints: their trouble is not the network's.
+    pub fn is_network(self) -> bool {
+        !matches!(
+            self,
+            ComponentKind::Host | ComponentKind::Service | ComponentKind::External
+        )
+    }
+}
+
+impl FromStr for ComponentKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        ComponentKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown component kind `{s}`"))
+    }
+}
+
+/// One component of a path, e.g. `subnet:subnet-app-a`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ComponentId {
+    pub kind: ComponentKind,
+    /// The topology's id or name; for pairs, the two names sorted and joined by `|`.
+    pub name: String,
+}
+
+impl ComponentId {
+    pub fn new(kind: ComponentKind, name: impl Into<String>) -> ComponentId {
+        ComponentId {
+            kind,
+            name: name.into(),
+        }
+    }
+
+    /// An unordered pair (AZ pair, region pair): the same id whichever end is local.
+    pub fn pair(kind: ComponentKind, a: &str, b: &str) -> ComponentId {
+        let (x, y) = if a <= b { (a, b) } else { (b, a) };
+        ComponentId::new(kind, format!("{x}|{y}"))
+    }
+}
+
+impl fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind.as_str(), self.name)
+    }
+}
+
+impl FromStr for ComponentId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (k, n) = s
+            .split_once(':')
+            .ok_or_else(|| format!("component `{s}` is not `kind:name`"))?;
+        if n.is_empty() {
+            return Err(format!("component `{s}` has an empty name"));
+        }
+        Ok(ComponentId::new(k.parse()?, n))
+    }
+}
+
+impl Serialize for ComponentId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ComponentId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Workload-insights category of a flow, from the local end's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Category {
+    IntraAz,
+    InterAz,
+    InterVpc,
+    InterRegion,
+    Service,
+    Unclassified,
+}
+
+impl Category {
+    pub const ALL: [Category; 6] = [
+        Category::IntraAz,
+        Category::InterAz,
+        Category::InterVpc,
+        Category::InterRegion,
+        Category::Service,
+        Category::Unclassified,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::IntraAz => "intra-az",
+            Category::InterAz => "inter-az",
+            Category::InterVpc => "inter-vpc",
+            Category::InterRegion => "inter-region",
+            Category::Service => "service",
+            Category::Unclassified => "unclassified",
+        }
+    }
+}
+
+impl FromStr for Category {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Category::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("unknown category `{s}` (one of intra-az, inter-az, inter-vpc, inter-region, service, unclassified)"))
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_component_id_round_trip() {
+        for s in ["az-pair:use1-az1|use1-az2", "host:web-1", "service:object-store"] {
+            assert_eq!(s.parse::<ComponentId>().unwrap().to_string(), s);
+        }
+        assert_eq!(
+            ComponentId::pair(ComponentKind::AzPair, "b", "a").to_string(),
+            "az-pair:a|b"
+        );
+        assert!("nope".parse::<ComponentId>().is_err());
+        assert!("planet:x".parse::<ComponentId>().is_err());
+    }
+}

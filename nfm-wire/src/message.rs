@@ -1,0 +1,252 @@
+//! The message bodies: what each frame type carries, and their bincode encoding.
+//!
+//! Every body is encoded with bincode 2's `standard()` configuration (little-endian, varint
+//! integers) through serde, with the byte-level rules written down in `docs/wire.md` so that
+//! the bytes never depend on a crate version. A body decoded from a newer minor version may have
+//! trailing fields; they are skipped. From the same minor version, trailing bytes are an error.
+
+use serde::de::{DeserializeSeed, SeqAccess, Visitor};
+use serde::ser::{SerializeTuple, Serializer};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::header::MsgType;
+use crate::record::{FlowRecord, RecordSeed, WireRecord};
+
+/// Capability bits announced in [`Hello::capabilities`].
+pub mod cap {
+    /// The sender keeps unacked frames and resends them after a reconnect (TCP transport).
+    pub const RESENDS: u64 = 1 << 0;
+    /// The sender reports IPv6 flows.
+    pub const IPV6: u64 = 1 << 1;
+    /// Records carry handshake-time summaries.
+    pub const HANDSHAKE_TIME: u64 = 1 << 2;
+    /// Flows are measured from the kernel by the eBPF sock_ops program.
+    pub const EBPF: u64 = 1 << 3;
+    /// Flows are simulated by nfm-sim, not measured: a collector must never present them as real.
+    pub const SIMULATED: u64 = 1 << 4;
+}
+
+/// First frame of every session (and first datagram of each UDP interval, so a collector that
+/// restarted learns who is talking).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Hello {
+    pub host_name: String,
+    pub agent_version: String,
+    /// The agent's interval, in milliseconds.
+    pub interval_ms: u32,
+    /// Bits from [`cap`].
+    pub capabilities: u64,
+    /// When this session (epoch) started, Unix milliseconds.
+    pub started_at_ms: u64,
+}
+
+/// Flow deltas for one interval (or a part of it: a batch may be split over several frames).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FlowBatch {
+    /// Interval start, Unix milliseconds (simulated time when the sender is nfm-sim in replay mode).
+    pub interval_start_ms: u64,
+    /// Interval end, Unix milliseconds.
+    pub interval_end_ms: u64,
+    pub records: Vec<FlowRecord>,
+}
+
+/// Collector → agent over TCP: every frame of the connection's agent with this epoch and a
+/// sequence number up to and including `seq` is durable and will never be lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Ack {
+    pub epoch: u32,
+    pub seq: u64,
+}
+
+/// The agent's own health. Counters are cumulative since the session (epoch) started, so a lost
+/// datagram loses no information.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AgentStats {
+    pub uptime_ms: u64,
+    /// Ring-buffer events the kernel could not deliver (buffer full).
+    pub events_lost: u64,
+    /// Sockets the eBPF program could not track because its map was full.
+    pub map_full: u64,
+    /// Other failed map updates in the eBPF program.
+    pub map_update_failed: u64,
+    /// Frames dropped from the spool because it overflowed, and the records they held.
+    pub spool_dropped_frames: u64,
+    pub spool_dropped_records: u64,
+    pub send_errors: u64,
+    /// Process CPU time (user + system), microseconds.
+    pub cpu_time_us: u64,
+    /// Resident set size, bytes.
+    pub rss_bytes: u64,
+    /// Flows and sockets currently tracked.
+    pub flows_tracked: u64,
+    pub sockets_tracked: u64,
+    /// Frames the agent has built and records in them.
+    pub frames_sent: u64,
+    pub records_sent: u64,
+}
+
+/// The sender closes the session on purpose (shutdown, reconfiguration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Goodbye {
+    pub reason: String,
+}
+
+/// Collector → agent over TCP, just before closing on a fatal protocol error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ErrorMsg {
+    /// A stable reason label, as [`crate::Error::reason`] gives.
+    pub reason: String,
+    /// The full, human-readable message.
+    pub message: String,
+}
+
+/// One decoded message of any type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Hello(Hello),
+    FlowBatch(FlowBatch),
+    Ack(Ack),
+    AgentStats(AgentStats),
+    Goodbye(Goodbye),
+    Error(ErrorMsg),
+}
+
+impl Message {
+    pub fn msg_type(&self) -> MsgType {
+        match self {
+            Message::Hello(_) => MsgType::Hello,
+            Message::FlowBatch(_) => MsgType::FlowBatch,
+            Message::Ack(_) => MsgType::Ack,
+            Message::AgentStats(_) => MsgType::AgentStats,
+            Message::Goodbye(_) => MsgType::Goodbye,
+            Message::Error(_) => MsgType::Error,
+        }
+    }
+}
+
+/// The wire form of a FlowBatch body: `interval_start_ms varint u64, interval_end_ms varint u64,
+/// record count varint u64, records`.
+pub(crate) struct WireBatch<'a> {
+    pub interval_start_ms: u64,
+    pub interval_end_ms: u64,
+    pub records: &'a [FlowRecord],
+}
+
+impl Serialize for WireBatch<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(4)?;
+        t.serialize_element(&self.interval_start_ms)?;
+        t.serialize_element(&self.interval_end_ms)?;
+        t.serialize_element(&Records(self.records))?;
+        t.end()
+    }
+}
+
+struct Records<'a>(&'a [FlowRecord]);
+
+impl Serialize for Records<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(WireRecord))
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct BatchSeed {
+    pub lenient: bool,
+    /// Body length: bounds the capacity reserved from an untrusted record count.
+    pub body_len: usize,
+}
+
+/// The smallest record on the wire: flags, bitmap, two IPv4 addresses, two one-byte ports.
+pub const MIN_RECORD_LEN: usize = 1 + 2 + 4 + 4 + 1 + 1;
+
+impl<'de> DeserializeSeed<'de> for BatchSeed {
+    type Value = FlowBatch;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<FlowBatch, D::Error> {
+        d.deserialize_tuple(3, self)
+    }
+}
+
+impl<'de> Visitor<'de> for BatchSeed {
+    type Value = FlowBatch;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an nfm flow batch")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FlowBatch, A::Error> {
+        use serde::de::Error as _;
+        let start = seq
+            .next_element::<u64>()?
+            .ok_or_else(|| A::Error::custom("flow_batch.interval_start_ms"))?;
+        let end = seq
+            .next_element::<u64>()?
+            .ok_or_else(|| A::Error::custom("flow_batch.interval_end_ms"))?;
+        let records = seq
+            .next_element_seed(RecordsSeed(self))?
+            .ok_or_else(|| A::Error::custom("flow_batch.records"))?;
+        Ok(FlowBatch {
+            interval_start_ms: start,
+            interval_end_ms: end,
+            records,
+        })
+    }
+}
+
+struct RecordsSeed(BatchSeed);
+
+impl<'de> DeserializeSeed<'de> for RecordsSeed {
+    type Value = Vec<FlowRecord>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RecordsSeed {
+    type Value = Vec<FlowRecord>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("flow records")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        // The count is untrusted: never reserve more records than the body could hold.
+        let cap = seq
+            .size_hint()
+            .unwrap_or(0)
+            .min(self.0.body_len / MIN_RECORD_LEN);
+        let mut out = Vec::with_capacity(cap);
+        let rs = RecordSeed {
+            lenient: self.0.lenient,
+        };
+        while let Some(r) = seq.next_element_seed(rs)? {
+            out.push(r);
+        }
+        Ok(out)
+    }
+}
+
+/// Field names used as serde error messages, so a decode error can name its field with a
+/// `&'static str` (see `codec::map_bincode`).
+pub(crate) const FIELD_NAMES: &[&str] = &[
+    "flow.flags",
+    "flow.present",
+    "flow.local",
+    "flow.remote",
+    "flow.local_port",
+    "flow.remote_port",
+    "flow.bytes_sent",
+    "flow.bytes_received",
+    "flow.segs_out",
+    "flow.segs_in",
+    "flow.rtt",
+    "flow.sockets_open",
+    "flow.conn_attempts",
+    "flow.conn_completed",
+    "flow.conn_failed",
+    "flow.conn_severed",
+    "flow.retrans",
+    "flow.rto",
+    "flow.handshake",
+    "flow.extension",
+    "flow_batch.interval_start_ms",
+    "flow_batch.interval_end_ms",
+    "flow_batch.records",
+];
