@@ -4,6 +4,7 @@
 //! the simulator's scorer. Component ids print as `kind:name` (for example `az-pair:use1-az1|use1-az2`)
 //! and parse back, so ground truth written by nfm-sim and verdicts served by the API compare as strings.
 
+use nfm_wire::FlowRecord;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -171,6 +172,71 @@ impl FromStr for Category {
             .find(|c| c.as_str() == s)
             .ok_or_else(|| format!("unknown category `{s}` (one of intra-az, inter-az, inter-vpc, inter-region, service, unclassified)"))
     }
+}
+
+/// One flow's deltas in one closed interval, resolved against the topology.
+/// The aggregator hands every flow of an interval, from every agent, to the health evaluator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowSample {
+    pub agent_id: u64,
+    /// The deltas as the agent reported them (ephemeral port elided).
+    pub record: FlowRecord,
+    pub category: Category,
+    /// Components from the local host to the remote end, in path order:
+    /// `host:L, subnet:Ls, az:La, [az-pair:..], vpc:Lv, [gateway:.., vpc:Rv], [region-pair:..], subnet:Rs, host:R`
+    /// or ending in `service:NAME` / `external:IP` (see docs/topology.md).
+    pub path: Vec<ComponentId>,
+}
+
+/// Every flow of one interval, once the aggregator has closed it (no more frames expected).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ClosedInterval {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub flows: Vec<FlowSample>,
+}
+
+/// Whom a verdict blames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Blame {
+    /// A network component (subnet, AZ, AZ pair, VPC, gateway, region pair): HealthIndicator 1.
+    Network,
+    /// An endpoint (a host or a service): not the network's fault, HealthIndicator stays 0.
+    Endpoint,
+}
+
+/// One metric's departure from its baseline, as evidence for a verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricChange {
+    /// `rtt_us`, `retrans_rate`, `timeout_rate`, `failed_connect_rate`.
+    pub metric: String,
+    pub baseline: f64,
+    pub observed: f64,
+}
+
+/// The health evaluator's conclusion about one component in one interval, with its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub interval_start_ms: u64,
+    pub component: ComponentId,
+    pub blame: Blame,
+    /// 0..=1.
+    pub confidence: f64,
+    pub degraded_flows: u64,
+    pub healthy_flows: u64,
+    pub evidence: Vec<MetricChange>,
+    /// Start of the first interval of the run of consecutive intervals with this verdict.
+    pub first_seen_ms: u64,
+}
+
+/// What the health evaluator returns for one closed interval.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct HealthReport {
+    pub interval_start_ms: u64,
+    pub verdicts: Vec<Verdict>,
+    /// Indices into `ClosedInterval::flows` of the flows judged degraded.
+    pub degraded_flows: Vec<usize>,
 }
 
 #[cfg(test)]
