@@ -1,4 +1,8 @@
-//! nfm-collector: turns flow deltas from many agents into answers. Skeleton: its issue builds
-//! the actors; `model` is the vocabulary they and the simulator share.
+//! nfm-collector: turns flow deltas from many agents into answers.
+//!
+//! # Layout
+//! - `model`: the vocabulary the actors and the simulator share.
+//! - `health`: the health evaluator (baselines, degradation, attribution).
 
+pub mod health;
 pub mod model;
