@@ -245,7 +245,11 @@ mod test {
 
     #[test]
     fn test_component_id_round_trip() {
-        for s in ["az-pair:use1-az1|use1-az2", "host:web-1", "service:object-store"] {
+        for s in [
+            "az-pair:use1-az1|use1-az2",
+            "host:web-1",
+            "service:object-store",
+        ] {
             assert_eq!(s.parse::<ComponentId>().unwrap().to_string(), s);
         }
         assert_eq!(

@@ -42,7 +42,8 @@ pub fn monitor_indicator(
     monitor_flows: &[usize],
 ) -> u8 {
     use crate::model::Blame;
-    let degraded: std::collections::HashSet<usize> = report.degraded_flows.iter().copied().collect();
+    let degraded: std::collections::HashSet<usize> =
+        report.degraded_flows.iter().copied().collect();
     for &i in monitor_flows {
         if !degraded.contains(&i) {
             continue;
