@@ -213,13 +213,19 @@ impl<'de> Visitor<'de> for RecordsSeed {
             .unwrap_or(0)
             .min(self.0.body_len / MIN_RECORD_LEN);
         let mut out = Vec::with_capacity(cap);
-        let rs = RecordSeed {
-            lenient: self.0.lenient,
-        };
-        while let Some(r) = seq.next_element_seed(rs)? {
-            out.push(r);
+        loop {
+            // Every field of the slot is written or left at its zero default by the decoder.
+            out.push(FlowRecord::default());
+            let slot = out.last_mut().expect("just pushed");
+            let seed = RecordSeed {
+                lenient: self.0.lenient,
+                out: slot,
+            };
+            if seq.next_element_seed(seed)?.is_none() {
+                out.pop();
+                return Ok(out);
+            }
         }
-        Ok(out)
     }
 }
 

@@ -1,0 +1,249 @@
+//! Small robust-statistics kit for the health evaluator: a median/MAD window, decayed rate
+//! sums, and the Poisson upper tail used to test count metrics.
+//!
+//! Why these and not a mean/stddev: one bad interval in a baseline window moves a mean and a
+//! standard deviation a lot and a median and MAD hardly at all, so a past fault does not widen
+//! the band that should catch the next one. Count metrics (retransmissions, timeouts, failed
+//! connects) are mostly zero per interval, so their median is 0 and useless: they are tested
+//! as Poisson counts against a pooled expected rate instead (see docs/health.md).
+
+/// Scale that turns a median absolute deviation into a standard-deviation estimate for normal data.
+pub const MAD_TO_SIGMA: f32 = 1.4826;
+
+/// Capacity of a [`RobustWindow`]: 16 intervals is enough for a stable median and MAD, and
+/// small enough (64 bytes) to keep one per path for 100k paths.
+pub const WINDOW: usize = 16;
+
+/// The last [`WINDOW`] values of one metric, with their median and scaled MAD cached.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RobustWindow {
+    values: [f32; WINDOW],
+    len: u8,
+    next: u8,
+    median: f32,
+    sigma: f32,
+}
+
+impl RobustWindow {
+    /// Number of values held (at most [`WINDOW`]).
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Median of the held values (0 when empty).
+    pub fn median(&self) -> f32 {
+        self.median
+    }
+
+    /// MAD × 1.4826 of the held values (0 when empty).
+    pub fn sigma(&self) -> f32 {
+        self.sigma
+    }
+
+    /// Adds one value, dropping the oldest when full. Non-finite values are ignored.
+    pub fn push(&mut self, v: f32) {
+        if !v.is_finite() {
+            return;
+        }
+        self.values[self.next as usize] = v;
+        self.next = ((self.next as usize + 1) % WINDOW) as u8;
+        if (self.len as usize) < WINDOW {
+            self.len += 1;
+        }
+        let mut buf = [0f32; WINDOW];
+        let n = self.len as usize;
+        buf[..n].copy_from_slice(&self.values[..n]);
+        let (median, mad) = median_mad(&mut buf[..n]);
+        self.median = median;
+        self.sigma = mad * MAD_TO_SIGMA;
+    }
+}
+
+/// Median of `xs` (reordered in place); 0 for an empty slice.
+pub fn median(xs: &mut [f32]) -> f32 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    let mid = xs.len() / 2;
+    let (_, m, _) = xs.select_nth_unstable_by(mid, f32::total_cmp);
+    let m = *m;
+    if xs.len() % 2 == 1 {
+        m
+    } else {
+        // The lower middle is the largest of the lower half.
+        let lower = xs[..mid].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        (lower + m) / 2.0
+    }
+}
+
+/// (median, MAD) of `xs`, reordering it; (0, 0) when empty.
+pub fn median_mad(xs: &mut [f32]) -> (f32, f32) {
+    let m = median(xs);
+    for x in xs.iter_mut() {
+        *x = (*x - m).abs();
+    }
+    (m, median(xs))
+}
+
+/// An event count over an exposure (retransmissions over segments sent, failed connects over
+/// attempts), summed over past intervals with exponential decay so old intervals fade.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DecayedRate {
+    pub events: f32,
+    pub exposure: f32,
+}
+
+impl DecayedRate {
+    pub fn decay(&mut self, factor: f32) {
+        self.events *= factor;
+        self.exposure *= factor;
+    }
+
+    pub fn add(&mut self, events: f64, exposure: f64) {
+        self.events += events as f32;
+        self.exposure += exposure as f32;
+    }
+
+    /// Rate shrunk towards `prior` with the weight of `prior_exposure` pseudo-observations
+    /// (a Bayesian average): a path with little history takes its class's rate, a path with
+    /// much history its own.
+    pub fn shrunk(&self, prior: f64, prior_exposure: f64) -> f64 {
+        (self.events as f64 + prior * prior_exposure) / (self.exposure as f64 + prior_exposure)
+    }
+}
+
+/// ln(n!) by Stirling's series; exact enough (< 1e-8 relative) for tail probabilities.
+fn ln_factorial(n: f64) -> f64 {
+    if n < 2.0 {
+        return 0.0;
+    }
+    if n < 16.0 {
+        let mut acc = 0.0;
+        let mut i = 2.0;
+        while i <= n {
+            acc += f64::ln(i);
+            i += 1.0;
+        }
+        return acc;
+    }
+    n * n.ln() - n + 0.5 * (2.0 * std::f64::consts::PI * n).ln() + 1.0 / (12.0 * n)
+        - 1.0 / (360.0 * n * n * n)
+}
+
+/// Complementary error function (Numerical Recipes `erfcc`, relative error < 1.2e-7).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t
+        * (-z * z - 1.26551223
+            + t * (1.00002368
+                + t * (0.37409196
+                    + t * (0.09678418
+                        + t * (-0.18628806
+                            + t * (0.27886807
+                                + t * (-1.13520398
+                                    + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
+            .exp();
+    if x >= 0.0 {
+        r
+    } else {
+        2.0 - r
+    }
+}
+
+/// P(X ≥ k) for X ~ Poisson(lambda): how surprising `k` events are when `lambda` were expected.
+/// Returns 1 when `k` is not above the mean (only the upper tail matters here).
+pub fn poisson_sf(k: u64, lambda: f64) -> f64 {
+    if k == 0 || !(lambda > 0.0) {
+        return if k == 0 { 1.0 } else { 0.0 };
+    }
+    let kf = k as f64;
+    if kf <= lambda {
+        return 1.0;
+    }
+    if lambda > 500.0 {
+        // Normal approximation with continuity correction; the exact sum converges slowly here.
+        let z = (kf - 0.5 - lambda) / lambda.sqrt();
+        return 0.5 * erfc(z / std::f64::consts::SQRT_2);
+    }
+    // Sum the tail upwards from k; terms shrink by lambda/(j+1) < 1.
+    let mut term = (-lambda + kf * lambda.ln() - ln_factorial(kf)).exp();
+    let mut sum = 0.0;
+    let mut j = kf;
+    for _ in 0..10_000 {
+        sum += term;
+        j += 1.0;
+        term *= lambda / j;
+        if term < sum * 1e-12 {
+            break;
+        }
+    }
+    sum.min(1.0)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_median_odd_even_empty() {
+        assert_eq!(median(&mut []), 0.0);
+        assert_eq!(median(&mut [3.0]), 3.0);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn test_median_mad_ignores_one_outlier() {
+        let mut xs = [10.0, 11.0, 9.0, 10.0, 1000.0];
+        let (m, mad) = median_mad(&mut xs);
+        assert_eq!(m, 10.0);
+        assert_eq!(mad, 1.0);
+    }
+
+    #[test]
+    fn test_window_capacity_minus_one_full_and_over() {
+        let mut w = RobustWindow::default();
+        for i in 0..WINDOW - 1 {
+            w.push(i as f32);
+        }
+        assert_eq!(w.len(), WINDOW - 1);
+        w.push((WINDOW - 1) as f32);
+        assert_eq!(w.len(), WINDOW);
+        // Over capacity: the oldest (0) is dropped, the median moves up by half a step.
+        let before = w.median();
+        w.push(100.0);
+        assert_eq!(w.len(), WINDOW);
+        assert!(w.median() > before);
+        w.push(f32::NAN);
+        assert_eq!(w.len(), WINDOW);
+    }
+
+    #[test]
+    fn test_poisson_sf_known_values() {
+        // P(X >= 3 | 0.5) = 1 - e^-0.5 (1 + 0.5 + 0.125) = 0.014388
+        assert!((poisson_sf(3, 0.5) - 0.014388).abs() < 1e-5);
+        // P(X >= 1 | 2) = 1 - e^-2
+        assert_eq!(poisson_sf(1, 2.0), 1.0); // k below the mean: not in the upper tail
+        assert!((poisson_sf(5, 2.0) - 0.052653).abs() < 1e-5);
+        assert_eq!(poisson_sf(0, 1.0), 1.0);
+        assert_eq!(poisson_sf(1, 0.0), 0.0);
+        // Large lambda: normal approximation, mean + 5 sd is about 3e-7.
+        let p = poisson_sf(1000 + 5 * 32, 1000.0);
+        assert!(p > 1e-8 && p < 1e-5, "{p}");
+    }
+
+    #[test]
+    fn test_shrunk_rate_moves_from_prior_to_own() {
+        let mut r = DecayedRate::default();
+        assert_eq!(r.shrunk(0.01, 100.0), 0.01);
+        r.add(10.0, 100_000.0);
+        assert!((r.shrunk(0.01, 100.0) - 0.000_11).abs() < 1e-5);
+        r.decay(0.5);
+        assert_eq!(r.exposure, 50_000.0);
+    }
+}
