@@ -158,7 +158,7 @@ fn erfc(x: f64) -> f64 {
 /// P(X ≥ k) for X ~ Poisson(lambda): how surprising `k` events are when `lambda` were expected.
 /// Returns 1 when `k` is not above the mean (only the upper tail matters here).
 pub fn poisson_sf(k: u64, lambda: f64) -> f64 {
-    if k == 0 || !(lambda > 0.0) {
+    if k == 0 || lambda.is_nan() || lambda <= 0.0 {
         return if k == 0 { 1.0 } else { 0.0 };
     }
     let kf = k as f64;

@@ -16,7 +16,10 @@ pub enum Fault {
     /// Extra per-segment loss on every flow whose path crosses `component`.
     Loss { component: ComponentId, rate: f64 },
     /// Extra round-trip delay in microseconds.
-    Delay { component: ComponentId, extra_us: f64 },
+    Delay {
+        component: ComponentId,
+        extra_us: f64,
+    },
     /// Nothing gets through: connects fail, established flows time out.
     Blackhole { component: ComponentId },
     /// The host itself is slow (CPU starvation): longer RTT and handshakes on its flows, no loss.
@@ -90,7 +93,10 @@ struct Flow {
     server_path: Vec<ComponentId>,
 }
 
-const SERVICES: [(&str, [u8; 4]); 2] = [("object-store", [198, 18, 0, 10]), ("kv-db", [198, 18, 1, 10])];
+const SERVICES: [(&str, [u8; 4]); 2] = [
+    ("object-store", [198, 18, 0, 10]),
+    ("kv-db", [198, 18, 1, 10]),
+];
 /// (subnet, az, vpc)
 const SUBNETS: [(&str, &str, &str); 5] = [
     ("app-1", "az1", "vpc-app"),
@@ -127,8 +133,12 @@ impl Fleet {
                 });
             }
         }
-        let app: Vec<usize> = (0..hosts.len()).filter(|&h| hosts[h].vpc == "vpc-app").collect();
-        let data: Vec<usize> = (0..hosts.len()).filter(|&h| hosts[h].vpc == "vpc-data").collect();
+        let app: Vec<usize> = (0..hosts.len())
+            .filter(|&h| hosts[h].vpc == "vpc-app")
+            .collect();
+        let data: Vec<usize> = (0..hosts.len())
+            .filter(|&h| hosts[h].vpc == "vpc-data")
+            .collect();
         let mut flows = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for &c in &app {
@@ -215,10 +225,26 @@ impl Fleet {
             let conns = self.rng.poisson(flow.conns).max(1);
             let segs = flow.segs * (0.7 + 0.6 * self.rng.f64());
             let flow = self.flows[fi].clone();
-            let client = self.view(&flow, Role::Client, segs * 0.3, conns, loss, rtt_mean, blackhole);
+            let client = self.view(
+                &flow,
+                Role::Client,
+                segs * 0.3,
+                conns,
+                loss,
+                rtt_mean,
+                blackhole,
+            );
             out.push(client);
             if let Remote::Host(_) = flow.remote {
-                let server = self.view(&flow, Role::Server, segs * 0.7, conns, loss, rtt_mean, blackhole);
+                let server = self.view(
+                    &flow,
+                    Role::Server,
+                    segs * 0.7,
+                    conns,
+                    loss,
+                    rtt_mean,
+                    blackhole,
+                );
                 out.push(server);
             }
         }
@@ -247,7 +273,12 @@ impl Fleet {
             (Remote::Service(s), _) => (Ipv4Addr::from(SERVICES[*s].1), flow.client),
         };
         let (local, remote, agent, path) = match role {
-            Role::Client => (client.ip, remote_ip, client.agent_id, flow.client_path.clone()),
+            Role::Client => (
+                client.ip,
+                remote_ip,
+                client.agent_id,
+                flow.client_path.clone(),
+            ),
             Role::Server => (
                 remote_ip,
                 client.ip,

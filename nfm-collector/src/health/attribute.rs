@@ -1,0 +1,176 @@
+//! Attribution by boolean network tomography: the smallest set of path components that
+//! explains the degraded flows and is not contradicted by healthy flows through the same
+//! components, found greedily (weighted set cover with a contradiction penalty).
+//!
+//! Why greedy: exact minimum set cover is NP-hard, and with faults rare the greedy choice is
+//! almost always the exact one; each pick costs one pass over the components, and there are
+//! rarely more than a handful of picks per interval. Scores are `D × purity²` where `D` is the
+//! weight of the degraded flows a component would explain and `purity = D / (D + H)` with `H`
+//! the weight of healthy flows through it: a subnet that contains a slow host explains the same
+//! flows as the host, but its healthy flows from other hosts make it lose (docs/health.md).
+
+use super::judge::{Obs, State};
+use crate::model::{ClosedInterval, ComponentId};
+use std::collections::HashMap;
+
+/// Interned components of one interval and each observation's (deduplicated) components.
+pub struct Graph<'a> {
+    pub comps: Vec<&'a ComponentId>,
+    offsets: Vec<u32>,
+    members: Vec<u32>,
+}
+
+impl<'a> Graph<'a> {
+    pub fn build(interval: &'a ClosedInterval, obs: &[Obs]) -> Graph<'a> {
+        let mut ids: HashMap<&'a ComponentId, u32> = HashMap::new();
+        let mut comps = Vec::new();
+        let mut offsets = Vec::with_capacity(obs.len() + 1);
+        let mut members = Vec::with_capacity(obs.len() * 8);
+        offsets.push(0);
+        for o in obs {
+            let start = members.len();
+            let path = &interval.flows[o.samples[0] as usize].path;
+            for c in path {
+                let id = *ids.entry(c).or_insert_with(|| {
+                    comps.push(c);
+                    (comps.len() - 1) as u32
+                });
+                // An intra-subnet path names its subnet twice; count it once.
+                if !members[start..].contains(&id) {
+                    members.push(id);
+                }
+            }
+            offsets.push(members.len() as u32);
+        }
+        Graph {
+            comps,
+            offsets,
+            members,
+        }
+    }
+
+    /// Components on observation `i`'s path.
+    pub fn of(&self, i: usize) -> &[u32] {
+        &self.members[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    pub fn obs_count(&self) -> usize {
+        self.offsets.len() - 1
+    }
+}
+
+/// Eligibility thresholds for a component to be named.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rules {
+    pub min_flows: u32,
+    pub min_weight: f32,
+    pub min_purity: f32,
+}
+
+/// A chosen component and the degraded observations it explains.
+#[derive(Debug, Clone)]
+pub struct Pick {
+    pub comp: u32,
+    pub covered: Vec<u32>,
+    pub purity: f32,
+}
+
+/// Greedy cover of one symptom family. `state(i)` is observation `i`'s state and weight;
+/// `rules(c)` the thresholds for component `c` (looser for a component already blamed in the
+/// previous interval: hysteresis); `rank(c)` breaks exact ties (lower wins).
+pub fn greedy(
+    g: &Graph<'_>,
+    state: impl Fn(usize) -> (State, f32),
+    rules: impl Fn(u32) -> Rules,
+    rank: impl Fn(u32) -> u8,
+    max_picks: usize,
+) -> Vec<Pick> {
+    let n = g.comps.len();
+    let mut d = vec![0f32; n];
+    let mut h = vec![0f32; n];
+    let mut nd = vec![0u32; n];
+    let mut deg_count = vec![0u32; n + 1];
+    for i in 0..g.obs_count() {
+        let (s, w) = state(i);
+        for &c in g.of(i) {
+            match s {
+                State::Degraded => {
+                    d[c as usize] += w;
+                    nd[c as usize] += 1;
+                    deg_count[c as usize + 1] += 1;
+                }
+                State::Healthy => h[c as usize] += w,
+                State::Inconclusive => {}
+            }
+        }
+    }
+    if nd.iter().all(|&x| x == 0) {
+        return Vec::new();
+    }
+    // Inverted index: component -> degraded observations through it (CSR).
+    for c in 0..n {
+        deg_count[c + 1] += deg_count[c];
+    }
+    let mut fill = deg_count.clone();
+    let mut inv = vec![0u32; deg_count[n] as usize];
+    for i in 0..g.obs_count() {
+        if state(i).0 != State::Degraded {
+            continue;
+        }
+        for &c in g.of(i) {
+            inv[fill[c as usize] as usize] = i as u32;
+            fill[c as usize] += 1;
+        }
+    }
+    let mut covered = vec![false; g.obs_count()];
+    let mut picks = Vec::new();
+    while picks.len() < max_picks {
+        let mut best: Option<(f32, u8, u32, f32)> = None;
+        for c in 0..n {
+            if nd[c] == 0 {
+                continue;
+            }
+            let r = rules(c as u32);
+            let purity = d[c] / (d[c] + h[c]);
+            if nd[c] < r.min_flows || d[c] < r.min_weight || purity < r.min_purity {
+                continue;
+            }
+            let score = d[c] * purity * purity;
+            let rk = rank(c as u32);
+            let better = match best {
+                None => true,
+                Some((bs, br, _, _)) => {
+                    let tie = (score - bs).abs() <= 1e-5 * score.max(bs);
+                    if tie {
+                        rk < br
+                    } else {
+                        score > bs
+                    }
+                }
+            };
+            if better {
+                best = Some((score, rk, c as u32, purity));
+            }
+        }
+        let Some((_, _, c, purity)) = best else { break };
+        let mut pick = Pick {
+            comp: c,
+            covered: Vec::new(),
+            purity,
+        };
+        for &i in &inv[deg_count[c as usize] as usize..deg_count[c as usize + 1] as usize] {
+            if covered[i as usize] {
+                continue;
+            }
+            covered[i as usize] = true;
+            let w = state(i as usize).1;
+            for &c2 in g.of(i as usize) {
+                d[c2 as usize] -= w;
+                nd[c2 as usize] -= 1;
+            }
+            pick.covered.push(i);
+        }
+        picks.push(pick);
+    }
+    picks
+}

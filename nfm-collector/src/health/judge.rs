@@ -1,0 +1,561 @@
+//! Per-flow judgement: merges the two ends' views of a flow into one observation, learns
+//! per-path and per-class baselines, and marks each observation healthy, degraded or
+//! inconclusive for two symptom families (loss: retransmissions, timeouts, failed connects;
+//! latency: RTT).
+//!
+//! Why two families and an "inconclusive" state: a flow of 10 segments can neither show nor
+//! rule out 1 % loss, but its RTT is still informative. Counting it as healthy evidence for
+//! loss would let tiny flows contradict a real fault; counting a bulk flow's tiny excess as
+//! degraded would let it dominate. Each family has its own weight per flow (docs/health.md).
+
+use super::stats::{median_mad, poisson_sf, DecayedRate, RobustWindow, MAD_TO_SIGMA};
+use super::HealthConfig;
+use crate::model::{Category, ClosedInterval, ComponentId, ComponentKind, FlowSample};
+use nfm_wire::Role;
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::IpAddr;
+
+/// Bits of [`Judged::metrics`]: which tests flagged the observation.
+pub mod metric {
+    pub const RTT: u8 = 1;
+    pub const RETRANS: u8 = 2;
+    pub const TIMEOUT: u8 = 4;
+    pub const FAILED: u8 = 8;
+}
+
+/// One flow in one interval as seen by one or both of its ends.
+#[derive(Debug, Clone, Default)]
+pub struct Obs {
+    /// Indices into `ClosedInterval::flows`; `samples[1]` is valid when `views == 2`.
+    pub samples: [u32; 2],
+    pub views: u8,
+    /// Path identity (local end, remote end, service port) for the baseline.
+    pub key: u64,
+    /// Class identity (category and the component that spans the path).
+    pub class: u64,
+    pub segs: u64,
+    pub retrans: u64,
+    pub rto: u64,
+    pub attempts: u64,
+    pub failed: u64,
+    pub rtt_sum_us: f64,
+    pub rtt_count: u64,
+    /// Per view (retransmissions + timeouts, segments sent), for the two-view agreement.
+    pub view_loss: [(u64, u64); 2],
+}
+
+impl Obs {
+    pub fn rtt_us(&self) -> Option<f64> {
+        (self.rtt_count > 0).then(|| self.rtt_sum_us / self.rtt_count as f64)
+    }
+
+    /// Adds one end's record. Saturating: counters from an agent are untrusted.
+    fn add(&mut self, s: &FlowSample, view: usize) {
+        let r = &s.record;
+        let retrans = r
+            .retrans
+            .handshake
+            .saturating_add(r.retrans.established)
+            .saturating_add(r.retrans.closing);
+        let rto = r
+            .rto
+            .handshake
+            .saturating_add(r.rto.established)
+            .saturating_add(r.rto.closing);
+        self.segs = self.segs.saturating_add(r.segs_out);
+        self.retrans = self.retrans.saturating_add(retrans);
+        self.rto = self.rto.saturating_add(rto);
+        // A failed connect is an attempt, whatever the agent counted as attempts.
+        self.attempts = self
+            .attempts
+            .saturating_add(r.conn_attempts.max(r.conn_failed));
+        self.failed = self.failed.saturating_add(r.conn_failed);
+        if r.rtt.count > 0 {
+            self.rtt_sum_us += r.rtt.sum_us as f64;
+            self.rtt_count = self.rtt_count.saturating_add(r.rtt.count);
+        }
+        self.view_loss[view] = (retrans.saturating_add(rto), r.segs_out);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum State {
+    #[default]
+    Inconclusive,
+    Healthy,
+    Degraded,
+}
+
+/// One observation's verdict per family, with the baselines it was judged against.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Judged {
+    pub loss: State,
+    /// Weight of the observation as loss evidence (1 when degraded).
+    pub loss_w: f32,
+    pub lat: State,
+    pub lat_w: f32,
+    pub metrics: u8,
+    /// Both ends ran agents and each end's own view flagged the same family.
+    pub views_agree: bool,
+    pub rtt_base: f32,
+    pub p_retrans: f32,
+    pub p_timeout: f32,
+    pub p_failed: f32,
+}
+
+impl Judged {
+    pub fn degraded(&self) -> bool {
+        self.loss == State::Degraded || self.lat == State::Degraded
+    }
+    pub fn healthy(&self) -> bool {
+        !self.degraded() && (self.loss == State::Healthy || self.lat == State::Healthy)
+    }
+}
+
+/// Pools a flow's samples by their two ends: a client's record (local C, remote S, remote port P)
+/// and a server's record (local S, remote C, local port P) are one flow seen from both ends.
+pub fn observations(interval: &ClosedInterval) -> Vec<Obs> {
+    let mut obs: Vec<Obs> = Vec::with_capacity(interval.flows.len());
+    let mut clients: HashMap<(IpAddr, IpAddr, u16), u32> =
+        HashMap::with_capacity(interval.flows.len());
+    let mut servers = Vec::new();
+    for (i, s) in interval.flows.iter().enumerate() {
+        if s.path.is_empty() {
+            continue;
+        }
+        let r = &s.record;
+        match r.role {
+            Role::Client => {
+                let mut o = Obs {
+                    samples: [i as u32, 0],
+                    views: 1,
+                    ..Obs::default()
+                };
+                o.add(s, 0);
+                o.key = path_key(s);
+                o.class = class_key(s);
+                clients
+                    .entry((r.local, r.remote, r.remote_port))
+                    .or_insert(obs.len() as u32);
+                obs.push(o);
+            }
+            Role::Server => servers.push(i),
+        }
+    }
+    for i in servers {
+        let s = &interval.flows[i];
+        let r = &s.record;
+        if let Some(&oi) = clients.get(&(r.remote, r.local, r.local_port)) {
+            let o = &mut obs[oi as usize];
+            if o.views == 1 {
+                o.samples[1] = i as u32;
+                o.views = 2;
+                o.add(s, 1);
+                continue;
+            }
+        }
+        let mut o = Obs {
+            samples: [i as u32, 0],
+            views: 1,
+            ..Obs::default()
+        };
+        o.add(s, 0);
+        o.key = path_key(s);
+        o.class = class_key(s);
+        obs.push(o);
+    }
+    obs
+}
+
+fn hash_of(h: impl Hash) -> u64 {
+    let mut s = DefaultHasher::new();
+    h.hash(&mut s);
+    s.finish()
+}
+
+/// Path identity: (first component, last component, service port).
+fn path_key(s: &FlowSample) -> u64 {
+    let port = match s.record.role {
+        Role::Client => s.record.remote_port,
+        Role::Server => s.record.local_port,
+    };
+    hash_of((s.path.first(), s.path.last(), port))
+}
+
+/// Class identity: the category plus the component that spans the path (AZ pair, gateway,
+/// region pair, service), or the local AZ for intra-AZ flows. New paths are judged against it.
+fn class_key(s: &FlowSample) -> u64 {
+    let span = s
+        .path
+        .iter()
+        .find(|c| {
+            matches!(
+                c.kind,
+                ComponentKind::AzPair
+                    | ComponentKind::Gateway
+                    | ComponentKind::RegionPair
+                    | ComponentKind::Service
+            )
+        })
+        .or_else(|| match s.category {
+            Category::IntraAz => s.path.iter().find(|c| c.kind == ComponentKind::Az),
+            _ => None,
+        });
+    hash_of((s.category, span.map(ComponentId::to_string)))
+}
+
+/// (median, MAD × 1.4826, 90th percentile) of a class's RTTs in one interval.
+fn cross_section(v: &mut [f32]) -> (f32, f32, f32) {
+    let q = (v.len() * 9 / 10).min(v.len().saturating_sub(1));
+    let upper = if v.is_empty() {
+        0.0
+    } else {
+        *v.select_nth_unstable_by(q, f32::total_cmp).1
+    };
+    let (m, mad) = median_mad(v);
+    (m, mad * MAD_TO_SIGMA, upper)
+}
+
+/// Decayed rate sums for the three count metrics.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rates {
+    retrans: DecayedRate,
+    timeout: DecayedRate,
+    failed: DecayedRate,
+    seq: u32,
+}
+
+impl Rates {
+    fn bring_to(&mut self, seq: u32, decay: f32) {
+        if seq > self.seq {
+            let f = decay.powi((seq - self.seq).min(1000) as i32);
+            self.retrans.decay(f);
+            self.timeout.decay(f);
+            self.failed.decay(f);
+            self.seq = seq;
+        }
+    }
+    fn add(&mut self, o: &Obs) {
+        self.retrans.add(o.retrans as f64, o.segs as f64);
+        self.timeout.add(o.rto as f64, o.segs as f64);
+        self.failed.add(o.failed as f64, o.attempts as f64);
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct PathBaseline {
+    rtt: RobustWindow,
+    rates: Rates,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ClassBaseline {
+    /// Per interval: median RTT across the class's healthy flows, and their spread.
+    rtt_median: RobustWindow,
+    rtt_sigma: RobustWindow,
+    /// Per interval: the 90th percentile RTT across the class's healthy flows. Paths of one
+    /// class differ (inter-AZ RTTs span 1-2 ms), so a new path is degraded only above it.
+    rtt_upper: RobustWindow,
+    rates: Rates,
+}
+
+/// Expected rates for one observation.
+#[derive(Debug, Clone, Copy)]
+struct Expect {
+    retrans: f64,
+    timeout: f64,
+    failed: f64,
+}
+
+/// All learned baselines.
+#[derive(Debug, Default)]
+pub struct Baselines {
+    paths: HashMap<u64, PathBaseline>,
+    classes: HashMap<u64, ClassBaseline>,
+    global: Rates,
+    /// Paths not learned because `max_paths` was reached.
+    pub paths_refused: u64,
+}
+
+impl Baselines {
+    pub fn path_count(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// Judges every observation of the interval numbered `seq`.
+    pub fn judge_all(&mut self, obs: &[Obs], seq: u32, cfg: &HealthConfig) -> Vec<Judged> {
+        self.global.bring_to(seq, cfg.rate_decay);
+        let cold = self.cold_start(obs, cfg);
+        let cross = self.cross_sections(obs, cfg);
+        let global = if self.global.retrans.exposure > 0.0 {
+            Expect {
+                retrans: self
+                    .global
+                    .retrans
+                    .shrunk(cold.retrans, cfg.class_prior_segments),
+                timeout: self
+                    .global
+                    .timeout
+                    .shrunk(cold.timeout, cfg.class_prior_segments),
+                failed: self
+                    .global
+                    .failed
+                    .shrunk(cold.failed, cfg.class_prior_attempts),
+            }
+        } else {
+            cold
+        };
+        obs.iter()
+            .map(|o| self.judge(o, seq, &global, &cross, cfg))
+            .collect()
+    }
+
+    /// Rates to fall back on when nothing has been learned yet: the lower quartile over classes
+    /// of this interval's pooled rates (a fault in most classes does not move it), never below
+    /// the configured defaults.
+    fn cold_start(&self, obs: &[Obs], cfg: &HealthConfig) -> Expect {
+        let defaults = Expect {
+            retrans: cfg.default_retrans_rate,
+            timeout: cfg.default_timeout_rate,
+            failed: cfg.default_failed_rate,
+        };
+        if self.global.retrans.exposure > 0.0 {
+            return defaults;
+        }
+        let mut per_class: HashMap<u64, Rates> = HashMap::new();
+        for o in obs {
+            per_class.entry(o.class).or_default().add(o);
+        }
+        let pick = |f: &dyn Fn(&Rates) -> &DecayedRate, floor: f64| {
+            let mut v: Vec<f32> = per_class
+                .values()
+                .map(f)
+                .filter(|r| r.exposure > 0.0)
+                .map(|r| r.events / r.exposure)
+                .collect();
+            // Lower quartile: a fault may touch most classes, rarely all of them.
+            if v.is_empty() {
+                return floor;
+            }
+            let q = v.len() / 4;
+            let (_, x, _) = v.select_nth_unstable_by(q, f32::total_cmp);
+            (*x as f64).max(floor)
+        };
+        Expect {
+            retrans: pick(&|r| &r.retrans, defaults.retrans),
+            timeout: pick(&|r| &r.timeout, defaults.timeout),
+            failed: pick(&|r| &r.failed, defaults.failed),
+        }
+    }
+
+    /// For classes with no RTT history: (median, sigma, p90) of this interval's RTTs in the class.
+    fn cross_sections(&self, obs: &[Obs], cfg: &HealthConfig) -> HashMap<u64, (f32, f32, f32)> {
+        let mut vals: HashMap<u64, Vec<f32>> = HashMap::new();
+        for o in obs {
+            let Some(rtt) = o.rtt_us() else { continue };
+            if self
+                .classes
+                .get(&o.class)
+                .is_some_and(|c| !c.rtt_median.is_empty())
+            {
+                continue;
+            }
+            vals.entry(o.class).or_default().push(rtt as f32);
+        }
+        vals.into_iter()
+            .filter(|(_, v)| v.len() >= cfg.cross_section_min_flows)
+            .map(|(k, mut v)| (k, cross_section(&mut v)))
+            .collect()
+    }
+
+    fn judge(
+        &self,
+        o: &Obs,
+        seq: u32,
+        global: &Expect,
+        cross: &HashMap<u64, (f32, f32, f32)>,
+        cfg: &HealthConfig,
+    ) -> Judged {
+        let class = self.classes.get(&o.class);
+        let path = self.paths.get(&o.key);
+        let decayed = |r: Option<&Rates>| {
+            r.map(|r| {
+                let mut r = *r;
+                r.bring_to(seq, cfg.rate_decay);
+                r
+            })
+        };
+        let cr = decayed(class.map(|c| &c.rates));
+        let pr = decayed(path.map(|p| &p.rates));
+        let shrink = |r: Option<Rates>, f: fn(&Rates) -> DecayedRate, prior: f64, w: f64| {
+            r.map_or(prior, |r| f(&r).shrunk(prior, w))
+        };
+        let c_exp = Expect {
+            retrans: shrink(cr, |r| r.retrans, global.retrans, cfg.class_prior_segments),
+            timeout: shrink(cr, |r| r.timeout, global.timeout, cfg.class_prior_segments),
+            failed: shrink(cr, |r| r.failed, global.failed, cfg.class_prior_attempts),
+        };
+        let exp = Expect {
+            retrans: shrink(pr, |r| r.retrans, c_exp.retrans, cfg.path_prior_segments)
+                .max(cfg.min_retrans_rate),
+            timeout: shrink(pr, |r| r.timeout, c_exp.timeout, cfg.path_prior_segments)
+                .max(cfg.min_timeout_rate),
+            failed: shrink(pr, |r| r.failed, c_exp.failed, cfg.path_prior_attempts)
+                .max(cfg.min_failed_rate),
+        };
+
+        let mut j = Judged {
+            p_retrans: exp.retrans as f32,
+            p_timeout: exp.timeout as f32,
+            p_failed: exp.failed as f32,
+            ..Judged::default()
+        };
+
+        // Loss family.
+        let count_test = |k: u64, n: u64, p: f64, excess: f64| -> bool {
+            if n == 0 || k == 0 {
+                return false;
+            }
+            let rate = k as f64 / n as f64;
+            rate >= p * cfg.min_rate_ratio + excess
+                && poisson_sf(k, n as f64 * p) < cfg.flow_p_value
+        };
+        let mut flagged = 0u8;
+        if count_test(o.retrans, o.segs, exp.retrans, cfg.min_excess_retrans) {
+            flagged |= metric::RETRANS;
+        }
+        if count_test(o.rto, o.segs, exp.timeout, cfg.min_excess_timeout) {
+            flagged |= metric::TIMEOUT;
+        }
+        if count_test(o.failed, o.attempts, exp.failed, cfg.min_excess_failed) {
+            flagged |= metric::FAILED;
+        }
+        let power = (o.segs as f32 / cfg.full_weight_segments)
+            .max(o.attempts as f32 / cfg.full_weight_attempts)
+            .min(1.0);
+        if flagged != 0 {
+            j.loss = State::Degraded;
+            j.loss_w = 1.0;
+            if o.views == 2 {
+                let v = |(k, n): (u64, u64)| {
+                    count_test(k, n, exp.retrans + exp.timeout, cfg.min_excess_retrans)
+                };
+                j.views_agree = v(o.view_loss[0]) && v(o.view_loss[1]);
+            }
+        } else if power >= cfg.min_weight {
+            j.loss = State::Healthy;
+            j.loss_w = power;
+        }
+
+        // Latency family.
+        if let Some(rtt) = o.rtt_us() {
+            let base = match path {
+                Some(p) if p.rtt.len() >= cfg.rtt_min_history => {
+                    Some((p.rtt.median(), p.rtt.sigma(), 0.0))
+                }
+                _ => match class {
+                    Some(c) if !c.rtt_median.is_empty() => Some((
+                        c.rtt_median.median(),
+                        c.rtt_sigma.median(),
+                        c.rtt_upper.median(),
+                    )),
+                    _ => cross.get(&o.class).copied(),
+                },
+            };
+            if let Some((median, sigma, upper)) = base {
+                let median = median.max(1.0) as f64;
+                let sigma = (sigma as f64).max(cfg.rtt_sigma_floor * median);
+                let margin = (cfg.rtt_z * sigma)
+                    .max(cfg.rtt_min_rise * median)
+                    .max(cfg.rtt_min_rise_us);
+                let threshold = (median + margin).max(upper as f64 * (1.0 + cfg.rtt_min_rise));
+                j.rtt_base = median as f32;
+                let w = (o.rtt_count as f32 / cfg.full_weight_rtt_samples).min(1.0);
+                if rtt > threshold && w >= cfg.min_weight {
+                    flagged |= metric::RTT;
+                    j.lat = State::Degraded;
+                    j.lat_w = 1.0;
+                } else if w >= cfg.min_weight {
+                    j.lat = State::Healthy;
+                    j.lat_w = w;
+                }
+            }
+        }
+        j.metrics = flagged;
+        j
+    }
+
+    /// Learns from the observations not touched by this interval's verdicts: a family judged
+    /// degraded is not learned, so a fault does not become the new normal.
+    pub fn learn(
+        &mut self,
+        obs: &[Obs],
+        judged: &[Judged],
+        skip: &[bool],
+        seq: u32,
+        cfg: &HealthConfig,
+    ) {
+        let mut class_rtts: HashMap<u64, Vec<f32>> = HashMap::new();
+        for ((o, j), &skip) in obs.iter().zip(judged).zip(skip) {
+            if skip {
+                continue;
+            }
+            let learn_rates = j.loss != State::Degraded;
+            let rtt = if j.lat != State::Degraded {
+                o.rtt_us()
+            } else {
+                None
+            };
+            if learn_rates {
+                self.global.add(o);
+            }
+            let full = self.paths.len() >= cfg.max_paths;
+            let path = match self.paths.get_mut(&o.key) {
+                Some(p) => Some(p),
+                None if full => {
+                    self.paths_refused += 1;
+                    None
+                }
+                None => Some(self.paths.entry(o.key).or_default()),
+            };
+            if let Some(p) = path {
+                p.rates.bring_to(seq, cfg.rate_decay);
+                if learn_rates {
+                    p.rates.add(o);
+                }
+                if let Some(r) = rtt {
+                    p.rtt.push(r as f32);
+                }
+                // Touch even when nothing was learned, so eviction sees the path as alive.
+                p.rates.seq = seq;
+            }
+            let c = self.classes.entry(o.class).or_default();
+            c.rates.bring_to(seq, cfg.rate_decay);
+            if learn_rates {
+                c.rates.add(o);
+            }
+            if let Some(r) = rtt {
+                class_rtts.entry(o.class).or_default().push(r as f32);
+            }
+        }
+        for (k, mut v) in class_rtts {
+            if v.len() < cfg.cross_section_min_flows {
+                continue;
+            }
+            let (m, sigma, upper) = cross_section(&mut v);
+            if let Some(c) = self.classes.get_mut(&k) {
+                c.rtt_median.push(m);
+                c.rtt_sigma.push(sigma);
+                c.rtt_upper.push(upper);
+            }
+        }
+        if seq.is_multiple_of(64) {
+            let ttl = cfg.path_idle_intervals;
+            self.paths
+                .retain(|_, p| seq.saturating_sub(p.rates.seq) <= ttl);
+            self.classes
+                .retain(|_, c| seq.saturating_sub(c.rates.seq) <= ttl);
+        }
+    }
+}

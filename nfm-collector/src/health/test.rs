@@ -1,0 +1,402 @@
+//! Evaluator tests on synthetic intervals: healthy noise, each fault kind on a chosen
+//! component, slow hosts that must not be blamed on the network, new paths, hysteresis.
+
+use super::synth::{Fault, Fleet, FleetSpec, GATEWAY};
+use super::*;
+use crate::model::{Blame, ComponentId, ComponentKind, FlowSample};
+use nfm_wire::FlowRecord;
+
+fn id(s: &str) -> ComponentId {
+    s.parse().unwrap()
+}
+
+fn fleet(seed: u64) -> Fleet {
+    Fleet::new(FleetSpec {
+        seed,
+        ..FleetSpec::default()
+    })
+}
+
+/// Warms the evaluator for `warm` healthy intervals, then runs `faulty` intervals with
+/// `faults`; returns the faulty intervals' reports.
+fn run(
+    fleet: &mut Fleet,
+    ev: &mut Evaluator,
+    warm: u64,
+    faulty: u64,
+    faults: &[Fault],
+) -> Vec<HealthReport> {
+    for i in 0..warm {
+        let r = ev.evaluate(&fleet.interval(i, &[]));
+        assert!(
+            r.verdicts.iter().all(|v| v.blame != Blame::Network),
+            "healthy warm-up interval {i} blamed the network: {:?}",
+            r.verdicts
+        );
+    }
+    (warm..warm + faulty)
+        .map(|i| ev.evaluate(&fleet.interval(i, faults)))
+        .collect()
+}
+
+fn names(r: &HealthReport) -> Vec<String> {
+    r.verdicts.iter().map(|v| v.component.to_string()).collect()
+}
+
+/// Every faulty interval names exactly `expect` (and nothing else), with `blame`.
+fn assert_named(reports: &[HealthReport], expect: &str, blame: Blame) {
+    for (k, r) in reports.iter().enumerate() {
+        assert_eq!(
+            names(r),
+            vec![expect.to_string()],
+            "faulty interval {k}: {:#?}",
+            r.verdicts
+        );
+        let v = &r.verdicts[0];
+        assert_eq!(v.blame, blame);
+        assert!(v.degraded_flows >= 3, "{v:?}");
+        assert!(!v.evidence.is_empty(), "{v:?}");
+        assert!(v.confidence > 0.3 && v.confidence <= 1.0, "{v:?}");
+        for e in &v.evidence {
+            assert!(e.observed > e.baseline, "{e:?}");
+        }
+    }
+}
+
+#[test]
+fn test_healthy_fleet_no_verdicts_many_seeds() {
+    for seed in 1..=6 {
+        let mut f = fleet(seed);
+        let mut ev = Evaluator::default();
+        let mut verdicts = 0;
+        for i in 0..120 {
+            let r = ev.evaluate(&f.interval(i, &[]));
+            verdicts += r.verdicts.len();
+        }
+        assert_eq!(verdicts, 0, "seed {seed}");
+    }
+}
+
+#[test]
+fn test_az_pair_loss_named_first_interval() {
+    let mut f = fleet(2);
+    let mut ev = Evaluator::default();
+    let faults = [Fault::Loss {
+        component: ComponentId::pair(ComponentKind::AzPair, "az1", "az2"),
+        rate: 0.03,
+    }];
+    let reps = run(&mut f, &mut ev, 20, 5, &faults);
+    assert_named(&reps, "az-pair:az1|az2", Blame::Network);
+    assert!(reps[0].verdicts[0]
+        .evidence
+        .iter()
+        .any(|e| e.metric == "retrans_rate"));
+}
+
+#[test]
+fn test_gateway_latency_named() {
+    let mut f = fleet(3);
+    let mut ev = Evaluator::default();
+    let faults = [Fault::Delay {
+        component: ComponentId::new(ComponentKind::Gateway, GATEWAY),
+        extra_us: 4_000.0,
+    }];
+    let reps = run(&mut f, &mut ev, 20, 5, &faults);
+    assert_named(&reps, &format!("gateway:{GATEWAY}"), Blame::Network);
+    assert_eq!(reps[0].verdicts[0].evidence[0].metric, "rtt_us");
+}
+
+#[test]
+fn test_subnet_blackhole_named() {
+    let mut f = fleet(4);
+    let mut ev = Evaluator::default();
+    let faults = [Fault::Blackhole {
+        component: id("subnet:app-2"),
+    }];
+    let reps = run(&mut f, &mut ev, 20, 5, &faults);
+    assert_named(&reps, "subnet:app-2", Blame::Network);
+}
+
+#[test]
+fn test_service_degradation_is_endpoint() {
+    let mut f = fleet(5);
+    let mut ev = Evaluator::default();
+    let faults = [Fault::Loss {
+        component: id("service:object-store"),
+        rate: 0.05,
+    }];
+    let reps = run(&mut f, &mut ev, 20, 5, &faults);
+    assert_named(&reps, "service:object-store", Blame::Endpoint);
+}
+
+#[test]
+fn test_slow_hosts_never_blamed_on_network() {
+    for seed in 1..=4u64 {
+        for host in ["app-1-h2", "app-3-h5", "data-2-h1", "app-2-h6"] {
+            let mut f = fleet(seed);
+            let mut ev = Evaluator::default();
+            let faults = [Fault::SlowHost {
+                host: id(&format!("host:{host}")),
+                extra_us: 3_000.0,
+            }];
+            let reps = run(&mut f, &mut ev, 15, 4, &faults);
+            for r in &reps {
+                assert!(
+                    r.verdicts.iter().all(|v| v.blame == Blame::Endpoint),
+                    "seed {seed} host {host}: {:#?}",
+                    r.verdicts
+                );
+            }
+            // Named as the likely cause in every faulty interval.
+            for r in &reps {
+                assert!(
+                    names(r).contains(&format!("host:{host}")),
+                    "seed {seed} {host}: {:?}",
+                    names(r)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn test_two_overlapping_faults_both_named() {
+    let mut f = fleet(6);
+    let mut ev = Evaluator::default();
+    let faults = [
+        Fault::Loss {
+            component: ComponentId::pair(ComponentKind::AzPair, "az2", "az3"),
+            rate: 0.04,
+        },
+        Fault::Blackhole {
+            component: id("subnet:data-1"),
+        },
+    ];
+    let reps = run(&mut f, &mut ev, 20, 4, &faults);
+    for r in &reps {
+        let mut n = names(r);
+        n.sort();
+        assert_eq!(
+            n,
+            vec!["az-pair:az2|az3", "subnet:data-1"],
+            "{:#?}",
+            r.verdicts
+        );
+    }
+}
+
+#[test]
+fn test_new_paths_judged_against_class_in_first_interval() {
+    // Learn on one fleet, then switch to a fleet with the same topology but different flows:
+    // most paths are new and have no history of their own.
+    let mut warm = fleet(7);
+    let mut ev = Evaluator::default();
+    for i in 0..10 {
+        ev.evaluate(&warm.interval(i, &[]));
+    }
+    let mut fresh = Fleet::new(FleetSpec {
+        seed: 99,
+        flows_per_host: 7,
+        ..FleetSpec::default()
+    });
+    let faults = [Fault::Delay {
+        component: ComponentId::pair(ComponentKind::AzPair, "az1", "az3"),
+        extra_us: 5_000.0,
+    }];
+    let r = ev.evaluate(&fresh.interval(10, &faults));
+    assert_eq!(names(&r), vec!["az-pair:az1|az3"], "{:#?}", r.verdicts);
+}
+
+#[test]
+fn test_cold_start_detects_minority_fault() {
+    // No history at all: the first interval is judged against its own cross-section.
+    let mut f = fleet(8);
+    let mut ev = Evaluator::default();
+    let faults = [Fault::Loss {
+        component: id("subnet:app-3"),
+        rate: 0.05,
+    }];
+    let r = ev.evaluate(&f.interval(0, &faults));
+    assert_eq!(names(&r), vec!["subnet:app-3"], "{:#?}", r.verdicts);
+}
+
+#[test]
+fn test_first_seen_tracks_runs() {
+    let mut f = fleet(9);
+    let mut ev = Evaluator::default();
+    let fault = [Fault::Blackhole {
+        component: id("subnet:app-1"),
+    }];
+    for i in 0..10 {
+        ev.evaluate(&f.interval(i, &[]));
+    }
+    let a = ev.evaluate(&f.interval(10, &fault));
+    let b = ev.evaluate(&f.interval(11, &fault));
+    assert_eq!(a.verdicts[0].first_seen_ms, 600_000);
+    assert_eq!(b.verdicts[0].first_seen_ms, 600_000);
+    assert_eq!(b.verdicts[0].interval_start_ms, 660_000);
+    let gap = ev.evaluate(&f.interval(12, &[]));
+    assert!(gap.verdicts.is_empty(), "{:#?}", gap.verdicts);
+    let c = ev.evaluate(&f.interval(13, &fault));
+    assert_eq!(c.verdicts[0].first_seen_ms, 780_000);
+}
+
+#[test]
+fn test_fault_does_not_become_baseline() {
+    // A fault lasting 3× the baseline window is still named at its end.
+    let mut f = fleet(10);
+    let mut ev = Evaluator::default();
+    let faults = [Fault::Delay {
+        component: ComponentId::pair(ComponentKind::AzPair, "az1", "az2"),
+        extra_us: 3_000.0,
+    }];
+    let reps = run(&mut f, &mut ev, 20, 50, &faults);
+    assert_eq!(names(reps.last().unwrap()), vec!["az-pair:az1|az2"]);
+}
+
+#[test]
+fn test_one_noisy_flow_never_names_anything() {
+    let mut f = fleet(11);
+    let mut ev = Evaluator::default();
+    for i in 0..10 {
+        ev.evaluate(&f.interval(i, &[]));
+    }
+    let mut iv = f.interval(10, &[]);
+    let victim = iv
+        .flows
+        .iter()
+        .position(|s| s.record.segs_out > 1000)
+        .unwrap();
+    let r = &mut iv.flows[victim].record;
+    r.retrans.established = r.segs_out / 2;
+    r.rto.established = 50;
+    r.rtt.sum_us = r.rtt.sum_us.saturating_mul(20);
+    let rep = ev.evaluate(&iv);
+    assert!(rep.degraded_flows.contains(&victim));
+    assert!(rep.verdicts.is_empty(), "{:#?}", rep.verdicts);
+}
+
+#[test]
+fn test_both_views_are_one_observation() {
+    let mut f = fleet(12);
+    let iv = f.interval(0, &[]);
+    let obs = judge::observations(&iv);
+    let clients = iv
+        .flows
+        .iter()
+        .filter(|s| s.record.role == nfm_wire::Role::Client)
+        .count();
+    assert_eq!(obs.len(), clients);
+    assert!(obs.iter().filter(|o| o.views == 2).count() > clients / 2);
+}
+
+#[test]
+fn test_two_view_agreement_raises_confidence() {
+    let mut f = fleet(13);
+    let mut ev = Evaluator::default();
+    let fault = [Fault::Loss {
+        component: id("subnet:app-2"),
+        rate: 0.05,
+    }];
+    let both = run(&mut f, &mut ev, 10, 1, &fault).remove(0);
+    // The same fault with the server-side views removed: only one end speaks.
+    let mut f2 = fleet(13);
+    let mut ev2 = Evaluator::default();
+    for i in 0..10 {
+        ev2.evaluate(&f2.interval(i, &[]));
+    }
+    let mut iv = f2.interval(10, &fault);
+    iv.flows.retain(|s| s.record.role == nfm_wire::Role::Client);
+    let one = ev2.evaluate(&iv);
+    assert_eq!(names(&both), names(&one));
+    assert!(both.verdicts[0].confidence > one.verdicts[0].confidence);
+}
+
+#[test]
+fn test_bad_input_does_not_panic() {
+    let mut ev = Evaluator::default();
+    let mut weird = Vec::new();
+    let path = vec![id("host:a"), id("subnet:s"), id("host:b")];
+    let mut r = FlowRecord::default();
+    weird.push(FlowSample {
+        agent_id: 1,
+        record: r,
+        category: crate::model::Category::Unclassified,
+        path: Vec::new(),
+    });
+    r.segs_out = u64::MAX;
+    r.retrans.established = u64::MAX;
+    r.rto.handshake = u64::MAX;
+    r.conn_failed = u64::MAX;
+    r.rtt.count = u64::MAX;
+    r.rtt.sum_us = u64::MAX;
+    for _ in 0..5 {
+        weird.push(FlowSample {
+            agent_id: 2,
+            record: r,
+            category: crate::model::Category::IntraAz,
+            path: path.clone(),
+        });
+    }
+    r = FlowRecord::default();
+    r.retrans.established = 10; // retransmissions without segments
+    r.rtt.count = 1; // an RTT of zero
+    weird.push(FlowSample {
+        agent_id: 3,
+        record: r,
+        category: crate::model::Category::IntraAz,
+        path: path.clone(),
+    });
+    for start in [0, 60_000, 30_000] {
+        let iv = ClosedInterval {
+            start_ms: start,
+            end_ms: start + 60_000,
+            flows: weird.clone(),
+        };
+        let rep = ev.evaluate(&iv);
+        for v in &rep.verdicts {
+            assert!(v.confidence.is_finite());
+        }
+    }
+    let empty = ev.evaluate(&ClosedInterval::default());
+    assert!(empty.verdicts.is_empty());
+}
+
+#[test]
+fn test_monitor_indicator_only_for_network_blame() {
+    let mut f = fleet(14);
+    let mut ev = Evaluator::default();
+    for i in 0..10 {
+        ev.evaluate(&f.interval(i, &[]));
+    }
+    let host = id("host:app-1-h1");
+    let iv = f.interval(
+        10,
+        &[Fault::SlowHost {
+            host: host.clone(),
+            extra_us: 3_000.0,
+        }],
+    );
+    let rep = ev.evaluate(&iv);
+    let all: Vec<usize> = (0..iv.flows.len()).collect();
+    assert!(names(&rep).contains(&host.to_string()));
+    assert_eq!(monitor_indicator(&iv, &rep, &all), 0);
+
+    let az = ComponentId::pair(ComponentKind::AzPair, "az1", "az3");
+    let iv = f.interval(
+        11,
+        &[Fault::Loss {
+            component: az.clone(),
+            rate: 0.05,
+        }],
+    );
+    let rep = ev.evaluate(&iv);
+    assert_eq!(monitor_indicator(&iv, &rep, &all), 1);
+    // A monitor whose flows avoid the AZ pair stays 0.
+    let elsewhere: Vec<usize> = (0..iv.flows.len())
+        .filter(|&i| !iv.flows[i].path.contains(&az))
+        .collect();
+    assert_eq!(monitor_indicator(&iv, &rep, &elsewhere), 0);
+    assert_eq!(monitor_indicator(&iv, &rep, &[]), 0);
+    assert_eq!(monitor_indicator(&iv, &rep, &[usize::MAX]), 0);
+}
