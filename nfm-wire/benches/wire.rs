@@ -187,16 +187,8 @@ fn main() {
     let mut ring = Keyring::new();
     ring.insert(key.clone());
     let mut s = 0;
-    let signed = encode_flow_batch(
-        1,
-        1,
-        &mut s,
-        (0, 0),
-        &v4,
-        DEFAULT_DATAGRAM_LEN,
-        Some(&key),
-    )
-    .unwrap();
+    let signed =
+        encode_flow_batch(1, 1, &mut s, (0, 0), &v4, DEFAULT_DATAGRAM_LEN, Some(&key)).unwrap();
     let sopts = DecodeOptions {
         keys: Some(&ring),
         ..opts

@@ -34,14 +34,16 @@ impl Key {
 
     /// The 32-byte HMAC-SHA256 tag over `bytes`.
     pub fn tag(&self, bytes: &[u8]) -> [u8; 32] {
-        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC accepts any key length");
+        let mut mac =
+            HmacSha256::new_from_slice(&self.secret).expect("HMAC accepts any key length");
         mac.update(bytes);
         mac.finalize().into_bytes().into()
     }
 
     /// Constant-time verification of `tag` over `bytes`.
     pub fn verify(&self, bytes: &[u8], tag: &[u8]) -> bool {
-        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC accepts any key length");
+        let mut mac =
+            HmacSha256::new_from_slice(&self.secret).expect("HMAC accepts any key length");
         mac.update(bytes);
         mac.verify_slice(tag).is_ok()
     }
@@ -111,9 +113,11 @@ impl Keyring {
             let (Some(id), Some(hex), None) = (parts.next(), parts.next(), parts.next()) else {
                 return Err(err("expected `<key id> <hex secret>`".into()));
             };
-            let id: u32 = id
-                .parse()
-                .map_err(|_| err(format!("key id `{id}` is not a number from 0 to 4294967295")))?;
+            let id: u32 = id.parse().map_err(|_| {
+                err(format!(
+                    "key id `{id}` is not a number from 0 to 4294967295"
+                ))
+            })?;
             let secret = decode_hex(hex).ok_or_else(|| err("secret is not valid hex".into()))?;
             if secret.len() < 16 {
                 return Err(err(format!(

@@ -90,7 +90,8 @@ pub fn encode(header: &Header, msg: &Message, key: Option<&Key>, out: &mut Vec<u
         Message::Goodbye(m) => bincode::serde::encode_into_std_write(m, w, CONFIG),
         Message::Error(m) => bincode::serde::encode_into_std_write(m, w, CONFIG),
     };
-    r.map_err(map_encode).expect("encoding into a Vec cannot fail");
+    r.map_err(map_encode)
+        .expect("encoding into a Vec cannot fail");
     finish_frame(out, start, msg.msg_type(), header, key)
 }
 
@@ -222,7 +223,15 @@ pub fn encode_flow_batch(
         p
     };
     let overhead = HEADER_LEN + if key.is_some() { AUTH_LEN } else { 0 } + CRC_LEN + prefix.len();
-    let count_len = |n: u64| if n < 251 { 1 } else if n <= u16::MAX as u64 { 3 } else { 5 };
+    let count_len = |n: u64| {
+        if n < 251 {
+            1
+        } else if n <= u16::MAX as u64 {
+            3
+        } else {
+            5
+        }
+    };
     let mut flush = |pending: &mut Vec<u8>, count: &mut u64, frames: &mut Vec<Vec<u8>>| {
         let mut out = Vec::with_capacity(overhead + 5 + pending.len());
         out.resize(HEADER_LEN, 0);

@@ -264,7 +264,13 @@ impl Serialize for WireRecord<'_> {
         let rtt = &r.rtt;
         put(
             bit::RTT,
-            &[rtt.count, rtt.sum_us, rtt.min_us, rtt.max_us, rtt.last_srtt_us],
+            &[
+                rtt.count,
+                rtt.sum_us,
+                rtt.min_us,
+                rtt.max_us,
+                rtt.last_srtt_us,
+            ],
         )?;
         put(bit::SOCKETS_OPEN, &[r.sockets_open])?;
         put(bit::CONN_ATTEMPTS, &[r.conn_attempts])?;

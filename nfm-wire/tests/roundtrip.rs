@@ -280,7 +280,10 @@ fn test_auth_signed_frames_verify_and_forgeries_fail() {
     let n = tampered.len();
     let crc = crc32fast::hash(&tampered[..n - 4]);
     tampered[n - 4..].copy_from_slice(&crc.to_le_bytes());
-    assert_eq!(decode(&tampered, &opts), Err(Error::BadAuthTag { key_id: 3 }));
+    assert_eq!(
+        decode(&tampered, &opts),
+        Err(Error::BadAuthTag { key_id: 3 })
+    );
 }
 
 #[test]
@@ -444,15 +447,20 @@ prop_compose! {
 
 fn arb_message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (".{0,40}", ".{0,10}", any::<u32>(), any::<u64>(), any::<u64>()).prop_map(
-            |(h, v, i, c, s)| Message::Hello(Hello {
+        (
+            ".{0,40}",
+            ".{0,10}",
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(|(h, v, i, c, s)| Message::Hello(Hello {
                 host_name: h,
                 agent_version: v,
                 interval_ms: i,
                 capabilities: c,
                 started_at_ms: s
-            })
-        ),
+            })),
         (
             any::<u64>(),
             any::<u64>(),
