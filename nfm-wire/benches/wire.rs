@@ -81,7 +81,7 @@ fn realistic_batch(n: usize, v6: bool, seed: u64) -> Vec<FlowRecord> {
                     last_srtt_us: base_rtt + rng.below(base_rtt / 4 + 1),
                 };
             }
-            if kind >= 65 && kind < 80 {
+            if (65..80).contains(&kind) {
                 let c = 1 + rng.below(30);
                 r.conn_attempts = c;
                 r.conn_completed = c - rng.below(2).min(c);

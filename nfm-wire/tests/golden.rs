@@ -107,7 +107,7 @@ fn test_deconstruct() {
 #[test]
 fn test_construct() {
     // Every header byte is written: start from a buffer full of 0xa5.
-    let mut buf = vec![0xa5u8; HEADER_LEN];
+    let mut buf = [0xa5u8; HEADER_LEN];
     let mut f = Frame::new_unchecked(&mut buf[..]);
     f.emit_header(MsgType::FlowBatch, 0, 60, &Header { seq: 2, ..HDR });
     assert_eq!(&buf[..], &FLOW_BATCH_BYTES[..HEADER_LEN]);
