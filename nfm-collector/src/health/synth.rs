@@ -139,6 +139,23 @@ impl Fleet {
         let data: Vec<usize> = (0..hosts.len())
             .filter(|&h| hosts[h].vpc == "vpc-data")
             .collect();
+        let per_az: Vec<(String, Vec<usize>)> = ["az1", "az2", "az3"]
+            .iter()
+            .map(|az| {
+                let v = app
+                    .iter()
+                    .copied()
+                    .filter(|&h| hosts[h].az == *az)
+                    .collect();
+                (az.to_string(), v)
+            })
+            .collect();
+        let by_az = |az: &str| -> &[usize] {
+            per_az
+                .iter()
+                .find(|(a, _)| a == az)
+                .map_or(&[][..], |(_, v)| &v[..])
+        };
         let mut flows = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for &c in &app {
@@ -149,22 +166,19 @@ impl Fleet {
                 let u = rng.f64();
                 let (remote, port) = if u < 0.30 {
                     // intra-AZ app peer
-                    let peers: Vec<usize> = app
-                        .iter()
-                        .copied()
-                        .filter(|&p| p != c && hosts[p].az == hosts[c].az)
-                        .collect();
-                    if peers.is_empty() {
+                    // App hosts of one AZ are contiguous (one app subnet per AZ).
+                    let same: &[usize] = by_az(&hosts[c].az);
+                    let p = same[rng.below(same.len())];
+                    if p == c {
                         continue;
                     }
-                    (Remote::Host(peers[rng.below(peers.len())]), 8080)
+                    (Remote::Host(p), 8080)
                 } else if u < 0.55 {
-                    let peers: Vec<usize> = app
-                        .iter()
-                        .copied()
-                        .filter(|&p| hosts[p].az != hosts[c].az)
-                        .collect();
-                    (Remote::Host(peers[rng.below(peers.len())]), 8080)
+                    let p = app[rng.below(app.len())];
+                    if hosts[p].az == hosts[c].az {
+                        continue;
+                    }
+                    (Remote::Host(p), 8080)
                 } else if u < 0.85 {
                     (Remote::Host(data[rng.below(data.len())]), 5432)
                 } else {
