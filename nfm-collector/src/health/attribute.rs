@@ -29,13 +29,17 @@ impl<'a> Graph<'a> {
         offsets.push(0);
         for o in obs {
             let start = members.len();
-            let path = &interval.flows[o.samples[0] as usize].path;
-            for c in path {
+            // Both ends' paths: each names only its own AZ, and a fault in the far end's AZ
+            // is on the flow's path all the same.
+            let second = (o.views == 2).then(|| &interval.flows[o.samples[1] as usize].path);
+            let first = &interval.flows[o.samples[0] as usize].path;
+            for c in first.iter().chain(second.into_iter().flatten()) {
                 let id = *ids.entry(c).or_insert_with(|| {
                     comps.push(c);
                     (comps.len() - 1) as u32
                 });
-                // An intra-subnet path names its subnet twice; count it once.
+                // An intra-subnet path names its subnet twice, two views name most components
+                // twice; count each once.
                 if !members[start..].contains(&id) {
                     members.push(id);
                 }
@@ -49,7 +53,7 @@ impl<'a> Graph<'a> {
         }
     }
 
-    /// Components on observation `i`'s path.
+    /// Components on observation `i`'s path (the union of both ends' paths).
     pub fn of(&self, i: usize) -> &[u32] {
         &self.members[self.offsets[i] as usize..self.offsets[i + 1] as usize]
     }

@@ -224,7 +224,8 @@ impl Fleet {
             let mut slow = 0.0;
             let mut blackhole = false;
             for f in faults {
-                if !flow.client_path.contains(f.component()) {
+                let c = f.component();
+                if !flow.client_path.contains(c) && !flow.server_path.contains(c) {
                     continue;
                 }
                 match f {

@@ -94,6 +94,18 @@ fn test_az_pair_loss_named_first_interval() {
 }
 
 #[test]
+fn test_az_loss_named_not_its_pairs() {
+    let mut f = fleet(21);
+    let mut ev = Evaluator::default();
+    let faults = [Fault::Loss {
+        component: id("az:az2"),
+        rate: 0.03,
+    }];
+    let reps = run(&mut f, &mut ev, 20, 4, &faults);
+    assert_named(&reps, "az:az2", Blame::Network);
+}
+
+#[test]
 fn test_gateway_latency_named() {
     let mut f = fleet(3);
     let mut ev = Evaluator::default();
