@@ -1,4 +1,6 @@
-//! The sock_ops program: skeleton only until the agent issue lands.
+//! The nfm sock_ops program: binds the shared state machine (`nfm_agent_common::on_sock_ops`)
+//! to the real `bpf_sock_ops` context, the socket map, the close-event ring buffer and the
+//! per-CPU counters. All logic is in the common crate so it is unit-tested on the host.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -6,7 +8,202 @@
 fn main() {}
 
 #[cfg(target_arch = "bpf")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
+mod prog {
+    use aya_ebpf::{
+        bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+        helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns},
+        macros::{map, sock_ops},
+        maps::{HashMap, PerCpuArray, RingBuf},
+        programs::SockOpsContext,
+        EbpfContext,
+    };
+    use core::ptr::{addr_of, read_volatile};
+    use nfm_agent_common::{counter, on_sock_ops, Counters, Env, SockOps, SockStats, AF_INET};
+
+    /// Live sockets by cookie. The size here is a placeholder: the agent sets it at load time.
+    #[map]
+    static SOCKS: HashMap<u64, SockStats> = HashMap::with_max_entries(65536, 0);
+
+    /// Close events (a `SockStats` each). Size set at load time.
+    #[map]
+    static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+    /// Overflow and activity counters, per CPU ([`counter`]).
+    #[map]
+    static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+    /// Callback flags enabled on tracked sockets; set by the loader (0 = the default set).
+    #[no_mangle]
+    static CB_FLAGS: u32 = 0;
+
+    /// Wake the reader only when this many bytes are waiting (0 = on every event). Events are
+    /// otherwise picked up by the agent's interval drain, which saves a wakeup (an irq_work and
+    /// an epoll round trip) per close at high connection rates.
+    #[no_mangle]
+    static WAKEUP_BYTES: u64 = 0;
+
+    struct Ctx<'a>(&'a SockOpsContext);
+
+    macro_rules! field {
+        ($ctx:expr, $f:ident) => {
+            // Every context field is read with its own volatile load: otherwise LLVM may merge
+            // two adjacent u32 loads into one u64 load, which the verifier rejects
+            // ("invalid bpf_context access off=136 size=8").
+            unsafe { read_volatile(addr_of!((*$ctx.0.ops).$f)) }
+        };
+    }
+
+    impl SockOps for Ctx<'_> {
+        #[inline(always)]
+        fn op(&self) -> u32 {
+            field!(self, op)
+        }
+        #[inline(always)]
+        fn arg(&self, n: usize) -> u32 {
+            let args = unsafe { addr_of!((*self.0.ops).__bindgen_anon_1.args) };
+            match n {
+                0 => unsafe { read_volatile(addr_of!((*args)[0])) },
+                1 => unsafe { read_volatile(addr_of!((*args)[1])) },
+                2 => unsafe { read_volatile(addr_of!((*args)[2])) },
+                _ => unsafe { read_volatile(addr_of!((*args)[3])) },
+            }
+        }
+        #[inline(always)]
+        fn state(&self) -> u32 {
+            field!(self, state)
+        }
+        #[inline(always)]
+        fn family(&self) -> u32 {
+            field!(self, family)
+        }
+        #[inline(always)]
+        fn addrs(&self, family: u8) -> ([u32; 4], [u32; 4]) {
+            if family == AF_INET {
+                (
+                    [field!(self, local_ip4), 0, 0, 0],
+                    [field!(self, remote_ip4), 0, 0, 0],
+                )
+            } else {
+                let l = unsafe { addr_of!((*self.0.ops).local_ip6) };
+                let r = unsafe { addr_of!((*self.0.ops).remote_ip6) };
+                unsafe {
+                    (
+                        [
+                            read_volatile(addr_of!((*l)[0])),
+                            read_volatile(addr_of!((*l)[1])),
+                            read_volatile(addr_of!((*l)[2])),
+                            read_volatile(addr_of!((*l)[3])),
+                        ],
+                        [
+                            read_volatile(addr_of!((*r)[0])),
+                            read_volatile(addr_of!((*r)[1])),
+                            read_volatile(addr_of!((*r)[2])),
+                            read_volatile(addr_of!((*r)[3])),
+                        ],
+                    )
+                }
+            }
+        }
+        #[inline(always)]
+        fn ports(&self) -> (u16, u16) {
+            // local_port is host order. remote_port is network order, and on little-endian
+            // hosts the kernel's context rewrite leaves it in the upper 16 bits of the u32.
+            let lp = field!(self, local_port) as u16;
+            let raw = field!(self, remote_port);
+            let rp = if raw > 0xffff {
+                u16::from_be((raw >> 16) as u16)
+            } else {
+                u16::from_be(raw as u16)
+            };
+            (lp, rp)
+        }
+        #[inline(always)]
+        fn counters(&self) -> Counters {
+            Counters {
+                bytes_acked: field!(self, bytes_acked),
+                bytes_received: field!(self, bytes_received),
+                data_segs_in: field!(self, data_segs_in),
+                data_segs_out: field!(self, data_segs_out),
+                total_retrans: field!(self, total_retrans),
+                srtt_us8: field!(self, srtt_us),
+                snd_una: field!(self, snd_una),
+                snd_nxt: field!(self, snd_nxt),
+            }
+        }
+        #[inline(always)]
+        fn cookie(&self) -> u64 {
+            unsafe { bpf_get_socket_cookie(self.0.as_ptr()) }
+        }
+        #[inline(always)]
+        fn set_cb_flags(&self, flags: u32) -> i64 {
+            match self.0.set_cb_flags(flags as i32) {
+                Ok(()) => 0,
+                Err(e) => e as i64,
+            }
+        }
+    }
+
+    struct Kernel;
+
+    impl Env for Kernel {
+        #[inline(always)]
+        fn now_ns(&self) -> u64 {
+            unsafe { bpf_ktime_get_ns() }
+        }
+        #[inline(always)]
+        fn cb_flags(&self) -> u32 {
+            let f = unsafe { read_volatile(&CB_FLAGS) };
+            if f == 0 {
+                nfm_agent_common::cb_flag::DEFAULT
+            } else {
+                f
+            }
+        }
+        #[inline(always)]
+        fn lookup(&self, cookie: u64) -> Option<*mut SockStats> {
+            SOCKS.get_ptr_mut(cookie)
+        }
+        #[inline(always)]
+        fn insert(&self, cookie: u64, v: &SockStats) -> i64 {
+            match SOCKS.insert(cookie, v, BPF_NOEXIST as u64) {
+                Ok(()) => 0,
+                Err(e) => e as i64,
+            }
+        }
+        #[inline(always)]
+        fn remove(&self, cookie: u64) {
+            let _ = SOCKS.remove(cookie);
+        }
+        #[inline(always)]
+        fn emit(&self, v: &SockStats) -> bool {
+            let threshold = unsafe { read_volatile(&WAKEUP_BYTES) };
+            let flags =
+                if threshold == 0 || EVENTS.query(BPF_RB_AVAIL_DATA as u64) + 160 >= threshold {
+                    BPF_RB_FORCE_WAKEUP
+                } else {
+                    BPF_RB_NO_WAKEUP
+                };
+            EVENTS.output::<SockStats>(v, flags as u64).is_ok()
+        }
+        #[inline(always)]
+        fn count(&self, c: u32) {
+            if let Some(p) = COUNTERS.get_ptr_mut(c) {
+                unsafe { *p += 1 };
+            }
+        }
+    }
+
+    #[sock_ops]
+    pub fn nfm(ctx: SockOpsContext) -> u32 {
+        on_sock_ops(&Ctx(&ctx), &Kernel)
+    }
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        loop {}
+    }
+
+    #[link_section = "license"]
+    #[no_mangle]
+    static LICENSE: [u8; 4] = *b"GPL\0";
 }

@@ -1,2 +1,923 @@
-//! Types shared by the sock_ops program and the agent: skeleton until the agent issue lands.
+//! Types shared by the nfm sock_ops program and the agent, and the sock_ops state machine itself.
+//!
+//! Why the state machine lives here and not in the BPF crate: it is generic over a [`SockOps`]
+//! context and an [`Env`] (maps, clock, ring buffer), so the very code that is compiled into the
+//! BPF object is also compiled on the host and unit-tested with a mock context. Phases, counting,
+//! close handling and overflow accounting are therefore tested without a kernel.
+//!
+//! # Layout
+//! - [`SockStats`]: one socket's cumulative counters; the hash-map value *and* the ring-buffer
+//!   close event (the same bytes, so a close is emitted straight from the map entry).
+//! - [`counter`]: indexes of the per-CPU overflow / activity counters.
+//! - [`on_sock_ops`]: the program body.
+//! - [`payload`]: converts the kernel's sequence-space byte counters to payload bytes.
+//!
+//! # What the program does (and why so little)
+//! Every callback costs CPU on the workload's own thread, so the program enables only the
+//! callbacks whose events cannot be read later: STATE (to catch the close and snapshot the final
+//! counters), RETRANS and RTO (retransmissions and timeouts, split by phase) and RTT (one sample
+//! per round trip; since Linux 6.10 the kernel calls it once per RTT window, not per ACK). Every
+//! other counter (bytes, segments, smoothed RTT, total retransmissions) is read from
+//! `bpf_sock_ops` when one of those callbacks fires anyway. New sockets are *not* sent through
+//! the ring buffer: user space finds them in the map each interval, and a socket that closes
+//! before that is delivered whole by its close event. See `nfm-agent/README.md`.
 #![no_std]
+
+/// `bpf_sock_ops.op` values used by the program (`include/uapi/linux/bpf.h`).
+pub mod op {
+    pub const TCP_CONNECT_CB: u32 = 3;
+    pub const ACTIVE_ESTABLISHED_CB: u32 = 4;
+    pub const PASSIVE_ESTABLISHED_CB: u32 = 5;
+    pub const RTO_CB: u32 = 8;
+    pub const RETRANS_CB: u32 = 9;
+    pub const STATE_CB: u32 = 10;
+    pub const RTT_CB: u32 = 12;
+}
+
+/// `bpf_sock_ops_cb_flags_set` flags.
+pub mod cb_flag {
+    pub const RTO: u32 = 1 << 0;
+    pub const RETRANS: u32 = 1 << 1;
+    pub const STATE: u32 = 1 << 2;
+    pub const RTT: u32 = 1 << 3;
+    /// What the program enables on every tracked socket unless the loader overrides it.
+    pub const DEFAULT: u32 = RTO | RETRANS | STATE | RTT;
+}
+
+/// TCP states (`include/net/tcp_states.h`).
+pub mod tcp_state {
+    pub const ESTABLISHED: u32 = 1;
+    pub const SYN_SENT: u32 = 2;
+    pub const SYN_RECV: u32 = 3;
+    pub const FIN_WAIT1: u32 = 4;
+    pub const FIN_WAIT2: u32 = 5;
+    pub const TIME_WAIT: u32 = 6;
+    pub const CLOSE: u32 = 7;
+    pub const CLOSE_WAIT: u32 = 8;
+    pub const LAST_ACK: u32 = 9;
+    pub const LISTEN: u32 = 10;
+    pub const CLOSING: u32 = 11;
+    pub const NEW_SYN_RECV: u32 = 12;
+}
+
+/// Address families as the kernel reports them.
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
+
+/// Phase indexes into [`SockStats::retrans`] and [`SockStats::rto`].
+pub mod phase {
+    /// Before the connection is established (SYN / SYN-ACK).
+    pub const HANDSHAKE: usize = 0;
+    pub const ESTABLISHED: usize = 1;
+    /// After a FIN was sent or received.
+    pub const CLOSING: usize = 2;
+}
+
+/// The phase a TCP state belongs to.
+#[inline(always)]
+pub fn phase_of(state: u32) -> usize {
+    match state {
+        tcp_state::ESTABLISHED => phase::ESTABLISHED,
+        tcp_state::SYN_SENT | tcp_state::SYN_RECV | tcp_state::NEW_SYN_RECV => phase::HANDSHAKE,
+        _ => phase::CLOSING,
+    }
+}
+
+/// [`SockStats::role`] values.
+pub mod role {
+    /// Active open: this host connected.
+    pub const CLIENT: u8 = 0;
+    /// Passive open: this host accepted.
+    pub const SERVER: u8 = 1;
+}
+
+/// [`SockStats::flags`] bits.
+pub mod sflag {
+    /// The handshake completed.
+    pub const ESTABLISHED: u8 = 1 << 0;
+    /// The socket closed; the counters are final. Set in a map entry only when the close event
+    /// could not be sent (ring buffer full): user space then reads the close from the map.
+    pub const CLOSED: u8 = 1 << 1;
+    /// The socket was never registered (map full when it opened): only its close was seen.
+    pub const UNTRACKED: u8 = 1 << 2;
+}
+
+/// [`SockStats::close_kind`] values.
+pub mod close_kind {
+    pub const OPEN: u8 = 0;
+    /// Closed after an orderly FIN exchange.
+    pub const COMPLETED: u8 = 1;
+    /// Closed from SYN-SENT / SYN-RECV: the handshake never finished.
+    pub const FAILED: u8 = 2;
+    /// Closed from an established (or half-closed) state by a reset or a timeout.
+    pub const SEVERED: u8 = 3;
+}
+
+/// Classifies a close by the state the socket left (STATE_CB arg0).
+#[inline(always)]
+pub fn close_kind_of(old_state: u32) -> u8 {
+    match old_state {
+        tcp_state::SYN_SENT | tcp_state::SYN_RECV | tcp_state::NEW_SYN_RECV => close_kind::FAILED,
+        // Straight from ESTABLISHED to CLOSE only by a reset, an abort or a write timeout. From
+        // CLOSE_WAIT (peer sent FIN, we never did) or FIN_WAIT1 (our FIN never acked) likewise.
+        tcp_state::ESTABLISHED | tcp_state::CLOSE_WAIT | tcp_state::FIN_WAIT1 => {
+            close_kind::SEVERED
+        }
+        _ => close_kind::COMPLETED,
+    }
+}
+
+/// Indexes of the per-CPU counters map (`COUNTERS`), summed over CPUs by user space.
+pub mod counter {
+    /// A socket could not be registered: the map was full (E2BIG).
+    pub const MAP_FULL: u32 = 0;
+    /// Any other failed map update.
+    pub const MAP_UPDATE_FAILED: u32 = 1;
+    /// A close event did not fit the ring buffer; its counters stay in the map (flag CLOSED).
+    pub const RINGBUF_FULL: u32 = 2;
+    /// Sockets registered in the map.
+    pub const REGISTERED: u32 = 3;
+    /// Close events sent through the ring buffer.
+    pub const CLOSE_EVENTS: u32 = 4;
+    /// Closes of sockets that were not in the map (registration failed earlier): still sent.
+    pub const CLOSE_UNTRACKED: u32 = 5;
+    /// Close events that could be sent neither through the ring buffer nor kept in the map.
+    pub const CLOSE_LOST: u32 = 6;
+    /// Setting the per-socket callback flags failed.
+    pub const CB_FLAGS_FAILED: u32 = 7;
+    pub const COUNT: u32 = 8;
+}
+
+/// One socket's identity and cumulative counters.
+///
+/// This is the hash-map value (key: socket cookie) and also the ring-buffer close event. Byte
+/// order: `local_addr`/`remote_addr` hold the address bytes in network order exactly as the
+/// kernel stores them (an IPv4 address in word 0); ports are host order (the program converts
+/// `remote_port`). Counters are the kernel's own cumulative values at the last callback:
+/// `bytes_acked` and `bytes_received` are sequence-space counts, so they include the SYN and the
+/// FIN (see [`payload`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockStats {
+    pub cookie: u64,
+    /// `bpf_ktime_get_ns` when the socket was registered.
+    pub start_ns: u64,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    /// Sum of RTT samples, µs.
+    pub rtt_sum_us: u64,
+    pub data_segs_in: u32,
+    pub data_segs_out: u32,
+    pub rtt_count: u32,
+    pub rtt_min_us: u32,
+    pub rtt_max_us: u32,
+    /// Smoothed RTT at the last callback, µs (the kernel's `srtt_us >> 3`).
+    pub srtt_us: u32,
+    /// The kernel's `total_retrans` at the last callback.
+    pub total_retrans: u32,
+    /// Connect → established (client), or the SYN-ACK → ACK round trip (server), µs.
+    pub handshake_us: u32,
+    /// Retransmitted segments by phase ([`phase`]).
+    pub retrans: [u32; 3],
+    /// Retransmission timeouts by phase.
+    pub rto: [u32; 3],
+    pub local_addr: [u32; 4],
+    pub remote_addr: [u32; 4],
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u8,
+    /// [`role`].
+    pub role: u8,
+    /// [`sflag`].
+    pub flags: u8,
+    /// [`close_kind`].
+    pub close_kind: u8,
+    /// The TCP state at the last callback (for a close: the state it left).
+    pub last_state: u8,
+    /// 1 when our FIN was sent and acknowledged at the last callback (`snd_una == snd_nxt` in a
+    /// FIN-sent state): `bytes_acked` then counts it.
+    pub fin_acked: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Size of [`SockStats`] on the wire between kernel and user space.
+pub const SOCK_STATS_LEN: usize = core::mem::size_of::<SockStats>();
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SockStats {}
+
+/// Counters read from `bpf_sock_ops` in one go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub data_segs_in: u32,
+    pub data_segs_out: u32,
+    pub total_retrans: u32,
+    /// Raw `srtt_us` (8 × smoothed RTT).
+    pub srtt_us8: u32,
+    pub snd_una: u32,
+    pub snd_nxt: u32,
+}
+
+/// The parts of `bpf_sock_ops` the program reads. The BPF implementation reads each field with a
+/// volatile load; the mock in tests returns fixed values.
+pub trait SockOps {
+    fn op(&self) -> u32;
+    fn arg(&self, n: usize) -> u32;
+    /// `sk_state` now (in STATE_CB: the old state).
+    fn state(&self) -> u32;
+    fn family(&self) -> u32;
+    /// Local and remote address, network order, IPv4 in word 0.
+    fn addrs(&self, family: u8) -> ([u32; 4], [u32; 4]);
+    /// Local port (host order) and remote port (host order).
+    fn ports(&self) -> (u16, u16);
+    fn counters(&self) -> Counters;
+    fn cookie(&self) -> u64;
+    /// `bpf_sock_ops_cb_flags_set`; 0 on success.
+    fn set_cb_flags(&self, flags: u32) -> i64;
+}
+
+/// Errors the map insert reports (negative errno).
+pub const E2BIG: i64 = -7;
+
+/// Maps, clock and ring buffer.
+pub trait Env {
+    fn now_ns(&self) -> u64;
+    /// The callback flags to enable on tracked sockets ([`cb_flag`]).
+    fn cb_flags(&self) -> u32;
+    /// A pointer into the map value for `cookie`, valid for the rest of this program run.
+    fn lookup(&self, cookie: u64) -> Option<*mut SockStats>;
+    /// Inserts a new entry (BPF_NOEXIST); a negative errno on failure.
+    fn insert(&self, cookie: u64, v: &SockStats) -> i64;
+    fn remove(&self, cookie: u64);
+    /// Sends a close event; false when the ring buffer is full.
+    fn emit(&self, v: &SockStats) -> bool;
+    fn count(&self, counter: u32);
+}
+
+/// `sock_ops` return value: the program never changes the kernel's behaviour.
+pub const RET: u32 = 1;
+
+/// The sock_ops program body.
+#[inline(always)]
+pub fn on_sock_ops<C: SockOps, E: Env>(ctx: &C, env: &E) -> u32 {
+    match ctx.op() {
+        // Fires on every state change once enabled; only the close matters. Keep the common
+        // path to two context loads.
+        op::STATE_CB if ctx.arg(1) == tcp_state::CLOSE => on_close(ctx, env),
+        op::RTT_CB => on_rtt(ctx, env),
+        op::RETRANS_CB => on_retrans(ctx, env),
+        op::RTO_CB => on_rto(ctx, env),
+        op::TCP_CONNECT_CB => register(ctx, env, role::CLIENT),
+        op::ACTIVE_ESTABLISHED_CB => on_active_established(ctx, env),
+        op::PASSIVE_ESTABLISHED_CB => register(ctx, env, role::SERVER),
+        _ => {}
+    }
+    RET
+}
+
+/// A fresh entry with the socket's identity.
+#[inline(always)]
+fn identity<C: SockOps>(ctx: &C, cookie: u64, role: u8) -> SockStats {
+    let family = if ctx.family() == AF_INET6 as u32 {
+        AF_INET6
+    } else {
+        AF_INET
+    };
+    let (local_addr, remote_addr) = ctx.addrs(family);
+    let (local_port, remote_port) = ctx.ports();
+    SockStats {
+        cookie,
+        local_addr,
+        remote_addr,
+        local_port,
+        remote_port,
+        family,
+        role,
+        ..SockStats::default()
+    }
+}
+
+#[inline(always)]
+fn refresh(s: &mut SockStats, c: &Counters, state: u32) {
+    s.bytes_acked = c.bytes_acked;
+    s.bytes_received = c.bytes_received;
+    s.data_segs_in = c.data_segs_in;
+    s.data_segs_out = c.data_segs_out;
+    s.total_retrans = c.total_retrans;
+    s.srtt_us = c.srtt_us8 >> 3;
+    s.last_state = state as u8;
+    s.fin_acked = (fin_sent(state) && c.snd_una == c.snd_nxt) as u8;
+}
+
+/// States in which this end has sent its FIN.
+#[inline(always)]
+fn fin_sent(state: u32) -> bool {
+    matches!(
+        state,
+        tcp_state::FIN_WAIT1
+            | tcp_state::FIN_WAIT2
+            | tcp_state::CLOSING
+            | tcp_state::LAST_ACK
+            | tcp_state::TIME_WAIT
+    )
+}
+
+#[inline(always)]
+fn register<C: SockOps, E: Env>(ctx: &C, env: &E, role: u8) {
+    // Enable the callbacks first: even if the map is full, the close is still seen and counted.
+    if ctx.set_cb_flags(env.cb_flags()) != 0 {
+        env.count(counter::CB_FLAGS_FAILED);
+    }
+    let cookie = ctx.cookie();
+    let mut s = identity(ctx, cookie, role);
+    s.start_ns = env.now_ns();
+    if role == role::SERVER {
+        // The child socket exists only once the handshake is done. Its first RTT sample is the
+        // SYN-ACK → ACK round trip, and `total_retrans` holds the SYN-ACK retransmissions the
+        // request socket made, each of which was a timeout.
+        let c = ctx.counters();
+        refresh(&mut s, &c, tcp_state::ESTABLISHED);
+        s.flags = sflag::ESTABLISHED;
+        s.handshake_us = s.srtt_us;
+        s.retrans[phase::HANDSHAKE] = c.total_retrans;
+        s.rto[phase::HANDSHAKE] = c.total_retrans;
+    } else {
+        s.last_state = tcp_state::SYN_SENT as u8;
+    }
+    let r = env.insert(cookie, &s);
+    if r == 0 {
+        env.count(counter::REGISTERED);
+    } else if r == E2BIG {
+        env.count(counter::MAP_FULL);
+    } else {
+        env.count(counter::MAP_UPDATE_FAILED);
+    }
+}
+
+#[inline(always)]
+fn on_active_established<C: SockOps, E: Env>(ctx: &C, env: &E) {
+    let Some(p) = env.lookup(ctx.cookie()) else {
+        return;
+    };
+    // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
+    let s = unsafe { &mut *p };
+    let now = env.now_ns();
+    s.handshake_us = (now.saturating_sub(s.start_ns) / 1000) as u32;
+    s.flags |= sflag::ESTABLISHED;
+    refresh(s, &ctx.counters(), tcp_state::ESTABLISHED);
+}
+
+#[inline(always)]
+fn on_rtt<C: SockOps, E: Env>(ctx: &C, env: &E) {
+    let Some(p) = env.lookup(ctx.cookie()) else {
+        return;
+    };
+    // SAFETY: see `on_active_established`.
+    let s = unsafe { &mut *p };
+    let c = ctx.counters();
+    // Since Linux 6.10, arg0 is the measured RTT (µs) and arg1 the new srtt (8×). Older kernels
+    // pass nothing: fall back to the smoothed RTT.
+    let mut sample = ctx.arg(0);
+    if sample == 0 {
+        sample = c.srtt_us8 >> 3;
+    }
+    s.rtt_sum_us += sample as u64;
+    if s.rtt_count == 0 || sample < s.rtt_min_us {
+        s.rtt_min_us = sample;
+    }
+    if sample > s.rtt_max_us {
+        s.rtt_max_us = sample;
+    }
+    s.rtt_count += 1;
+    refresh(s, &c, ctx.state());
+    let srtt8 = ctx.arg(1);
+    if srtt8 != 0 {
+        s.srtt_us = srtt8 >> 3;
+    }
+}
+
+#[inline(always)]
+fn on_retrans<C: SockOps, E: Env>(ctx: &C, env: &E) {
+    // arg0: sequence number, arg1: segments in the skb, arg2: transmit result (0 = sent; the
+    // kernel only counts successful retransmissions in total_retrans).
+    if ctx.arg(2) != 0 {
+        return;
+    }
+    let Some(p) = env.lookup(ctx.cookie()) else {
+        return;
+    };
+    // SAFETY: see `on_active_established`.
+    let s = unsafe { &mut *p };
+    let ph = phase_of(ctx.state());
+    if let Some(slot) = s.retrans.get_mut(ph) {
+        *slot += ctx.arg(1);
+    }
+}
+
+#[inline(always)]
+fn on_rto<C: SockOps, E: Env>(ctx: &C, env: &E) {
+    let Some(p) = env.lookup(ctx.cookie()) else {
+        return;
+    };
+    // SAFETY: see `on_active_established`.
+    let s = unsafe { &mut *p };
+    let ph = phase_of(ctx.state());
+    if let Some(slot) = s.rto.get_mut(ph) {
+        *slot += 1;
+    }
+}
+
+#[inline(always)]
+fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
+    let old = ctx.arg(0);
+    let cookie = ctx.cookie();
+    let c = ctx.counters();
+    match env.lookup(cookie) {
+        Some(p) => {
+            // SAFETY: see `on_active_established`.
+            let s = unsafe { &mut *p };
+            finish(s, &c, old);
+            if env.emit(s) {
+                env.count(counter::CLOSE_EVENTS);
+                env.remove(cookie);
+            } else {
+                // Keep the final counters in the map: user space reads the close from there.
+                s.flags |= sflag::CLOSED;
+                env.count(counter::RINGBUF_FULL);
+            }
+        }
+        None => {
+            // Registration failed (map full) or the program was attached after this socket
+            // opened with callbacks set by a previous instance: report the close anyway.
+            let role = if ctx.state() == tcp_state::SYN_SENT || old == tcp_state::SYN_SENT {
+                role::CLIENT
+            } else {
+                role::SERVER
+            };
+            let mut s = identity(ctx, cookie, role);
+            s.flags = sflag::UNTRACKED;
+            finish(&mut s, &c, old);
+            env.count(counter::CLOSE_UNTRACKED);
+            if env.emit(&s) {
+                env.count(counter::CLOSE_EVENTS);
+            } else {
+                env.count(counter::CLOSE_LOST);
+            }
+        }
+    }
+}
+
+/// Final counters, close kind and retransmissions reconciled with the kernel's total.
+#[inline(always)]
+fn finish(s: &mut SockStats, c: &Counters, old: u32) {
+    refresh(s, c, old);
+    s.close_kind = close_kind_of(old);
+    if s.flags & sflag::ESTABLISHED == 0 && old != tcp_state::SYN_SENT && old != tcp_state::SYN_RECV
+    {
+        // Established without our callback (e.g. the program was attached mid-handshake).
+        s.flags |= sflag::ESTABLISHED;
+    }
+    // RETRANS_CB sums equal total_retrans; the kernel may also count retransmissions we could not
+    // see (e.g. before the callbacks were enabled). Attribute any difference to the phase the
+    // socket was in, so the per-phase sum always equals the kernel's total.
+    let seen = s.retrans[0]
+        .wrapping_add(s.retrans[1])
+        .wrapping_add(s.retrans[2]);
+    if c.total_retrans > seen {
+        let ph = phase_of(old);
+        if let Some(slot) = s.retrans.get_mut(ph) {
+            *slot += c.total_retrans - seen;
+        }
+    }
+}
+
+/// Payload bytes (sent, received) from the sequence-space counters, as measured on this kernel:
+/// - `bytes_acked` counts our SYN on an active open (the SYN-ACK's ack goes through
+///   `tcp_snd_una_update`), but not on a passive open (the child starts with `snd_una` past its
+///   SYN-ACK); it counts our FIN once acknowledged.
+/// - `bytes_received` never counts the peer's SYN (`rcv_nxt` is set, not advanced) and counts
+///   its FIN once received.
+pub fn payload(s: &SockStats) -> (u64, u64) {
+    let established = s.flags & sflag::ESTABLISHED != 0;
+    let syn = (established && s.role == role::CLIENT) as u64;
+    let fin_out = s.fin_acked as u64;
+    let st = s.last_state as u32;
+    // The peer's FIN has arrived in these states; FIN_WAIT2 → CLOSE happens on the peer's FIN
+    // (TIME_WAIT), or after tcp_fin_timeout on an orphan whose peer never sent one (then this
+    // under-counts by one byte; rare, and documented).
+    let fin_in = match st {
+        tcp_state::CLOSE_WAIT | tcp_state::LAST_ACK | tcp_state::CLOSING | tcp_state::TIME_WAIT => {
+            1
+        }
+        tcp_state::FIN_WAIT2 if s.close_kind != close_kind::OPEN => 1,
+        _ => 0,
+    };
+    (
+        s.bytes_acked.saturating_sub(syn + fin_out),
+        s.bytes_received.saturating_sub(fin_in),
+    )
+}
+
+#[cfg(test)]
+mod test {
+    extern crate std;
+    use super::*;
+    use core::cell::{Cell, RefCell};
+    use std::boxed::Box;
+    use std::collections::BTreeMap;
+    use std::vec::Vec;
+
+    struct Ctx {
+        op: u32,
+        args: [u32; 4],
+        state: u32,
+        family: u32,
+        c: Counters,
+        cookie: u64,
+        flags_set: Cell<u32>,
+    }
+
+    impl Ctx {
+        fn new(op: u32, cookie: u64) -> Ctx {
+            Ctx {
+                op,
+                args: [0; 4],
+                state: tcp_state::ESTABLISHED,
+                family: AF_INET as u32,
+                c: Counters::default(),
+                cookie,
+                flags_set: Cell::new(0),
+            }
+        }
+    }
+
+    impl SockOps for Ctx {
+        fn op(&self) -> u32 {
+            self.op
+        }
+        fn arg(&self, n: usize) -> u32 {
+            self.args[n]
+        }
+        fn state(&self) -> u32 {
+            self.state
+        }
+        fn family(&self) -> u32 {
+            self.family
+        }
+        fn addrs(&self, family: u8) -> ([u32; 4], [u32; 4]) {
+            if family == AF_INET {
+                ([0x0100_a8c0, 0, 0, 0], [0x0200_a8c0, 0, 0, 0])
+            } else {
+                ([1, 2, 3, 4], [5, 6, 7, 8])
+            }
+        }
+        fn ports(&self) -> (u16, u16) {
+            (40000, 80)
+        }
+        fn counters(&self) -> Counters {
+            self.c
+        }
+        fn cookie(&self) -> u64 {
+            self.cookie
+        }
+        fn set_cb_flags(&self, flags: u32) -> i64 {
+            self.flags_set.set(flags);
+            0
+        }
+    }
+
+    struct Mock {
+        now: Cell<u64>,
+        cap: usize,
+        map: RefCell<BTreeMap<u64, Box<SockStats>>>,
+        ring: RefCell<Vec<SockStats>>,
+        ring_cap: usize,
+        counters: RefCell<[u64; counter::COUNT as usize]>,
+    }
+
+    impl Mock {
+        fn new(cap: usize, ring_cap: usize) -> Mock {
+            Mock {
+                now: Cell::new(1_000_000),
+                cap,
+                map: RefCell::new(BTreeMap::new()),
+                ring: RefCell::new(Vec::new()),
+                ring_cap,
+                counters: RefCell::new([0; counter::COUNT as usize]),
+            }
+        }
+        fn get(&self, cookie: u64) -> Option<SockStats> {
+            self.map.borrow().get(&cookie).map(|b| **b)
+        }
+        fn n(&self, c: u32) -> u64 {
+            self.counters.borrow()[c as usize]
+        }
+    }
+
+    impl Env for Mock {
+        fn now_ns(&self) -> u64 {
+            self.now.get()
+        }
+        fn cb_flags(&self) -> u32 {
+            cb_flag::DEFAULT
+        }
+        fn lookup(&self, cookie: u64) -> Option<*mut SockStats> {
+            self.map
+                .borrow_mut()
+                .get_mut(&cookie)
+                .map(|b| &mut **b as *mut SockStats)
+        }
+        fn insert(&self, cookie: u64, v: &SockStats) -> i64 {
+            let mut m = self.map.borrow_mut();
+            if m.contains_key(&cookie) {
+                return -17;
+            }
+            if m.len() >= self.cap {
+                return E2BIG;
+            }
+            m.insert(cookie, Box::new(*v));
+            0
+        }
+        fn remove(&self, cookie: u64) {
+            self.map.borrow_mut().remove(&cookie);
+        }
+        fn emit(&self, v: &SockStats) -> bool {
+            let mut r = self.ring.borrow_mut();
+            if r.len() >= self.ring_cap {
+                return false;
+            }
+            r.push(*v);
+            true
+        }
+        fn count(&self, c: u32) {
+            self.counters.borrow_mut()[c as usize] += 1;
+        }
+    }
+
+    fn run(ctx: &Ctx, env: &Mock) {
+        assert_eq!(on_sock_ops(ctx, env), RET);
+    }
+
+    fn state_cb(cookie: u64, old: u32, new: u32, c: Counters) -> Ctx {
+        let mut ctx = Ctx::new(op::STATE_CB, cookie);
+        ctx.state = old;
+        ctx.args = [old, new, 0, 0];
+        ctx.c = c;
+        ctx
+    }
+
+    /// A client connects, exchanges 100 bytes each way and closes in order.
+    #[test]
+    fn test_client_lifecycle() {
+        let env = Mock::new(16, 16);
+        let connect = Ctx::new(op::TCP_CONNECT_CB, 7);
+        run(&connect, &env);
+        assert_eq!(connect.flags_set.get(), cb_flag::DEFAULT);
+        let s = env.get(7).unwrap();
+        assert_eq!(s.role, role::CLIENT);
+        assert_eq!((s.local_port, s.remote_port), (40000, 80));
+        assert_eq!(s.local_addr[0], 0x0100_a8c0);
+
+        env.now.set(1_000_000 + 250_000);
+        let mut est = Ctx::new(op::ACTIVE_ESTABLISHED_CB, 7);
+        est.c.srtt_us8 = 8 * 240;
+        est.c.bytes_acked = 1;
+        run(&est, &env);
+        let s = env.get(7).unwrap();
+        assert_eq!(s.handshake_us, 250);
+        assert_eq!(s.flags & sflag::ESTABLISHED, sflag::ESTABLISHED);
+        assert_eq!(s.srtt_us, 240);
+
+        // Intermediate state changes do nothing.
+        let c = Counters {
+            bytes_acked: 102,
+            bytes_received: 101,
+            data_segs_in: 1,
+            data_segs_out: 1,
+            srtt_us8: 8 * 300,
+            snd_una: 500,
+            snd_nxt: 500,
+            ..Counters::default()
+        };
+        run(
+            &state_cb(7, tcp_state::ESTABLISHED, tcp_state::FIN_WAIT1, c),
+            &env,
+        );
+        assert!(env.ring.borrow().is_empty());
+        run(
+            &state_cb(7, tcp_state::FIN_WAIT2, tcp_state::CLOSE, c),
+            &env,
+        );
+        assert!(env.get(7).is_none(), "closed socket removed from the map");
+        let ring = env.ring.borrow();
+        assert_eq!(ring.len(), 1);
+        let ev = ring[0];
+        assert_eq!(ev.close_kind, close_kind::COMPLETED);
+        assert_eq!(ev.srtt_us, 300);
+        assert_eq!(payload(&ev), (100, 100));
+        assert_eq!(env.n(counter::REGISTERED), 1);
+        assert_eq!(env.n(counter::CLOSE_EVENTS), 1);
+    }
+
+    #[test]
+    fn test_server_registers_with_handshake_retrans() {
+        let env = Mock::new(16, 16);
+        let mut ctx = Ctx::new(op::PASSIVE_ESTABLISHED_CB, 9);
+        ctx.c.total_retrans = 2;
+        ctx.c.srtt_us8 = 8 * 1000;
+        run(&ctx, &env);
+        let s = env.get(9).unwrap();
+        assert_eq!(s.role, role::SERVER);
+        assert_eq!(s.retrans, [2, 0, 0]);
+        assert_eq!(s.rto, [2, 0, 0]);
+        assert_eq!(s.handshake_us, 1000);
+        assert_eq!(ctx.flags_set.get(), cb_flag::DEFAULT);
+    }
+
+    #[test]
+    fn test_retrans_and_rto_split_by_phase() {
+        let env = Mock::new(16, 16);
+        run(&Ctx::new(op::TCP_CONNECT_CB, 1), &env);
+        for (state, segs) in [
+            (tcp_state::SYN_SENT, 1),
+            (tcp_state::ESTABLISHED, 3),
+            (tcp_state::ESTABLISHED, 2),
+            (tcp_state::FIN_WAIT1, 1),
+            (tcp_state::LAST_ACK, 1),
+        ] {
+            let mut r = Ctx::new(op::RETRANS_CB, 1);
+            r.state = state;
+            r.args = [1234, segs, 0, 0];
+            run(&r, &env);
+            let mut t = Ctx::new(op::RTO_CB, 1);
+            t.state = state;
+            run(&t, &env);
+        }
+        // A failed transmit is not a retransmission (the kernel does not count it either).
+        let mut r = Ctx::new(op::RETRANS_CB, 1);
+        r.args = [1, 5, (-105i32) as u32, 0];
+        run(&r, &env);
+        let s = env.get(1).unwrap();
+        assert_eq!(s.retrans, [1, 5, 2]);
+        assert_eq!(s.rto, [1, 2, 2]);
+    }
+
+    #[test]
+    fn test_rtt_samples_min_max_sum() {
+        let env = Mock::new(16, 16);
+        run(&Ctx::new(op::TCP_CONNECT_CB, 1), &env);
+        for (mrtt, srtt) in [(100, 100), (300, 125), (50, 115)] {
+            let mut r = Ctx::new(op::RTT_CB, 1);
+            r.args = [mrtt, srtt * 8, 0, 0];
+            r.c.srtt_us8 = 8 * 999; // the old value: arg1 wins
+            run(&r, &env);
+        }
+        let s = env.get(1).unwrap();
+        assert_eq!(
+            (s.rtt_count, s.rtt_sum_us, s.rtt_min_us, s.rtt_max_us),
+            (3, 450, 50, 300)
+        );
+        assert_eq!(s.srtt_us, 115);
+        // Old kernels pass no arguments: the smoothed RTT is the sample.
+        let mut r = Ctx::new(op::RTT_CB, 1);
+        r.c.srtt_us8 = 8 * 40;
+        run(&r, &env);
+        let s = env.get(1).unwrap();
+        assert_eq!((s.rtt_count, s.rtt_min_us, s.srtt_us), (4, 40, 40));
+    }
+
+    #[test]
+    fn test_failed_connect_is_counted() {
+        let env = Mock::new(16, 16);
+        run(&Ctx::new(op::TCP_CONNECT_CB, 3), &env);
+        run(
+            &state_cb(
+                3,
+                tcp_state::SYN_SENT,
+                tcp_state::CLOSE,
+                Counters::default(),
+            ),
+            &env,
+        );
+        let ev = env.ring.borrow()[0];
+        assert_eq!(ev.close_kind, close_kind::FAILED);
+        assert_eq!(ev.flags & sflag::ESTABLISHED, 0);
+        assert_eq!(payload(&ev), (0, 0));
+    }
+
+    #[test]
+    fn test_severed_from_established() {
+        assert_eq!(close_kind_of(tcp_state::ESTABLISHED), close_kind::SEVERED);
+        assert_eq!(close_kind_of(tcp_state::CLOSE_WAIT), close_kind::SEVERED);
+        assert_eq!(close_kind_of(tcp_state::LAST_ACK), close_kind::COMPLETED);
+        assert_eq!(close_kind_of(tcp_state::SYN_RECV), close_kind::FAILED);
+    }
+
+    #[test]
+    fn test_close_reconciles_retrans_with_kernel_total() {
+        let env = Mock::new(16, 16);
+        run(&Ctx::new(op::TCP_CONNECT_CB, 1), &env);
+        let mut r = Ctx::new(op::RETRANS_CB, 1);
+        r.args = [0, 2, 0, 0];
+        run(&r, &env);
+        let c = Counters {
+            total_retrans: 5,
+            ..Counters::default()
+        };
+        run(
+            &state_cb(1, tcp_state::ESTABLISHED, tcp_state::CLOSE, c),
+            &env,
+        );
+        let ev = env.ring.borrow()[0];
+        assert_eq!(ev.retrans, [0, 5, 0]);
+    }
+
+    /// Boundary: map capacity. One over capacity is counted, and its close still arrives.
+    #[test]
+    fn test_map_full_counted_and_close_still_reported() {
+        let env = Mock::new(1, 16);
+        run(&Ctx::new(op::TCP_CONNECT_CB, 1), &env);
+        let c2 = Ctx::new(op::TCP_CONNECT_CB, 2);
+        run(&c2, &env);
+        assert_eq!(
+            c2.flags_set.get(),
+            cb_flag::DEFAULT,
+            "callbacks on even if untracked"
+        );
+        assert_eq!(env.n(counter::REGISTERED), 1);
+        assert_eq!(env.n(counter::MAP_FULL), 1);
+        run(
+            &state_cb(
+                2,
+                tcp_state::SYN_SENT,
+                tcp_state::CLOSE,
+                Counters::default(),
+            ),
+            &env,
+        );
+        let ev = env.ring.borrow()[0];
+        assert_eq!(ev.cookie, 2);
+        assert_eq!(ev.flags & sflag::UNTRACKED, sflag::UNTRACKED);
+        assert_eq!(ev.close_kind, close_kind::FAILED);
+        assert_eq!(env.n(counter::CLOSE_UNTRACKED), 1);
+    }
+
+    /// Boundary: ring buffer full. The close stays in the map, flagged, and is counted.
+    #[test]
+    fn test_ring_full_keeps_close_in_map() {
+        let env = Mock::new(16, 0);
+        run(&Ctx::new(op::TCP_CONNECT_CB, 4), &env);
+        run(
+            &state_cb(
+                4,
+                tcp_state::ESTABLISHED,
+                tcp_state::CLOSE,
+                Counters::default(),
+            ),
+            &env,
+        );
+        let s = env.get(4).unwrap();
+        assert_eq!(s.flags & sflag::CLOSED, sflag::CLOSED);
+        assert_eq!(s.close_kind, close_kind::SEVERED);
+        assert_eq!(env.n(counter::RINGBUF_FULL), 1);
+        assert_eq!(env.n(counter::CLOSE_EVENTS), 0);
+    }
+
+    #[test]
+    fn test_payload_subtracts_syn_and_fin() {
+        let mut s = SockStats {
+            flags: sflag::ESTABLISHED,
+            bytes_acked: 100_002,
+            bytes_received: 10,
+            last_state: tcp_state::FIN_WAIT2 as u8,
+            fin_acked: 1,
+            close_kind: close_kind::COMPLETED,
+            ..SockStats::default()
+        };
+        assert_eq!(payload(&s), (100_000, 9));
+        // Live in ESTABLISHED: only the client's SYN.
+        s.last_state = tcp_state::ESTABLISHED as u8;
+        s.fin_acked = 0;
+        s.close_kind = close_kind::OPEN;
+        assert_eq!(payload(&s), (100_001, 10));
+        // A server (passive open): no SYN in either counter; LAST_ACK → both FINs.
+        s.role = role::SERVER;
+        s.bytes_acked = 778;
+        s.bytes_received = 100_001;
+        s.last_state = tcp_state::LAST_ACK as u8;
+        s.fin_acked = 1;
+        s.close_kind = close_kind::COMPLETED;
+        assert_eq!(payload(&s), (777, 100_000));
+        // Zero: never established.
+        assert_eq!(payload(&SockStats::default()), (0, 0));
+    }
+
+    #[test]
+    fn test_layout_is_stable() {
+        assert_eq!(SOCK_STATS_LEN, 144);
+        assert_eq!(SOCK_STATS_LEN % 8, 0);
+    }
+}

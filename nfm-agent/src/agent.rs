@@ -1,0 +1,481 @@
+//! The agent's one event loop (mio, no async runtime): ring buffer, interval timer, collector
+//! socket and shutdown waker, each a fixed token.
+//!
+//! Guarantee: every close event and every map entry read is folded into exactly one interval,
+//! and every interval is either printed (`--stdout`) or handed to the transport, including the
+//! last one on SIGINT/SIGTERM, after which the program is detached and the process exits 0.
+//! Shutdown waits at most [`SHUTDOWN_GRACE`] for the collector to ack what is left.
+
+use anyhow::{Context as _, Result};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use nfm_agent_common::{SockStats, SOCK_STATS_LEN};
+use nfm_wire::{
+    cap, encode_flow_batch, encode_to_vec, AgentStats, FlowRecord, Goodbye, Header, Hello, Key,
+    Keyring, Message,
+};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::bpf::{BatchScratch, KernelCounters, LoadOptions, Probe};
+use crate::config::Config;
+use crate::flows::Tracker;
+use crate::sys;
+use crate::transport::{Kind, Transport, COLLECTOR};
+
+pub const RINGBUF: Token = Token(0);
+pub const WAKER: Token = Token(1);
+
+/// How long shutdown waits for the collector to ack the last frames.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(600);
+/// UDP datagram size: below a 1500-byte MTU with IPv6 and UDP headers.
+pub const UDP_FRAME: usize = nfm_wire::DEFAULT_DATAGRAM_LEN;
+/// TCP frames: large enough that one busy interval is a few frames, small enough that a resend
+/// after a reconnect is cheap.
+pub const TCP_FRAME: usize = 256 * 1024;
+
+/// Everything shown on one `--stdout` line besides the records.
+#[derive(serde::Serialize)]
+struct StdoutLine<'a> {
+    interval_start_ms: u64,
+    interval_end_ms: u64,
+    agent_id: u64,
+    epoch: u32,
+    records: &'a [FlowRecord],
+    kernel: KernelCounters,
+    sockets_tracked: usize,
+    cpu_time_us: u64,
+    rss_bytes: u64,
+    last: bool,
+}
+
+pub struct Agent {
+    cfg: Config,
+    probe: Probe,
+    poll: Poll,
+    tracker: Tracker,
+    transport: Option<Transport>,
+    agent_id: u64,
+    epoch: u32,
+    next_seq: u64,
+    key: Option<Key>,
+    host_name: String,
+    started: Instant,
+    started_ms: u64,
+    interval_start_ms: u64,
+    map_buf: Vec<SockStats>,
+    scratch: BatchScratch,
+    kernel: KernelCounters,
+    ring_events: u64,
+}
+
+impl Agent {
+    /// Loads and attaches the program and prepares the loop. Returns the agent and a waker that
+    /// ends the loop.
+    pub fn new(cfg: Config) -> Result<(Agent, Arc<Waker>)> {
+        let cgroup: PathBuf = match &cfg.cgroup {
+            Some(p) => p.clone(),
+            None => crate::bpf::cgroup2_mount()?,
+        };
+        let keys = match &cfg.key_file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading key file {}", p.display()))?;
+                Some(Keyring::parse(&text).with_context(|| format!("key file {}", p.display()))?)
+            }
+            None => None,
+        };
+        let key = keys.as_ref().and_then(|k| k.newest().cloned());
+        let probe = Probe::attach(
+            &cgroup,
+            &LoadOptions {
+                max_sockets: cfg.max_sockets,
+                ring_bytes: cfg.ring_bytes,
+                cb_flags: cfg.cb_flags,
+                // Wake the reader at a quarter full; below that the interval drain picks
+                // events up (one wakeup per thousands of closes instead of one per close).
+                wakeup_bytes: (cfg.ring_bytes / 4) as u64,
+            },
+        )?;
+        log::info!("attached sock_ops program to {}", cgroup.display());
+        let poll = Poll::new().context("epoll")?;
+        let fd = probe.ring.as_raw_fd();
+        poll.registry()
+            .register(&mut SourceFd(&fd), RINGBUF, Interest::READABLE)
+            .context("registering the ring buffer")?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let agent_id = cfg.agent_id.unwrap_or_else(sys::default_agent_id);
+        let epoch = sys::new_epoch();
+        let transport = (!cfg.stdout).then(|| {
+            Transport::new(
+                cfg.transport,
+                cfg.collectors.clone(),
+                agent_id,
+                epoch,
+                cfg.spool_bytes,
+                keys.clone(),
+            )
+        });
+        let now_ms = sys::unix_ms();
+        Ok((
+            Agent {
+                host_name: cfg.host_name.clone().unwrap_or_else(sys::host_name),
+                cfg,
+                probe,
+                poll,
+                tracker: Tracker::new(),
+                transport,
+                agent_id,
+                epoch,
+                next_seq: 0,
+                key,
+                started: Instant::now(),
+                started_ms: now_ms,
+                interval_start_ms: now_ms,
+                map_buf: Vec::new(),
+                scratch: BatchScratch::default(),
+                kernel: KernelCounters::default(),
+                ring_events: 0,
+            },
+            waker,
+        ))
+    }
+
+    fn header(&mut self) -> Header {
+        let h = Header {
+            agent_id: self.agent_id,
+            epoch: self.epoch,
+            seq: self.next_seq,
+        };
+        self.next_seq += 1;
+        h
+    }
+
+    fn hello_frame(&mut self) -> Vec<u8> {
+        let mut caps = cap::EBPF | cap::IPV6 | cap::HANDSHAKE_TIME;
+        if self.cfg.transport == Kind::Tcp {
+            caps |= cap::RESENDS;
+        }
+        let msg = Message::Hello(Hello {
+            host_name: self.host_name.clone(),
+            agent_version: concat!("nfm-agent/", env!("CARGO_PKG_VERSION")).into(),
+            interval_ms: self.cfg.interval.as_millis() as u32,
+            capabilities: caps,
+            started_at_ms: self.started_ms,
+        });
+        let h = self.header();
+        encode_to_vec(&h, &msg, self.key.as_ref())
+    }
+
+    /// Reads every pending close event.
+    fn drain_ring(&mut self) {
+        let now = Instant::now();
+        while let Some(item) = self.probe.ring.next() {
+            if item.len() < SOCK_STATS_LEN {
+                log::warn!("short ring buffer record ({} bytes)", item.len());
+                continue;
+            }
+            // SAFETY: the record holds a SockStats written by the program (same layout, Pod);
+            // read_unaligned because the ring only guarantees 8-byte alignment.
+            let s: SockStats = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            drop(item);
+            self.ring_events += 1;
+            self.tracker.observe_close(&s, now);
+        }
+    }
+
+    fn read_map(&mut self) {
+        let now = Instant::now();
+        if let Err(e) = self
+            .probe
+            .read_sockets(&mut self.map_buf, &mut self.scratch)
+        {
+            log::warn!("{e:#}");
+            return;
+        }
+        let buf = std::mem::take(&mut self.map_buf);
+        for s in &buf {
+            if self.tracker.observe_map(s, now) {
+                self.probe.delete_socket(s.cookie);
+            }
+            self.tracker.touch(s.cookie, now);
+        }
+        self.map_buf = buf;
+    }
+
+    fn stats(&self, cpu_time_us: u64, rss_bytes: u64) -> AgentStats {
+        let t = self.transport.as_ref().map(|t| t.stats).unwrap_or_default();
+        AgentStats {
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            events_lost: self.kernel.close_lost,
+            map_full: self.kernel.map_full,
+            map_update_failed: self.kernel.map_update_failed + self.kernel.cb_flags_failed,
+            spool_dropped_frames: t.spool_dropped_frames,
+            spool_dropped_records: t.spool_dropped_records,
+            send_errors: t.send_errors,
+            cpu_time_us,
+            rss_bytes,
+            flows_tracked: self.tracker.flows() as u64,
+            sockets_tracked: self.tracker.sockets() as u64,
+            frames_sent: t.frames_sent,
+            records_sent: t.records_sent,
+        }
+    }
+
+    /// Closes the interval: folds everything read so far and ships or prints it.
+    fn interval(&mut self, last: bool) {
+        self.drain_ring();
+        self.read_map();
+        // Closes submitted while the map was read (their entries already gone from it).
+        self.drain_ring();
+        match self.probe.counters() {
+            Ok(k) => {
+                if k.map_full > self.kernel.map_full || k.close_lost > self.kernel.close_lost {
+                    log::warn!(
+                        "kernel overflow: map_full {} close_lost {} (raise --max-sockets / --ring-bytes)",
+                        k.map_full,
+                        k.close_lost
+                    );
+                }
+                self.kernel = k;
+            }
+            Err(e) => log::warn!("reading counters: {e}"),
+        }
+        let now = Instant::now();
+        let end_ms = sys::unix_ms();
+        let start_ms = self.interval_start_ms;
+        self.interval_start_ms = end_ms;
+        let flows_before = self.tracker.flows();
+        let records = self.tracker.finish_interval(now);
+        let (cpu, rss) = sys::self_usage();
+        if self.cfg.stdout {
+            let line = StdoutLine {
+                interval_start_ms: start_ms,
+                interval_end_ms: end_ms,
+                agent_id: self.agent_id,
+                epoch: self.epoch,
+                records: &records,
+                kernel: self.kernel,
+                sockets_tracked: self.tracker.sockets(),
+                cpu_time_us: cpu,
+                rss_bytes: rss,
+                last,
+            };
+            match serde_json::to_string(&line) {
+                Ok(s) => {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{s}");
+                    let _ = out.flush();
+                }
+                Err(e) => log::error!("json: {e}"),
+            }
+            return;
+        }
+        let _ = flows_before;
+        let kind = self.cfg.transport;
+        if kind == Kind::Udp {
+            // Each UDP interval starts with a Hello so a restarted collector learns who we are.
+            let h = self.hello_frame();
+            let seq = self.next_seq - 1;
+            self.send(seq, 0, h);
+        }
+        let max = if kind == Kind::Udp {
+            UDP_FRAME
+        } else {
+            TCP_FRAME
+        };
+        let first = self.next_seq;
+        match encode_flow_batch(
+            self.agent_id,
+            self.epoch,
+            &mut self.next_seq,
+            (start_ms, end_ms),
+            &records,
+            max,
+            self.key.as_ref(),
+        ) {
+            Ok(frames) => {
+                // Records per frame, for exact spool-drop accounting.
+                for (i, f) in frames.into_iter().enumerate() {
+                    let n = frame_records(&f);
+                    self.send(first + i as u64, n, f);
+                }
+            }
+            Err(e) => log::error!("encoding flow batch: {e}"),
+        }
+        let stats = self.stats(cpu, rss);
+        let h = self.header();
+        let f = encode_to_vec(&h, &Message::AgentStats(stats), self.key.as_ref());
+        self.send(h.seq, 0, f);
+    }
+
+    fn send(&mut self, seq: u64, records: u64, frame: Vec<u8>) {
+        if let Some(t) = self.transport.as_mut() {
+            t.send(self.poll.registry(), seq, records, frame);
+        }
+    }
+
+    /// Runs until the waker fires, then flushes the last interval and returns.
+    pub fn run(mut self) -> Result<()> {
+        if let Some(t) = self.transport.as_mut() {
+            if t.kind() == Kind::Tcp {
+                let _ = t;
+                let hello = self.hello_frame();
+                if let Some(t) = self.transport.as_mut() {
+                    t.set_hello(hello);
+                }
+            }
+        }
+        let mut events = Events::with_capacity(64);
+        let interval = self.cfg.interval;
+        let mut next_tick = Instant::now() + interval;
+        let mut shutdown = false;
+        while !shutdown {
+            let now = Instant::now();
+            if let Some(t) = self.transport.as_mut() {
+                t.on_tick(self.poll.registry(), now);
+            }
+            let mut wake = next_tick;
+            if let Some(w) = self.transport.as_ref().and_then(|t| t.next_wakeup()) {
+                wake = wake.min(w);
+            }
+            let timeout = wake.saturating_duration_since(Instant::now());
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).context("epoll_wait"),
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    RINGBUF => self.drain_ring(),
+                    WAKER => shutdown = true,
+                    COLLECTOR => {
+                        if let Some(t) = self.transport.as_mut() {
+                            t.on_event(self.poll.registry(), ev);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.interval(false);
+                next_tick += interval;
+                if next_tick <= now {
+                    // We fell behind (suspend, overload): skip missed ticks, never burst.
+                    next_tick = now + interval;
+                }
+            }
+        }
+        log::info!("shutting down: flushing the last interval");
+        self.interval(true);
+        self.finish()
+    }
+
+    /// Goodbye, a bounded wait for acks, then detach.
+    fn finish(mut self) -> Result<()> {
+        if self.transport.is_some() {
+            let h = self.header();
+            let f = encode_to_vec(
+                &h,
+                &Message::Goodbye(Goodbye {
+                    reason: "shutdown".into(),
+                }),
+                self.key.as_ref(),
+            );
+            self.send(h.seq, 0, f);
+            let deadline = Instant::now() + SHUTDOWN_GRACE;
+            let mut events = Events::with_capacity(16);
+            while let Some(t) = self.transport.as_mut() {
+                if t.drained() {
+                    break;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    log::warn!(
+                        "exiting with {} unacked frames (collector unreachable or slow)",
+                        t.spool.len()
+                    );
+                    break;
+                }
+                t.on_tick(self.poll.registry(), now);
+                let mut wake = deadline;
+                if let Some(w) = t.next_wakeup() {
+                    wake = wake.min(w);
+                }
+                let _ = self
+                    .poll
+                    .poll(&mut events, Some(wake.saturating_duration_since(now)));
+                for ev in events.iter() {
+                    if ev.token() == COLLECTOR {
+                        t.on_event(self.poll.registry(), ev);
+                    }
+                }
+            }
+        }
+        log::info!("detaching from {}", self.probe.cgroup.display());
+        self.probe.detach();
+        Ok(())
+    }
+}
+
+/// The record count of a FlowBatch frame we just encoded (for exact spool-drop accounting),
+/// read from the body prefix: three bincode varints (interval start, end, record count).
+fn frame_records(frame: &[u8]) -> u64 {
+    fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
+        let first = *b.get(*at)?;
+        let (len, v) = match first {
+            0..=250 => (1, first as u64),
+            251 => (
+                3,
+                u16::from_le_bytes(b.get(*at + 1..*at + 3)?.try_into().ok()?) as u64,
+            ),
+            252 => (
+                5,
+                u32::from_le_bytes(b.get(*at + 1..*at + 5)?.try_into().ok()?) as u64,
+            ),
+            253 => (
+                9,
+                u64::from_le_bytes(b.get(*at + 1..*at + 9)?.try_into().ok()?),
+            ),
+            _ => return None,
+        };
+        *at += len;
+        Some(v)
+    }
+    let mut at = nfm_wire::HEADER_LEN;
+    (|| {
+        varint(frame, &mut at)?;
+        varint(frame, &mut at)?;
+        varint(frame, &mut at)
+    })()
+    .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_frame_records_reads_the_count() {
+        for n in [0usize, 1, 250, 251, 300] {
+            let recs = vec![FlowRecord::default(); n];
+            let mut seq = 0;
+            let frames = encode_flow_batch(
+                1,
+                2,
+                &mut seq,
+                (1_764_000_000_000, 1_764_000_005_000),
+                &recs,
+                TCP_FRAME,
+                None,
+            )
+            .unwrap();
+            let total: u64 = frames.iter().map(|f| frame_records(f)).sum();
+            assert_eq!(total, n as u64);
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The agent's configuration: a TOML file overlaid by command-line flags, validated in one place
+//! so that every bad value is one clear error before anything is loaded into the kernel.
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use clap::Parser;
+use serde::Deserialize;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::transport::Kind;
+
+/// Defaults, each with its reason.
+pub mod default {
+    /// 5 s: seconds-level freshness at a small, steady cost.
+    pub const INTERVAL_MS: u64 = 5000;
+    /// 65,536 sockets ≈ 13 MiB of preallocated kernel memory; enough for a busy host, and
+    /// overflow is counted (map_full), never silent.
+    pub const MAX_SOCKETS: u32 = 65536;
+    /// 4 MiB of close events ≈ 29,000 closes (144-byte events + 8-byte headers) between drains.
+    pub const RING_BYTES: u32 = 4 << 20;
+    /// 16 MiB of unacked frames: several minutes of a busy host's records during an outage.
+    pub const SPOOL_BYTES: usize = 16 << 20;
+    pub const COLLECTOR_PORT: u16 = 7700;
+}
+
+/// The shortest interval allowed.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(500);
+
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "nfm-agent",
+    version,
+    about = "nfm host agent: measures TCP health of this host's connections with a sock_ops eBPF program and ships per-flow deltas to an nfm collector."
+)]
+pub struct Cli {
+    /// TOML config file; flags override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Collector address HOST:PORT (repeatable; one is picked by a stable hash of the agent id,
+    /// the next on failure).
+    #[arg(long = "collector", value_name = "ADDR")]
+    pub collectors: Vec<String>,
+    /// udp (fire and forget) or tcp (acked, spooled, resent).
+    #[arg(long, value_name = "udp|tcp")]
+    pub transport: Option<String>,
+    /// Reporting interval, e.g. 5s, 500ms, 1m (minimum 500ms).
+    #[arg(long, value_name = "DURATION")]
+    pub interval: Option<String>,
+    /// cgroup v2 directory to attach to (default: the root of the cgroup2 mount).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Print each interval's flow deltas as one JSON line on stdout instead of sending them.
+    #[arg(long)]
+    pub stdout: bool,
+    /// Agent id (u64, decimal or 0x-hex; default: FNV-1a of /etc/machine-id).
+    #[arg(long, value_name = "ID")]
+    pub agent_id: Option<String>,
+    /// HMAC key file (`<key id> <hex secret>` lines); frames are signed with the newest key.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Socket map capacity (entries).
+    #[arg(long, value_name = "N")]
+    pub max_sockets: Option<u32>,
+    /// Close-event ring buffer size in bytes (power of two, at least 4096).
+    #[arg(long, value_name = "BYTES")]
+    pub ring_bytes: Option<u32>,
+    /// TCP spool capacity in bytes (unacked frames).
+    #[arg(long, value_name = "BYTES")]
+    pub spool_bytes: Option<usize>,
+    /// Log level: error, warn, info, debug, trace (also RUST_LOG).
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// sock_ops callbacks to enable, comma-separated from rto,retrans,state,rtt (default: all).
+    /// For measurements only: without `state` closes are never seen.
+    #[arg(long, value_name = "LIST", hide = true)]
+    pub callbacks: Option<String>,
+    /// Host name announced in Hello (default: the system host name).
+    #[arg(long, value_name = "NAME")]
+    pub host_name: Option<String>,
+}
+
+/// The TOML file: the same settings as the flags, snake_case.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub collectors: Option<Vec<String>>,
+    pub transport: Option<String>,
+    pub interval: Option<String>,
+    pub cgroup: Option<PathBuf>,
+    pub stdout: Option<bool>,
+    pub agent_id: Option<String>,
+    pub key_file: Option<PathBuf>,
+    pub max_sockets: Option<u32>,
+    pub ring_bytes: Option<u32>,
+    pub spool_bytes: Option<usize>,
+    pub log_level: Option<String>,
+    pub host_name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub collectors: Vec<SocketAddr>,
+    pub transport: Kind,
+    pub interval: Duration,
+    /// None: the cgroup2 mount root, resolved at start.
+    pub cgroup: Option<PathBuf>,
+    pub stdout: bool,
+    pub agent_id: Option<u64>,
+    pub key_file: Option<PathBuf>,
+    pub max_sockets: u32,
+    pub ring_bytes: u32,
+    pub spool_bytes: usize,
+    pub log_level: String,
+    pub cb_flags: u32,
+    pub host_name: Option<String>,
+}
+
+/// Parses `5s`, `500ms`, `1m`, `2h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| anyhow!("`{s}` is not a duration (use e.g. 5s, 500ms, 1m)"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => bail!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)"),
+    };
+    if !secs.is_finite() || !(0.0..=86400.0).contains(&secs) {
+        bail!("`{s}` is out of range");
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_u64(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let r = match t.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => t.parse(),
+    };
+    r.map_err(|_| anyhow!("agent id `{s}` is not a u64 (decimal or 0x-hex)"))
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr> {
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = addr.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, default::COLLECTOR_PORT));
+    }
+    let with_port = if addr.contains(':') {
+        addr.to_string()
+    } else {
+        format!("{addr}:{}", default::COLLECTOR_PORT)
+    };
+    with_port
+        .to_socket_addrs()
+        .with_context(|| format!("collector address `{addr}`"))?
+        .next()
+        .ok_or_else(|| anyhow!("collector address `{addr}` resolves to nothing"))
+}
+
+fn parse_callbacks(s: &str) -> Result<u32> {
+    use nfm_agent_common::cb_flag;
+    let mut f = 0;
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        f |= match part {
+            "rto" => cb_flag::RTO,
+            "retrans" => cb_flag::RETRANS,
+            "state" => cb_flag::STATE,
+            "rtt" => cb_flag::RTT,
+            "none" => 0,
+            _ => bail!("unknown callback `{part}` (rto, retrans, state, rtt)"),
+        };
+    }
+    // 0 means "default" to the program; a real empty set is expressed with an unused bit.
+    Ok(if f == 0 { 1 << 31 } else { f })
+}
+
+impl Config {
+    pub fn from_cli(cli: Cli) -> Result<Config> {
+        let file = match &cli.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config {}", p.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("config {}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let collectors_raw = if !cli.collectors.is_empty() {
+            cli.collectors
+        } else {
+            file.collectors.unwrap_or_default()
+        };
+        let stdout = cli.stdout || file.stdout.unwrap_or(false);
+        let collectors = collectors_raw
+            .iter()
+            .map(|a| resolve(a))
+            .collect::<Result<Vec<_>>>()?;
+        if collectors.is_empty() && !stdout {
+            bail!(
+                "no collector configured: pass --collector HOST:PORT (or --stdout to print flows)"
+            );
+        }
+        let transport = match cli.transport.or(file.transport).as_deref().unwrap_or("udp") {
+            "udp" => Kind::Udp,
+            "tcp" => Kind::Tcp,
+            other => bail!("--transport `{other}`: use udp or tcp"),
+        };
+        let interval = match cli.interval.or(file.interval) {
+            Some(s) => parse_duration(&s)?,
+            None => Duration::from_millis(default::INTERVAL_MS),
+        };
+        if interval < MIN_INTERVAL {
+            bail!("--interval {interval:?} is below the minimum of 500ms");
+        }
+        let agent_id = cli
+            .agent_id
+            .or(file.agent_id)
+            .map(|s| parse_u64(&s))
+            .transpose()?;
+        let max_sockets = cli
+            .max_sockets
+            .or(file.max_sockets)
+            .unwrap_or(default::MAX_SOCKETS);
+        if max_sockets == 0 {
+            bail!("--max-sockets must be at least 1");
+        }
+        let ring_bytes = cli
+            .ring_bytes
+            .or(file.ring_bytes)
+            .unwrap_or(default::RING_BYTES);
+        if ring_bytes < 4096 || !ring_bytes.is_power_of_two() {
+            bail!("--ring-bytes {ring_bytes}: must be a power of two of at least 4096");
+        }
+        let spool_bytes = cli
+            .spool_bytes
+            .or(file.spool_bytes)
+            .unwrap_or(default::SPOOL_BYTES);
+        if spool_bytes < 64 * 1024 {
+            bail!("--spool-bytes {spool_bytes}: use at least 65536");
+        }
+        let cb_flags = match cli.callbacks {
+            Some(s) => parse_callbacks(&s)?,
+            None => 0,
+        };
+        Ok(Config {
+            collectors,
+            transport,
+            interval,
+            cgroup: cli.cgroup.or(file.cgroup),
+            stdout,
+            agent_id,
+            key_file: cli.key_file.or(file.key_file),
+            max_sockets,
+            ring_bytes,
+            spool_bytes,
+            log_level: cli
+                .log_level
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            cb_flags,
+            host_name: cli.host_name.or(file.host_name),
+        })
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_parse_duration() {
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn test_cli_overrides_file() {
+        let dir = std::env::temp_dir().join(format!("nfm-agent-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("a.toml");
+        std::fs::write(
+            &p,
+            "collectors = [\"127.0.0.1:9000\"]\ntransport = \"tcp\"\ninterval = \"2s\"\nmax_sockets = 100\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "nfm-agent",
+            "--config",
+            p.to_str().unwrap(),
+            "--interval",
+            "1s",
+        ]);
+        let c = Config::from_cli(cli).unwrap();
+        assert_eq!(c.transport, Kind::Tcp);
+        assert_eq!(c.interval, Duration::from_secs(1));
+        assert_eq!(c.max_sockets, 100);
+        assert_eq!(c.collectors, vec!["127.0.0.1:9000".parse().unwrap()]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn test_bad_values_are_errors() {
+        let e = |args: &[&str]| {
+            let mut v = vec!["nfm-agent"];
+            v.extend_from_slice(args);
+            Config::from_cli(Cli::parse_from(v))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(e(&[]).contains("no collector"));
+        assert!(e(&["--stdout", "--interval", "100ms"]).contains("minimum"));
+        assert!(e(&["--stdout", "--transport", "quic"]).contains("udp or tcp"));
+        assert!(e(&["--stdout", "--ring-bytes", "5000"]).contains("power of two"));
+        assert!(e(&["--stdout", "--agent-id", "xyz"]).contains("u64"));
+    }
+
+    #[test]
+    fn test_collector_default_port() {
+        assert_eq!(
+            resolve("127.0.0.1").unwrap().port(),
+            default::COLLECTOR_PORT
+        );
+        assert_eq!(resolve("127.0.0.1:9").unwrap().port(), 9);
+        assert_eq!(resolve("[::1]:9").unwrap().port(), 9);
+    }
+}

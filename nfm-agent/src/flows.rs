@@ -1,0 +1,476 @@
+//! Per-socket deltas folded into service-level flows: the agent's accounting, kernel-free.
+//!
+//! Guarantee: every socket the kernel reported is counted exactly once as an attempt and at most
+//! once as a close, and every counter is reported as a delta exactly once, whether the socket
+//! was seen live in the map, only through its close event, or both, in any order. That holds
+//! because the kernel values are cumulative per socket (cookie) and this module remembers, per
+//! cookie, what it already reported; closed cookies are kept as tombstones for a while so a map
+//! read that races with the close (the program emits the close before it deletes the entry) does
+//! not resurrect the socket.
+//!
+//! Folding: the ephemeral port is elided, so a client socket joins the flow
+//! (local, remote, 0, remote_port) and a server socket (local, remote, local_port, 0).
+//! IPv4-mapped IPv6 addresses are reported as IPv4.
+
+use nfm_agent_common::{close_kind, payload, role, sflag, SockStats, AF_INET6};
+use nfm_wire::{FlowRecord, PhaseCounts, Role, RttSummary, TimeSummary};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+/// A socket absent from the map (and never closed) for this long is forgotten. Longer than the
+/// SYN back-off (1+2+4+8+16+32 s = 63 s with 6 retries), so a slow connect is never evicted.
+pub const IDLE_EVICT: Duration = Duration::from_secs(65);
+/// Closed cookies are remembered this long to ignore a racing map read.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(30);
+
+/// A service-level flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub server: bool,
+}
+
+/// What was already reported for one socket (cumulative values).
+#[derive(Debug, Clone, Copy, Default)]
+struct Reported {
+    sent: u64,
+    received: u64,
+    segs_in: u32,
+    segs_out: u32,
+    rtt_count: u32,
+    rtt_sum: u64,
+    retrans: [u32; 3],
+    rto: [u32; 3],
+    handshake: bool,
+}
+
+#[derive(Debug)]
+struct Sock {
+    key: FlowKey,
+    rep: Reported,
+    last_seen: Instant,
+}
+
+/// Converts the kernel's address words (network order bytes) into an address, unmapping
+/// IPv4-mapped IPv6.
+pub fn addr(family: u8, words: &[u32; 4]) -> IpAddr {
+    if family == AF_INET6 {
+        let mut b = [0u8; 16];
+        for (i, w) in words.iter().enumerate() {
+            b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        let v6 = Ipv6Addr::from(b);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        }
+    } else {
+        IpAddr::V4(Ipv4Addr::from(words[0].to_ne_bytes()))
+    }
+}
+
+pub fn flow_key(s: &SockStats) -> FlowKey {
+    let server = s.role == role::SERVER;
+    FlowKey {
+        local: addr(s.family, &s.local_addr),
+        remote: addr(s.family, &s.remote_addr),
+        local_port: if server { s.local_port } else { 0 },
+        remote_port: if server { 0 } else { s.remote_port },
+        server,
+    }
+}
+
+/// Counts kept by the tracker (reported in AgentStats and `--stdout`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrackerStats {
+    pub sockets_seen: u64,
+    pub closes: u64,
+    pub evicted_idle: u64,
+    pub stale_map_reads: u64,
+}
+
+/// The per-socket state and the current interval's flows.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    socks: HashMap<u64, Sock>,
+    tombstones: HashMap<u64, Instant>,
+    flows: HashMap<FlowKey, FlowRecord>,
+    pub stats: TrackerStats,
+}
+
+fn add_time(t: &mut TimeSummary, us: u64) {
+    if t.count == 0 || us < t.min_us {
+        t.min_us = us;
+    }
+    if us > t.max_us {
+        t.max_us = us;
+    }
+    t.count += 1;
+    t.sum_us += us;
+}
+
+fn add_phases(p: &mut PhaseCounts, now: &[u32; 3], before: &[u32; 3]) {
+    p.handshake += now[0].saturating_sub(before[0]) as u64;
+    p.established += now[1].saturating_sub(before[1]) as u64;
+    p.closing += now[2].saturating_sub(before[2]) as u64;
+}
+
+impl Tracker {
+    pub fn new() -> Tracker {
+        Tracker::default()
+    }
+
+    /// Sockets tracked (open, or closed and not yet forgotten).
+    pub fn sockets(&self) -> usize {
+        self.socks.len()
+    }
+
+    /// Flows with activity in the current interval.
+    pub fn flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    fn record(&mut self, key: FlowKey) -> &mut FlowRecord {
+        self.flows.entry(key).or_insert_with(|| FlowRecord {
+            local: key.local,
+            remote: key.remote,
+            local_port: key.local_port,
+            remote_port: key.remote_port,
+            role: if key.server {
+                Role::Server
+            } else {
+                Role::Client
+            },
+            ..FlowRecord::default()
+        })
+    }
+
+    /// A live map entry (or a close the kernel had to leave in the map: flag CLOSED).
+    /// Returns true when the socket is closed and its map entry should be deleted.
+    pub fn observe_map(&mut self, s: &SockStats, now: Instant) -> bool {
+        if self.tombstones.contains_key(&s.cookie) {
+            self.stats.stale_map_reads += 1;
+            return s.flags & sflag::CLOSED != 0;
+        }
+        if s.flags & sflag::CLOSED != 0 {
+            self.observe_close(s, now);
+            return true;
+        }
+        self.apply(s, now, false);
+        false
+    }
+
+    /// A close event from the ring buffer: the socket's final counters.
+    pub fn observe_close(&mut self, s: &SockStats, now: Instant) {
+        if self.tombstones.contains_key(&s.cookie) {
+            return;
+        }
+        self.apply(s, now, true);
+        self.socks.remove(&s.cookie);
+        self.tombstones.insert(s.cookie, now);
+        self.stats.closes += 1;
+    }
+
+    fn apply(&mut self, s: &SockStats, now: Instant, closing: bool) {
+        let (rep, key, new) = match self.socks.get(&s.cookie) {
+            Some(k) => (k.rep, k.key, false),
+            None => (Reported::default(), flow_key(s), true),
+        };
+        if new {
+            self.stats.sockets_seen += 1;
+        }
+        let (sent, received) = payload(s);
+        let established = s.flags & sflag::ESTABLISHED != 0;
+        let r = self.record(key);
+        if new {
+            r.conn_attempts += 1;
+        }
+        r.bytes_sent += sent.saturating_sub(rep.sent);
+        r.bytes_received += received.saturating_sub(rep.received);
+        r.segs_in += s.data_segs_in.saturating_sub(rep.segs_in) as u64;
+        r.segs_out += s.data_segs_out.saturating_sub(rep.segs_out) as u64;
+        let dcount = s.rtt_count.saturating_sub(rep.rtt_count) as u64;
+        if dcount > 0 {
+            let dsum = s.rtt_sum_us.saturating_sub(rep.rtt_sum);
+            // The kernel keeps min/max over the socket's life; with one new sample they are exact.
+            let (lo, hi) = if dcount == 1 {
+                (dsum, dsum)
+            } else {
+                (s.rtt_min_us as u64, s.rtt_max_us as u64)
+            };
+            let t = &mut r.rtt;
+            if t.count == 0 || lo < t.min_us {
+                t.min_us = lo;
+            }
+            t.max_us = t.max_us.max(hi);
+            t.count += dcount;
+            t.sum_us += dsum;
+        }
+        if s.srtt_us != 0 {
+            r.rtt.last_srtt_us = s.srtt_us as u64;
+        }
+        add_phases(&mut r.retrans, &s.retrans, &rep.retrans);
+        add_phases(&mut r.rto, &s.rto, &rep.rto);
+        let mut handshake = rep.handshake;
+        if established && !handshake {
+            add_time(&mut r.handshake, s.handshake_us as u64);
+            handshake = true;
+        }
+        if closing {
+            match s.close_kind {
+                close_kind::FAILED => r.conn_failed += 1,
+                close_kind::SEVERED => r.conn_severed += 1,
+                _ => r.conn_completed += 1,
+            }
+        }
+        let rep = Reported {
+            sent: sent.max(rep.sent),
+            received: received.max(rep.received),
+            segs_in: s.data_segs_in.max(rep.segs_in),
+            segs_out: s.data_segs_out.max(rep.segs_out),
+            rtt_count: s.rtt_count.max(rep.rtt_count),
+            rtt_sum: s.rtt_sum_us.max(rep.rtt_sum),
+            retrans: max3(&s.retrans, &rep.retrans),
+            rto: max3(&s.rto, &rep.rto),
+            handshake,
+        };
+        self.socks.insert(
+            s.cookie,
+            Sock {
+                key,
+                rep,
+                last_seen: now,
+            },
+        );
+    }
+
+    /// Marks a socket seen in this interval's map read (keeps it from idle eviction).
+    pub fn touch(&mut self, cookie: u64, now: Instant) {
+        if let Some(s) = self.socks.get_mut(&cookie) {
+            s.last_seen = now;
+        }
+    }
+
+    /// Ends the interval: sets the open-socket gauge, returns the records (sorted, for stable
+    /// output) and evicts sockets not seen for [`IDLE_EVICT`] and old tombstones.
+    pub fn finish_interval(&mut self, now: Instant) -> Vec<FlowRecord> {
+        let before = self.socks.len();
+        self.socks
+            .retain(|_, s| now.duration_since(s.last_seen) < IDLE_EVICT);
+        self.stats.evicted_idle += (before - self.socks.len()) as u64;
+        self.tombstones
+            .retain(|_, t| now.duration_since(*t) < TOMBSTONE_TTL);
+        let mut open: HashMap<FlowKey, u64> = HashMap::new();
+        for s in self.socks.values() {
+            *open.entry(s.key).or_default() += 1;
+        }
+        for (k, n) in open {
+            self.record(k).sockets_open = n;
+        }
+        let mut out: Vec<FlowRecord> = self.flows.drain().map(|(_, r)| r).collect();
+        out.sort_by_key(|r| (r.local, r.remote, r.local_port, r.remote_port, r.role as u8));
+        out
+    }
+}
+
+fn max3(a: &[u32; 3], b: &[u32; 3]) -> [u32; 3] {
+    [a[0].max(b[0]), a[1].max(b[1]), a[2].max(b[2])]
+}
+
+/// RTT summary of a record as JSON-friendly numbers (used by `--stdout`).
+pub fn rtt_mean_us(r: &RttSummary) -> Option<u64> {
+    r.sum_us.checked_div(r.count)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use nfm_agent_common::{tcp_state, AF_INET};
+
+    fn sock(cookie: u64, role_: u8) -> SockStats {
+        SockStats {
+            cookie,
+            family: AF_INET,
+            role: role_,
+            local_addr: [u32::from_ne_bytes([10, 0, 0, 1]), 0, 0, 0],
+            remote_addr: [u32::from_ne_bytes([10, 0, 0, 2]), 0, 0, 0],
+            local_port: 40000 + cookie as u16,
+            remote_port: 443,
+            ..SockStats::default()
+        }
+    }
+
+    fn established(mut s: SockStats, acked: u64, recv: u64) -> SockStats {
+        s.flags |= sflag::ESTABLISHED;
+        s.last_state = tcp_state::ESTABLISHED as u8;
+        s.bytes_acked = acked + 1;
+        s.bytes_received = recv;
+        s.handshake_us = 300;
+        s
+    }
+
+    fn closed(mut s: SockStats) -> SockStats {
+        s.close_kind = close_kind::COMPLETED;
+        s.last_state = tcp_state::FIN_WAIT2 as u8;
+        s.fin_acked = 1;
+        s.bytes_acked += 1;
+        s.bytes_received += 1;
+        s
+    }
+
+    #[test]
+    fn test_client_flows_fold_ephemeral_ports() {
+        let mut t = Tracker::new();
+        let now = Instant::now();
+        t.observe_map(&established(sock(1, role::CLIENT), 10, 20), now);
+        t.observe_map(&established(sock(2, role::CLIENT), 5, 0), now);
+        let recs = t.finish_interval(now);
+        assert_eq!(recs.len(), 1);
+        let r = &recs[0];
+        assert_eq!(
+            (r.local_port, r.remote_port, r.role),
+            (0, 443, Role::Client)
+        );
+        assert_eq!((r.bytes_sent, r.bytes_received), (15, 20));
+        assert_eq!((r.conn_attempts, r.sockets_open), (2, 2));
+        assert_eq!(r.handshake.count, 2);
+    }
+
+    #[test]
+    fn test_server_keeps_local_port() {
+        let s = sock(1, role::SERVER);
+        assert_eq!(flow_key(&s).local_port, 40001);
+        assert_eq!(flow_key(&s).remote_port, 0);
+    }
+
+    /// Live read, then close: the deltas add up to the final counters exactly once.
+    #[test]
+    fn test_deltas_across_intervals_and_close() {
+        let mut t = Tracker::new();
+        let now = Instant::now();
+        let s = established(sock(1, role::CLIENT), 100, 50);
+        t.observe_map(&s, now);
+        let r1 = t.finish_interval(now);
+        let mut s2 = established(sock(1, role::CLIENT), 250, 80);
+        s2.retrans = [0, 3, 0];
+        t.observe_map(&s2, now);
+        let r2 = t.finish_interval(now);
+        t.observe_close(&closed(s2), now);
+        // The racing map read after the close is ignored.
+        assert!(!t.observe_map(&s2, now));
+        let r3 = t.finish_interval(now);
+        assert_eq!(r1[0].bytes_sent + r2[0].bytes_sent + r3[0].bytes_sent, 250);
+        assert_eq!(r2[0].bytes_received, 30);
+        assert_eq!(r2[0].retrans.established, 3);
+        assert_eq!(r3[0].conn_completed, 1);
+        assert_eq!(r3[0].bytes_sent, 0);
+        assert_eq!(r3[0].sockets_open, 0);
+        assert_eq!(
+            r1[0].conn_attempts + r2[0].conn_attempts + r3[0].conn_attempts,
+            1
+        );
+        assert_eq!(t.sockets(), 0);
+        assert_eq!(t.stats.stale_map_reads, 1);
+    }
+
+    /// Boundary: a socket that opens and closes inside one interval is seen only by its close.
+    #[test]
+    fn test_close_only_socket_counts_attempt_and_close() {
+        let mut t = Tracker::new();
+        let now = Instant::now();
+        t.observe_close(&closed(established(sock(9, role::CLIENT), 7, 9)), now);
+        let r = t.finish_interval(now);
+        assert_eq!(
+            (
+                r[0].conn_attempts,
+                r[0].conn_completed,
+                r[0].bytes_sent,
+                r[0].bytes_received
+            ),
+            (1, 1, 7, 9)
+        );
+        // A duplicate close is ignored.
+        t.observe_close(&closed(established(sock(9, role::CLIENT), 7, 9)), now);
+        assert!(t.finish_interval(now).is_empty());
+    }
+
+    #[test]
+    fn test_failed_connect_and_closed_in_map() {
+        let mut t = Tracker::new();
+        let now = Instant::now();
+        let mut s = sock(3, role::CLIENT);
+        s.close_kind = close_kind::FAILED;
+        s.flags = sflag::CLOSED;
+        s.retrans = [2, 0, 0];
+        s.rto = [2, 0, 0];
+        assert!(t.observe_map(&s, now), "closed map entries are deleted");
+        let r = t.finish_interval(now);
+        assert_eq!(
+            (r[0].conn_failed, r[0].retrans.handshake, r[0].rto.handshake),
+            (1, 2, 2)
+        );
+        assert_eq!(r[0].handshake.count, 0);
+    }
+
+    #[test]
+    fn test_rtt_single_sample_is_exact() {
+        let mut t = Tracker::new();
+        let now = Instant::now();
+        let mut s = established(sock(1, role::CLIENT), 0, 0);
+        s.rtt_count = 1;
+        s.rtt_sum_us = 500;
+        s.rtt_min_us = 500;
+        s.rtt_max_us = 500;
+        s.srtt_us = 500;
+        t.observe_map(&s, now);
+        t.finish_interval(now);
+        s.rtt_count = 2;
+        s.rtt_sum_us = 1700;
+        s.rtt_max_us = 1200;
+        t.observe_map(&s, now);
+        let r = t.finish_interval(now);
+        assert_eq!(
+            (
+                r[0].rtt.count,
+                r[0].rtt.sum_us,
+                r[0].rtt.min_us,
+                r[0].rtt.max_us
+            ),
+            (1, 1200, 1200, 1200)
+        );
+    }
+
+    #[test]
+    fn test_idle_eviction_after_65s() {
+        let mut t = Tracker::new();
+        let now = Instant::now();
+        t.observe_map(&established(sock(1, role::CLIENT), 0, 0), now);
+        t.finish_interval(now + Duration::from_secs(64));
+        assert_eq!(t.sockets(), 1);
+        t.finish_interval(now + Duration::from_secs(65));
+        assert_eq!(t.sockets(), 0);
+        assert_eq!(t.stats.evicted_idle, 1);
+    }
+
+    #[test]
+    fn test_ipv4_mapped_reported_as_ipv4() {
+        let mut b = [0u8; 16];
+        b[10] = 0xff;
+        b[11] = 0xff;
+        b[12..].copy_from_slice(&[169, 254, 1, 2]);
+        let mut w = [0u32; 4];
+        for i in 0..4 {
+            w[i] = u32::from_ne_bytes(b[i * 4..i * 4 + 4].try_into().unwrap());
+        }
+        assert_eq!(
+            addr(AF_INET6, &w),
+            IpAddr::V4(Ipv4Addr::new(169, 254, 1, 2))
+        );
+        w[2] = 0;
+        assert!(addr(AF_INET6, &w).is_ipv6());
+    }
+}
