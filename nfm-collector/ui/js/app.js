@@ -1,0 +1,228 @@
+// The dashboard shell: hash routing (the URL keeps the view, its options and the time range, so a
+// link can be shared), the time-range and auto-refresh controls, and the collector status line.
+
+import { h, mount, notice, toInputTime, fromInputTime, fmtTime } from './util.js';
+import { api } from './api.js';
+import * as insights from './views/insights.js';
+import * as monitors from './views/monitors.js';
+import * as overview from './views/overview.js';
+import * as history from './views/history.js';
+import * as topology from './views/topology.js';
+import * as agents from './views/agents.js';
+
+const PRESETS = [
+  ['5m', 5 * 60e3], ['15m', 15 * 60e3], ['1h', 3600e3], ['6h', 6 * 3600e3], ['24h', 86400e3], ['7d', 7 * 86400e3],
+];
+const DEFAULT_RANGE = '1h';
+const DEFAULT_REFRESH = '5';
+
+const NAV = [
+  { id: 'insights', label: 'Workload insights', icon: '▤' },
+  { id: 'monitors', label: 'Monitors', icon: '◉' },
+  { id: 'history', label: 'Historical explorer', icon: '▥' },
+  { id: 'topology', label: 'Topology', icon: '⬡' },
+  { id: 'agents', label: 'Agents', icon: '⛁' },
+];
+
+/** Parses `#/a/b?x=1` into {parts: ['a','b'], params: URLSearchParams}. */
+export function parseHash(hash = location.hash) {
+  const raw = hash.replace(/^#\/?/, '');
+  const [path, query = ''] = raw.split('?');
+  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  return { parts, params: new URLSearchParams(query) };
+}
+
+export function buildHash(parts, params) {
+  const p = new URLSearchParams();
+  for (const [k, v] of params) if (v !== '' && v !== null && v !== undefined) p.set(k, v);
+  const q = p.toString();
+  return `#/${parts.map(encodeURIComponent).join('/')}${q ? `?${q}` : ''}`;
+}
+
+/**
+ * The chosen time range: a preset ending at `anchor`, or absolute from/to.
+ * `anchor` is the end of the newest interval the collector holds (its clock is the agents'
+ * interval timestamps, which for a simulated fleet may not be the wall clock), or now when the
+ * collector holds nothing yet.
+ */
+export function resolveRange(params, anchor = Date.now()) {
+  const from = Number(params.get('from'));
+  const to = Number(params.get('to'));
+  if (from > 0 && to > from) return { from, to, label: `${fmtTime(from, true)} – ${fmtTime(to, true)} UTC`, absolute: true };
+  const preset = PRESETS.find(([k]) => k === params.get('range')) || PRESETS.find(([k]) => k === DEFAULT_RANGE);
+  return { from: anchor - preset[1], to: anchor, label: `last ${preset[0]}`, preset: preset[0], absolute: false };
+}
+
+/** Where relative ranges end: just past the newest interval, else now. */
+function anchorOf(status) {
+  const newest = status && Number(status.newest_interval_ms);
+  return newest > 0 ? newest + 1 : Date.now();
+}
+
+function route(parts) {
+  const [head, a, b] = parts;
+  switch (head) {
+    case 'monitors':
+      if (a === 'new') return { view: monitors, mode: 'form', nav: 'monitors' };
+      if (a && b === 'edit') return { view: monitors, mode: 'form', name: a, nav: 'monitors' };
+      if (a) return { view: overview, name: a, nav: 'monitors' };
+      return { view: monitors, mode: 'list', nav: 'monitors' };
+    case 'history': return { view: history, nav: 'history' };
+    case 'topology': return { view: topology, nav: 'topology' };
+    case 'agents': return { view: agents, nav: 'agents' };
+    default: return { view: insights, nav: 'insights' };
+  }
+}
+
+const els = {};
+let timer = null;
+let generation = 0;
+let lastOk = null;
+let lastAnchor = null;
+
+function navigate(parts, set = {}, { keep = true, replace = false } = {}) {
+  const cur = parseHash();
+  const params = new URLSearchParams();
+  if (keep) for (const k of ['range', 'from', 'to', 'refresh']) if (cur.params.has(k)) params.set(k, cur.params.get(k));
+  for (const [k, v] of Object.entries(set)) {
+    if (v === null || v === undefined || v === '') params.delete(k); else params.set(k, v);
+  }
+  const hash = buildHash(parts, params);
+  if (replace) history_replace(hash); else location.hash = hash;
+}
+
+function history_replace(hash) {
+  window.history.replaceState(null, '', hash);
+  render();
+}
+
+/** Updates some query parameters of the current view. */
+function setParams(set, opts = {}) {
+  const cur = parseHash();
+  const params = new URLSearchParams(cur.params);
+  for (const [k, v] of Object.entries(set)) {
+    if (v === null || v === undefined || v === '') params.delete(k); else params.set(k, v);
+  }
+  const hash = buildHash(cur.parts, params);
+  if (opts.replace) history_replace(hash); else location.hash = hash;
+}
+
+function setStatus(kind, text) {
+  els.status.className = `status status-${kind}`;
+  els.status.textContent = text;
+}
+
+function timeControls(params, range) {
+  const preset = range.absolute ? 'custom' : range.preset;
+  const custom = h('span', { class: `custom-range${preset === 'custom' ? '' : ' hidden'}` },
+    h('input', { type: 'datetime-local', id: 'range-from', value: toInputTime(range.from), 'aria-label': 'From (UTC)' }),
+    ' – ',
+    h('input', { type: 'datetime-local', id: 'range-to', value: toInputTime(range.to), 'aria-label': 'To (UTC)' }),
+    h('button', {
+      type: 'button', class: 'btn btn-small', onclick: () => {
+        const from = fromInputTime(document.getElementById('range-from').value);
+        const to = fromInputTime(document.getElementById('range-to').value);
+        if (!from || !to || to <= from) { setStatus('error', 'Pick a "from" time before the "to" time.'); return; }
+        setParams({ from, to, range: null });
+      },
+    }, 'Apply'),
+    h('span', { class: 'muted' }, ' UTC'));
+  const select = h('select', {
+    id: 'range', 'aria-label': 'Time range', onchange: (e) => {
+      if (e.target.value === 'custom') { custom.classList.remove('hidden'); return; }
+      setParams({ range: e.target.value, from: null, to: null });
+    },
+  }, PRESETS.map(([k]) => h('option', { value: k, selected: k === preset }, `Last ${k}`)),
+  h('option', { value: 'custom', selected: preset === 'custom' }, 'Custom…'));
+  const refresh = h('select', {
+    id: 'refresh', 'aria-label': 'Auto-refresh', onchange: (e) => setParams({ refresh: e.target.value }, { replace: true }),
+  }, [['0', 'Off'], ['5', '5 s'], ['15', '15 s'], ['60', '1 min']].map(([v, l]) => h('option', { value: v, selected: (params.get('refresh') ?? DEFAULT_REFRESH) === v }, `Refresh: ${l}`)));
+  return h('div', { class: 'time-controls' }, select, custom, refresh);
+}
+
+async function load(r, ctx, gen, first) {
+  try {
+    const status = await api.status();
+    if (gen !== generation) return;
+    lastAnchor = anchorOf(status);
+    const range = resolveRange(ctx.params, lastAnchor);
+    const node = await r.view.render({ ...ctx, range, status });
+    if (gen !== generation) return;
+    const scroll = els.main.scrollTop;
+    mount(els.content, node);
+    if (!first) els.main.scrollTop = scroll;
+    lastOk = Date.now();
+    const newest = Number(status.newest_interval_ms) || 0;
+    setStatus('ok', newest ? `Newest data ${fmtTime(newest)} UTC · updated ${fmtTime(lastOk)}` : `No data yet · updated ${fmtTime(lastOk)} UTC`);
+    els.status.title = newest ? `The newest closed interval starts at ${fmtTime(newest, true)} UTC; relative ranges end there.` : '';
+  } catch (e) {
+    if (gen !== generation) return;
+    console.error(e);
+    const unreachable = e && e.unreachable;
+    setStatus('error', unreachable ? 'Collector unreachable' : 'Error');
+    // Keep the last good content on a refresh failure; say so on top of it.
+    const msg = unreachable
+      ? notice('error', 'The collector is unreachable.',
+        h('p', {}, `${e.message}.`),
+        h('p', {}, 'Check that nfm-collector is running and that this page is served by it (by default at 127.0.0.1:8080). ',
+          lastOk ? `Showing data from ${fmtTime(lastOk)} UTC; retrying on every refresh.` : 'Retrying on every refresh.'))
+      : notice('error', `The collector refused the request (HTTP ${e.status || '?'}).`, h('p', {}, e.message || String(e)));
+    if (first || !els.content.firstChild) mount(els.content, msg);
+    else {
+      els.content.querySelector(':scope > .notice-error')?.remove();
+      els.content.prepend(msg);
+    }
+  }
+}
+
+function render() {
+  generation += 1;
+  const gen = generation;
+  clearInterval(timer);
+  const { parts, params } = parseHash();
+  const r = route(parts);
+  const range = resolveRange(params, lastAnchor ?? Date.now());
+  for (const a of els.nav.querySelectorAll('a')) a.classList.toggle('active', a.dataset.view === r.nav);
+  els.simulated.classList.add('hidden');
+  const ctx = {
+    parts, params, range, route: r,
+    navigate, setParams,
+    markSimulated(on) { els.simulated.classList.toggle('hidden', !on); },
+    setTitle(t) { els.title.textContent = t; document.title = `${t} · nfm`; },
+  };
+  ctx.setTitle(NAV.find((n) => n.id === r.nav)?.label || 'nfm');
+  mount(els.controls, timeControls(params, range));
+  mount(els.content, h('div', { class: 'loading' }, 'Loading…'));
+  load(r, ctx, gen, true);
+  const every = Number(params.get('refresh') ?? DEFAULT_REFRESH);
+  if (every > 0 && r.view.autoRefresh !== false && !(r.mode === 'form')) {
+    // Relative ranges slide with the newest data (load() re-reads the collector's status).
+    timer = setInterval(() => load(r, ctx, gen, false), every * 1000);
+  }
+}
+
+function shell() {
+  const root = document.getElementById('app');
+  els.nav = h('nav', { class: 'nav' }, NAV.map((n) => h('a', { href: `#/${n.id}`, dataset: { view: n.id }, onclick: (e) => { e.preventDefault(); navigate([n.id]); } },
+    h('span', { class: 'icon', 'aria-hidden': 'true' }, n.icon), n.label)));
+  els.title = h('h1', { id: 'view-title' });
+  els.controls = h('div', { class: 'controls' });
+  els.status = h('div', { class: 'status', id: 'status', 'aria-live': 'polite' });
+  els.simulated = h('div', { class: 'sim-banner hidden', id: 'simulated-banner' },
+    h('strong', {}, 'Simulated data'), ' — these flows come from nfm-sim agents (capability SIMULATED), not from real hosts.');
+  els.content = h('div', { class: 'content', id: 'content' });
+  els.main = h('main', { class: 'main' },
+    h('header', { class: 'topbar' }, els.title, els.controls, els.status),
+    els.simulated, els.content);
+  mount(root,
+    h('aside', { class: 'sidebar' },
+      h('a', { class: 'brand', href: '#/insights' }, h('span', { class: 'logo' }, 'nfm'), h('span', { class: 'brand-sub' }, 'network flow monitor')),
+      els.nav,
+      h('div', { class: 'sidebar-foot' }, 'Times are UTC')),
+    els.main);
+}
+
+shell();
+window.addEventListener('hashchange', render);
+render();
+

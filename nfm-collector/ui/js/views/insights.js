@@ -1,0 +1,87 @@
+// Workload insights: the top contributor flows of the chosen range, ranked by one metric and
+// filtered by category; each row can start a monitor pre-filled with its resources.
+
+import { h, notice, METRICS, metricById, CATEGORIES, categoryLabel, fmtBytes, fmtCount, fmtRtt } from '../util.js';
+import { api, metricValue } from '../api.js';
+import { pathChips, flowResources, endpointLabel, simulatedBadge } from './common.js';
+
+export async function render(ctx) {
+  const metric = metricById(ctx.params.get('metric') || 'data-transferred');
+  const category = ctx.params.get('category') || '';
+  const limit = Number(ctx.params.get('limit')) || 20;
+  const [res, agents] = await Promise.all([
+    api.insights({ metric: metric.id, category, from: ctx.range.from, to: ctx.range.to, limit }),
+    api.agents().catch(() => null),
+  ]);
+  // Insights carry no simulated flag of their own; the agents that sent them do.
+  const simulated = res.simulated || (agents || []).some((a) => a.simulated);
+  ctx.markSimulated(simulated);
+  const flows = [...res.flows].sort((a, b) => metricValue(b.counters, metric.id) - metricValue(a.counters, metric.id));
+
+  const controls = h('div', { class: 'toolbar' },
+    h('div', { class: 'seg', role: 'tablist', 'aria-label': 'Rank by' },
+      METRICS.map((m) => h('button', {
+        type: 'button', class: `seg-btn${m.id === metric.id ? ' active' : ''}`, role: 'tab', 'aria-selected': m.id === metric.id ? 'true' : 'false',
+        dataset: { metric: m.id }, onclick: () => ctx.setParams({ metric: m.id }),
+      }, m.label))),
+    h('label', { class: 'field-inline' }, 'Category ',
+      h('select', { id: 'category', onchange: (e) => ctx.setParams({ category: e.target.value }) },
+        CATEGORIES.map((c) => h('option', { value: c.id, selected: c.id === category }, c.label)))),
+    h('label', { class: 'field-inline' }, 'Show ',
+      h('select', { id: 'limit', onchange: (e) => ctx.setParams({ limit: e.target.value }) },
+        [10, 20, 50, 100].map((n) => h('option', { value: n, selected: n === limit }, `top ${n}`)))));
+
+  if (!flows.length) {
+    const noAgents = agents && agents.length === 0;
+    return h('div', {}, controls, noAgents
+      ? notice('empty', 'No agents have reported yet.',
+        h('p', {}, 'Start nfm-agent on your hosts (or nfm-sim for a simulated fleet) and point it at this collector\'s ingest address. Flows appear here within one interval.'),
+        h('p', {}, h('a', { href: '#/agents' }, 'Open the agents page')))
+      : notice('empty', `No flows${category ? ` in category ${categoryLabel(category)}` : ''} in the ${ctx.range.label}.`,
+        h('p', {}, 'Widen the time range or pick another category. Agents that are connected but idle send nothing until their sockets carry traffic.')));
+  }
+
+  const rows = flows.map((f, i) => {
+    const { local, remote } = flowResources(f);
+    const v = metricValue(f.counters, metric.id);
+    return h('tr', { class: `flow-row${i === 0 ? ' top-1' : ''}${f.degraded ? ' degraded' : ''}`, dataset: { local: f.local, remote: f.remote, port: f.port ?? '' } },
+      h('td', { class: 'rank' }, String(i + 1)),
+      h('td', {}, endpointLabel(f.local, f.server ? f.port : null, local)),
+      h('td', {}, endpointLabel(f.remote, f.server ? null : f.port, remote)),
+      h('td', {}, h('span', { class: `cat cat-${f.category}` }, categoryLabel(f.category))),
+      h('td', { class: 'num primary' }, metric.fmt(v)),
+      h('td', { class: 'num' }, metric.id === 'data-transferred' ? fmtCount(f.counters.retransmissions) : fmtBytes(f.counters.bytes)),
+      h('td', { class: 'num' }, fmtRtt(f.counters.rtt_us)),
+      h('td', {}, f.degraded ? h('span', { class: 'badge badge-bad', title: `degraded in ${f.degraded_intervals} of the ${f.intervals} intervals it was a top contributor` }, `degraded ${f.degraded_intervals}/${f.intervals}`) : h('span', { class: 'muted' }, 'ok')),
+      h('td', { class: 'actions' }, h('button', {
+        type: 'button', class: 'btn btn-small create-monitor',
+        title: `Create a monitor for ${local || f.local} → ${remote || 'everywhere'}`,
+        onclick: () => ctx.navigate(['monitors', 'new'], { local: local || '', remote: remote || '' }, { keep: true }),
+      }, 'Create monitor')));
+  });
+
+  const second = metric.id === 'data-transferred' ? 'Retransmissions' : 'Data transferred';
+  const totals = res.totals.filter((x) => !category || x.category === category);
+  const totalStrip = totals.length ? h('div', { class: 'cat-totals', id: 'category-totals' }, totals.map((x) => h('button', {
+    type: 'button', class: `cat-total${x.category === category ? ' active' : ''}`, onclick: () => ctx.setParams({ category: x.category === category ? '' : x.category }),
+    title: `All ${categoryLabel(x.category)} flows in range, not only the top contributors`,
+  }, h('span', { class: `cat cat-${x.category}` }, categoryLabel(x.category)), h('strong', {}, metric.fmt(metricValue(x.counters, metric.id)))))) : null;
+  const top = flows[0];
+  return h('div', {},
+    controls,
+    totalStrip,
+    h('div', { class: 'summary-line' },
+      h('span', {}, `Top ${flows.length} contributor flow${flows.length === 1 ? '' : 's'} by `, h('strong', {}, metric.label.toLowerCase()),
+        category ? ` in ${categoryLabel(category)}` : '', `, ${ctx.range.label}.`),
+      simulated ? simulatedBadge() : null),
+    h('div', { class: 'card' },
+      h('table', { class: 'table', id: 'insights-table' },
+        h('thead', {}, h('tr', {},
+          h('th', {}, '#'), h('th', {}, 'Local'), h('th', {}, 'Remote'), h('th', {}, 'Category'),
+          h('th', { class: 'num' }, metric.label), h('th', { class: 'num' }, second), h('th', { class: 'num' }, 'RTT'),
+          h('th', {}, 'Health (intervals)'), h('th', {}, ''))),
+        h('tbody', {}, rows))),
+    h('div', { class: 'card' },
+      h('div', { class: 'card-title' }, 'Path of the top contributor'),
+      pathChips(top.path)));
+}
