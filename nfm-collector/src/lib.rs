@@ -2,9 +2,23 @@
 //!
 //! # Layout
 //! - `model`: the vocabulary the actors and the simulator share.
-//! - `health`: the health evaluator (baselines, degradation, attribution).
 //! - `topology`: the topology file (docs/topology.md) and address resolution.
+//! - `monitor`: monitor definitions and matching.
+//! - `summary`: what is kept of each closed interval.
+//! - Actors, in pipeline order: `ingest` → `resolver` → `aggregator` → `health_stage` (owns the
+//!   `health` evaluator) → `store` → `api` (HTTP, `/metrics`; `ui` is the dashboard hook).
+//! - `collector`: settings and wiring; `metrics`: shared counters.
 
+pub mod aggregator;
+pub mod api;
+pub mod collector;
 pub mod health;
+pub mod health_stage;
+pub mod ingest;
+pub mod metrics;
 pub mod model;
+pub mod monitor;
+pub mod resolver;
+pub mod store;
+pub mod summary;
 pub mod topology;

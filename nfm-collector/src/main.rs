@@ -1,5 +1,126 @@
-//! nfm-collector: skeleton only; its own issue builds it. It does nothing yet and says so.
-fn main() {
-    eprintln!("nfm-collector: not implemented yet");
-    std::process::exit(2);
+//! nfm-collector: receives flow deltas from nfm agents, resolves them against a topology,
+//! aggregates, judges health, stores history and serves the API and /metrics.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use nfm_collector::collector::{Collector, Settings};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The nfm collector. Settings come from `--config` (TOML, see nfm-collector/examples/collector.toml);
+/// flags override the file.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// TOML config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Topology file (docs/topology.md); reloaded on SIGHUP or POST /api/topology/reload.
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// Directory of the embedded store (WAL, history, monitors.json).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// UDP address for agent datagrams ("off" to disable).
+    #[arg(long)]
+    listen_udp: Option<String>,
+    /// TCP address for agent streams ("off" to disable).
+    #[arg(long)]
+    listen_tcp: Option<String>,
+    /// HTTP address of the API, /metrics and dashboard ("off" to disable).
+    #[arg(long)]
+    http: Option<String>,
+    /// Key file (`<id> <hex secret>` per line): turns on frame authentication.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Monitors file (TOML `[[monitor]]` entries).
+    #[arg(long)]
+    monitors: Option<PathBuf>,
+    /// Days of history to keep.
+    #[arg(long)]
+    retention_days: Option<u64>,
+    /// Close an interval after no record arrived for it for this long (ms of wall time).
+    #[arg(long)]
+    idle_close_ms: Option<u64>,
+    /// Close an interval once some agent reported an interval ending this long after it (ms).
+    #[arg(long)]
+    close_grace_ms: Option<u64>,
+}
+
+fn addr(s: &str) -> Result<Option<SocketAddr>> {
+    if s == "off" {
+        return Ok(None);
+    }
+    Ok(Some(s.parse().with_context(|| {
+        format!("`{s}` is not an address like 127.0.0.1:7700")
+    })?))
+}
+
+fn main() -> Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let mut s = match &cli.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Settings::parse_toml(&text).map_err(anyhow::Error::msg)?
+        }
+        None => Settings::default(),
+    };
+    if let Some(v) = cli.topology {
+        s.topology = Some(v);
+    }
+    if let Some(v) = cli.data_dir {
+        s.data_dir = v;
+    }
+    if let Some(v) = cli.listen_udp {
+        s.listen_udp = addr(&v)?;
+    }
+    if let Some(v) = cli.listen_tcp {
+        s.listen_tcp = addr(&v)?;
+    }
+    if let Some(v) = cli.http {
+        s.http = addr(&v)?;
+    }
+    if let Some(v) = cli.key_file {
+        s.key_file = Some(v);
+    }
+    if let Some(v) = cli.monitors {
+        s.monitors = Some(v);
+    }
+    if let Some(v) = cli.retention_days {
+        s.retention_days = v;
+    }
+    if let Some(v) = cli.idle_close_ms {
+        s.idle_close_ms = v;
+    }
+    if let Some(v) = cli.close_grace_ms {
+        s.close_grace_ms = v;
+    }
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
+        .context("installing signal handlers")?;
+    let c = Collector::start(&s).map_err(anyhow::Error::msg)?;
+    if let Some(a) = c.udp_addr {
+        println!("nfm-collector: agents: udp://{a}");
+    }
+    if let Some(a) = c.tcp_addr {
+        println!("nfm-collector: agents: tcp://{a}");
+    }
+    if let Some(a) = c.http_addr {
+        println!("nfm-collector: dashboard and API: http://{a}/  (metrics: http://{a}/metrics)");
+    }
+    println!("nfm-collector: data in {}", s.data_dir.display());
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => {
+                log::info!("SIGHUP: reloading the topology");
+                c.reload_topology();
+            }
+            _ => break,
+        }
+    }
+    log::info!("shutting down");
+    c.shutdown();
+    Ok(())
 }

@@ -143,8 +143,9 @@ pub struct IntervalSummary {
     /// Flows (distinct keys) and records aggregated, including the "other" bucket.
     pub flows: u64,
     pub records: u64,
-    /// Flows folded into the "other" bucket because a cardinality cap was reached.
-    pub other_flows: u64,
+    /// Records folded into the "other" bucket because a cardinality cap was reached (their
+    /// counters are in `categories`, not in any flow, monitor or top list).
+    pub other_records: u64,
     /// Per category totals (every flow, capped ones included).
     pub categories: Vec<(Category, Counters)>,
     /// Union of the top K flows per (category, metric).

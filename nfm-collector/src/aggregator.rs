@@ -1,0 +1,633 @@
+//! The aggregator actor: folds resolved records into per-interval, per-flow aggregates and
+//! closes each interval into a [`ClosedInterval`] for the health stage plus the makings of its
+//! [`IntervalSummary`] (category totals, top contributors, per-monitor metrics and pairs).
+//!
+//! Intervals come from the frames' own timestamps, never the collector's clock, so simulated
+//! time and replayed history aggregate exactly like live traffic. An interval closes when the
+//! watermark (the latest interval end any agent reported) passes its end by `close_grace_ms`,
+//! or when no record arrived for it for `idle_close` of wall time (taken from `Tick` messages,
+//! so tests drive the clock). Cardinality is capped per agent and in total; records over a cap
+//! go to a per-category "other" bucket and are counted, never silently dropped.
+
+use crate::metrics::Metrics;
+use crate::model::{Category, ClosedInterval, FlowSample};
+use crate::monitor::Monitor;
+use crate::resolver::{Resolved, ResolvedBatch};
+use crate::summary::{Counters, IntervalSummary, Metric, PairStat};
+use nfm_wire::FlowRecord;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct AggregatorConfig {
+    /// Contributors kept per (category, metric) and per monitor per metric.
+    pub top_k: usize,
+    pub max_flows_per_agent: usize,
+    pub max_flows: usize,
+    pub close_grace_ms: u64,
+    pub idle_close: Duration,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        AggregatorConfig {
+            top_k: 20,
+            max_flows_per_agent: 10_000,
+            max_flows: 1_000_000,
+            close_grace_ms: 5_000,
+            idle_close: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A flow: local address, remote address, service port (and which end this host is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    pub port: u16,
+    pub server: bool,
+}
+
+impl FlowKey {
+    pub fn of(r: &FlowRecord) -> FlowKey {
+        let server = r.role == nfm_wire::Role::Server;
+        FlowKey {
+            local: r.local,
+            remote: r.remote,
+            port: if server { r.local_port } else { r.remote_port },
+            server,
+        }
+    }
+}
+
+struct FlowAgg {
+    agent_id: u64,
+    record: FlowRecord,
+    counters: Counters,
+    resolved: Arc<Resolved>,
+}
+
+struct OpenInterval {
+    end_ms: u64,
+    flows: HashMap<FlowKey, FlowAgg>,
+    per_agent: HashMap<u64, usize>,
+    categories: [Counters; 6],
+    records: u64,
+    other_records: u64,
+    last_touch: Instant,
+    simulated: bool,
+}
+
+/// Adds `b`'s deltas to `a` (the same flow reported twice in one interval).
+pub fn merge_record(a: &mut FlowRecord, b: &FlowRecord) {
+    let s = |x: &mut u64, y: u64| *x = x.saturating_add(y);
+    s(&mut a.bytes_sent, b.bytes_sent);
+    s(&mut a.bytes_received, b.bytes_received);
+    s(&mut a.segs_out, b.segs_out);
+    s(&mut a.segs_in, b.segs_in);
+    if b.rtt.count > 0 {
+        a.rtt.min_us = if a.rtt.count == 0 {
+            b.rtt.min_us
+        } else {
+            a.rtt.min_us.min(b.rtt.min_us)
+        };
+        a.rtt.max_us = a.rtt.max_us.max(b.rtt.max_us);
+        a.rtt.last_srtt_us = b.rtt.last_srtt_us;
+    }
+    s(&mut a.rtt.count, b.rtt.count);
+    s(&mut a.rtt.sum_us, b.rtt.sum_us);
+    s(&mut a.sockets_open, b.sockets_open);
+    s(&mut a.conn_attempts, b.conn_attempts);
+    s(&mut a.conn_completed, b.conn_completed);
+    s(&mut a.conn_failed, b.conn_failed);
+    s(&mut a.conn_severed, b.conn_severed);
+    s(&mut a.retrans.handshake, b.retrans.handshake);
+    s(&mut a.retrans.established, b.retrans.established);
+    s(&mut a.retrans.closing, b.retrans.closing);
+    s(&mut a.rto.handshake, b.rto.handshake);
+    s(&mut a.rto.established, b.rto.established);
+    s(&mut a.rto.closing, b.rto.closing);
+    if b.handshake.count > 0 {
+        a.handshake.min_us = if a.handshake.count == 0 {
+            b.handshake.min_us
+        } else {
+            a.handshake.min_us.min(b.handshake.min_us)
+        };
+        a.handshake.max_us = a.handshake.max_us.max(b.handshake.max_us);
+    }
+    s(&mut a.handshake.count, b.handshake.count);
+    s(&mut a.handshake.sum_us, b.handshake.sum_us);
+}
+
+fn cat_index(c: Category) -> usize {
+    Category::ALL.iter().position(|x| *x == c).unwrap_or(5)
+}
+
+/// One monitor's share of a closed interval, before health evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorWork {
+    pub name: String,
+    /// Indices into `ClosedInterval::flows`.
+    pub flows: Vec<usize>,
+    /// Top flows by each metric (union), indices into `ClosedInterval::flows`.
+    pub top: Vec<usize>,
+    pub counters: Counters,
+    pub pairs: Vec<PairStat>,
+}
+
+/// A closed interval, ready for the health stage.
+#[derive(Debug, Clone)]
+pub struct ClosedWork {
+    pub interval: ClosedInterval,
+    /// Totals filled in; `top`, `monitors` and `verdicts` are filled by the health stage.
+    pub summary: IntervalSummary,
+    /// Top flows per (category, metric), union, indices into `interval.flows`.
+    pub top: Vec<usize>,
+    pub monitors: Vec<MonitorWork>,
+    /// Every interval starting before this is closed (WAL checkpoint).
+    pub closed_before_ms: u64,
+}
+
+pub enum AggMsg {
+    Batches(Vec<ResolvedBatch>),
+    Monitors(Arc<Vec<Monitor>>),
+    Tick(Instant),
+    /// Close every open interval now (tests, shutdown of a replay).
+    Flush,
+    Shutdown,
+}
+
+pub struct Aggregator {
+    cfg: AggregatorConfig,
+    open: BTreeMap<u64, OpenInterval>,
+    /// Latest interval end reported by anyone.
+    watermark_ms: u64,
+    /// Intervals starting before this are closed; their late records are dropped and counted.
+    closed_before_ms: u64,
+    monitors: Arc<Vec<Monitor>>,
+    /// Monitor membership bitmask by `Resolved::id`, valid for the current monitor list.
+    membership: HashMap<u64, u64>,
+    now: Instant,
+    total_flows: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Aggregator {
+    pub fn new(
+        cfg: AggregatorConfig,
+        monitors: Arc<Vec<Monitor>>,
+        closed_before_ms: u64,
+        metrics: Arc<Metrics>,
+    ) -> Aggregator {
+        Aggregator {
+            cfg,
+            open: BTreeMap::new(),
+            watermark_ms: 0,
+            closed_before_ms,
+            monitors,
+            membership: HashMap::new(),
+            now: Instant::now(),
+            total_flows: 0,
+            metrics,
+        }
+    }
+
+    pub fn set_monitors(&mut self, m: Arc<Vec<Monitor>>) {
+        self.monitors = m;
+        self.membership.clear();
+    }
+
+    pub fn open_intervals(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Folds batches in; returns the intervals the watermark closed.
+    pub fn add(&mut self, batches: Vec<ResolvedBatch>) -> Vec<ClosedWork> {
+        for rb in batches {
+            let b = rb.batch;
+            if b.interval_start_ms < self.closed_before_ms {
+                self.metrics
+                    .late_records
+                    .fetch_add(b.records.len() as u64, Ordering::Relaxed);
+                continue;
+            }
+            self.watermark_ms = self.watermark_ms.max(b.interval_end_ms);
+            let now = self.now;
+            let iv = self
+                .open
+                .entry(b.interval_start_ms)
+                .or_insert_with(|| OpenInterval {
+                    end_ms: b.interval_end_ms,
+                    flows: HashMap::new(),
+                    per_agent: HashMap::new(),
+                    categories: Default::default(),
+                    records: 0,
+                    other_records: 0,
+                    last_touch: now,
+                    simulated: false,
+                });
+            iv.end_ms = iv.end_ms.max(b.interval_end_ms);
+            iv.last_touch = now;
+            iv.simulated |= b.simulated;
+            iv.records += b.records.len() as u64;
+            for (r, res) in b.records.iter().zip(rb.resolved) {
+                let c = Counters::of_record(r);
+                iv.categories[cat_index(res.category)].add(&c);
+                let key = FlowKey::of(r);
+                if let Some(f) = iv.flows.get_mut(&key) {
+                    merge_record(&mut f.record, r);
+                    f.counters.add(&c);
+                    continue;
+                }
+                let per_agent = iv.per_agent.entry(b.agent_id).or_insert(0);
+                if *per_agent >= self.cfg.max_flows_per_agent
+                    || self.total_flows >= self.cfg.max_flows
+                {
+                    iv.other_records += 1;
+                    self.metrics.capped_records.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                *per_agent += 1;
+                self.total_flows += 1;
+                iv.flows.insert(
+                    key,
+                    FlowAgg {
+                        agent_id: b.agent_id,
+                        record: *r,
+                        counters: c,
+                        resolved: res,
+                    },
+                );
+            }
+            self.metrics
+                .aggregated_records
+                .fetch_add(b.records.len() as u64, Ordering::Relaxed);
+        }
+        let limit = self.watermark_ms.saturating_sub(self.cfg.close_grace_ms);
+        let due: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(_, iv)| iv.end_ms <= limit)
+            .map(|(s, _)| *s)
+            .collect();
+        self.close(due)
+    }
+
+    /// Advances the wall clock; returns intervals closed for idleness.
+    pub fn tick(&mut self, now: Instant) -> Vec<ClosedWork> {
+        self.now = now;
+        let idle = self.cfg.idle_close;
+        let due: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(_, iv)| now.saturating_duration_since(iv.last_touch) >= idle)
+            .map(|(s, _)| *s)
+            .collect();
+        self.close(due)
+    }
+
+    pub fn flush(&mut self) -> Vec<ClosedWork> {
+        let all: Vec<u64> = self.open.keys().copied().collect();
+        self.close(all)
+    }
+
+    fn close(&mut self, starts: Vec<u64>) -> Vec<ClosedWork> {
+        let mut out = Vec::new();
+        for s in starts {
+            let Some(iv) = self.open.remove(&s) else {
+                continue;
+            };
+            self.total_flows = self.total_flows.saturating_sub(iv.flows.len());
+            // Everything before the oldest interval still open (or this one's end) is closed.
+            let next_open = self.open.keys().next().copied();
+            self.closed_before_ms = self
+                .closed_before_ms
+                .max(next_open.map(|n| n.min(iv.end_ms)).unwrap_or(iv.end_ms));
+            out.push(self.build(s, iv));
+        }
+        self.metrics
+            .open_intervals
+            .store(self.open.len() as u64, Ordering::Relaxed);
+        out
+    }
+
+    fn mask(&mut self, r: &Resolved) -> u64 {
+        if let Some(m) = self.membership.get(&r.id) {
+            return *m;
+        }
+        let (l, rm) = (r.local.view(r.local_ip), r.remote.view(r.remote_ip));
+        let mut m = 0u64;
+        for (i, mon) in self.monitors.iter().take(64).enumerate() {
+            if mon.matches(&l, &rm) {
+                m |= 1 << i;
+            }
+        }
+        if self.membership.len() > 4 * self.cfg.max_flows {
+            self.membership.clear();
+        }
+        self.membership.insert(r.id, m);
+        m
+    }
+
+    fn build(&mut self, start_ms: u64, iv: OpenInterval) -> ClosedWork {
+        let k = self.cfg.top_k;
+        let n = iv.flows.len();
+        let mut flows = Vec::with_capacity(n);
+        let mut counters = Vec::with_capacity(n);
+        let mut labels = Vec::with_capacity(n);
+        let mut masks = Vec::with_capacity(n);
+        for (_, f) in iv.flows {
+            masks.push(self.mask(&f.resolved));
+            counters.push(f.counters);
+            labels.push((
+                f.resolved.local_label.clone(),
+                f.resolved.remote_label.clone(),
+            ));
+            flows.push(FlowSample {
+                agent_id: f.agent_id,
+                record: f.record,
+                category: f.resolved.category,
+                path: f.resolved.path.clone(),
+            });
+        }
+        // Top per (category, metric).
+        let mut by_cat: [Vec<usize>; 6] = Default::default();
+        for (i, f) in flows.iter().enumerate() {
+            by_cat[cat_index(f.category)].push(i);
+        }
+        let mut top = Vec::new();
+        for idx in by_cat.iter_mut() {
+            top.extend(top_union(idx, &counters, k));
+        }
+        top.sort_unstable();
+        top.dedup();
+        // Monitors.
+        let nm = self.monitors.len().min(64);
+        let mut mon_flows: Vec<Vec<usize>> = vec![Vec::new(); nm];
+        for (i, &m) in masks.iter().enumerate() {
+            let mut m = m;
+            while m != 0 {
+                let b = m.trailing_zeros() as usize;
+                mon_flows[b].push(i);
+                m &= m - 1;
+            }
+        }
+        let monitors = mon_flows
+            .into_iter()
+            .enumerate()
+            .map(|(mi, mut idx)| {
+                let mut total = Counters::default();
+                let mut pairs: HashMap<(Arc<str>, Arc<str>), Counters> = HashMap::new();
+                for &i in &idx {
+                    total.add(&counters[i]);
+                    pairs
+                        .entry(labels[i].clone())
+                        .or_default()
+                        .add(&counters[i]);
+                }
+                let mut pairs: Vec<PairStat> = pairs
+                    .into_iter()
+                    .map(|((l, r), c)| PairStat {
+                        local: l.to_string(),
+                        remote: r.to_string(),
+                        counters: c,
+                    })
+                    .collect();
+                let pair_counters: Vec<Counters> = pairs.iter().map(|p| p.counters).collect();
+                let mut pidx: Vec<usize> = (0..pairs.len()).collect();
+                let mut keep = top_union(&mut pidx, &pair_counters, k);
+                keep.sort_unstable();
+                let mut pk = Vec::with_capacity(keep.len());
+                for (i, p) in pairs.drain(..).enumerate() {
+                    if keep.binary_search(&i).is_ok() {
+                        pk.push(p);
+                    }
+                }
+                let all = idx.clone();
+                let mut t = top_union(&mut idx, &counters, k);
+                t.sort_unstable();
+                MonitorWork {
+                    name: self.monitors[mi].name.clone(),
+                    flows: all,
+                    top: t,
+                    counters: total,
+                    pairs: pk,
+                }
+            })
+            .collect();
+        let summary = IntervalSummary {
+            start_ms,
+            end_ms: iv.end_ms,
+            flows: n as u64,
+            records: iv.records,
+            other_records: iv.other_records,
+            categories: Category::ALL
+                .iter()
+                .zip(iv.categories.iter())
+                .filter(|(_, c)| c.records > 0)
+                .map(|(c, v)| (*c, *v))
+                .collect(),
+            top: Vec::new(),
+            monitors: Vec::new(),
+            verdicts: Vec::new(),
+            simulated: iv.simulated,
+        };
+        self.metrics
+            .closed_intervals
+            .fetch_add(1, Ordering::Relaxed);
+        ClosedWork {
+            interval: ClosedInterval {
+                start_ms,
+                end_ms: iv.end_ms,
+                flows,
+            },
+            summary,
+            top,
+            monitors,
+            closed_before_ms: self.closed_before_ms,
+        }
+    }
+
+    pub fn run(mut self, rx: Receiver<AggMsg>, out: SyncSender<crate::health_stage::HealthMsg>) {
+        use crate::health_stage::HealthMsg;
+        use crate::metrics::Chan;
+        while let Ok(m) = rx.recv() {
+            self.metrics.received(Chan::Aggregator);
+            let closed = match m {
+                AggMsg::Batches(b) => self.add(b),
+                AggMsg::Monitors(m) => {
+                    self.set_monitors(m);
+                    Vec::new()
+                }
+                AggMsg::Tick(t) => self.tick(t),
+                AggMsg::Flush => self.flush(),
+                AggMsg::Shutdown => break,
+            };
+            for w in closed {
+                self.metrics.sent(Chan::Health);
+                if out.send(HealthMsg::Closed(Box::new(w))).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Indices (from `idx`) of the top `k` by each metric, union, unsorted. Reorders `idx`.
+fn top_union(idx: &mut [usize], counters: &[Counters], k: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    for m in Metric::ALL {
+        let sel: &mut [usize] = if idx.len() > k {
+            idx.select_nth_unstable_by(k, |a, b| counters[*b].value(m).cmp(&counters[*a].value(m)));
+            &mut idx[..k]
+        } else {
+            &mut *idx
+        };
+        out.extend(sel.iter().copied().filter(|&i| counters[i].value(m) > 0));
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::resolver::{DecodedBatch, Resolver};
+    use crate::topology::Topology;
+
+    const TOPO: &str = include_str!("../examples/topology.toml");
+
+    fn rec(l: &str, r: &str, bytes: u64, retrans: u64) -> FlowRecord {
+        let mut x = FlowRecord {
+            local: l.parse().unwrap(),
+            remote: r.parse().unwrap(),
+            remote_port: 443,
+            bytes_sent: bytes,
+            ..Default::default()
+        };
+        x.retrans.established = retrans;
+        x
+    }
+
+    fn setup(cfg: AggregatorConfig, monitors: Vec<Monitor>) -> (Resolver, Aggregator) {
+        let t = Arc::new(Topology::parse(TOPO).unwrap());
+        let m = Arc::new(Metrics::default());
+        (
+            Resolver::new(t, 1000, m.clone()),
+            Aggregator::new(cfg, Arc::new(monitors), 0, m),
+        )
+    }
+
+    fn batch(agent: u64, start: u64, records: Vec<FlowRecord>) -> DecodedBatch {
+        DecodedBatch {
+            agent_id: agent,
+            interval_start_ms: start,
+            interval_end_ms: start + 10_000,
+            simulated: false,
+            records,
+        }
+    }
+
+    #[test]
+    fn test_watermark_closes_and_merges_flows() {
+        let mon = crate::monitor::parse_monitors(
+            "[[monitor]]\nname=\"app-a\"\nlocal=[\"subnet:subnet-app-a\"]\n",
+        )
+        .unwrap();
+        let (mut res, mut agg) = setup(AggregatorConfig::default(), mon);
+        let b = batch(
+            1,
+            0,
+            vec![
+                rec("10.0.1.10", "10.0.2.10", 100, 1),
+                rec("10.0.1.10", "10.0.2.10", 50, 2),
+                rec("10.0.2.10", "198.18.0.1", 7, 0),
+            ],
+        );
+        assert!(agg.add(res.handle(vec![b])).is_empty());
+        // An interval ending 4 s after it: within the 5 s grace, still open.
+        let mut early = batch(1, 10_000, vec![]);
+        early.interval_end_ms = 14_000;
+        assert!(agg.add(res.handle(vec![early])).is_empty());
+        // Watermark 20 s passes 10 s + 5 s grace: interval 0 closes, 10 s does not.
+        let closed = agg.add(res.handle(vec![batch(2, 10_000, vec![])]));
+        assert_eq!(closed.len(), 1);
+        assert_eq!(agg.open_intervals(), 1);
+        let w = &closed[0];
+        assert_eq!(w.interval.start_ms, 0);
+        assert_eq!(w.interval.flows.len(), 2);
+        assert_eq!(w.summary.records, 3);
+        let merged = w
+            .interval
+            .flows
+            .iter()
+            .find(|f| f.record.remote.to_string() == "10.0.2.10")
+            .unwrap();
+        assert_eq!(merged.record.bytes_sent, 150);
+        assert_eq!(merged.record.retrans.established, 3);
+        assert_eq!(w.monitors.len(), 1);
+        assert_eq!(w.monitors[0].counters.bytes, 150);
+        assert_eq!(w.monitors[0].counters.retransmissions, 3);
+        assert_eq!(w.monitors[0].pairs[0].remote, "subnet:subnet-app-b");
+        assert_eq!(w.closed_before_ms, 10_000);
+        // A late record for the closed interval is dropped and counted.
+        assert!(agg
+            .add(res.handle(vec![batch(1, 0, vec![rec("10.0.1.10", "10.0.2.10", 1, 0)])]))
+            .is_empty());
+        assert_eq!(agg.metrics.late_records.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn test_idle_tick_closes() {
+        let (mut res, mut agg) = setup(AggregatorConfig::default(), vec![]);
+        let t0 = Instant::now();
+        agg.tick(t0);
+        agg.add(res.handle(vec![batch(1, 0, vec![rec("10.0.1.10", "10.0.2.10", 1, 0)])]));
+        assert!(agg.tick(t0 + Duration::from_secs(9)).is_empty());
+        let c = agg.tick(t0 + Duration::from_secs(10));
+        assert_eq!(c.len(), 1);
+        assert_eq!(agg.open_intervals(), 0);
+    }
+
+    /// Boundary cases of the per-agent cap: capacity − 1, capacity, over capacity.
+    #[test]
+    fn test_cardinality_cap_other_bucket() {
+        let cfg = AggregatorConfig {
+            max_flows_per_agent: 3,
+            ..Default::default()
+        };
+        let (mut res, mut agg) = setup(cfg, vec![]);
+        let recs: Vec<FlowRecord> = (0..5)
+            .map(|i| rec("10.0.1.10", &format!("10.0.2.{i}"), 10, 0))
+            .collect();
+        agg.add(res.handle(vec![batch(1, 0, recs)]));
+        let c = agg.flush();
+        assert_eq!(c[0].interval.flows.len(), 3);
+        assert_eq!(c[0].summary.other_records, 2);
+        assert_eq!(c[0].summary.records, 5);
+        // The category totals still hold every record.
+        assert_eq!(c[0].summary.categories[0].1.bytes, 50);
+        assert_eq!(agg.metrics.capped_records.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn test_top_union_picks_largest() {
+        let c: Vec<Counters> = (0..10u64)
+            .map(|i| Counters {
+                bytes: i,
+                retransmissions: 10 - i,
+                ..Default::default()
+            })
+            .collect();
+        let mut idx: Vec<usize> = (0..10).collect();
+        let mut t = top_union(&mut idx, &c, 2);
+        t.sort();
+        assert_eq!(t, vec![0, 1, 8, 9]);
+    }
+}

@@ -1,0 +1,414 @@
+//! Wiring: settings (TOML file + CLI), and starting and stopping the actors in order.
+//!
+//! ```text
+//!            ┌──────────── WalBatch ────────────┐
+//! sockets → ingest ─ DecodedBatch → resolver → aggregator → health → store → api
+//!            ▲                                                 │
+//!            └──────── StoreReply (durable) + mio Waker ───────┘
+//! ```
+//!
+//! Channel capacities are in messages; a message carries up to ~16k records (ingest flushes at
+//! that size), so 64 messages bound each edge to about a million records in flight. A ticker
+//! thread sends `Tick` to the resolver (forwarded to the aggregator) and the store.
+//! Shutdown stops ingest first and then each actor in pipeline order, so every accepted batch
+//! reaches the store before it stops.
+
+use crate::aggregator::{AggMsg, Aggregator, AggregatorConfig};
+use crate::api::{load_monitors, Api, ApiConfig, ApiMsg};
+use crate::health::{Evaluator, HealthConfig};
+use crate::health_stage::{HealthMsg, HealthStage};
+use crate::ingest::{IngestConfig, IngestControl, IngestCore, IngestLoop, IngestSockets};
+use crate::metrics::{Chan, Metrics};
+use crate::resolver::{DecodedBatch, Resolver, ResolverMsg};
+use crate::store::{Store, StoreConfig, StoreMsg, StoreOutputs};
+use crate::topology::Topology;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, sync_channel, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Everything the collector can be told. The TOML config file has these keys; CLI flags win.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub listen_udp: Option<SocketAddr>,
+    pub listen_tcp: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub topology: Option<PathBuf>,
+    pub monitors: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Bearer token for the API; required when `http` is not a loopback address.
+    pub api_token: Option<String>,
+    pub retention_days: u64,
+    pub segment_mib: u64,
+    pub top_k: usize,
+    pub max_flows_per_agent: usize,
+    pub max_flows: usize,
+    pub close_grace_ms: u64,
+    pub idle_close_ms: u64,
+    pub max_history_intervals: usize,
+    pub max_frame_len: usize,
+    pub tick_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let a = AggregatorConfig::default();
+        Settings {
+            listen_udp: Some("127.0.0.1:7700".parse().expect("addr")),
+            listen_tcp: Some("127.0.0.1:7700".parse().expect("addr")),
+            http: Some("127.0.0.1:8080".parse().expect("addr")),
+            data_dir: PathBuf::from("nfm-data"),
+            topology: None,
+            monitors: None,
+            key_file: None,
+            api_token: None,
+            retention_days: 7,
+            segment_mib: 64,
+            top_k: a.top_k,
+            max_flows_per_agent: a.max_flows_per_agent,
+            max_flows: a.max_flows,
+            close_grace_ms: a.close_grace_ms,
+            idle_close_ms: a.idle_close.as_millis() as u64,
+            max_history_intervals: 20_160,
+            max_frame_len: nfm_wire::MAX_FRAME_LEN,
+            tick_ms: 250,
+        }
+    }
+}
+
+impl Settings {
+    pub fn parse_toml(text: &str) -> Result<Settings, String> {
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(l) => format!("config line {l}: {}", e.message()),
+                None => format!("config: {}", e.message()),
+            }
+        })
+    }
+}
+
+/// A running collector.
+pub struct Collector {
+    pub udp_addr: Option<SocketAddr>,
+    pub tcp_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+    to_api: SyncSender<ApiMsg>,
+    ingest_ctl: std::sync::mpsc::Sender<IngestControl>,
+    waker: Arc<mio::Waker>,
+    to_resolver: SyncSender<ResolverMsg>,
+    to_agg: SyncSender<AggMsg>,
+    to_health: SyncSender<HealthMsg>,
+    to_store: SyncSender<StoreMsg>,
+    threads: Vec<(&'static str, JoinHandle<()>)>,
+    http: Option<Arc<tiny_http::Server>>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+fn spawn<F: FnOnce() + Send + 'static>(
+    name: &'static str,
+    f: F,
+) -> std::io::Result<(&'static str, JoinHandle<()>)> {
+    Ok((
+        name,
+        std::thread::Builder::new()
+            .name(format!("nfm-{name}"))
+            .spawn(f)?,
+    ))
+}
+
+impl Collector {
+    /// Opens the store (replaying it), binds the sockets and starts every actor.
+    pub fn start(s: &Settings) -> Result<Collector, String> {
+        let metrics = Arc::new(Metrics::default());
+        let topology = match &s.topology {
+            Some(p) => Topology::load(p).map_err(|e| format!("{}: {e}", p.display()))?,
+            None => Topology::empty(),
+        };
+        let topology = Arc::new(topology);
+        let keys = match &s.key_file {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                let ring =
+                    nfm_wire::Keyring::parse(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+                if ring.is_empty() {
+                    return Err(format!("{}: no keys", p.display()));
+                }
+                Some(ring)
+            }
+            None => None,
+        };
+        if let Some(h) = s.http {
+            if !h.ip().is_loopback() && s.api_token.is_none() {
+                return Err(format!(
+                    "the API is bound to {h}, not a loopback address: set `api_token` in the config file so requests need a bearer token"
+                ));
+            }
+        }
+        std::fs::create_dir_all(&s.data_dir)
+            .map_err(|e| format!("data dir {}: {e}", s.data_dir.display()))?;
+        let monitors_path = s.data_dir.join("monitors.json");
+        let monitors = load_monitors(Some(&monitors_path), s.monitors.as_deref(), &topology)?;
+
+        let mut scfg = StoreConfig::new(&s.data_dir);
+        scfg.segment_bytes = s.segment_mib.max(1) << 20;
+        scfg.retention_ms = s.retention_days * 86_400_000;
+        let (store, recovered) = Store::open(scfg, metrics.clone())
+            .map_err(|e| format!("store {}: {e}", s.data_dir.display()))?;
+        log::info!(
+            "store: recovered {} interval summaries, {} batches to re-aggregate ({} WAL records, {} torn bytes cut)",
+            recovered.summaries.len(),
+            recovered.batches.len(),
+            recovered.wal.records,
+            recovered.wal.truncated_bytes + recovered.history.truncated_bytes
+        );
+
+        let (to_resolver, resolver_rx) = sync_channel::<ResolverMsg>(64);
+        let (to_agg, agg_rx) = sync_channel::<AggMsg>(64);
+        let (to_health, health_rx) = sync_channel::<HealthMsg>(16);
+        let (to_store, store_rx) = sync_channel::<StoreMsg>(64);
+        let (to_api, api_rx) = sync_channel::<ApiMsg>(1024);
+        let (reply_tx, reply_rx) = channel();
+        let (ctl_tx, ctl_rx) = channel();
+
+        let sockets = IngestSockets::bind(s.listen_udp, s.listen_tcp, 8 << 20)
+            .map_err(|e| format!("binding {:?}/{:?}: {e}", s.listen_udp, s.listen_tcp))?;
+        let udp_addr = sockets.udp_addr();
+        let tcp_addr = sockets.tcp_addr();
+        let waker = sockets.waker.clone();
+
+        let closed_before = recovered
+            .summaries
+            .iter()
+            .map(|x| x.end_ms)
+            .max()
+            .unwrap_or(0);
+        let mut threads = Vec::new();
+        let io = |e: std::io::Error| format!("spawning a thread: {e}");
+
+        // API first, so replayed summaries have somewhere to go.
+        let mut api = Api::new(
+            ApiConfig {
+                token: s.api_token.clone(),
+                topology_path: s.topology.clone(),
+                monitors_path: Some(monitors_path),
+                retention_ms: s.retention_days * 86_400_000,
+                max_history_intervals: s.max_history_intervals,
+            },
+            topology.clone(),
+            monitors.clone(),
+            metrics.clone(),
+            to_resolver.clone(),
+            to_agg.clone(),
+        );
+        for summary in recovered.summaries {
+            api.add_interval(Arc::new(summary));
+        }
+        threads.push(spawn("api", move || api.run(api_rx)).map_err(io)?);
+
+        let m = metrics.clone();
+        let store_out = StoreOutputs {
+            durable: reply_tx,
+            waker: Some(waker.clone()),
+            summaries: to_api.clone(),
+        };
+        threads.push(spawn("store", move || store.run(store_rx, store_out)).map_err(io)?);
+        let health = HealthStage::new(Evaluator::new(HealthConfig::default()), m.clone());
+        let tx = to_store.clone();
+        threads.push(spawn("health", move || health.run(health_rx, tx)).map_err(io)?);
+        let agg = Aggregator::new(
+            AggregatorConfig {
+                top_k: s.top_k,
+                max_flows_per_agent: s.max_flows_per_agent,
+                max_flows: s.max_flows,
+                close_grace_ms: s.close_grace_ms,
+                idle_close: Duration::from_millis(s.idle_close_ms),
+            },
+            Arc::new(monitors),
+            closed_before,
+            m.clone(),
+        );
+        let tx = to_health.clone();
+        threads.push(spawn("aggregator", move || agg.run(agg_rx, tx)).map_err(io)?);
+        let resolver = Resolver::new(topology, 1 << 20, m.clone());
+        let tx = to_agg.clone();
+        threads.push(spawn("resolver", move || resolver.run(resolver_rx, tx)).map_err(io)?);
+
+        // Re-aggregate batches the store holds for intervals without a summary.
+        let mut core = IngestCore::new(
+            IngestConfig {
+                max_frame_len: s.max_frame_len,
+                keys: keys.clone(),
+                ..Default::default()
+            },
+            to_resolver.clone(),
+            to_store.clone(),
+            metrics.clone(),
+        );
+        core.restore_seen(&recovered.seen);
+        let mut replay = Vec::new();
+        for b in recovered.batches {
+            match nfm_wire::decode(&b.frame, &nfm_wire::DecodeOptions::default()) {
+                Ok(p) => {
+                    if let nfm_wire::Message::FlowBatch(fb) = p.message {
+                        replay.push(DecodedBatch {
+                            agent_id: b.agent_id,
+                            interval_start_ms: fb.interval_start_ms,
+                            interval_end_ms: fb.interval_end_ms,
+                            simulated: false,
+                            records: fb.records,
+                        });
+                    }
+                }
+                Err(e) => log::warn!("store: WAL batch does not decode ({e}); skipped"),
+            }
+            if replay.len() >= 256 {
+                metrics.sent(Chan::Resolver);
+                let _ = to_resolver.send(ResolverMsg::Batches(std::mem::take(&mut replay)));
+            }
+        }
+        if !replay.is_empty() {
+            metrics.sent(Chan::Resolver);
+            let _ = to_resolver.send(ResolverMsg::Batches(replay));
+        }
+
+        let mut ingest = IngestLoop::new(
+            sockets,
+            core,
+            reply_rx,
+            to_api.clone(),
+            ctl_rx,
+            metrics.clone(),
+        );
+        let _ = &mut ingest;
+        threads.push(spawn("ingest", move || ingest.run()).map_err(io)?);
+
+        // Ticker.
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let stop = stop_ticker.clone();
+            let (rtx, stx, m) = (to_resolver.clone(), to_store.clone(), metrics.clone());
+            let period = Duration::from_millis(s.tick_ms.max(10));
+            threads.push(
+                spawn("ticker", move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(period); // a clock, not synchronization
+                        let now = Instant::now();
+                        m.sent(Chan::Resolver);
+                        if rtx.try_send(ResolverMsg::Tick(now)).is_err() {
+                            m.received(Chan::Resolver);
+                        }
+                        n += 1;
+                        if n.is_multiple_of(4) {
+                            m.sent(Chan::Store);
+                            if stx.try_send(StoreMsg::Tick(now)).is_err() {
+                                m.received(Chan::Store);
+                            }
+                        }
+                    }
+                })
+                .map_err(io)?,
+            );
+        }
+
+        // HTTP accept thread: parses requests, hands them to the API actor.
+        let (http, http_addr) = match s.http {
+            Some(addr) => {
+                let server = Arc::new(
+                    tiny_http::Server::http(addr)
+                        .map_err(|e| format!("binding the API on {addr}: {e}"))?,
+                );
+                let bound = server.server_addr().to_ip();
+                let srv = server.clone();
+                let tx = to_api.clone();
+                threads.push(
+                    spawn("http", move || {
+                        for req in srv.incoming_requests() {
+                            if tx.send(ApiMsg::Http(req)).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .map_err(io)?,
+                );
+                (Some(server), bound)
+            }
+            None => (None, None),
+        };
+
+        Ok(Collector {
+            udp_addr,
+            tcp_addr,
+            http_addr,
+            metrics,
+            to_api,
+            ingest_ctl: ctl_tx,
+            waker,
+            to_resolver,
+            to_agg,
+            to_health,
+            to_store,
+            threads,
+            http,
+            stop_ticker,
+        })
+    }
+
+    /// Asks the API actor to reload the topology file (what SIGHUP does).
+    pub fn reload_topology(&self) {
+        let _ = self.to_api.send(ApiMsg::ReloadTopology);
+    }
+
+    /// Stops every actor in pipeline order and waits for them.
+    pub fn shutdown(mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+        let _ = self.ingest_ctl.send(IngestControl::Shutdown);
+        let _ = self.waker.wake();
+        type Stop<'a> = (&'a str, Box<dyn Fn() + 'a>);
+        let order: [Stop; 5] = [
+            ("ingest", Box::new(|| {})),
+            (
+                "resolver",
+                Box::new(|| drop(self.to_resolver.send(ResolverMsg::Shutdown))),
+            ),
+            (
+                "aggregator",
+                Box::new(|| drop(self.to_agg.send(AggMsg::Shutdown))),
+            ),
+            (
+                "health",
+                Box::new(|| drop(self.to_health.send(HealthMsg::Shutdown))),
+            ),
+            (
+                "store",
+                Box::new(|| drop(self.to_store.send(StoreMsg::Shutdown))),
+            ),
+        ];
+        let mut threads = std::mem::take(&mut self.threads);
+        for (name, stop) in order.iter() {
+            stop();
+            if let Some(i) = threads.iter().position(|(n, _)| n == name) {
+                let (_, h) = threads.remove(i);
+                let _ = h.join();
+            }
+        }
+        if let Some(h) = &self.http {
+            h.unblock();
+        }
+        let _ = self.to_api.send(ApiMsg::Shutdown);
+        for (_, h) in threads {
+            let _ = h.join();
+        }
+    }
+}

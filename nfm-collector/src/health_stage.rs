@@ -1,0 +1,213 @@
+//! The health stage: the actor that owns the health evaluator (`crate::health`), feeds it each
+//! closed interval in time order, and completes the interval's summary with what it returned:
+//! verdicts, degraded flags on top flows, and each monitor's HealthIndicator.
+//!
+//! Guarantee: every HealthIndicator the collector stores or serves was computed by
+//! `health::monitor_indicator` from the evaluator's report for that interval; this stage never
+//! invents one.
+
+use crate::aggregator::ClosedWork;
+use crate::health::{monitor_indicator, Evaluator};
+use crate::metrics::Metrics;
+use crate::model::{ClosedInterval, HealthReport};
+use crate::store::StoreMsg;
+use crate::summary::{Counters, IntervalSummary, MonitorPoint, TopFlow};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+
+pub enum HealthMsg {
+    Closed(Box<ClosedWork>),
+    Shutdown,
+}
+
+/// Degraded flows kept per monitor in its summary (beyond its top contributors).
+const MAX_DEGRADED_PER_MONITOR: usize = 200;
+
+fn top_flow(iv: &ClosedInterval, i: usize, degraded: &HashSet<usize>) -> Option<TopFlow> {
+    let f = iv.flows.get(i)?;
+    let server = f.record.role == nfm_wire::Role::Server;
+    Some(TopFlow {
+        agent_id: f.agent_id,
+        local: f.record.local,
+        remote: f.record.remote,
+        port: if server {
+            f.record.local_port
+        } else {
+            f.record.remote_port
+        },
+        server,
+        category: f.category,
+        counters: Counters::of_record(&f.record),
+        path: f.path.clone(),
+        degraded: degraded.contains(&i),
+    })
+}
+
+/// Completes a closed interval's summary with the evaluator's report.
+pub fn complete(w: ClosedWork, report: &HealthReport) -> IntervalSummary {
+    let ClosedWork {
+        interval,
+        mut summary,
+        top,
+        monitors,
+        ..
+    } = w;
+    let degraded: HashSet<usize> = report.degraded_flows.iter().copied().collect();
+    summary.top = top
+        .iter()
+        .filter_map(|&i| top_flow(&interval, i, &degraded))
+        .collect();
+    summary.monitors = monitors
+        .into_iter()
+        .map(|m| {
+            let mut idx = m.top.clone();
+            idx.extend(
+                m.flows
+                    .iter()
+                    .copied()
+                    .filter(|i| degraded.contains(i))
+                    .take(MAX_DEGRADED_PER_MONITOR),
+            );
+            idx.sort_unstable();
+            idx.dedup();
+            MonitorPoint {
+                health_indicator: Some(monitor_indicator(&interval, report, &m.flows)),
+                monitor: m.name,
+                flows: m.flows.len() as u64,
+                counters: m.counters,
+                pairs: m.pairs,
+                flows_top: idx
+                    .iter()
+                    .filter_map(|&i| top_flow(&interval, i, &degraded))
+                    .collect(),
+            }
+        })
+        .collect();
+    summary.verdicts = report.verdicts.clone();
+    summary
+}
+
+pub struct HealthStage {
+    evaluator: Evaluator,
+    metrics: Arc<Metrics>,
+}
+
+impl HealthStage {
+    pub fn new(evaluator: Evaluator, metrics: Arc<Metrics>) -> HealthStage {
+        HealthStage { evaluator, metrics }
+    }
+
+    pub fn handle(&mut self, w: ClosedWork) -> StoreMsg {
+        let closed_before_ms = w.closed_before_ms;
+        let t = std::time::Instant::now();
+        let report = self.evaluator.evaluate(&w.interval);
+        self.metrics
+            .health_eval_us
+            .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.metrics
+            .verdicts
+            .fetch_add(report.verdicts.len() as u64, Ordering::Relaxed);
+        StoreMsg::Interval {
+            summary: Box::new(complete(w, &report)),
+            closed_before_ms,
+        }
+    }
+
+    pub fn run(mut self, rx: Receiver<HealthMsg>, out: SyncSender<StoreMsg>) {
+        use crate::metrics::Chan;
+        while let Ok(m) = rx.recv() {
+            self.metrics.received(Chan::Health);
+            match m {
+                HealthMsg::Closed(w) => {
+                    let msg = self.handle(*w);
+                    self.metrics.sent(Chan::Store);
+                    if out.send(msg).is_err() {
+                        break;
+                    }
+                }
+                HealthMsg::Shutdown => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::aggregator::MonitorWork;
+    use crate::model::{Blame, Category, ComponentId, FlowSample, Verdict};
+
+    fn work() -> ClosedWork {
+        let flow = |bytes| FlowSample {
+            agent_id: 1,
+            record: nfm_wire::FlowRecord {
+                bytes_sent: bytes,
+                ..Default::default()
+            },
+            category: Category::IntraAz,
+            path: vec!["host:a".parse().unwrap(), "az:x".parse().unwrap()],
+        };
+        ClosedWork {
+            interval: ClosedInterval {
+                start_ms: 0,
+                end_ms: 10,
+                flows: vec![flow(1), flow(2)],
+            },
+            summary: IntervalSummary::default(),
+            top: vec![1],
+            monitors: vec![MonitorWork {
+                name: "m".into(),
+                flows: vec![0, 1],
+                top: vec![1],
+                counters: Counters::default(),
+                pairs: vec![],
+            }],
+            closed_before_ms: 10,
+        }
+    }
+
+    /// The current evaluator: indicator 0 from `monitor_indicator`, no verdicts, nothing invented.
+    #[test]
+    fn test_interval_in_summary_out() {
+        let mut h = HealthStage::new(Evaluator::default(), Arc::new(Metrics::default()));
+        let StoreMsg::Interval {
+            summary,
+            closed_before_ms,
+        } = h.handle(work())
+        else {
+            panic!("expected an interval")
+        };
+        assert_eq!(closed_before_ms, 10);
+        assert_eq!(summary.top.len(), 1);
+        assert_eq!(summary.top[0].counters.bytes, 2);
+        assert_eq!(summary.monitors[0].health_indicator, Some(0));
+        assert!(summary.verdicts.is_empty());
+    }
+
+    /// A report blaming a network component on a degraded flow's path sets the indicator and the
+    /// degraded flag, and the degraded flow joins the monitor's flows.
+    #[test]
+    fn test_report_is_carried_into_the_summary() {
+        let report = HealthReport {
+            interval_start_ms: 0,
+            verdicts: vec![Verdict {
+                interval_start_ms: 0,
+                component: ComponentId::new(crate::model::ComponentKind::Az, "x"),
+                blame: Blame::Network,
+                confidence: 0.9,
+                degraded_flows: 1,
+                healthy_flows: 1,
+                evidence: vec![],
+                first_seen_ms: 0,
+            }],
+            degraded_flows: vec![0],
+        };
+        let s = complete(work(), &report);
+        assert_eq!(s.monitors[0].health_indicator, Some(1));
+        assert_eq!(s.monitors[0].flows_top.len(), 2);
+        assert!(s.monitors[0].flows_top.iter().any(|f| f.degraded));
+        assert_eq!(s.verdicts.len(), 1);
+    }
+}

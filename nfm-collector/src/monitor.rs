@@ -1,0 +1,233 @@
+//! Monitors: a named selection of flows by local resources (subnets, VPCs, AZs) and remote
+//! resources (Everywhere, or subnets, VPCs, AZs, services), and the file that declares them.
+//!
+//! A monitor is validated against the current topology when it is created or changed, so a typo
+//! is a 400 with a message rather than a monitor that silently matches nothing.
+
+use crate::topology::{Endpoint, Topology};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A resource a monitor names, written `subnet:ID`, `vpc:ID`, `az:NAME` or `service:NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Resource {
+    Subnet(String),
+    Vpc(String),
+    Az(String),
+    Service(String),
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Resource::Subnet(s) => write!(f, "subnet:{s}"),
+            Resource::Vpc(s) => write!(f, "vpc:{s}"),
+            Resource::Az(s) => write!(f, "az:{s}"),
+            Resource::Service(s) => write!(f, "service:{s}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Resource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Resource, String> {
+        let (k, n) = s.split_once(':').ok_or_else(|| {
+            format!("resource `{s}` is not `kind:name` (subnet:, vpc:, az:, service:)")
+        })?;
+        if n.is_empty() {
+            return Err(format!("resource `{s}` has an empty name"));
+        }
+        Ok(match k {
+            "subnet" => Resource::Subnet(n.into()),
+            "vpc" => Resource::Vpc(n.into()),
+            "az" => Resource::Az(n.into()),
+            "service" => Resource::Service(n.into()),
+            _ => {
+                return Err(format!(
+                    "resource kind `{k}` is not one of subnet, vpc, az, service"
+                ))
+            }
+        })
+    }
+}
+
+impl Serialize for Resource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Resource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Resource {
+    fn matches(&self, e: &Endpoint<'_>) -> bool {
+        match self {
+            Resource::Subnet(s) => e.subnet == Some(s),
+            Resource::Vpc(s) => e.vpc == Some(s),
+            Resource::Az(s) => e.az == Some(s),
+            Resource::Service(s) => e.service == Some(s),
+        }
+    }
+
+    fn exists_in(&self, t: &Topology) -> bool {
+        match self {
+            Resource::Subnet(s) => t.subnet(s).is_some(),
+            Resource::Vpc(s) => t.vpc(s).is_some(),
+            Resource::Az(s) => t.az(s).is_some(),
+            Resource::Service(s) => t.service(s).is_some(),
+        }
+    }
+}
+
+/// A monitor as created through the API or the monitors file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Monitor {
+    pub name: String,
+    /// One or more subnets, VPCs or AZs the local end must be in.
+    pub local: Vec<Resource>,
+    /// Empty means Everywhere; else one or more subnets, VPCs, AZs or services.
+    #[serde(default)]
+    pub remote: Vec<Resource>,
+}
+
+impl Monitor {
+    /// Checks the monitor's shape and that each resource exists in `t`.
+    pub fn validate(&self, t: &Topology) -> Result<(), String> {
+        if self.name.is_empty()
+            || self.name.len() > 128
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "monitor name `{}` must be 1 to 128 characters of A-Z a-z 0-9 - _ .",
+                self.name
+            ));
+        }
+        if self.local.is_empty() {
+            return Err("a monitor needs at least one local resource".into());
+        }
+        for r in &self.local {
+            if matches!(r, Resource::Service(_)) {
+                return Err(format!("local resource `{r}`: a service cannot be local"));
+            }
+            if !r.exists_in(t) {
+                return Err(format!("local resource `{r}` is not in the topology"));
+            }
+        }
+        for r in &self.remote {
+            if !r.exists_in(t) {
+                return Err(format!("remote resource `{r}` is not in the topology"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Does a flow between these endpoints belong to this monitor?
+    pub fn matches(&self, local: &Endpoint<'_>, remote: &Endpoint<'_>) -> bool {
+        self.local.iter().any(|r| r.matches(local))
+            && (self.remote.is_empty() || self.remote.iter().any(|r| r.matches(remote)))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MonitorsFile {
+    #[serde(default)]
+    monitor: Vec<Monitor>,
+}
+
+/// Parses a monitors file:
+///
+/// ```toml
+/// [[monitor]]
+/// name = "app-to-data"
+/// local = ["subnet:subnet-app-a", "az:use1-az2"]
+/// remote = ["vpc:vpc-data", "service:object-store"]   # omit for Everywhere
+/// ```
+pub fn parse_monitors(text: &str) -> Result<Vec<Monitor>, String> {
+    let f: MonitorsFile = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        match line {
+            Some(l) => format!("monitors line {l}: {}", e.message()),
+            None => format!("monitors: {}", e.message()),
+        }
+    })?;
+    let mut names = std::collections::HashSet::new();
+    for m in &f.monitor {
+        if !names.insert(m.name.clone()) {
+            return Err(format!("monitors: duplicate monitor `{}`", m.name));
+        }
+    }
+    Ok(f.monitor)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    const TOPO: &str = include_str!("../examples/topology.toml");
+
+    #[test]
+    fn test_parse_validate_and_match() {
+        let t = Topology::parse(TOPO).unwrap();
+        let ms = parse_monitors(
+            "[[monitor]]\nname = \"app\"\nlocal = [\"subnet:subnet-app-a\"]\n\n[[monitor]]\nname = \"to-s3\"\nlocal = [\"vpc:vpc-app\"]\nremote = [\"service:object-store\"]\n",
+        )
+        .unwrap();
+        assert_eq!(ms.len(), 2);
+        for m in &ms {
+            m.validate(&t).unwrap();
+        }
+        let ip = |s: &str| t.resolve(s.parse().unwrap());
+        assert!(ms[0].matches(&ip("10.0.1.10"), &ip("8.8.8.8")));
+        assert!(!ms[0].matches(&ip("10.0.2.10"), &ip("8.8.8.8")));
+        assert!(ms[1].matches(&ip("10.0.2.10"), &ip("198.18.0.1")));
+        assert!(!ms[1].matches(&ip("10.0.2.10"), &ip("10.1.1.1")));
+    }
+
+    #[test]
+    fn test_invalid_monitors_are_refused_with_reasons() {
+        let t = Topology::parse(TOPO).unwrap();
+        let m = |name: &str, local: &[&str], remote: &[&str]| Monitor {
+            name: name.into(),
+            local: local.iter().map(|s| s.parse().unwrap()).collect(),
+            remote: remote.iter().map(|s| s.parse().unwrap()).collect(),
+        };
+        assert!(m("a", &[], &[])
+            .validate(&t)
+            .unwrap_err()
+            .contains("at least one"));
+        assert!(m("a b", &["vpc:vpc-app"], &[])
+            .validate(&t)
+            .unwrap_err()
+            .contains("name"));
+        assert!(m("a", &["vpc:nope"], &[])
+            .validate(&t)
+            .unwrap_err()
+            .contains("not in the topology"));
+        assert!(m("a", &["service:kv-db"], &[])
+            .validate(&t)
+            .unwrap_err()
+            .contains("cannot be local"));
+        assert!("planet:x".parse::<Resource>().is_err());
+        assert!(
+            parse_monitors("[[monitor]]\nname = \"a\"\nlocal = [\"x\"]\n")
+                .unwrap_err()
+                .contains("line 3")
+        );
+        assert!(parse_monitors("[[monitor]]\nname=\"a\"\nlocal=[\"az:use1-az1\"]\n[[monitor]]\nname=\"a\"\nlocal=[\"az:use1-az1\"]\n")
+            .unwrap_err()
+            .contains("duplicate"));
+    }
+}

@@ -1,0 +1,855 @@
+//! The embedded store: two append-only segmented logs under `--data-dir`, with a CRC per
+//! record, group fsync, replay on start and retention by whole segments.
+//!
+//! - `wal/`: every accepted FlowBatch frame, as received. A TCP batch is acked only after the
+//!   fsync that covers it returned, so an ack means the batch survives SIGKILL and power loss.
+//!   A WAL segment is deleted once every interval its batches belong to has a durable summary.
+//! - `history/`: one [`IntervalSummary`] per closed interval, kept for the retention period
+//!   (default 7 days of data time), then deleted a whole segment at a time.
+//!
+//! Record layout (all little-endian), written by [`Log::append`]:
+//!
+//! ```text
+//! 0..4   len    u32, bytes of payload
+//! 4..8   crc    u32, CRC-32 of kind byte + payload
+//! 8      kind   u8 (1 = batch, 2 = interval summary)
+//! 9..    payload
+//! ```
+//!
+//! Replay stops at the first record whose length runs past the end of its file or whose CRC does
+//! not match, and truncates the file there: a torn tail left by a crash is never surfaced.
+//! A write or fsync error (a full disk) truncates back to the last synced length, keeps the
+//! unsynced work in memory, stops acking, and retries on every tick until space returns.
+
+use crate::summary::IntervalSummary;
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::metrics::Metrics;
+
+pub const KIND_BATCH: u8 = 1;
+pub const KIND_SUMMARY: u8 = 2;
+const RECORD_HEADER: usize = 9;
+/// A record larger than this is corruption, not data (frames are ≤ 1 MiB; summaries far less).
+const MAX_RECORD: usize = 64 << 20;
+
+/// One segmented log in one directory.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    segment_bytes: u64,
+    /// Closed segments, oldest first: (path, first record number, max key of its records).
+    closed: VecDeque<(PathBuf, u64)>,
+    /// Per closed segment, the largest key (interval start/end) of its records.
+    closed_keys: VecDeque<u64>,
+    active: File,
+    active_path: PathBuf,
+    active_len: u64,
+    synced_len: u64,
+    active_key: u64,
+    next_segment: u64,
+}
+
+/// What replay found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplayStats {
+    pub records: u64,
+    pub segments: u64,
+    /// Bytes cut off torn or corrupt tails.
+    pub truncated_bytes: u64,
+}
+
+fn segment_paths(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(num) = name.strip_suffix(".seg") else {
+            continue;
+        };
+        if let Ok(n) = num.parse::<u64>() {
+            v.push((n, e.path()));
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// Reads records from one segment; returns the byte length of the valid prefix.
+fn read_segment(
+    path: &Path,
+    f: &mut dyn FnMut(u8, &[u8]),
+    records: &mut u64,
+) -> io::Result<(u64, u64)> {
+    let file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut good = 0u64;
+    let mut head = [0u8; RECORD_HEADER];
+    let mut payload = Vec::new();
+    loop {
+        if good + RECORD_HEADER as u64 > file_len {
+            break;
+        }
+        if r.read_exact(&mut head).is_err() {
+            break;
+        }
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if len > MAX_RECORD || good + (RECORD_HEADER + len) as u64 > file_len {
+            break;
+        }
+        payload.resize(len, 0);
+        if r.read_exact(&mut payload).is_err() {
+            break;
+        }
+        let mut h = crc32fast::Hasher::new();
+        h.update(&head[8..9]);
+        h.update(&payload);
+        if h.finalize() != crc {
+            break;
+        }
+        f(head[8], &payload);
+        *records += 1;
+        good += (RECORD_HEADER + len) as u64;
+    }
+    Ok((good, file_len))
+}
+
+impl Log {
+    /// Opens (creating) the log in `dir`, replaying every record in order into `f` with its kind
+    /// and payload. `key_of` extracts the retention key of a record (for segment deletion).
+    /// Torn tails are truncated. Appends go to a fresh segment.
+    pub fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        f: &mut dyn FnMut(u8, &[u8]),
+        key_of: &dyn Fn(u8, &[u8]) -> u64,
+    ) -> io::Result<(Log, ReplayStats)> {
+        fs::create_dir_all(dir)?;
+        let mut stats = ReplayStats::default();
+        let mut closed = VecDeque::new();
+        let mut closed_keys = VecDeque::new();
+        let mut next_segment = 0;
+        for (n, path) in segment_paths(dir)? {
+            let mut max_key = 0u64;
+            let (good, len) = read_segment(
+                &path,
+                &mut |k, p| {
+                    max_key = max_key.max(key_of(k, p));
+                    f(k, p)
+                },
+                &mut stats.records,
+            )?;
+            if good < len {
+                log::warn!(
+                    "store: {}: truncating {} bytes of torn or corrupt tail",
+                    path.display(),
+                    len - good
+                );
+                OpenOptions::new().write(true).open(&path)?.set_len(good)?;
+                stats.truncated_bytes += len - good;
+            }
+            stats.segments += 1;
+            next_segment = n + 1;
+            if good == 0 {
+                fs::remove_file(&path)?;
+                continue;
+            }
+            closed.push_back((path, n));
+            closed_keys.push_back(max_key);
+        }
+        let active_path = dir.join(format!("{next_segment:020}.seg"));
+        let active = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&active_path)?;
+        sync_dir(dir)?;
+        Ok((
+            Log {
+                dir: dir.to_path_buf(),
+                segment_bytes,
+                closed,
+                closed_keys,
+                active,
+                active_path,
+                active_len: 0,
+                synced_len: 0,
+                active_key: 0,
+                next_segment: next_segment + 1,
+            },
+            stats,
+        ))
+    }
+
+    /// Appends one record (not yet durable: call [`Log::sync`]).
+    pub fn append(
+        &mut self,
+        kind: u8,
+        payload: &[u8],
+        key: u64,
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        scratch.clear();
+        let mut h = crc32fast::Hasher::new();
+        h.update(&[kind]);
+        h.update(payload);
+        scratch.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        scratch.extend_from_slice(&h.finalize().to_le_bytes());
+        scratch.push(kind);
+        scratch.extend_from_slice(payload);
+        self.active.write_all(scratch)?;
+        self.active_len += scratch.len() as u64;
+        self.active_key = self.active_key.max(key);
+        Ok(())
+    }
+
+    /// Makes every appended record durable; rolls the segment when it is full.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.synced_len == self.active_len {
+            return Ok(());
+        }
+        self.active.sync_data()?;
+        self.synced_len = self.active_len;
+        if self.active_len >= self.segment_bytes {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    fn roll(&mut self) -> io::Result<()> {
+        let path = self.dir.join(format!("{:020}.seg", self.next_segment));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        sync_dir(&self.dir)?;
+        let old = std::mem::replace(&mut self.active_path, path);
+        self.active = file;
+        self.closed.push_back((old, self.next_segment - 1));
+        self.closed_keys.push_back(self.active_key);
+        self.next_segment += 1;
+        self.active_len = 0;
+        self.synced_len = 0;
+        self.active_key = 0;
+        Ok(())
+    }
+
+    /// After a failed write or fsync: drop everything not yet synced.
+    pub fn rollback(&mut self) -> io::Result<()> {
+        self.active.set_len(self.synced_len)?;
+        self.active_len = self.synced_len;
+        Ok(())
+    }
+
+    /// Deletes closed segments, oldest first, while their largest key is below `key`.
+    /// Returns how many were deleted.
+    pub fn delete_before(&mut self, key: u64) -> io::Result<usize> {
+        let mut n = 0;
+        while let (Some((path, _)), Some(&k)) = (self.closed.front(), self.closed_keys.front()) {
+            if k >= key {
+                break;
+            }
+            fs::remove_file(path)?;
+            self.closed.pop_front();
+            self.closed_keys.pop_front();
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Bytes on disk, all segments.
+    pub fn bytes(&self) -> u64 {
+        let closed: u64 = self
+            .closed
+            .iter()
+            .filter_map(|(p, _)| fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        closed + self.active_len
+    }
+
+    pub fn segments(&self) -> usize {
+        self.closed.len() + 1
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// One accepted FlowBatch frame on its way to the WAL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalBatch {
+    pub agent_id: u64,
+    pub epoch: u32,
+    pub seq: u64,
+    pub interval_start_ms: u64,
+    /// The frame exactly as received (CRC and tag included).
+    pub frame: Vec<u8>,
+}
+
+impl WalBatch {
+    /// Payload layout: agent u64, epoch u32, seq u64, interval_start u64, frame bytes.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&self.agent_id.to_le_bytes());
+        out.extend_from_slice(&self.epoch.to_le_bytes());
+        out.extend_from_slice(&self.seq.to_le_bytes());
+        out.extend_from_slice(&self.interval_start_ms.to_le_bytes());
+        out.extend_from_slice(&self.frame);
+    }
+    pub fn decode(p: &[u8]) -> Option<WalBatch> {
+        let agent_id = u64::from_le_bytes(p.get(0..8)?.try_into().ok()?);
+        let epoch = u32::from_le_bytes(p.get(8..12)?.try_into().ok()?);
+        let seq = u64::from_le_bytes(p.get(12..20)?.try_into().ok()?);
+        let interval_start_ms = u64::from_le_bytes(p.get(20..28)?.try_into().ok()?);
+        Some(WalBatch {
+            agent_id,
+            epoch,
+            seq,
+            interval_start_ms,
+            frame: p.get(28..)?.to_vec(),
+        })
+    }
+    fn key(p: &[u8]) -> u64 {
+        p.get(20..28)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0)
+    }
+}
+
+pub fn encode_summary(s: &IntervalSummary) -> Vec<u8> {
+    bincode::serde::encode_to_vec(s, bincode::config::standard()).expect("summary encodes")
+}
+
+pub fn decode_summary(p: &[u8]) -> Option<IntervalSummary> {
+    bincode::serde::decode_from_slice(p, bincode::config::standard())
+        .ok()
+        .map(|(s, _)| s)
+}
+
+/// Messages into the store actor.
+#[derive(Debug)]
+pub enum StoreMsg {
+    /// Frames to make durable; the ids come back as [`Durable`] once fsynced.
+    Batches(Vec<WalBatch>),
+    /// A closed interval's summary (from the health stage). `closed_before_ms`: every interval
+    /// starting before it is summarized, so WAL segments holding only such batches can go.
+    Interval {
+        summary: Box<IntervalSummary>,
+        closed_before_ms: u64,
+    },
+    /// Retry after an error; apply retention.
+    Tick(Instant),
+    Shutdown,
+}
+
+/// Reply to ingest about batches it handed over, by (agent, epoch, seq).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreReply {
+    /// Fsynced: ack them.
+    Durable(Vec<(u64, u32, u64)>),
+    /// Dropped while the disk refused writes and the backlog was full: never ack them.
+    Dropped(Vec<(u64, u32, u64)>),
+}
+
+/// Where the store sends its results.
+pub struct StoreOutputs {
+    /// Durable batch ids, to ingest. Ingest's mio loop is woken with `waker`.
+    pub durable: Sender<StoreReply>,
+    pub waker: Option<Arc<mio::Waker>>,
+    /// Durable summaries, to the API.
+    pub summaries: SyncSender<crate::api::ApiMsg>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    /// History older than this (data time, behind the newest summary) is deleted.
+    pub retention_ms: u64,
+    /// Unsynced and stalled work kept in memory while the disk refuses writes; beyond it batches
+    /// are dropped unacked (TCP agents resend) and counted.
+    pub max_backlog_bytes: usize,
+}
+
+impl StoreConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            dir: dir.into(),
+            segment_bytes: 64 << 20,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            max_backlog_bytes: 256 << 20,
+        }
+    }
+}
+
+/// What a restarted collector recovers.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// WAL batches whose intervals have no summary yet: re-aggregate them.
+    pub batches: Vec<WalBatch>,
+    /// Ids of every WAL batch still on disk: dedupe state.
+    pub seen: Vec<(u64, u32, u64)>,
+    pub summaries: Vec<IntervalSummary>,
+    pub wal: ReplayStats,
+    pub history: ReplayStats,
+}
+
+/// The store actor: owns both logs.
+pub struct Store {
+    cfg: StoreConfig,
+    wal: Log,
+    history: Log,
+    metrics: Arc<Metrics>,
+    /// Work accepted but not yet synced (or not writable while stalled).
+    backlog: VecDeque<StoreMsg>,
+    backlog_bytes: usize,
+    stalled: Option<String>,
+    newest_ms: u64,
+    scratch: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl Store {
+    /// Opens both logs and replays them.
+    pub fn open(cfg: StoreConfig, metrics: Arc<Metrics>) -> io::Result<(Store, Recovered)> {
+        let mut rec = Recovered::default();
+        let (history, hstats) = Log::open(
+            &cfg.dir.join("history"),
+            cfg.segment_bytes,
+            &mut |k, p| {
+                if k == KIND_SUMMARY {
+                    match decode_summary(p) {
+                        Some(s) => rec.summaries.push(s),
+                        None => log::warn!("store: undecodable summary record skipped"),
+                    }
+                }
+            },
+            &|_, p| decode_summary(p).map(|s| s.end_ms).unwrap_or(0),
+        )?;
+        rec.history = hstats;
+        let summarized: std::collections::HashSet<u64> =
+            rec.summaries.iter().map(|s| s.start_ms).collect();
+        let mut batches = Vec::new();
+        let mut seen = Vec::new();
+        let (wal, wstats) = Log::open(
+            &cfg.dir.join("wal"),
+            cfg.segment_bytes,
+            &mut |k, p| {
+                if k != KIND_BATCH {
+                    return;
+                }
+                let Some(b) = WalBatch::decode(p) else { return };
+                seen.push((b.agent_id, b.epoch, b.seq));
+                if !summarized.contains(&b.interval_start_ms) {
+                    batches.push(b);
+                }
+            },
+            &|_, p| WalBatch::key(p),
+        )?;
+        rec.batches = batches;
+        rec.seen = seen;
+        rec.wal = wstats;
+        let newest_ms = rec.summaries.iter().map(|s| s.end_ms).max().unwrap_or(0);
+        let store = Store {
+            cfg,
+            wal,
+            history,
+            metrics,
+            backlog: VecDeque::new(),
+            backlog_bytes: 0,
+            stalled: None,
+            newest_ms,
+            scratch: Vec::new(),
+            payload: Vec::new(),
+        };
+        store.publish_sizes();
+        Ok((store, rec))
+    }
+
+    fn publish_sizes(&self) {
+        self.metrics
+            .store_bytes
+            .store(self.wal.bytes() + self.history.bytes(), Ordering::Relaxed);
+        self.metrics.store_segments.store(
+            (self.wal.segments() + self.history.segments()) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn msg_bytes(m: &StoreMsg) -> usize {
+        match m {
+            StoreMsg::Batches(v) => v.iter().map(|b| b.frame.len() + 28).sum(),
+            StoreMsg::Interval { .. } => 4096,
+            _ => 0,
+        }
+    }
+
+    fn accept(&mut self, m: StoreMsg, out: &StoreOutputs) {
+        let n = Store::msg_bytes(&m);
+        if self.stalled.is_some() && self.backlog_bytes + n > self.cfg.max_backlog_bytes {
+            if let StoreMsg::Batches(v) = &m {
+                self.metrics
+                    .store_dropped_batches
+                    .fetch_add(v.len() as u64, Ordering::Relaxed);
+                log::warn!(
+                    "store: disk stalled and backlog full; {} batches dropped unacked",
+                    v.len()
+                );
+                let ids = v.iter().map(|b| (b.agent_id, b.epoch, b.seq)).collect();
+                let _ = out.durable.send(StoreReply::Dropped(ids));
+                if let Some(w) = &out.waker {
+                    let _ = w.wake();
+                }
+                return;
+            }
+        }
+        self.backlog_bytes += n;
+        self.backlog.push_back(m);
+    }
+
+    /// Writes and fsyncs the whole backlog. On success, replies and forwards; on error, rolls
+    /// back and stays stalled with everything still in the backlog.
+    fn flush(&mut self, out: &StoreOutputs) {
+        if self.backlog.is_empty() {
+            return;
+        }
+        match self.try_write() {
+            Ok(()) => {
+                if let Some(e) = self.stalled.take() {
+                    log::info!("store: writes succeed again after: {e}");
+                    self.metrics.store_stalled.store(0, Ordering::Relaxed);
+                }
+                let mut durable = Vec::new();
+                let mut closed_before = None;
+                for m in self.backlog.drain(..) {
+                    match m {
+                        StoreMsg::Batches(v) => {
+                            durable.extend(v.iter().map(|b| (b.agent_id, b.epoch, b.seq)))
+                        }
+                        StoreMsg::Interval {
+                            summary,
+                            closed_before_ms,
+                        } => {
+                            self.newest_ms = self.newest_ms.max(summary.end_ms);
+                            closed_before = Some(closed_before_ms);
+                            // Blocking send: the API must see every durable summary.
+                            let _ = out
+                                .summaries
+                                .send(crate::api::ApiMsg::Interval(Arc::new(*summary)));
+                        }
+                        _ => {}
+                    }
+                }
+                self.backlog_bytes = 0;
+                self.metrics
+                    .store_batches
+                    .fetch_add(durable.len() as u64, Ordering::Relaxed);
+                if !durable.is_empty() {
+                    let _ = out.durable.send(StoreReply::Durable(durable));
+                    if let Some(w) = &out.waker {
+                        let _ = w.wake();
+                    }
+                }
+                if let Some(cb) = closed_before {
+                    match self.wal.delete_before(cb) {
+                        Ok(0) => {}
+                        Ok(n) => log::debug!("store: {n} WAL segments checkpointed"),
+                        Err(e) => log::warn!("store: WAL checkpoint: {e}"),
+                    }
+                }
+            }
+            Err(e) => {
+                let msg = format!("{e}");
+                if self.stalled.is_none() {
+                    log::error!(
+                        "store: cannot write to {}: {msg}; not acking until space returns (retrying every tick)",
+                        self.cfg.dir.display()
+                    );
+                }
+                self.metrics.store_stalled.store(1, Ordering::Relaxed);
+                self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                self.stalled = Some(msg);
+                if let Err(e) = self.wal.rollback().and_then(|_| self.history.rollback()) {
+                    log::error!("store: rollback failed: {e}");
+                }
+            }
+        }
+    }
+
+    fn try_write(&mut self) -> io::Result<()> {
+        let (mut wal_dirty, mut hist_dirty) = (false, false);
+        for m in &self.backlog {
+            match m {
+                StoreMsg::Batches(v) => {
+                    for b in v {
+                        b.encode(&mut self.payload);
+                        self.wal.append(
+                            KIND_BATCH,
+                            &self.payload,
+                            b.interval_start_ms,
+                            &mut self.scratch,
+                        )?;
+                        wal_dirty = true;
+                    }
+                }
+                StoreMsg::Interval { summary, .. } => {
+                    let p = encode_summary(summary);
+                    self.history
+                        .append(KIND_SUMMARY, &p, summary.end_ms, &mut self.scratch)?;
+                    hist_dirty = true;
+                }
+                _ => {}
+            }
+        }
+        // WAL first: a summary is never durable before the batches it was built from.
+        if wal_dirty {
+            self.wal.sync()?;
+        }
+        if hist_dirty {
+            self.history.sync()?;
+        }
+        Ok(())
+    }
+
+    fn retention(&mut self) {
+        let cutoff = self.newest_ms.saturating_sub(self.cfg.retention_ms);
+        match self.history.delete_before(cutoff) {
+            Ok(0) => {}
+            Ok(n) => log::info!("store: retention deleted {n} history segments"),
+            Err(e) => log::warn!("store: retention: {e}"),
+        }
+    }
+
+    /// Group commit: take one message, then everything already queued, write it all, fsync once.
+    pub fn run(mut self, rx: Receiver<StoreMsg>, out: StoreOutputs) {
+        log::info!("store: running in {}", self.cfg.dir.display());
+        let mut last_sizes = Instant::now();
+        while let Ok(first) = rx.recv() {
+            let (mut shutdown, mut tick) = (false, false);
+            let mut next = Some(first);
+            while let Some(m) = next.take() {
+                self.metrics.received(crate::metrics::Chan::Store);
+                match m {
+                    StoreMsg::Shutdown => shutdown = true,
+                    StoreMsg::Tick(_) => tick = true,
+                    other => self.accept(other, &out),
+                }
+                if shutdown || self.backlog_bytes > 32 << 20 {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            self.metrics
+                .store_queue_depth
+                .store(self.backlog.len() as u64, Ordering::Relaxed);
+            if self.stalled.is_none() || tick || shutdown {
+                self.flush(&out);
+            }
+            if tick {
+                self.retention();
+            }
+            if last_sizes.elapsed().as_millis() >= 500 {
+                self.publish_sizes();
+                last_sizes = Instant::now();
+            }
+            if shutdown {
+                break;
+            }
+        }
+        self.publish_sizes();
+        log::info!("store: stopped");
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use std::sync::mpsc::{channel, sync_channel};
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "nfm-store-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn open_log(dir: &Path) -> (Log, Vec<(u8, Vec<u8>)>, ReplayStats) {
+        let mut got = Vec::new();
+        let (log, st) = Log::open(
+            dir,
+            1 << 20,
+            &mut |k, p| got.push((k, p.to_vec())),
+            &|_, p| p.first().copied().unwrap_or(0) as u64,
+        )
+        .unwrap();
+        (log, got, st)
+    }
+
+    /// Model test: random appends, syncs and reboots (drop without sync) against a Vec model
+    /// of what was synced.
+    #[test]
+    fn test_log_model_with_reboots() {
+        let dir = tmp("model");
+        let mut model: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut pending: Vec<(u8, Vec<u8>)> = Vec::new();
+        let (mut log, got, _) = open_log(&dir);
+        assert!(got.is_empty());
+        let mut scratch = Vec::new();
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for step in 0..400 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            match x % 10 {
+                0..=5 => {
+                    let len = (x >> 8) as usize % 3000;
+                    let p: Vec<u8> = (0..len).map(|i| (i as u64 ^ x) as u8).collect();
+                    log.append(KIND_BATCH, &p, 0, &mut scratch).unwrap();
+                    pending.push((KIND_BATCH, p));
+                }
+                6..=8 => {
+                    log.sync().unwrap();
+                    model.append(&mut pending);
+                }
+                _ => {
+                    // Reboot: unsynced appends may or may not survive; here the OS keeps them
+                    // (no power loss), so they are in the file too.
+                    drop(log);
+                    model.append(&mut pending);
+                    let (l, got, _) = open_log(&dir);
+                    assert_eq!(got, model, "step {step}");
+                    log = l;
+                }
+            }
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn test_torn_tail_is_truncated_never_surfaced() {
+        let dir = tmp("torn");
+        let (mut log, _, _) = open_log(&dir);
+        let mut s = Vec::new();
+        log.append(KIND_BATCH, b"one", 0, &mut s).unwrap();
+        log.append(KIND_BATCH, b"two", 0, &mut s).unwrap();
+        log.sync().unwrap();
+        let path = log.active_path.clone();
+        drop(log);
+        // Torn: a header promising 100 bytes, then only 5.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&100u32.to_le_bytes()).unwrap();
+        f.write_all(&[1, 2, 3, 4, 1, 9, 9, 9, 9]).unwrap();
+        drop(f);
+        let (_, got, st) = open_log(&dir);
+        assert_eq!(got.len(), 2);
+        assert_eq!(st.truncated_bytes, 13);
+        // Corrupt: flip a payload byte of the second record.
+        let mut bytes = fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 1] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        let (_, got, st) = open_log(&dir);
+        assert_eq!(got, vec![(KIND_BATCH, b"one".to_vec())]);
+        assert_eq!(st.truncated_bytes, 12);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn test_delete_before_removes_whole_old_segments() {
+        let dir = tmp("retention");
+        let mut got = Vec::new();
+        let (mut log, _) = Log::open(&dir, 10, &mut |k, p| got.push((k, p.to_vec())), &|_, p| {
+            p[0] as u64
+        })
+        .unwrap();
+        let mut s = Vec::new();
+        for k in 1..=5u8 {
+            log.append(KIND_BATCH, &[k; 20], k as u64, &mut s).unwrap();
+            log.sync().unwrap(); // every record fills a segment
+        }
+        assert_eq!(log.segments(), 6);
+        assert_eq!(log.delete_before(3).unwrap(), 2);
+        drop(log);
+        let (_, got, _) = open_log(&dir);
+        let keys: Vec<u8> = got.iter().map(|(_, p)| p[0]).collect();
+        assert_eq!(keys, vec![3, 4, 5]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn summary(start: u64) -> IntervalSummary {
+        IntervalSummary {
+            start_ms: start,
+            end_ms: start + 1000,
+            flows: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Messages in, messages out: batches come back durable, summaries go to the API, and a
+    /// restart recovers unsummarized batches only.
+    #[test]
+    fn test_store_actor_acks_after_sync_and_recovers() {
+        let dir = tmp("actor");
+        let metrics = Arc::new(Metrics::default());
+        let (store, rec) = Store::open(StoreConfig::new(&dir), metrics.clone()).unwrap();
+        assert!(rec.batches.is_empty());
+        let (tx, rx) = sync_channel(16);
+        let (dtx, drx) = channel();
+        let (atx, arx) = sync_channel(16);
+        let out = StoreOutputs {
+            durable: dtx,
+            waker: None,
+            summaries: atx,
+        };
+        let h = std::thread::spawn(move || store.run(rx, out));
+        let b = |seq, start| WalBatch {
+            agent_id: 7,
+            epoch: 1,
+            seq,
+            interval_start_ms: start,
+            frame: vec![seq as u8; 50],
+        };
+        tx.send(StoreMsg::Batches(vec![b(1, 1000), b(2, 2000)]))
+            .unwrap();
+        let d = drx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(d, StoreReply::Durable(vec![(7, 1, 1), (7, 1, 2)]));
+        tx.send(StoreMsg::Interval {
+            summary: Box::new(summary(1000)),
+            closed_before_ms: 2000,
+        })
+        .unwrap();
+        match arx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap()
+        {
+            crate::api::ApiMsg::Interval(s) => assert_eq!(s.start_ms, 1000),
+            _ => panic!("expected an interval"),
+        }
+        tx.send(StoreMsg::Shutdown).unwrap();
+        h.join().unwrap();
+        let (_, rec) = Store::open(StoreConfig::new(&dir), metrics).unwrap();
+        assert_eq!(rec.summaries.len(), 1);
+        assert_eq!(rec.seen.len(), 2);
+        // Interval 1000 is summarized: only the batch of interval 2000 is re-aggregated.
+        assert_eq!(rec.batches.len(), 1);
+        assert_eq!(rec.batches[0].seq, 2);
+        assert_eq!(rec.batches[0].frame, vec![2u8; 50]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
