@@ -339,7 +339,7 @@ impl Api {
                     }
                 }
             }
-            _ => match None::<Reply>.filter(|_| method.is_empty() && path.is_empty()) {
+            _ => match crate::ui::route(method, path) {
                 Some(r) => Ok(r),
                 None => Err(format!("404:no such endpoint `{method} {path}`")),
             },

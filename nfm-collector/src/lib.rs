@@ -22,3 +22,4 @@ pub mod resolver;
 pub mod store;
 pub mod summary;
 pub mod topology;
+pub mod ui;
