@@ -94,9 +94,9 @@ impl Agent {
                 max_sockets: cfg.max_sockets,
                 ring_bytes: cfg.ring_bytes,
                 cb_flags: cfg.cb_flags,
-                // Wake the reader at a quarter full; below that the interval drain picks
-                // events up (one wakeup per thousands of closes instead of one per close).
-                wakeup_bytes: (cfg.ring_bytes / 4) as u64,
+                // Wake the reader at a quarter full (default); below that the interval drain
+                // picks events up (one wakeup per thousands of closes instead of one per close).
+                wakeup_bytes: cfg.ring_wakeup_bytes,
             },
         )?;
         log::info!("attached sock_ops program to {}", cgroup.display());

@@ -78,6 +78,10 @@ pub struct Cli {
     /// Host name announced in Hello (default: the system host name).
     #[arg(long, value_name = "NAME")]
     pub host_name: Option<String>,
+    /// Wake the ring-buffer reader when this many bytes wait (default: a quarter of the ring;
+    /// 0: on every event). For tests and measurements.
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub ring_wakeup_bytes: Option<u64>,
 }
 
 /// The TOML file: the same settings as the flags, snake_case.
@@ -114,6 +118,7 @@ pub struct Config {
     pub log_level: String,
     pub cb_flags: u32,
     pub host_name: Option<String>,
+    pub ring_wakeup_bytes: u64,
 }
 
 /// Parses `5s`, `500ms`, `1m`, `2h` or a bare number of seconds.
@@ -269,6 +274,7 @@ impl Config {
                 .unwrap_or_else(|| "info".into()),
             cb_flags,
             host_name: cli.host_name.or(file.host_name),
+            ring_wakeup_bytes: cli.ring_wakeup_bytes.unwrap_or(ring_bytes as u64 / 4),
         })
     }
 }

@@ -1,0 +1,918 @@
+//! Tests against the real kernel: the agent attached to a child cgroup, traffic between two
+//! network namespaces joined by a veth pair (169.254.N.1 ↔ 169.254.N.2), ground truth from the
+//! kernel itself (TCP_INFO of the generator's sockets, /proc/net/snmp and netstat of the client's
+//! namespace) and from the generator's own byte counts.
+//!
+//! They need root (CI runs as root) and fail loudly without it. Every test owns uniquely named
+//! resources (cgroup, namespaces, veth, all suffixed with the pid and the test's number), so cargo
+//! may run them in parallel; a `Lab` guard removes everything on drop, also when a test panics.
+
+use nfm_wire::{DecodeOptions, FlowRecord, Message, Role, StreamDecoder};
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_nfm-agent");
+const LOADGEN: &str = env!("CARGO_BIN_EXE_nfm-loadgen");
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("kernel tests need root (CAP_BPF, CAP_NET_ADMIN, cgroup and netns creation); run `cargo test` as root as CI does");
+    }
+}
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn cgroup2_root() -> PathBuf {
+    let m = std::fs::read_to_string("/proc/mounts").unwrap();
+    m.lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .expect("a cgroup2 mount")
+}
+
+/// One test's world: a child cgroup and two namespaces joined by a veth pair.
+struct Lab {
+    cgroup: PathBuf,
+    ns_c: String,
+    ns_s: String,
+    client_ip: Ipv4Addr,
+    server_ip: Ipv4Addr,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    fn new(n: u8) -> Lab {
+        require_root();
+        let pid = std::process::id();
+        let tag = format!("{}-{n}", pid);
+        let cgroup = cgroup2_root().join(format!("nfm-test-{tag}"));
+        std::fs::create_dir(&cgroup).expect("create child cgroup");
+        let mut lab = Lab {
+            cgroup,
+            ns_c: format!("nfmt-{tag}-c"),
+            ns_s: format!("nfmt-{tag}-s"),
+            client_ip: Ipv4Addr::new(169, 254, n, 1),
+            server_ip: Ipv4Addr::new(169, 254, n, 2),
+            children: Vec::new(),
+        };
+        // veth names are at most 15 bytes: "nv" + pid (≤7 digits) + n (≤3) + a/b.
+        let (va, vb) = (format!("nv{pid}{n}a"), format!("nv{pid}{n}b"));
+        let (c, s) = (lab.ns_c.clone(), lab.ns_s.clone());
+        sh(&format!(
+            "ip netns add {c} && ip netns add {s} && \
+             ip link add {va} type veth peer name {vb} && \
+             ip link set {va} netns {c} && ip link set {vb} netns {s} && \
+             ip -n {c} addr add {}/24 dev {va} && ip -n {c} link set {va} up && ip -n {c} link set lo up && \
+             ip -n {s} addr add {}/24 dev {vb} && ip -n {s} link set {vb} up && ip -n {s} link set lo up",
+            lab.client_ip, lab.server_ip
+        ));
+        // Keep our own veth names for tc.
+        lab.children.reserve(4);
+        lab
+    }
+
+    fn client_dev(&self, n: u8) -> String {
+        format!("nv{}{n}a", std::process::id())
+    }
+
+    /// Runs the load generator in `ns`, inside the child cgroup (moved there before exec).
+    fn loadgen(&self, ns: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, LOADGEN]).args(args);
+        let procs = self.cgroup.join("cgroup.procs");
+        let procs = std::ffi::CString::new(procs.to_str().unwrap()).unwrap();
+        // SAFETY: only async-signal-safe calls (open, write, close) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let w = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if w != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    /// Starts a server in the server namespace and waits for its "listening" line.
+    fn server(&mut self, port: u16, extra: &[&str]) {
+        let addr = format!("{}:{port}", self.server_ip);
+        self.server_at(&addr, extra);
+    }
+
+    fn server_at(&mut self, addr: &str, extra: &[&str]) {
+        let mut args = vec!["serve", addr, "--seconds", "120"];
+        args.extend_from_slice(extra);
+        let ns = self.ns_s.clone();
+        let mut child = self
+            .loadgen(&ns, &args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("listening"), "server said {line:?}");
+        self.children.push(child);
+    }
+
+    /// Runs a client to completion in the client namespace; returns its JSON reports.
+    fn client(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        self.client_in(&self.ns_c.clone(), args)
+    }
+
+    fn client_in(&self, ns: &str, args: &[&str]) -> Vec<serde_json::Value> {
+        let out = self.loadgen(ns, args).output().expect("client");
+        assert!(
+            out.status.success(),
+            "client {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn nft(&self, ns: &str, rules: &str) {
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
+        assert!(c.wait().unwrap().success(), "nft {rules}");
+    }
+
+    /// A TCP counter of the client namespace from /proc/net/snmp or /proc/net/netstat.
+    fn net_counter(&self, file: &str, group: &str, name: &str) -> u64 {
+        let text = sh(&format!("ip netns exec {} cat /proc/net/{file}", self.ns_c));
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(group)).collect();
+        let names: Vec<&str> = lines[0].split_whitespace().collect();
+        let vals: Vec<&str> = lines[1].split_whitespace().collect();
+        let i = names.iter().position(|n| *n == name).expect("counter");
+        vals[i].parse().unwrap()
+    }
+
+    fn agent(&self, extra: &[&str]) -> AgentProc {
+        AgentProc::start(&self.cgroup, extra)
+    }
+
+    fn attached_programs(&self) -> String {
+        sh(&format!("bpftool cgroup show {}", self.cgroup.display()))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Kill anything still in the cgroup, then remove it (bounded wait for it to empty).
+        let _ = std::fs::write(self.cgroup.join("cgroup.kill"), "1");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&self.cgroup).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns_c])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns_s])
+            .status();
+    }
+}
+
+/// A running agent whose stdout (JSON lines) and stderr are collected by threads.
+struct AgentProc {
+    child: Option<Child>,
+    stdout_mode: bool,
+    lines: Receiver<String>,
+    stderr: Receiver<String>,
+}
+
+impl AgentProc {
+    fn start(cgroup: &Path, extra: &[&str]) -> AgentProc {
+        let mut child = Command::new(AGENT)
+            .arg("--cgroup")
+            .arg(cgroup)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn agent");
+        let (tx, lines) = channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let (etx, stderr) = channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = etx.send(l);
+            }
+        });
+        let a = AgentProc {
+            child: Some(child),
+            stdout_mode: extra.contains(&"--stdout"),
+            lines,
+            stderr,
+        };
+        // Wait (bounded) until the program is attached.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match a.stderr.recv_timeout(left) {
+                Ok(l) if l.contains("attached sock_ops program") => break,
+                Ok(l) if l.contains("nfm-agent:") => panic!("agent failed: {l}"),
+                Ok(_) => {}
+                Err(_) => panic!("agent did not attach within 20 s"),
+            }
+        }
+        a
+    }
+
+    /// SIGTERM; asserts a clean exit within one second (plus the TCP shutdown grace).
+    fn stop(mut self) -> Vec<Interval> {
+        let stdout_mode = self.stdout_mode;
+        let mut child = self.child.take().unwrap();
+        // SAFETY: kill with a pid we own.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "agent did not exit within 2 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success(), "agent exit status {status}");
+        assert!(
+            t0.elapsed() < Duration::from_millis(1500),
+            "agent took {:?} to exit",
+            t0.elapsed()
+        );
+        let mut out = Vec::new();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            out.push(serde_json::from_str::<Interval>(&l).expect("a JSON interval line"));
+        }
+        if stdout_mode {
+            assert!(
+                out.last().is_some_and(|i| i.last),
+                "the last interval is flushed on SIGTERM"
+            );
+        }
+        out
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[derive(serde::Deserialize, Debug)]
+struct Interval {
+    records: Vec<FlowRecord>,
+    kernel: serde_json::Value,
+    last: bool,
+}
+
+/// All records of a role summed by flow (remote service for clients, local port for servers).
+#[derive(Default, Debug, Clone, Copy)]
+struct Sum {
+    bytes_sent: u64,
+    bytes_received: u64,
+    segs_out: u64,
+    segs_in: u64,
+    attempts: u64,
+    completed: u64,
+    failed: u64,
+    severed: u64,
+    retrans: [u64; 3],
+    rto: [u64; 3],
+    rtt_count: u64,
+    last_srtt_us: u64,
+    handshakes: u64,
+}
+
+fn add(s: &mut Sum, r: &FlowRecord) {
+    s.bytes_sent += r.bytes_sent;
+    s.bytes_received += r.bytes_received;
+    s.segs_out += r.segs_out;
+    s.segs_in += r.segs_in;
+    s.attempts += r.conn_attempts;
+    s.completed += r.conn_completed;
+    s.failed += r.conn_failed;
+    s.severed += r.conn_severed;
+    s.retrans[0] += r.retrans.handshake;
+    s.retrans[1] += r.retrans.established;
+    s.retrans[2] += r.retrans.closing;
+    s.rto[0] += r.rto.handshake;
+    s.rto[1] += r.rto.established;
+    s.rto[2] += r.rto.closing;
+    s.rtt_count += r.rtt.count;
+    if r.rtt.last_srtt_us != 0 {
+        s.last_srtt_us = r.rtt.last_srtt_us;
+    }
+    s.handshakes += r.handshake.count;
+}
+
+type Key = (Role, IpAddr, IpAddr, u16, u16);
+
+fn sums(intervals: &[Interval]) -> HashMap<Key, Sum> {
+    let mut m: HashMap<Key, Sum> = HashMap::new();
+    for i in intervals {
+        for r in &i.records {
+            add(
+                m.entry((r.role, r.local, r.remote, r.local_port, r.remote_port))
+                    .or_default(),
+                r,
+            );
+        }
+    }
+    m
+}
+
+fn flow(m: &HashMap<Key, Sum>, role: Role, local: Ipv4Addr, remote: Ipv4Addr, port: u16) -> Sum {
+    let (lp, rp) = match role {
+        Role::Client => (0, port),
+        Role::Server => (port, 0),
+    };
+    *m.get(&(role, local.into(), remote.into(), lp, rp))
+        .unwrap_or_else(|| panic!("no {role:?} flow {local} → {remote} port {port} in {m:#?}"))
+}
+
+fn kernel(intervals: &[Interval], name: &str) -> u64 {
+    intervals
+        .last()
+        .and_then(|i| i.kernel.get(name))
+        .and_then(|v| v.as_u64())
+        .unwrap_or(u64::MAX)
+}
+
+fn field(v: &serde_json::Value, path: &[&str]) -> u64 {
+    let mut v = v;
+    for p in path {
+        v = &v[p];
+    }
+    v.as_u64().unwrap_or_else(|| panic!("{path:?} in {v}"))
+}
+
+fn assert_detached(lab: &Lab) {
+    let shown = lab.attached_programs();
+    assert!(
+        !shown.contains("sock_ops"),
+        "program still attached after exit: {shown}"
+    );
+}
+
+/// Bytes and segments per flow equal what the generator sent and received, on both ends; the
+/// handshake and completion counts match; SIGTERM exits 0 and leaves nothing attached.
+#[test]
+fn exact_bytes_segments_and_clean_detach() {
+    let mut lab = Lab::new(31);
+    lab.server(7001, &[]);
+    let agent = lab.agent(&["--stdout", "--interval", "500ms"]);
+    let srv = format!("{}:7001", lab.server_ip);
+    let mut reports = Vec::new();
+    for (send, reply) in [("100000", "250000"), ("1", "0"), ("3000000", "7")] {
+        reports.extend(lab.client(&["client", &srv, "--send", send, "--reply", reply]));
+    }
+    let out = agent.stop();
+    assert_detached(&lab);
+    let m = sums(&out);
+    let c = flow(&m, Role::Client, lab.client_ip, lab.server_ip, 7001);
+    let s = flow(&m, Role::Server, lab.server_ip, lab.client_ip, 7001);
+    let sent: u64 = reports.iter().map(|r| field(r, &["sent"])).sum();
+    let received: u64 = reports.iter().map(|r| field(r, &["received"])).sum();
+    assert_eq!(sent, 8 + 100_000 + 8 + 1 + 8 + 3_000_000);
+    assert_eq!((c.bytes_sent, c.bytes_received), (sent, received));
+    assert_eq!((s.bytes_sent, s.bytes_received), (received, sent));
+    let segs_out: u64 = reports
+        .iter()
+        .map(|r| field(r, &["info", "data_segs_out"]))
+        .sum();
+    let segs_in: u64 = reports
+        .iter()
+        .map(|r| field(r, &["info", "data_segs_in"]))
+        .sum();
+    assert_eq!((c.segs_out, c.segs_in), (segs_out, segs_in));
+    assert_eq!((c.attempts, c.completed, c.handshakes), (3, 3, 3));
+    assert_eq!((s.attempts, s.completed, s.handshakes), (3, 3, 3));
+    assert_eq!((c.failed, c.severed, s.failed, s.severed), (0, 0, 0, 0));
+    assert!(c.rtt_count > 0 && c.last_srtt_us > 0);
+    assert_eq!(kernel(&out, "close_lost"), 0);
+    assert_eq!(kernel(&out, "map_full"), 0);
+}
+
+/// With 5 % random loss and a rate-limited link: retransmissions equal the kernel's
+/// total_retrans and the namespace's TcpRetransSegs; RTT within ±20 % of the kernel's srtt.
+#[test]
+fn loss_retransmissions_and_rtt_match_kernel() {
+    let mut lab = Lab::new(32);
+    lab.server(7002, &[]);
+    let ns_s = lab.ns_s.clone();
+    lab.nft(
+        &ns_s,
+        "table inet nfmloss {\n chain in {\n type filter hook input priority 0;\n \
+         tcp dport 7002 numgen random mod 100 < 5 drop\n }\n}\n",
+    );
+    let dev = lab.client_dev(32);
+    sh(&format!(
+        "ip netns exec {} tc qdisc add dev {dev} root tbf rate 20mbit burst 10kb latency 50ms",
+        lab.ns_c
+    ));
+    let agent = lab.agent(&["--stdout", "--interval", "500ms"]);
+    let retrans_before = lab.net_counter("snmp", "Tcp:", "RetransSegs");
+    let srv = format!("{}:7002", lab.server_ip);
+    let reports = lab.client(&["client", &srv, "--send", "3000000", "--reply", "0"]);
+    let retrans_after = lab.net_counter("snmp", "Tcp:", "RetransSegs");
+    let out = agent.stop();
+    let m = sums(&out);
+    let c = flow(&m, Role::Client, lab.client_ip, lab.server_ip, 7002);
+    let kernel_retrans = field(&reports[0], &["info", "total_retrans"]);
+    assert!(kernel_retrans > 0, "5 % loss produced no retransmissions");
+    let agent_retrans: u64 = c.retrans.iter().sum();
+    assert_eq!(
+        agent_retrans, kernel_retrans,
+        "agent vs TCP_INFO total_retrans"
+    );
+    assert_eq!(
+        agent_retrans,
+        retrans_after - retrans_before,
+        "agent vs the namespace's TcpRetransSegs"
+    );
+    assert_eq!(c.bytes_sent, 3_000_008);
+    let srtt = field(&reports[0], &["info", "rtt_us"]) as f64;
+    let ours = c.last_srtt_us as f64;
+    assert!(
+        (ours - srtt).abs() <= 0.2 * srtt,
+        "agent srtt {ours} µs vs kernel {srtt} µs"
+    );
+    assert!(c.rtt_count > 0);
+}
+
+/// A blackhole in the middle of a transfer produces retransmission timeouts equal to the
+/// kernel's (TCP_INFO total_rto, TcpExtTCPTimeouts); connects to a closed port and into a
+/// blackhole count as failed, with the handshake's retransmissions and timeouts.
+#[test]
+fn blackhole_timeouts_and_failed_connects() {
+    let mut lab = Lab::new(33);
+    lab.server(7003, &[]);
+    let dev = lab.client_dev(33);
+    sh(&format!(
+        "ip netns exec {} tc qdisc add dev {dev} root tbf rate 8mbit burst 10kb latency 100ms",
+        lab.ns_c
+    ));
+    let agent = lab.agent(&["--stdout", "--interval", "500ms"]);
+    let timeouts_before = lab.net_counter("netstat", "TcpExt:", "TCPTimeouts");
+    let srv = format!("{}:7003", lab.server_ip);
+    // 2 MB at 8 Mbit/s takes ~2 s; drop everything to the server for 2.5 s starting at 0.5 s.
+    let ns_c = lab.ns_c.clone();
+    let mut transfer = lab
+        .loadgen(
+            &ns_c,
+            &["client", &srv, "--send", "2000000", "--reply", "0"],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ns_s = lab.ns_s.clone();
+    std::thread::sleep(Duration::from_millis(500)); // scenario timing, not synchronization
+    lab.nft(
+        &ns_s,
+        "table inet nfmhole {\n chain in {\n type filter hook input priority 0;\n tcp dport 7003 drop\n }\n}\n",
+    );
+    std::thread::sleep(Duration::from_millis(2500)); // the blackhole's length
+    sh(&format!(
+        "ip netns exec {ns_s} nft delete table inet nfmhole"
+    ));
+    let mut text = String::new();
+    transfer
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert!(transfer.wait().unwrap().success());
+    let report: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let timeouts = lab.net_counter("netstat", "TcpExt:", "TCPTimeouts") - timeouts_before;
+
+    // Failed connects: a closed port (RST), and a blackholed port (SYN retransmits, then the
+    // application gives up after 1.5 s).
+    let closed = format!("{}:7999", lab.server_ip);
+    let r = lab.client(&["connect", &closed, "--timeout-ms", "1000"]);
+    assert!(r.is_empty());
+    lab.nft(
+        &ns_s,
+        "table inet nfmsyn {\n chain in {\n type filter hook input priority 0;\n tcp dport 7998 drop\n }\n}\n",
+    );
+    let hole = format!("{}:7998", lab.server_ip);
+    lab.client(&["connect", &hole, "--timeout-ms", "1500"]);
+    let out = agent.stop();
+    let m = sums(&out);
+    let c = flow(&m, Role::Client, lab.client_ip, lab.server_ip, 7003);
+    let total_rto = field(&report, &["info", "total_rto"]);
+    assert!(total_rto >= 1, "the blackhole caused no RTO: {report}");
+    assert_eq!(
+        c.rto.iter().sum::<u64>(),
+        total_rto,
+        "agent vs TCP_INFO total_rto"
+    );
+    assert_eq!(c.rto[1], total_rto, "timeouts happened while established");
+    assert_eq!(total_rto, timeouts, "TCP_INFO vs TcpExtTCPTimeouts");
+    assert_eq!(c.bytes_sent, 2_000_008);
+    assert_eq!(
+        c.retrans.iter().sum::<u64>(),
+        field(&report, &["info", "total_retrans"])
+    );
+
+    let rst = flow(&m, Role::Client, lab.client_ip, lab.server_ip, 7999);
+    assert_eq!((rst.attempts, rst.failed, rst.completed), (1, 1, 0));
+    let bh = flow(&m, Role::Client, lab.client_ip, lab.server_ip, 7998);
+    assert_eq!((bh.attempts, bh.failed), (1, 1));
+    assert!(
+        bh.retrans[0] >= 1 && bh.rto[0] >= 1,
+        "SYN retransmits: {bh:?}"
+    );
+    assert_eq!(bh.handshakes, 0);
+}
+
+/// 1,000 short connections inside one interval: every one counted on both ends, none lost.
+#[test]
+fn thousand_short_connections_all_counted() {
+    let mut lab = Lab::new(34);
+    lab.server(7004, &[]);
+    let agent = lab.agent(&["--stdout", "--interval", "20s"]);
+    let srv = format!("{}:7004", lab.server_ip);
+    let t0 = Instant::now();
+    let out = lab
+        .loadgen(
+            &lab.ns_c,
+            &[
+                "client", &srv, "--send", "10", "--reply", "10", "--count", "1000", "--quiet",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "the burst must fit one interval"
+    );
+    let out = agent.stop();
+    assert_eq!(out.len(), 1, "one interval");
+    let m = sums(&out);
+    let c = flow(&m, Role::Client, lab.client_ip, lab.server_ip, 7004);
+    let s = flow(&m, Role::Server, lab.server_ip, lab.client_ip, 7004);
+    assert_eq!((c.attempts, c.completed, c.handshakes), (1000, 1000, 1000));
+    assert_eq!((s.attempts, s.completed), (1000, 1000));
+    assert_eq!((c.bytes_sent, c.bytes_received), (18_000, 10_000));
+    assert_eq!((s.bytes_sent, s.bytes_received), (10_000, 18_000));
+    assert_eq!(kernel(&out, "registered"), 2000);
+    assert_eq!(kernel(&out, "close_lost"), 0);
+    assert_eq!(kernel(&out, "map_full"), 0);
+}
+
+/// Boundary: a ring buffer too small for the burst. Closes that do not fit stay in the map,
+/// are counted (ringbuf_full) and still reach the records: nothing is lost.
+#[test]
+fn tiny_ring_buffer_loses_nothing() {
+    let mut lab = Lab::new(35);
+    lab.server(7005, &[]);
+    // A 4 KiB ring (27 events) whose reader is never woken: it overflows after 27 closes.
+    let agent = lab.agent(&[
+        "--stdout",
+        "--interval",
+        "20s",
+        "--ring-bytes",
+        "4096",
+        "--ring-wakeup-bytes",
+        "1073741824",
+    ]);
+    let srv = format!("{}:7005", lab.server_ip);
+    lab.client(&[
+        "client", &srv, "--send", "1", "--reply", "1", "--count", "300", "--quiet",
+    ]);
+    let out = agent.stop();
+    let m = sums(&out);
+    let c = flow(&m, Role::Client, lab.client_ip, lab.server_ip, 7005);
+    let s = flow(&m, Role::Server, lab.server_ip, lab.client_ip, 7005);
+    assert_eq!((c.attempts, c.completed), (300, 300));
+    assert_eq!((s.attempts, s.completed), (300, 300));
+    assert!(
+        kernel(&out, "ringbuf_full") > 0,
+        "the ring must have overflowed"
+    );
+    assert_eq!(kernel(&out, "close_lost"), 0);
+}
+
+/// Boundary: a map of one entry. Registrations that do not fit are counted (map_full), and
+/// their closes still arrive (untracked), so attempts and completions stay exact.
+#[test]
+fn full_map_is_counted_and_closes_still_arrive() {
+    let mut lab = Lab::new(36);
+    lab.server(7006, &[]);
+    let agent = lab.agent(&["--stdout", "--interval", "20s", "--max-sockets", "1"]);
+    let srv = format!("{}:7006", lab.server_ip);
+    lab.client(&[
+        "client", &srv, "--send", "5", "--reply", "5", "--count", "20", "--quiet",
+    ]);
+    let out = agent.stop();
+    let m = sums(&out);
+    let c = flow(&m, Role::Client, lab.client_ip, lab.server_ip, 7006);
+    assert_eq!((c.attempts, c.completed), (20, 20));
+    assert!(kernel(&out, "map_full") > 0);
+    assert_eq!(kernel(&out, "close_untracked"), kernel(&out, "map_full"));
+}
+
+/// IPv6 flows are reported as IPv6; IPv4-mapped IPv6 connections are reported as IPv4.
+#[test]
+fn ipv6_and_mapped_addresses() {
+    let mut lab = Lab::new(37);
+    lab.server_at("[::]:7007", &[]);
+    let agent = lab.agent(&["--stdout", "--interval", "500ms"]);
+    let ns_s = lab.ns_s.clone();
+    lab.client_in(
+        &ns_s,
+        &["client", "[::1]:7007", "--send", "100", "--reply", "200"],
+    );
+    lab.client_in(
+        &ns_s,
+        &[
+            "client",
+            "[::ffff:127.0.0.1]:7007",
+            "--send",
+            "300",
+            "--reply",
+            "400",
+        ],
+    );
+    let out = agent.stop();
+    let m = sums(&out);
+    let v6: IpAddr = "::1".parse().unwrap();
+    let c6 = m
+        .get(&(Role::Client, v6, v6, 0, 7007))
+        .unwrap_or_else(|| panic!("no IPv6 flow in {m:#?}"));
+    assert_eq!((c6.bytes_sent, c6.bytes_received), (108, 200));
+    let lo = Ipv4Addr::LOCALHOST;
+    let c4 = flow(&m, Role::Client, lo, lo, 7007);
+    assert_eq!((c4.bytes_sent, c4.bytes_received), (308, 400));
+    let s4 = flow(&m, Role::Server, lo, lo, 7007);
+    assert_eq!(s4.bytes_received, 308);
+}
+
+/// Without privilege the agent exits non-zero with one line saying what is missing.
+#[test]
+fn unprivileged_start_fails_with_one_line() {
+    require_root();
+    let cg = cgroup2_root();
+    let out = unsafe {
+        Command::new(AGENT)
+            .args(["--stdout", "--cgroup"])
+            .arg(&cg)
+            .pre_exec(|| {
+                if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+            .output()
+            .unwrap()
+    };
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
+    assert!(
+        lines[0].contains("root") || lines[0].contains("CAP_BPF"),
+        "{err}"
+    );
+    // Not a cgroup v2 directory: also one clear line.
+    let out = Command::new(AGENT)
+        .args(["--stdout", "--cgroup", "/proc"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a cgroup v2 directory"));
+}
+
+/// An in-test collector: decodes frames, remembers (epoch, seq) across restarts as a durable
+/// collector would, counts each FlowBatch's records once, and acks.
+struct TestCollector {
+    seen: HashSet<(u32, u64)>,
+    duplicates: u64,
+    records: Vec<FlowRecord>,
+    hellos: u64,
+    stats: Option<nfm_wire::AgentStats>,
+    goodbye: bool,
+}
+
+impl TestCollector {
+    /// Reads from `conn` until `done(self)` or the deadline; acks when `ack`. Returns false on EOF.
+    fn pump(
+        &mut self,
+        conn: &mut TcpStream,
+        dec: &mut StreamDecoder,
+        ack: bool,
+        deadline: Instant,
+        done: impl Fn(&TestCollector) -> bool,
+    ) -> bool {
+        conn.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut buf = [0u8; 65536];
+        while !done(self) {
+            assert!(Instant::now() < deadline, "collector timed out");
+            match conn.read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => dec.push(&buf[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return false,
+            }
+            while let Some(p) = dec
+                .next_packet(&DecodeOptions::default())
+                .expect("valid frames")
+            {
+                let h = p.header;
+                let fresh = self.seen.insert((h.epoch, h.seq));
+                if !fresh {
+                    self.duplicates += 1;
+                }
+                match p.message {
+                    Message::FlowBatch(b) if fresh => self.records.extend(b.records),
+                    Message::Hello(_) => self.hellos += 1,
+                    Message::AgentStats(s) => self.stats = Some(s),
+                    Message::Goodbye(_) => self.goodbye = true,
+                    _ => {}
+                }
+                if ack {
+                    let a = nfm_wire::encode_to_vec(
+                        &nfm_wire::Header {
+                            agent_id: 0,
+                            epoch: h.epoch,
+                            seq: 0,
+                        },
+                        &Message::Ack(nfm_wire::Ack {
+                            epoch: h.epoch,
+                            seq: h.seq,
+                        }),
+                        None,
+                    );
+                    if conn.write_all(&a).is_err() {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn attempts(&self, role: Role) -> u64 {
+        self.records
+            .iter()
+            .filter(|r| r.role == role)
+            .map(|r| r.conn_attempts)
+            .sum()
+    }
+}
+
+fn accept_within(l: &TcpListener, d: Duration) -> TcpStream {
+    l.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + d;
+    loop {
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                return s;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "agent did not connect");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+/// TCP transport: the collector is killed (without acking the frame it just read) and restarted
+/// mid-run; every record arrives exactly once after deduplication on (epoch, seq).
+#[test]
+fn tcp_collector_restart_every_record_exactly_once() {
+    let mut lab = Lab::new(38);
+    lab.server(7008, &[]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let collector = format!("127.0.0.1:{port}");
+    let agent = lab.agent(&[
+        "--collector",
+        &collector,
+        "--transport",
+        "tcp",
+        "--interval",
+        "500ms",
+    ]);
+    let srv = format!("{}:7008", lab.server_ip);
+    let batch = |lab: &Lab| {
+        lab.client(&[
+            "client", &srv, "--send", "10", "--reply", "10", "--count", "25", "--quiet",
+        ]);
+    };
+    let mut col = TestCollector {
+        seen: HashSet::new(),
+        duplicates: 0,
+        records: Vec::new(),
+        hellos: 0,
+        stats: None,
+        goodbye: false,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut conn = accept_within(&listener, Duration::from_secs(10));
+    let mut dec = StreamDecoder::new(nfm_wire::MAX_FRAME_LEN);
+    // Phase 1: 25 connections, acked normally.
+    batch(&lab);
+    assert!(col.pump(&mut conn, &mut dec, true, deadline, |c| c
+        .attempts(Role::Client)
+        >= 25
+        && c.attempts(Role::Server) >= 25));
+    // Phase 2: 25 more; the collector reads the next flow records, then dies without acking.
+    batch(&lab);
+    let before = col.records.len();
+    col.pump(&mut conn, &mut dec, false, deadline, |c| {
+        c.records.len() > before
+    });
+    drop(conn);
+    drop(listener);
+    // Phase 3: 25 more while the collector is down, then it comes back on the same port.
+    batch(&lab);
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let mut conn = accept_within(&listener, Duration::from_secs(15));
+    let mut dec = StreamDecoder::new(nfm_wire::MAX_FRAME_LEN);
+    assert!(col.pump(&mut conn, &mut dec, true, deadline, |c| c
+        .attempts(Role::Client)
+        >= 75
+        && c.attempts(Role::Server) >= 75));
+    // Stop: the agent flushes its last interval, says Goodbye and waits for the acks.
+    let stopper = std::thread::spawn(move || agent.stop());
+    col.pump(&mut conn, &mut dec, true, deadline, |c| c.goodbye);
+    let out = stopper.join().unwrap();
+    assert!(out.is_empty(), "no stdout in transport mode");
+    assert_eq!(
+        col.attempts(Role::Client),
+        75,
+        "client connections exactly once"
+    );
+    assert_eq!(
+        col.attempts(Role::Server),
+        75,
+        "server connections exactly once"
+    );
+    let completed: u64 = col.records.iter().map(|r| r.conn_completed).sum();
+    assert_eq!(completed, 150);
+    assert!(
+        col.duplicates >= 1,
+        "the unacked frames were resent (and deduplicated)"
+    );
+    assert!(col.hellos >= 2, "Hello at the start of each connection");
+    let stats = col.stats.expect("AgentStats every interval");
+    assert_eq!((stats.spool_dropped_frames, stats.events_lost), (0, 0));
+    assert_detached(&lab);
+}
