@@ -39,7 +39,7 @@ pub fn parse_ms(text: &str) -> Result<u64, DurationError> {
         _ => return Err(err()),
     };
     let ms = value * scale;
-    if !ms.is_finite() || ms < 0.0 || ms > 1e15 {
+    if !ms.is_finite() || !(0.0..=1e15).contains(&ms) {
         return Err(err());
     }
     Ok(ms.round() as u64)
@@ -47,8 +47,13 @@ pub fn parse_ms(text: &str) -> Result<u64, DurationError> {
 
 /// Formats milliseconds in the largest unit that divides them.
 pub fn format_ms(ms: u64) -> String {
-    for (unit, scale) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if ms >= scale && ms % scale == 0 {
+    for (unit, scale) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= scale && ms.is_multiple_of(scale) {
             return format!("{}{unit}", ms / scale);
         }
     }

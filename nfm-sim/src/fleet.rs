@@ -79,8 +79,10 @@ pub struct Fleet {
     /// Every component some flow crosses.
     pub components: Vec<ComponentId>,
     comp_index: HashMap<ComponentId, u32>,
-    /// Flow indices per component (same order as `components`).
+    /// Flow indices per component (same order as `components`), ascending.
     pub flows_by_component: Vec<Vec<u32>>,
+    /// Components grouped by identical flow sets (filled once the flows are built).
+    equivalence: HashMap<Vec<u32>, Vec<u32>>,
 }
 
 impl fmt::Debug for Fleet {
@@ -152,6 +154,7 @@ impl Fleet {
             components: Vec::new(),
             comp_index: HashMap::new(),
             flows_by_component: Vec::new(),
+            equivalence: HashMap::new(),
         };
         let rules = fleet.traffic.flows.clone();
         let mut seen = HashSet::new();
@@ -159,7 +162,16 @@ impl Fleet {
             fleet.add_rule_flows(rule, &mut rng, &mut seen)?;
         }
         if fleet.flows.is_empty() {
-            return Err(FleetError("the fleet's [[traffic.flow]] rules produce no flows".into()));
+            return Err(FleetError(
+                "the fleet's [[traffic.flow]] rules produce no flows".into(),
+            ));
+        }
+        for (i, flows) in fleet.flows_by_component.iter().enumerate() {
+            fleet
+                .equivalence
+                .entry(flows.clone())
+                .or_default()
+                .push(i as u32);
         }
         Ok(fleet)
     }
@@ -167,6 +179,23 @@ impl Fleet {
     /// The index of a component, if some flow crosses it.
     pub fn component_index(&self, c: &ComponentId) -> Option<u32> {
         self.comp_index.get(c).copied()
+    }
+
+    /// Other components crossed by exactly the same flows as `c`: no observer of these flows
+    /// can tell a fault at `c` from a fault at one of them.
+    pub fn equivalents(&self, c: &ComponentId) -> Vec<ComponentId> {
+        let Some(i) = self.component_index(c) else {
+            return Vec::new();
+        };
+        self.equivalence
+            .get(&self.flows_by_component[i as usize])
+            .map(|v| {
+                v.iter()
+                    .filter(|&&j| j != i)
+                    .map(|&j| self.components[j as usize].clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn intern(&mut self, c: ComponentId) -> u32 {
@@ -236,7 +265,13 @@ impl Fleet {
 
     /// Healthy RTT by path class: intra-AZ 0.1–0.5 ms, inter-AZ 1–2 ms, a gateway adds
     /// 0.1–0.3 ms, services 0.5–2 ms, inter-region 20–80 ms, unknown 5–50 ms.
-    fn base_rtt_us(&self, cat: Category, cip: IpAddr, sip: IpAddr, rng: &mut Xoshiro256PlusPlus) -> f64 {
+    fn base_rtt_us(
+        &self,
+        cat: Category,
+        cip: IpAddr,
+        sip: IpAddr,
+        rng: &mut Xoshiro256PlusPlus,
+    ) -> f64 {
         let (l, r) = (self.topology.resolve(cip), self.topology.resolve(sip));
         let same_az = l.az.is_some() && l.az == r.az;
         match cat {
@@ -269,12 +304,16 @@ impl Fleet {
         seen: &mut HashSet<(usize, IpAddr, u16)>,
     ) -> Result<(), FleetError> {
         let from = self.tier(&rule.from).expect("validated");
-        let sources: Vec<usize> = (0..self.hosts.len()).filter(|&h| self.hosts[h].tier == from).collect();
+        let sources: Vec<usize> = (0..self.hosts.len())
+            .filter(|&h| self.hosts[h].tier == from)
+            .collect();
         if let Some(sname) = rule.to.strip_prefix("service:") {
             let svc = self
                 .topology
                 .service(sname)
-                .ok_or_else(|| FleetError(format!("[[traffic.flow]] to unknown service `{sname}`")))?
+                .ok_or_else(|| {
+                    FleetError(format!("[[traffic.flow]] to unknown service `{sname}`"))
+                })?
                 .clone();
             let Some(prefix) = svc.prefixes.first() else {
                 return Err(FleetError(format!("service `{sname}` has no prefix")));
@@ -285,11 +324,16 @@ impl Fleet {
             let endpoints = if span >= 3 { 4 } else { 1 };
             for c in sources {
                 let k = 1 + rng.random_range(0..endpoints as u128);
-                let Some(ip) = offset_ip(base, k) else { continue };
+                let Some(ip) = offset_ip(base, k) else {
+                    continue;
+                };
                 if !seen.insert((c, ip, port)) {
                     continue;
                 }
-                let server = Remote::Service { name: sname.to_string(), ip };
+                let server = Remote::Service {
+                    name: sname.to_string(),
+                    ip,
+                };
                 self.add_flow(c, server, port, rule, rng);
             }
             return Ok(());
@@ -300,15 +344,33 @@ impl Fleet {
         let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
         for (i, h) in self.hosts.iter().enumerate() {
             if h.tier == to {
-                groups.entry((h.vpc.clone(), h.az.clone())).or_default().push(i);
+                groups
+                    .entry((h.vpc.clone(), h.az.clone()))
+                    .or_default()
+                    .push(i);
             }
         }
         let keys: Vec<(String, String)> = groups.keys().cloned().collect();
         for c in sources {
             let (cv, ca) = (self.hosts[c].vpc.clone(), self.hosts[c].az.clone());
-            let same: Vec<usize> = keys.iter().enumerate().filter(|(_, k)| k.0 == cv && k.1 == ca).map(|(i, _)| i).collect();
-            let other_az: Vec<usize> = keys.iter().enumerate().filter(|(_, k)| k.0 == cv && k.1 != ca).map(|(i, _)| i).collect();
-            let other_vpc: Vec<usize> = keys.iter().enumerate().filter(|(_, k)| k.0 != cv).map(|(i, _)| i).collect();
+            let same: Vec<usize> = keys
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| k.0 == cv && k.1 == ca)
+                .map(|(i, _)| i)
+                .collect();
+            let other_az: Vec<usize> = keys
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| k.0 == cv && k.1 != ca)
+                .map(|(i, _)| i)
+                .collect();
+            let other_vpc: Vec<usize> = keys
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| k.0 != cv)
+                .map(|(i, _)| i)
+                .collect();
             let all: Vec<usize> = (0..keys.len()).collect();
             let mut chosen = HashSet::new();
             for _ in 0..rule.fan_out {
@@ -343,34 +405,57 @@ impl Fleet {
 }
 
 fn build_hosts(topology: &Topology, traffic: &Traffic) -> Result<Vec<SimHost>, FleetError> {
-    let by_name: HashMap<&str, IpAddr> = topology.hosts().iter().map(|h| (h.name.as_str(), h.ip)).collect();
+    let by_name: HashMap<&str, IpAddr> = topology
+        .hosts()
+        .iter()
+        .map(|h| (h.name.as_str(), h.ip))
+        .collect();
     let listed: HashSet<IpAddr> = topology.hosts().iter().map(|h| h.ip).collect();
     let mut hosts = Vec::new();
     let mut taken: HashSet<IpAddr> = HashSet::new();
-    let mut push = |hosts: &mut Vec<SimHost>, name: String, ip: IpAddr, tier: usize| -> Result<(), FleetError> {
+    let mut push = |hosts: &mut Vec<SimHost>,
+                    name: String,
+                    ip: IpAddr,
+                    tier: usize|
+     -> Result<(), FleetError> {
         if !taken.insert(ip) {
-            return Err(FleetError(format!("host {name} ({ip}) is in more than one tier")));
+            return Err(FleetError(format!(
+                "host {name} ({ip}) is in more than one tier"
+            )));
         }
         let e = topology.resolve(ip);
         let (Some(vpc), Some(az)) = (e.vpc, e.az) else {
-            return Err(FleetError(format!("host {name} ({ip}) is in no subnet of the topology")));
+            return Err(FleetError(format!(
+                "host {name} ({ip}) is in no subnet of the topology"
+            )));
         };
-        hosts.push(SimHost { name, ip, tier, agent: None, vpc: vpc.to_string(), az: az.to_string() });
+        hosts.push(SimHost {
+            name,
+            ip,
+            tier,
+            agent: None,
+            vpc: vpc.to_string(),
+            az: az.to_string(),
+        });
         Ok(())
     };
     for (ti, tier) in traffic.tiers.iter().enumerate() {
         for n in &tier.hosts {
-            let ip = *by_name
-                .get(n.as_str())
-                .ok_or_else(|| FleetError(format!("tier `{}` lists unknown host `{n}`", tier.name)))?;
+            let ip = *by_name.get(n.as_str()).ok_or_else(|| {
+                FleetError(format!("tier `{}` lists unknown host `{n}`", tier.name))
+            })?;
             push(&mut hosts, n.clone(), ip, ti)?;
         }
         for sid in &tier.subnets {
-            let s = topology
-                .subnet(sid)
-                .ok_or_else(|| FleetError(format!("tier `{}` names unknown subnet `{sid}`", tier.name)))?;
+            let s = topology.subnet(sid).ok_or_else(|| {
+                FleetError(format!("tier `{}` names unknown subnet `{sid}`", tier.name))
+            })?;
             let bits = if s.cidr.is_ipv4() { 32 } else { 128 } - s.cidr.netmask() as u32;
-            let size: u128 = if bits >= 127 { u128::MAX } else { 1u128 << bits };
+            let size: u128 = if bits >= 127 {
+                u128::MAX
+            } else {
+                1u128 << bits
+            };
             let base = s.cidr.network_address();
             let mut made = 0u32;
             let mut k: u128 = 10;

@@ -15,6 +15,7 @@
 //! - [`run`]: real-time and virtual-time runs, and the load test.
 //! - [`sink`]: a counting receiver (tests and the benchmark).
 //! - [`score`]: scoring verdicts against ground truth; fetching verdicts from the API.
+//! - [`scorer`]: the `score` driver: scenarios × seeds, live against a collector or offline.
 
 pub mod agent;
 pub mod duration;
@@ -23,6 +24,7 @@ pub mod model;
 pub mod run;
 pub mod scenario;
 pub mod score;
+pub mod scorer;
 pub mod sim;
 pub mod sink;
 pub mod traffic;

@@ -137,7 +137,10 @@ impl Traffic {
                 return Err(format!("[[traffic.tier]] `{}` is declared twice", t.name));
             }
             if t.name.starts_with("service:") {
-                return Err(format!("tier name `{}` may not start with service:", t.name));
+                return Err(format!(
+                    "tier name `{}` may not start with service:",
+                    t.name
+                ));
             }
         }
         for f in &self.flows {
@@ -150,14 +153,23 @@ impl Traffic {
             }
             for (name, p) in [("cross_vpc", f.cross_vpc), ("cross_az", f.cross_az)] {
                 if !(0.0..=1.0).contains(&p) {
-                    return Err(format!("[[traffic.flow]] {} → {}: {name} must be in 0..=1", f.from, f.to));
+                    return Err(format!(
+                        "[[traffic.flow]] {} → {}: {name} must be in 0..=1",
+                        f.from, f.to
+                    ));
                 }
             }
             if !(f.bytes_per_s >= 0.0 && f.response >= 0.0 && f.connections_per_s >= 0.0) {
-                return Err(format!("[[traffic.flow]] {} → {}: rates must be ≥ 0", f.from, f.to));
+                return Err(format!(
+                    "[[traffic.flow]] {} → {}: rates must be ≥ 0",
+                    f.from, f.to
+                ));
             }
             if f.bytes_per_s > 1e10 || f.connections_per_s > 1e5 || f.long_lived > 10_000 {
-                return Err(format!("[[traffic.flow]] {} → {}: rate out of range", f.from, f.to));
+                return Err(format!(
+                    "[[traffic.flow]] {} → {}: rate out of range",
+                    f.from, f.to
+                ));
             }
         }
         Ok(())

@@ -1,0 +1,458 @@
+//! Runs: a fleet (and optionally a scenario) played against a collector in real time or in
+//! virtual time, and the load test.
+//!
+//! - Real time: interval `k` covers wall-clock `[start + kT, start + (k+1)T)` and is sent when it
+//!   ends, as real agents do. Runs for `duration`, the scenario's length, or until stopped.
+//! - Virtual time: intervals are stamped with simulated timestamps from `start_ms` and sent as
+//!   fast as `speed` allows (`speed` × real time; 0 = as fast as the transport takes them). The
+//!   collector buckets by the frames' own timestamps, so a day replays in seconds.
+//! - Load: one healthy interval per agent is generated up front (a few variants) and re-encoded
+//!   with fresh sequence numbers and the current interval's timestamps, at a target rate of
+//!   records per second, for a bounded duration.
+
+use crate::agent::VirtualAgent;
+use crate::fleet::Fleet;
+use crate::scenario::Scenario;
+use crate::sim::Engine;
+use crate::transport::{Kind, SendStats, Sender};
+use crate::truth::{EndInfo, RunInfo, TruthLine, TruthWriter, TRUTH_VERSION};
+use anyhow::Context;
+use nfm_wire::{encode, FlowRecord, Goodbye, Header, Message, DEFAULT_DATAGRAM_LEN};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Largest FlowBatch frame over TCP (many records per frame, still far below MAX_FRAME_LEN).
+pub const TCP_FRAME_LEN: usize = 64 * 1024;
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// Replay from `start_ms` at `speed` × real time (0 = unpaced).
+    Virtual { start_ms: u64, speed: f64 },
+    /// Wall-clock intervals; `None` runs until stopped (or the scenario's end).
+    RealTime { duration_ms: Option<u64> },
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub transport: Kind,
+    pub collector: SocketAddr,
+    pub udp_sockets: usize,
+    pub interval_ms: u64,
+    pub seed: u64,
+    pub mode: Mode,
+    pub truth: Option<PathBuf>,
+    /// Name recorded in the ground truth's `run` line.
+    pub fleet_name: String,
+    /// How long to wait at the end for TCP Acks.
+    pub ack_wait: Duration,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub scenario: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub interval_ms: u64,
+    pub intervals: u64,
+    pub records: u64,
+    pub elapsed_s: f64,
+    pub send: SendStats,
+    #[serde(skip)]
+    pub truth: Vec<TruthLine>,
+}
+
+fn agents_for(fleet: &Fleet, epoch: u32, started: u64) -> Vec<VirtualAgent> {
+    fleet
+        .agents
+        .iter()
+        .map(|&h| VirtualAgent::new(&fleet.hosts[h].name, epoch, started))
+        .collect()
+}
+
+/// Sends one interval of every agent.
+fn send_interval(
+    sender: &mut Sender,
+    agents: &mut [VirtualAgent],
+    records: &[Vec<FlowRecord>],
+    bounds: (u64, u64),
+    interval_ms: u64,
+    first: bool,
+    buf: &mut Vec<u8>,
+) {
+    let udp = sender.kind() == Kind::Udp;
+    let max = if udp {
+        DEFAULT_DATAGRAM_LEN
+    } else {
+        TCP_FRAME_LEN
+    };
+    for (a, agent) in agents.iter_mut().enumerate() {
+        // UDP: a Hello opens every interval, so a restarted collector learns who is talking.
+        if udp || first {
+            buf.clear();
+            let seq = agent.hello(interval_ms as u32, buf);
+            sender.send(a, agent.epoch, seq, 0, buf, true);
+        }
+        match agent.batch(bounds, &records[a], max) {
+            Ok((first_seq, frames)) => {
+                for (i, f) in frames.iter().enumerate() {
+                    let n = nfm_wire::Frame::new_unchecked(&f[..]).header().seq;
+                    debug_assert_eq!(n, first_seq + i as u64);
+                    let recs = count_records(f);
+                    sender.send(a, agent.epoch, n, recs, f, false);
+                }
+            }
+            Err(e) => log::warn!("agent {}: cannot encode its batch: {e}", agent.host_name),
+        }
+        buf.clear();
+        let errs = sender.stats().send_errors;
+        let seq = agent.stats(bounds.1, errs, records[a].len() as u64, buf);
+        sender.send(a, agent.epoch, seq, 0, buf, false);
+    }
+    sender.drive(Duration::ZERO);
+}
+
+/// Records in a FlowBatch frame this process just encoded, read from the body's record count
+/// (body = varint start, varint end, varint count, records; bincode varints: a first byte below
+/// 251 is the value, 251/252/253 announce a u16/u32/u64 little-endian). Costs a few byte reads
+/// instead of a decode.
+pub fn count_records(frame: &[u8]) -> u64 {
+    fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
+        let first = *b.get(*at)?;
+        *at += 1;
+        let n = match first {
+            0..=250 => return Some(first as u64),
+            251 => 2,
+            252 => 4,
+            253 => 8,
+            _ => return None,
+        };
+        let bytes = b.get(*at..*at + n)?;
+        *at += n;
+        let mut v = [0u8; 8];
+        v[..n].copy_from_slice(bytes);
+        Some(u64::from_le_bytes(v))
+    }
+    let mut at = nfm_wire::HEADER_LEN;
+    let _start = varint(frame, &mut at);
+    let _end = varint(frame, &mut at);
+    varint(frame, &mut at).unwrap_or(0)
+}
+
+fn goodbye(sender: &mut Sender, agents: &mut [VirtualAgent], buf: &mut Vec<u8>) {
+    for (a, agent) in agents.iter_mut().enumerate() {
+        buf.clear();
+        let h = Header {
+            agent_id: agent.agent_id,
+            epoch: agent.epoch,
+            seq: agent.next_seq,
+        };
+        agent.next_seq += 1;
+        encode(
+            &h,
+            &Message::Goodbye(Goodbye {
+                reason: "nfm-sim run finished".into(),
+            }),
+            None,
+            buf,
+        );
+        sender.send(a, agent.epoch, h.seq, 0, buf, false);
+    }
+}
+
+fn sleep_until(deadline: Instant, stop: &AtomicBool, sender: &mut Sender) {
+    // Waiting for a point in wall-clock time (the pacing itself), in slices so Ctrl-C and
+    // TCP Acks are handled meanwhile.
+    loop {
+        let now = Instant::now();
+        if now >= deadline || stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let slice = (deadline - now).min(Duration::from_millis(50));
+        if sender.kind() == Kind::Tcp {
+            sender.drive(slice);
+        } else {
+            std::thread::sleep(slice);
+        }
+    }
+}
+
+/// Plays `scenario` on `fleet` against the collector.
+pub fn run(fleet: &Fleet, scenario: Scenario, opts: &RunOptions) -> anyhow::Result<RunReport> {
+    scenario.check(fleet)?;
+    let t = opts.interval_ms.max(1);
+    let wall = now_ms();
+    let (start_ms, intervals): (u64, Option<u64>) = match opts.mode {
+        Mode::Virtual { start_ms, .. } => (start_ms, Some(scenario.duration_ms.div_ceil(t))),
+        Mode::RealTime { duration_ms } => {
+            let d = duration_ms.or(
+                if scenario.repeat || scenario.faults.is_empty() && scenario.name == "none" {
+                    None
+                } else {
+                    Some(scenario.duration_ms)
+                },
+            );
+            (wall / t * t, d.map(|d| d.div_ceil(t)))
+        }
+    };
+    let mode_name = if matches!(opts.mode, Mode::Virtual { .. }) {
+        "virtual"
+    } else {
+        "real-time"
+    };
+    let mut truth = TruthWriter::create(opts.truth.as_deref())
+        .with_context(|| format!("cannot write ground truth to {:?}", opts.truth))?;
+    let planned_end = start_ms + intervals.unwrap_or(0) * t;
+    truth.write(TruthLine::Run(RunInfo {
+        version: TRUTH_VERSION,
+        scenario: scenario.name.clone(),
+        fleet: opts.fleet_name.clone(),
+        seed: opts.seed,
+        mode: mode_name.into(),
+        start_ms,
+        end_ms: planned_end,
+        interval_ms: t,
+        agents: fleet.agents.len() as u64,
+        flows: fleet.flows.len() as u64,
+    }))?;
+    let mut engine = Engine::new(fleet, scenario, opts.seed, start_ms, t);
+    let mut sender = Sender::new(
+        opts.transport,
+        opts.collector,
+        fleet.agents.len(),
+        opts.udp_sockets,
+    )?;
+    let epoch = ((wall / 1000) as u32).max(1);
+    let mut agents = agents_for(fleet, epoch, wall);
+    let mut buf = Vec::with_capacity(2048);
+    let began = Instant::now();
+    let mut k = 0u64;
+    let mut records = 0u64;
+    let mut cycle_written: Option<u64> = None;
+    loop {
+        if opts.stop.load(Ordering::Relaxed) || intervals.is_some_and(|n| k >= n) {
+            break;
+        }
+        let (s, e) = engine.bounds(k);
+        let cycle = if engine.scenario.repeat {
+            (s - start_ms) / engine.scenario.duration_ms.max(1)
+        } else {
+            0
+        };
+        if cycle_written != Some(cycle) && (engine.scenario.repeat || cycle_written.is_none()) {
+            for f in engine.fault_truth(cycle) {
+                truth.write(TruthLine::Fault(f))?;
+            }
+            cycle_written = Some(cycle);
+        }
+        // Pace.
+        match opts.mode {
+            Mode::Virtual { speed, .. } if speed > 0.0 => {
+                let at =
+                    began + Duration::from_secs_f64((k + 1) as f64 * t as f64 / 1000.0 / speed);
+                sleep_until(at, &opts.stop, &mut sender);
+            }
+            Mode::RealTime { .. } => {
+                let wait = e.saturating_sub(now_ms());
+                sleep_until(
+                    Instant::now() + Duration::from_millis(wait),
+                    &opts.stop,
+                    &mut sender,
+                );
+            }
+            _ => {}
+        }
+        if opts.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        records += engine.interval(k) as u64;
+        send_interval(
+            &mut sender,
+            &mut agents,
+            &engine.records,
+            (s, e),
+            t,
+            k == 0,
+            &mut buf,
+        );
+        log::debug!("interval {k} sent ({} records so far)", records);
+        k += 1;
+    }
+    goodbye(&mut sender, &mut agents, &mut buf);
+    let complete = sender.finish(Instant::now() + opts.ack_wait, true);
+    if !complete {
+        log::warn!(
+            "not every frame was acknowledged within {:?}",
+            opts.ack_wait
+        );
+    }
+    let end_ms = start_ms + k * t;
+    truth.write(TruthLine::End(EndInfo {
+        end_ms,
+        intervals: k,
+        records,
+    }))?;
+    Ok(RunReport {
+        scenario: engine.scenario.name.clone(),
+        start_ms,
+        end_ms,
+        interval_ms: t,
+        intervals: k,
+        records,
+        elapsed_s: began.elapsed().as_secs_f64(),
+        send: sender.stats(),
+        truth: truth.lines,
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub transport: Kind,
+    pub collector: SocketAddr,
+    pub udp_sockets: usize,
+    /// Target records per second; 0 = as fast as possible.
+    pub rate: f64,
+    pub duration: Duration,
+    pub interval_ms: u64,
+    /// Use only the first N agents of the fleet.
+    pub agents: Option<usize>,
+    pub seed: u64,
+    pub ack_wait: Duration,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What a load test did. Rates are per second of the sending phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub transport: String,
+    pub agents: u64,
+    pub target_rate: f64,
+    pub duration_s: f64,
+    /// Records the generator produced and handed to the transport.
+    pub offered_records: u64,
+    pub offered_rate: f64,
+    /// Records in frames the kernel accepted (UDP) or that were queued on a live connection (TCP).
+    pub sent_records: u64,
+    pub achieved_rate: f64,
+    pub send_errors: u64,
+    pub records_lost: u64,
+    /// TCP: frames still unacknowledged after the final wait.
+    pub unacked_frames: u64,
+    pub acked_records: u64,
+    pub frames: u64,
+    pub bytes: u64,
+}
+
+/// Load test: healthy traffic of `fleet` at `opts.rate` records/s for `opts.duration`.
+pub fn load(fleet: &Fleet, opts: &LoadOptions) -> anyhow::Result<LoadReport> {
+    let t = opts.interval_ms.max(1);
+    let n_agents = opts
+        .agents
+        .unwrap_or(fleet.agents.len())
+        .min(fleet.agents.len())
+        .max(1);
+    // A few healthy intervals to vary the content.
+    const VARIANTS: u64 = 4;
+    let mut engine = Engine::new(
+        fleet,
+        Scenario::healthy(VARIANTS * t),
+        opts.seed,
+        now_ms() / t * t,
+        t,
+    );
+    let mut variants: Vec<Vec<Vec<FlowRecord>>> = Vec::new();
+    for k in 0..VARIANTS {
+        engine.interval(k);
+        variants.push(engine.records[..n_agents].to_vec());
+    }
+    if variants.iter().all(|v| v.iter().all(|r| r.is_empty())) {
+        anyhow::bail!("the chosen agents report no records");
+    }
+    let mut sender = Sender::new(opts.transport, opts.collector, n_agents, opts.udp_sockets)?;
+    let wall = now_ms();
+    let mut agents: Vec<VirtualAgent> = fleet.agents[..n_agents]
+        .iter()
+        .map(|&h| VirtualAgent::new(&fleet.hosts[h].name, (wall / 1000) as u32, wall))
+        .collect();
+    let udp = opts.transport == Kind::Udp;
+    let max = if udp {
+        DEFAULT_DATAGRAM_LEN
+    } else {
+        TCP_FRAME_LEN
+    };
+    let mut hello_interval = vec![u64::MAX; n_agents];
+    let mut buf = Vec::with_capacity(2048);
+    let began = Instant::now();
+    let mut offered = 0u64;
+    let mut round = 0u64;
+    'outer: loop {
+        for a in 0..n_agents {
+            let elapsed = began.elapsed();
+            if elapsed >= opts.duration || opts.stop.load(Ordering::Relaxed) {
+                break 'outer;
+            }
+            if opts.rate > 0.0 {
+                let due = Duration::from_secs_f64(offered as f64 / opts.rate);
+                if due > elapsed {
+                    sleep_until(began + due.min(opts.duration), &opts.stop, &mut sender);
+                }
+            }
+            let recs = &variants[(round % VARIANTS) as usize][a];
+            if recs.is_empty() {
+                continue;
+            }
+            let now = now_ms();
+            let iv = now / t * t;
+            let agent = &mut agents[a];
+            if hello_interval[a] != iv && (udp || hello_interval[a] == u64::MAX) {
+                buf.clear();
+                let seq = agent.hello(t as u32, &mut buf);
+                sender.send(a, agent.epoch, seq, 0, &buf, true);
+                hello_interval[a] = iv;
+            }
+            match agent.batch((iv, iv + t), recs, max) {
+                Ok((first, frames)) => {
+                    for (i, f) in frames.iter().enumerate() {
+                        let share = count_records(f);
+                        sender.send(a, agent.epoch, first + i as u64, share, f, false);
+                        offered += share;
+                    }
+                }
+                Err(e) => anyhow::bail!("cannot encode a batch: {e}"),
+            }
+        }
+        round += 1;
+    }
+    let elapsed = began.elapsed().as_secs_f64().max(1e-9);
+    goodbye(&mut sender, &mut agents, &mut buf);
+    sender.finish(Instant::now() + opts.ack_wait, true);
+    let s = sender.stats();
+    Ok(LoadReport {
+        transport: if udp { "udp".into() } else { "tcp".into() },
+        agents: n_agents as u64,
+        target_rate: opts.rate,
+        duration_s: elapsed,
+        offered_records: offered,
+        offered_rate: offered as f64 / elapsed,
+        sent_records: s.records_sent,
+        achieved_rate: s.records_sent as f64 / elapsed,
+        send_errors: s.send_errors,
+        records_lost: s.records_lost,
+        unacked_frames: s.frames_unacked,
+        acked_records: s.records_acked,
+        frames: s.frames_sent,
+        bytes: s.bytes_sent,
+    })
+}

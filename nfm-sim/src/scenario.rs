@@ -1,0 +1,485 @@
+//! Scenario files: faults on a timeline, each at one component of the topology, and what each
+//! fault does to the flows that cross that component during one interval.
+//!
+//! Guarantee: a loaded scenario only names components some simulated flow crosses (checked by
+//! [`Scenario::check`]), so every fault is observable and its ground truth is meaningful.
+//! Placement (`--place random`) moves each fault to another component of the same kind that
+//! at least 3 flows cross (for hosts: of the same tier) and that shares its exact set of flows
+//! with no other component (an ambiguity no evaluator could resolve), drawn from the seed:
+//! faults the evaluator was not tuned on.
+
+use crate::duration::{de_ms, de_opt_ms, format_ms};
+use crate::fleet::Fleet;
+use crate::model::Conditions;
+use nfm_collector::model::{Blame, ComponentId, ComponentKind};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::Path;
+
+/// What a fault does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// Extra packet loss (optionally with extra delay).
+    Loss,
+    /// Extra round-trip delay (optionally with extra loss).
+    Delay,
+    /// Nothing gets through.
+    Blackhole,
+    /// Alternates: blackholed (or `loss`) for `down` at the start of every `period`, then fine.
+    Flap,
+    /// The host itself is starved (CPU or application): longer RTT and handshakes for its flows
+    /// only, no loss. Not a network fault.
+    SlowHost,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 5] = [
+        FaultKind::Loss,
+        FaultKind::Delay,
+        FaultKind::Blackhole,
+        FaultKind::Flap,
+        FaultKind::SlowHost,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Loss => "loss",
+            FaultKind::Delay => "delay",
+            FaultKind::Blackhole => "blackhole",
+            FaultKind::Flap => "flap",
+            FaultKind::SlowHost => "slow-host",
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[[fault]]` as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultFile {
+    component: String,
+    kind: FaultKind,
+    #[serde(deserialize_with = "de_ms")]
+    at: u64,
+    #[serde(deserialize_with = "de_ms")]
+    duration: u64,
+    #[serde(default)]
+    loss: Option<f64>,
+    #[serde(default, deserialize_with = "de_opt_ms")]
+    delay: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_ms")]
+    period: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_ms")]
+    down: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_ms")]
+    extra_rtt: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_ms")]
+    extra_handshake: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScenarioFile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(deserialize_with = "de_ms")]
+    duration: u64,
+    #[serde(default, deserialize_with = "de_opt_ms")]
+    interval: Option<u64>,
+    #[serde(default)]
+    repeat: bool,
+    #[serde(default, rename = "fault")]
+    faults: Vec<FaultFile>,
+}
+
+/// One fault, validated, with times relative to the scenario's start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    /// Position in the file (0-based); stable across placements.
+    pub id: u32,
+    pub component: ComponentId,
+    pub kind: FaultKind,
+    pub at_ms: u64,
+    pub duration_ms: u64,
+    /// Extra loss while active (flap: while down; `None` there means blackhole).
+    pub loss: f64,
+    pub delay_ms: f64,
+    pub period_ms: u64,
+    pub down_ms: u64,
+    pub extra_rtt_ms: f64,
+    pub extra_handshake_ms: f64,
+}
+
+impl Fault {
+    /// Endpoint faults (hosts, services, slow hosts) are not the network's.
+    pub fn blame(&self) -> Blame {
+        if self.kind == FaultKind::SlowHost || !self.component.kind.is_network() {
+            Blame::Endpoint
+        } else {
+            Blame::Network
+        }
+    }
+
+    /// Milliseconds of `[a, b)` (relative to this fault's own timeline) during which it bites:
+    /// the whole overlap, or for a flap only its down phases.
+    fn active_ms(&self, a: u64, b: u64) -> u64 {
+        let (s, e) = (self.at_ms, self.at_ms + self.duration_ms);
+        let (lo, hi) = (a.max(s), b.min(e));
+        if lo >= hi {
+            return 0;
+        }
+        if self.kind != FaultKind::Flap {
+            return hi - lo;
+        }
+        // Down phases: [s + k·period, s + k·period + down).
+        let mut total = 0;
+        let first = (lo - s) / self.period_ms;
+        let mut k = first;
+        loop {
+            let ds = s + k * self.period_ms;
+            if ds >= hi {
+                break;
+            }
+            let de = (ds + self.down_ms).min(e);
+            total += de.min(hi).saturating_sub(ds.max(lo));
+            k += 1;
+        }
+        total
+    }
+
+    /// The fault's effect on every flow through its component during `[a, b)` (ms relative to
+    /// the scenario's start); `None` when it is not active then.
+    pub fn conditions(&self, a: u64, b: u64) -> Option<Conditions> {
+        let active = self.active_ms(a, b);
+        if active == 0 || b <= a {
+            return None;
+        }
+        let f = active as f64 / (b - a) as f64;
+        let mut c = Conditions::default();
+        match self.kind {
+            FaultKind::Loss | FaultKind::Delay => {
+                c.loss = self.loss * f;
+                c.delay_us = self.delay_ms * 1000.0 * f;
+            }
+            FaultKind::Blackhole => c.down = f,
+            FaultKind::Flap => {
+                if self.loss > 0.0 {
+                    c.loss = self.loss * f;
+                } else {
+                    c.down = f;
+                }
+            }
+            FaultKind::SlowHost => {
+                c.slow_rtt_us = self.extra_rtt_ms * 1000.0 * f;
+                c.slow_handshake_us = self.extra_handshake_ms * 1000.0 * f;
+            }
+        }
+        Some(c)
+    }
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub duration_ms: u64,
+    /// The interval this scenario is meant to run at (a flag may override it).
+    pub interval_ms: Option<u64>,
+    /// Replay the timeline forever (real-time demo runs).
+    pub repeat: bool,
+    pub faults: Vec<Fault>,
+}
+
+/// A scenario file that was refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError(pub String);
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ScenarioError {}
+
+impl Scenario {
+    /// A scenario with no fault (a plain run of the fleet).
+    pub fn healthy(duration_ms: u64) -> Scenario {
+        Scenario {
+            name: "none".into(),
+            description: "no scenario: healthy traffic".into(),
+            duration_ms,
+            interval_ms: None,
+            repeat: false,
+            faults: Vec::new(),
+        }
+    }
+
+    pub fn load(path: impl AsRef<Path>) -> Result<Scenario, ScenarioError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ScenarioError(format!("{}: {e}", path.display())))?;
+        Scenario::parse(&text).map_err(|e| ScenarioError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        let f: ScenarioFile = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(0);
+            ScenarioError(format!("line {line}: {}", e.message()))
+        })?;
+        if f.duration == 0 {
+            return Err(ScenarioError("duration must be > 0".into()));
+        }
+        if f.interval == Some(0) {
+            return Err(ScenarioError("interval must be > 0".into()));
+        }
+        let mut faults = Vec::new();
+        for (i, ff) in f.faults.into_iter().enumerate() {
+            let at = |m: String| ScenarioError(format!("fault {i} ({}): {m}", ff.component));
+            let component: ComponentId = ff.component.parse().map_err(at)?;
+            if ff.duration == 0 {
+                return Err(at("duration must be > 0".into()));
+            }
+            if f.repeat && ff.at + ff.duration > f.duration {
+                return Err(at(format!(
+                    "ends after the scenario's duration ({}), which a repeating scenario cannot have",
+                    format_ms(f.duration)
+                )));
+            }
+            let loss = ff.loss.unwrap_or(0.0);
+            if !(0.0..=1.0).contains(&loss) {
+                return Err(at("loss must be in 0..=1".into()));
+            }
+            let mut fault = Fault {
+                id: i as u32,
+                component,
+                kind: ff.kind,
+                at_ms: ff.at,
+                duration_ms: ff.duration,
+                loss,
+                delay_ms: ff.delay.unwrap_or(0) as f64,
+                period_ms: ff.period.unwrap_or(0),
+                down_ms: ff.down.unwrap_or(0),
+                extra_rtt_ms: ff.extra_rtt.unwrap_or(0) as f64,
+                extra_handshake_ms: ff.extra_handshake.unwrap_or(0) as f64,
+            };
+            match fault.kind {
+                FaultKind::Loss if fault.loss <= 0.0 => {
+                    return Err(at("kind loss needs loss > 0".into()))
+                }
+                FaultKind::Delay if fault.delay_ms <= 0.0 => {
+                    return Err(at("kind delay needs delay > 0".into()))
+                }
+                FaultKind::Flap
+                    if fault.period_ms == 0
+                        || fault.down_ms == 0
+                        || fault.down_ms >= fault.period_ms =>
+                {
+                    return Err(at("kind flap needs 0 < down < period".into()))
+                }
+                FaultKind::SlowHost => {
+                    if fault.component.kind != ComponentKind::Host {
+                        return Err(at("kind slow-host needs a host:NAME component".into()));
+                    }
+                    if fault.extra_rtt_ms <= 0.0 && fault.extra_handshake_ms <= 0.0 {
+                        return Err(at(
+                            "kind slow-host needs extra_rtt and/or extra_handshake".into()
+                        ));
+                    }
+                    if fault.loss > 0.0 || fault.delay_ms > 0.0 {
+                        return Err(at(
+                            "kind slow-host has no loss or delay (it is not the network)".into(),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            if fault.kind == FaultKind::Blackhole {
+                fault.loss = 0.0;
+            }
+            faults.push(fault);
+        }
+        Ok(Scenario {
+            name: f.name,
+            description: f.description,
+            duration_ms: f.duration,
+            interval_ms: f.interval,
+            repeat: f.repeat,
+            faults,
+        })
+    }
+
+    /// Every fault must sit on some simulated flow's path.
+    pub fn check(&self, fleet: &Fleet) -> Result<(), ScenarioError> {
+        for f in &self.faults {
+            if fleet.component_index(&f.component).is_none() {
+                return Err(ScenarioError(format!(
+                    "fault {} names {}, which no simulated flow crosses",
+                    f.id, f.component
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves every fault to a component of the same kind drawn from `seed` (for hosts: a host
+    /// of the same tier, so a slow server stays a server and a slow client a client). Faults of
+    /// one scenario land on distinct components when there are enough.
+    pub fn place_random(&mut self, fleet: &Fleet, seed: u64) {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x91ac_e000_0000_0001);
+        let mut used: Vec<ComponentId> = Vec::new();
+        let tiers: std::collections::HashMap<&str, usize> = fleet
+            .hosts
+            .iter()
+            .map(|h| (h.name.as_str(), h.tier))
+            .collect();
+        let tier_of = |c: &ComponentId| -> Option<usize> { tiers.get(c.name.as_str()).copied() };
+        for f in &mut self.faults {
+            let want_tier = if f.component.kind == ComponentKind::Host {
+                tier_of(&f.component)
+            } else {
+                None
+            };
+            // Observable: at least 3 flows cross it.
+            let candidates: Vec<&ComponentId> = fleet
+                .components
+                .iter()
+                .enumerate()
+                .filter(|(i, c)| {
+                    c.kind == f.component.kind
+                        && fleet.flows_by_component[*i].len() >= 3
+                        && (want_tier.is_none() || tier_of(c) == want_tier)
+                        && (c.kind != ComponentKind::Host || tier_of(c).is_some())
+                        && fleet.equivalents(c).is_empty()
+                })
+                .map(|(_, c)| c)
+                .collect();
+            let fresh: Vec<&ComponentId> = candidates
+                .iter()
+                .copied()
+                .filter(|c| !used.contains(c))
+                .collect();
+            let pool = if fresh.is_empty() {
+                &candidates
+            } else {
+                &fresh
+            };
+            if pool.is_empty() {
+                continue;
+            }
+            f.component = pool[rng.random_range(0..pool.len())].clone();
+            used.push(f.component.clone());
+        }
+    }
+
+    /// Relative end of the timeline.
+    pub fn end_ms(&self) -> u64 {
+        self.duration_ms
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn flap() -> Fault {
+        Fault {
+            id: 0,
+            component: "az:a".parse().unwrap(),
+            kind: FaultKind::Flap,
+            at_ms: 1_000,
+            duration_ms: 10_000,
+            loss: 0.0,
+            delay_ms: 0.0,
+            period_ms: 2_000,
+            down_ms: 500,
+            extra_rtt_ms: 0.0,
+            extra_handshake_ms: 0.0,
+        }
+    }
+
+    #[test]
+    fn test_flap_active_only_when_down() {
+        let f = flap();
+        assert_eq!(f.active_ms(0, 1_000), 0, "before the fault");
+        assert_eq!(f.active_ms(1_000, 3_000), 500, "one period");
+        assert_eq!(f.active_ms(1_000, 11_000), 2_500, "five periods");
+        assert_eq!(f.active_ms(1_600, 3_000), 0, "inside the up phase");
+        assert_eq!(f.active_ms(11_000, 20_000), 0, "after the fault");
+        let c = f.conditions(1_000, 3_000).unwrap();
+        assert!((c.down - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn test_partial_interval_scales_effect() {
+        let text = r#"
+name = "t"
+duration = "1h"
+[[fault]]
+component = "az-pair:a|b"
+kind = "loss"
+at = "10s"
+duration = "1m"
+loss = 0.1
+"#;
+        let s = Scenario::parse(text).unwrap();
+        let f = &s.faults[0];
+        assert_eq!(f.blame(), Blame::Network);
+        assert!(f.conditions(0, 10_000).is_none());
+        let half = f.conditions(0, 20_000).unwrap();
+        assert!((half.loss - 0.05).abs() < 1e-9);
+        let full = f.conditions(20_000, 30_000).unwrap();
+        assert!((full.loss - 0.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn test_bad_scenarios_refused() {
+        let base = "name = \"t\"\nduration = \"1h\"\n[[fault]]\nat = \"0s\"\nduration = \"1m\"\n";
+        for (extra, why) in [
+            (
+                "component = \"az:a\"\nkind = \"loss\"\n",
+                "loss without loss",
+            ),
+            (
+                "component = \"az:a\"\nkind = \"slow-host\"\nextra_rtt = \"5ms\"\n",
+                "slow host not a host",
+            ),
+            (
+                "component = \"host:a\"\nkind = \"slow-host\"\n",
+                "slow host without extra",
+            ),
+            (
+                "component = \"host:a\"\nkind = \"slow-host\"\nextra_rtt = \"5ms\"\nloss = 0.1\n",
+                "slow host with loss",
+            ),
+            (
+                "component = \"az:a\"\nkind = \"flap\"\nperiod = \"1m\"\ndown = \"2m\"\n",
+                "flap down ≥ period",
+            ),
+            (
+                "component = \"nope\"\nkind = \"blackhole\"\n",
+                "bad component",
+            ),
+            ("component = \"az:a\"\nkind = \"meteor\"\n", "bad kind"),
+            (
+                "component = \"az:a\"\nkind = \"loss\"\nloss = 1.5\n",
+                "loss above 1",
+            ),
+        ] {
+            assert!(Scenario::parse(&format!("{base}{extra}")).is_err(), "{why}");
+        }
+        let e = Scenario::parse("name = \"t\"\nduration = \"1h\"\nbogus = 1\n").unwrap_err();
+        assert!(e.0.contains("line 3"), "{e}");
+    }
+}

@@ -1,0 +1,600 @@
+//! Scoring: verdicts (from the collector's API, or from the health evaluator run in-process)
+//! against a run's ground truth, per scenario and per fault kind.
+//!
+//! Definitions (also in docs/sim.md; they are what docs/accuracy.md reports):
+//! - The run window is cut into intervals `i` of the run's interval; a fault is *active* in
+//!   every interval its `[start_ms, end_ms)` overlaps (a flap for its whole window). The `grace`
+//!   intervals after a fault's last active one belong to neither side: a verdict there naming
+//!   the fault's component is not a false positive, and they are not fault-free.
+//! - Verdict-intervals are distinct `(interval, component)` pairs from verdicts.
+//! - **Detection**: a fault is detected when, in its active or grace intervals, some verdict
+//!   names a component on the path of a flow the fault affects (its own component included).
+//!   **Time to detect**: first such interval minus the fault's first active interval (0 = in the
+//!   interval the fault began). Detection recall = detected / faults.
+//! - **Attribution**: a verdict-interval is a true positive when its component is the component
+//!   of a fault active in that interval, else a false positive (unless excused by grace).
+//!   Attribution precision = TP / (TP + FP). Attribution recall = faults whose component some
+//!   verdict names during the fault / faults; interval recall = fault-intervals in which the
+//!   fault's component is named / fault-intervals.
+//! - **False-positive intervals**: fault-free intervals with at least one verdict. **False
+//!   flips**: fault-free intervals with a network-blame verdict whose previous interval had none
+//!   (the HealthIndicator going 0 → 1 with nothing broken), also given per simulated day.
+//! - **Network blame in slow-host time**: intervals where a slow-host fault is active, no network
+//!   fault is active (or in grace), and some verdict blames the network.
+
+use crate::scenario::FaultKind;
+use crate::truth::{FaultTruth, RunInfo, TruthLine};
+use nfm_collector::model::{Blame, ComponentId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+
+/// The part of a verdict the scorer reads; other fields are ignored.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct VerdictLite {
+    pub interval_start_ms: u64,
+    pub component: ComponentId,
+    pub blame: Blame,
+    #[serde(default)]
+    pub confidence: f64,
+}
+
+/// Reads a `GET /api/verdicts` answer: a JSON array of verdicts, or an object holding one under
+/// `verdicts` (or `data`).
+pub fn parse_verdicts(json: &str) -> Result<Vec<VerdictLite>, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("verdicts: not JSON: {e}"))?;
+    let arr = match v {
+        serde_json::Value::Array(_) => v,
+        serde_json::Value::Object(mut m) => match m.remove("verdicts").or_else(|| m.remove("data"))
+        {
+            Some(a @ serde_json::Value::Array(_)) => a,
+            _ => {
+                return Err(
+                    "verdicts: expected an array or an object with a `verdicts` array".into(),
+                )
+            }
+        },
+        _ => return Err("verdicts: expected an array".into()),
+    };
+    serde_json::from_value(arr).map_err(|e| format!("verdicts: {e}"))
+}
+
+/// Fetches `GET {api}/api/verdicts?from={from_ms}&to={to_ms}` (Unix ms).
+pub fn fetch_verdicts(
+    api: &str,
+    from_ms: u64,
+    to_ms: u64,
+    token: Option<&str>,
+) -> Result<Vec<VerdictLite>, String> {
+    let url = format!(
+        "{}/api/verdicts?from={from_ms}&to={to_ms}",
+        api.trim_end_matches('/')
+    );
+    let mut req = ureq::get(&url);
+    if let Some(t) = token {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    let mut resp = req.call().map_err(|e| format!("GET {url}: {e}"))?;
+    let body = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    parse_verdicts(&body)
+}
+
+/// Bars a scenario must meet (the defaults are issue 7's).
+#[derive(Debug, Clone, Serialize)]
+pub struct Thresholds {
+    pub min_detection_recall: f64,
+    pub min_attribution_precision: f64,
+    pub min_attribution_recall: f64,
+    /// Worst time to detect, in intervals.
+    pub max_time_to_detect: u64,
+    /// False flips allowed per started simulated day of fault-free time.
+    pub max_false_flips_per_day: f64,
+    pub max_network_blame_slow_host: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            min_detection_recall: 0.95,
+            min_attribution_precision: 0.9,
+            min_attribution_recall: 0.9,
+            max_time_to_detect: 2,
+            max_false_flips_per_day: 1.0,
+            max_network_blame_slow_host: 0,
+        }
+    }
+}
+
+/// Raw counts; rates are derived by [`Tally::metrics`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Tally {
+    pub runs: u64,
+    pub faults: u64,
+    pub detected: u64,
+    pub attributed: u64,
+    pub time_to_detect_sum: u64,
+    pub time_to_detect_max: Option<u64>,
+    pub true_positives: u64,
+    pub false_positives: u64,
+    pub fault_intervals: u64,
+    pub fault_intervals_named: u64,
+    pub fault_free_intervals: u64,
+    pub false_positive_intervals: u64,
+    pub false_flips: u64,
+    pub network_blame_slow_host: u64,
+    /// Fault-free simulated time, ms (for flips per day).
+    pub fault_free_ms: u64,
+}
+
+/// Rates; `None` where the denominator is zero.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Metrics {
+    pub detection_recall: Option<f64>,
+    pub attribution_precision: Option<f64>,
+    pub attribution_recall: Option<f64>,
+    pub interval_recall: Option<f64>,
+    pub mean_time_to_detect: Option<f64>,
+    pub max_time_to_detect: Option<u64>,
+    pub false_positive_intervals: u64,
+    pub false_flips: u64,
+    pub false_flips_per_day: Option<f64>,
+    pub network_blame_slow_host: u64,
+}
+
+fn ratio(a: u64, b: u64) -> Option<f64> {
+    (b > 0).then(|| a as f64 / b as f64)
+}
+
+impl Tally {
+    pub fn add(&mut self, o: &Tally) {
+        self.runs += o.runs;
+        self.faults += o.faults;
+        self.detected += o.detected;
+        self.attributed += o.attributed;
+        self.time_to_detect_sum += o.time_to_detect_sum;
+        self.time_to_detect_max = match (self.time_to_detect_max, o.time_to_detect_max) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.true_positives += o.true_positives;
+        self.false_positives += o.false_positives;
+        self.fault_intervals += o.fault_intervals;
+        self.fault_intervals_named += o.fault_intervals_named;
+        self.fault_free_intervals += o.fault_free_intervals;
+        self.false_positive_intervals += o.false_positive_intervals;
+        self.false_flips += o.false_flips;
+        self.network_blame_slow_host += o.network_blame_slow_host;
+        self.fault_free_ms += o.fault_free_ms;
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        Metrics {
+            detection_recall: ratio(self.detected, self.faults),
+            attribution_precision: ratio(
+                self.true_positives,
+                self.true_positives + self.false_positives,
+            ),
+            attribution_recall: ratio(self.attributed, self.faults),
+            interval_recall: ratio(self.fault_intervals_named, self.fault_intervals),
+            mean_time_to_detect: ratio(self.time_to_detect_sum, self.detected),
+            max_time_to_detect: self.time_to_detect_max,
+            false_positive_intervals: self.false_positive_intervals,
+            false_flips: self.false_flips,
+            false_flips_per_day: (self.fault_free_ms > 0)
+                .then(|| self.false_flips as f64 * 86_400_000.0 / self.fault_free_ms as f64),
+            network_blame_slow_host: self.network_blame_slow_host,
+        }
+    }
+
+    /// Which bars this tally misses (empty = pass).
+    pub fn failures(&self, t: &Thresholds) -> Vec<String> {
+        let m = self.metrics();
+        let mut f = Vec::new();
+        let below = |name: &str, v: Option<f64>, min: f64, f: &mut Vec<String>| {
+            if let Some(v) = v {
+                if v < min {
+                    f.push(format!("{name} {v:.3} < {min}"));
+                }
+            }
+        };
+        below(
+            "detection recall",
+            m.detection_recall,
+            t.min_detection_recall,
+            &mut f,
+        );
+        below(
+            "attribution precision",
+            m.attribution_precision,
+            t.min_attribution_precision,
+            &mut f,
+        );
+        below(
+            "attribution recall",
+            m.attribution_recall,
+            t.min_attribution_recall,
+            &mut f,
+        );
+        if let Some(x) = m.max_time_to_detect {
+            if x > t.max_time_to_detect {
+                f.push(format!(
+                    "time to detect {x} > {} intervals",
+                    t.max_time_to_detect
+                ));
+            }
+        }
+        if self.faults > self.detected && self.faults > 0 && m.max_time_to_detect.is_none() {
+            f.push("no fault detected".into());
+        }
+        let days = (self.fault_free_ms as f64 / 86_400_000.0).ceil().max(1.0);
+        if self.false_flips as f64 > t.max_false_flips_per_day * days {
+            f.push(format!(
+                "{} false flips in {} simulated day(s) (max {} per day)",
+                self.false_flips, days, t.max_false_flips_per_day
+            ));
+        }
+        if self.network_blame_slow_host > t.max_network_blame_slow_host {
+            f.push(format!(
+                "{} intervals blame the network while only a host is slow (max {})",
+                self.network_blame_slow_host, t.max_network_blame_slow_host
+            ));
+        }
+        f
+    }
+}
+
+/// One run's score: overall and per fault kind.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunScore {
+    pub overall: Tally,
+    pub by_kind: BTreeMap<FaultKind, Tally>,
+}
+
+/// Scores one run. `related(fault)` gives the components on the paths of the flows the fault
+/// affects (for detection); `grace` is in intervals.
+pub fn score_run(
+    truth: &[TruthLine],
+    verdicts: &[VerdictLite],
+    related: &dyn Fn(&FaultTruth) -> HashSet<ComponentId>,
+    grace: u64,
+) -> Result<RunScore, String> {
+    let run: &RunInfo = truth
+        .iter()
+        .find_map(|l| {
+            if let TruthLine::Run(r) = l {
+                Some(r)
+            } else {
+                None
+            }
+        })
+        .ok_or("ground truth has no `run` line")?;
+    let end_ms = truth
+        .iter()
+        .find_map(|l| {
+            if let TruthLine::End(e) = l {
+                Some(e.end_ms)
+            } else {
+                None
+            }
+        })
+        .unwrap_or(run.end_ms);
+    let t = run.interval_ms.max(1);
+    let n = end_ms.saturating_sub(run.start_ms).div_ceil(t);
+    let faults: Vec<&FaultTruth> = truth
+        .iter()
+        .filter_map(|l| {
+            if let TruthLine::Fault(f) = l {
+                Some(f)
+            } else {
+                None
+            }
+        })
+        .filter(|f| f.start_ms < end_ms)
+        .collect();
+    let idx = |ms: u64| -> Option<u64> {
+        (ms >= run.start_ms && ms < run.start_ms + n * t).then(|| (ms - run.start_ms) / t)
+    };
+    // Active interval range [first, last] of each fault, clipped to the run.
+    let span: Vec<(u64, u64)> = faults
+        .iter()
+        .map(|f| {
+            let a = f.start_ms.max(run.start_ms);
+            let b = f.end_ms.min(run.start_ms + n * t).max(a + 1);
+            ((a - run.start_ms) / t, (b - 1 - run.start_ms) / t)
+        })
+        .collect();
+    // Verdict-intervals.
+    let mut by_iv: BTreeMap<u64, Vec<&VerdictLite>> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    for v in verdicts {
+        let Some(i) = idx(v.interval_start_ms) else {
+            continue;
+        };
+        if seen.insert((i, v.component.clone())) {
+            by_iv.entry(i).or_default().push(v);
+        }
+    }
+    let mut out = RunScore::default();
+    out.overall.runs = 1;
+    for f in &faults {
+        out.by_kind.entry(f.kind).or_default().runs = 1;
+    }
+    let active = |fi: usize, i: u64| span[fi].0 <= i && i <= span[fi].1;
+    let in_grace = |fi: usize, i: u64| i > span[fi].1 && i <= span[fi].1 + grace;
+    // Per fault: detection, attribution, intervals.
+    for (fi, f) in faults.iter().enumerate() {
+        let rel = related(f);
+        let mut tally = Tally {
+            faults: 1,
+            ..Tally::default()
+        };
+        let (first, last) = span[fi];
+        let mut ttd = None;
+        for i in first..=(last + grace).min(n.saturating_sub(1)) {
+            let vs = by_iv.get(&i).map(|v| v.as_slice()).unwrap_or(&[]);
+            let named = vs.iter().any(|v| v.component == f.component);
+            if ttd.is_none()
+                && vs
+                    .iter()
+                    .any(|v| v.component == f.component || rel.contains(&v.component))
+            {
+                ttd = Some(i - first);
+            }
+            if i <= last {
+                tally.fault_intervals += 1;
+                if named {
+                    tally.fault_intervals_named += 1;
+                    tally.attributed = 1;
+                }
+            }
+        }
+        if let Some(d) = ttd {
+            tally.detected = 1;
+            tally.time_to_detect_sum = d;
+            tally.time_to_detect_max = Some(d);
+        }
+        out.overall.add(&tally);
+        let k = out.by_kind.entry(f.kind).or_default();
+        let runs = k.runs;
+        k.add(&tally);
+        k.runs = runs;
+    }
+    // Per interval: TP/FP, fault-free intervals, flips, slow-host blame.
+    let mut prev_network = false;
+    for i in 0..n {
+        let act: Vec<usize> = (0..faults.len()).filter(|&fi| active(fi, i)).collect();
+        let grace_here: Vec<usize> = (0..faults.len()).filter(|&fi| in_grace(fi, i)).collect();
+        let vs = by_iv.get(&i).map(|v| v.as_slice()).unwrap_or(&[]);
+        let network_now = vs.iter().any(|v| v.blame == Blame::Network);
+        for v in vs {
+            if let Some(&fi) = act.iter().find(|&&fi| faults[fi].component == v.component) {
+                out.overall.true_positives += 1;
+                out.by_kind
+                    .entry(faults[fi].kind)
+                    .or_default()
+                    .true_positives += 1;
+            } else if grace_here
+                .iter()
+                .any(|&fi| faults[fi].component == v.component)
+            {
+                // Excused: the fault's own component, just after it ended.
+            } else {
+                out.overall.false_positives += 1;
+                let kinds: HashSet<FaultKind> = act.iter().map(|&fi| faults[fi].kind).collect();
+                for k in kinds {
+                    out.by_kind.entry(k).or_default().false_positives += 1;
+                }
+            }
+        }
+        if act.is_empty() && grace_here.is_empty() {
+            out.overall.fault_free_intervals += 1;
+            out.overall.fault_free_ms += t;
+            if !vs.is_empty() {
+                out.overall.false_positive_intervals += 1;
+            }
+            if network_now && !prev_network {
+                out.overall.false_flips += 1;
+            }
+        }
+        let slow = act.iter().any(|&fi| faults[fi].kind == FaultKind::SlowHost);
+        let net_fault = act
+            .iter()
+            .chain(grace_here.iter())
+            .any(|&fi| faults[fi].blame == Blame::Network);
+        if slow && !net_fault && network_now {
+            out.overall.network_blame_slow_host += 1;
+            out.by_kind
+                .entry(FaultKind::SlowHost)
+                .or_default()
+                .network_blame_slow_host += 1;
+        }
+        prev_network = network_now;
+    }
+    Ok(out)
+}
+
+/// One scenario's result over all its runs (seeds, placements).
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioScore {
+    pub scenario: String,
+    pub runs: Vec<RunMeta>,
+    pub overall: Tally,
+    pub metrics: Metrics,
+    pub by_kind: BTreeMap<FaultKind, KindScore>,
+    pub failures: Vec<String>,
+    pub pass: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KindScore {
+    pub tally: Tally,
+    pub metrics: Metrics,
+}
+
+/// Where and how a run happened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunMeta {
+    pub seed: u64,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub interval_ms: u64,
+    /// `kind:name` of each fault as placed.
+    pub placed: Vec<String>,
+    pub verdicts: u64,
+    pub records: u64,
+}
+
+/// Folds run scores into a scenario score and judges it.
+pub fn scenario_score(name: &str, runs: Vec<(RunMeta, RunScore)>, t: &Thresholds) -> ScenarioScore {
+    let mut overall = Tally::default();
+    let mut kinds: BTreeMap<FaultKind, Tally> = BTreeMap::new();
+    let mut metas = Vec::new();
+    for (m, s) in runs {
+        overall.add(&s.overall);
+        for (k, v) in s.by_kind {
+            kinds.entry(k).or_default().add(&v);
+        }
+        metas.push(m);
+    }
+    let failures = overall.failures(t);
+    ScenarioScore {
+        scenario: name.to_string(),
+        runs: metas,
+        metrics: overall.metrics(),
+        by_kind: kinds
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    KindScore {
+                        metrics: v.metrics(),
+                        tally: v,
+                    },
+                )
+            })
+            .collect(),
+        pass: failures.is_empty(),
+        failures,
+        overall,
+    }
+}
+
+fn f3(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into())
+}
+fn f1(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
+}
+
+/// Header and rows of the summary table (one row per scenario, then per fault kind).
+pub fn table_rows(scores: &[ScenarioScore]) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let header = vec![
+        "scenario",
+        "kind",
+        "runs",
+        "faults",
+        "det.recall",
+        "attr.prec",
+        "attr.recall",
+        "iv.recall",
+        "ttd.mean",
+        "ttd.max",
+        "fp.intervals",
+        "false.flips",
+        "flips/day",
+        "net.blame.slow",
+        "pass",
+    ];
+    let mut rows = Vec::new();
+    let row = |name: &str, kind: &str, tally: &Tally, m: &Metrics, pass: &str| -> Vec<String> {
+        vec![
+            name.to_string(),
+            kind.to_string(),
+            tally.runs.to_string(),
+            tally.faults.to_string(),
+            f3(m.detection_recall),
+            f3(m.attribution_precision),
+            f3(m.attribution_recall),
+            f3(m.interval_recall),
+            f1(m.mean_time_to_detect),
+            m.max_time_to_detect
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into()),
+            m.false_positive_intervals.to_string(),
+            m.false_flips.to_string(),
+            f1(m.false_flips_per_day),
+            m.network_blame_slow_host.to_string(),
+            pass.to_string(),
+        ]
+    };
+    for s in scores {
+        rows.push(row(
+            &s.scenario,
+            "all",
+            &s.overall,
+            &s.metrics,
+            if s.pass { "yes" } else { "NO" },
+        ));
+        for (k, v) in &s.by_kind {
+            rows.push(row("", k.as_str(), &v.tally, &v.metrics, ""));
+        }
+    }
+    (header, rows)
+}
+
+/// A fixed-width text table.
+pub fn format_table(scores: &[ScenarioScore]) -> String {
+    let (h, rows) = table_rows(scores);
+    let mut w: Vec<usize> = h.iter().map(|c| c.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<String>, out: &mut String| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect();
+        out.push_str(s.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(h.iter().map(|s| s.to_string()).collect(), &mut out);
+    for r in rows {
+        line(r, &mut out);
+    }
+    for s in scores {
+        for f in &s.failures {
+            out.push_str(&format!("FAIL {}: {f}\n", s.scenario));
+        }
+    }
+    out
+}
+
+/// A Markdown table (for docs/accuracy.md).
+pub fn format_markdown(scores: &[ScenarioScore]) -> String {
+    let (h, rows) = table_rows(scores);
+    let mut out = format!("| {} |\n|{}\n", h.join(" | "), "---|".repeat(h.len()));
+    for r in rows {
+        out.push_str(&format!("| {} |\n", r.join(" | ")));
+    }
+    out
+}
+
+/// Indexes verdicts by interval for callers that score many windows from one fetch.
+pub fn split_by_window(verdicts: &[VerdictLite], windows: &[(u64, u64)]) -> Vec<Vec<VerdictLite>> {
+    let mut out = vec![Vec::new(); windows.len()];
+    for v in verdicts {
+        for (i, (a, b)) in windows.iter().enumerate() {
+            if v.interval_start_ms >= *a && v.interval_start_ms < *b {
+                out[i].push(v.clone());
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,155 @@
+//! The interval engine: for one interval of one run, the flow records every virtual agent
+//! reports, given the scenario's faults at that time.
+//!
+//! Reproducibility: interval `k` draws from an RNG seeded by `(seed, k)` only, so the same
+//! fleet, scenario, seed and start give byte-identical records whatever the transport or speed,
+//! and intervals could be generated in any order.
+
+use crate::fleet::{Fleet, Remote};
+use crate::model::{simulate, Conditions};
+use crate::scenario::Scenario;
+use crate::truth::FaultTruth;
+use nfm_wire::FlowRecord;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::SeedableRng;
+
+const DAY_MS: u64 = 86_400_000;
+
+/// Generates intervals of one run.
+pub struct Engine<'f> {
+    pub fleet: &'f Fleet,
+    pub scenario: Scenario,
+    pub seed: u64,
+    /// Absolute start (Unix ms) of scenario time zero = start of interval 0.
+    pub start_ms: u64,
+    pub interval_ms: u64,
+    conds: Vec<Conditions>,
+    touched: Vec<u32>,
+    /// Records of the last generated interval, per agent (index into `Fleet::agents`).
+    pub records: Vec<Vec<FlowRecord>>,
+}
+
+impl<'f> Engine<'f> {
+    pub fn new(
+        fleet: &'f Fleet,
+        scenario: Scenario,
+        seed: u64,
+        start_ms: u64,
+        interval_ms: u64,
+    ) -> Engine<'f> {
+        Engine {
+            fleet,
+            scenario,
+            seed,
+            start_ms,
+            interval_ms: interval_ms.max(1),
+            conds: vec![Conditions::default(); fleet.flows.len()],
+            touched: Vec::new(),
+            records: vec![Vec::new(); fleet.agents.len()],
+        }
+    }
+
+    /// `[start, end)` of interval `k`, Unix ms.
+    pub fn bounds(&self, k: u64) -> (u64, u64) {
+        let s = self.start_ms + k * self.interval_ms;
+        (s, s + self.interval_ms)
+    }
+
+    /// Ground truth of the faults of cycle `cycle` (always 0 unless the scenario repeats).
+    pub fn fault_truth(&self, cycle: u64) -> Vec<FaultTruth> {
+        let base = self.start_ms + cycle * self.scenario.duration_ms;
+        self.scenario
+            .faults
+            .iter()
+            .map(|f| {
+                let affected = self
+                    .fleet
+                    .component_index(&f.component)
+                    .map(|i| self.fleet.flows_by_component[i as usize].len() as u64)
+                    .unwrap_or(0);
+                let mut t =
+                    FaultTruth::new(&self.scenario.name, f, cycle, base + f.at_ms, affected);
+                t.equivalent = self.fleet.equivalents(&f.component);
+                t
+            })
+            .collect()
+    }
+
+    /// Sets the conditions of every flow for interval `k`; returns the flows a fault touches.
+    pub fn apply_faults(&mut self, k: u64) -> &[u32] {
+        for &i in &self.touched {
+            self.conds[i as usize] = Conditions::default();
+        }
+        self.touched.clear();
+        let (s, e) = self.bounds(k);
+        let (mut a, mut b) = (s - self.start_ms, e - self.start_ms);
+        let dur = self.scenario.duration_ms.max(1);
+        if self.scenario.repeat {
+            let c = a / dur;
+            a -= c * dur;
+            b -= c * dur;
+        }
+        for f in &self.scenario.faults {
+            let Some(c) = f.conditions(a, b) else {
+                continue;
+            };
+            let Some(ci) = self.fleet.component_index(&f.component) else {
+                continue;
+            };
+            for &fi in &self.fleet.flows_by_component[ci as usize] {
+                if self.conds[fi as usize].is_healthy() {
+                    self.touched.push(fi);
+                }
+                self.conds[fi as usize].compose(&c);
+            }
+        }
+        self.touched.sort_unstable();
+        self.touched.dedup();
+        &self.touched
+    }
+
+    /// Conditions of flow `i` in the interval last applied.
+    pub fn conditions(&self, i: usize) -> &Conditions {
+        &self.conds[i]
+    }
+
+    /// Day/night swing of traffic at absolute time `t_ms` (lowest at midnight UTC).
+    fn load(&self, t_ms: u64) -> f64 {
+        let d = self.fleet.traffic.diurnal;
+        let phase = (t_ms % DAY_MS) as f64 / DAY_MS as f64;
+        1.0 - d * (2.0 * std::f64::consts::PI * phase).cos()
+    }
+
+    /// Generates interval `k` into `self.records`; returns the number of records.
+    pub fn interval(&mut self, k: u64) -> usize {
+        self.apply_faults(k);
+        let (s, _) = self.bounds(k);
+        let secs = self.interval_ms as f64 / 1000.0;
+        let load = self.load(s + self.interval_ms / 2);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(
+            self.seed ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x51,
+        );
+        for r in &mut self.records {
+            r.clear();
+        }
+        let fleet = self.fleet;
+        let mss = fleet.traffic.mss;
+        let mut n = 0;
+        for (i, f) in fleet.flows.iter().enumerate() {
+            let client = &fleet.hosts[f.client];
+            let sip = fleet.server_ip(f);
+            let (c, srv) = simulate(f, client.ip, sip, &self.conds[i], secs, load, mss, &mut rng);
+            if let Some(a) = client.agent {
+                self.records[a].push(c);
+                n += 1;
+            }
+            if let Remote::Host(h) = f.server {
+                if let Some(a) = fleet.hosts[h].agent {
+                    self.records[a].push(srv);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+}

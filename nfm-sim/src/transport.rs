@@ -1,0 +1,498 @@
+//! Sending frames to a collector over UDP or TCP, for many virtual agents at once, on one mio
+//! `Poll` in the caller's thread.
+//!
+//! - UDP: a few sockets (default 4) shared by all agents, agent `i` on socket `i % n`; one
+//!   datagram per frame. A full send buffer waits for writability (bounded); any other send
+//!   error is counted and the datagram is lost, as it would be for a real agent.
+//! - TCP: one connection per agent (an Ack names only epoch and seq, so it belongs to the
+//!   connection's agent), all on the same `Poll`. Frames queue in a per-connection buffer that
+//!   is written on writability; Acks are read and retire the frames they cover. Above
+//!   `HIGH_WATER` buffered bytes `send` drives the loop until the peer catches up: backpressure
+//!   instead of unbounded memory. A broken connection is counted, its queued frames are lost,
+//!   and it reconnects (at most once a second) re-sending the agent's Hello first.
+
+use mio::net::{TcpStream, UdpSocket};
+use mio::{Events, Interest, Poll, Token};
+use nfm_wire::{DecodeOptions, Message, StreamDecoder, MAX_FRAME_LEN};
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Buffered bytes per TCP connection above which `send` waits for the socket to drain.
+/// 1 MiB: a few intervals of one large agent; keeps 10,000 connections under ~10 GiB worst case
+/// only if all stall at once, which backpressure prevents (we drain before queueing more).
+pub const HIGH_WATER: usize = 1 << 20;
+/// How long one `send` may wait for a UDP socket to become writable before counting an error.
+const UDP_WAIT: Duration = Duration::from_millis(200);
+/// How long one `send` may wait for a TCP connection to drain below `HIGH_WATER`.
+const TCP_WAIT: Duration = Duration::from_secs(5);
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Udp,
+    Tcp,
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Kind, String> {
+        match s {
+            "udp" => Ok(Kind::Udp),
+            "tcp" => Ok(Kind::Tcp),
+            _ => Err(format!("transport `{s}` is not udp or tcp")),
+        }
+    }
+}
+
+/// What a sender did, for reports and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SendStats {
+    /// Frames fully handed to the kernel.
+    pub frames_sent: u64,
+    pub bytes_sent: u64,
+    /// Flow records in frames handed to the kernel.
+    pub records_sent: u64,
+    /// Failed sends (each loses its frame) and broken connections.
+    pub send_errors: u64,
+    /// Records in frames lost to errors.
+    pub records_lost: u64,
+    /// TCP: frames and records the collector acknowledged.
+    pub frames_acked: u64,
+    pub records_acked: u64,
+    /// TCP: frames sent (or queued) and not yet acknowledged.
+    pub frames_unacked: u64,
+    pub connects: u64,
+}
+
+struct Conn {
+    stream: Option<TcpStream>,
+    connected: bool,
+    writable: bool,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Frames in `out` or on the wire and not yet acked: (epoch, seq, records, end offset in the
+    /// cumulative byte count of this connection).
+    unacked: VecDeque<(u32, u64, u64)>,
+    dec: StreamDecoder,
+    hello: Vec<u8>,
+    last_attempt: Option<Instant>,
+}
+
+/// A sender for one transport.
+pub struct Sender {
+    kind: Kind,
+    addr: SocketAddr,
+    poll: Poll,
+    events: Events,
+    udp: Vec<UdpSocket>,
+    conns: Vec<Conn>,
+    stats: SendStats,
+    buffered: usize,
+}
+
+fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // A large send buffer absorbs an interval's burst (4 MiB; the kernel caps it at wmem_max).
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    let local: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
+    s.bind(&local.into())?;
+    s.connect(&addr.into())?;
+    Ok(UdpSocket::from_std(s.into()))
+}
+
+impl Sender {
+    /// `agents` connections (TCP) are opened lazily on first use; `udp_sockets` sockets (UDP).
+    pub fn new(
+        kind: Kind,
+        addr: SocketAddr,
+        agents: usize,
+        udp_sockets: usize,
+    ) -> io::Result<Sender> {
+        let poll = Poll::new()?;
+        let mut udp = Vec::new();
+        let mut conns = Vec::new();
+        match kind {
+            Kind::Udp => {
+                for i in 0..udp_sockets.max(1) {
+                    let mut s = udp_socket(addr)?;
+                    poll.registry()
+                        .register(&mut s, Token(i), Interest::WRITABLE)?;
+                    udp.push(s);
+                }
+            }
+            Kind::Tcp => {
+                for _ in 0..agents {
+                    conns.push(Conn {
+                        stream: None,
+                        connected: false,
+                        writable: false,
+                        out: Vec::new(),
+                        out_pos: 0,
+                        unacked: VecDeque::new(),
+                        dec: StreamDecoder::new(MAX_FRAME_LEN),
+                        hello: Vec::new(),
+                        last_attempt: None,
+                    });
+                }
+            }
+        }
+        Ok(Sender {
+            kind,
+            addr,
+            poll,
+            events: Events::with_capacity(1024),
+            udp,
+            conns,
+            stats: SendStats::default(),
+            buffered: 0,
+        })
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn stats(&self) -> SendStats {
+        let mut s = self.stats;
+        s.frames_unacked = self.conns.iter().map(|c| c.unacked.len() as u64).sum();
+        s
+    }
+
+    /// Sends one frame of agent `agent` (sequence `seq`, carrying `records` flow records).
+    /// `hello` marks the agent's Hello, which TCP re-sends first after a reconnect.
+    pub fn send(
+        &mut self,
+        agent: usize,
+        epoch: u32,
+        seq: u64,
+        records: u64,
+        frame: &[u8],
+        hello: bool,
+    ) {
+        match self.kind {
+            Kind::Udp => self.send_udp(agent, records, frame),
+            Kind::Tcp => self.send_tcp(agent, epoch, seq, records, frame, hello),
+        }
+    }
+
+    fn send_udp(&mut self, agent: usize, records: u64, frame: &[u8]) {
+        let i = agent % self.udp.len();
+        let deadline = Instant::now() + UDP_WAIT;
+        loop {
+            match self.udp[i].send(frame) {
+                Ok(_) => {
+                    self.stats.frames_sent += 1;
+                    self.stats.bytes_sent += frame.len() as u64;
+                    self.stats.records_sent += records;
+                    return;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    // Writability is edge-triggered and shared by every socket: wait a little
+                    // and retry whatever came back.
+                    let _ = self.poll.poll(
+                        &mut self.events,
+                        Some((deadline - now).min(Duration::from_millis(5))),
+                    );
+                }
+                Err(e) => {
+                    log::debug!("udp send: {e}");
+                    break;
+                }
+            }
+        }
+        self.stats.send_errors += 1;
+        self.stats.records_lost += records;
+    }
+
+    /// Opens the agent's connection if it has none (at most once a second). Returns true when
+    /// a new connection was opened, with the agent's Hello already queued on it.
+    fn connect(&mut self, agent: usize) -> bool {
+        let c = &mut self.conns[agent];
+        if c.stream.is_some() {
+            return false;
+        }
+        if let Some(t) = c.last_attempt {
+            if t.elapsed() < RECONNECT_EVERY {
+                return false;
+            }
+        }
+        c.last_attempt = Some(Instant::now());
+        match TcpStream::connect(self.addr) {
+            Ok(mut s) => {
+                let _ = s.set_nodelay(true);
+                if let Err(e) = self.poll.registry().register(
+                    &mut s,
+                    Token(agent),
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    log::warn!("register: {e}");
+                    self.stats.send_errors += 1;
+                    return false;
+                }
+                self.stats.connects += 1;
+                c.stream = Some(s);
+                c.connected = false;
+                c.writable = false;
+                let hello = std::mem::take(&mut c.hello);
+                c.out.extend_from_slice(&hello);
+                c.hello = hello;
+                true
+            }
+            Err(e) => {
+                log::debug!("connect {}: {e}", self.addr);
+                self.stats.send_errors += 1;
+                false
+            }
+        }
+    }
+
+    fn send_tcp(
+        &mut self,
+        agent: usize,
+        epoch: u32,
+        seq: u64,
+        records: u64,
+        frame: &[u8],
+        hello: bool,
+    ) {
+        if hello {
+            self.conns[agent].hello = frame.to_vec();
+        }
+        let fresh = self.connect(agent);
+        if self.conns[agent].stream.is_none() {
+            self.stats.send_errors += 1;
+            self.stats.records_lost += records;
+            return;
+        }
+        let deadline = Instant::now() + TCP_WAIT;
+        while self.conns[agent].out.len() - self.conns[agent].out_pos > HIGH_WATER
+            && Instant::now() < deadline
+        {
+            self.drive(Duration::from_millis(10));
+            if self.conns[agent].stream.is_none() {
+                self.stats.records_lost += records;
+                return;
+            }
+        }
+        {
+            let c = &mut self.conns[agent];
+            // A fresh connection already starts with this Hello.
+            if !(hello && fresh) {
+                c.out.extend_from_slice(frame);
+            }
+            c.unacked.push_back((epoch, seq, records));
+        }
+        self.stats.frames_sent += 1;
+        self.stats.bytes_sent += frame.len() as u64;
+        self.stats.records_sent += records;
+        self.buffered += frame.len();
+        if self.conns[agent].connected && self.conns[agent].writable {
+            self.flush_conn(agent);
+        }
+        // Opportunistic: handle Acks and writability without blocking.
+        if self.buffered > HIGH_WATER {
+            self.drive(Duration::ZERO);
+        }
+    }
+
+    fn close(&mut self, agent: usize, why: &str) {
+        let c = &mut self.conns[agent];
+        if let Some(mut s) = c.stream.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+            log::warn!("agent {agent}: connection to {} lost: {why}", self.addr);
+            self.stats.send_errors += 1;
+        }
+        let lost: u64 = c.unacked.iter().map(|u| u.2).sum();
+        self.stats.records_lost += lost;
+        c.unacked.clear();
+        self.buffered -= (c.out.len() - c.out_pos).min(self.buffered);
+        c.out.clear();
+        c.out_pos = 0;
+        c.connected = false;
+        c.writable = false;
+        c.dec = StreamDecoder::new(MAX_FRAME_LEN);
+    }
+
+    fn flush_conn(&mut self, agent: usize) {
+        let c = &mut self.conns[agent];
+        let Some(s) = c.stream.as_mut() else { return };
+        while c.out_pos < c.out.len() {
+            match s.write(&c.out[c.out_pos..]) {
+                Ok(0) => {
+                    self.close(agent, "write returned 0");
+                    return;
+                }
+                Ok(n) => {
+                    c.out_pos += n;
+                    self.buffered -= n.min(self.buffered);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    c.writable = false;
+                    break;
+                }
+                Err(e) => {
+                    self.close(agent, &e.to_string());
+                    return;
+                }
+            }
+        }
+        if c.out_pos == c.out.len() {
+            c.out.clear();
+            c.out_pos = 0;
+        } else if c.out_pos > (1 << 20) {
+            c.out.drain(..c.out_pos);
+            c.out_pos = 0;
+        }
+    }
+
+    fn read_conn(&mut self, agent: usize) {
+        loop {
+            let c = &mut self.conns[agent];
+            let Some(s) = c.stream.as_mut() else { return };
+            match c.dec.read_from(s) {
+                Ok(0) => {
+                    self.close(agent, "closed by the collector");
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    self.close(agent, &e.to_string());
+                    return;
+                }
+            }
+            loop {
+                let c = &mut self.conns[agent];
+                match c.dec.next_packet(&DecodeOptions::default()) {
+                    Ok(None) => break,
+                    Ok(Some(p)) => match p.message {
+                        Message::Ack(a) => {
+                            while let Some(&(e, seq, recs)) = c.unacked.front() {
+                                if e != a.epoch || seq > a.seq {
+                                    break;
+                                }
+                                c.unacked.pop_front();
+                                self.stats.frames_acked += 1;
+                                self.stats.records_acked += recs;
+                            }
+                        }
+                        Message::Error(m) => {
+                            let why = format!("collector error {}: {}", m.reason, m.message);
+                            self.close(agent, &why);
+                            return;
+                        }
+                        _ => {}
+                    },
+                    Err(e) => {
+                        self.close(agent, &format!("bad frame from collector: {e}"));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles readiness (Acks, writability, connect completion) for up to `timeout`.
+    pub fn drive(&mut self, timeout: Duration) {
+        if self.kind == Kind::Udp {
+            return;
+        }
+        if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
+            if e.kind() != ErrorKind::Interrupted {
+                log::warn!("poll: {e}");
+            }
+            return;
+        }
+        let ready: Vec<(usize, bool, bool, bool)> = self
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.token().0,
+                    e.is_readable() || e.is_read_closed(),
+                    e.is_writable(),
+                    e.is_error(),
+                )
+            })
+            .collect();
+        for (agent, readable, writable, error) in ready {
+            if agent >= self.conns.len() || self.conns[agent].stream.is_none() {
+                continue;
+            }
+            if error {
+                let why = self.conns[agent]
+                    .stream
+                    .as_ref()
+                    .and_then(|s| s.take_error().ok().flatten())
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "socket error".into());
+                self.close(agent, &why);
+                continue;
+            }
+            if writable {
+                let c = &mut self.conns[agent];
+                if !c.connected {
+                    let s = c.stream.as_ref().expect("checked");
+                    match s.take_error() {
+                        Ok(Some(e)) | Err(e) => {
+                            self.close(agent, &e.to_string());
+                            continue;
+                        }
+                        Ok(None) => {}
+                    }
+                    if s.peer_addr().is_err() {
+                        continue;
+                    }
+                    c.connected = true;
+                }
+                self.conns[agent].writable = true;
+                self.flush_conn(agent);
+            }
+            if readable {
+                self.read_conn(agent);
+            }
+        }
+    }
+
+    /// Writes everything queued and, when `wait_acks`, waits for the Acks, until `deadline`.
+    /// Returns whether everything was written (and acknowledged).
+    pub fn finish(&mut self, deadline: Instant, wait_acks: bool) -> bool {
+        if self.kind == Kind::Udp {
+            return true;
+        }
+        loop {
+            let pending_out = self
+                .conns
+                .iter()
+                .any(|c| c.stream.is_some() && c.out_pos < c.out.len());
+            let pending_ack = wait_acks
+                && self
+                    .conns
+                    .iter()
+                    .any(|c| c.stream.is_some() && !c.unacked.is_empty());
+            if !pending_out && !pending_ack {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            self.drive((deadline - now).min(Duration::from_millis(20)));
+        }
+    }
+}
