@@ -63,7 +63,9 @@ impl Obs {
             .handshake
             .saturating_add(r.rto.established)
             .saturating_add(r.rto.closing);
-        self.segs = self.segs.saturating_add(r.segs_out);
+        // Every retransmission and every timeout's retransmission is a segment sent, even when
+        // an agent's `segs_out` missed them (a stalled socket may report RTOs and no segments).
+        self.segs = self.segs.saturating_add(r.segs_out.max(retrans).max(rto));
         self.retrans = self.retrans.saturating_add(retrans);
         self.rto = self.rto.saturating_add(rto);
         // A failed connect is an attempt, whatever the agent counted as attempts.
@@ -75,7 +77,10 @@ impl Obs {
             self.rtt_sum_us += r.rtt.sum_us as f64;
             self.rtt_count = self.rtt_count.saturating_add(r.rtt.count);
         }
-        self.view_loss[view] = (retrans.saturating_add(rto), r.segs_out);
+        self.view_loss[view] = (
+            retrans.saturating_add(rto),
+            r.segs_out.max(retrans).max(rto),
+        );
     }
 }
 

@@ -337,6 +337,34 @@ fn test_two_view_agreement_raises_confidence() {
     assert!(both.verdicts[0].confidence > one.verdicts[0].confidence);
 }
 
+/// Regression: long-lived sockets into a blackholed subnet report only RTO backoffs — no
+/// segments, no RTT, no connection attempts — and were judged inconclusive.
+#[test]
+fn test_stalled_flows_rtos_without_segments_are_degraded() {
+    let mut f = fleet(15);
+    let mut ev = Evaluator::default();
+    for i in 0..10 {
+        ev.evaluate(&f.interval(i, &[]));
+    }
+    let subnet = id("subnet:data-1");
+    let mut iv = f.interval(10, &[]);
+    for s in iv.flows.iter_mut().filter(|s| s.path.contains(&subnet)) {
+        let r = &mut s.record;
+        *r = FlowRecord {
+            local: r.local,
+            remote: r.remote,
+            local_port: r.local_port,
+            remote_port: r.remote_port,
+            role: r.role,
+            ..FlowRecord::default()
+        };
+        r.rto.established = 9;
+    }
+    let rep = ev.evaluate(&iv);
+    assert_eq!(names(&rep), vec!["subnet:data-1"], "{:#?}", rep.verdicts);
+    assert_eq!(rep.verdicts[0].evidence[0].metric, "timeout_rate");
+}
+
 #[test]
 fn test_bad_input_does_not_panic() {
     let mut ev = Evaluator::default();
