@@ -213,7 +213,9 @@ pub enum Outcome {
     },
     /// Seen before (a resend). Ack like the original.
     Duplicate { agent_id: u64, epoch: u32, seq: u64 },
-    /// Refused. `fatal` on TCP means: send an Error frame and close.
+    /// Refused. On TCP every reason but `replayed` is fatal: send an Error frame and close.
+    /// A replay (an old epoch, or a sequence older than the dedupe window, such as the session's
+    /// Hello rewritten on every reconnect) is dropped and counted but leaves the stream usable.
     Rejected {
         agent_id: Option<u64>,
         reason: &'static str,
@@ -886,6 +888,9 @@ impl IngestLoop {
                     conn.unacked.push_back(seq);
                     self.advance_acks(key);
                 }
+                Outcome::Rejected {
+                    reason: "replayed", ..
+                } => {}
                 Outcome::Rejected { .. } => return self.fatal(key, outcome),
             }
             if self.conns.get(key).is_none_or(|c| c.closing) {
