@@ -137,10 +137,10 @@ mod test {
         }
     }
 
-    /// Quoted module specifiers after `from` / `import`, and `src=`/`href=` in HTML.
+    /// Quoted module specifiers after `from` / `import` / `import(`, and `src=`/`href=` in HTML.
     fn references(text: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for marker in ["from '", "import '", "src=\"", "href=\""] {
+        for marker in ["from '", "import '", "import('", "src=\"", "href=\""] {
             let mut rest = text;
             while let Some(i) = rest.find(marker) {
                 rest = &rest[i + marker.len()..];

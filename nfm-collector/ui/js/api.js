@@ -13,7 +13,27 @@ export class ApiError extends Error {
 
 const TIMEOUT_MS = 10000;
 
+// At most this many requests in flight. A browser opens a new connection per concurrent request
+// (up to 6 per host), and the collector's HTTP server (tiny_http 0.12) can leave a new
+// connection queued behind idle keep-alive ones; two at a time never needs more connections than
+// the server has idle threads, and is plenty for a dashboard.
+const MAX_IN_FLIGHT = 2;
+let inFlight = 0;
+const waiting = [];
+
 async function request(method, path, body) {
+  if (inFlight >= MAX_IN_FLIGHT) await new Promise((resolve) => waiting.push(resolve));
+  inFlight += 1;
+  try {
+    return await send(method, path, body);
+  } finally {
+    inFlight -= 1;
+    const next = waiting.shift();
+    if (next) next();
+  }
+}
+
+async function send(method, path, body) {
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), TIMEOUT_MS);
   let res;
@@ -34,7 +54,10 @@ async function request(method, path, body) {
   const text = await res.text();
   let json = null;
   if (text) {
-    try { json = JSON.parse(text); } catch { json = null; }
+    // Agent ids are 64-bit: beyond 2^53 a JS number would silently change them, so they are
+    // read as strings.
+    const safe = text.replace(/"agent_id":\s*(\d+)/g, '"agent_id":"$1"');
+    try { json = JSON.parse(safe); } catch { json = null; }
   }
   if (!res.ok) {
     const msg = (json && (json.error || json.message)) || text || res.statusText;
@@ -197,7 +220,7 @@ export const api = {
         goodbye: a.goodbye || null,
         // Lifetime average: CPU time over uptime (the agent reports cumulative figures).
         cpu: st && st.uptime_ms > 0 ? (100 * num(st.cpu_time_us)) / (1000 * st.uptime_ms) : null,
-        rss: st ? num(st.rss_bytes) : null,
+        rss: st && st.rss_bytes > 0 ? num(st.rss_bytes) : null,
         flows_tracked: st ? num(st.flows_tracked) : null,
         agent_drops: st ? num(st.events_lost) + num(st.map_full) + num(st.spool_dropped_frames) : null,
       };

@@ -3,12 +3,17 @@
 
 import { h, mount, notice, toInputTime, fromInputTime, fmtTime } from './util.js';
 import { api } from './api.js';
-import * as insights from './views/insights.js';
-import * as monitors from './views/monitors.js';
-import * as overview from './views/overview.js';
-import * as history from './views/history.js';
-import * as topology from './views/topology.js';
-import * as agents from './views/agents.js';
+
+// Views load on first use: fewer modules in flight at once (see api.js on why concurrency is kept
+// low) and a faster first paint.
+const VIEWS = {
+  insights: () => import('./views/insights.js'),
+  monitors: () => import('./views/monitors.js'),
+  overview: () => import('./views/overview.js'),
+  history: () => import('./views/history.js'),
+  topology: () => import('./views/topology.js'),
+  agents: () => import('./views/agents.js'),
+};
 
 const PRESETS = [
   ['5m', 5 * 60e3], ['15m', 15 * 60e3], ['1h', 3600e3], ['6h', 6 * 3600e3], ['24h', 86400e3], ['7d', 7 * 86400e3],
@@ -63,14 +68,14 @@ function route(parts) {
   const [head, a, b] = parts;
   switch (head) {
     case 'monitors':
-      if (a === 'new') return { view: monitors, mode: 'form', nav: 'monitors' };
-      if (a && b === 'edit') return { view: monitors, mode: 'form', name: a, nav: 'monitors' };
-      if (a) return { view: overview, name: a, nav: 'monitors' };
-      return { view: monitors, mode: 'list', nav: 'monitors' };
-    case 'history': return { view: history, nav: 'history' };
-    case 'topology': return { view: topology, nav: 'topology' };
-    case 'agents': return { view: agents, nav: 'agents' };
-    default: return { view: insights, nav: 'insights' };
+      if (a === 'new') return { view: 'monitors', mode: 'form', nav: 'monitors' };
+      if (a && b === 'edit') return { view: 'monitors', mode: 'form', name: a, nav: 'monitors' };
+      if (a) return { view: 'overview', name: a, nav: 'monitors' };
+      return { view: 'monitors', mode: 'list', nav: 'monitors' };
+    case 'history': return { view: 'history', nav: 'history' };
+    case 'topology': return { view: 'topology', nav: 'topology' };
+    case 'agents': return { view: 'agents', nav: 'agents' };
+    default: return { view: 'insights', nav: 'insights' };
   }
 }
 
@@ -142,22 +147,24 @@ function timeControls(params, range) {
 
 async function load(r, ctx, gen, first) {
   try {
-    const status = await api.status();
+    const [view, status] = await Promise.all([VIEWS[r.view](), api.status()]);
     if (gen !== generation) return;
     lastAnchor = anchorOf(status);
     const range = resolveRange(ctx.params, lastAnchor);
-    const node = await r.view.render({ ...ctx, range, status });
+    const node = await view.render({ ...ctx, range, status });
     if (gen !== generation) return;
     const scroll = els.main.scrollTop;
     mount(els.content, node);
     if (!first) els.main.scrollTop = scroll;
     lastOk = Date.now();
+    settled('ready');
     const newest = Number(status.newest_interval_ms) || 0;
     setStatus('ok', newest ? `Newest data ${fmtTime(newest)} UTC · updated ${fmtTime(lastOk)}` : `No data yet · updated ${fmtTime(lastOk)} UTC`);
     els.status.title = newest ? `The newest closed interval starts at ${fmtTime(newest, true)} UTC; relative ranges end there.` : '';
   } catch (e) {
     if (gen !== generation) return;
-    console.error(e);
+    // Collector refusals and outages are shown on the page; anything else is a bug.
+    if (e && (e.unreachable || e.status)) console.warn(e.message); else console.error(e);
     const unreachable = e && e.unreachable;
     setStatus('error', unreachable ? 'Collector unreachable' : 'Error');
     // Keep the last good content on a refresh failure; say so on top of it.
@@ -172,11 +179,22 @@ async function load(r, ctx, gen, first) {
       els.content.querySelector(':scope > .notice-error')?.remove();
       els.content.prepend(msg);
     }
+    settled('error');
   }
+}
+
+/**
+ * Marks the page as settled for this URL: `<body data-state="ready|error" data-hash=...>`.
+ * Tests (and anything automating the dashboard) wait on this instead of on time.
+ */
+function settled(state) {
+  document.body.dataset.state = state;
+  document.body.dataset.hash = location.hash;
 }
 
 function render() {
   generation += 1;
+  document.body.dataset.state = 'loading';
   const gen = generation;
   clearInterval(timer);
   const { parts, params } = parseHash();
@@ -191,11 +209,12 @@ function render() {
     setTitle(t) { els.title.textContent = t; document.title = `${t} · nfm`; },
   };
   ctx.setTitle(NAV.find((n) => n.id === r.nav)?.label || 'nfm');
-  mount(els.controls, timeControls(params, range));
+  // The form has no time range; every other view does.
+  mount(els.controls, r.mode === 'form' ? null : timeControls(params, range));
   mount(els.content, h('div', { class: 'loading' }, 'Loading…'));
   load(r, ctx, gen, true);
   const every = Number(params.get('refresh') ?? DEFAULT_REFRESH);
-  if (every > 0 && r.view.autoRefresh !== false && !(r.mode === 'form')) {
+  if (every > 0 && r.mode !== 'form') {
     // Relative ranges slide with the newest data (load() re-reads the collector's status).
     timer = setInterval(() => load(r, ctx, gen, false), every * 1000);
   }

@@ -70,9 +70,9 @@ export function topologyGraph(flows, verdicts, { width = 1000 } = {}) {
   }
   const rows = Math.max(1, ...[...cols.values()].map((l) => l.length));
   const top = 28;
-  const height = top + rows * (NODE_H + GAP) + 6;
+  const height = top + rows * (NODE_H + GAP) + 16;
   const colW = width / used.length;
-  const nodeW = Math.min(150, colW - 22);
+  const nodeW = Math.min(150, colW - 14);
   const pos = new Map();
   used.forEach((st, ci) => {
     const list = cols.get(st);
@@ -106,9 +106,20 @@ export function topologyGraph(flows, verdicts, { width = 1000 } = {}) {
     const x2 = pb.x; const y2 = pb.y + NODE_H / 2;
     const mx = (x1 + x2) / 2;
     const n = e.degraded + e.healthy;
+    // An edge that skips columns (e.g. VPC straight to a subnet of the same VPC) must not look
+    // as if it went through the boxes it passes: it bows below the skipped columns' boxes.
+    const ca = used.indexOf(nodes.get(e.a).stage);
+    const cb = used.indexOf(nodes.get(e.b).stage);
+    let d = `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
+    if (cb - ca > 1) {
+      let low = Math.max(y1, y2);
+      for (let c = ca + 1; c < cb; c++) for (const m of cols.get(used[c])) low = Math.max(low, pos.get(m.id).y + NODE_H + 8);
+      const r = Math.min(30, (x2 - x1) / 4);
+      d = `M${x1},${y1} C${x1 + r},${y1} ${x1 + r},${low} ${x1 + 2 * r},${low} L${x2 - 2 * r},${low} C${x2 - r},${low} ${x2 - r},${y2} ${x2},${y2}`;
+    }
     eg.append(s('path', {
       class: `edge ${e.degraded ? 'edge-degraded' : 'edge-healthy'}`,
-      d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`,
+      d,
       'stroke-width': (1.2 + Math.log2(n)).toFixed(1),
     }, s('title', {}, `${e.a} → ${e.b}: ${e.degraded} degraded, ${e.healthy} healthy flow(s)`)));
   }
@@ -123,8 +134,13 @@ export function topologyGraph(flows, verdicts, { width = 1000 } = {}) {
       blame === 'network' ? 'blamed' : blame ? 'blamed-endpoint' : n.degraded ? 'on-degraded' : 'healthy',
       n.more ? 'more' : ''].join(' ');
     const { kind, name } = n.more ? { kind: '', name: `+${n.more} more` } : splitComponent(n.id);
-    const maxChars = Math.floor((nodeW - 10) / 6.3);
+    // Monospace at 11px is ~6.6px a character; long ids are squeezed (down to 70%) before they
+    // are cut, so resource ids stay whole wherever they can.
+    const room = nodeW - 10;
+    const natural = name.length * 6.6;
+    const maxChars = Math.floor(room / (6.6 * 0.7));
     const shown = name.length > maxChars ? `${name.slice(0, maxChars - 1)}…` : name;
+    const squeeze = natural > room ? { textLength: Math.min(room, shown.length * 6.6).toFixed(0), lengthAdjust: 'spacingAndGlyphs' } : {};
     ng.append(s('g', {
       class: cls, transform: `translate(${p.x},${p.y})`,
       dataset: { component: n.id, blamed: blame ? 'true' : 'false' },
@@ -132,7 +148,7 @@ export function topologyGraph(flows, verdicts, { width = 1000 } = {}) {
     s('title', {}, `${n.more ? `${n.more} more components` : n.id}\n${n.degraded} degraded, ${n.healthy} healthy flow(s)${blame ? `\nBLAMED (${blame})` : ''}`),
     s('rect', { width: nodeW, height: NODE_H, rx: 5 }),
     s('text', { class: 'kind', x: 6, y: 12 }, blame ? `${kind} · blamed` : kind),
-    s('text', { class: 'name', x: 6, y: 27 }, shown)));
+    s('text', { class: 'name', x: 6, y: 27, ...squeeze }, shown)));
   }
   svg.append(ng);
   return { svg, hidden };

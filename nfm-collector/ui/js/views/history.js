@@ -82,22 +82,22 @@ export async function render(ctx) {
     chart = stackedBars(series, hasOther ? [...keys, 'other pairs'] : keys, { from, to, bucketMs, fmtY: metric.fmt, height: 260, width: 1040, onPick, label: `${metric.label} of the top pairs over time` });
   }
   const colors = hasOther && !rtt ? [...PALETTE.slice(0, keys.length), PALETTE[7]] : PALETTE;
-  const rows = ranked.slice(0, 25).map(([k, v], i) => {
+  const col = (id) => `num${metric.id === id ? ' primary' : ''}`;
+  const rows = ranked.slice(0, 25).map(([k], i) => {
     const a = info.get(k);
     return h('tr', { class: `pair-row${k === pick ? ' selected' : ''}`, dataset: { pair: k }, onclick: () => onPick(k), tabindex: 0 },
       h('td', {}, i < TOP ? h('span', { class: 'swatch', style: { background: PALETTE[i] } }) : null),
       h('td', {}, a.local), h('td', {}, a.remote),
-      h('td', { class: 'num primary' }, metric.fmt(v)),
-      h('td', { class: 'num' }, fmtBytes(a.bytes)), h('td', { class: 'num' }, fmtCount(a.retransmissions)),
-      h('td', { class: 'num' }, fmtCount(a.timeouts)), h('td', { class: 'num' }, fmtRtt(a.rttN ? a.rttSum / a.rttN : null)));
+      h('td', { class: col('data-transferred') }, fmtBytes(a.bytes)), h('td', { class: col('retransmissions') }, fmtCount(a.retransmissions)),
+      h('td', { class: col('timeouts') }, fmtCount(a.timeouts)), h('td', { class: col('round-trip-time') }, fmtRtt(a.rttN ? a.rttSum / a.rttN : null)));
   });
   const out = h('div', {}, toolbar,
     h('div', { class: 'card' },
       h('div', { class: 'card-title' }, `Top resource pairs by ${metric.label.toLowerCase()}`, h('span', { class: 'muted card-sub' }, `${buckets.length} buckets of ${fmtDuration(bucketMs)} · click a pair to drill down`)),
       chart, legend(hasOther && !rtt ? [...keys, 'other pairs'] : keys, colors, onPick, pick)),
     h('div', { class: 'card' }, h('table', { class: 'table', id: 'pairs-table' },
-      h('thead', {}, h('tr', {}, h('th', {}, ''), h('th', {}, 'Local'), h('th', {}, 'Remote'), h('th', { class: 'num' }, `${metric.label}${rtt ? ' (worst)' : ''}`),
-        h('th', { class: 'num' }, 'Data'), h('th', { class: 'num' }, 'Retrans.'), h('th', { class: 'num' }, 'Timeouts'), h('th', { class: 'num' }, 'RTT (mean)'))),
+      h('thead', {}, h('tr', {}, h('th', {}, ''), h('th', {}, 'Local'), h('th', {}, 'Remote'),
+        h('th', { class: 'num' }, 'Data'), h('th', { class: 'num' }, 'Retrans.'), h('th', { class: 'num' }, 'Timeouts'), h('th', { class: 'num' }, rtt ? 'RTT (mean; ranked by worst)' : 'RTT (mean)'))),
       h('tbody', {}, rows))));
   if (pick && info.has(pick)) out.append(await drill(ctx, name, pick, info.get(pick), buckets, metric));
   return out;

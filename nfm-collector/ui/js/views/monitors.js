@@ -151,14 +151,15 @@ async function renderForm(ctx) {
       pickerGroup('Availability zones', 'az', withExtra(azs, 'az', rx), remoteChosen, 'remote'),
       pickerGroup('Services', 'service', withExtra(services, 'service', rx), remoteChosen, 'remote'));
   }
-  const remoteWrap = h('div', { class: `remote-choose${everywhere ? ' disabled' : ''}` }, remotePicker);
-  // Picking a remote resource means "Chosen resources".
-  remoteWrap.addEventListener('input', () => {
-    const chosen = remoteWrap.parentElement?.querySelector('input[name=remote-mode][value=chosen]');
-    if (chosen && !chosen.checked) { chosen.checked = true; remoteWrap.classList.remove('disabled'); }
-  });
+  // Everywhere hides the remote pickers; their ticks are kept for when "Chosen" comes back.
+  const remoteWrap = h('div', { class: `remote-choose${everywhere ? ' hidden' : ''}` }, remotePicker);
   const modeRadio = (value, label, checked) => h('label', { class: 'radio' },
-    h('input', { type: 'radio', name: 'remote-mode', value, checked, onchange: () => remoteWrap.classList.toggle('disabled', value === 'everywhere') }), label);
+    h('input', {
+      type: 'radio', name: 'remote-mode', value, checked, onchange: () => {
+        remoteWrap.classList.toggle('hidden', value === 'everywhere');
+        err.remote.textContent = '';
+      },
+    }), label);
 
   const form = h('form', { class: 'card form', id: 'monitor-form', novalidate: true },
     h('div', { class: 'field' },
@@ -178,6 +179,10 @@ async function renderForm(ctx) {
       h('button', { type: 'submit', class: 'btn btn-primary', id: 'save-monitor' }, editing ? 'Save changes' : 'Create monitor'),
       h('a', { class: 'btn', href: '#/monitors' }, 'Cancel')));
 
+  form.addEventListener('input', (e) => {
+    const k = e.target.name === 'name' ? 'name' : /^local/.test(e.target.name) ? 'local' : /^remote/.test(e.target.name) ? 'remote' : null;
+    if (k) { err[k].textContent = ''; if (k === 'name') e.target.classList.remove('invalid'); }
+  });
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     for (const el of Object.values(err)) el.textContent = '';
