@@ -175,13 +175,32 @@ async function main() {
     await page.check('#remote-pickers input[value="service:object-store"]');
     await page.click('#save-monitor');
     await page.waitForSelector('#monitors-table tr[data-name="to-delete"]');
-    const row = page.locator('#monitors-table tr[data-name="to-delete"]');
+    let row = page.locator('#monitors-table tr[data-name="to-delete"]');
     assert.match(await row.innerText(), /object-store/);
+    // Edit: the form comes back filled in; add a second remote service.
+    await row.locator('button', { hasText: 'Edit' }).click();
+    await page.waitForFunction(() => /monitors\/to-delete\/edit/.test(location.hash));
+    await settle(page);
+    assert.equal(await page.inputValue('#monitor-name'), 'to-delete');
+    assert.ok(await page.isDisabled('#monitor-name'), 'a monitor keeps its name');
+    assert.ok(await page.isChecked('#remote-pickers input[value="service:object-store"]'));
+    assert.ok(await page.isChecked('#local-pickers input[value="vpc:vpc-app"]'));
+    await page.check('#remote-pickers input[value="service:kv-store"]');
+    await page.click('#save-monitor');
+    await page.waitForSelector('#monitors-table tr[data-name="to-delete"]');
+    await settle(page);
+    assert.deepEqual((await getJson('/api/monitors/to-delete')).remote, ['service:object-store', 'service:kv-store']);
+    row = page.locator('#monitors-table tr[data-name="to-delete"]');
+    assert.match(await row.innerText(), /kv-store/);
     await row.locator('button.delete').click();
     assert.match(await row.locator('.confirm').innerText(), /Delete “to-delete”\?/);
     await row.locator('button.confirm-delete').click();
     await waitFor('to-delete to disappear from the list', async () => (await page.locator('#monitors-table tr[data-name="to-delete"]').count()) === 0);
     assert.equal((await getJson('/api/monitors')).length, 1);
+
+    // A link to a monitor that does not exist says so and what to do.
+    await open(page, '#/monitors/no-such-monitor?refresh=0');
+    assert.match(await text(page, '.notice-error'), /There is no monitor named “no-such-monitor”[\s\S]*monitors list/);
 
     // ---- Feed the collector: the simulator plays a fleet with a known fault.
     const truth = await runSimulator(path.join(WORK, 'truth.jsonl'));

@@ -1,6 +1,7 @@
 // Pieces several views share: path chips, resource names of a flow, the monitor picker.
 
 import { h, splitComponent, badge } from '../util.js';
+import { api } from '../api.js';
 import { stagesOf } from '../topology.js';
 
 /** A path drawn as a row of chips, component by component, blamed ones highlighted. */
@@ -50,4 +51,19 @@ export function monitorPicker(list, selected, onchange) {
   return h('label', { class: 'field-inline' }, 'Monitor ',
     h('select', { id: 'monitor-picker', onchange: (e) => onchange(e.target.value) },
       list.map((m) => h('option', { value: m.name, selected: m.name === selected }, m.name))));
+}
+
+/** Whether the newest interval of monitor `name` came from simulated agents (one small query). */
+export async function newestIsSimulated(ctx, name) {
+  const newest = Number(ctx.status && ctx.status.newest_interval_ms);
+  if (!(newest > 0)) return false;
+  const o = await api.overview(name, { from: newest, to: newest + 1 }).catch(() => null);
+  return !!(o && o.simulated);
+}
+
+/** Makes a clickable table row reachable and usable from the keyboard. */
+export function rowKeys(tr) {
+  tr.tabIndex = 0;
+  tr.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); tr.click(); } });
+  return tr;
 }

@@ -4,7 +4,7 @@
 import { h, notice, METRICS, metricById, fmtBytes, fmtCount, fmtRtt, fmtDuration, categoryLabel } from '../util.js';
 import { api, metricValue } from '../api.js';
 import { stackedBars, lineChart, legend, PALETTE } from '../charts.js';
-import { monitorPicker, pathChips, flowResources } from './common.js';
+import { monitorPicker, pathChips, flowResources, newestIsSimulated, rowKeys } from './common.js';
 
 // Bucket widths in milliseconds (the API's `bucket`); Auto aims at about 40 buckets.
 const BUCKETS = [['', 'Auto'], ['10000', '10 s'], ['60000', '1 min'], ['300000', '5 min'], ['900000', '15 min'], ['3600000', '1 hour']];
@@ -28,7 +28,8 @@ export async function render(ctx) {
   const pick = ctx.params.get('pair') || '';
   const { from, to } = ctx.range;
   const bucketMs = Number(bucket) || autoBucket(from, to);
-  const res = await api.history(name, { metric: metric.id, from, to, bucket: bucketMs, limit: 20 });
+  const [res, simulated] = await Promise.all([api.history(name, { metric: metric.id, from, to, bucket: bucketMs, limit: 20 }), newestIsSimulated(ctx, name)]);
+  ctx.markSimulated(simulated);
 
   const toolbar = h('div', { class: 'toolbar' },
     monitorPicker(monitors, name, (v) => ctx.setParams({ monitor: v, pair: null, flow: null })),
@@ -85,11 +86,11 @@ export async function render(ctx) {
   const col = (id) => `num${metric.id === id ? ' primary' : ''}`;
   const rows = ranked.slice(0, 25).map(([k], i) => {
     const a = info.get(k);
-    return h('tr', { class: `pair-row${k === pick ? ' selected' : ''}`, dataset: { pair: k }, onclick: () => onPick(k), tabindex: 0 },
+    return rowKeys(h('tr', { class: `pair-row${k === pick ? ' selected' : ''}`, dataset: { pair: k }, onclick: () => onPick(k) },
       h('td', {}, i < TOP ? h('span', { class: 'swatch', style: { background: PALETTE[i] } }) : null),
       h('td', {}, a.local), h('td', {}, a.remote),
       h('td', { class: col('data-transferred') }, fmtBytes(a.bytes)), h('td', { class: col('retransmissions') }, fmtCount(a.retransmissions)),
-      h('td', { class: col('timeouts') }, fmtCount(a.timeouts)), h('td', { class: col('round-trip-time') }, fmtRtt(a.rttN ? a.rttSum / a.rttN : null)));
+      h('td', { class: col('timeouts') }, fmtCount(a.timeouts)), h('td', { class: col('round-trip-time') }, fmtRtt(a.rttN ? a.rttSum / a.rttN : null))));
   });
   const out = h('div', {}, toolbar,
     h('div', { class: 'card' },
@@ -125,11 +126,11 @@ async function drill(ctx, name, key, pair, buckets, metric) {
     lineChart([{ name: metric.label, color: PALETTE[0], points }], { from, to, fmtY: metric.fmt, height: 150, width: 1040, label: `${metric.label} of ${key}` }),
     flows.length ? h('table', { class: 'table', id: 'drill-flows' },
       h('thead', {}, h('tr', {}, h('th', {}, 'Local'), h('th', {}, 'Remote'), h('th', {}, 'Category'), h('th', { class: 'num' }, 'Data'), h('th', { class: 'num' }, 'Retrans.'), h('th', { class: 'num' }, 'Timeouts'), h('th', { class: 'num' }, 'RTT'), h('th', {}, 'Degraded intervals'))),
-      h('tbody', {}, flows.slice(0, 30).map((f) => h('tr', { class: `flow-row${flowKey(f) === sel ? ' selected' : ''}${f.degraded ? ' degraded' : ''}`, tabindex: 0, onclick: () => ctx.setParams({ flow: flowKey(f) }) },
+      h('tbody', {}, flows.slice(0, 30).map((f) => rowKeys(h('tr', { class: `flow-row${flowKey(f) === sel ? ' selected' : ''}${f.degraded ? ' degraded' : ''}`, onclick: () => ctx.setParams({ flow: flowKey(f) }) },
         h('td', {}, f.server ? `${f.local}:${f.port}` : f.local), h('td', {}, f.server ? f.remote : `${f.remote}:${f.port}`),
         h('td', {}, categoryLabel(f.category)), h('td', { class: 'num' }, fmtBytes(f.counters.bytes)), h('td', { class: 'num' }, fmtCount(f.counters.retransmissions)),
         h('td', { class: 'num' }, fmtCount(f.counters.timeouts)), h('td', { class: 'num' }, fmtRtt(f.counters.rtt_us)),
-        h('td', {}, f.degraded_intervals ? h('span', { class: 'badge badge-bad' }, String(f.degraded_intervals)) : h('span', { class: 'muted' }, '0'))))))
+        h('td', {}, f.degraded_intervals ? h('span', { class: 'badge badge-bad' }, String(f.degraded_intervals)) : h('span', { class: 'muted' }, '0')))))))
       : h('p', { class: 'muted' }, 'The collector kept no individual flow of this pair in this range (only the top flows of each interval are kept).'),
     chosen ? h('div', { class: 'flow-detail', id: 'flow-detail' },
       h('div', { class: 'card-title' }, `Flow ${chosen.server ? `${chosen.local}:${chosen.port} ← ${chosen.remote}` : `${chosen.local} → ${chosen.remote}:${chosen.port}`}`,

@@ -9,7 +9,15 @@ import { healthBadge } from './common.js';
 export async function render(ctx) {
   const name = ctx.route.name;
   ctx.setTitle(`Monitor ${name}`);
-  const [mon, ov] = await Promise.all([api.monitor(name), api.overview(name, ctx.range)]);
+  let mon;
+  try {
+    mon = await api.monitor(name);
+  } catch (e) {
+    if (e.status !== 404) throw e;
+    return notice('error', `There is no monitor named “${name}”.`,
+      h('p', {}, 'It may have been deleted or renamed. ', h('a', { href: '#/monitors' }, 'Open the monitors list'), ' or ', h('a', { href: '#/monitors/new' }, 'create a monitor'), '.'));
+  }
+  const ov = await api.overview(name, ctx.range);
   ctx.markSimulated(ov.simulated);
   const { from, to } = ctx.range;
   const pts = ov.points.filter((p) => p.start_ms >= from - 1 && p.start_ms <= to).sort((a, b) => a.start_ms - b.start_ms);

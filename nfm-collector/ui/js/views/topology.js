@@ -5,7 +5,7 @@
 import { h, notice, fmtTime, fmtPct, fmtRtt, splitComponent, fmtBytes, fmtCount } from '../util.js';
 import { api } from '../api.js';
 import { topologyGraph } from '../topology.js';
-import { monitorPicker, pathChips } from './common.js';
+import { monitorPicker, pathChips, newestIsSimulated } from './common.js';
 import { flowKey } from './history.js';
 
 function fmtEvidence(e) {
@@ -39,7 +39,8 @@ export async function render(ctx) {
   }
   const name = monitors.some((m) => m.name === ctx.params.get('monitor')) ? ctx.params.get('monitor') : monitors[0].name;
   const showHealthy = ctx.params.get('healthy') === '1';
-  const res = await api.topology(name, ctx.range);
+  const [res, simulated] = await Promise.all([api.topology(name, ctx.range), newestIsSimulated(ctx, name)]);
+  ctx.markSimulated(simulated);
   const toolbar = h('div', { class: 'toolbar' },
     monitorPicker(monitors, name, (v) => ctx.setParams({ monitor: v })),
     h('label', { class: 'field-inline' }, h('input', { type: 'checkbox', id: 'show-healthy', checked: showHealthy, onchange: (e) => ctx.setParams({ healthy: e.target.checked ? '1' : null }) }), ' also draw healthy flows'));
