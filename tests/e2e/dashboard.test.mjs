@@ -231,6 +231,7 @@ async function main() {
     assert.ok(top.path.includes(blamed), `the top contributor by retransmissions (${top.local} → ${top.remote}) crosses ${blamed}: ${top.path.join(' ')}`);
     assert.ok(await page.locator(`.path [data-component="${blamed}"]`).count() > 0, 'the top contributor\'s path shows the faulty component');
     assert.match(await firstRow.innerText(), /degraded/);
+    assert.equal(await page.locator(`#blamed-now .chip-blamed[data-component="${blamed}"]`).count(), 1, 'insights names what is blamed now');
     assert.ok(await page.locator('#simulated-banner:not(.hidden)').count() === 1, 'simulated data is labelled');
     await shot(page, '03-insights');
     // Category filter: only inter-AZ rows remain.

@@ -1,7 +1,7 @@
 // Workload insights: the top contributor flows of the chosen range, ranked by one metric and
 // filtered by category; each row can start a monitor pre-filled with its resources.
 
-import { h, notice, METRICS, metricById, CATEGORIES, categoryLabel, fmtBytes, fmtCount, fmtRtt } from '../util.js';
+import { h, notice, METRICS, metricById, CATEGORIES, categoryLabel, fmtBytes, fmtCount, fmtRtt, fmtTime, splitComponent } from '../util.js';
 import { api, metricValue } from '../api.js';
 import { pathChips, flowResources, endpointLabel, simulatedBadge } from './common.js';
 
@@ -9,10 +9,20 @@ export async function render(ctx) {
   const metric = metricById(ctx.params.get('metric') || 'data-transferred');
   const category = ctx.params.get('category') || '';
   const limit = Number(ctx.params.get('limit')) || 20;
-  const [res, agents] = await Promise.all([
+  const [res, agents, verdicts] = await Promise.all([
     api.insights({ metric: metric.id, category, from: ctx.range.from, to: ctx.range.to, limit }),
     api.agents().catch(() => null),
+    api.verdicts(ctx.range).catch(() => []),
   ]);
+  // What is blamed right now: verdicts of the newest interval that has any.
+  const newestV = Math.max(0, ...verdicts.map((v) => v.interval_start_ms));
+  const current = verdicts.filter((v) => v.interval_start_ms === newestV).sort((a, b) => (a.blame === 'network' ? 0 : 1) - (b.blame === 'network' ? 0 : 1) || b.confidence - a.confidence);
+  const blamedNow = current.length ? h('div', { class: 'blamed-now', id: 'blamed-now' },
+    h('span', { class: 'muted' }, `Blamed at ${fmtTime(newestV)} UTC:`),
+    current.slice(0, 4).map((v) => h('a', { class: `chip ${v.blame === 'network' ? 'chip-blamed' : 'chip-blamed-endpoint'}`, href: '#/topology', title: `${v.blame} · confidence ${Math.round(v.confidence * 100)}% · ${v.degraded_flows} degraded vs ${v.healthy_flows} healthy flows · since ${fmtTime(v.first_seen_ms, true)} UTC`, dataset: { component: v.component } },
+      h('span', { class: 'chip-kind' }, splitComponent(v.component).kind), splitComponent(v.component).name)),
+    current.length > 4 ? h('span', { class: 'muted' }, `+${current.length - 4} more`) : null,
+    h('a', { href: '#/topology' }, 'See the evidence')) : null;
   // Insights carry no simulated flag of their own; the agents that sent them do.
   const simulated = res.simulated || (agents || []).some((a) => a.simulated);
   ctx.markSimulated(simulated);
@@ -68,6 +78,7 @@ export async function render(ctx) {
   }, h('span', { class: `cat cat-${x.category}` }, categoryLabel(x.category)), h('strong', {}, metric.fmt(metricValue(x.counters, metric.id)))))) : null;
   const top = flows[0];
   return h('div', {},
+    blamedNow,
     controls,
     totalStrip,
     h('div', { class: 'summary-line' },

@@ -17,7 +17,7 @@ function fmtEvidence(e) {
     ratio !== null && isFinite(ratio) ? h('span', { class: 'ev-ratio' }, ` (×${ratio >= 10 ? Math.round(ratio) : ratio.toFixed(1)})`) : h('span', { class: 'ev-ratio' }, ' (new)'));
 }
 
-function verdictCard(v, intervals) {
+export function verdictCard(v, intervals) {
   const { kind, name } = splitComponent(v.component);
   const share = v.degraded_flows + v.healthy_flows ? v.degraded_flows / (v.degraded_flows + v.healthy_flows) : 0;
   return h('div', { class: `verdict verdict-${v.blame}`, dataset: { component: v.component } },
@@ -35,7 +35,13 @@ function verdictCard(v, intervals) {
 export async function render(ctx) {
   const monitors = await api.monitors();
   if (!monitors.length) {
-    return notice('empty', 'No monitors yet.', h('p', {}, 'The topology view shows one monitor\'s flows. ', h('a', { href: '#/monitors/new' }, 'Create a monitor'), ' first.'));
+    // Without a monitor there are no paths to draw, but the verdicts still stand.
+    const all = latestPerComponent(await api.verdicts(ctx.range));
+    return h('div', {},
+      notice('empty', 'No monitors yet.', h('p', {}, 'The topology view draws one monitor\'s flows, component by component. ', h('a', { href: '#/monitors/new' }, 'Create a monitor'), ' to see the paths.')),
+      all.length ? h('div', { class: 'card', id: 'verdicts' },
+        h('div', { class: 'card-title' }, 'Verdicts over all flows', h('span', { class: 'muted card-sub' }, `${all.length} component${all.length === 1 ? '' : 's'} named in the ${ctx.range.label}`)),
+        all.map(({ v, n }) => verdictCard(v, n))) : null);
   }
   const name = monitors.some((m) => m.name === ctx.params.get('monitor')) ? ctx.params.get('monitor') : monitors[0].name;
   const showHealthy = ctx.params.get('healthy') === '1';
@@ -45,14 +51,7 @@ export async function render(ctx) {
     monitorPicker(monitors, name, (v) => ctx.setParams({ monitor: v })),
     h('label', { class: 'field-inline' }, h('input', { type: 'checkbox', id: 'show-healthy', checked: showHealthy, onchange: (e) => ctx.setParams({ healthy: e.target.checked ? '1' : null }) }), ' also draw healthy flows'));
 
-  // Latest verdict per component over the range, with how many intervals it held.
-  const byComp = new Map();
-  for (const v of res.verdicts) {
-    const cur = byComp.get(v.component);
-    if (!cur) byComp.set(v.component, { v, n: 1 });
-    else { cur.n += 1; if (v.interval_start_ms > cur.v.interval_start_ms) cur.v = v; }
-  }
-  const verdicts = [...byComp.values()].sort((a, b) => (a.v.blame === 'network' ? 0 : 1) - (b.v.blame === 'network' ? 0 : 1) || b.v.confidence - a.v.confidence);
+  const verdicts = latestPerComponent(res.verdicts);
   // The API merges each flow over the range; `degraded` = degraded in at least one interval.
   const merged = new Map(res.flows.map((f) => [flowKey(f), f]));
   const flows = [...merged.values()];
@@ -103,4 +102,15 @@ export async function render(ctx) {
           h('td', { class: 'num' }, String(f.degraded_intervals))))))));
   }
   return h('div', {}, parts);
+}
+
+/** The latest verdict per component over a range, with how many intervals named it; network first. */
+export function latestPerComponent(list) {
+  const byComp = new Map();
+  for (const v of list) {
+    const cur = byComp.get(v.component);
+    if (!cur) byComp.set(v.component, { v, n: 1 });
+    else { cur.n += 1; if (v.interval_start_ms > cur.v.interval_start_ms) cur.v = v; }
+  }
+  return [...byComp.values()].sort((a, b) => (a.v.blame === 'network' ? 0 : 1) - (b.v.blame === 'network' ? 0 : 1) || b.v.confidence - a.v.confidence);
 }
