@@ -311,6 +311,13 @@ async function main() {
     assert.match(cardText, /Change against baseline:[\s\S]*→/);
     assert.ok(await page.locator(`#degraded-flows .chip-blamed[data-component="${blamed}"]`).count() > 0, 'degraded flows list their paths with the blamed component');
     await shot(page, '07-topology');
+    // Healthy flows can be drawn too, for contrast (dashed gray edges).
+    assert.equal(await page.locator('svg.topology path.edge-healthy').count(), 0);
+    await page.check('#show-healthy');
+    await page.waitForFunction(() => /healthy=1/.test(location.hash));
+    await settle(page);
+    assert.ok(await page.locator('svg.topology path.edge-healthy').count() > 0, 'healthy flows drawn on request');
+    assert.equal(await page.locator(`svg.topology g.node.blamed[data-component="${blamed}"]`).count(), 1);
 
     // ---- Agents: every simulated agent, labelled.
     await open(page, '#/agents?refresh=0');
@@ -330,13 +337,28 @@ async function main() {
     assert.match(await page2.locator('.seg-btn.active').first().innerText(), /Timeouts/);
     await page2.close();
 
+    // ---- A custom absolute range (the fault's span) goes into the URL and is what is shown.
+    await open(page, `#/history?monitor=${MONITOR}&refresh=0`);
+    await page.selectOption('#range', 'custom');
+    const pad = (n) => String(n).padStart(2, '0');
+    const inputTime = (ms) => { const d = new Date(ms); return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}T${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}`; };
+    await page.fill('#range-from', inputTime(faults[0].start_ms));
+    await page.fill('#range-to', inputTime(faults[0].end_ms));
+    await page.click('.custom-range button');
+    await page.waitForFunction(() => /from=\d+&to=\d+|to=\d+.*from=\d+/.test(location.hash));
+    await settle(page);
+    const hp = new URLSearchParams((await page.evaluate(() => location.hash)).split('?')[1]);
+    assert.equal(Number(hp.get('from')), Math.floor(faults[0].start_ms / 60000) * 60000);
+    assert.equal(await page.inputValue('#range'), 'custom');
+    assert.ok(await page.locator('svg.chart rect.bar').count() > 0, 'the custom range has data');
+
     // ---- Auto-refresh: with refresh=5 the view reloads by itself.
     await open(page, '#/insights?refresh=5');
     const before = await text(page, '#status');
     await waitFor('an automatic refresh', async () => (await text(page, '#status')) !== before, { timeout: 15000, every: 500 });
 
     assert.deepEqual(pageErrors, [], 'no script errors in the page');
-    log(`passed: 9 views/states checked, ${fs.readdirSync(SHOTS).filter((f) => f.endsWith('.png')).length} screenshots in ${SHOTS}`);
+    log(`passed: every check; ${fs.readdirSync(SHOTS).filter((f) => f.endsWith('.png')).length} screenshots in ${SHOTS}`);
   } finally {
     await context.close();
     fs.rmSync(userDataDir, { recursive: true, force: true });
