@@ -4,10 +4,13 @@
 //!
 //! Why greedy: exact minimum set cover is NP-hard, and with faults rare the greedy choice is
 //! almost always the exact one; each pick costs one pass over the components, and there are
-//! rarely more than a handful of picks per interval. Scores are `D × purity²` where `D` is the
-//! weight of the degraded flows a component would explain and `purity = D / (D + H)` with `H`
-//! the weight of healthy flows through it: a subnet that contains a slow host explains the same
-//! flows as the host, but its healthy flows from other hosts make it lose (docs/health.md).
+//! rarely more than a handful of picks per interval. Each pick maximises the log-likelihood
+//! ratio of "flows through `c` degrade at the rate seen through `c`" against "they degrade at
+//! the background rate": `D·ln(p/b) + H·ln((1−p)/(1−b))` with `D`, `H` the weights of degraded
+//! and healthy flows through `c`, `p = D/(D+H)` its purity and `b` the background rate. A subnet
+//! that contains a slow host explains the same degraded flows as the host, but its healthy flows
+//! from the other hosts cost it more than they gain; a subnet under weak loss explains more
+//! degraded flows than any of its hosts at a similar purity, and wins (docs/health.md).
 
 use super::judge::{Obs, State};
 use crate::model::{ClosedInterval, ComponentId};
@@ -69,6 +72,19 @@ pub struct Rules {
     pub min_flows: u32,
     pub min_weight: f32,
     pub min_purity: f32,
+    /// Minimum log-likelihood ratio (nats) against the background.
+    pub min_llr: f32,
+}
+
+/// Log-likelihood ratio of purity `p` against background `b` for weights `d` (degraded) and
+/// `h` (healthy).
+pub fn llr(d: f32, h: f32, b: f32) -> f32 {
+    let p = d / (d + h);
+    let mut l = d * (p / b).ln();
+    if h > 0.0 {
+        l += h * ((1.0 - p) / (1.0 - b)).ln();
+    }
+    l
 }
 
 /// A chosen component and the degraded observations it explains.
@@ -111,6 +127,18 @@ pub fn greedy(
     if nd.iter().all(|&x| x == 0) {
         return Vec::new();
     }
+    // Background: the share of degraded weight over all conclusive flows, bounded so that one
+    // huge fault does not make every other component look normal, nor a spotless interval make
+    // any single degraded flow look extraordinary.
+    let (mut dt, mut ht) = (0f32, 0f32);
+    for i in 0..g.obs_count() {
+        match state(i) {
+            (State::Degraded, w) => dt += w,
+            (State::Healthy, w) => ht += w,
+            _ => {}
+        }
+    }
+    let background = (dt / (dt + ht).max(1e-9)).clamp(0.005, 0.3);
     // Inverted index: component -> degraded observations through it (CSR).
     for c in 0..n {
         deg_count[c + 1] += deg_count[c];
@@ -139,7 +167,10 @@ pub fn greedy(
             if nd[c] < r.min_flows || d[c] < r.min_weight || purity < r.min_purity {
                 continue;
             }
-            let score = d[c] * purity * purity;
+            let score = llr(d[c], h[c], background);
+            if score.is_nan() || score < r.min_llr {
+                continue;
+            }
             let rk = rank(c as u32);
             let better = match best {
                 None => true,

@@ -423,7 +423,7 @@ impl Baselines {
                 return false;
             }
             let rate = k as f64 / n as f64;
-            rate >= p * cfg.min_rate_ratio + excess
+            rate >= p + ((cfg.min_rate_ratio - 1.0) * p).max(excess)
                 && poisson_sf(k, n as f64 * p) < cfg.flow_p_value
         };
         let mut flagged = 0u8;

@@ -50,7 +50,7 @@ pub struct HealthConfig {
     pub min_failed_rate: f64,
     /// A count is degraded when P(X ≥ k | baseline) is below this ...
     pub flow_p_value: f64,
-    /// ... and the observed rate is at least `ratio × baseline + excess`.
+    /// ... and the observed rate is at least `baseline + max((ratio − 1) × baseline, excess)`.
     pub min_rate_ratio: f64,
     pub min_excess_retrans: f64,
     pub min_excess_timeout: f64,
@@ -76,10 +76,13 @@ pub struct HealthConfig {
     pub new_min_flows: u32,
     pub new_min_weight: f32,
     pub new_min_purity: f32,
+    /// ... and this log-likelihood ratio against the background (docs/health.md §4).
+    pub new_min_llr: f32,
     /// A component named in the previous interval stays named with these (hysteresis).
     pub keep_min_flows: u32,
     pub keep_min_weight: f32,
     pub keep_min_purity: f32,
+    pub keep_min_llr: f32,
     /// At most this many components named per interval and symptom family.
     pub max_verdicts: usize,
     /// Paths unseen this many intervals are forgotten; at most `max_paths` are learned.
@@ -101,12 +104,12 @@ impl Default for HealthConfig {
             min_retrans_rate: 0.000_5,
             min_timeout_rate: 0.000_05,
             min_failed_rate: 0.002,
-            flow_p_value: 1e-4,
+            flow_p_value: 1e-3,
             min_rate_ratio: 2.0,
-            min_excess_retrans: 0.005,
+            min_excess_retrans: 0.002,
             min_excess_timeout: 0.000_5,
             min_excess_failed: 0.1,
-            full_weight_segments: 600.0,
+            full_weight_segments: 2_000.0,
             full_weight_attempts: 5.0,
             full_weight_rtt_samples: 3.0,
             min_weight: 0.05,
@@ -118,10 +121,12 @@ impl Default for HealthConfig {
             cross_section_min_flows: 5,
             new_min_flows: 3,
             new_min_weight: 2.0,
-            new_min_purity: 0.5,
+            new_min_purity: 0.3,
+            new_min_llr: 8.0,
             keep_min_flows: 2,
             keep_min_weight: 1.5,
-            keep_min_purity: 0.3,
+            keep_min_purity: 0.2,
+            keep_min_llr: 4.0,
             max_verdicts: 16,
             path_idle_intervals: 1440,
             max_paths: 2_000_000,
@@ -289,12 +294,14 @@ impl Evaluator {
                     min_flows: cfg.keep_min_flows,
                     min_weight: cfg.keep_min_weight,
                     min_purity: cfg.keep_min_purity,
+                    min_llr: cfg.keep_min_llr,
                 }
             } else {
                 Rules {
                     min_flows: cfg.new_min_flows,
                     min_weight: cfg.new_min_weight,
                     min_purity: cfg.new_min_purity,
+                    min_llr: cfg.new_min_llr,
                 }
             }
         };
