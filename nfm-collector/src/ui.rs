@@ -37,6 +37,7 @@ const ASSETS: &[Asset] = &[
     asset!("favicon.svg", SVG),
     asset!("js/app.js", JS),
     asset!("js/api.js", JS),
+    asset!("js/route.js", JS),
     asset!("js/util.js", JS),
     asset!("js/charts.js", JS),
     asset!("js/topology.js", JS),

@@ -15,6 +15,12 @@ if [ ! -d tests/e2e/node_modules/playwright-core ]; then
   (cd tests/e2e && npm install --no-audit --no-fund --silent)
 fi
 
+echo "dashboard: unit tests of the UI's pure modules (node --test)"
+if ! unit_out=$(cd tests/e2e && node --experimental-detect-module --test unit.test.mjs 2>&1); then
+  echo "$unit_out"; echo "dashboard: unit tests failed"; exit 1
+fi
+echo "$unit_out" | grep -E '^# (pass|fail)' | tr '\n' ' '; echo
+
 echo "dashboard: building nfm-collector and nfm-sim"
 cargo build -q -p nfm-collector --bin nfm-collector -p nfm-sim --bin nfm-sim
 

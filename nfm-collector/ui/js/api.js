@@ -219,7 +219,9 @@ export const api = {
         simulated: !!a.simulated,
         goodbye: a.goodbye || null,
         // Lifetime average: CPU time over uptime (the agent reports cumulative figures).
-        cpu: st && st.uptime_ms > 0 ? (100 * num(st.cpu_time_us)) / (1000 * st.uptime_ms) : null,
+        // An agent that reports neither CPU time nor memory (nfm-sim's virtual agents) reported
+        // nothing, not zero.
+        cpu: st && st.uptime_ms > 0 && (st.cpu_time_us > 0 || st.rss_bytes > 0) ? (100 * num(st.cpu_time_us)) / (1000 * st.uptime_ms) : null,
         rss: st && st.rss_bytes > 0 ? num(st.rss_bytes) : null,
         flows_tracked: st ? num(st.flows_tracked) : null,
         agent_drops: st ? num(st.events_lost) + num(st.map_full) + num(st.spool_dropped_frames) : null,

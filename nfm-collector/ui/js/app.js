@@ -3,6 +3,7 @@
 
 import { h, mount, notice, toInputTime, fromInputTime, fmtTime } from './util.js';
 import { api } from './api.js';
+import { PRESETS, parseHash, buildHash, resolveRange, anchorOf } from './route.js';
 
 // Views load on first use: fewer modules in flight at once (see api.js on why concurrency is kept
 // low) and a faster first paint.
@@ -15,10 +16,6 @@ const VIEWS = {
   agents: () => import('./views/agents.js'),
 };
 
-const PRESETS = [
-  ['5m', 5 * 60e3], ['15m', 15 * 60e3], ['1h', 3600e3], ['6h', 6 * 3600e3], ['24h', 86400e3], ['7d', 7 * 86400e3],
-];
-const DEFAULT_RANGE = '1h';
 const DEFAULT_REFRESH = '5';
 
 const NAV = [
@@ -28,41 +25,6 @@ const NAV = [
   { id: 'topology', label: 'Topology', icon: '⬡' },
   { id: 'agents', label: 'Agents', icon: '⛁' },
 ];
-
-/** Parses `#/a/b?x=1` into {parts: ['a','b'], params: URLSearchParams}. */
-export function parseHash(hash = location.hash) {
-  const raw = hash.replace(/^#\/?/, '');
-  const [path, query = ''] = raw.split('?');
-  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
-  return { parts, params: new URLSearchParams(query) };
-}
-
-export function buildHash(parts, params) {
-  const p = new URLSearchParams();
-  for (const [k, v] of params) if (v !== '' && v !== null && v !== undefined) p.set(k, v);
-  const q = p.toString();
-  return `#/${parts.map(encodeURIComponent).join('/')}${q ? `?${q}` : ''}`;
-}
-
-/**
- * The chosen time range: a preset ending at `anchor`, or absolute from/to.
- * `anchor` is the end of the newest interval the collector holds (its clock is the agents'
- * interval timestamps, which for a simulated fleet may not be the wall clock), or now when the
- * collector holds nothing yet.
- */
-export function resolveRange(params, anchor = Date.now()) {
-  const from = Number(params.get('from'));
-  const to = Number(params.get('to'));
-  if (from > 0 && to > from) return { from, to, label: `${fmtTime(from, true)} – ${fmtTime(to, true)} UTC`, absolute: true };
-  const preset = PRESETS.find(([k]) => k === params.get('range')) || PRESETS.find(([k]) => k === DEFAULT_RANGE);
-  return { from: anchor - preset[1], to: anchor, label: `last ${preset[0]}`, preset: preset[0], absolute: false };
-}
-
-/** Where relative ranges end: just past the newest interval, else now. */
-function anchorOf(status) {
-  const newest = status && Number(status.newest_interval_ms);
-  return newest > 0 ? newest + 1 : Date.now();
-}
 
 function route(parts) {
   const [head, a, b] = parts;
@@ -145,7 +107,15 @@ function timeControls(params, range) {
   return h('div', { class: 'time-controls' }, select, custom, refresh);
 }
 
+/** An automatic refresh waits while the user is in the middle of something on the page. */
+function busy() {
+  if (els.content.querySelector('[data-hold]')) return true; // e.g. a delete confirmation
+  const a = document.activeElement;
+  return !!(a && els.content.contains(a) && /^(SELECT|INPUT|TEXTAREA)$/.test(a.tagName));
+}
+
 async function load(r, ctx, gen, first) {
+  if (!first && busy()) return;
   try {
     const [view, status] = await Promise.all([VIEWS[r.view](), api.status()]);
     if (gen !== generation) return;

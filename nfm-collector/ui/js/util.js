@@ -109,6 +109,8 @@ export function toInputTime(ms) {
   return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}T${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}`;
 }
 export function fromInputTime(v) {
+  // Date.parse is lenient (it reads "garbage:00Z" as a date in 2000): check the shape first.
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}$/.test(String(v))) return null;
   const ms = Date.parse(`${v}:00Z`);
   return isNaN(ms) ? null : ms;
 }

@@ -24,7 +24,7 @@ export async function render(ctx) {
     list.length > shown.length ? h('span', { class: 'muted' }, `Showing the ${shown.length} with the most lost or rejected frames.`) : null),
     h('div', { class: 'card' }, h('table', { class: 'table', id: 'agents-table' },
       h('thead', {}, h('tr', {}, h('th', {}, 'Agent'), h('th', {}, 'Host'), h('th', {}, 'Last seen'), h('th', { class: 'num' }, 'Epoch'), h('th', { class: 'num' }, 'Frames'),
-        h('th', { class: 'num' }, 'Lost'), h('th', {}, 'Rejected'), h('th', { class: 'num' }, 'CPU'), h('th', { class: 'num' }, 'Memory'))),
+        h('th', { class: 'num' }, 'Lost'), h('th', {}, 'Rejected'), h('th', { class: 'num' }, 'CPU (avg)'), h('th', { class: 'num' }, 'Memory'))),
       h('tbody', {}, shown.map((a) => h('tr', { class: `agent-row${stale(a) ? ' stale' : ''}`, dataset: { agent: a.agent_id } },
         h('td', { class: 'mono' }, String(a.agent_id), a.simulated ? simulatedBadge() : null),
         h('td', {}, a.hostname || a.addr || '–'),
@@ -33,8 +33,8 @@ export async function render(ctx) {
         h('td', { class: 'num' }, fmtCount(a.frames)),
         h('td', { class: `num${a.lost ? ' warn' : ''}` }, fmtCount(a.lost)),
         h('td', {}, rejected(a.rejected)),
-        h('td', { class: 'num' }, a.cpu === null ? '–' : `${Number(a.cpu).toFixed(1)}%`),
-        h('td', { class: 'num' }, a.rss === null ? '–' : fmtBytes(a.rss))))))));
+        h('td', { class: 'num', title: a.cpu === null ? 'not reported by this agent' : 'CPU time over uptime (lifetime average)' }, a.cpu === null ? '–' : `${Number(a.cpu).toFixed(1)}%`),
+        h('td', { class: 'num', title: a.rss === null ? 'not reported by this agent' : 'resident set size' }, a.rss === null ? '–' : fmtBytes(a.rss))))))));
 }
 
 function sumRej(a) {

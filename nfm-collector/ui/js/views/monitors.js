@@ -47,7 +47,7 @@ async function renderList(ctx) {
       h('button', { type: 'button', class: 'btn btn-small btn-danger-outline delete', onclick: confirm }, 'Delete'),
     ];
     function confirm() {
-      actions.replaceChildren(h('span', { class: 'confirm' }, `Delete “${m.name}”? `,
+      actions.replaceChildren(h('span', { class: 'confirm', 'data-hold': '1' }, `Delete “${m.name}”? `,
         h('button', {
           type: 'button', class: 'btn btn-small btn-danger confirm-delete', onclick: async (e) => {
             e.target.disabled = true;
