@@ -151,6 +151,9 @@ function overviewPoint(p) {
   };
 }
 
+const SMALL_FLEET = 500;
+let fleetCache = null;
+
 export const api = {
   /** {newest_interval_ms, intervals, agents, monitors, started_ms, version}. */
   status() {
@@ -227,6 +230,18 @@ export const api = {
         agent_drops: st ? num(st.events_lost) + num(st.map_full) + num(st.spool_dropped_frames) : null,
       };
     });
+  },
+  /**
+   * Whether the fleet includes simulated agents. `/api/agents` is big for a large fleet (about
+   * 550 bytes an agent), so above SMALL_FLEET agents the answer is reused for a minute.
+   */
+  async fleetSimulated(status) {
+    const n = Number(status && status.agents) || 0;
+    if (n === 0) return false;
+    if (n > SMALL_FLEET && fleetCache && Date.now() - fleetCache.at < 60000) return fleetCache.simulated;
+    const list = await api.agents();
+    fleetCache = { at: Date.now(), simulated: list.some((a) => a.simulated) };
+    return fleetCache.simulated;
   },
   /** The topology's resources, for the monitor form's pickers. */
   async resources() {

@@ -175,8 +175,9 @@ function render() {
   const ctx = {
     parts, params, range, route: r,
     navigate, setParams,
-    markSimulated(on) { els.simulated.classList.toggle('hidden', !on); },
-    setTitle(t) { els.title.textContent = t; document.title = `${t} · nfm`; },
+    // A view still rendering for a URL the user has left must not touch the page.
+    markSimulated(on) { if (gen === generation) els.simulated.classList.toggle('hidden', !on); },
+    setTitle(t) { if (gen === generation) { els.title.textContent = t; document.title = `${t} · nfm`; } },
   };
   ctx.setTitle(NAV.find((n) => n.id === r.nav)?.label || 'nfm');
   // The form has no time range; every other view does.

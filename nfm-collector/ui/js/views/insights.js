@@ -9,9 +9,9 @@ export async function render(ctx) {
   const metric = metricById(ctx.params.get('metric') || 'data-transferred');
   const category = ctx.params.get('category') || '';
   const limit = Number(ctx.params.get('limit')) || 20;
-  const [res, agents, verdicts] = await Promise.all([
+  const [res, fleetSimulated, verdicts] = await Promise.all([
     api.insights({ metric: metric.id, category, from: ctx.range.from, to: ctx.range.to, limit }),
-    api.agents().catch(() => null),
+    api.fleetSimulated(ctx.status).catch(() => false),
     api.verdicts(ctx.range).catch(() => []),
   ]);
   // What is blamed right now: verdicts of the newest interval that has any.
@@ -24,7 +24,7 @@ export async function render(ctx) {
     current.length > 4 ? h('span', { class: 'muted' }, `+${current.length - 4} more`) : null,
     h('a', { href: '#/topology' }, 'See the evidence')) : null;
   // Insights carry no simulated flag of their own; the agents that sent them do.
-  const simulated = res.simulated || (agents || []).some((a) => a.simulated);
+  const simulated = res.simulated || fleetSimulated;
   ctx.markSimulated(simulated);
   const flows = [...res.flows].sort((a, b) => metricValue(b.counters, metric.id) - metricValue(a.counters, metric.id));
 
@@ -42,7 +42,7 @@ export async function render(ctx) {
         [10, 20, 50, 100].map((n) => h('option', { value: n, selected: n === limit }, `top ${n}`)))));
 
   if (!flows.length) {
-    const noAgents = agents && agents.length === 0;
+    const noAgents = Number(ctx.status && ctx.status.agents) === 0;
     return h('div', {}, controls, noAgents
       ? notice('empty', 'No agents have reported yet.',
         h('p', {}, 'Start nfm-agent on your hosts (or nfm-sim for a simulated fleet) and point it at this collector\'s ingest address. Flows appear here within one interval.'),
@@ -90,7 +90,7 @@ export async function render(ctx) {
         h('thead', {}, h('tr', {},
           h('th', {}, '#'), h('th', {}, 'Local'), h('th', {}, 'Remote'), h('th', {}, 'Category'),
           h('th', { class: 'num' }, metric.label), h('th', { class: 'num' }, second), h('th', { class: 'num' }, 'RTT'),
-          h('th', {}, 'Health (intervals)'), h('th', {}, ''))),
+          h('th', { title: 'degraded intervals / intervals in which the flow was a top contributor' }, 'Health'), h('th', {}, ''))),
         h('tbody', {}, rows))),
     h('div', { class: 'card' },
       h('div', { class: 'card-title' }, 'Path of the top contributor'),
