@@ -877,6 +877,13 @@ impl Api {
         );
         family(
             &mut o,
+            "nfm_store_summaries_total",
+            "counter",
+            "Interval summaries made durable.",
+            vec![(String::new(), c(&m.store_summaries))],
+        );
+        family(
+            &mut o,
             "nfm_store_dropped_batches_total",
             "counter",
             "Batches dropped unacked while the disk refused writes.",

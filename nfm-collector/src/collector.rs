@@ -7,8 +7,9 @@
 //!            └──────── StoreReply (durable) + mio Waker ───────┘
 //! ```
 //!
-//! Channel capacities are in messages; a message carries up to ~16k records (ingest flushes at
-//! that size), so 64 messages bound each edge to about a million records in flight. A ticker
+//! Channel capacities are in messages; a data message carries up to ~16k records (ingest
+//! flushes at that size, ~4 MiB decoded), so 8 messages bound an edge to ~130k records in
+//! flight; the health edge carries whole closed intervals, so it holds two. A ticker
 //! thread sends `Tick` to the resolver (forwarded to the aggregator) and the store.
 //! Shutdown stops ingest first and then each actor in pipeline order, so every accepted batch
 //! reaches the store before it stops.
@@ -17,7 +18,7 @@ use crate::aggregator::{AggMsg, Aggregator, AggregatorConfig};
 use crate::api::{load_monitors, Api, ApiConfig, ApiMsg};
 use crate::health::{Evaluator, HealthConfig};
 use crate::health_stage::{HealthMsg, HealthStage};
-use crate::ingest::{IngestConfig, IngestControl, IngestCore, IngestLoop, IngestSockets};
+use crate::ingest::{IngestConfig, IngestControl, IngestCore, IngestLoop, IngestSockets, Injected};
 use crate::metrics::{Chan, Metrics};
 use crate::resolver::{DecodedBatch, Resolver, ResolverMsg};
 use crate::store::{Store, StoreConfig, StoreMsg, StoreOutputs};
@@ -54,6 +55,9 @@ pub struct Settings {
     pub max_history_intervals: usize,
     pub max_frame_len: usize,
     pub tick_ms: u64,
+    /// Run the health evaluator (default). Off: intervals are summarized unjudged and no
+    /// HealthIndicator is stored (a benchmark baseline).
+    pub health: bool,
 }
 
 impl Default for Settings {
@@ -78,6 +82,7 @@ impl Default for Settings {
             max_history_intervals: 20_160,
             max_frame_len: nfm_wire::MAX_FRAME_LEN,
             tick_ms: 250,
+            health: true,
         }
     }
 }
@@ -112,6 +117,23 @@ pub struct Collector {
     threads: Vec<(&'static str, JoinHandle<()>)>,
     http: Option<Arc<tiny_http::Server>>,
     stop_ticker: Arc<AtomicBool>,
+    inject: SyncSender<Injected>,
+}
+
+/// Feeds frames to a running collector in-process (see [`Collector::injector`]).
+#[derive(Clone)]
+pub struct Injector {
+    tx: SyncSender<Injected>,
+    waker: Arc<mio::Waker>,
+}
+
+impl Injector {
+    /// Blocks while ingest is behind (back-pressure). Returns false once the collector stopped.
+    pub fn send(&self, frames: Injected) -> bool {
+        let ok = self.tx.send(frames).is_ok();
+        let _ = self.waker.wake();
+        ok
+    }
 }
 
 fn spawn<F: FnOnce() + Send + 'static>(
@@ -173,10 +195,11 @@ impl Collector {
             recovered.wal.truncated_bytes + recovered.history.truncated_bytes
         );
 
-        let (to_resolver, resolver_rx) = sync_channel::<ResolverMsg>(64);
-        let (to_agg, agg_rx) = sync_channel::<AggMsg>(64);
-        let (to_health, health_rx) = sync_channel::<HealthMsg>(16);
-        let (to_store, store_rx) = sync_channel::<StoreMsg>(64);
+        let (to_resolver, resolver_rx) = sync_channel::<ResolverMsg>(8);
+        let (to_agg, agg_rx) = sync_channel::<AggMsg>(8);
+        // Each message is a whole closed interval (100k flows ≈ 60 MB with paths): keep two.
+        let (to_health, health_rx) = sync_channel::<HealthMsg>(2);
+        let (to_store, store_rx) = sync_channel::<StoreMsg>(16);
         let (to_api, api_rx) = sync_channel::<ApiMsg>(1024);
         let (reply_tx, reply_rx) = channel();
         let (ctl_tx, ctl_rx) = channel();
@@ -223,7 +246,12 @@ impl Collector {
             summaries: to_api.clone(),
         };
         threads.push(spawn("store", move || store.run(store_rx, store_out)).map_err(io)?);
-        let health = HealthStage::new(Evaluator::new(HealthConfig::default()), m.clone());
+        let (recycle_tx, recycle_rx) = sync_channel(2);
+        let health = HealthStage::new(
+            s.health.then(|| Evaluator::new(HealthConfig::default())),
+            m.clone(),
+        )
+        .with_recycling(recycle_tx);
         let tx = to_store.clone();
         threads.push(spawn("health", move || health.run(health_rx, tx)).map_err(io)?);
         let agg = Aggregator::new(
@@ -237,7 +265,8 @@ impl Collector {
             Arc::new(monitors),
             closed_before,
             m.clone(),
-        );
+        )
+        .with_recycling(recycle_rx);
         let tx = to_health.clone();
         threads.push(spawn("aggregator", move || agg.run(agg_rx, tx)).map_err(io)?);
         let resolver = Resolver::new(topology, 1 << 20, m.clone());
@@ -282,15 +311,17 @@ impl Collector {
             let _ = to_resolver.send(ResolverMsg::Batches(replay));
         }
 
-        let mut ingest = IngestLoop::new(
+        // In-process frames: at most 8 blocks of a few thousand frames each in flight.
+        let (inject_tx, inject_rx) = sync_channel::<Injected>(4);
+        let ingest = IngestLoop::new(
             sockets,
             core,
             reply_rx,
             to_api.clone(),
             ctl_rx,
             metrics.clone(),
-        );
-        let _ = &mut ingest;
+        )
+        .with_injector(inject_rx);
         threads.push(spawn("ingest", move || ingest.run()).map_err(io)?);
 
         // Ticker.
@@ -362,7 +393,22 @@ impl Collector {
             threads,
             http,
             stop_ticker,
+            inject: inject_tx,
         })
+    }
+
+    /// Frames handed to ingest in-process, decoded and accounted exactly like UDP datagrams.
+    pub fn injector(&self) -> Injector {
+        Injector {
+            tx: self.inject.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Closes every open interval now (benchmarks and tests; normally the watermark does).
+    pub fn flush_intervals(&self) {
+        self.metrics.sent(Chan::Aggregator);
+        let _ = self.to_agg.send(AggMsg::Flush);
     }
 
     /// Asks the API actor to reload the topology file (what SIGHUP does).

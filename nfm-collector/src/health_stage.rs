@@ -46,7 +46,17 @@ fn top_flow(iv: &ClosedInterval, i: usize, degraded: &HashSet<usize>) -> Option<
 }
 
 /// Completes a closed interval's summary with the evaluator's report.
-pub fn complete(w: ClosedWork, report: &HealthReport) -> IntervalSummary {
+/// `evaluated`: false when the stage runs without an evaluator; then no indicator is stored.
+pub fn complete(w: ClosedWork, report: &HealthReport, evaluated: bool) -> IntervalSummary {
+    complete_and_return(w, report, evaluated).0
+}
+
+/// [`complete`], also giving back the interval's sample vector for reuse.
+pub fn complete_and_return(
+    w: ClosedWork,
+    report: &HealthReport,
+    evaluated: bool,
+) -> (IntervalSummary, Vec<crate::model::FlowSample>) {
     let ClosedWork {
         interval,
         mut summary,
@@ -73,7 +83,7 @@ pub fn complete(w: ClosedWork, report: &HealthReport) -> IntervalSummary {
             idx.sort_unstable();
             idx.dedup();
             MonitorPoint {
-                health_indicator: Some(monitor_indicator(&interval, report, &m.flows)),
+                health_indicator: evaluated.then(|| monitor_indicator(&interval, report, &m.flows)),
                 monitor: m.name,
                 flows: m.flows.len() as u64,
                 counters: m.counters,
@@ -86,31 +96,55 @@ pub fn complete(w: ClosedWork, report: &HealthReport) -> IntervalSummary {
         })
         .collect();
     summary.verdicts = report.verdicts.clone();
-    summary
+    (summary, interval.flows)
 }
 
 pub struct HealthStage {
-    evaluator: Evaluator,
+    /// Emptied sample vectors go back to the aggregator for reuse (try_send: never blocks).
+    recycle: Option<SyncSender<Vec<crate::model::FlowSample>>>,
+    /// `None`: the stage passes intervals through unjudged (benchmark baseline, `--no-health`);
+    /// HealthIndicator is then absent, never made up.
+    evaluator: Option<Evaluator>,
     metrics: Arc<Metrics>,
 }
 
 impl HealthStage {
-    pub fn new(evaluator: Evaluator, metrics: Arc<Metrics>) -> HealthStage {
-        HealthStage { evaluator, metrics }
+    pub fn new(evaluator: Option<Evaluator>, metrics: Arc<Metrics>) -> HealthStage {
+        HealthStage {
+            recycle: None,
+            evaluator,
+            metrics,
+        }
+    }
+
+    pub fn with_recycling(mut self, tx: SyncSender<Vec<crate::model::FlowSample>>) -> HealthStage {
+        self.recycle = Some(tx);
+        self
     }
 
     pub fn handle(&mut self, w: ClosedWork) -> StoreMsg {
         let closed_before_ms = w.closed_before_ms;
         let t = std::time::Instant::now();
-        let report = self.evaluator.evaluate(&w.interval);
+        let report = match self.evaluator.as_mut() {
+            Some(e) => e.evaluate(&w.interval),
+            None => HealthReport {
+                interval_start_ms: w.interval.start_ms,
+                ..Default::default()
+            },
+        };
         self.metrics
             .health_eval_us
             .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.metrics
             .verdicts
             .fetch_add(report.verdicts.len() as u64, Ordering::Relaxed);
+        let (summary, mut flows) = complete_and_return(w, &report, self.evaluator.is_some());
+        if let Some(tx) = &self.recycle {
+            flows.clear();
+            let _ = tx.try_send(flows);
+        }
         StoreMsg::Interval {
-            summary: Box::new(complete(w, &report)),
+            summary: Box::new(summary),
             closed_before_ms,
         }
     }
@@ -171,7 +205,7 @@ mod test {
     /// The current evaluator: indicator 0 from `monitor_indicator`, no verdicts, nothing invented.
     #[test]
     fn test_interval_in_summary_out() {
-        let mut h = HealthStage::new(Evaluator::default(), Arc::new(Metrics::default()));
+        let mut h = HealthStage::new(Some(Evaluator::default()), Arc::new(Metrics::default()));
         let StoreMsg::Interval {
             summary,
             closed_before_ms,
@@ -204,7 +238,7 @@ mod test {
             }],
             degraded_flows: vec![0],
         };
-        let s = complete(work(), &report);
+        let s = complete(work(), &report, true);
         assert_eq!(s.monitors[0].health_indicator, Some(1));
         assert_eq!(s.monitors[0].flows_top.len(), 2);
         assert!(s.monitors[0].flows_top.iter().any(|f| f.degraded));

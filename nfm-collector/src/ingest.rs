@@ -25,8 +25,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use nfm_wire::{
     cap, decode, encode, Ack, DecodeOptions, ErrorMsg, Header, Keyring, Message, StreamDecoder,
 };
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use slab::Slab;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -196,7 +197,7 @@ impl Session {
             rejected: BTreeMap::new(),
             stats: None,
             goodbye: None,
-            in_store: HashSet::new(),
+            in_store: HashSet::default(),
         }
     }
 }
@@ -253,7 +254,7 @@ impl IngestCore {
     ) -> IngestCore {
         IngestCore {
             cfg,
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             rejected: BTreeMap::new(),
             to_resolver,
             to_store,
@@ -584,12 +585,21 @@ pub struct IngestLoop {
     replies: Receiver<StoreReply>,
     to_api: SyncSender<ApiMsg>,
     control: Receiver<IngestControl>,
+    inject: Option<Receiver<Injected>>,
     metrics: Arc<Metrics>,
 }
 
 /// Messages to a running ingest loop (with the waker).
 pub enum IngestControl {
     Shutdown,
+}
+
+/// Frames handed to a running ingest loop in-process (benchmarks, embedding), handled exactly
+/// like UDP datagrams: `bytes` holds the frames back to back, `lens` their lengths.
+#[derive(Debug, Default, Clone)]
+pub struct Injected {
+    pub bytes: Vec<u8>,
+    pub lens: Vec<u32>,
 }
 
 fn bind_udp(addr: SocketAddr, rcvbuf: usize) -> io::Result<UdpSocket> {
@@ -672,12 +682,36 @@ impl IngestLoop {
             udp: sockets.udp,
             listener: sockets.listener,
             conns: Slab::new(),
-            by_agent: HashMap::new(),
+            by_agent: HashMap::default(),
             core,
             replies,
             to_api,
             control,
+            inject: None,
             metrics,
+        }
+    }
+
+    /// Also takes frames from this channel (wake the loop's waker after each send).
+    pub fn with_injector(mut self, rx: Receiver<Injected>) -> IngestLoop {
+        self.inject = Some(rx);
+        self
+    }
+
+    fn drain_injected(&mut self) {
+        let Some(rx) = self.inject.as_ref() else {
+            return;
+        };
+        while let Ok(inj) = rx.try_recv() {
+            let mut at = 0usize;
+            for &l in &inj.lens {
+                let end = at + l as usize;
+                let Some(frame) = inj.bytes.get(at..end) else {
+                    break;
+                };
+                let _ = self.core.on_frame(frame, Transport::Udp, None);
+                at = end;
+            }
         }
     }
 
@@ -720,6 +754,7 @@ impl IngestLoop {
                     }
                 }
             }
+            self.drain_injected();
             self.core.flush();
             // Replies from the store (also after a waker event).
             while let Ok(r) = self.replies.try_recv() {

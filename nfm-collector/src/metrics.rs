@@ -55,6 +55,8 @@ pub struct Metrics {
     pub store_bytes: AtomicU64,
     pub store_segments: AtomicU64,
     pub store_batches: AtomicU64,
+    /// Interval summaries made durable.
+    pub store_summaries: AtomicU64,
     pub store_dropped_batches: AtomicU64,
     pub store_stalled: AtomicU64,
     pub store_errors: AtomicU64,

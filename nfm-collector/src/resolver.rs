@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 use crate::model::{Category, ComponentId, ComponentKind};
 use crate::topology::{classify_endpoints, Endpoint, Topology};
 use nfm_wire::FlowRecord;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -138,7 +138,7 @@ impl Resolver {
     pub fn new(topology: Arc<Topology>, max_cache: usize, metrics: Arc<Metrics>) -> Resolver {
         Resolver {
             topology,
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             max_cache,
             next_id: 1,
             metrics,

@@ -539,6 +539,7 @@ impl Store {
                             closed_before_ms,
                         } => {
                             self.newest_ms = self.newest_ms.max(summary.end_ms);
+                            self.metrics.store_summaries.fetch_add(1, Ordering::Relaxed);
                             closed_before = Some(closed_before_ms);
                             // Blocking send: the API must see every durable summary.
                             let _ = out

@@ -439,7 +439,7 @@ fn collector_sigkill_during_ingest_keeps_every_acked_record_once() {
     );
 
     // Every record is there exactly once: FLOWS flows, each with its own bytes.
-    let ins = wait_for("the interval to close with every record", 30, || {
+    let ins = wait_for("the interval to close with every record", 120, || {
         let (_, v) = get(&format!(
             "http://{http}/api/insights?from=0&to=100000&limit=1000"
         ));
