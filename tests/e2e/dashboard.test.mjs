@@ -66,7 +66,10 @@ async function getJson(p) {
 
 /** Runs the simulator to completion (bounded) and returns its ground truth lines. */
 async function runSimulator(truthPath) {
-  const args = ['run', '--fleet', FLEET, '--scenario', SCENARIO, '--virtual', '--transport', 'tcp', '--collector', INGEST, '--truth', truthPath];
+  // Paced at 300× (a 60 s interval every 0.2 s): replayed unpaced, agents run ahead of each
+  // other and the collector closes intervals before the slower agents' records arrive (counted
+  // as late and dropped), which is not what a live fleet looks like.
+  const args = ['run', '--fleet', FLEET, '--scenario', SCENARIO, '--virtual', '--speed', '300', '--transport', 'tcp', '--collector', INGEST, '--truth', truthPath];
   log('nfm-sim', args.join(' '));
   const child = spawn(SIM, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
@@ -216,6 +219,15 @@ async function main() {
       const t = await getJson(`/api/monitors/${MONITOR}/topology?from=${run.start_ms}&to=${run.end_ms}`);
       return t.verdicts.length > 0;
     }, { timeout: 60000 });
+
+    // Every record made it into its interval (none late, none capped): the views below show the
+    // whole simulated fleet.
+    const metrics = await (await fetch(`${BASE}/metrics`)).text();
+    for (const name of ['nfm_records_late_total', 'nfm_records_capped_total']) {
+      const m = metrics.match(new RegExp(`^${name} (\\d+)$`, 'm'));
+      assert.ok(m, `${name} exported`);
+      assert.equal(Number(m[1]), 0, `${name}`);
+    }
 
     // ---- Workload insights: ranked by retransmissions, top row = the collector's top flow,
     // which crosses the faulty component.
