@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Collector end to end (decode, sessions and dedupe, resolve, aggregate, health stage, store with
+# fsync): an in-process generator feeds 10k agents x 10 flows = 100k active flows through the
+# real actors (nfm-collector/benches/collector.rs). Runs twice: with the health evaluator (the
+# headline `collector.records_per_s`) and without it (`collector.records_per_s_without_health`).
+# Duration per run: NFM_BENCH_SECS (default 60) or `--secs N`. Progress and RSS samples go to stderr.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+SECS=${NFM_BENCH_SECS:-60}
+if [ "${1:-}" = "--secs" ] && [ -n "${2:-}" ]; then SECS=$2; fi
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+cargo bench -q -p nfm-collector --bench collector --no-run >&2
+for health in 1 0; do
+  cargo bench -q -p nfm-collector --bench collector -- --secs "$SECS" --health "$health"
+done
