@@ -108,3 +108,108 @@ impl VirtualAgent {
         h.seq
     }
 }
+
+/// Gives a FlowBatch frame this process encoded (unsigned) a new header and interval, in place,
+/// and refreshes its CRC, so a load test can resend the same records without re-encoding them.
+///
+/// The body starts with the interval's start and end as bincode varints; any Unix-millisecond
+/// time after February 1970 is above `u32::MAX` and therefore always written as the 9-byte form
+/// (tag 253, then 8 bytes little-endian), so it can be overwritten without moving anything.
+/// Returns false, leaving the frame untouched, when that does not hold (then re-encode).
+pub fn restamp(frame: &mut [u8], header: &Header, interval: (u64, u64)) -> bool {
+    use nfm_wire::{Frame, MsgType, HEADER_LEN};
+    const TAG_U64: u8 = 253;
+    let b = HEADER_LEN;
+    if frame.len() < b + 18 + 4
+        || interval.0 <= u32::MAX as u64
+        || interval.1 <= u32::MAX as u64
+        || frame[b] != TAG_U64
+        || frame[b + 9] != TAG_U64
+    {
+        return false;
+    }
+    let f = Frame::new_unchecked(&*frame);
+    if f.msg_type_raw() != MsgType::FlowBatch as u8
+        || f.has_auth()
+        || f.body_len() + HEADER_LEN + 4 != frame.len()
+    {
+        return false;
+    }
+    let body_len = f.body_len() as u32;
+    Frame::new_unchecked(&mut *frame).emit_header(MsgType::FlowBatch, 0, body_len, header);
+    frame[b + 1..b + 9].copy_from_slice(&interval.0.to_le_bytes());
+    frame[b + 10..b + 18].copy_from_slice(&interval.1.to_le_bytes());
+    Frame::new_unchecked(&mut *frame).fill_crc();
+    true
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn records(n: usize) -> Vec<FlowRecord> {
+        (0..n)
+            .map(|i| FlowRecord {
+                local: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                remote: IpAddr::V4(Ipv4Addr::new(10, 0, 1, i as u8)),
+                remote_port: 443,
+                bytes_sent: 1000 * i as u64,
+                ..FlowRecord::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn test_restamp_equals_fresh_encoding() {
+        let recs = records(200);
+        let mut a = VirtualAgent::new("h", 7, 0);
+        let (_, mut old) = a
+            .batch((1_700_000_000_000, 1_700_000_005_000), &recs, 1400)
+            .unwrap();
+        let mut b = VirtualAgent::new("h", 7, 0);
+        b.next_seq = 1_000;
+        let (_, fresh) = b
+            .batch((1_800_000_000_000, 1_800_000_060_000), &recs, 1400)
+            .unwrap();
+        assert!(old.len() > 1);
+        for (i, f) in old.iter_mut().enumerate() {
+            let h = Header {
+                agent_id: a.agent_id,
+                epoch: 7,
+                seq: 1_000 + i as u64,
+            };
+            assert!(restamp(f, &h, (1_800_000_000_000, 1_800_000_060_000)));
+            assert_eq!(f, &fresh[i], "byte-identical to a fresh encoding");
+        }
+    }
+
+    #[test]
+    fn test_restamp_refuses_what_it_cannot_patch() {
+        let recs = records(2);
+        let mut a = VirtualAgent::new("h", 7, 0);
+        // Small timestamps are short varints: refused, untouched.
+        let (_, mut f) = a.batch((5, 10), &recs, 1400).unwrap();
+        let before = f[0].clone();
+        assert!(!restamp(
+            &mut f[0],
+            &Header::default(),
+            (1_800_000_000_000, 1_800_000_060_000)
+        ));
+        assert_eq!(f[0], before);
+        // Not a FlowBatch.
+        let mut h = Vec::new();
+        a.hello(1000, &mut h);
+        assert!(!restamp(
+            &mut h,
+            &Header::default(),
+            (1_800_000_000_000, 1_800_000_060_000)
+        ));
+        // Too short.
+        assert!(!restamp(
+            &mut [0u8; 10],
+            &Header::default(),
+            (1_800_000_000_000, 1_800_000_060_000)
+        ));
+    }
+}

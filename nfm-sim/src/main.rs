@@ -245,6 +245,9 @@ struct SinkArgs {
     /// Exit after this long in any case.
     #[arg(long, value_parser = dur, default_value = "600s")]
     max: u64,
+    /// Check header and CRC and count records without decoding them (benchmarks).
+    #[arg(long)]
+    quick: bool,
 }
 
 #[derive(Args)]
@@ -488,6 +491,7 @@ fn cmd_sink(a: SinkArgs) -> anyhow::Result<i32> {
         udp: a.udp,
         tcp: a.tcp,
         keep: false,
+        quick: a.quick,
         idle_exit: Some(Duration::from_millis(a.idle)),
         stop,
     })?;

@@ -598,3 +598,220 @@ pub fn split_by_window(verdicts: &[VerdictLite], windows: &[(u64, u64)]) -> Vec<
     }
     out
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::truth::{EndInfo, RunInfo};
+
+    const T: u64 = 60_000;
+    const S: u64 = 1_000_000_000;
+
+    fn fault(component: &str, kind: FaultKind, from: u64, to: u64) -> TruthLine {
+        let component: ComponentId = component.parse().unwrap();
+        let blame = if kind == FaultKind::SlowHost || !component.kind.is_network() {
+            Blame::Endpoint
+        } else {
+            Blame::Network
+        };
+        TruthLine::Fault(FaultTruth {
+            scenario: "t".into(),
+            fault: 0,
+            cycle: 0,
+            component,
+            kind,
+            blame,
+            start_ms: S + from * T,
+            end_ms: S + to * T,
+            loss: 0.0,
+            delay_ms: 0.0,
+            period_ms: 0,
+            down_ms: 0,
+            extra_rtt_ms: 0.0,
+            extra_handshake_ms: 0.0,
+            affected_flows: 1,
+            equivalent: Vec::new(),
+        })
+    }
+
+    fn truth(n: u64, faults: Vec<TruthLine>) -> Vec<TruthLine> {
+        let mut v = vec![TruthLine::Run(RunInfo {
+            version: 1,
+            scenario: "t".into(),
+            fleet: "f".into(),
+            seed: 1,
+            mode: "virtual".into(),
+            start_ms: S,
+            end_ms: S + n * T,
+            interval_ms: T,
+            agents: 1,
+            flows: 1,
+        })];
+        v.extend(faults);
+        v.push(TruthLine::End(EndInfo {
+            end_ms: S + n * T,
+            intervals: n,
+            records: 0,
+        }));
+        v
+    }
+
+    fn v(i: u64, c: &str, blame: Blame) -> VerdictLite {
+        VerdictLite {
+            interval_start_ms: S + i * T,
+            component: c.parse().unwrap(),
+            blame,
+            confidence: 1.0,
+        }
+    }
+
+    fn none(_: &FaultTruth) -> HashSet<ComponentId> {
+        HashSet::new()
+    }
+
+    #[test]
+    fn test_perfect_verdicts_score_one() {
+        let t = truth(20, vec![fault("az:a", FaultKind::Loss, 5, 10)]);
+        let vs: Vec<_> = (6..10).map(|i| v(i, "az:a", Blame::Network)).collect();
+        let s = score_run(&t, &vs, &none, 1).unwrap();
+        let m = s.overall.metrics();
+        assert_eq!(m.detection_recall, Some(1.0));
+        assert_eq!(m.attribution_precision, Some(1.0));
+        assert_eq!(m.attribution_recall, Some(1.0));
+        assert_eq!(
+            m.max_time_to_detect,
+            Some(1),
+            "first verdict one interval after the start"
+        );
+        assert_eq!(m.interval_recall, Some(0.8));
+        assert_eq!(
+            s.overall.fault_free_intervals, 14,
+            "20 − 5 active − 1 grace"
+        );
+        assert!(s.overall.failures(&Thresholds::default()).is_empty());
+        assert_eq!(s.by_kind[&FaultKind::Loss].true_positives, 4);
+    }
+
+    #[test]
+    fn test_wrong_component_is_detection_but_not_attribution() {
+        let t = truth(20, vec![fault("az:a", FaultKind::Loss, 5, 10)]);
+        let vs = vec![v(5, "subnet:s", Blame::Network)];
+        let rel = |_: &FaultTruth| -> HashSet<ComponentId> { ["subnet:s".parse().unwrap()].into() };
+        let s = score_run(&t, &vs, &rel, 1).unwrap();
+        let m = s.overall.metrics();
+        assert_eq!(
+            m.detection_recall,
+            Some(1.0),
+            "a component on the affected flows' path"
+        );
+        assert_eq!(m.attribution_precision, Some(0.0));
+        assert_eq!(m.attribution_recall, Some(0.0));
+        // Unrelated component: not even detected.
+        let s = score_run(&t, &vs, &none, 1).unwrap();
+        assert_eq!(s.overall.metrics().detection_recall, Some(0.0));
+        assert!(!s.overall.failures(&Thresholds::default()).is_empty());
+    }
+
+    #[test]
+    fn test_false_flips_and_grace() {
+        let t = truth(30, vec![fault("az:a", FaultKind::Loss, 5, 10)]);
+        let vs = vec![
+            v(10, "az:a", Blame::Network),    // grace: excused
+            v(20, "az:b", Blame::Network),    // flip 1
+            v(21, "az:b", Blame::Network),    // same run, no new flip
+            v(25, "host:h", Blame::Endpoint), // FP interval, no flip (endpoint)
+            v(27, "az:b", Blame::Network),    // flip 2
+        ];
+        let s = score_run(&t, &vs, &none, 1).unwrap();
+        assert_eq!(s.overall.false_flips, 2);
+        assert_eq!(s.overall.false_positive_intervals, 4);
+        assert_eq!(s.overall.false_positives, 4);
+        assert_eq!(s.overall.true_positives, 0);
+    }
+
+    #[test]
+    fn test_network_blame_during_slow_host() {
+        let t = truth(20, vec![fault("host:h", FaultKind::SlowHost, 5, 10)]);
+        let vs = vec![
+            v(5, "host:h", Blame::Endpoint),
+            v(6, "subnet:s", Blame::Network),
+            v(7, "host:h", Blame::Endpoint),
+        ];
+        let s = score_run(&t, &vs, &none, 1).unwrap();
+        assert_eq!(s.overall.network_blame_slow_host, 1);
+        assert_eq!(s.overall.metrics().max_time_to_detect, Some(0));
+        let f = s.overall.failures(&Thresholds::default());
+        assert!(f.iter().any(|x| x.contains("slow")), "{f:?}");
+    }
+
+    #[test]
+    fn test_verdicts_outside_the_run_are_ignored_and_duplicates_count_once() {
+        let t = truth(10, vec![]);
+        let vs = vec![
+            v(50, "az:a", Blame::Network),
+            v(3, "az:a", Blame::Network),
+            v(3, "az:a", Blame::Network),
+        ];
+        let s = score_run(&t, &vs, &none, 1).unwrap();
+        assert_eq!(s.overall.false_positives, 1);
+        assert_eq!(s.overall.false_flips, 1);
+    }
+
+    #[test]
+    fn test_parse_verdicts_shapes() {
+        let one = r#"{"interval_start_ms":5,"component":"az:a","blame":"network","confidence":0.5,"extra":1}"#;
+        assert_eq!(parse_verdicts(&format!("[{one}]")).unwrap().len(), 1);
+        assert_eq!(
+            parse_verdicts(&format!("{{\"verdicts\":[{one}]}}"))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(parse_verdicts("{\"nope\":1}").is_err());
+        assert!(parse_verdicts("not json").is_err());
+        assert!(parse_verdicts(
+            r#"[{"interval_start_ms":5,"component":"planet:x","blame":"network"}]"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn test_fetch_verdicts_over_http() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0);
+                req.extend_from_slice(&buf[..n]);
+            }
+            let body = r#"[{"interval_start_ms":60000,"component":"gateway:g","blame":"network"}]"#;
+            write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+            String::from_utf8(req).unwrap()
+        });
+        let vs = fetch_verdicts(&format!("http://{addr}/"), 60_000, 120_000, Some("tok")).unwrap();
+        let req = server.join().unwrap();
+        assert!(
+            req.starts_with("GET /api/verdicts?from=60000&to=120000 HTTP/1.1"),
+            "{req}"
+        );
+        assert!(req
+            .to_ascii_lowercase()
+            .contains("authorization: bearer tok"));
+        assert_eq!(
+            vs,
+            vec![v(0, "gateway:g", Blame::Network)]
+                .into_iter()
+                .map(|mut x| {
+                    x.interval_start_ms = 60_000;
+                    x.confidence = 0.0;
+                    x
+                })
+                .collect::<Vec<_>>()
+        );
+    }
+}

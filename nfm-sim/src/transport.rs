@@ -15,7 +15,7 @@ use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 use nfm_wire::{DecodeOptions, Message, StreamDecoder, MAX_FRAME_LEN};
 use std::collections::VecDeque;
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,9 @@ const UDP_WAIT: Duration = Duration::from_millis(200);
 /// How long one `send` may wait for a TCP connection to drain below `HIGH_WATER`.
 const TCP_WAIT: Duration = Duration::from_secs(5);
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// Connections allowed in progress at once: opening 10,000 agents' connections in one burst
+/// would overflow the collector's listen backlog (typically 1,024) and get them reset.
+const MAX_CONNECTING: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -49,7 +52,7 @@ impl std::str::FromStr for Kind {
 /// What a sender did, for reports and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SendStats {
-    /// Frames fully handed to the kernel.
+    /// Frames fully handed to the kernel (TCP: completely written to the socket).
     pub frames_sent: u64,
     pub bytes_sent: u64,
     /// Flow records in frames handed to the kernel.
@@ -76,6 +79,11 @@ struct Conn {
     /// cumulative byte count of this connection).
     unacked: VecDeque<(u32, u64, u64)>,
     dec: StreamDecoder,
+    /// Frames queued and not completely written: (cumulative end offset, length, records).
+    unwritten: VecDeque<(u64, u64, u64)>,
+    /// Bytes queued and bytes written on this connection since it opened.
+    queued_total: u64,
+    written_total: u64,
     hello: Vec<u8>,
     last_attempt: Option<Instant>,
 }
@@ -90,6 +98,12 @@ pub struct Sender {
     conns: Vec<Conn>,
     stats: SendStats,
     buffered: usize,
+    connecting: usize,
+    /// Connection losses so far (warnings are rate-limited on it).
+    losses: u64,
+    /// TCP: write a connection's queue only once it holds this many bytes (or on `flush_all`,
+    /// `drive` backpressure and `finish`). 0 writes every frame at once.
+    coalesce: usize,
 }
 
 fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
@@ -138,6 +152,9 @@ impl Sender {
                         out_pos: 0,
                         unacked: VecDeque::new(),
                         dec: StreamDecoder::new(MAX_FRAME_LEN),
+                        unwritten: VecDeque::new(),
+                        queued_total: 0,
+                        written_total: 0,
                         hello: Vec::new(),
                         last_attempt: None,
                     });
@@ -153,7 +170,26 @@ impl Sender {
             conns,
             stats: SendStats::default(),
             buffered: 0,
+            connecting: 0,
+            losses: 0,
+            coalesce: 0,
         })
+    }
+
+    /// TCP: batch frames per connection into writes of at least `bytes` (a load test's many
+    /// small frames per agent then cost one system call per batch instead of one each).
+    pub fn set_coalesce(&mut self, bytes: usize) {
+        self.coalesce = bytes.min(16 * 1024);
+    }
+
+    /// TCP: writes every connection's queued bytes that its socket will take now.
+    pub fn flush_all(&mut self) {
+        for a in 0..self.conns.len() {
+            let c = &self.conns[a];
+            if c.connected && c.writable && c.out_pos < c.out.len() {
+                self.flush_conn(a);
+            }
+        }
     }
 
     pub fn kind(&self) -> Kind {
@@ -230,6 +266,7 @@ impl Sender {
             }
         }
         c.last_attempt = Some(Instant::now());
+        self.connecting += 1;
         match TcpStream::connect(self.addr) {
             Ok(mut s) => {
                 let _ = s.set_nodelay(true);
@@ -240,6 +277,7 @@ impl Sender {
                 ) {
                     log::warn!("register: {e}");
                     self.stats.send_errors += 1;
+                    self.connecting -= 1;
                     return false;
                 }
                 self.stats.connects += 1;
@@ -248,12 +286,15 @@ impl Sender {
                 c.writable = false;
                 let hello = std::mem::take(&mut c.hello);
                 c.out.extend_from_slice(&hello);
+                c.queued_total = hello.len() as u64;
+                c.written_total = 0;
                 c.hello = hello;
                 true
             }
             Err(e) => {
                 log::debug!("connect {}: {e}", self.addr);
                 self.stats.send_errors += 1;
+                self.connecting -= 1;
                 false
             }
         }
@@ -270,6 +311,13 @@ impl Sender {
     ) {
         if hello {
             self.conns[agent].hello = frame.to_vec();
+        }
+        if self.conns[agent].stream.is_none() {
+            // Pace connection setup: wait (bounded) for some in-progress connects to finish.
+            let deadline = Instant::now() + TCP_WAIT;
+            while self.connecting >= MAX_CONNECTING && Instant::now() < deadline {
+                self.drive(Duration::from_millis(10));
+            }
         }
         let fresh = self.connect(agent);
         if self.conns[agent].stream.is_none() {
@@ -292,14 +340,15 @@ impl Sender {
             // A fresh connection already starts with this Hello.
             if !(hello && fresh) {
                 c.out.extend_from_slice(frame);
+                c.queued_total += frame.len() as u64;
             }
             c.unacked.push_back((epoch, seq, records));
+            c.unwritten
+                .push_back((c.queued_total, frame.len() as u64, records));
         }
-        self.stats.frames_sent += 1;
-        self.stats.bytes_sent += frame.len() as u64;
-        self.stats.records_sent += records;
         self.buffered += frame.len();
-        if self.conns[agent].connected && self.conns[agent].writable {
+        let c = &self.conns[agent];
+        if c.connected && c.writable && c.out.len() - c.out_pos >= self.coalesce {
             self.flush_conn(agent);
         }
         // Opportunistic: handle Acks and writability without blocking.
@@ -312,12 +361,24 @@ impl Sender {
         let c = &mut self.conns[agent];
         if let Some(mut s) = c.stream.take() {
             let _ = self.poll.registry().deregister(&mut s);
-            log::warn!("agent {agent}: connection to {} lost: {why}", self.addr);
+            if !c.connected {
+                self.connecting -= 1;
+            }
+            self.losses += 1;
+            // Rate-limited: a dead collector would otherwise log once per agent.
+            if self.losses <= 5 || self.losses.is_power_of_two() {
+                log::warn!(
+                    "agent {agent}: connection to {} lost: {why} ({} connections lost so far)",
+                    self.addr,
+                    self.losses
+                );
+            }
             self.stats.send_errors += 1;
         }
         let lost: u64 = c.unacked.iter().map(|u| u.2).sum();
         self.stats.records_lost += lost;
         c.unacked.clear();
+        c.unwritten.clear();
         self.buffered -= (c.out.len() - c.out_pos).min(self.buffered);
         c.out.clear();
         c.out_pos = 0;
@@ -337,7 +398,17 @@ impl Sender {
                 }
                 Ok(n) => {
                     c.out_pos += n;
+                    c.written_total += n as u64;
                     self.buffered -= n.min(self.buffered);
+                    while let Some(&(end, len, recs)) = c.unwritten.front() {
+                        if end > c.written_total {
+                            break;
+                        }
+                        c.unwritten.pop_front();
+                        self.stats.frames_sent += 1;
+                        self.stats.bytes_sent += len;
+                        self.stats.records_sent += recs;
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -360,15 +431,18 @@ impl Sender {
     }
 
     fn read_conn(&mut self, agent: usize) {
+        // Acks are small: read them through a small buffer rather than the stream decoder's
+        // 64 KiB chunk, which would be zero-filled on every read of every connection.
+        let mut chunk = [0u8; 4096];
         loop {
             let c = &mut self.conns[agent];
             let Some(s) = c.stream.as_mut() else { return };
-            match c.dec.read_from(s) {
+            match s.read(&mut chunk) {
                 Ok(0) => {
                     self.close(agent, "closed by the collector");
                     return;
                 }
-                Ok(_) => {}
+                Ok(n) => c.dec.push(&chunk[..n]),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -459,6 +533,7 @@ impl Sender {
                         continue;
                     }
                     c.connected = true;
+                    self.connecting -= 1;
                 }
                 self.conns[agent].writable = true;
                 self.flush_conn(agent);
