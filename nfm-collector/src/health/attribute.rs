@@ -138,7 +138,9 @@ pub fn greedy(
             _ => {}
         }
     }
-    let background = (dt / (dt + ht).max(1e-9)).clamp(0.005, 0.3);
+    // Recomputed after each pick without the flows it explained: a large fault must not hide
+    // a small one elsewhere.
+    let background = |dt: f32| (dt / (dt + ht).max(1e-9)).clamp(0.005, 0.3);
     // Inverted index: component -> degraded observations through it (CSR).
     for c in 0..n {
         deg_count[c + 1] += deg_count[c];
@@ -167,7 +169,7 @@ pub fn greedy(
             if nd[c] < r.min_flows || d[c] < r.min_weight || purity < r.min_purity {
                 continue;
             }
-            let score = llr(d[c], h[c], background);
+            let score = llr(d[c], h[c], background(dt));
             if score.is_nan() || score < r.min_llr {
                 continue;
             }
@@ -199,6 +201,7 @@ pub fn greedy(
             }
             covered[i as usize] = true;
             let w = state(i as usize).1;
+            dt -= w;
             for &c2 in g.of(i as usize) {
                 d[c2 as usize] -= w;
                 nd[c2 as usize] -= 1;
@@ -208,4 +211,113 @@ pub fn greedy(
         picks.push(pick);
     }
     picks
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::health::judge::observations;
+    use crate::model::{Category, FlowSample};
+    use nfm_wire::FlowRecord;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    /// Client-only samples with the given paths (one observation each).
+    fn interval(paths: &[Vec<&str>]) -> ClosedInterval {
+        let flows = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| FlowSample {
+                agent_id: 1,
+                record: FlowRecord {
+                    local: IpAddr::V4(Ipv4Addr::from(i as u32)),
+                    remote: IpAddr::V4(Ipv4Addr::from(i as u32 + 1_000_000)),
+                    ..FlowRecord::default()
+                },
+                category: Category::IntraAz,
+                path: p.iter().map(|c| c.parse().unwrap()).collect(),
+            })
+            .collect();
+        ClosedInterval {
+            start_ms: 0,
+            end_ms: 60_000,
+            flows,
+        }
+    }
+
+    const RULES: Rules = Rules {
+        min_flows: 3,
+        min_weight: 2.0,
+        min_purity: 0.3,
+        min_llr: 8.0,
+    };
+
+    fn picked(iv: &ClosedInterval, degraded: &[bool]) -> Vec<String> {
+        let obs = observations(iv);
+        let g = Graph::build(iv, &obs);
+        let state = |i: usize| {
+            if degraded[i] {
+                (State::Degraded, 1.0)
+            } else {
+                (State::Healthy, 1.0)
+            }
+        };
+        greedy(&g, state, |_| RULES, |_| 0, 8)
+            .iter()
+            .map(|p| g.comps[p.comp as usize].to_string())
+            .collect()
+    }
+
+    /// Regression: a large fault inflated the background rate until a 3-flow subnet blackhole
+    /// elsewhere no longer stood out.
+    #[test]
+    fn test_small_fault_not_hidden_by_large_one() {
+        let mut paths = Vec::new();
+        let mut degraded = Vec::new();
+        for i in 0..40 {
+            let h = format!("host:a{}", i % 8);
+            paths.push(vec![
+                h.leak() as &str,
+                "subnet:s1",
+                "az-pair:x|y",
+                "subnet:s2",
+            ]);
+            degraded.push(true);
+        }
+        for i in 0..100 {
+            let h = format!("host:b{}", i % 8);
+            paths.push(vec![h.leak() as &str, "subnet:s1", "subnet:s3"]);
+            degraded.push(false);
+        }
+        for i in 0..3 {
+            let h = format!("host:c{i}");
+            paths.push(vec![h.leak() as &str, "subnet:s3", "subnet:small"]);
+            degraded.push(true);
+        }
+        let iv = interval(&paths);
+        assert_eq!(picked(&iv, &degraded), vec!["az-pair:x|y", "subnet:small"]);
+    }
+
+    #[test]
+    fn test_zero_one_and_two_degraded_flows_name_nothing() {
+        for n in 0..3 {
+            let mut paths = Vec::new();
+            let mut degraded = Vec::new();
+            for i in 0..20 {
+                paths.push(vec![
+                    "host:a",
+                    "subnet:s1",
+                    if i < 10 { "host:b" } else { "host:c" },
+                ]);
+                degraded.push(i < n);
+            }
+            assert!(picked(&interval(&paths), &degraded).is_empty(), "{n}");
+        }
+    }
+
+    #[test]
+    fn test_llr_prefers_pure_and_large() {
+        assert!(llr(10.0, 0.0, 0.01) > llr(5.0, 0.0, 0.01));
+        assert!(llr(10.0, 0.0, 0.01) > llr(10.0, 10.0, 0.01));
+        assert!(llr(1.0, 99.0, 0.01) <= 0.0 + 1e-3);
+    }
 }
