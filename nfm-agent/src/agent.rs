@@ -9,7 +9,7 @@
 use anyhow::{Context as _, Result};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use nfm_agent_common::{SockStats, SOCK_STATS_LEN};
+use nfm_agent_common::{sflag, SockStats, SOCK_STATS_LEN};
 use nfm_wire::{
     cap, encode_flow_batch, encode_to_vec, AgentStats, FlowRecord, Goodbye, Header, Hello, Key,
     Keyring, Message,
@@ -65,7 +65,8 @@ pub struct Agent {
     started: Instant,
     started_ms: u64,
     interval_start_ms: u64,
-    map_buf: Vec<SockStats>,
+    /// Closed sockets whose map entries are deleted after this read.
+    to_delete: Vec<u64>,
     scratch: BatchScratch,
     kernel: KernelCounters,
     ring_events: u64,
@@ -97,6 +98,8 @@ impl Agent {
                 // Wake the reader at a quarter full (default); below that the interval drain
                 // picks events up (one wakeup per thousands of closes instead of one per close).
                 wakeup_bytes: cfg.ring_wakeup_bytes,
+                noop: cfg.bpf_noop,
+                profile: cfg.bpf_profile,
             },
         )?;
         log::info!("attached sock_ops program to {}", cgroup.display());
@@ -134,7 +137,7 @@ impl Agent {
                 started: Instant::now(),
                 started_ms: now_ms,
                 interval_start_ms: now_ms,
-                map_buf: Vec::new(),
+                to_delete: Vec::new(),
                 scratch: BatchScratch::default(),
                 kernel: KernelCounters::default(),
                 ring_events: 0,
@@ -183,26 +186,34 @@ impl Agent {
             drop(item);
             self.ring_events += 1;
             self.tracker.observe_close(&s, now);
+            if s.flags & sflag::UNTRACKED == 0 {
+                self.to_delete.push(s.cookie);
+            }
+        }
+        // The program leaves closed entries in the map (a delete is the costliest part of a
+        // close); remove them here, a batch per syscall.
+        if !self.to_delete.is_empty() {
+            self.probe.delete_sockets(&self.to_delete);
+            self.to_delete.clear();
         }
     }
 
     fn read_map(&mut self) {
         let now = Instant::now();
-        if let Err(e) = self
-            .probe
-            .read_sockets(&mut self.map_buf, &mut self.scratch)
-        {
-            log::warn!("{e:#}");
-            return;
-        }
-        let buf = std::mem::take(&mut self.map_buf);
-        for s in &buf {
-            if self.tracker.observe_map(s, now) {
-                self.probe.delete_socket(s.cookie);
+        let tracker = &mut self.tracker;
+        let closed = &mut self.to_delete;
+        let r = self.probe.read_sockets(&mut self.scratch, |s| {
+            if tracker.observe_map(s, now) {
+                closed.push(s.cookie);
             }
-            self.tracker.touch(s.cookie, now);
+        });
+        if let Err(e) = r {
+            log::warn!("{e:#}");
         }
-        self.map_buf = buf;
+        if !self.to_delete.is_empty() {
+            self.probe.delete_sockets(&self.to_delete);
+            self.to_delete.clear();
+        }
     }
 
     fn stats(&self, cpu_time_us: u64, rss_bytes: u64) -> AgentStats {
@@ -248,9 +259,10 @@ impl Agent {
         let start_ms = self.interval_start_ms;
         self.interval_start_ms = end_ms;
         let flows_before = self.tracker.flows();
-        let records = self.tracker.finish_interval(now);
+        let mut records = self.tracker.finish_interval(now);
         let (cpu, rss) = sys::self_usage();
         if self.cfg.stdout {
+            records.sort_by_key(|r| (r.role as u8, r.local, r.remote, r.local_port, r.remote_port));
             let line = StdoutLine {
                 interval_start_ms: start_ms,
                 interval_end_ms: end_ms,
@@ -413,6 +425,16 @@ impl Agent {
                     if ev.token() == COLLECTOR {
                         t.on_event(self.poll.registry(), ev);
                     }
+                }
+            }
+        }
+        if self.cfg.bpf_profile {
+            if let Ok(p) = self.probe.profile() {
+                for (op, ns, runs) in p {
+                    eprintln!(
+                        "profile op {op:2}: runs {runs:9} total {ns:12} ns  {:.1} ns/run",
+                        ns as f64 / runs as f64
+                    );
                 }
             }
         }

@@ -32,6 +32,10 @@ pub struct LoadOptions {
     pub cb_flags: u32,
     /// Wake the reader when this many bytes are waiting (0 = every event).
     pub wakeup_bytes: u64,
+    /// Measurement only: the program returns at once (see the program's `NOOP`).
+    pub noop: bool,
+    /// Measurement only: the program times itself per op (see the program's `PROFILE`).
+    pub profile: bool,
 }
 
 /// Summed per-CPU counters ([`counter`]).
@@ -98,12 +102,16 @@ impl Probe {
         check_cgroup(cgroup)?;
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
+        let noop = opts.noop as u32;
+        let profile = opts.profile as u32;
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries("SOCKS", opts.max_sockets)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .override_global("CB_FLAGS", &opts.cb_flags, true)
-            .override_global("WAKEUP_BYTES", &opts.wakeup_bytes, true);
+            .override_global("WAKEUP_BYTES", &opts.wakeup_bytes, true)
+            .override_global("NOOP", &noop, true)
+            .override_global("PROFILE", &profile, true);
         let mut ebpf = loader.load(OBJ).map_err(|e| {
             let hint = if euid != 0 {
                 "run as root or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"
@@ -176,31 +184,71 @@ impl Probe {
         })
     }
 
-    /// Reads every entry of the socket map into `out` (cleared first).
-    pub fn read_sockets(&self, out: &mut Vec<SockStats>, scratch: &mut BatchScratch) -> Result<()> {
-        out.clear();
-        let fd = self.socks.fd().as_fd().as_raw_fd();
-        lookup_batch(fd, out, scratch).context("reading the socket map")
+    /// Per-op (ns, runs) measured by a profiling program, summed over CPUs.
+    pub fn profile(&self) -> Result<Vec<(u32, u64, u64)>> {
+        let mut out = Vec::new();
+        for op in 0..counter::PROFILE_OPS {
+            let i = counter::PROFILE_BASE + 2 * op;
+            let ns: u64 = self.counters.get(&i, 0)?.iter().sum();
+            let runs: u64 = self.counters.get(&(i + 1), 0)?.iter().sum();
+            if runs > 0 {
+                out.push((op, ns, runs));
+            }
+        }
+        Ok(out)
     }
 
-    /// Deletes a socket's entry (a close the ring buffer could not take, once read).
-    pub fn delete_socket(&self, cookie: u64) {
+    /// Calls `f` on every entry of the socket map, a batch at a time (no copy of the whole map).
+    pub fn read_sockets(
+        &self,
+        scratch: &mut BatchScratch,
+        f: impl FnMut(&SockStats),
+    ) -> Result<()> {
         let fd = self.socks.fd().as_fd().as_raw_fd();
-        let mut attr = [0u64; 4];
-        attr[0] = fd as u64;
-        attr[1] = &cookie as *const u64 as u64;
-        // SAFETY: BPF_MAP_DELETE_ELEM reads map_fd (u32 at offset 0) and key (u64 pointer at 8).
-        let r = unsafe { sys_bpf(BPF_MAP_DELETE_ELEM, attr.as_mut_ptr().cast(), 32) };
-        if r < 0 {
-            log::debug!(
-                "delete cookie {cookie}: {}",
-                std::io::Error::last_os_error()
-            );
+        lookup_batch(fd, scratch, f).context("reading the socket map")
+    }
+
+    /// Deletes the entries of closed sockets, a batch per syscall. Keys already gone are
+    /// skipped. Returns how many were deleted.
+    pub fn delete_sockets(&self, cookies: &[u64]) -> u64 {
+        let fd = self.socks.fd().as_fd().as_raw_fd();
+        let mut deleted = 0u64;
+        let mut rest = cookies;
+        while !rest.is_empty() {
+            let n = rest.len().min(BATCH * 16);
+            let mut attr = BatchAttr {
+                keys: rest.as_ptr() as u64,
+                count: n as u32,
+                map_fd: fd as u32,
+                ..BatchAttr::default()
+            };
+            // SAFETY: keys points at `count` u64 keys; the kernel only reads them.
+            let r = unsafe {
+                sys_bpf(
+                    BPF_MAP_DELETE_BATCH,
+                    (&mut attr as *mut BatchAttr).cast(),
+                    std::mem::size_of::<BatchAttr>() as u32,
+                )
+            };
+            let done = (attr.count as usize).min(n);
+            deleted += done as u64;
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::ENOENT) {
+                    log::warn!("deleting closed sockets from the map: {e}");
+                    return deleted;
+                }
+                // Key `done` was already gone: skip it.
+                rest = &rest[(done + 1).min(rest.len())..];
+            } else {
+                rest = &rest[n..];
+            }
         }
+        deleted
     }
 }
 
-const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 
 /// `union bpf_attr` for the batch commands.
@@ -233,7 +281,11 @@ unsafe fn sys_bpf(cmd: libc::c_long, attr: *mut libc::c_void, size: u32) -> libc
     unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size) }
 }
 
-fn lookup_batch(fd: i32, out: &mut Vec<SockStats>, s: &mut BatchScratch) -> std::io::Result<()> {
+fn lookup_batch(
+    fd: i32,
+    s: &mut BatchScratch,
+    mut f: impl FnMut(&SockStats),
+) -> std::io::Result<()> {
     let mut count_hint = BATCH;
     let mut token: u64 = 0;
     let mut first = true;
@@ -269,7 +321,7 @@ fn lookup_batch(fd: i32, out: &mut Vec<SockStats>, s: &mut BatchScratch) -> std:
             None
         };
         let n = (attr.count as usize).min(count_hint);
-        out.extend_from_slice(&s.values[..n]);
+        s.values[..n].iter().for_each(&mut f);
         match err {
             None => {
                 token = next;

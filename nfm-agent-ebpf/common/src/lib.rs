@@ -146,6 +146,9 @@ pub mod counter {
     /// Setting the per-socket callback flags failed.
     pub const CB_FLAGS_FAILED: u32 = 7;
     pub const COUNT: u32 = 8;
+    /// Profiling slots (measurement builds only): ops 0..PROFILE_OPS, two slots each.
+    pub const PROFILE_BASE: u32 = COUNT;
+    pub const PROFILE_OPS: u32 = 16;
 }
 
 /// One socket's identity and cumulative counters.
@@ -270,8 +273,8 @@ pub fn on_sock_ops<C: SockOps, E: Env>(ctx: &C, env: &E) -> u32 {
         op::RTT_CB => on_rtt(ctx, env),
         op::RETRANS_CB => on_retrans(ctx, env),
         op::RTO_CB => on_rto(ctx, env),
-        op::TCP_CONNECT_CB => register(ctx, env, role::CLIENT),
-        op::ACTIVE_ESTABLISHED_CB => on_active_established(ctx, env),
+        op::TCP_CONNECT_CB => on_connect(ctx, env),
+        op::ACTIVE_ESTABLISHED_CB => register(ctx, env, role::CLIENT),
         op::PASSIVE_ESTABLISHED_CB => register(ctx, env, role::SERVER),
         _ => {}
     }
@@ -325,6 +328,30 @@ fn fin_sent(state: u32) -> bool {
     )
 }
 
+/// The initial SYN retransmission timeout (`TCP_TIMEOUT_INIT`), µs.
+pub const SYN_RTO_US: u32 = 1_000_000;
+
+/// Client handshake time from what the kernel knows at ACTIVE_ESTABLISHED: the first RTT sample
+/// (SYN → SYN-ACK; with timestamps, measured from the SYN that was answered) plus the back-off
+/// of the SYNs that timed out: 1 s, 2 s, 4 s … for `syn_retrans` retransmissions.
+#[inline(always)]
+pub fn client_handshake_us(srtt_us: u32, syn_retrans: u32) -> u32 {
+    let n = if syn_retrans > 6 { 6 } else { syn_retrans };
+    srtt_us.saturating_add(SYN_RTO_US.saturating_mul((1u32 << n) - 1))
+}
+
+/// A client's connect: only enable the callbacks that matter before the handshake completes
+/// (STATE for a failed connect, RETRANS/RTO for SYN timeouts). The socket is registered at
+/// ACTIVE_ESTABLISHED, so a connection costs one map insert, and a connect that fails is reported
+/// by its close event alone (identity and counters read from the context).
+#[inline(always)]
+fn on_connect<C: SockOps, E: Env>(ctx: &C, env: &E) {
+    if ctx.set_cb_flags(env.cb_flags() & !cb_flag::RTT) != 0 {
+        env.count(counter::CB_FLAGS_FAILED);
+    }
+}
+
+/// Registers an established socket (both roles): one map insert, and the full callback set.
 #[inline(always)]
 fn register<C: SockOps, E: Env>(ctx: &C, env: &E, role: u8) {
     // Enable the callbacks first: even if the map is full, the close is still seen and counted.
@@ -334,19 +361,26 @@ fn register<C: SockOps, E: Env>(ctx: &C, env: &E, role: u8) {
     let cookie = ctx.cookie();
     let mut s = identity(ctx, cookie, role);
     s.start_ns = env.now_ns();
-    if role == role::SERVER {
-        // The child socket exists only once the handshake is done. Its first RTT sample is the
-        // SYN-ACK → ACK round trip, and `total_retrans` holds the SYN-ACK retransmissions the
-        // request socket made, each of which was a timeout.
-        let c = ctx.counters();
-        refresh(&mut s, &c, tcp_state::ESTABLISHED);
-        s.flags = sflag::ESTABLISHED;
-        s.handshake_us = s.srtt_us;
-        s.retrans[phase::HANDSHAKE] = c.total_retrans;
-        s.rto[phase::HANDSHAKE] = c.total_retrans;
+    let c = ctx.counters();
+    refresh(&mut s, &c, tcp_state::ESTABLISHED);
+    s.flags = sflag::ESTABLISHED;
+    // The handshake's RTT measurement is the first sample (RTT_CB is enabled only now, so it is
+    // never counted twice). SYN (client) or SYN-ACK (server, sent by the request socket)
+    // retransmissions are in `total_retrans`; each was a timeout.
+    let rtt = s.srtt_us;
+    s.rtt_count = 1;
+    s.rtt_sum_us = rtt as u64;
+    s.rtt_min_us = rtt;
+    s.rtt_max_us = rtt;
+    s.retrans[phase::HANDSHAKE] = c.total_retrans;
+    s.rto[phase::HANDSHAKE] = c.total_retrans;
+    s.handshake_us = if role == role::CLIENT {
+        client_handshake_us(rtt, c.total_retrans)
     } else {
-        s.last_state = tcp_state::SYN_SENT as u8;
-    }
+        // The child socket exists only once the handshake is done: its first RTT sample is
+        // the SYN-ACK → ACK round trip.
+        rtt
+    };
     let r = env.insert(cookie, &s);
     if r == 0 {
         env.count(counter::REGISTERED);
@@ -358,24 +392,11 @@ fn register<C: SockOps, E: Env>(ctx: &C, env: &E, role: u8) {
 }
 
 #[inline(always)]
-fn on_active_established<C: SockOps, E: Env>(ctx: &C, env: &E) {
-    let Some(p) = env.lookup(ctx.cookie()) else {
-        return;
-    };
-    // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
-    let s = unsafe { &mut *p };
-    let now = env.now_ns();
-    s.handshake_us = (now.saturating_sub(s.start_ns) / 1000) as u32;
-    s.flags |= sflag::ESTABLISHED;
-    refresh(s, &ctx.counters(), tcp_state::ESTABLISHED);
-}
-
-#[inline(always)]
 fn on_rtt<C: SockOps, E: Env>(ctx: &C, env: &E) {
     let Some(p) = env.lookup(ctx.cookie()) else {
         return;
     };
-    // SAFETY: see `on_active_established`.
+    // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
     let s = unsafe { &mut *p };
     let c = ctx.counters();
     // Since Linux 6.10, arg0 is the measured RTT (µs) and arg1 the new srtt (8×). Older kernels
@@ -409,7 +430,7 @@ fn on_retrans<C: SockOps, E: Env>(ctx: &C, env: &E) {
     let Some(p) = env.lookup(ctx.cookie()) else {
         return;
     };
-    // SAFETY: see `on_active_established`.
+    // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
     let s = unsafe { &mut *p };
     let ph = phase_of(ctx.state());
     if let Some(slot) = s.retrans.get_mut(ph) {
@@ -422,7 +443,7 @@ fn on_rto<C: SockOps, E: Env>(ctx: &C, env: &E) {
     let Some(p) = env.lookup(ctx.cookie()) else {
         return;
     };
-    // SAFETY: see `on_active_established`.
+    // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
     let s = unsafe { &mut *p };
     let ph = phase_of(ctx.state());
     if let Some(slot) = s.rto.get_mut(ph) {
@@ -430,6 +451,10 @@ fn on_rto<C: SockOps, E: Env>(ctx: &C, env: &E) {
     }
 }
 
+/// The close: final counters into the entry, the entry into the ring buffer. The entry is not
+/// deleted here (a hash delete is the costliest step of a close): it is flagged CLOSED and user
+/// space deletes it in batches after reading the event (or reads the close from the map when the
+/// ring buffer was full).
 #[inline(always)]
 fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
     let old = ctx.arg(0);
@@ -437,30 +462,34 @@ fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
     let c = ctx.counters();
     match env.lookup(cookie) {
         Some(p) => {
-            // SAFETY: see `on_active_established`.
+            // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
             let s = unsafe { &mut *p };
             finish(s, &c, old);
+            s.flags |= sflag::CLOSED;
             if env.emit(s) {
                 env.count(counter::CLOSE_EVENTS);
-                env.remove(cookie);
             } else {
-                // Keep the final counters in the map: user space reads the close from there.
-                s.flags |= sflag::CLOSED;
                 env.count(counter::RINGBUF_FULL);
             }
         }
         None => {
-            // Registration failed (map full) or the program was attached after this socket
-            // opened with callbacks set by a previous instance: report the close anyway.
-            let role = if ctx.state() == tcp_state::SYN_SENT || old == tcp_state::SYN_SENT {
+            // A connect that never completed (normal: clients register when established), or
+            // a socket whose registration failed (map full): report the close from the context.
+            let client = old == tcp_state::SYN_SENT;
+            // An established socket whose registration failed: which end opened it is not in
+            // the context; the ephemeral (higher) port is the client's.
+            let (lp, rp) = ctx.ports();
+            let role = if client || lp > rp {
                 role::CLIENT
             } else {
                 role::SERVER
             };
             let mut s = identity(ctx, cookie, role);
-            s.flags = sflag::UNTRACKED;
+            s.flags = sflag::UNTRACKED | sflag::CLOSED;
             finish(&mut s, &c, old);
-            env.count(counter::CLOSE_UNTRACKED);
+            if !client {
+                env.count(counter::CLOSE_UNTRACKED);
+            }
             if env.emit(&s) {
                 env.count(counter::CLOSE_EVENTS);
             } else {
@@ -491,6 +520,10 @@ fn finish(s: &mut SockStats, c: &Counters, old: u32) {
         if let Some(slot) = s.retrans.get_mut(ph) {
             *slot += c.total_retrans - seen;
         }
+    }
+    // A connect that never completed: every SYN retransmission was a timeout.
+    if old == tcp_state::SYN_SENT && s.rto[phase::HANDSHAKE] < c.total_retrans {
+        s.rto[phase::HANDSHAKE] = c.total_retrans;
     }
 }
 
@@ -669,27 +702,33 @@ mod test {
         ctx
     }
 
+    /// Connect + established for a client socket; returns the env.
+    fn established_client(env: &Mock, cookie: u64, srtt: u32, syn_retrans: u32) {
+        let connect = Ctx::new(op::TCP_CONNECT_CB, cookie);
+        run(&connect, env);
+        assert_eq!(connect.flags_set.get(), cb_flag::DEFAULT & !cb_flag::RTT);
+        let mut est = Ctx::new(op::ACTIVE_ESTABLISHED_CB, cookie);
+        est.c.srtt_us8 = 8 * srtt;
+        est.c.bytes_acked = 1;
+        est.c.total_retrans = syn_retrans;
+        run(&est, env);
+        assert_eq!(est.flags_set.get(), cb_flag::DEFAULT);
+    }
+
     /// A client connects, exchanges 100 bytes each way and closes in order.
     #[test]
     fn test_client_lifecycle() {
         let env = Mock::new(16, 16);
-        let connect = Ctx::new(op::TCP_CONNECT_CB, 7);
-        run(&connect, &env);
-        assert_eq!(connect.flags_set.get(), cb_flag::DEFAULT);
+        run(&Ctx::new(op::TCP_CONNECT_CB, 7), &env);
+        assert!(env.get(7).is_none(), "a connect costs no map insert");
+        established_client(&env, 7, 240, 0);
         let s = env.get(7).unwrap();
         assert_eq!(s.role, role::CLIENT);
         assert_eq!((s.local_port, s.remote_port), (40000, 80));
         assert_eq!(s.local_addr[0], 0x0100_a8c0);
-
-        env.now.set(1_000_000 + 250_000);
-        let mut est = Ctx::new(op::ACTIVE_ESTABLISHED_CB, 7);
-        est.c.srtt_us8 = 8 * 240;
-        est.c.bytes_acked = 1;
-        run(&est, &env);
-        let s = env.get(7).unwrap();
-        assert_eq!(s.handshake_us, 250);
+        assert_eq!(s.handshake_us, 240);
         assert_eq!(s.flags & sflag::ESTABLISHED, sflag::ESTABLISHED);
-        assert_eq!(s.srtt_us, 240);
+        assert_eq!((s.srtt_us, s.rtt_count, s.rtt_min_us), (240, 1, 240));
 
         // Intermediate state changes do nothing.
         let c = Counters {
@@ -711,7 +750,12 @@ mod test {
             &state_cb(7, tcp_state::FIN_WAIT2, tcp_state::CLOSE, c),
             &env,
         );
-        assert!(env.get(7).is_none(), "closed socket removed from the map");
+        let kept = env.get(7).unwrap();
+        assert_eq!(
+            kept.flags & sflag::CLOSED,
+            sflag::CLOSED,
+            "user space deletes it"
+        );
         let ring = env.ring.borrow();
         assert_eq!(ring.len(), 1);
         let ev = ring[0];
@@ -720,6 +764,18 @@ mod test {
         assert_eq!(payload(&ev), (100, 100));
         assert_eq!(env.n(counter::REGISTERED), 1);
         assert_eq!(env.n(counter::CLOSE_EVENTS), 1);
+    }
+
+    #[test]
+    fn test_client_handshake_includes_syn_backoff() {
+        assert_eq!(client_handshake_us(500, 0), 500);
+        assert_eq!(client_handshake_us(500, 1), 1_000_500);
+        assert_eq!(client_handshake_us(500, 2), 3_000_500);
+        let env = Mock::new(16, 16);
+        established_client(&env, 1, 700, 2);
+        let s = env.get(1).unwrap();
+        assert_eq!(s.handshake_us, 3_000_700);
+        assert_eq!((s.retrans, s.rto), ([2, 0, 0], [2, 0, 0]));
     }
 
     #[test]
@@ -740,9 +796,8 @@ mod test {
     #[test]
     fn test_retrans_and_rto_split_by_phase() {
         let env = Mock::new(16, 16);
-        run(&Ctx::new(op::TCP_CONNECT_CB, 1), &env);
+        established_client(&env, 1, 100, 1);
         for (state, segs) in [
-            (tcp_state::SYN_SENT, 1),
             (tcp_state::ESTABLISHED, 3),
             (tcp_state::ESTABLISHED, 2),
             (tcp_state::FIN_WAIT1, 1),
@@ -768,7 +823,7 @@ mod test {
     #[test]
     fn test_rtt_samples_min_max_sum() {
         let env = Mock::new(16, 16);
-        run(&Ctx::new(op::TCP_CONNECT_CB, 1), &env);
+        established_client(&env, 1, 200, 0);
         for (mrtt, srtt) in [(100, 100), (300, 125), (50, 115)] {
             let mut r = Ctx::new(op::RTT_CB, 1);
             r.args = [mrtt, srtt * 8, 0, 0];
@@ -778,7 +833,7 @@ mod test {
         let s = env.get(1).unwrap();
         assert_eq!(
             (s.rtt_count, s.rtt_sum_us, s.rtt_min_us, s.rtt_max_us),
-            (3, 450, 50, 300)
+            (4, 650, 50, 300)
         );
         assert_eq!(s.srtt_us, 115);
         // Old kernels pass no arguments: the smoothed RTT is the sample.
@@ -786,26 +841,27 @@ mod test {
         r.c.srtt_us8 = 8 * 40;
         run(&r, &env);
         let s = env.get(1).unwrap();
-        assert_eq!((s.rtt_count, s.rtt_min_us, s.srtt_us), (4, 40, 40));
+        assert_eq!((s.rtt_count, s.rtt_min_us, s.srtt_us), (5, 40, 40));
     }
 
+    /// A connect refused or timed out never touches the map: its close event says it all.
     #[test]
-    fn test_failed_connect_is_counted() {
+    fn test_failed_connect_is_reported_by_its_close() {
         let env = Mock::new(16, 16);
         run(&Ctx::new(op::TCP_CONNECT_CB, 3), &env);
-        run(
-            &state_cb(
-                3,
-                tcp_state::SYN_SENT,
-                tcp_state::CLOSE,
-                Counters::default(),
-            ),
-            &env,
-        );
+        let c = Counters {
+            total_retrans: 2,
+            ..Counters::default()
+        };
+        run(&state_cb(3, tcp_state::SYN_SENT, tcp_state::CLOSE, c), &env);
         let ev = env.ring.borrow()[0];
         assert_eq!(ev.close_kind, close_kind::FAILED);
+        assert_eq!(ev.role, role::CLIENT);
         assert_eq!(ev.flags & sflag::ESTABLISHED, 0);
+        assert_eq!((ev.retrans, ev.rto), ([2, 0, 0], [2, 0, 0]));
         assert_eq!(payload(&ev), (0, 0));
+        assert_eq!(env.n(counter::CLOSE_UNTRACKED), 0, "not an anomaly");
+        assert_eq!(env.map.borrow().len(), 0);
     }
 
     #[test]
@@ -819,7 +875,7 @@ mod test {
     #[test]
     fn test_close_reconciles_retrans_with_kernel_total() {
         let env = Mock::new(16, 16);
-        run(&Ctx::new(op::TCP_CONNECT_CB, 1), &env);
+        established_client(&env, 1, 100, 0);
         let mut r = Ctx::new(op::RETRANS_CB, 1);
         r.args = [0, 2, 0, 0];
         run(&r, &env);
@@ -839,20 +895,14 @@ mod test {
     #[test]
     fn test_map_full_counted_and_close_still_reported() {
         let env = Mock::new(1, 16);
-        run(&Ctx::new(op::TCP_CONNECT_CB, 1), &env);
-        let c2 = Ctx::new(op::TCP_CONNECT_CB, 2);
-        run(&c2, &env);
-        assert_eq!(
-            c2.flags_set.get(),
-            cb_flag::DEFAULT,
-            "callbacks on even if untracked"
-        );
+        established_client(&env, 1, 100, 0);
+        established_client(&env, 2, 100, 0);
         assert_eq!(env.n(counter::REGISTERED), 1);
         assert_eq!(env.n(counter::MAP_FULL), 1);
         run(
             &state_cb(
                 2,
-                tcp_state::SYN_SENT,
+                tcp_state::FIN_WAIT2,
                 tcp_state::CLOSE,
                 Counters::default(),
             ),
@@ -860,8 +910,9 @@ mod test {
         );
         let ev = env.ring.borrow()[0];
         assert_eq!(ev.cookie, 2);
+        assert_eq!(ev.role, role::CLIENT, "the ephemeral port is the client's");
         assert_eq!(ev.flags & sflag::UNTRACKED, sflag::UNTRACKED);
-        assert_eq!(ev.close_kind, close_kind::FAILED);
+        assert_eq!(ev.close_kind, close_kind::COMPLETED);
         assert_eq!(env.n(counter::CLOSE_UNTRACKED), 1);
     }
 
@@ -869,7 +920,7 @@ mod test {
     #[test]
     fn test_ring_full_keeps_close_in_map() {
         let env = Mock::new(16, 0);
-        run(&Ctx::new(op::TCP_CONNECT_CB, 4), &env);
+        established_client(&env, 4, 100, 0);
         run(
             &state_cb(
                 4,
