@@ -352,22 +352,28 @@ impl Aggregator {
         flows.clear();
         flows.reserve(n);
         let mut counters = Vec::with_capacity(n);
-        let mut labels = Vec::with_capacity(n);
+        // The resolutions are moved, not cloned: no atomic per flow. Pair labels are keyed by
+        // their (interned) pointers and turned into strings only for the pairs kept.
+        let mut resolved: Vec<Arc<Resolved>> = Vec::with_capacity(n);
         let mut masks = Vec::with_capacity(n);
         for (_, f) in iv.flows.drain() {
             masks.push(f.mask);
             counters.push(f.counters);
-            labels.push((
-                f.resolved.local_label.clone(),
-                f.resolved.remote_label.clone(),
-            ));
             flows.push(FlowSample {
                 agent_id: f.agent_id,
                 record: f.record,
                 category: f.resolved.category,
                 path: f.resolved.path.clone(),
             });
+            resolved.push(f.resolved);
         }
+        let label_key = |i: usize| {
+            let r = &resolved[i];
+            (
+                Arc::as_ptr(&r.local_label) as *const u8 as usize,
+                Arc::as_ptr(&r.remote_label) as *const u8 as usize,
+            )
+        };
         // Top per (category, metric).
         let mut by_cat: [Vec<usize>; 6] = Default::default();
         for (i, f) in flows.iter().enumerate() {
@@ -395,32 +401,31 @@ impl Aggregator {
             .enumerate()
             .map(|(mi, mut idx)| {
                 let mut total = Counters::default();
-                let mut pairs: HashMap<(Arc<str>, Arc<str>), Counters> = HashMap::default();
+                // (label pointers) -> (counters, a flow of that pair)
+                let mut pairs: HashMap<(usize, usize), (Counters, usize)> = HashMap::default();
                 for &i in &idx {
                     total.add(&counters[i]);
-                    pairs
-                        .entry(labels[i].clone())
-                        .or_default()
-                        .add(&counters[i]);
+                    let e = pairs
+                        .entry(label_key(i))
+                        .or_insert((Counters::default(), i));
+                    e.0.add(&counters[i]);
                 }
-                let mut pairs: Vec<PairStat> = pairs
-                    .into_iter()
-                    .map(|((l, r), c)| PairStat {
-                        local: l.to_string(),
-                        remote: r.to_string(),
-                        counters: c,
-                    })
-                    .collect();
-                let pair_counters: Vec<Counters> = pairs.iter().map(|p| p.counters).collect();
+                let pairs: Vec<(Counters, usize)> = pairs.into_values().collect();
+                let pair_counters: Vec<Counters> = pairs.iter().map(|p| p.0).collect();
                 let mut pidx: Vec<usize> = (0..pairs.len()).collect();
                 let mut keep = top_union(&mut pidx, &pair_counters, k);
                 keep.sort_unstable();
-                let mut pk = Vec::with_capacity(keep.len());
-                for (i, p) in pairs.drain(..).enumerate() {
-                    if keep.binary_search(&i).is_ok() {
-                        pk.push(p);
-                    }
-                }
+                let pk: Vec<PairStat> = keep
+                    .iter()
+                    .map(|&p| {
+                        let (c, i) = pairs[p];
+                        PairStat {
+                            local: resolved[i].local_label.to_string(),
+                            remote: resolved[i].remote_label.to_string(),
+                            counters: c,
+                        }
+                    })
+                    .collect();
                 let all = idx.clone();
                 let mut t = top_union(&mut idx, &counters, k);
                 t.sort_unstable();

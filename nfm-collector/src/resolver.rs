@@ -84,19 +84,29 @@ pub struct Resolved {
 
 impl Resolved {
     pub fn new(id: u64, t: &Topology, local: IpAddr, remote: IpAddr) -> Resolved {
+        Resolved::new_interned(id, t, local, remote, &mut |s| s.into())
+    }
+
+    /// Like [`Resolved::new`], with labels drawn from `intern` (equal labels, one allocation,
+    /// so the aggregator can group pairs by pointer).
+    pub fn new_interned(
+        id: u64,
+        t: &Topology,
+        local: IpAddr,
+        remote: IpAddr,
+        intern: &mut dyn FnMut(String) -> Arc<str>,
+    ) -> Resolved {
         let (l, r) = (t.resolve(local), t.resolve(remote));
-        let local_label: Arc<str> = match l.subnet {
-            Some(s) => format!("subnet:{s}").into(),
-            None => format!("host:{local}").into(),
-        };
-        let remote_label: Arc<str> = match (r.subnet, r.service, r.vpc) {
-            (Some(s), _, _) => format!("subnet:{s}").into(),
-            (_, Some(s), _) => format!("service:{s}").into(),
-            (_, _, Some(v)) => format!("vpc:{v}").into(),
-            _ => ComponentId::new(ComponentKind::External, remote.to_string())
-                .to_string()
-                .into(),
-        };
+        let local_label = intern(match l.subnet {
+            Some(s) => format!("subnet:{s}"),
+            None => format!("host:{local}"),
+        });
+        let remote_label = intern(match (r.subnet, r.service, r.vpc) {
+            (Some(s), _, _) => format!("subnet:{s}"),
+            (_, Some(s), _) => format!("service:{s}"),
+            (_, _, Some(v)) => format!("vpc:{v}"),
+            _ => ComponentId::new(ComponentKind::External, remote.to_string()).to_string(),
+        });
         Resolved {
             id,
             local_ip: local,
@@ -127,6 +137,9 @@ pub enum ResolverMsg {
 
 pub struct Resolver {
     topology: Arc<Topology>,
+    /// Pair labels, one `Arc<str>` per distinct label (see `Resolved::new_interned`). Kept
+    /// across topology reloads so equal labels stay one pointer; bounded like the cache.
+    labels: HashMap<String, Arc<str>>,
     cache: HashMap<(IpAddr, IpAddr), Arc<Resolved>>,
     max_cache: usize,
     next_id: u64,
@@ -138,6 +151,7 @@ impl Resolver {
     pub fn new(topology: Arc<Topology>, max_cache: usize, metrics: Arc<Metrics>) -> Resolver {
         Resolver {
             topology,
+            labels: HashMap::default(),
             cache: HashMap::default(),
             max_cache,
             next_id: 1,
@@ -155,7 +169,22 @@ impl Resolver {
                 .resolver_cache_resets
                 .fetch_add(1, Ordering::Relaxed);
         }
-        let r = Arc::new(Resolved::new(self.next_id, &self.topology, local, remote));
+        if self.labels.len() >= self.max_cache {
+            self.labels.clear();
+        }
+        let labels = &mut self.labels;
+        let r = Arc::new(Resolved::new_interned(
+            self.next_id,
+            &self.topology,
+            local,
+            remote,
+            &mut |s| {
+                labels
+                    .entry(s)
+                    .or_insert_with_key(|k| k.as_str().into())
+                    .clone()
+            },
+        ));
         self.next_id += 1;
         self.cache.insert((local, remote), r.clone());
         r
