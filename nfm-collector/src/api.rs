@@ -695,10 +695,10 @@ impl Api {
         );
         family(
             &mut o,
-            "nfm_monitor_round_trip_time_microseconds",
+            "nfm_monitor_round_trip_time_seconds",
             "gauge",
             "Mean RTT of the monitor's flows in the latest closed interval with samples.",
-            per_mon(&|t| t.last_rtt_us.map(|v| v.to_string())),
+            per_mon(&|t| t.last_rtt_us.map(|v| format!("{:.6}", v as f64 / 1e6))),
         );
         family(&mut o, "nfm_monitor_health_indicator", "gauge",
             "Network Health Indicator of the latest closed interval (1 = a network component is degraded), as the health evaluator reported it.",
@@ -798,12 +798,15 @@ impl Api {
         );
         family(
             &mut o,
-            "nfm_ingest_lag_milliseconds",
+            "nfm_ingest_lag_seconds",
             "gauge",
             "Wall clock minus the interval end of the latest batch.",
             vec![(
                 String::new(),
-                m.ingest_lag_ms.load(Ordering::Relaxed).to_string(),
+                format!(
+                    "{:.3}",
+                    m.ingest_lag_ms.load(Ordering::Relaxed) as f64 / 1e3
+                ),
             )],
         );
         family(
