@@ -311,13 +311,14 @@ fn main() {
         let rss = rss_bytes();
         samples.push(rss);
         eprintln!(
-            "  t={:>4.0}s aggregated {:>11} records ({:>9.0}/s)  closed intervals {:>4}  summaries durable {:>4}  rss {:>6.1} MiB  store {:>7.1} MiB  backpressure waits {}",
+            "  t={:>4.0}s aggregated {:>11} records ({:>9.0}/s)  closed intervals {:>4}  summaries durable {:>4}  rss {:>6.1} MiB  history in memory {:>5.1} MiB  store {:>7.1} MiB  backpressure waits {}",
             started.elapsed().as_secs_f64(),
             done,
             rate,
             m.closed_intervals.load(Ordering::Relaxed),
             m.store_summaries.load(Ordering::Relaxed),
             rss as f64 / (1 << 20) as f64,
+            m.history_bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
             m.store_bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
             m.backpressure_waits.load(Ordering::Relaxed),
         );
@@ -365,13 +366,22 @@ fn main() {
     }
     // Without the evaluator every name carries a suffix, so one script can print both runs.
     let sfx = if health { "" } else { "_without_health" };
-    println!("collector.records_per_s{sfx} {:.0} records/s", total as f64 / elapsed);
-    println!("collector.rss_mib{sfx} {:.1} MiB", rss as f64 / (1 << 20) as f64);
+    println!(
+        "collector.records_per_s{sfx} {:.0} records/s",
+        total as f64 / elapsed
+    );
+    println!(
+        "collector.rss_mib{sfx} {:.1} MiB",
+        rss as f64 / (1 << 20) as f64
+    );
     println!(
         "collector.bytes_per_active_flow{sfx} {:.0} bytes",
         rss.saturating_sub(rss_before) as f64 / flows as f64
     );
-    println!("collector.cpu_us_per_record{sfx} {:.2} us", cpu * 1e6 / total as f64);
+    println!(
+        "collector.cpu_us_per_record{sfx} {:.2} us",
+        cpu * 1e6 / total as f64
+    );
     c.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -102,6 +102,9 @@ pub struct ApiConfig {
     pub retention_ms: u64,
     /// Intervals kept in memory for queries (older ones stay on disk until retention).
     pub max_history_intervals: usize,
+    /// Estimated bytes of summaries kept in memory; the oldest are evicted beyond it (they
+    /// stay on disk until retention and come back on restart).
+    pub max_history_bytes: usize,
 }
 
 /// Running totals per monitor for `/metrics` counters.
@@ -115,6 +118,7 @@ struct MonitorTotals {
 pub struct Api {
     cfg: ApiConfig,
     history: BTreeMap<u64, Arc<IntervalSummary>>,
+    history_bytes: usize,
     monitors: BTreeMap<String, Monitor>,
     totals: HashMap<String, MonitorTotals>,
     topology: Arc<Topology>,
@@ -182,6 +186,7 @@ impl Api {
         Api {
             cfg,
             history: BTreeMap::new(),
+            history_bytes: 0,
             monitors: monitors.into_iter().map(|m| (m.name.clone(), m)).collect(),
             totals: HashMap::new(),
             topology,
@@ -204,15 +209,29 @@ impl Api {
             t.last_rtt_us = (m.counters.rtt_count > 0).then(|| m.counters.rtt_us());
             t.last_indicator = m.health_indicator;
         }
-        self.history.insert(s.start_ms, s);
+        self.history_bytes += summary_bytes(&s);
+        if let Some(old) = self.history.insert(s.start_ms, s) {
+            self.history_bytes = self.history_bytes.saturating_sub(summary_bytes(&old));
+        }
         let newest = self.history.keys().next_back().copied().unwrap_or(0);
         let cutoff = newest.saturating_sub(self.cfg.retention_ms);
         while let Some((&k, _)) = self.history.iter().next() {
-            if k >= cutoff && self.history.len() <= self.cfg.max_history_intervals {
+            if k >= cutoff
+                && self.history.len() <= self.cfg.max_history_intervals
+                && (self.history_bytes <= self.cfg.max_history_bytes || self.history.len() == 1)
+            {
                 break;
             }
-            self.history.remove(&k);
+            if let Some(old) = self.history.remove(&k) {
+                self.history_bytes = self.history_bytes.saturating_sub(summary_bytes(&old));
+            }
         }
+        self.metrics
+            .history_bytes
+            .store(self.history_bytes as u64, Ordering::Relaxed);
+        self.metrics
+            .history_intervals
+            .store(self.history.len() as u64, Ordering::Relaxed);
     }
 
     pub fn set_ingest(&mut self, s: IngestSnapshot) {
@@ -859,6 +878,20 @@ impl Api {
         );
         family(
             &mut o,
+            "nfm_history_memory_bytes",
+            "gauge",
+            "Estimated bytes of interval summaries held in memory for queries.",
+            vec![(String::new(), c(&m.history_bytes))],
+        );
+        family(
+            &mut o,
+            "nfm_history_intervals",
+            "gauge",
+            "Interval summaries held in memory for queries.",
+            vec![(String::new(), c(&m.history_intervals))],
+        );
+        family(
+            &mut o,
             "nfm_store_bytes",
             "gauge",
             "Bytes in the store's segment files.",
@@ -965,6 +998,26 @@ impl Api {
     }
 }
 
+/// Rough heap size of a summary (what the history cap counts).
+fn summary_bytes(s: &IntervalSummary) -> usize {
+    fn flow(f: &crate::summary::TopFlow) -> usize {
+        160 + f.path.iter().map(|c| 48 + c.name.len()).sum::<usize>()
+    }
+    let monitors: usize = s
+        .monitors
+        .iter()
+        .map(|m| {
+            200 + m.monitor.len()
+                + m.pairs
+                    .iter()
+                    .map(|p| 120 + p.local.len() + p.remote.len())
+                    .sum::<usize>()
+                + m.flows_top.iter().map(flow).sum::<usize>()
+        })
+        .sum();
+    256 + s.top.iter().map(flow).sum::<usize>() + monitors + s.verdicts.len() * 256
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -1019,6 +1072,7 @@ mod test {
             monitors_path: None,
             retention_ms: 7 * 86_400_000,
             max_history_intervals: 100,
+            max_history_bytes: 1 << 30,
         };
         let t = Arc::new(Topology::parse(TOPO).unwrap());
         (

@@ -53,6 +53,8 @@ pub struct Settings {
     pub close_grace_ms: u64,
     pub idle_close_ms: u64,
     pub max_history_intervals: usize,
+    /// Memory for interval summaries served by the API (older ones stay on disk).
+    pub max_history_mib: usize,
     pub max_frame_len: usize,
     pub tick_ms: u64,
     /// Run the health evaluator (default). Off: intervals are summarized unjudged and no
@@ -80,6 +82,7 @@ impl Default for Settings {
             close_grace_ms: a.close_grace_ms,
             idle_close_ms: a.idle_close.as_millis() as u64,
             max_history_intervals: 20_160,
+            max_history_mib: 256,
             max_frame_len: nfm_wire::MAX_FRAME_LEN,
             tick_ms: 250,
             health: true,
@@ -227,6 +230,7 @@ impl Collector {
                 monitors_path: Some(monitors_path),
                 retention_ms: s.retention_days * 86_400_000,
                 max_history_intervals: s.max_history_intervals,
+                max_history_bytes: s.max_history_mib << 20,
             },
             topology.clone(),
             monitors.clone(),

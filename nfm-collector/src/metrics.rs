@@ -61,6 +61,10 @@ pub struct Metrics {
     pub store_stalled: AtomicU64,
     pub store_errors: AtomicU64,
     pub store_queue_depth: AtomicU64,
+    // api
+    /// Estimated bytes of interval summaries held in memory for queries.
+    pub history_bytes: AtomicU64,
+    pub history_intervals: AtomicU64,
     // topology
     pub topology_reloads: AtomicU64,
     pub topology_reload_errors: AtomicU64,
