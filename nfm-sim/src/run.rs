@@ -5,7 +5,10 @@
 //!   ends, as real agents do. Runs for `duration`, the scenario's length, or until stopped.
 //! - Virtual time: intervals are stamped with simulated timestamps from `start_ms` and sent as
 //!   fast as `speed` allows (`speed` × real time; 0 = as fast as the transport takes them). The
-//!   collector buckets by the frames' own timestamps, so a day replays in seconds.
+//!   collector buckets by the frames' own timestamps, so a day replays in seconds. Over TCP,
+//!   interval k+1 is only sent once every frame of interval k is acknowledged (a barrier), so
+//!   the collector never sees one agent's future before another agent's present. Over UDP on
+//!   loopback, datagrams reach the collector's one socket in send order; elsewhere use `speed`.
 //! - Load: one healthy interval per agent is generated up front (a few variants) and re-encoded
 //!   with fresh sequence numbers and the current interval's timestamps, at a target rate of
 //!   records per second, for a bounded duration.
@@ -288,6 +291,19 @@ pub fn run(fleet: &Fleet, scenario: Scenario, opts: &RunOptions) -> anyhow::Resu
             k == 0,
             &mut buf,
         );
+        if matches!(opts.mode, Mode::Virtual { .. }) && sender.kind() == Kind::Tcp {
+            // Barrier: every agent's interval k is acknowledged before any agent sends k + 1.
+            // Each agent has its own connection, so without it a fast agent's k + 1 can reach
+            // the collector before a slow agent's k, advance its watermark and close k early
+            // (the slow agent's records then count as late). Real agents are a whole interval
+            // apart; a replay must not be less ordered than they are.
+            if !sender.finish(Instant::now() + opts.ack_wait, true) {
+                log::warn!(
+                    "interval {k}: not every frame acknowledged within {:?}",
+                    opts.ack_wait
+                );
+            }
+        }
         log::debug!("interval {k} sent ({} records so far)", records);
         k += 1;
     }
