@@ -9,7 +9,7 @@
 use anyhow::{Context as _, Result};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use nfm_agent_common::{sflag, SockStats, SOCK_STATS_LEN};
+use nfm_agent_common::{event, SockStats, SOCK_STATS_LEN};
 use nfm_wire::{
     cap, encode_flow_batch, encode_to_vec, AgentStats, FlowRecord, Goodbye, Header, Hello, Key,
     Keyring, Message,
@@ -45,6 +45,8 @@ struct StdoutLine<'a> {
     epoch: u32,
     records: &'a [FlowRecord],
     kernel: KernelCounters,
+    /// Entries user space could not insert because the map was full.
+    user_map_full: u64,
     sockets_tracked: usize,
     cpu_time_us: u64,
     rss_bytes: u64,
@@ -67,6 +69,11 @@ pub struct Agent {
     interval_start_ms: u64,
     /// Closed sockets whose map entries are deleted after this read.
     to_delete: Vec<u64>,
+    /// Open events whose sockets get a map entry after this drain.
+    to_insert: Vec<SockStats>,
+    /// Entries user space could not insert: map full, other errors.
+    user_map_full: u64,
+    user_map_failed: u64,
     scratch: BatchScratch,
     kernel: KernelCounters,
     ring_events: u64,
@@ -138,6 +145,9 @@ impl Agent {
                 started_ms: now_ms,
                 interval_start_ms: now_ms,
                 to_delete: Vec::new(),
+                to_insert: Vec::new(),
+                user_map_full: 0,
+                user_map_failed: 0,
                 scratch: BatchScratch::default(),
                 kernel: KernelCounters::default(),
                 ring_events: 0,
@@ -185,9 +195,29 @@ impl Agent {
             let s: SockStats = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
             drop(item);
             self.ring_events += 1;
-            self.tracker.observe_close(&s, now);
-            if s.flags & sflag::UNTRACKED == 0 {
+            if s.event == event::OPEN {
+                if self.tracker.observe_open(&s, now) {
+                    self.to_insert.push(s);
+                }
+            } else if self.tracker.observe_close(&s, now) {
                 self.to_delete.push(s.cookie);
+            }
+        }
+        // Sockets still open get their map entry now, so interval reads see their counters;
+        // most short connections have closed by the time their open event is read and never
+        // need one.
+        for s in std::mem::take(&mut self.to_insert) {
+            if self.tracker.is_closed(s.cookie) {
+                continue;
+            }
+            match self.probe.insert_socket(&s) {
+                Ok(()) => self.tracker.mark_inserted(s.cookie),
+                Err(libc::EEXIST) => {} // the program adopted it first
+                Err(libc::E2BIG) => self.user_map_full += 1,
+                Err(e) => {
+                    self.user_map_failed += 1;
+                    log::debug!("inserting socket {}: errno {e}", s.cookie);
+                }
             }
         }
         // The program leaves closed entries in the map (a delete is the costliest part of a
@@ -221,8 +251,10 @@ impl Agent {
         AgentStats {
             uptime_ms: self.started.elapsed().as_millis() as u64,
             events_lost: self.kernel.close_lost,
-            map_full: self.kernel.map_full,
-            map_update_failed: self.kernel.map_update_failed + self.kernel.cb_flags_failed,
+            map_full: self.kernel.map_full + self.user_map_full,
+            map_update_failed: self.kernel.map_update_failed
+                + self.kernel.cb_flags_failed
+                + self.user_map_failed,
             spool_dropped_frames: t.spool_dropped_frames,
             spool_dropped_records: t.spool_dropped_records,
             send_errors: t.send_errors,
@@ -270,6 +302,7 @@ impl Agent {
                 epoch: self.epoch,
                 records: &records,
                 kernel: self.kernel,
+                user_map_full: self.user_map_full,
                 sockets_tracked: self.tracker.sockets(),
                 cpu_time_us: cpu,
                 rss_bytes: rss,

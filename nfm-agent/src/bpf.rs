@@ -208,6 +208,26 @@ impl Probe {
         lookup_batch(fd, scratch, f).context("reading the socket map")
     }
 
+    /// Inserts a socket's entry (BPF_NOEXIST: an entry the program created first is kept).
+    /// Returns the errno on failure (EEXIST: already there; E2BIG: map full).
+    pub fn insert_socket(&self, s: &SockStats) -> Result<(), i32> {
+        let fd = self.socks.fd().as_fd().as_raw_fd();
+        let key = s.cookie;
+        let mut value = *s;
+        value.event = 0;
+        let mut attr = [0u64; 4];
+        attr[0] = fd as u64;
+        attr[1] = &key as *const u64 as u64;
+        attr[2] = &value as *const SockStats as u64;
+        attr[3] = 1; // BPF_NOEXIST
+                     // SAFETY: BPF_MAP_UPDATE_ELEM reads map_fd, key and value pointers and flags.
+        let r = unsafe { sys_bpf(BPF_MAP_UPDATE_ELEM, attr.as_mut_ptr().cast(), 32) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+        }
+        Ok(())
+    }
+
     /// Deletes the entries of closed sockets, a batch per syscall. Keys already gone are
     /// skipped. Returns how many were deleted.
     pub fn delete_sockets(&self, cookies: &[u64]) -> u64 {
@@ -248,6 +268,7 @@ impl Probe {
     }
 }
 
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 

@@ -51,8 +51,72 @@ struct Reported {
 #[derive(Debug)]
 struct Sock {
     key: FlowKey,
+    role: u8,
     rep: Reported,
     last_seen: Instant,
+    /// The open event's samples and counts, for entries the program created itself (ADOPTED)
+    /// and closes built from the context (UNTRACKED), whose counts start from zero.
+    base: Option<Base>,
+    /// User space inserted this socket's map entry.
+    inserted: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Base {
+    rtt_count: u32,
+    rtt_sum_us: u64,
+    rtt_min_us: u32,
+    rtt_max_us: u32,
+    handshake_us: u32,
+    retrans: [u32; 3],
+    rto: [u32; 3],
+}
+
+impl Base {
+    fn of(s: &SockStats) -> Base {
+        Base {
+            rtt_count: s.rtt_count,
+            rtt_sum_us: s.rtt_sum_us,
+            rtt_min_us: s.rtt_min_us,
+            rtt_max_us: s.rtt_max_us,
+            handshake_us: s.handshake_us,
+            retrans: s.retrans,
+            rto: s.rto,
+        }
+    }
+}
+
+/// The socket's cumulative counters as if one entry had seen everything: an ADOPTED entry or an
+/// UNTRACKED close is combined with the open event, and a close is reconciled with the kernel's
+/// total retransmissions.
+fn effective(s: &SockStats, base: Option<&Base>, role: Option<u8>) -> SockStats {
+    let mut e = *s;
+    if let Some(r) = role {
+        e.role = r;
+    }
+    if let Some(b) = base {
+        if s.flags & (sflag::ADOPTED | sflag::UNTRACKED) != 0 {
+            let (own_min, own_max) = (s.rtt_min_us, s.rtt_max_us);
+            e.rtt_count = b.rtt_count + s.rtt_count;
+            e.rtt_sum_us = b.rtt_sum_us + s.rtt_sum_us;
+            e.rtt_min_us = if s.rtt_count > 0 {
+                b.rtt_min_us.min(own_min)
+            } else {
+                b.rtt_min_us
+            };
+            e.rtt_max_us = b.rtt_max_us.max(own_max);
+            e.handshake_us = b.handshake_us;
+            for i in 0..3 {
+                e.retrans[i] = b.retrans[i] + s.retrans[i];
+                e.rto[i] = b.rto[i] + s.rto[i];
+            }
+            e.flags |= sflag::ESTABLISHED;
+        }
+    }
+    if s.flags & sflag::CLOSED != 0 {
+        nfm_agent_common::reconcile(&mut e);
+    }
+    e
 }
 
 /// Converts the kernel's address words (network order bytes) into an address, unmapping
@@ -182,6 +246,31 @@ impl Tracker {
         self.flows.len()
     }
 
+    /// An open event. Returns true when user space should insert the socket's map entry (the
+    /// caller inserts it after the drain, unless the socket has closed by then).
+    pub fn observe_open(&mut self, s: &SockStats, now: Instant) -> bool {
+        if self.tombstones.contains_key(&s.cookie) || self.socks.contains_key(&s.cookie) {
+            return false;
+        }
+        self.apply(s, now, false);
+        if let Some(k) = self.socks.get_mut(&s.cookie) {
+            k.base = Some(Base::of(s));
+        }
+        true
+    }
+
+    /// The entry for `cookie` was inserted by user space.
+    pub fn mark_inserted(&mut self, cookie: u64) {
+        if let Some(k) = self.socks.get_mut(&cookie) {
+            k.inserted = true;
+        }
+    }
+
+    /// The socket's close has been processed.
+    pub fn is_closed(&self, cookie: u64) -> bool {
+        self.tombstones.contains_key(&cookie)
+    }
+
     /// A live map entry (or a close the kernel had to leave in the map: flag CLOSED). Also marks
     /// the socket as seen. Returns true when the socket is closed and its map entry should be
     /// deleted.
@@ -189,7 +278,7 @@ impl Tracker {
         let closed = s.flags & sflag::CLOSED != 0;
         if !self.socks.contains_key(&s.cookie) && self.tombstones.contains_key(&s.cookie) {
             self.stats.stale_map_reads += 1;
-            return closed;
+            return true;
         }
         if closed {
             self.observe_close(s, now);
@@ -199,32 +288,40 @@ impl Tracker {
         false
     }
 
-    /// A close event from the ring buffer: the socket's final counters.
-    pub fn observe_close(&mut self, s: &SockStats, now: Instant) {
+    /// A close event from the ring buffer: the socket's final counters. Returns true when a map
+    /// entry may exist for it (to be deleted).
+    pub fn observe_close(&mut self, s: &SockStats, now: Instant) -> bool {
         if self.tombstones.contains_key(&s.cookie) {
-            return;
+            return s.flags & sflag::UNTRACKED == 0;
         }
+        let inserted = self.socks.get(&s.cookie).is_some_and(|k| k.inserted);
         self.apply(s, now, true);
         self.socks.remove(&s.cookie);
         self.tombstones.insert(s.cookie, now);
         self.stats.closes += 1;
+        inserted || s.flags & sflag::UNTRACKED == 0
     }
 
-    fn apply(&mut self, s: &SockStats, now: Instant, closing: bool) {
-        let sock = match self.socks.entry(s.cookie) {
+    fn apply(&mut self, raw: &SockStats, now: Instant, closing: bool) {
+        let sock = match self.socks.entry(raw.cookie) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 self.stats.sockets_seen += 1;
-                let key = flow_key(s);
+                let key = flow_key(raw);
                 record(&mut self.index, &mut self.flows, key).conn_attempts += 1;
                 v.insert(Sock {
                     key,
+                    role: raw.role,
                     rep: Reported::default(),
                     last_seen: now,
+                    base: None,
+                    inserted: false,
                 })
             }
         };
         sock.last_seen = now;
+        let eff = effective(raw, sock.base.as_ref(), Some(sock.role));
+        let s = &eff;
         let rep = sock.rep;
         let (sent, received) = payload(s);
         let established = s.flags & sflag::ESTABLISHED != 0;
@@ -392,8 +489,8 @@ mod test {
         t.observe_map(&s2, now);
         let r2 = t.finish_interval(now);
         t.observe_close(&closed(s2), now);
-        // The racing map read after the close is ignored.
-        assert!(!t.observe_map(&s2, now));
+        // The racing map read after the close is ignored (and its entry deleted).
+        assert!(t.observe_map(&s2, now));
         let r3 = t.finish_interval(now);
         assert_eq!(r1[0].bytes_sent + r2[0].bytes_sent + r3[0].bytes_sent, 250);
         assert_eq!(r2[0].bytes_received, 30);
@@ -474,6 +571,66 @@ mod test {
             ),
             (1, 1200, 1200, 1200)
         );
+    }
+
+    /// The usual short connection: an open event, then a close built from the context (no map
+    /// entry), whose counts start from zero and are combined with the open event.
+    #[test]
+    fn test_open_then_untracked_close_combines_exactly() {
+        let mut t = Tracker::new();
+        let now = Instant::now();
+        let mut open = established(sock(5, role::CLIENT), 0, 0);
+        open.rtt_count = 1;
+        open.rtt_sum_us = 400;
+        open.rtt_min_us = 400;
+        open.rtt_max_us = 400;
+        open.retrans = [1, 0, 0];
+        open.rto = [1, 0, 0];
+        assert!(t.observe_open(&open, now), "still open: insert its entry");
+        let mut close = closed(established(sock(5, role::CLIENT), 1000, 30));
+        close.flags = sflag::UNTRACKED | sflag::CLOSED | sflag::ESTABLISHED;
+        close.handshake_us = 0;
+        close.total_retrans = 4;
+        close.last_state = tcp_state::FIN_WAIT2 as u8;
+        assert!(!t.observe_close(&close, now), "no entry to delete");
+        assert!(t.is_closed(5));
+        let r = t.finish_interval(now);
+        assert_eq!((r[0].conn_attempts, r[0].conn_completed), (1, 1));
+        assert_eq!((r[0].bytes_sent, r[0].bytes_received), (1000, 30));
+        assert_eq!(r[0].retrans.handshake, 1);
+        assert_eq!(
+            r[0].retrans.closing, 3,
+            "the rest of total_retrans, in the close's phase"
+        );
+        assert_eq!(r[0].rto.handshake, 1);
+        assert_eq!((r[0].rtt.count, r[0].rtt.sum_us), (1, 400));
+        assert_eq!(r[0].handshake.count, 1);
+        // The open event arriving after its close (same drain) is not inserted.
+        assert!(!t.observe_open(&open, now));
+    }
+
+    /// An entry the program adopted counts on top of the open event.
+    #[test]
+    fn test_adopted_entry_adds_to_open_event() {
+        let mut t = Tracker::new();
+        let now = Instant::now();
+        let mut open = established(sock(6, role::SERVER), 0, 0);
+        open.rtt_count = 1;
+        open.rtt_sum_us = 100;
+        open.retrans = [2, 0, 0];
+        t.observe_open(&open, now);
+        let mut adopted = established(sock(6, role::CLIENT), 50, 60);
+        adopted.flags = sflag::ADOPTED | sflag::ESTABLISHED;
+        adopted.retrans = [0, 3, 0];
+        adopted.rtt_count = 2;
+        adopted.rtt_sum_us = 300;
+        assert!(!t.observe_map(&adopted, now));
+        let r = t.finish_interval(now);
+        assert_eq!(r.len(), 1, "the role comes from the open event");
+        assert_eq!(r[0].role, Role::Server);
+        assert_eq!((r[0].retrans.handshake, r[0].retrans.established), (2, 3));
+        assert_eq!((r[0].rtt.count, r[0].rtt.sum_us), (3, 400));
+        assert_eq!(r[0].bytes_received, 60);
     }
 
     #[test]

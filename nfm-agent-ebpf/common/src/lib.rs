@@ -18,9 +18,16 @@
 //! counters), RETRANS and RTO (retransmissions and timeouts, split by phase) and RTT (one sample
 //! per round trip; since Linux 6.10 the kernel calls it once per RTT window, not per ACK). Every
 //! other counter (bytes, segments, smoothed RTT, total retransmissions) is read from
-//! `bpf_sock_ops` when one of those callbacks fires anyway. New sockets are *not* sent through
-//! the ring buffer: user space finds them in the map each interval, and a socket that closes
-//! before that is delivered whole by its close event. See `nfm-agent/README.md`.
+//! `bpf_sock_ops` when one of those callbacks fires anyway.
+//!
+//! A socket's life in the program: the established callback sends an OPEN event through the ring
+//! buffer (no map insert: a hash insert costs ~350 ns here); user space inserts the map entry for
+//! sockets still open when it reads the event, and from then on RTT/RETRANS/RTO callbacks update
+//! the entry in place. The close sends a CLOSE event with the final counters, from the entry or,
+//! for a short connection that never got one, from the context. The entry is flagged CLOSED and
+//! user space deletes it in batches. Whenever the ring buffer is full the program falls back to
+//! the map, so nothing is lost unless the map is full too, and that is counted. See
+//! `nfm-agent/README.md`.
 #![no_std]
 
 /// `bpf_sock_ops.op` values used by the program (`include/uapi/linux/bpf.h`).
@@ -98,8 +105,20 @@ pub mod sflag {
     /// The socket closed; the counters are final. Set in a map entry only when the close event
     /// could not be sent (ring buffer full): user space then reads the close from the map.
     pub const CLOSED: u8 = 1 << 1;
-    /// The socket was never registered (map full when it opened): only its close was seen.
+    /// No map entry existed at the close: the event was built from the context alone.
     pub const UNTRACKED: u8 = 1 << 2;
+    /// The entry was created by the program (a retransmission or timeout before user space had
+    /// inserted it): its RTT samples, retransmissions and timeouts count from that moment, on
+    /// top of those in the socket's open event.
+    pub const ADOPTED: u8 = 1 << 3;
+}
+
+/// [`SockStats::event`] values (ring-buffer records; 0 in map entries).
+pub mod event {
+    /// A socket became established: identity, handshake, first RTT sample.
+    pub const OPEN: u8 = 1;
+    /// A socket closed: final counters.
+    pub const CLOSE: u8 = 2;
 }
 
 /// [`SockStats::close_kind`] values.
@@ -133,13 +152,15 @@ pub mod counter {
     pub const MAP_FULL: u32 = 0;
     /// Any other failed map update.
     pub const MAP_UPDATE_FAILED: u32 = 1;
-    /// A close event did not fit the ring buffer; its counters stay in the map (flag CLOSED).
+    /// An event did not fit the ring buffer: an open was inserted into the map instead, a close's
+    /// counters stay in the map (flag CLOSED). Nothing is lost.
     pub const RINGBUF_FULL: u32 = 2;
-    /// Sockets registered in the map.
+    /// Sockets registered: open events sent (or, ring buffer full, entries inserted).
     pub const REGISTERED: u32 = 3;
     /// Close events sent through the ring buffer.
     pub const CLOSE_EVENTS: u32 = 4;
-    /// Closes of sockets that were not in the map (registration failed earlier): still sent.
+    /// Closes of sockets without a map entry (short-lived, or the map was full): sent with the
+    /// counters read from the context.
     pub const CLOSE_UNTRACKED: u32 = 5;
     /// Close events that could be sent neither through the ring buffer nor kept in the map.
     pub const CLOSE_LOST: u32 = 6;
@@ -201,7 +222,9 @@ pub struct SockStats {
     /// 1 when our FIN was sent and acknowledged at the last callback (`snd_una == snd_nxt` in a
     /// FIN-sent state): `bytes_acked` then counts it.
     pub fin_acked: u8,
-    pub _pad: [u8; 6],
+    /// [`event`] kind of a ring-buffer record; 0 in the map.
+    pub event: u8,
+    pub _pad: [u8; 5],
 }
 
 /// Size of [`SockStats`] on the wire between kernel and user space.
@@ -244,6 +267,7 @@ pub trait SockOps {
 
 /// Errors the map insert reports (negative errno).
 pub const E2BIG: i64 = -7;
+pub const EEXIST: i64 = -17;
 
 /// Maps, clock and ring buffer.
 pub trait Env {
@@ -351,10 +375,14 @@ fn on_connect<C: SockOps, E: Env>(ctx: &C, env: &E) {
     }
 }
 
-/// Registers an established socket (both roles): one map insert, and the full callback set.
+/// Announces an established socket (both roles) through the ring buffer. No map insert: a hash
+/// insert costs about 350 ns here, four times the rest of the program's work for a connection,
+/// and most connections close before user space would ever read their entry. User space inserts
+/// the entry itself for sockets still open when it reads the event. Only when the ring buffer is
+/// full does the program insert the entry (so nothing is lost).
 #[inline(always)]
 fn register<C: SockOps, E: Env>(ctx: &C, env: &E, role: u8) {
-    // Enable the callbacks first: even if the map is full, the close is still seen and counted.
+    // Enable the callbacks first: even if nothing else works, the close is still seen.
     if ctx.set_cb_flags(env.cb_flags()) != 0 {
         env.count(counter::CB_FLAGS_FAILED);
     }
@@ -381,6 +409,13 @@ fn register<C: SockOps, E: Env>(ctx: &C, env: &E, role: u8) {
         // the SYN-ACK → ACK round trip.
         rtt
     };
+    s.event = event::OPEN;
+    if env.emit(&s) {
+        env.count(counter::REGISTERED);
+        return;
+    }
+    env.count(counter::RINGBUF_FULL);
+    s.event = 0;
     let r = env.insert(cookie, &s);
     if r == 0 {
         env.count(counter::REGISTERED);
@@ -391,14 +426,26 @@ fn register<C: SockOps, E: Env>(ctx: &C, env: &E, role: u8) {
     }
 }
 
+/// Data segments (in + out) a socket must have carried before its RTT samples are kept.
+///
+/// Why a gate: RTT_CB fires about once per round trip, also on a connection that lives for two
+/// round trips; such a socket has no map entry (user space inserts entries only for sockets
+/// still open when it reads their open event), and a hash lookup that misses a cold bucket
+/// costs ~150 ns. Its handshake RTT is in the open event and its final srtt in the close event,
+/// so nothing is lost by not looking. Longer connections pass the gate after a few exchanges.
+pub const RTT_GATE_SEGS: u32 = 16;
+
 #[inline(always)]
 fn on_rtt<C: SockOps, E: Env>(ctx: &C, env: &E) {
+    let c = ctx.counters();
+    if c.data_segs_in.wrapping_add(c.data_segs_out) < RTT_GATE_SEGS {
+        return;
+    }
     let Some(p) = env.lookup(ctx.cookie()) else {
         return;
     };
     // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
     let s = unsafe { &mut *p };
-    let c = ctx.counters();
     // Since Linux 6.10, arg0 is the measured RTT (µs) and arg1 the new srtt (8×). Older kernels
     // pass nothing: fall back to the smoothed RTT.
     let mut sample = ctx.arg(0);
@@ -420,6 +467,30 @@ fn on_rtt<C: SockOps, E: Env>(ctx: &C, env: &E) {
     }
 }
 
+/// The entry of an established socket user space has not inserted yet: created here (flag
+/// ADOPTED) so a retransmission or timeout is never lost. Rare: only sockets that retransmit
+/// within their first ring-buffer drain get here.
+#[inline(always)]
+fn adopt<C: SockOps, E: Env>(ctx: &C, env: &E, cookie: u64, state: u32) -> Option<*mut SockStats> {
+    if state == tcp_state::SYN_SENT || state == tcp_state::SYN_RECV {
+        // Before the open event: the handshake's retransmissions are read from total_retrans
+        // when the socket is established (or closes), so nothing is kept here.
+        return None;
+    }
+    let (lp, rp) = ctx.ports();
+    let role = if lp > rp { role::CLIENT } else { role::SERVER };
+    let mut s = identity(ctx, cookie, role);
+    s.flags = sflag::ADOPTED | sflag::ESTABLISHED;
+    refresh(&mut s, &ctx.counters(), state);
+    let r = env.insert(cookie, &s);
+    if r == E2BIG {
+        env.count(counter::MAP_FULL);
+    } else if r != 0 && r != EEXIST {
+        env.count(counter::MAP_UPDATE_FAILED);
+    }
+    env.lookup(cookie)
+}
+
 #[inline(always)]
 fn on_retrans<C: SockOps, E: Env>(ctx: &C, env: &E) {
     // arg0: sequence number, arg1: segments in the skb, arg2: transmit result (0 = sent; the
@@ -427,26 +498,34 @@ fn on_retrans<C: SockOps, E: Env>(ctx: &C, env: &E) {
     if ctx.arg(2) != 0 {
         return;
     }
-    let Some(p) = env.lookup(ctx.cookie()) else {
+    let cookie = ctx.cookie();
+    let state = ctx.state();
+    let Some(p) = env
+        .lookup(cookie)
+        .or_else(|| adopt(ctx, env, cookie, state))
+    else {
         return;
     };
     // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
     let s = unsafe { &mut *p };
-    let ph = phase_of(ctx.state());
-    if let Some(slot) = s.retrans.get_mut(ph) {
+    if let Some(slot) = s.retrans.get_mut(phase_of(state)) {
         *slot += ctx.arg(1);
     }
 }
 
 #[inline(always)]
 fn on_rto<C: SockOps, E: Env>(ctx: &C, env: &E) {
-    let Some(p) = env.lookup(ctx.cookie()) else {
+    let cookie = ctx.cookie();
+    let state = ctx.state();
+    let Some(p) = env
+        .lookup(cookie)
+        .or_else(|| adopt(ctx, env, cookie, state))
+    else {
         return;
     };
     // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
     let s = unsafe { &mut *p };
-    let ph = phase_of(ctx.state());
-    if let Some(slot) = s.rto.get_mut(ph) {
+    if let Some(slot) = s.rto.get_mut(phase_of(state)) {
         *slot += 1;
     }
 }
@@ -454,7 +533,8 @@ fn on_rto<C: SockOps, E: Env>(ctx: &C, env: &E) {
 /// The close: final counters into the entry, the entry into the ring buffer. The entry is not
 /// deleted here (a hash delete is the costliest step of a close): it is flagged CLOSED and user
 /// space deletes it in batches after reading the event (or reads the close from the map when the
-/// ring buffer was full).
+/// ring buffer was full). Without an entry (the usual case for a short connection) the event is
+/// built from the context.
 #[inline(always)]
 fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
     let old = ctx.arg(0);
@@ -471,15 +551,13 @@ fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
             } else {
                 env.count(counter::RINGBUF_FULL);
             }
+            s.event = 0;
         }
         None => {
-            // A connect that never completed (normal: clients register when established), or
-            // a socket whose registration failed (map full): report the close from the context.
-            let client = old == tcp_state::SYN_SENT;
-            // An established socket whose registration failed: which end opened it is not in
-            // the context; the ephemeral (higher) port is the client's.
+            // User space knows the role from the open event; for a connect that never
+            // completed it is the client; otherwise the ephemeral (higher) port is the client's.
             let (lp, rp) = ctx.ports();
-            let role = if client || lp > rp {
+            let role = if old == tcp_state::SYN_SENT || lp > rp {
                 role::CLIENT
             } else {
                 role::SERVER
@@ -487,11 +565,15 @@ fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
             let mut s = identity(ctx, cookie, role);
             s.flags = sflag::UNTRACKED | sflag::CLOSED;
             finish(&mut s, &c, old);
-            if !client {
-                env.count(counter::CLOSE_UNTRACKED);
-            }
+            env.count(counter::CLOSE_UNTRACKED);
             if env.emit(&s) {
                 env.count(counter::CLOSE_EVENTS);
+                return;
+            }
+            // Ring buffer full: leave the close in the map for the next interval read.
+            s.event = 0;
+            if env.insert(cookie, &s) == 0 {
+                env.count(counter::RINGBUF_FULL);
             } else {
                 env.count(counter::CLOSE_LOST);
             }
@@ -499,31 +581,32 @@ fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
     }
 }
 
-/// Final counters, close kind and retransmissions reconciled with the kernel's total.
+/// Final counters and close kind. Retransmissions are reconciled with the kernel's total in user
+/// space (see [`reconcile`]), which also knows the socket's open event.
 #[inline(always)]
 fn finish(s: &mut SockStats, c: &Counters, old: u32) {
     refresh(s, c, old);
     s.close_kind = close_kind_of(old);
-    if s.flags & sflag::ESTABLISHED == 0 && old != tcp_state::SYN_SENT && old != tcp_state::SYN_RECV
-    {
-        // Established without our callback (e.g. the program was attached mid-handshake).
+    s.event = event::CLOSE;
+    if old != tcp_state::SYN_SENT && old != tcp_state::SYN_RECV {
         s.flags |= sflag::ESTABLISHED;
     }
-    // RETRANS_CB sums equal total_retrans; the kernel may also count retransmissions we could not
-    // see (e.g. before the callbacks were enabled). Attribute any difference to the phase the
-    // socket was in, so the per-phase sum always equals the kernel's total.
-    let seen = s.retrans[0]
-        .wrapping_add(s.retrans[1])
-        .wrapping_add(s.retrans[2]);
-    if c.total_retrans > seen {
-        let ph = phase_of(old);
-        if let Some(slot) = s.retrans.get_mut(ph) {
-            *slot += c.total_retrans - seen;
+}
+
+/// Makes a close's per-phase retransmissions add up to the kernel's `total_retrans`: whatever the
+/// callbacks did not see (before they were enabled, or before the socket had an entry) is
+/// attributed to the phase the socket closed in. A connect that never completed had only SYN
+/// retransmissions, each a timeout.
+pub fn reconcile(s: &mut SockStats) {
+    let seen: u32 = s.retrans.iter().fold(0u32, |a, b| a.wrapping_add(*b));
+    let old = s.last_state as u32;
+    if s.total_retrans > seen {
+        if let Some(slot) = s.retrans.get_mut(phase_of(old)) {
+            *slot += s.total_retrans - seen;
         }
     }
-    // A connect that never completed: every SYN retransmission was a timeout.
-    if old == tcp_state::SYN_SENT && s.rto[phase::HANDSHAKE] < c.total_retrans {
-        s.rto[phase::HANDSHAKE] = c.total_retrans;
+    if old == tcp_state::SYN_SENT && s.rto[phase::HANDSHAKE] < s.total_retrans {
+        s.rto[phase::HANDSHAKE] = s.total_retrans;
     }
 }
 
@@ -702,7 +785,7 @@ mod test {
         ctx
     }
 
-    /// Connect + established for a client socket; returns the env.
+    /// Connect + established for a client socket.
     fn established_client(env: &Mock, cookie: u64, srtt: u32, syn_retrans: u32) {
         let connect = Ctx::new(op::TCP_CONNECT_CB, cookie);
         run(&connect, env);
@@ -715,22 +798,47 @@ mod test {
         assert_eq!(est.flags_set.get(), cb_flag::DEFAULT);
     }
 
-    /// A client connects, exchanges 100 bytes each way and closes in order.
+    /// What user space does with an open event: insert it as the socket's entry.
+    fn adopt_open(env: &Mock, cookie: u64) {
+        let ev = *env
+            .ring
+            .borrow()
+            .iter()
+            .find(|e| e.cookie == cookie && e.event == event::OPEN)
+            .expect("open event");
+        let mut entry = ev;
+        entry.event = 0;
+        assert_eq!(env.insert(cookie, &entry), 0);
+    }
+
+    fn events(env: &Mock, kind: u8) -> std::vec::Vec<SockStats> {
+        env.ring
+            .borrow()
+            .iter()
+            .filter(|e| e.event == kind)
+            .copied()
+            .collect()
+    }
+
+    /// A client connects, exchanges 100 bytes each way and closes in order, without ever
+    /// touching the map.
     #[test]
-    fn test_client_lifecycle() {
+    fn test_short_client_lifecycle_uses_no_map() {
         let env = Mock::new(16, 16);
-        run(&Ctx::new(op::TCP_CONNECT_CB, 7), &env);
-        assert!(env.get(7).is_none(), "a connect costs no map insert");
         established_client(&env, 7, 240, 0);
-        let s = env.get(7).unwrap();
+        assert!(env.map.borrow().is_empty(), "no map insert");
+        let open = events(&env, event::OPEN);
+        assert_eq!(open.len(), 1);
+        let s = open[0];
         assert_eq!(s.role, role::CLIENT);
         assert_eq!((s.local_port, s.remote_port), (40000, 80));
         assert_eq!(s.local_addr[0], 0x0100_a8c0);
         assert_eq!(s.handshake_us, 240);
-        assert_eq!(s.flags & sflag::ESTABLISHED, sflag::ESTABLISHED);
         assert_eq!((s.srtt_us, s.rtt_count, s.rtt_min_us), (240, 1, 240));
-
-        // Intermediate state changes do nothing.
+        // RTT samples before user space adopts the socket are not kept.
+        let mut r = Ctx::new(op::RTT_CB, 7);
+        r.args = [100, 800, 0, 0];
+        run(&r, &env);
         let c = Counters {
             bytes_acked: 102,
             bytes_received: 101,
@@ -745,25 +853,64 @@ mod test {
             &state_cb(7, tcp_state::ESTABLISHED, tcp_state::FIN_WAIT1, c),
             &env,
         );
-        assert!(env.ring.borrow().is_empty());
+        assert!(
+            events(&env, event::CLOSE).is_empty(),
+            "intermediate states do nothing"
+        );
         run(
             &state_cb(7, tcp_state::FIN_WAIT2, tcp_state::CLOSE, c),
             &env,
         );
+        let close = events(&env, event::CLOSE);
+        assert_eq!(close.len(), 1);
+        let ev = close[0];
+        assert_eq!(ev.flags & sflag::UNTRACKED, sflag::UNTRACKED);
+        assert_eq!(ev.role, role::CLIENT);
+        assert_eq!(ev.close_kind, close_kind::COMPLETED);
+        assert_eq!(ev.srtt_us, 300);
+        assert_eq!(payload(&ev), (100, 100));
+        assert_eq!(env.n(counter::REGISTERED), 1);
+        assert_eq!(env.n(counter::CLOSE_EVENTS), 1);
+        assert!(env.map.borrow().is_empty());
+    }
+
+    /// A long-lived socket: user space inserts its entry; the close comes from the entry.
+    #[test]
+    fn test_adopted_by_user_space_then_closed_from_entry() {
+        let env = Mock::new(16, 16);
+        established_client(&env, 7, 240, 0);
+        adopt_open(&env, 7);
+        let mut r = Ctx::new(op::RTT_CB, 7);
+        r.args = [100, 800, 0, 0];
+        run(&r, &env);
+        assert_eq!(
+            env.get(7).unwrap().rtt_count,
+            1,
+            "gated: too few segments yet"
+        );
+        r.c.data_segs_out = RTT_GATE_SEGS - 1;
+        r.c.data_segs_in = 1;
+        run(&r, &env);
+        assert_eq!(env.get(7).unwrap().rtt_count, 2);
+        run(
+            &state_cb(
+                7,
+                tcp_state::LAST_ACK,
+                tcp_state::CLOSE,
+                Counters::default(),
+            ),
+            &env,
+        );
+        let close = events(&env, event::CLOSE);
+        assert_eq!(close[0].flags & sflag::UNTRACKED, 0);
+        assert_eq!(close[0].rtt_count, 2);
         let kept = env.get(7).unwrap();
         assert_eq!(
             kept.flags & sflag::CLOSED,
             sflag::CLOSED,
             "user space deletes it"
         );
-        let ring = env.ring.borrow();
-        assert_eq!(ring.len(), 1);
-        let ev = ring[0];
-        assert_eq!(ev.close_kind, close_kind::COMPLETED);
-        assert_eq!(ev.srtt_us, 300);
-        assert_eq!(payload(&ev), (100, 100));
-        assert_eq!(env.n(counter::REGISTERED), 1);
-        assert_eq!(env.n(counter::CLOSE_EVENTS), 1);
+        assert_eq!(kept.event, 0);
     }
 
     #[test]
@@ -773,7 +920,7 @@ mod test {
         assert_eq!(client_handshake_us(500, 2), 3_000_500);
         let env = Mock::new(16, 16);
         established_client(&env, 1, 700, 2);
-        let s = env.get(1).unwrap();
+        let s = events(&env, event::OPEN)[0];
         assert_eq!(s.handshake_us, 3_000_700);
         assert_eq!((s.retrans, s.rto), ([2, 0, 0], [2, 0, 0]));
     }
@@ -785,7 +932,7 @@ mod test {
         ctx.c.total_retrans = 2;
         ctx.c.srtt_us8 = 8 * 1000;
         run(&ctx, &env);
-        let s = env.get(9).unwrap();
+        let s = events(&env, event::OPEN)[0];
         assert_eq!(s.role, role::SERVER);
         assert_eq!(s.retrans, [2, 0, 0]);
         assert_eq!(s.rto, [2, 0, 0]);
@@ -797,6 +944,7 @@ mod test {
     fn test_retrans_and_rto_split_by_phase() {
         let env = Mock::new(16, 16);
         established_client(&env, 1, 100, 1);
+        adopt_open(&env, 1);
         for (state, segs) in [
             (tcp_state::ESTABLISHED, 3),
             (tcp_state::ESTABLISHED, 2),
@@ -820,12 +968,33 @@ mod test {
         assert_eq!(s.rto, [1, 2, 2]);
     }
 
+    /// A retransmission before user space inserted the entry: the program creates it.
+    #[test]
+    fn test_retransmission_adopts_the_socket() {
+        let env = Mock::new(16, 16);
+        established_client(&env, 1, 100, 0);
+        let mut r = Ctx::new(op::RETRANS_CB, 1);
+        r.args = [1234, 2, 0, 0];
+        run(&r, &env);
+        let s = env.get(1).unwrap();
+        assert_eq!(s.flags & sflag::ADOPTED, sflag::ADOPTED);
+        assert_eq!(s.retrans, [0, 2, 0]);
+        // In SYN_SENT nothing is adopted: the SYN retransmissions are in total_retrans.
+        run(&Ctx::new(op::TCP_CONNECT_CB, 2), &env);
+        let mut t = Ctx::new(op::RTO_CB, 2);
+        t.state = tcp_state::SYN_SENT;
+        run(&t, &env);
+        assert!(env.get(2).is_none());
+    }
+
     #[test]
     fn test_rtt_samples_min_max_sum() {
         let env = Mock::new(16, 16);
         established_client(&env, 1, 200, 0);
+        adopt_open(&env, 1);
         for (mrtt, srtt) in [(100, 100), (300, 125), (50, 115)] {
             let mut r = Ctx::new(op::RTT_CB, 1);
+            r.c.data_segs_out = RTT_GATE_SEGS;
             r.args = [mrtt, srtt * 8, 0, 0];
             r.c.srtt_us8 = 8 * 999; // the old value: arg1 wins
             run(&r, &env);
@@ -838,6 +1007,7 @@ mod test {
         assert_eq!(s.srtt_us, 115);
         // Old kernels pass no arguments: the smoothed RTT is the sample.
         let mut r = Ctx::new(op::RTT_CB, 1);
+        r.c.data_segs_in = RTT_GATE_SEGS;
         r.c.srtt_us8 = 8 * 40;
         run(&r, &env);
         let s = env.get(1).unwrap();
@@ -854,13 +1024,13 @@ mod test {
             ..Counters::default()
         };
         run(&state_cb(3, tcp_state::SYN_SENT, tcp_state::CLOSE, c), &env);
-        let ev = env.ring.borrow()[0];
+        let mut ev = env.ring.borrow()[0];
         assert_eq!(ev.close_kind, close_kind::FAILED);
         assert_eq!(ev.role, role::CLIENT);
         assert_eq!(ev.flags & sflag::ESTABLISHED, 0);
-        assert_eq!((ev.retrans, ev.rto), ([2, 0, 0], [2, 0, 0]));
         assert_eq!(payload(&ev), (0, 0));
-        assert_eq!(env.n(counter::CLOSE_UNTRACKED), 0, "not an anomaly");
+        reconcile(&mut ev);
+        assert_eq!((ev.retrans, ev.rto), ([2, 0, 0], [2, 0, 0]));
         assert_eq!(env.map.borrow().len(), 0);
     }
 
@@ -873,68 +1043,68 @@ mod test {
     }
 
     #[test]
-    fn test_close_reconciles_retrans_with_kernel_total() {
-        let env = Mock::new(16, 16);
-        established_client(&env, 1, 100, 0);
-        let mut r = Ctx::new(op::RETRANS_CB, 1);
-        r.args = [0, 2, 0, 0];
-        run(&r, &env);
-        let c = Counters {
+    fn test_reconcile_with_kernel_total() {
+        let mut s = SockStats {
+            retrans: [1, 2, 0],
             total_retrans: 5,
-            ..Counters::default()
+            last_state: tcp_state::ESTABLISHED as u8,
+            ..SockStats::default()
         };
-        run(
-            &state_cb(1, tcp_state::ESTABLISHED, tcp_state::CLOSE, c),
-            &env,
-        );
-        let ev = env.ring.borrow()[0];
-        assert_eq!(ev.retrans, [0, 5, 0]);
+        reconcile(&mut s);
+        assert_eq!(s.retrans, [1, 4, 0]);
+        // Already equal: unchanged (zero boundary).
+        reconcile(&mut s);
+        assert_eq!(s.retrans, [1, 4, 0]);
     }
 
-    /// Boundary: map capacity. One over capacity is counted, and its close still arrives.
+    /// Boundary: ring buffer full. The open goes into the map; a full map is counted.
     #[test]
-    fn test_map_full_counted_and_close_still_reported() {
-        let env = Mock::new(1, 16);
+    fn test_ring_full_falls_back_to_map_then_counts_map_full() {
+        let env = Mock::new(1, 0);
         established_client(&env, 1, 100, 0);
         established_client(&env, 2, 100, 0);
+        assert!(env.get(1).is_some());
         assert_eq!(env.n(counter::REGISTERED), 1);
+        assert_eq!(env.n(counter::RINGBUF_FULL), 2);
         assert_eq!(env.n(counter::MAP_FULL), 1);
+        // The close of the inserted one stays in the map; the other has nowhere to go.
         run(
             &state_cb(
-                2,
-                tcp_state::FIN_WAIT2,
-                tcp_state::CLOSE,
-                Counters::default(),
-            ),
-            &env,
-        );
-        let ev = env.ring.borrow()[0];
-        assert_eq!(ev.cookie, 2);
-        assert_eq!(ev.role, role::CLIENT, "the ephemeral port is the client's");
-        assert_eq!(ev.flags & sflag::UNTRACKED, sflag::UNTRACKED);
-        assert_eq!(ev.close_kind, close_kind::COMPLETED);
-        assert_eq!(env.n(counter::CLOSE_UNTRACKED), 1);
-    }
-
-    /// Boundary: ring buffer full. The close stays in the map, flagged, and is counted.
-    #[test]
-    fn test_ring_full_keeps_close_in_map() {
-        let env = Mock::new(16, 0);
-        established_client(&env, 4, 100, 0);
-        run(
-            &state_cb(
-                4,
+                1,
                 tcp_state::ESTABLISHED,
                 tcp_state::CLOSE,
                 Counters::default(),
             ),
             &env,
         );
-        let s = env.get(4).unwrap();
+        let s = env.get(1).unwrap();
         assert_eq!(s.flags & sflag::CLOSED, sflag::CLOSED);
         assert_eq!(s.close_kind, close_kind::SEVERED);
+        run(
+            &state_cb(
+                2,
+                tcp_state::ESTABLISHED,
+                tcp_state::CLOSE,
+                Counters::default(),
+            ),
+            &env,
+        );
+        assert_eq!(env.n(counter::CLOSE_LOST), 1);
+    }
+
+    /// Ring buffer full, map has room: a close without an entry is kept in the map.
+    #[test]
+    fn test_untracked_close_falls_back_to_map() {
+        let env = Mock::new(4, 0);
+        run(&Ctx::new(op::TCP_CONNECT_CB, 3), &env);
+        let c = Counters::default();
+        run(&state_cb(3, tcp_state::SYN_SENT, tcp_state::CLOSE, c), &env);
+        let s = env.get(3).unwrap();
+        let both = sflag::CLOSED | sflag::UNTRACKED;
+        assert_eq!(s.flags & both, both);
+        assert_eq!(s.close_kind, close_kind::FAILED);
+        assert_eq!(env.n(counter::CLOSE_LOST), 0);
         assert_eq!(env.n(counter::RINGBUF_FULL), 1);
-        assert_eq!(env.n(counter::CLOSE_EVENTS), 0);
     }
 
     #[test]
