@@ -146,6 +146,10 @@ mod prog {
             unsafe { bpf_get_socket_cookie(self.0.as_ptr()) }
         }
         #[inline(always)]
+        fn cb_flags(&self) -> u32 {
+            field!(self, bpf_sock_ops_cb_flags)
+        }
+        #[inline(always)]
         fn set_cb_flags(&self, flags: u32) -> i64 {
             match self.0.set_cb_flags(flags as i32) {
                 Ok(()) => 0,

@@ -347,6 +347,15 @@ mod test {
         assert!(e(&["--stdout", "--agent-id", "xyz"]).contains("u64"));
     }
 
+    /// The example shipped in deploy/ stays valid.
+    #[test]
+    fn test_deploy_example_parses() {
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/agent.toml");
+        let c = Config::from_cli(Cli::parse_from(["nfm-agent", "--config", p])).unwrap();
+        assert_eq!(c.transport, Kind::Tcp);
+        assert_eq!(c.interval, Duration::from_secs(5));
+    }
+
     #[test]
     fn test_collector_default_port() {
         assert_eq!(

@@ -49,6 +49,12 @@ pub mod cb_flag {
     pub const RTT: u32 = 1 << 3;
     /// What the program enables on every tracked socket unless the loader overrides it.
     pub const DEFAULT: u32 = RTO | RETRANS | STATE | RTT;
+    /// Marker, not a callback we use: "this socket's map entry holds counts its events do not"
+    /// (a retransmission, a timeout, or an entry inserted because the ring buffer was full). Lets
+    /// the close skip the hash lookup for the common short connection. The kernel calls the
+    /// program for it only on segments carrying TCP options it does not know (rare; ignored).
+    /// (BPF_SOCK_OPS_PARSE_UNKNOWN_HDR_OPT_CB_FLAG.)
+    pub const MARK: u32 = 1 << 5;
 }
 
 /// TCP states (`include/net/tcp_states.h`).
@@ -159,8 +165,8 @@ pub mod counter {
     pub const REGISTERED: u32 = 3;
     /// Close events sent through the ring buffer.
     pub const CLOSE_EVENTS: u32 = 4;
-    /// Closes of sockets without a map entry (short-lived, or the map was full): sent with the
-    /// counters read from the context.
+    /// Reserved (closes without a map entry are the common case and are no longer counted: one
+    /// counter update less per connection).
     pub const CLOSE_UNTRACKED: u32 = 5;
     /// Close events that could be sent neither through the ring buffer nor kept in the map.
     pub const CLOSE_LOST: u32 = 6;
@@ -184,7 +190,7 @@ pub mod counter {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockStats {
     pub cookie: u64,
-    /// `bpf_ktime_get_ns` when the socket was registered.
+    /// Reserved (0): a clock read per connection was not worth its cost.
     pub start_ns: u64,
     pub bytes_acked: u64,
     pub bytes_received: u64,
@@ -261,6 +267,8 @@ pub trait SockOps {
     fn ports(&self) -> (u16, u16);
     fn counters(&self) -> Counters;
     fn cookie(&self) -> u64;
+    /// The socket's callback flags now.
+    fn cb_flags(&self) -> u32;
     /// `bpf_sock_ops_cb_flags_set`; 0 on success.
     fn set_cb_flags(&self, flags: u32) -> i64;
 }
@@ -387,8 +395,8 @@ fn register<C: SockOps, E: Env>(ctx: &C, env: &E, role: u8) {
         env.count(counter::CB_FLAGS_FAILED);
     }
     let cookie = ctx.cookie();
+    // No clock read here: the handshake time comes from the kernel's own RTT measurement.
     let mut s = identity(ctx, cookie, role);
-    s.start_ns = env.now_ns();
     let c = ctx.counters();
     refresh(&mut s, &c, tcp_state::ESTABLISHED);
     s.flags = sflag::ESTABLISHED;
@@ -418,6 +426,7 @@ fn register<C: SockOps, E: Env>(ctx: &C, env: &E, role: u8) {
     s.event = 0;
     let r = env.insert(cookie, &s);
     if r == 0 {
+        mark(ctx);
         env.count(counter::REGISTERED);
     } else if r == E2BIG {
         env.count(counter::MAP_FULL);
@@ -467,6 +476,15 @@ fn on_rtt<C: SockOps, E: Env>(ctx: &C, env: &E) {
     }
 }
 
+/// Sets [`cb_flag::MARK`] on the socket (once).
+#[inline(always)]
+fn mark<C: SockOps>(ctx: &C) {
+    let f = ctx.cb_flags();
+    if f & cb_flag::MARK == 0 {
+        let _ = ctx.set_cb_flags(f | cb_flag::MARK);
+    }
+}
+
 /// The entry of an established socket user space has not inserted yet: created here (flag
 /// ADOPTED) so a retransmission or timeout is never lost. Rare: only sockets that retransmit
 /// within their first ring-buffer drain get here.
@@ -506,6 +524,7 @@ fn on_retrans<C: SockOps, E: Env>(ctx: &C, env: &E) {
     else {
         return;
     };
+    mark(ctx);
     // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
     let s = unsafe { &mut *p };
     if let Some(slot) = s.retrans.get_mut(phase_of(state)) {
@@ -523,6 +542,7 @@ fn on_rto<C: SockOps, E: Env>(ctx: &C, env: &E) {
     else {
         return;
     };
+    mark(ctx);
     // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
     let s = unsafe { &mut *p };
     if let Some(slot) = s.rto.get_mut(phase_of(state)) {
@@ -540,7 +560,17 @@ fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
     let old = ctx.arg(0);
     let cookie = ctx.cookie();
     let c = ctx.counters();
-    match env.lookup(cookie) {
+    // Only a socket that passed the RTT gate or is marked can have counts in an entry that its
+    // events do not carry; for all others the hash lookup (a cold bucket, ~150 ns) is skipped
+    // and the close is built from the context. User space combines it with the open event and
+    // deletes the entry it may have inserted.
+    let segs = c.data_segs_in.wrapping_add(c.data_segs_out);
+    let entry = if segs >= RTT_GATE_SEGS || ctx.cb_flags() & cb_flag::MARK != 0 {
+        env.lookup(cookie)
+    } else {
+        None
+    };
+    match entry {
         Some(p) => {
             // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
             let s = unsafe { &mut *p };
@@ -565,7 +595,6 @@ fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
             let mut s = identity(ctx, cookie, role);
             s.flags = sflag::UNTRACKED | sflag::CLOSED;
             finish(&mut s, &c, old);
-            env.count(counter::CLOSE_UNTRACKED);
             if env.emit(&s) {
                 env.count(counter::CLOSE_EVENTS);
                 return;
@@ -699,6 +728,9 @@ mod test {
         fn cookie(&self) -> u64 {
             self.cookie
         }
+        fn cb_flags(&self) -> u32 {
+            self.flags_set.get()
+        }
         fn set_cb_flags(&self, flags: u32) -> i64 {
             self.flags_set.set(flags);
             0
@@ -795,7 +827,7 @@ mod test {
         est.c.bytes_acked = 1;
         est.c.total_retrans = syn_retrans;
         run(&est, env);
-        assert_eq!(est.flags_set.get(), cb_flag::DEFAULT);
+        assert_eq!(est.flags_set.get() & !cb_flag::MARK, cb_flag::DEFAULT);
     }
 
     /// What user space does with an open event: insert it as the socket's entry.
@@ -897,7 +929,10 @@ mod test {
                 7,
                 tcp_state::LAST_ACK,
                 tcp_state::CLOSE,
-                Counters::default(),
+                Counters {
+                    data_segs_out: RTT_GATE_SEGS,
+                    ..Counters::default()
+                },
             ),
             &env,
         );
@@ -979,6 +1014,11 @@ mod test {
         let s = env.get(1).unwrap();
         assert_eq!(s.flags & sflag::ADOPTED, sflag::ADOPTED);
         assert_eq!(s.retrans, [0, 2, 0]);
+        assert_eq!(
+            r.flags_set.get() & cb_flag::MARK,
+            cb_flag::MARK,
+            "close will look it up"
+        );
         // In SYN_SENT nothing is adopted: the SYN retransmissions are in total_retrans.
         run(&Ctx::new(op::TCP_CONNECT_CB, 2), &env);
         let mut t = Ctx::new(op::RTO_CB, 2);
@@ -1068,15 +1108,15 @@ mod test {
         assert_eq!(env.n(counter::RINGBUF_FULL), 2);
         assert_eq!(env.n(counter::MAP_FULL), 1);
         // The close of the inserted one stays in the map; the other has nowhere to go.
-        run(
-            &state_cb(
-                1,
-                tcp_state::ESTABLISHED,
-                tcp_state::CLOSE,
-                Counters::default(),
-            ),
-            &env,
+        // The inserted socket was marked (in the kernel, on the socket's own flags).
+        let close = state_cb(
+            1,
+            tcp_state::ESTABLISHED,
+            tcp_state::CLOSE,
+            Counters::default(),
         );
+        close.flags_set.set(cb_flag::DEFAULT | cb_flag::MARK);
+        run(&close, &env);
         let s = env.get(1).unwrap();
         assert_eq!(s.flags & sflag::CLOSED, sflag::CLOSED);
         assert_eq!(s.close_kind, close_kind::SEVERED);
