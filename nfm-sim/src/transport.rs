@@ -329,6 +329,9 @@ impl Sender {
         while self.conns[agent].out.len() - self.conns[agent].out_pos > HIGH_WATER
             && Instant::now() < deadline
         {
+            if self.conns[agent].connected && self.conns[agent].writable {
+                self.flush_conn(agent);
+            }
             self.drive(Duration::from_millis(10));
             if self.conns[agent].stream.is_none() {
                 self.stats.records_lost += records;
@@ -551,6 +554,7 @@ impl Sender {
             return true;
         }
         loop {
+            self.flush_all();
             let pending_out = self
                 .conns
                 .iter()
