@@ -66,19 +66,17 @@ impl FlowKey {
     }
 }
 
-struct FlowAgg {
-    agent_id: u64,
-    /// Monitor membership, computed once when the flow first appears in the interval (while
-    /// its resolution is hot in cache), so closing touches no per-flow lookup table.
-    mask: u64,
-    record: FlowRecord,
-    counters: Counters,
-    resolved: Arc<Resolved>,
-}
-
+/// An interval being aggregated, stored as columns: the flow table maps a key to a row, and the
+/// sample column is handed to the health stage as is when the interval closes (no copy).
 struct OpenInterval {
     end_ms: u64,
-    flows: HashMap<FlowKey, FlowAgg>,
+    index: HashMap<FlowKey, u32>,
+    samples: Vec<FlowSample>,
+    counters: Vec<Counters>,
+    /// Monitor membership of each row, computed when the flow first appears (its resolution is
+    /// then hot in cache).
+    masks: Vec<u64>,
+    resolved: Vec<Arc<Resolved>>,
     per_agent: HashMap<u64, usize>,
     categories: [Counters; 6],
     records: u64,
@@ -180,7 +178,7 @@ pub struct Aggregator {
     total_flows: usize,
     /// Emptied flow tables of closed intervals, reused so a new interval does not fault in
     /// fresh pages for a table of 100k flows (a third of the aggregator's time otherwise).
-    spare_tables: Vec<HashMap<FlowKey, FlowAgg>>,
+    spare_tables: Vec<HashMap<FlowKey, u32>>,
     /// Emptied sample vectors the health stage hands back, for the same reason.
     recycle: Option<Receiver<Vec<FlowSample>>>,
     metrics: Arc<Metrics>,
@@ -236,12 +234,20 @@ impl Aggregator {
             self.watermark_ms = self.watermark_ms.max(b.interval_end_ms);
             let now = self.now;
             let spare = &mut self.spare_tables;
+            let recycle = &self.recycle;
             let iv = self
                 .open
                 .entry(b.interval_start_ms)
                 .or_insert_with(|| OpenInterval {
                     end_ms: b.interval_end_ms,
-                    flows: spare.pop().unwrap_or_default(),
+                    index: spare.pop().unwrap_or_default(),
+                    samples: recycle
+                        .as_ref()
+                        .and_then(|r| r.try_recv().ok())
+                        .unwrap_or_default(),
+                    counters: Vec::new(),
+                    masks: Vec::new(),
+                    resolved: Vec::new(),
                     per_agent: HashMap::default(),
                     categories: Default::default(),
                     records: 0,
@@ -253,16 +259,18 @@ impl Aggregator {
             iv.last_touch = now;
             iv.simulated |= b.simulated;
             iv.records += b.records.len() as u64;
+            // A batch is one agent's: look its flow count up once.
+            let per_agent = iv.per_agent.entry(b.agent_id).or_insert(0);
             for (r, res) in b.records.iter().zip(rb.resolved) {
                 let c = Counters::of_record(r);
                 iv.categories[cat_index(res.category)].add(&c);
                 let key = FlowKey::of(r);
-                if let Some(f) = iv.flows.get_mut(&key) {
-                    merge_record(&mut f.record, r);
-                    f.counters.add(&c);
+                if let Some(&row) = iv.index.get(&key) {
+                    let row = row as usize;
+                    merge_record(&mut iv.samples[row].record, r);
+                    iv.counters[row].add(&c);
                     continue;
                 }
-                let per_agent = iv.per_agent.entry(b.agent_id).or_insert(0);
                 if *per_agent >= self.cfg.max_flows_per_agent
                     || self.total_flows >= self.cfg.max_flows
                 {
@@ -278,16 +286,16 @@ impl Aggregator {
                     &res,
                     self.cfg.max_flows,
                 );
-                iv.flows.insert(
-                    key,
-                    FlowAgg {
-                        agent_id: b.agent_id,
-                        mask,
-                        record: *r,
-                        counters: c,
-                        resolved: res,
-                    },
-                );
+                iv.index.insert(key, iv.samples.len() as u32);
+                iv.samples.push(FlowSample {
+                    agent_id: b.agent_id,
+                    record: *r,
+                    category: res.category,
+                    path: res.path.clone(),
+                });
+                iv.counters.push(c);
+                iv.masks.push(mask);
+                iv.resolved.push(res);
             }
             self.metrics
                 .aggregated_records
@@ -327,7 +335,7 @@ impl Aggregator {
             let Some(iv) = self.open.remove(&s) else {
                 continue;
             };
-            self.total_flows = self.total_flows.saturating_sub(iv.flows.len());
+            self.total_flows = self.total_flows.saturating_sub(iv.samples.len());
             // Everything before the oldest interval still open (or this one's end) is closed.
             let next_open = self.open.keys().next().copied();
             self.closed_before_ms = self
@@ -343,30 +351,13 @@ impl Aggregator {
 
     fn build(&mut self, start_ms: u64, mut iv: OpenInterval) -> ClosedWork {
         let k = self.cfg.top_k;
-        let n = iv.flows.len();
-        let mut flows = self
-            .recycle
-            .as_ref()
-            .and_then(|r| r.try_recv().ok())
-            .unwrap_or_default();
-        flows.clear();
-        flows.reserve(n);
-        let mut counters = Vec::with_capacity(n);
-        // The resolutions are moved, not cloned: no atomic per flow. Pair labels are keyed by
-        // their (interned) pointers and turned into strings only for the pairs kept.
-        let mut resolved: Vec<Arc<Resolved>> = Vec::with_capacity(n);
-        let mut masks = Vec::with_capacity(n);
-        for (_, f) in iv.flows.drain() {
-            masks.push(f.mask);
-            counters.push(f.counters);
-            flows.push(FlowSample {
-                agent_id: f.agent_id,
-                record: f.record,
-                category: f.resolved.category,
-                path: f.resolved.path.clone(),
-            });
-            resolved.push(f.resolved);
-        }
+        let n = iv.samples.len();
+        let flows = std::mem::take(&mut iv.samples);
+        let counters = std::mem::take(&mut iv.counters);
+        let masks = std::mem::take(&mut iv.masks);
+        // Pair labels are keyed by their (interned) pointers and turned into strings only for
+        // the pairs kept.
+        let resolved = std::mem::take(&mut iv.resolved);
         let label_key = |i: usize| {
             let r = &resolved[i];
             (
@@ -439,7 +430,9 @@ impl Aggregator {
             })
             .collect();
         if self.spare_tables.len() < 2 {
-            self.spare_tables.push(std::mem::take(&mut iv.flows));
+            let mut t = std::mem::take(&mut iv.index);
+            t.clear();
+            self.spare_tables.push(t);
         }
         let summary = IntervalSummary {
             start_ms,
