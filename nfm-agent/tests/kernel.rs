@@ -558,7 +558,10 @@ fn blackhole_timeouts_and_failed_connects() {
         total_rto,
         "agent vs TCP_INFO total_rto"
     );
-    assert_eq!(c.rto[1], total_rto, "timeouts happened while established");
+    // The application shuts its write side down right after its last write, so a timeout can
+    // also fall in the closing phase (FIN sent, data still unacknowledged).
+    assert!(c.rto[1] >= 1, "timeouts while established: {c:?}");
+    assert_eq!(c.rto[0], 0, "no handshake timeouts: {c:?}");
     assert_eq!(total_rto, timeouts, "TCP_INFO vs TcpExtTCPTimeouts");
     assert_eq!(c.bytes_sent, 2_000_008);
     assert_eq!(
@@ -926,4 +929,63 @@ fn tcp_collector_restart_every_record_exactly_once() {
     let stats = col.stats.expect("AgentStats every interval");
     assert_eq!((stats.spool_dropped_frames, stats.events_lost), (0, 0));
     assert_detached(&lab);
+}
+
+/// UDP transport: each interval is a Hello, FlowBatch datagrams of at most 1400 bytes and an
+/// AgentStats; the records add up to the connections made.
+#[test]
+fn udp_transport_ships_hello_batches_and_stats() {
+    let mut lab = Lab::new(39);
+    lab.server(7009, &[]);
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sink.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let addr = sink.local_addr().unwrap().to_string();
+    let agent = lab.agent(&[
+        "--collector",
+        &addr,
+        "--transport",
+        "udp",
+        "--interval",
+        "500ms",
+    ]);
+    let srv = format!("{}:7009", lab.server_ip);
+    lab.client(&[
+        "client", &srv, "--send", "10", "--reply", "10", "--count", "40", "--quiet",
+    ]);
+    let (mut hellos, mut stats, mut attempts, mut goodbye) = (0, 0, 0u64, false);
+    let mut seqs = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 2048];
+    let mut stopper = None;
+    let mut agent = Some(agent);
+    while !goodbye {
+        assert!(Instant::now() < deadline, "no Goodbye from the agent");
+        if attempts >= 80 && stopper.is_none() {
+            let a = agent.take().unwrap();
+            stopper = Some(std::thread::spawn(move || a.stop()));
+        }
+        let n = match sink.recv(&mut buf) {
+            Ok(n) => n,
+            Err(_) => continue,
+        };
+        assert!(n <= nfm_wire::DEFAULT_DATAGRAM_LEN, "datagram of {n} bytes");
+        let p = nfm_wire::decode(&buf[..n], &DecodeOptions::default()).expect("a valid frame");
+        assert!(seqs.insert(p.header.seq), "every datagram has its own seq");
+        match p.message {
+            Message::Hello(h) => {
+                hellos += 1;
+                assert_ne!(h.capabilities & nfm_wire::cap::EBPF, 0);
+            }
+            Message::FlowBatch(b) => {
+                attempts += b.records.iter().map(|r| r.conn_attempts).sum::<u64>()
+            }
+            Message::AgentStats(_) => stats += 1,
+            Message::Goodbye(_) => goodbye = true,
+            _ => {}
+        }
+    }
+    stopper.expect("stopped").join().unwrap();
+    assert_eq!(attempts, 80, "40 connections, both ends");
+    assert!(hellos >= 1 && stats >= 1);
 }
