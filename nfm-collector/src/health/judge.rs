@@ -63,9 +63,8 @@ impl Obs {
             .handshake
             .saturating_add(r.rto.established)
             .saturating_add(r.rto.closing);
-        // Every retransmission and every timeout's retransmission is a segment sent, even when
-        // an agent's `segs_out` missed them (a stalled socket may report RTOs and no segments).
-        self.segs = self.segs.saturating_add(r.segs_out.max(retrans).max(rto));
+        let segs = exposure(r.segs_out, r.bytes_sent, r.conn_attempts, retrans, rto);
+        self.segs = self.segs.saturating_add(segs);
         self.retrans = self.retrans.saturating_add(retrans);
         self.rto = self.rto.saturating_add(rto);
         // A failed connect is an attempt, whatever the agent counted as attempts.
@@ -82,6 +81,24 @@ impl Obs {
             r.segs_out.max(retrans).max(rto),
         );
     }
+}
+
+/// MSS assumed to turn payload bytes into data segments (1500-byte MTU with TCP timestamps).
+/// A larger real MSS only makes the estimate, and so the rate, more conservative.
+const ASSUMED_MSS: u64 = 1448;
+
+/// Segments that could have been retransmitted: the data segments the payload needed plus three
+/// control segments (SYN, ACK, FIN) per connection plus the retransmissions themselves, capped
+/// by what the agent counted as sent. Why not `segs_out` alone: it counts pure ACKs, so on a
+/// download the client's few retransmitted requests drown in thousands of ACKs. Never below the
+/// retransmissions or timeouts: a socket stalled behind a blackhole reports RTO backoffs and
+/// no segments at all.
+pub fn exposure(segs_out: u64, bytes_sent: u64, attempts: u64, retrans: u64, rto: u64) -> u64 {
+    let data = bytes_sent
+        .div_ceil(ASSUMED_MSS)
+        .saturating_add(attempts.saturating_mul(3))
+        .saturating_add(retrans);
+    segs_out.min(data).max(retrans).max(rto)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -419,7 +436,8 @@ impl Baselines {
 
         // Loss family.
         let count_test = |k: u64, n: u64, p: f64, excess: f64| -> bool {
-            if n == 0 || k == 0 {
+            // One event alone never makes a flow degraded, however small the flow.
+            if n == 0 || k < 2 {
                 return false;
             }
             let rate = k as f64 / n as f64;
@@ -562,5 +580,33 @@ impl Baselines {
             self.classes
                 .retain(|_, c| seq.saturating_sub(c.rates.seq) <= ttl);
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_exposure_ignores_pure_acks() {
+        // A download: 10 requests of 1 segment each, 5,000 ACKs.
+        assert_eq!(exposure(5_010, 10 * 1_000, 0, 0, 0), 7);
+        assert_eq!(exposure(5_010, 10 * 1_000, 2, 3, 0), 7 + 6 + 3);
+    }
+
+    #[test]
+    fn test_exposure_capped_by_segments_sent() {
+        assert_eq!(exposure(100, 1_000_000, 0, 5, 0), 100);
+    }
+
+    #[test]
+    fn test_exposure_stalled_socket_and_zero() {
+        assert_eq!(exposure(0, 0, 0, 0, 9), 9);
+        assert_eq!(exposure(0, 0, 0, 4, 1), 4);
+        assert_eq!(exposure(0, 0, 0, 0, 0), 0);
+        assert_eq!(
+            exposure(u64::MAX, u64::MAX, u64::MAX, u64::MAX, 0),
+            u64::MAX
+        );
     }
 }
