@@ -375,7 +375,7 @@ fn cmd_load(a: LoadArgs) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
         println!(
-            "load {} ({} agents, target {} rec/s, {:.2} s): offered {:.0} rec/s ({} records), achieved {:.0} rec/s, {} send errors, {} records lost, {} acked records, {} frames unacked at the end",
+            "load {} ({} agents, target {} rec/s, {:.2} s): offered {:.0} rec/s ({} records), achieved {:.0} rec/s, {:.0} rec per CPU-second, {} send errors, {} records lost, {} acked records, {} frames unacked at the end",
             rep.transport,
             rep.agents,
             rep.target_rate,
@@ -383,6 +383,7 @@ fn cmd_load(a: LoadArgs) -> anyhow::Result<i32> {
             rep.offered_rate,
             rep.offered_records,
             rep.achieved_rate,
+            rep.records_per_cpu_s,
             rep.send_errors,
             rep.records_lost,
             rep.acked_records,

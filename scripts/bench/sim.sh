@@ -5,7 +5,12 @@
 # without decoding each record, and acks TCP) on another core.
 # Prints, one line each (`NAME.metric value unit`):
 #   sim.records_per_s_offered        the lower of the two transports' offered rates (bar: 1,000,000)
-#   sim.records_per_s_offered.udp    records/s handed to the kernel by the generator
+#   sim.records_per_s_offered.udp    records/s the generator produced and handed to the transport
+#   sim.records_per_s_achieved.udp   records/s completely written to the socket during the timed
+#                                    phase (TCP: frames still queued when it ends are excluded)
+#   sim.records_per_cpu_s.udp        offered records per CPU-second the generator used (user +
+#                                    system): its capacity per core, whatever the sink and the
+#                                    machine's other load let through
 #   sim.records_per_s_received.udp   records/s the sink decoded (loopback UDP drops when the sink
 #                                    cannot keep up: both numbers are reported on purpose)
 #   sim.records_per_s_offered.tcp    records/s written by 1,000 agents, one TCP connection each
@@ -61,6 +66,8 @@ for run in udp tcp tcp_10k; do
   received=$(grep -o '"records":[0-9]*' "$WORK/sink-$run.json" | sed 's/.*://')
   OFFERED[$run]=$offered
   printf 'sim.records_per_s_offered.%s %.0f records/s\n' "$run" "$offered"
+  printf 'sim.records_per_s_achieved.%s %.0f records/s\n' "$run" "$(json_num "$WORK/load-$run.json" achieved_rate)"
+  printf 'sim.records_per_cpu_s.%s %.0f records/cpu-s\n' "$run" "$(json_num "$WORK/load-$run.json" records_per_cpu_s)"
   awk -v r="$received" -v s="$secs" -v t="$run" 'BEGIN { printf "sim.records_per_s_received.%s %.0f records/s\n", t, r / s }'
   if [ "$run" = tcp ]; then
     printf 'sim.tcp_unacked_frames_end %s frames\n' "$(json_num "$WORK/load-$run.json" unacked_frames)"
