@@ -25,7 +25,7 @@ fn main() {
 fn run(cfg: Config) -> anyhow::Result<()> {
     let (agent, waker) = Agent::new(cfg)?;
     match nfm_agent::sys::drop_capabilities() {
-        Ok(()) => log::info!("dropped all capabilities"),
+        Ok(kept) => log::info!("dropped capabilities (kept: {kept})"),
         Err(e) => log::warn!("could not drop capabilities: {e}"),
     }
     ctrlc::set_handler(move || {

@@ -53,10 +53,28 @@ pub fn self_usage() -> (u64, u64) {
     (cpu, rss)
 }
 
-/// Drops every capability (effective, permitted, inheritable, ambient and the bounding set) and
-/// sets no_new_privs. The attached program, its link and the map fds stay usable: operations on
-/// an fd already held are checked against the fd, not the caller's capabilities.
-pub fn drop_capabilities() -> Result<()> {
+/// (major, minor) of the running kernel.
+pub fn kernel_version() -> Option<(u32, u32)> {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut it = r.trim().split(['.', '-']);
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+/// Drops every capability it can (effective, permitted, inheritable, ambient and the bounding
+/// set) and sets no_new_privs. The attached program, its link and the map fds stay usable: since
+/// Linux 6.5 operations on a map fd already held are checked against the fd, not the caller's
+/// capabilities. Older kernels refuse every bpf() call without CAP_BPF/CAP_SYS_ADMIN when
+/// unprivileged BPF is disabled, so there those two are kept. Returns the capabilities kept.
+pub fn drop_capabilities() -> Result<&'static str> {
+    let keep_bpf = kernel_version().is_none_or(|v| v < (6, 5));
+    let keep: u64 = if keep_bpf {
+        (1 << CAP_BPF) | (1 << CAP_SYS_ADMIN)
+    } else {
+        0
+    };
     #[repr(C)]
     struct Header {
         version: u32,
@@ -80,7 +98,10 @@ pub fn drop_capabilities() -> Result<()> {
             0,
             0,
         );
-        for cap in 0..64 {
+        for cap in 0..64u64 {
+            if keep & (1 << cap) != 0 {
+                continue;
+            }
             // Fails (EINVAL) past the last capability the kernel knows; EPERM without CAP_SETPCAP.
             libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
         }
@@ -90,12 +111,20 @@ pub fn drop_capabilities() -> Result<()> {
         pid: 0,
     };
     let mut d = [Data::default(); 2];
+    d[0].effective = keep as u32;
+    d[0].permitted = keep as u32;
+    d[1].effective = (keep >> 32) as u32;
+    d[1].permitted = (keep >> 32) as u32;
     // SAFETY: capset reads a v3 header and two data structs.
     let r = unsafe { libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_mut_ptr()) };
     if r != 0 {
         bail!("capset: {}", std::io::Error::last_os_error());
     }
-    Ok(())
+    Ok(if keep_bpf {
+        "CAP_BPF and CAP_SYS_ADMIN (kernel older than 6.5)"
+    } else {
+        "none"
+    })
 }
 
 /// The effective capability mask of this process (from /proc/self/status).
