@@ -16,6 +16,11 @@
 //! - [`sink`]: a counting receiver (tests and the benchmark).
 //! - [`score`]: scoring verdicts against ground truth; fetching verdicts from the API.
 //! - [`scorer`]: the `score` driver: scenarios × seeds, live against a collector or offline.
+//!
+//! Errors: parsers (`duration`, `traffic`/`fleet`, `scenario`, `truth`) return small
+//! hand-written error types carrying the reason (and line where there is one); the drivers
+//! (`run`, `scorer`) are orchestration shared by the CLI and tests and return `anyhow` errors,
+//! as binaries do, because their failures (a socket, a file, a collector) are only ever reported.
 
 pub mod agent;
 pub mod duration;

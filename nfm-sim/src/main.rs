@@ -23,7 +23,15 @@ use std::time::Duration;
 #[command(
     name = "nfm-sim",
     version,
-    about = "Simulated nfm fleets: real wire protocol, injected faults, ground truth, load tests and accuracy scoring."
+    about = "Simulated nfm fleets: real wire protocol, injected faults, ground truth, load tests and accuracy scoring.",
+    after_help = "File formats, the ground-truth contract and the scoring definitions: docs/sim.md.\n\n\
+Examples:\n  \
+nfm-sim check --fleet nfm-sim/fleets/small.toml --scenario nfm-sim/scenarios/rolling.toml\n  \
+nfm-sim run --fleet nfm-sim/fleets/small.toml --scenario nfm-sim/scenarios/rolling.toml --collector 127.0.0.1:7700 --truth truth.jsonl\n  \
+nfm-sim run --fleet nfm-sim/fleets/small.toml --scenario nfm-sim/scenarios/az-pair-loss.toml --virtual --transport tcp --truth t.jsonl\n  \
+nfm-sim load --fleet nfm-sim/fleets/large.toml --rate 1000000 --duration 10s --transport udp\n  \
+nfm-sim score --fleet nfm-sim/fleets/small.toml --offline --seed 1,2,3 --place random\n  \
+nfm-sim score --fleet nfm-sim/fleets/small.toml --collector 127.0.0.1:7700 --api http://127.0.0.1:8080 --interval 60s --json"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -33,8 +33,9 @@ pub struct SinkStats {
     pub bad_frames: u64,
     pub tcp_connections: u64,
     pub acks_sent: u64,
+    /// Distinct agent ids (full decoding only; 0 with `quick`).
     pub agents: u64,
-    /// Hellos that carried `cap::SIMULATED`.
+    /// Hellos that carried `cap::SIMULATED` (full decoding only).
     pub simulated_hellos: u64,
     /// Seconds from the first to the last frame.
     pub active_s: f64,
