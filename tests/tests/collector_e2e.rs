@@ -305,6 +305,7 @@ fn collector_bad_frames_rejected_and_counted_while_good_traffic_flows() {
 /// Child side of the SIGKILL test: runs a collector on the data dir named by the environment,
 /// writes its addresses to a file, and waits to be killed (at most 300 s).
 #[test]
+#[ignore = "child process of another test, run by it with --ignored"]
 fn collector_sigkill_child() {
     let Ok(dir) = std::env::var("NFM_SIGKILL_CHILD_DIR") else {
         return; // not the child
@@ -341,6 +342,7 @@ fn spawn_child(dir: &std::path::Path) -> (Child, String, String) {
         .args([
             "--exact",
             "collector_sigkill_child",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -104,6 +104,7 @@ fn collector_topology_reload_keeps_data_and_refuses_broken_files() {
 
 /// Child of the disk-full test: runs in its own process because RLIMIT_FSIZE is per process.
 #[test]
+#[ignore = "child process of another test, run by it with --ignored"]
 fn collector_disk_full_child() {
     let Ok(dir) = std::env::var("NFM_DISKFULL_CHILD_DIR") else {
         return; // not the child
@@ -206,6 +207,7 @@ fn collector_disk_full_stops_acks_and_resumes() {
         .args([
             "--exact",
             "collector_disk_full_child",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
