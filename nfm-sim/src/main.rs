@@ -178,6 +178,10 @@ struct ScoreArgs {
     /// Score the collector's health evaluator in-process instead of a running collector.
     #[arg(long)]
     offline: bool,
+    /// Offline: the health evaluator's configuration (TOML, the collector's `HealthConfig`
+    /// fields; unset fields keep their defaults).
+    #[arg(long)]
+    health_config: Option<PathBuf>,
     /// Collector ingest address (live scoring).
     #[arg(long, default_value = "127.0.0.1:7700")]
     collector: SocketAddr,
@@ -434,9 +438,16 @@ fn scenario_files(paths: &[PathBuf], fleet: &Path) -> anyhow::Result<Vec<PathBuf
 
 fn cmd_score(a: ScoreArgs) -> anyhow::Result<i32> {
     let scenarios = scenario_files(&a.scenario, &a.fleet)?;
-    // A repeating scenario (the demo's rolling fault) has no end; scoring it needs one.
     let target = if a.offline {
-        Target::Offline
+        let health = match &a.health_config {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("{}", p.display()))?
+            }
+            None => nfm_collector::health::HealthConfig::default(),
+        };
+        Target::Offline { health }
     } else {
         Target::Live {
             collector: a.collector,

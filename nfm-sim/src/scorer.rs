@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 /// Where verdicts come from.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// The collector's health evaluator, in this process.
-    Offline,
+    /// The collector's health evaluator, in this process, with this configuration.
+    Offline { health: HealthConfig },
     /// A running collector.
     Live {
         collector: SocketAddr,
@@ -137,9 +137,17 @@ pub fn score(opts: &ScoreOptions) -> anyhow::Result<Vec<ScenarioScore>> {
                 .map(|d| d.join(format!("{}-seed{seed}.jsonl", s.name)));
             let placed = s.faults.iter().map(|f| f.component.to_string()).collect();
             let (truth, records, end_ms, verdicts) = match &opts.target {
-                Target::Offline => {
-                    let (truth, records, verdicts) =
-                        offline_run(&fleet, s.clone(), seed, start, t, truth_path, &fleet_name)?;
+                Target::Offline { health } => {
+                    let (truth, records, verdicts) = offline_run(
+                        &fleet,
+                        s.clone(),
+                        seed,
+                        start,
+                        t,
+                        truth_path,
+                        &fleet_name,
+                        health,
+                    )?;
                     let end = start + s.duration_ms.div_ceil(t) * t;
                     (truth, records, end, Some(verdicts))
                 }
@@ -195,7 +203,7 @@ pub fn score(opts: &ScoreOptions) -> anyhow::Result<Vec<ScenarioScore>> {
     }
     // Verdicts per run.
     let per_run: Vec<Vec<VerdictLite>> = match &opts.target {
-        Target::Offline => done
+        Target::Offline { .. } => done
             .iter_mut()
             .map(|p| p.verdicts.take().unwrap_or_default())
             .collect(),
@@ -289,8 +297,62 @@ fn wait_for_verdicts(
     Ok(score::split_by_window(&last.unwrap_or_default(), windows))
 }
 
+/// Turns an engine's last generated interval into the `ClosedInterval` the collector's
+/// aggregator would hand its health evaluator: every agent's records, resolved with the
+/// topology (category and path of each record from its own end), agent ids as on the wire.
+/// For tuning the evaluator from Rust without a collector.
+pub struct IntervalBuilder<'f> {
+    fleet: &'f Fleet,
+    ids: Vec<u64>,
+    paths: HashMap<(IpAddr, IpAddr), (Category, Vec<ComponentId>)>,
+}
+
+impl<'f> IntervalBuilder<'f> {
+    pub fn new(fleet: &'f Fleet) -> IntervalBuilder<'f> {
+        let ids = fleet
+            .agents
+            .iter()
+            .map(|&h| crate::agent::VirtualAgent::new(&fleet.hosts[h].name, 1, 0).agent_id)
+            .collect();
+        IntervalBuilder {
+            fleet,
+            ids,
+            paths: HashMap::new(),
+        }
+    }
+
+    /// The closed interval `k`; call right after `engine.interval(k)`.
+    pub fn closed(&mut self, engine: &Engine, k: u64) -> ClosedInterval {
+        let (s, e) = engine.bounds(k);
+        let n = engine.records.iter().map(|r| r.len()).sum();
+        let mut iv = ClosedInterval {
+            start_ms: s,
+            end_ms: e,
+            flows: Vec::with_capacity(n),
+        };
+        for (a, recs) in engine.records.iter().enumerate() {
+            for r in recs {
+                let fleet = self.fleet;
+                let (category, path) = self
+                    .paths
+                    .entry((r.local, r.remote))
+                    .or_insert_with(|| fleet.topology.flow(r.local, r.remote))
+                    .clone();
+                iv.flows.push(FlowSample {
+                    agent_id: self.ids[a],
+                    record: *r,
+                    category,
+                    path,
+                });
+            }
+        }
+        iv
+    }
+}
+
 /// Simulates a run and evaluates it with the in-process health evaluator. Returns the truth,
 /// the number of records, and the verdicts.
+#[allow(clippy::too_many_arguments)]
 fn offline_run(
     fleet: &Fleet,
     scenario: Scenario,
@@ -299,6 +361,7 @@ fn offline_run(
     t: u64,
     truth_path: Option<PathBuf>,
     fleet_name: &str,
+    health: &HealthConfig,
 ) -> anyhow::Result<(Vec<TruthLine>, u64, Vec<VerdictLite>)> {
     let n = scenario.duration_ms.div_ceil(t);
     let mut truth = TruthWriter::create(truth_path.as_deref()).context("ground truth")?;
@@ -318,37 +381,13 @@ fn offline_run(
     for f in engine.fault_truth(0) {
         truth.write(TruthLine::Fault(f))?;
     }
-    let ids: Vec<u64> = fleet
-        .agents
-        .iter()
-        .map(|&h| crate::agent::VirtualAgent::new(&fleet.hosts[h].name, 1, 0).agent_id)
-        .collect();
-    let mut paths: HashMap<(IpAddr, IpAddr), (Category, Vec<ComponentId>)> = HashMap::new();
-    let mut eval = Evaluator::new(HealthConfig::default());
+    let mut builder = IntervalBuilder::new(fleet);
+    let mut eval = Evaluator::new(health.clone());
     let mut verdicts = Vec::new();
     let mut records = 0u64;
     for k in 0..n {
         records += engine.interval(k) as u64;
-        let (s, e) = engine.bounds(k);
-        let mut iv = ClosedInterval {
-            start_ms: s,
-            end_ms: e,
-            flows: Vec::with_capacity(records as usize / (k as usize + 1)),
-        };
-        for (a, recs) in engine.records.iter().enumerate() {
-            for r in recs {
-                let (category, path) = paths
-                    .entry((r.local, r.remote))
-                    .or_insert_with(|| fleet.topology.flow(r.local, r.remote))
-                    .clone();
-                iv.flows.push(FlowSample {
-                    agent_id: ids[a],
-                    record: *r,
-                    category,
-                    path,
-                });
-            }
-        }
+        let iv = builder.closed(&engine, k);
         let rep = eval.evaluate(&iv);
         for v in rep.verdicts {
             verdicts.push(VerdictLite {

@@ -174,7 +174,14 @@ fn test_offline_scoring_of_every_shipped_scenario() {
         .map(|e| e.unwrap().path())
         .collect();
     all.sort();
-    let scores = score(&options(all.clone(), Target::Offline, Some(dir.clone()))).unwrap();
+    let scores = score(&options(
+        all.clone(),
+        Target::Offline {
+            health: Default::default(),
+        },
+        Some(dir.clone()),
+    ))
+    .unwrap();
     assert_eq!(scores.len(), all.len());
     for (s, p) in scores.iter().zip(&all) {
         // Each run left its ground truth and verdicts behind, and the tallies are consistent.
