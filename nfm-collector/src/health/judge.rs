@@ -8,9 +8,9 @@
 //! loss would let tiny flows contradict a real fault; counting a bulk flow's tiny excess as
 //! degraded would let it dominate. Each family has its own weight per flow (docs/health.md).
 
-use super::stats::{median_mad, poisson_sf, DecayedRate, RobustWindow, MAD_TO_SIGMA};
+use super::stats::{median_mad, poisson_sf, DecayedRate, DigestMap, RobustWindow, MAD_TO_SIGMA};
 use super::HealthConfig;
-use crate::model::{Category, ClosedInterval, ComponentId, ComponentKind, FlowSample};
+use crate::model::{Category, ClosedInterval, ComponentKind, FlowSample};
 use nfm_wire::Role;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -224,7 +224,7 @@ fn class_key(s: &FlowSample) -> u64 {
             Category::IntraAz => s.path.iter().find(|c| c.kind == ComponentKind::Az),
             _ => None,
         });
-    hash_of((s.category, span.map(ComponentId::to_string)))
+    hash_of((s.category, span))
 }
 
 /// (median, MAD × 1.4826, 90th percentile) of a class's RTTs in one interval.
@@ -293,8 +293,8 @@ struct Expect {
 /// All learned baselines.
 #[derive(Debug, Default)]
 pub struct Baselines {
-    paths: HashMap<u64, PathBaseline>,
-    classes: HashMap<u64, ClassBaseline>,
+    paths: DigestMap<PathBaseline>,
+    classes: DigestMap<ClassBaseline>,
     global: Rates,
     /// Paths not learned because `max_paths` was reached.
     pub paths_refused: u64,
@@ -345,7 +345,7 @@ impl Baselines {
         if self.global.retrans.exposure > 0.0 {
             return defaults;
         }
-        let mut per_class: HashMap<u64, Rates> = HashMap::new();
+        let mut per_class: DigestMap<Rates> = DigestMap::default();
         for o in obs {
             per_class.entry(o.class).or_default().add(o);
         }
@@ -372,8 +372,8 @@ impl Baselines {
     }
 
     /// For classes with no RTT history: (median, sigma, p90) of this interval's RTTs in the class.
-    fn cross_sections(&self, obs: &[Obs], cfg: &HealthConfig) -> HashMap<u64, (f32, f32, f32)> {
-        let mut vals: HashMap<u64, Vec<f32>> = HashMap::new();
+    fn cross_sections(&self, obs: &[Obs], cfg: &HealthConfig) -> DigestMap<(f32, f32, f32)> {
+        let mut vals: DigestMap<Vec<f32>> = DigestMap::default();
         for o in obs {
             let Some(rtt) = o.rtt_us() else { continue };
             if self
@@ -396,7 +396,7 @@ impl Baselines {
         o: &Obs,
         seq: u32,
         global: &Expect,
-        cross: &HashMap<u64, (f32, f32, f32)>,
+        cross: &DigestMap<(f32, f32, f32)>,
         cfg: &HealthConfig,
     ) -> Judged {
         let class = self.classes.get(&o.class);
@@ -519,7 +519,7 @@ impl Baselines {
         seq: u32,
         cfg: &HealthConfig,
     ) {
-        let mut class_rtts: HashMap<u64, Vec<f32>> = HashMap::new();
+        let mut class_rtts: DigestMap<Vec<f32>> = DigestMap::default();
         for ((o, j), &skip) in obs.iter().zip(judged).zip(skip) {
             if skip {
                 continue;

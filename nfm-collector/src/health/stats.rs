@@ -7,6 +7,29 @@
 //! connects) are mostly zero per interval, so their median is 0 and useless: they are tested
 //! as Poisson counts against a pooled expected rate instead (see docs/health.md).
 
+/// Hasher for maps whose keys are already 64-bit SipHash digests (path and class keys): one
+/// multiply instead of hashing the digest again. Not for keys an agent controls directly.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// A map keyed by digests.
+pub type DigestMap<V> =
+    std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<DigestHasher>>;
+
 /// Scale that turns a median absolute deviation into a standard-deviation estimate for normal data.
 pub const MAD_TO_SIGMA: f32 = 1.4826;
 
