@@ -153,6 +153,11 @@ pub struct ClosedWork {
     pub monitors: Vec<MonitorWork>,
     /// Every interval starting before this is closed (WAL checkpoint).
     pub closed_before_ms: u64,
+    /// Each flow's resolution (same order as `interval.flows`). The aggregator leaves
+    /// `FlowSample::path` empty and the health stage copies it from here before evaluating:
+    /// the path copy is the largest per-flow cost of closing, and the aggregator is the busier
+    /// thread. Empty: the paths are already filled.
+    pub resolved: Vec<Arc<Resolved>>,
 }
 
 pub enum AggMsg {
@@ -301,7 +306,8 @@ impl Aggregator {
                     agent_id: b.agent_id,
                     record: *r,
                     category: res.category,
-                    path: res.path.clone(),
+                    // Filled by the health stage from `ClosedWork::resolved` (see there).
+                    path: Vec::new(),
                 });
                 iv.counters.push(c);
                 iv.masks.push(mask);
@@ -475,6 +481,7 @@ impl Aggregator {
             top,
             monitors,
             closed_before_ms: self.closed_before_ms,
+            resolved,
         }
     }
 

@@ -99,6 +99,19 @@ pub fn complete_and_return(
     (summary, interval.flows)
 }
 
+/// Copies each flow's path from its resolution (the aggregator hands samples over without).
+pub fn fill_paths(w: &mut ClosedWork) {
+    let resolved = std::mem::take(&mut w.resolved);
+    if resolved.len() != w.interval.flows.len() {
+        return;
+    }
+    for (f, r) in w.interval.flows.iter_mut().zip(&resolved) {
+        if f.path.is_empty() {
+            f.path.clone_from(&r.path);
+        }
+    }
+}
+
 pub struct HealthStage {
     /// Emptied sample vectors go back to the aggregator for reuse (try_send: never blocks).
     recycle: Option<SyncSender<Vec<crate::model::FlowSample>>>,
@@ -124,6 +137,8 @@ impl HealthStage {
 
     pub fn handle(&mut self, w: ClosedWork) -> StoreMsg {
         let closed_before_ms = w.closed_before_ms;
+        let mut w = w;
+        fill_paths(&mut w);
         let t = std::time::Instant::now();
         let report = match self.evaluator.as_mut() {
             Some(e) => e.evaluate(&w.interval),
@@ -199,6 +214,7 @@ mod test {
                 pairs: vec![],
             }],
             closed_before_ms: 10,
+            resolved: vec![],
         }
     }
 
