@@ -260,4 +260,28 @@ mod test {
         assert!(s.monitors[0].flows_top.iter().any(|f| f.degraded));
         assert_eq!(s.verdicts.len(), 1);
     }
+
+    /// Samples arrive without paths; the stage fills them from the resolutions before judging.
+    #[test]
+    fn test_paths_filled_from_resolutions() {
+        let t =
+            crate::topology::Topology::parse(include_str!("../examples/topology.toml")).unwrap();
+        let mut w = work();
+        for f in &mut w.interval.flows {
+            f.path.clear();
+        }
+        let r = Arc::new(crate::resolver::Resolved::new(
+            1,
+            &t,
+            "10.0.1.10".parse().unwrap(),
+            "10.0.2.10".parse().unwrap(),
+        ));
+        w.resolved = vec![r.clone(), r.clone()];
+        let mut h = HealthStage::new(Some(Evaluator::default()), Arc::new(Metrics::default()));
+        let StoreMsg::Interval { summary, .. } = h.handle(w) else {
+            panic!("expected an interval")
+        };
+        assert_eq!(summary.top[0].path, r.path);
+        assert_eq!(summary.top[0].path[0].to_string(), "host:web-1");
+    }
 }
