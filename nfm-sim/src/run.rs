@@ -42,6 +42,23 @@ pub fn cpu_seconds() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// A new session epoch: the wall clock in seconds, but always above the last one this process
+/// handed out, so two runs in the same second (the scorer's back-to-back runs) are two sessions
+/// and the collector does not drop the second one's frames as replays of the first.
+pub fn next_epoch(wall_ms: u64) -> u32 {
+    use std::sync::atomic::AtomicU32;
+    static LAST: AtomicU32 = AtomicU32::new(0);
+    let want = ((wall_ms / 1000) as u32).max(1);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let e = want.max(last.saturating_add(1));
+        match LAST.compare_exchange(last, e, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return e,
+            Err(now) => last = now,
+        }
+    }
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -249,8 +266,7 @@ pub fn run(fleet: &Fleet, scenario: Scenario, opts: &RunOptions) -> anyhow::Resu
         fleet.agents.len(),
         opts.udp_sockets,
     )?;
-    let epoch = ((wall / 1000) as u32).max(1);
-    let mut agents = agents_for(fleet, epoch, wall);
+    let mut agents = agents_for(fleet, next_epoch(wall), wall);
     let mut buf = Vec::with_capacity(2048);
     let began = Instant::now();
     let mut k = 0u64;
@@ -415,9 +431,10 @@ pub fn load(fleet: &Fleet, opts: &LoadOptions) -> anyhow::Result<LoadReport> {
         TCP_FRAME_LEN
     };
     let wall = now_ms();
+    let epoch = next_epoch(wall);
     let mut agents: Vec<VirtualAgent> = fleet.agents[..n_agents]
         .iter()
-        .map(|&h| VirtualAgent::new(&fleet.hosts[h].name, ((wall / 1000) as u32).max(1), wall))
+        .map(|&h| VirtualAgent::new(&fleet.hosts[h].name, epoch, wall))
         .collect();
     // frames[variant][agent] = that agent's frames of that variant.
     let mut engine = Engine::new(
@@ -541,4 +558,17 @@ pub fn load(fleet: &Fleet, opts: &LoadOptions) -> anyhow::Result<LoadReport> {
         frames: s.frames_sent,
         bytes: s.bytes_sent,
     })
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_epochs_never_repeat_within_a_second() {
+        let a = next_epoch(1_800_000_000_000);
+        let b = next_epoch(1_800_000_000_500);
+        let c = next_epoch(1_700_000_000_000);
+        assert!(a < b && b < c, "{a} {b} {c}");
+    }
 }

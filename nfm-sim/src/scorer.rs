@@ -100,20 +100,6 @@ pub fn score(opts: &ScoreOptions) -> anyhow::Result<Vec<ScenarioScore>> {
         scenarios.push(Scenario::load(p)?);
     }
     let fleet_name = opts.fleet.display().to_string();
-    if let Target::Live { .. } = opts.target {
-        let mut intervals: Vec<u64> = scenarios
-            .iter()
-            .map(|s| opts.interval_ms.or(s.interval_ms).unwrap_or(60_000))
-            .collect();
-        intervals.sort_unstable();
-        intervals.dedup();
-        if intervals.len() > 1 {
-            eprintln!(
-                "nfm-sim score: warning: these scenarios use different intervals ({intervals:?} ms) against one \
-                 collector, whose baselines carry from run to run; pass --interval to use one"
-            );
-        }
-    }
     let seeds = if opts.seeds.is_empty() {
         vec![1]
     } else {
