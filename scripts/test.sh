@@ -16,8 +16,11 @@ cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 # Kernel tests share one machine-wide resource each (cgroup, netns names, nftables): run the
 # test binaries one at a time, their tests in parallel within.
-cargo test --no-fail-fast 2>&1 | tee target/test.log | grep -E '^(test result|running|error|failures|---- )|FAILED|panicked' || true
+mkdir -p target
+set +e
+cargo test --no-fail-fast 2>&1 | tee target/test.log | grep -E '^(test result|running|error|failures|---- )|FAILED|panicked'
 status=${PIPESTATUS[0]}
+set -e
 awk '/^test result/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "cargo test: %d passed, %d failed\n", p, f }' target/test.log
 [ "$status" -eq 0 ] || { echo "cargo test failed"; exit 1; }
