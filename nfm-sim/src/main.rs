@@ -182,6 +182,10 @@ struct ScoreArgs {
     /// fields; unset fields keep their defaults).
     #[arg(long)]
     health_config: Option<PathBuf>,
+    /// Offline: one evaluator for all runs in order (baselines carry over, as in a live
+    /// collector) instead of a fresh one per run.
+    #[arg(long)]
+    shared_evaluator: bool,
     /// Collector ingest address (live scoring).
     #[arg(long, default_value = "127.0.0.1:7700")]
     collector: SocketAddr,
@@ -447,7 +451,10 @@ fn cmd_score(a: ScoreArgs) -> anyhow::Result<i32> {
             }
             None => nfm_collector::health::HealthConfig::default(),
         };
-        Target::Offline { health }
+        Target::Offline {
+            health,
+            shared: a.shared_evaluator,
+        }
     } else {
         Target::Live {
             collector: a.collector,

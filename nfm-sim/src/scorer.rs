@@ -29,8 +29,10 @@ use std::time::{Duration, Instant};
 /// Where verdicts come from.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// The collector's health evaluator, in this process, with this configuration.
-    Offline { health: HealthConfig },
+    /// The collector's health evaluator, in this process, with this configuration: a fresh one
+    /// per run, or with `shared` one for all runs in order (baselines carry over, as in a live
+    /// collector that scores many runs).
+    Offline { health: HealthConfig, shared: bool },
     /// A running collector.
     Live {
         collector: SocketAddr,
@@ -107,6 +109,7 @@ pub fn score(opts: &ScoreOptions) -> anyhow::Result<Vec<ScenarioScore>> {
     };
     let mut cursor: Option<u64> = opts.start_ms;
     let mut done: Vec<Planned> = Vec::new();
+    let mut shared_eval: Option<Evaluator> = None;
     for sc in &scenarios {
         for &seed in &seeds {
             let fleet = Fleet::load(&opts.fleet, seed)?;
@@ -123,7 +126,13 @@ pub fn score(opts: &ScoreOptions) -> anyhow::Result<Vec<ScenarioScore>> {
                 .map(|d| d.join(format!("{}-seed{seed}.jsonl", s.name)));
             let placed = s.faults.iter().map(|f| f.component.to_string()).collect();
             let (truth, records, end_ms, verdicts) = match &opts.target {
-                Target::Offline { health } => {
+                Target::Offline { health, shared } => {
+                    let mut fresh = Evaluator::new(health.clone());
+                    let eval = if *shared {
+                        shared_eval.get_or_insert_with(|| Evaluator::new(health.clone()))
+                    } else {
+                        &mut fresh
+                    };
                     let (truth, records, verdicts) = offline_run(
                         &fleet,
                         s.clone(),
@@ -132,7 +141,7 @@ pub fn score(opts: &ScoreOptions) -> anyhow::Result<Vec<ScenarioScore>> {
                         t,
                         truth_path,
                         &fleet_name,
-                        health,
+                        eval,
                     )?;
                     let end = start + s.duration_ms.div_ceil(t) * t;
                     (truth, records, end, Some(verdicts))
@@ -347,7 +356,7 @@ fn offline_run(
     t: u64,
     truth_path: Option<PathBuf>,
     fleet_name: &str,
-    health: &HealthConfig,
+    eval: &mut Evaluator,
 ) -> anyhow::Result<(Vec<TruthLine>, u64, Vec<VerdictLite>)> {
     let n = scenario.duration_ms.div_ceil(t);
     let mut truth = TruthWriter::create(truth_path.as_deref()).context("ground truth")?;
@@ -368,7 +377,6 @@ fn offline_run(
         truth.write(TruthLine::Fault(f))?;
     }
     let mut builder = IntervalBuilder::new(fleet);
-    let mut eval = Evaluator::new(health.clone());
     let mut verdicts = Vec::new();
     let mut records = 0u64;
     for k in 0..n {

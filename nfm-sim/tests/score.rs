@@ -178,6 +178,7 @@ fn test_offline_scoring_of_every_shipped_scenario() {
         all.clone(),
         Target::Offline {
             health: Default::default(),
+            shared: false,
         },
         Some(dir.clone()),
     ))
