@@ -288,6 +288,46 @@ fn test_real_time_run_over_tcp_is_acked() {
     }
 }
 
+#[test]
+fn test_real_time_run_over_udp_delivers_every_record() {
+    let fleet = small();
+    let s = sink(Duration::from_millis(500));
+    let path = temp("rt-truth.jsonl");
+    let rep = run::run(
+        &fleet,
+        Scenario::load(format!("{DIR}/scenarios/rolling.toml")).unwrap(),
+        &opts(
+            Kind::Udp,
+            s.udp,
+            Mode::RealTime {
+                duration_ms: Some(300),
+            },
+            100,
+            Some(path.clone()),
+        ),
+    )
+    .unwrap();
+    let (st, _) = s.finish();
+    assert_eq!(rep.intervals, 3);
+    assert_eq!(rep.send.send_errors, 0);
+    assert_eq!(st.records, rep.records, "every record arrived: {st:?}");
+    assert_eq!(st.hellos, 3 * fleet.agents.len() as u64);
+    // A repeating scenario writes its first cycle's faults, then the end line.
+    let lines = truth::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        matches!(&lines[0], TruthLine::Run(r) if r.mode == "real-time" && r.interval_ms == 100)
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| matches!(l, TruthLine::Fault(f) if f.cycle == 0))
+            .count(),
+        3
+    );
+    assert!(matches!(lines.last(), Some(TruthLine::End(e)) if e.intervals == 3));
+}
+
 fn load_opts(kind: Kind, addr: std::net::SocketAddr, rate: f64) -> LoadOptions {
     LoadOptions {
         transport: kind,
