@@ -77,6 +77,33 @@ fn test_healthy_fleet_no_verdicts_many_seeds() {
     }
 }
 
+/// A simulated healthy day (1,440 one-minute intervals) with noisier traffic than the
+/// simulator's (0.2 % loss, 12 % RTT jitter, 1 % of intervals with a 1.8× RTT spike): no network
+/// verdict at all, so no HealthIndicator flip.
+#[test]
+fn test_noisy_healthy_day_never_blames_network() {
+    let mut f = Fleet::new(FleetSpec {
+        seed: 77,
+        base_loss: 0.002,
+        jitter: 0.12,
+        ..FleetSpec::default()
+    });
+    let mut ev = Evaluator::default();
+    let mut network = 0;
+    let mut any = 0;
+    for i in 0..1440 {
+        let r = ev.evaluate(&f.interval(i, &[]));
+        network += r
+            .verdicts
+            .iter()
+            .filter(|v| v.blame == Blame::Network)
+            .count();
+        any += r.verdicts.len();
+    }
+    assert_eq!(network, 0);
+    assert!(any <= 2, "{any} endpoint verdicts in a healthy day");
+}
+
 #[test]
 fn test_az_pair_loss_named_first_interval() {
     let mut f = fleet(2);
