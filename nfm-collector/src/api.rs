@@ -2,7 +2,7 @@
 //! the durable interval summaries, the monitors, the topology and ingest's latest snapshot.
 //!
 //! Why an actor: it owns every piece of state it serves and receives updates as messages, so a
-//! query never takes a lock on the data path. `tiny_http` parses HTTP on its accept thread; each
+//! query never takes a lock on the data path. `crate::http` parses HTTP on per-connection threads; each
 //! request is handed to this actor as a message and answered here. All routing is in
 //! [`Api::route`]; `GET /` and `/ui/...` are delegated to [`crate::ui::route`] (the dashboard).
 
@@ -56,7 +56,7 @@ pub enum ApiMsg {
     /// A durable interval summary (live or replayed at start).
     Interval(Arc<IntervalSummary>),
     Ingest(Box<IngestSnapshot>),
-    Http(tiny_http::Request),
+    Http(crate::http::Request),
     /// Reload the topology file (SIGHUP).
     ReloadTopology,
     Shutdown,
@@ -952,35 +952,18 @@ impl Api {
         o
     }
 
-    fn handle_http(&mut self, mut req: tiny_http::Request) {
-        let mut body = Vec::new();
-        let limit = 1 << 20;
-        let read = std::io::Read::read_to_end(
-            &mut std::io::Read::take(req.as_reader(), limit as u64 + 1),
-            &mut body,
+    fn handle_http(&mut self, req: crate::http::Request) {
+        let reply = self.route(
+            &req.method,
+            &req.url,
+            req.authorization.as_deref(),
+            &req.body,
         );
-        let reply = if read.is_err() {
-            Reply::error(400, "cannot read the request body")
-        } else if body.len() > limit {
-            Reply::error(413, "request body over 1 MiB")
-        } else {
-            let auth = req
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv("Authorization"))
-                .map(|h| h.value.as_str().to_string());
-            let method = req.method().as_str().to_string();
-            let url = req.url().to_string();
-            self.route(&method, &url, auth.as_deref(), &body)
-        };
-        let ct = tiny_http::Header::from_bytes(&b"Content-Type"[..], reply.content_type.as_bytes())
-            .expect("static header");
-        let resp = tiny_http::Response::from_data(reply.body)
-            .with_status_code(reply.status)
-            .with_header(ct);
-        if let Err(e) = req.respond(resp) {
-            log::debug!("api: respond: {e}");
-        }
+        req.respond(crate::http::Response {
+            status: reply.status,
+            content_type: reply.content_type.to_string(),
+            body: reply.body,
+        });
     }
 
     pub fn run(mut self, rx: Receiver<ApiMsg>) {

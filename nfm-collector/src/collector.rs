@@ -118,7 +118,7 @@ pub struct Collector {
     to_health: SyncSender<HealthMsg>,
     to_store: SyncSender<StoreMsg>,
     threads: Vec<(&'static str, JoinHandle<()>)>,
-    http: Option<Arc<tiny_http::Server>>,
+    http: Option<crate::http::Server>,
     stop_ticker: Arc<AtomicBool>,
     inject: SyncSender<Injected>,
 }
@@ -360,23 +360,12 @@ impl Collector {
         // HTTP accept thread: parses requests, hands them to the API actor.
         let (http, http_addr) = match s.http {
             Some(addr) => {
-                let server = Arc::new(
-                    tiny_http::Server::http(addr)
-                        .map_err(|e| format!("binding the API on {addr}: {e}"))?,
-                );
-                let bound = server.server_addr().to_ip();
-                let srv = server.clone();
                 let tx = to_api.clone();
-                threads.push(
-                    spawn("http", move || {
-                        for req in srv.incoming_requests() {
-                            if tx.send(ApiMsg::Http(req)).is_err() {
-                                break;
-                            }
-                        }
-                    })
-                    .map_err(io)?,
-                );
+                let (server, h) =
+                    crate::http::Server::start(addr, move |req| tx.send(ApiMsg::Http(req)).is_ok())
+                        .map_err(|e| format!("binding the API on {addr}: {e}"))?;
+                let bound = Some(server.local_addr());
+                threads.push(("http", h));
                 (Some(server), bound)
             }
             None => (None, None),

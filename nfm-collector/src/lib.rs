@@ -7,13 +7,14 @@
 //! - `summary`: what is kept of each closed interval.
 //! - Actors, in pipeline order: `ingest` → `resolver` → `aggregator` → `health_stage` (owns the
 //!   `health` evaluator) → `store` → `api` (HTTP, `/metrics`; `ui` is the dashboard hook).
-//! - `collector`: settings and wiring; `metrics`: shared counters.
+//! - `collector`: settings and wiring; `metrics`: shared counters; `http`: the API's HTTP front.
 
 pub mod aggregator;
 pub mod api;
 pub mod collector;
 pub mod health;
 pub mod health_stage;
+pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
