@@ -13,10 +13,8 @@ export class ApiError extends Error {
 
 const TIMEOUT_MS = 10000;
 
-// At most this many requests in flight. A browser opens a new connection per concurrent request
-// (up to 6 per host), and the collector's HTTP server (tiny_http 0.12) can leave a new
-// connection queued behind idle keep-alive ones; two at a time never needs more connections than
-// the server has idle threads, and is plenty for a dashboard.
+// At most this many requests in flight: plenty for a dashboard, and gentle on a collector that
+// serves each request on its own connection (one request per connection, `Connection: close`).
 const MAX_IN_FLIGHT = 2;
 let inFlight = 0;
 const waiting = [];
