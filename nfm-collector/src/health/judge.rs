@@ -8,7 +8,9 @@
 //! loss would let tiny flows contradict a real fault; counting a bulk flow's tiny excess as
 //! degraded would let it dominate. Each family has its own weight per flow (docs/health.md).
 
-use super::stats::{median_mad, poisson_sf, DecayedRate, DigestMap, RobustWindow, MAD_TO_SIGMA};
+use super::stats::{
+    median_mad, poisson_tail_below, DecayedRate, DigestMap, RobustWindow, MAD_TO_SIGMA,
+};
 use super::HealthConfig;
 use crate::model::{Category, ClosedInterval, ComponentKind, FlowSample};
 use nfm_wire::Role;
@@ -442,7 +444,7 @@ impl Baselines {
             }
             let rate = k as f64 / n as f64;
             rate >= p + ((cfg.min_rate_ratio - 1.0) * p).max(excess)
-                && poisson_sf(k, n as f64 * p) < cfg.flow_p_value
+                && poisson_tail_below(k, n as f64 * p, cfg.flow_p_value)
         };
         let mut flagged = 0u8;
         if count_test(o.retrans, o.segs, exp.retrans, cfg.min_excess_retrans) {
