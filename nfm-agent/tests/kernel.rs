@@ -989,3 +989,119 @@ fn udp_transport_ships_hello_batches_and_stats() {
     assert_eq!(attempts, 80, "40 connections, both ends");
     assert!(hellos >= 1 && stats >= 1);
 }
+
+/// GET on the collector's API (one request per connection); returns the JSON body.
+fn api_get(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    let mut s = TcpStream::connect(addr).expect("connect to the collector's API");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    serde_json::from_str(body).expect("JSON body")
+}
+
+/// The whole path end to end: the real agent, attached to a child cgroup, ships a real
+/// connection's deltas over TCP to a real collector (in process, with a topology), and the
+/// collector's API reports that flow with the generator's exact byte counts, classified and
+/// resolved to its path, and the agent with no loss and no rejected frame.
+#[test]
+fn agent_to_collector_end_to_end() {
+    let mut lab = Lab::new(41);
+    let data = std::env::temp_dir().join(format!("nfm-agent-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    let topo = data.join("topology.toml");
+    std::fs::write(
+        &topo,
+        "[[region]]\nname = \"lab\"\n[[az]]\nname = \"lab-az1\"\nregion = \"lab\"\n\
+         [[vpc]]\nid = \"vpc-lab\"\nregion = \"lab\"\ncidrs = [\"169.254.41.0/24\"]\n\
+         [[subnet]]\nid = \"subnet-lab\"\nvpc = \"vpc-lab\"\naz = \"lab-az1\"\ncidr = \"169.254.41.0/24\"\n\
+         [[host]]\nname = \"lab-client\"\nip = \"169.254.41.1\"\n\
+         [[host]]\nname = \"lab-server\"\nip = \"169.254.41.2\"\n",
+    )
+    .unwrap();
+    let settings = nfm_collector::collector::Settings {
+        listen_udp: None,
+        listen_tcp: Some("127.0.0.1:0".parse().unwrap()),
+        http: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: data.join("store"),
+        topology: Some(topo),
+        idle_close_ms: 300,
+        ..Default::default()
+    };
+    let collector = nfm_collector::collector::Collector::start(&settings).expect("collector");
+    let (tcp, http) = (collector.tcp_addr.unwrap(), collector.http_addr.unwrap());
+
+    lab.server(7041, &[]);
+    let tcp_s = tcp.to_string();
+    let agent = lab.agent(&[
+        "--collector",
+        &tcp_s,
+        "--transport",
+        "tcp",
+        "--interval",
+        "500ms",
+    ]);
+    let srv = format!("{}:7041", lab.server_ip);
+    let reports = lab.client(&["client", &srv, "--send", "200000", "--reply", "300000"]);
+    agent.stop();
+    let sent: u64 = reports.iter().map(|r| field(r, &["sent"])).sum();
+    let received: u64 = reports.iter().map(|r| field(r, &["received"])).sum();
+
+    // Bounded wait for the collector to close the intervals and show the client's flow.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let flow = loop {
+        collector.flush_intervals();
+        let v = api_get(http, "/api/insights?metric=data-transferred&limit=50");
+        let found = v["contributors"].as_array().and_then(|cs| {
+            cs.iter()
+                .find(|c| c["local"] == "169.254.41.1" && c["server"] == false)
+                .cloned()
+        });
+        if let Some(f) = found.filter(|f| f["counters"]["data_transferred"] == sent + received) {
+            break f;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client flow with {} bytes never showed up: {v}",
+            sent + received
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(flow["remote"], "169.254.41.2");
+    assert_eq!(flow["port"], 7041);
+    assert_eq!(flow["category"], "intra-az");
+    let path: Vec<&str> = flow["path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(path.first(), Some(&"host:lab-client"));
+    assert_eq!(path.last(), Some(&"host:lab-server"));
+
+    // Ingest publishes its agent table to the API on a tick: wait (bounded) for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let a = loop {
+        let agents = api_get(http, "/api/agents");
+        let real = agents["agents"]
+            .as_array()
+            .and_then(|v| v.iter().find(|a| a["simulated"] == false).cloned());
+        if let Some(a) = real.filter(|a| a["goodbye"].is_string()) {
+            break a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the real agent is not listed: {agents}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(a["transport"], "tcp");
+    assert_eq!(a["lost"], 0);
+    assert_eq!(a["rejected"], serde_json::json!({}));
+    assert!(a["frames"].as_u64().unwrap() > 0);
+    collector.shutdown();
+    let _ = std::fs::remove_dir_all(&data);
+}
