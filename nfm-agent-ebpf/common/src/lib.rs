@@ -509,6 +509,20 @@ fn adopt<C: SockOps, E: Env>(ctx: &C, env: &E, cookie: u64, state: u32) -> Optio
     env.lookup(cookie)
 }
 
+/// The entry a retransmit or RTO event counts into: the socket's own, or one adopted for a socket
+/// the program has no entry for; the socket is marked so its close is looked up. Also returns
+/// the TCP state the event happened in. `None`: the socket cannot be tracked (counted by `adopt`).
+#[inline(always)]
+fn event_entry<C: SockOps, E: Env>(ctx: &C, env: &E) -> Option<(*mut SockStats, u32)> {
+    let cookie = ctx.cookie();
+    let state = ctx.state();
+    let p = env
+        .lookup(cookie)
+        .or_else(|| adopt(ctx, env, cookie, state))?;
+    mark(ctx);
+    Some((p, state))
+}
+
 #[inline(always)]
 fn on_retrans<C: SockOps, E: Env>(ctx: &C, env: &E) {
     // arg0: sequence number, arg1: segments in the skb, arg2: transmit result (0 = sent; the
@@ -516,15 +530,9 @@ fn on_retrans<C: SockOps, E: Env>(ctx: &C, env: &E) {
     if ctx.arg(2) != 0 {
         return;
     }
-    let cookie = ctx.cookie();
-    let state = ctx.state();
-    let Some(p) = env
-        .lookup(cookie)
-        .or_else(|| adopt(ctx, env, cookie, state))
-    else {
+    let Some((p, state)) = event_entry(ctx, env) else {
         return;
     };
-    mark(ctx);
     // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
     let s = unsafe { &mut *p };
     if let Some(slot) = s.retrans.get_mut(phase_of(state)) {
@@ -534,15 +542,9 @@ fn on_retrans<C: SockOps, E: Env>(ctx: &C, env: &E) {
 
 #[inline(always)]
 fn on_rto<C: SockOps, E: Env>(ctx: &C, env: &E) {
-    let cookie = ctx.cookie();
-    let state = ctx.state();
-    let Some(p) = env
-        .lookup(cookie)
-        .or_else(|| adopt(ctx, env, cookie, state))
-    else {
+    let Some((p, state)) = event_entry(ctx, env) else {
         return;
     };
-    mark(ctx);
     // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
     let s = unsafe { &mut *p };
     if let Some(slot) = s.rto.get_mut(phase_of(state)) {
