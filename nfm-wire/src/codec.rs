@@ -3,7 +3,7 @@
 //! then the body.
 
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
-use bincode::error::{DecodeError, EncodeError};
+use bincode::error::DecodeError;
 
 use crate::auth::{Key, Keyring};
 use crate::error::{Error, Result};
@@ -11,7 +11,7 @@ use crate::header::{
     Frame, Header, MsgType, AUTH_LEN, CRC_LEN, FLAG_AUTH, HEADER_LEN, MAX_FRAME_LEN, MINOR,
 };
 use crate::message::{
-    AgentStats, BatchSeed, ErrorMsg, FlowBatch, Goodbye, Hello, Message, WireBatch, FIELD_NAMES,
+    AgentStats, BatchSeed, ErrorMsg, Goodbye, Hello, Message, WireBatch, FIELD_NAMES,
 };
 use crate::record::FlowRecord;
 use crate::Ack;
@@ -50,11 +50,6 @@ impl Default for DecodeOptions<'_> {
     }
 }
 
-fn map_encode(_: EncodeError) -> Error {
-    // Encoding into a Vec only fails on an impossible serde error; report it as a body problem.
-    Error::Malformed { field: "body" }
-}
-
 /// Maps a bincode error to a named field: serde `custom` messages in this crate are field names.
 fn map_decode(e: DecodeError, default: &'static str) -> Error {
     match e {
@@ -90,8 +85,8 @@ pub fn encode(header: &Header, msg: &Message, key: Option<&Key>, out: &mut Vec<u
         Message::Goodbye(m) => bincode::serde::encode_into_std_write(m, w, CONFIG),
         Message::Error(m) => bincode::serde::encode_into_std_write(m, w, CONFIG),
     };
-    r.map_err(map_encode)
-        .expect("encoding into a Vec cannot fail");
+    // Writing into a Vec cannot fail, and no serializer here returns an error.
+    r.expect("encoding into a Vec cannot fail");
     finish_frame(out, start, msg.msg_type(), header, key)
 }
 
@@ -271,9 +266,4 @@ pub fn encode_flow_batch(
         flush(&mut pending, &mut count, &mut frames);
     }
     Ok(frames)
-}
-
-/// Encodes a FlowBatch into one frame regardless of size (TCP, where frames may be large).
-pub fn encode_flow_batch_frame(header: &Header, batch: &FlowBatch, key: Option<&Key>) -> Vec<u8> {
-    encode_to_vec(header, &Message::FlowBatch(batch.clone()), key)
 }

@@ -20,10 +20,7 @@ pub mod record;
 pub mod stream;
 
 pub use auth::{Key, KeyFileError, Keyring};
-pub use codec::{
-    decode, encode, encode_flow_batch, encode_flow_batch_frame, encode_to_vec, DecodeOptions,
-    Packet,
-};
+pub use codec::{decode, encode, encode_flow_batch, encode_to_vec, DecodeOptions, Packet};
 pub use error::{Error, Result};
 pub use header::{
     Frame, Header, MsgType, DEFAULT_DATAGRAM_LEN, HEADER_LEN, MAJOR, MAX_FRAME_LEN, MINOR,
