@@ -388,7 +388,7 @@ impl Aggregator {
             by_cat[cat_index(f.category)].push(i);
         }
         let mut top = Vec::new();
-        for idx in by_cat.iter_mut() {
+        for idx in by_cat.iter() {
             top.extend(top_union(idx, &counters, k));
         }
         top.sort_unstable();
@@ -407,7 +407,7 @@ impl Aggregator {
         let monitors = mon_flows
             .into_iter()
             .enumerate()
-            .map(|(mi, mut idx)| {
+            .map(|(mi, idx)| {
                 let mut total = Counters::default();
                 // (label pointers) -> (counters, a flow of that pair)
                 let mut pairs: HashMap<(usize, usize), (Counters, usize)> = HashMap::default();
@@ -420,9 +420,8 @@ impl Aggregator {
                 }
                 let pairs: Vec<(Counters, usize)> = pairs.into_values().collect();
                 let pair_counters: Vec<Counters> = pairs.iter().map(|p| p.0).collect();
-                let mut pidx: Vec<usize> = (0..pairs.len()).collect();
-                let mut keep = top_union(&mut pidx, &pair_counters, k);
-                keep.sort_unstable();
+                let pidx: Vec<usize> = (0..pairs.len()).collect();
+                let keep = top_union(&pidx, &pair_counters, k);
                 let pk: Vec<PairStat> = keep
                     .iter()
                     .map(|&p| {
@@ -434,12 +433,10 @@ impl Aggregator {
                         }
                     })
                     .collect();
-                let all = idx.clone();
-                let mut t = top_union(&mut idx, &counters, k);
-                t.sort_unstable();
+                let t = top_union(&idx, &counters, k);
                 MonitorWork {
                     name: self.monitors[mi].name.clone(),
-                    flows: all,
+                    flows: idx,
                     top: t,
                     counters: total,
                     pairs: pk,
@@ -534,18 +531,33 @@ fn mask_of(
     m
 }
 
-/// Indices (from `idx`) of the top `k` by each metric, union, unsorted. Reorders `idx`.
-fn top_union(idx: &mut [usize], counters: &[Counters], k: usize) -> Vec<usize> {
-    let mut out = Vec::new();
-    for m in Metric::ALL {
-        let sel: &mut [usize] = if idx.len() > k {
-            idx.select_nth_unstable_by(k, |a, b| counters[*b].value(m).cmp(&counters[*a].value(m)));
-            &mut idx[..k]
-        } else {
-            &mut *idx
-        };
-        out.extend(sel.iter().copied().filter(|&i| counters[i].value(m) > 0));
+/// Indices (from `idx`) of the top `k` by each metric (values above zero), union, sorted.
+///
+/// One pass over `idx` keeps four bounded lists, one per metric, each sorted by value
+/// descending; an element only costs a comparison against the list's smallest kept value, so
+/// this is O(n) with a small constant even for 100k flows (a `select_nth` per metric walked
+/// the counters four times through random indices). Ties keep the element seen first.
+fn top_union(idx: &[usize], counters: &[Counters], k: usize) -> Vec<usize> {
+    if k == 0 {
+        return Vec::new();
     }
+    let mut kept: [Vec<(u64, usize)>; 4] = Default::default();
+    for &i in idx {
+        let c = &counters[i];
+        for (list, m) in kept.iter_mut().zip(Metric::ALL) {
+            let v = c.value(m);
+            if v == 0 || (list.len() == k && v <= list[k - 1].0) {
+                continue;
+            }
+            // First position whose value is below v: equal values stay ahead (seen first).
+            let at = list.partition_point(|&(x, _)| x >= v);
+            if list.len() == k {
+                list.pop();
+            }
+            list.insert(at, (v, i));
+        }
+    }
+    let mut out: Vec<usize> = kept.iter().flatten().map(|&(_, i)| i).collect();
     out.sort_unstable();
     out.dedup();
     out
@@ -681,9 +693,59 @@ mod test {
                 ..Default::default()
             })
             .collect();
-        let mut idx: Vec<usize> = (0..10).collect();
-        let mut t = top_union(&mut idx, &c, 2);
-        t.sort();
+        let idx: Vec<usize> = (0..10).collect();
+        let t = top_union(&idx, &c, 2);
         assert_eq!(t, vec![0, 1, 8, 9]);
+    }
+
+    /// The streaming top-k agrees with sorting everything, on pseudo-random counters with
+    /// many ties and zeros, for a subset of indices in shuffled order.
+    #[test]
+    fn test_top_union_matches_full_sort() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let c: Vec<Counters> = (0..5_000)
+            .map(|_| Counters {
+                bytes: next() % 1_000,
+                retransmissions: next() % 7,
+                timeouts: (next() % 50 == 0) as u64,
+                rtt_sum_us: next() % 100_000,
+                rtt_count: next() % 4,
+                records: 1,
+            })
+            .collect();
+        let mut idx: Vec<usize> = (0..c.len()).filter(|i| i % 3 != 0).collect();
+        idx.reverse();
+        for k in [1, 5, 20, 10_000] {
+            let got = top_union(&idx, &c, k);
+            for m in Metric::ALL {
+                let mut vals: Vec<u64> = idx
+                    .iter()
+                    .map(|&i| c[i].value(m))
+                    .filter(|&v| v > 0)
+                    .collect();
+                vals.sort_unstable_by(|a, b| b.cmp(a));
+                let want = k.min(vals.len());
+                let Some(&kth) = vals.get(want.saturating_sub(1)) else {
+                    continue;
+                };
+                // Every flow strictly above the k-th value is kept ...
+                for &i in &idx {
+                    if c[i].value(m) > kth {
+                        assert!(got.binary_search(&i).is_ok(), "{m:?} k={k}: {i} missing");
+                    }
+                }
+                // ... and at least k flows (or every positive one) at or above it.
+                let kept = got.iter().filter(|&&i| c[i].value(m) >= kth).count();
+                assert!(kept >= want, "{m:?} k={k}: {kept} kept, want {want}");
+            }
+            assert!(got.windows(2).all(|w| w[0] < w[1]), "sorted and unique");
+            assert!(got.iter().all(|i| i % 3 != 0), "only from idx");
+        }
     }
 }

@@ -214,6 +214,11 @@ impl<'de> Visitor<'de> for RecordsSeed {
             .min(self.0.body_len / MIN_RECORD_LEN);
         let mut out = Vec::with_capacity(cap);
         loop {
+            // Stop before pushing a slot when the count says none is left: pushing one past the
+            // reserved capacity only to pop it again would double (reallocate) every batch.
+            if seq.size_hint() == Some(0) {
+                return Ok(out);
+            }
             // Every field of the slot is written or left at its zero default by the decoder.
             out.push(FlowRecord::default());
             let slot = out.last_mut().expect("just pushed");
