@@ -480,3 +480,178 @@ fn test_monitor_indicator_only_for_network_blame() {
     assert_eq!(monitor_indicator(&iv, &rep, &[]), 0);
     assert_eq!(monitor_indicator(&iv, &rep, &[usize::MAX]), 0);
 }
+
+/// Verdicts and per-flow judgements of a fixed sequence of synthetic intervals (healthy, each
+/// fault kind, overlapping faults, a fault ending, a fleet switch to new paths), one line per
+/// interval and per verdict. Every float is printed exactly (`{:?}`), so any change in the
+/// arithmetic shows.
+fn golden_text() -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mut ev = Evaluator::default();
+    let mut f = Fleet::new(FleetSpec {
+        seed: 31,
+        hosts_per_subnet: 8,
+        flows_per_host: 8,
+        ..FleetSpec::default()
+    });
+    let az12 = ComponentId::pair(ComponentKind::AzPair, "az1", "az2");
+    let phases: Vec<(u64, Vec<Fault>)> = vec![
+        (12, vec![]),
+        (
+            4,
+            vec![Fault::Loss {
+                component: az12.clone(),
+                rate: 0.03,
+            }],
+        ),
+        (2, vec![]),
+        (
+            4,
+            vec![Fault::Delay {
+                component: ComponentId::new(ComponentKind::Gateway, GATEWAY),
+                extra_us: 4_000.0,
+            }],
+        ),
+        (
+            3,
+            vec![Fault::Blackhole {
+                component: id("subnet:app-2"),
+            }],
+        ),
+        (
+            3,
+            vec![Fault::SlowHost {
+                host: id("host:app-1-h2"),
+                extra_us: 3_000.0,
+            }],
+        ),
+        (
+            3,
+            vec![
+                Fault::Loss {
+                    component: ComponentId::pair(ComponentKind::AzPair, "az2", "az3"),
+                    rate: 0.04,
+                },
+                Fault::Blackhole {
+                    component: id("subnet:data-1"),
+                },
+            ],
+        ),
+        (
+            3,
+            vec![Fault::Loss {
+                component: id("service:object-store"),
+                rate: 0.05,
+            }],
+        ),
+        (
+            2,
+            vec![Fault::Loss {
+                component: id("az:az2"),
+                rate: 0.03,
+            }],
+        ),
+    ];
+    let mut i = 0;
+    let mut line = |out: &mut String, r: &HealthReport| {
+        // FNV-1a over the degraded indices: stable, and any changed flag changes it.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &d in &r.degraded_flows {
+            for b in (d as u64).to_le_bytes() {
+                h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        writeln!(
+            out,
+            "interval {} degraded {} fnv {h:016x}",
+            r.interval_start_ms,
+            r.degraded_flows.len()
+        )
+        .unwrap();
+        for v in &r.verdicts {
+            writeln!(out, "  {v:?}").unwrap();
+        }
+    };
+    for (n, faults) in &phases {
+        for _ in 0..*n {
+            let r = ev.evaluate(&f.interval(i, faults));
+            line(&mut out, &r);
+            i += 1;
+        }
+    }
+    // New paths: a different fleet on the same topology, judged against the learned classes.
+    let mut fresh = Fleet::new(FleetSpec {
+        seed: 99,
+        flows_per_host: 7,
+        ..FleetSpec::default()
+    });
+    for k in 0..3 {
+        let faults = [Fault::Delay {
+            component: ComponentId::pair(ComponentKind::AzPair, "az1", "az3"),
+            extra_us: 5_000.0,
+        }];
+        let r = ev.evaluate(&fresh.interval(i + k, if k < 2 { &faults } else { &[] }));
+        line(&mut out, &r);
+    }
+    let s = ev.stats();
+    writeln!(out, "paths {} refused {}", s.paths, s.paths_refused).unwrap();
+
+    // Capped and evicting baselines, noisier traffic, two fleets taking turns (paths go idle
+    // and are forgotten at every 64th interval), clients-only intervals, a fault late on.
+    let mut ev = Evaluator::new(HealthConfig {
+        max_paths: 150,
+        path_idle_intervals: 3,
+        ..HealthConfig::default()
+    });
+    let spec = |seed| FleetSpec {
+        seed,
+        base_loss: 0.002,
+        jitter: 0.12,
+        ..FleetSpec::default()
+    };
+    let (mut a, mut b) = (Fleet::new(spec(5)), Fleet::new(spec(6)));
+    let blackhole = [Fault::Blackhole {
+        component: id("subnet:data-2"),
+    }];
+    for k in 0..140u64 {
+        let fleet = if (k / 20) % 2 == 0 { &mut a } else { &mut b };
+        let faults: &[Fault] = if (120..124).contains(&k) {
+            &blackhole
+        } else {
+            &[]
+        };
+        let mut iv = fleet.interval(k, faults);
+        if k % 7 == 3 {
+            iv.flows.retain(|s| s.record.role == nfm_wire::Role::Client);
+        }
+        let r = ev.evaluate(&iv);
+        line(&mut out, &r);
+    }
+    let s = ev.stats();
+    writeln!(out, "paths {} refused {}", s.paths, s.paths_refused).unwrap();
+    out
+}
+
+/// Golden comparison: the evaluator gives exactly the verdicts and degraded flags it gave when
+/// `golden.txt` was recorded (before the evaluator was optimised for speed). A deliberate change
+/// of the method regenerates it with `NFM_GOLDEN_WRITE=1 cargo test -p nfm-collector --lib
+/// golden`, and the diff is reviewed.
+#[test]
+fn test_golden_verdicts_unchanged() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/health/golden.txt");
+    let got = golden_text();
+    if std::env::var_os("NFM_GOLDEN_WRITE").is_some() {
+        std::fs::write(path, &got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(path).unwrap();
+    if got != want {
+        let tmp = std::env::temp_dir().join("nfm-health-golden.txt");
+        std::fs::write(&tmp, &got).unwrap();
+        panic!(
+            "verdicts differ from {path}; this run's are in {} (diff them)",
+            tmp.display()
+        );
+    }
+}
