@@ -12,12 +12,11 @@
 use crate::metrics::Metrics;
 use crate::model::{Category, ClosedInterval, FlowSample};
 use crate::monitor::Monitor;
-use crate::resolver::{Resolved, ResolvedBatch};
+use crate::resolver::{FlowKey, Resolved, ResolvedBatches};
 use crate::summary::{Counters, IntervalSummary, Metric, PairStat};
 use nfm_wire::FlowRecord;
 use rustc_hash::FxHashMap as HashMap;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
@@ -45,32 +44,15 @@ impl Default for AggregatorConfig {
     }
 }
 
-/// A flow: local address, remote address, service port (and which end this host is).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    pub local: IpAddr,
-    pub remote: IpAddr,
-    pub port: u16,
-    pub server: bool,
-}
-
-impl FlowKey {
-    pub fn of(r: &FlowRecord) -> FlowKey {
-        let server = r.role == nfm_wire::Role::Server;
-        FlowKey {
-            local: r.local,
-            remote: r.remote,
-            port: if server { r.local_port } else { r.remote_port },
-            server,
-        }
-    }
-}
-
 /// An interval being aggregated, stored as columns: the flow table maps a key to a row, and the
 /// sample column is handed to the health stage as is when the interval closes (no copy).
 struct OpenInterval {
     end_ms: u64,
-    index: HashMap<FlowKey, u32>,
+    /// Row of each flow id of the current generation ([`NO_ROW`]: none yet).
+    by_id: Vec<u32>,
+    /// Rows by flow key, built only when the resolver started a new generation of ids while
+    /// this interval was open, so that its flows still merge with their old rows.
+    by_key: Option<HashMap<FlowKey, u32>>,
     samples: Vec<FlowSample>,
     counters: Vec<Counters>,
     /// Monitor membership of each row, computed when the flow first appears (its resolution is
@@ -83,6 +65,15 @@ struct OpenInterval {
     other_records: u64,
     last_touch: Instant,
     simulated: bool,
+}
+
+const NO_ROW: u32 = u32::MAX;
+
+/// What the aggregator keeps per flow id.
+struct FlowSlot {
+    resolved: Arc<Resolved>,
+    /// Monitor membership for the current monitor list, computed on first use.
+    mask: Option<u64>,
 }
 
 /// Adds `b`'s deltas to `a` (the same flow reported twice in one interval).
@@ -161,7 +152,7 @@ pub struct ClosedWork {
 }
 
 pub enum AggMsg {
-    Batches(Vec<ResolvedBatch>),
+    Batches(ResolvedBatches),
     Monitors(Arc<Vec<Monitor>>),
     Tick(Instant),
     /// Close every open interval now (tests, shutdown of a replay).
@@ -177,13 +168,14 @@ pub struct Aggregator {
     /// Intervals starting before this are closed; their late records are dropped and counted.
     closed_before_ms: u64,
     monitors: Arc<Vec<Monitor>>,
-    /// Monitor membership bitmask by `Resolved::id`, valid for the current monitor list.
-    membership: HashMap<u64, u64>,
+    /// Flows by the resolver's ids, of generation `generation`.
+    table: Vec<FlowSlot>,
+    generation: Option<u32>,
     now: Instant,
     total_flows: usize,
     /// Emptied flow tables of closed intervals, reused so a new interval does not fault in
     /// fresh pages for a table of 100k flows (a third of the aggregator's time otherwise).
-    spare_tables: Vec<HashMap<FlowKey, u32>>,
+    spare_tables: Vec<Vec<u32>>,
     /// Flows of the last closed interval (initial column capacity).
     last_rows: usize,
     /// Emptied sample vectors the health stage hands back, for the same reason.
@@ -204,7 +196,8 @@ impl Aggregator {
             watermark_ms: 0,
             closed_before_ms,
             monitors,
-            membership: HashMap::default(),
+            table: Vec::new(),
+            generation: None,
             now: Instant::now(),
             total_flows: 0,
             spare_tables: Vec::new(),
@@ -222,7 +215,9 @@ impl Aggregator {
 
     pub fn set_monitors(&mut self, m: Arc<Vec<Monitor>>) {
         self.monitors = m;
-        self.membership.clear();
+        for s in &mut self.table {
+            s.mask = None;
+        }
     }
 
     pub fn open_intervals(&self) -> usize {
@@ -230,8 +225,39 @@ impl Aggregator {
     }
 
     /// Folds batches in; returns the intervals the watermark closed.
-    pub fn add(&mut self, batches: Vec<ResolvedBatch>) -> Vec<ClosedWork> {
-        for rb in batches {
+    pub fn add(&mut self, msg: ResolvedBatches) -> Vec<ClosedWork> {
+        if self.generation != Some(msg.generation) {
+            // Every id so far is void. Intervals still open keep their rows, found by key.
+            self.table.clear();
+            for iv in self.open.values_mut() {
+                iv.by_id.clear();
+                iv.by_key = Some(
+                    iv.samples
+                        .iter()
+                        .enumerate()
+                        .map(|(row, f)| (FlowKey::of(&f.record), row as u32))
+                        .collect(),
+                );
+            }
+            self.generation = Some(msg.generation);
+        }
+        if msg.first_new as usize != self.table.len() {
+            // Never expected (ids are consecutive per generation); the records of ids this
+            // leaves unknown are counted as unresolved below.
+            log::error!(
+                "aggregator: resolver ids start at {} but {} are known",
+                msg.first_new,
+                self.table.len()
+            );
+            self.table.truncate(msg.first_new as usize);
+        }
+        self.table
+            .extend(msg.new.into_iter().map(|resolved| FlowSlot {
+                resolved,
+                mask: None,
+            }));
+        let known = self.table.len();
+        for rb in msg.batches {
             let b = rb.batch;
             if b.interval_start_ms < self.closed_before_ms {
                 self.metrics
@@ -251,7 +277,8 @@ impl Aggregator {
                 .entry(b.interval_start_ms)
                 .or_insert_with(|| OpenInterval {
                     end_ms: b.interval_end_ms,
-                    index: spare.pop().unwrap_or_default(),
+                    by_id: spare.pop().unwrap_or_default(),
+                    by_key: None,
                     samples: {
                         let mut v = recycle
                             .as_ref()
@@ -270,17 +297,32 @@ impl Aggregator {
                     last_touch: now,
                     simulated: false,
                 });
+            if iv.by_id.len() < known {
+                iv.by_id.resize(known, NO_ROW);
+            }
             iv.end_ms = iv.end_ms.max(b.interval_end_ms);
             iv.last_touch = now;
             iv.simulated |= b.simulated;
             iv.records += b.records.len() as u64;
             // A batch is one agent's: look its flow count up once.
             let per_agent = iv.per_agent.entry(b.agent_id).or_insert(0);
-            for (r, res) in b.records.iter().zip(rb.resolved) {
+            for (r, &id) in b.records.iter().zip(&rb.flows) {
                 let c = Counters::of_record(r);
-                iv.categories[cat_index(res.category)].add(&c);
-                let key = FlowKey::of(r);
-                if let Some(&row) = iv.index.get(&key) {
+                let Some(slot) = self.table.get_mut(id as usize) else {
+                    iv.categories[cat_index(Category::Unclassified)].add(&c);
+                    iv.other_records += 1;
+                    self.metrics.capped_records.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                iv.categories[cat_index(slot.resolved.category)].add(&c);
+                let mut row = iv.by_id[id as usize];
+                if row == NO_ROW {
+                    if let Some(&old) = iv.by_key.as_ref().and_then(|m| m.get(&FlowKey::of(r))) {
+                        row = old;
+                        iv.by_id[id as usize] = old;
+                    }
+                }
+                if row != NO_ROW {
                     let row = row as usize;
                     merge_record(&mut iv.samples[row].record, r);
                     iv.counters[row].add(&c);
@@ -295,23 +337,21 @@ impl Aggregator {
                 }
                 *per_agent += 1;
                 self.total_flows += 1;
-                let mask = mask_of(
-                    &mut self.membership,
-                    &self.monitors,
-                    &res,
-                    self.cfg.max_flows,
-                );
-                iv.index.insert(key, iv.samples.len() as u32);
+                let monitors = &self.monitors;
+                let mask = *slot
+                    .mask
+                    .get_or_insert_with(|| mask_of(monitors, &slot.resolved));
+                iv.by_id[id as usize] = iv.samples.len() as u32;
                 iv.samples.push(FlowSample {
                     agent_id: b.agent_id,
                     record: *r,
-                    category: res.category,
+                    category: slot.resolved.category,
                     // Filled by the health stage from `ClosedWork::resolved` (see there).
                     path: Vec::new(),
                 });
                 iv.counters.push(c);
                 iv.masks.push(mask);
-                iv.resolved.push(res);
+                iv.resolved.push(slot.resolved.clone());
             }
             self.metrics
                 .aggregated_records
@@ -444,7 +484,7 @@ impl Aggregator {
             })
             .collect();
         if self.spare_tables.len() < 2 {
-            let mut t = std::mem::take(&mut iv.index);
+            let mut t = std::mem::take(&mut iv.by_id);
             t.clear();
             self.spare_tables.push(t);
         }
@@ -507,16 +547,8 @@ impl Aggregator {
     }
 }
 
-/// Monitor membership of a resolution, cached by `Resolved::id` for the current monitor list.
-fn mask_of(
-    membership: &mut HashMap<u64, u64>,
-    monitors: &[Monitor],
-    r: &Resolved,
-    max_flows: usize,
-) -> u64 {
-    if let Some(m) = membership.get(&r.id) {
-        return *m;
-    }
+/// Monitor membership of a resolution (bit i: monitor i; the first 64 monitors).
+fn mask_of(monitors: &[Monitor], r: &Resolved) -> u64 {
     let (l, rm) = (r.local.view(r.local_ip), r.remote.view(r.remote_ip));
     let mut m = 0u64;
     for (i, mon) in monitors.iter().take(64).enumerate() {
@@ -524,10 +556,6 @@ fn mask_of(
             m |= 1 << i;
         }
     }
-    if membership.len() > 4 * max_flows {
-        membership.clear();
-    }
-    membership.insert(r.id, m);
     m
 }
 
@@ -682,6 +710,43 @@ mod test {
         // The category totals still hold every record.
         assert_eq!(c[0].summary.categories[0].1.bytes, 50);
         assert_eq!(agg.metrics.capped_records.load(Ordering::Relaxed), 2);
+    }
+
+    /// The resolver voids its ids (tables full, or a topology reload) while an interval is
+    /// open: a flow seen before and after still has one row, its deltas summed.
+    #[test]
+    fn test_new_id_generation_merges_into_open_rows() {
+        let t = Arc::new(Topology::parse(TOPO).unwrap());
+        let m = Arc::new(Metrics::default());
+        let mut res = Resolver::new(t.clone(), 2, m.clone());
+        let mut agg = Aggregator::new(AggregatorConfig::default(), Arc::new(vec![]), 0, m.clone());
+        let a = rec("10.0.1.10", "10.0.2.10", 100, 1);
+        let first = res.handle(vec![batch(1, 0, vec![a])]);
+        agg.add(first);
+        let more = res.handle(vec![batch(
+            2,
+            0,
+            vec![
+                rec("10.0.1.11", "10.0.2.10", 5, 0),
+                rec("10.0.1.12", "10.0.2.10", 5, 0),
+            ],
+        )]);
+        assert_eq!(m.resolver_cache_resets.load(Ordering::Relaxed), 1);
+        agg.add(more);
+        // A topology reload voids the ids again.
+        res.set_topology(t);
+        agg.add(res.handle(vec![batch(1, 0, vec![a])]));
+        let c = agg.flush();
+        assert_eq!(c.len(), 1);
+        let flows = &c[0].interval.flows;
+        assert_eq!(flows.len(), 3, "one row per flow: {flows:?}");
+        let row = flows
+            .iter()
+            .find(|f| f.record.local == a.local)
+            .expect("flow a");
+        assert_eq!(row.record.bytes_sent, 200);
+        assert_eq!(row.record.retrans.established, 2);
+        assert_eq!(c[0].summary.records, 4);
     }
 
     #[test]

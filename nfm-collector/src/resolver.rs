@@ -1,11 +1,17 @@
 //! The resolver actor: gives every record its category, path and endpoint names from the
-//! current topology.
+//! current topology, and a dense flow id the aggregator indexes by.
 //!
-//! Why a cache: a flow reports once per interval, so the same (local, remote) pair is resolved
-//! over and over; caching the resolution per address pair turns two longest-prefix matches and a
-//! path build into one hash lookup. The cache is bounded (cleared when full, counted) and dropped
-//! on a topology reload, which arrives as a message, so in-flight batches finish with the old
-//! topology and nothing is lost.
+//! Why flow ids: a flow reports once per interval, so the same (local, remote, port) key is
+//! looked up over and over, and at 100k active flows every hash probe is a cache miss. The
+//! resolver assigns each flow key a small id the first time it sees it and sends the
+//! resolution once; afterwards a record carries just its id, so the aggregator finds its row
+//! by array index, not by hashing. An agent reports its flows in much the same order every
+//! interval, so the resolver first checks the agent's previous order (a sequential read) and
+//! hashes only on a mismatch.
+//!
+//! The tables are bounded: when full they are cleared (counted) and ids restart in a new
+//! generation; a topology reload, which arrives as a message, does the same, so in-flight
+//! batches finish with the old topology and nothing is lost.
 
 use crate::metrics::Metrics;
 use crate::model::{Category, ComponentId, ComponentKind};
@@ -121,11 +127,46 @@ impl Resolved {
     }
 }
 
-/// A batch with each record's resolution (same order).
+/// A flow: local address, remote address, service port (and which end this host is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    pub port: u16,
+    pub server: bool,
+}
+
+impl FlowKey {
+    pub fn of(r: &FlowRecord) -> FlowKey {
+        let server = r.role == nfm_wire::Role::Server;
+        FlowKey {
+            local: r.local,
+            remote: r.remote,
+            port: if server { r.local_port } else { r.remote_port },
+            server,
+        }
+    }
+}
+
+/// A batch with each record's flow id (same order).
 #[derive(Debug, Clone)]
 pub struct ResolvedBatch {
     pub batch: DecodedBatch,
-    pub resolved: Vec<Arc<Resolved>>,
+    pub flows: Vec<u32>,
+}
+
+/// What the resolver sends the aggregator: batches plus the resolutions of the flows they
+/// introduce.
+#[derive(Debug, Clone, Default)]
+pub struct ResolvedBatches {
+    /// Ids are only comparable within one generation: a new generation means every earlier
+    /// id is void (the resolver's tables were cleared, or the topology changed).
+    pub generation: u32,
+    /// Resolutions of ids `first_new .. first_new + new.len()`, in id order. Ids of a
+    /// generation are assigned consecutively from 0, so the receiver can keep them in a `Vec`.
+    pub first_new: u32,
+    pub new: Vec<Arc<Resolved>>,
+    pub batches: Vec<ResolvedBatch>,
 }
 
 pub enum ResolverMsg {
@@ -140,20 +181,33 @@ pub struct Resolver {
     /// Pair labels, one `Arc<str>` per distinct label (see `Resolved::new_interned`). Kept
     /// across topology reloads so equal labels stay one pointer; bounded like the cache.
     labels: HashMap<String, Arc<str>>,
+    /// Resolutions by address pair (flows of one pair share one).
     cache: HashMap<(IpAddr, IpAddr), Arc<Resolved>>,
+    /// Flow ids of this generation.
+    flows: HashMap<FlowKey, u32>,
+    /// Each agent's last batch in record order, keyed by (agent, first flow key): an agent that
+    /// reports its flows in the same order as last time is resolved without hashing.
+    hints: HashMap<(u64, FlowKey), Vec<(FlowKey, u32)>>,
+    /// Entries over all hints.
+    hint_records: usize,
+    generation: u32,
     max_cache: usize,
     next_id: u64,
     metrics: Arc<Metrics>,
 }
 
 impl Resolver {
-    /// `max_cache`: address pairs kept; at 100k active flows, 1M entries is ample.
+    /// `max_cache`: flows (and address pairs) kept; at 100k active flows, 1M is ample.
     pub fn new(topology: Arc<Topology>, max_cache: usize, metrics: Arc<Metrics>) -> Resolver {
         Resolver {
             topology,
             labels: HashMap::default(),
             cache: HashMap::default(),
-            max_cache,
+            flows: HashMap::default(),
+            hints: HashMap::default(),
+            hint_records: 0,
+            generation: 0,
+            max_cache: max_cache.max(1),
             next_id: 1,
             metrics,
         }
@@ -162,12 +216,6 @@ impl Resolver {
     pub fn resolve(&mut self, local: IpAddr, remote: IpAddr) -> Arc<Resolved> {
         if let Some(r) = self.cache.get(&(local, remote)) {
             return r.clone();
-        }
-        if self.cache.len() >= self.max_cache {
-            self.cache.clear();
-            self.metrics
-                .resolver_cache_resets
-                .fetch_add(1, Ordering::Relaxed);
         }
         if self.labels.len() >= self.max_cache {
             self.labels.clear();
@@ -190,23 +238,92 @@ impl Resolver {
         r
     }
 
-    pub fn handle(&mut self, batches: Vec<DecodedBatch>) -> Vec<ResolvedBatch> {
-        batches
-            .into_iter()
-            .map(|b| {
-                let resolved = b
-                    .records
-                    .iter()
-                    .map(|r| self.resolve(r.local, r.remote))
-                    .collect();
-                ResolvedBatch { batch: b, resolved }
-            })
-            .collect()
+    /// Voids every flow id: the next batch starts a new generation.
+    fn reset(&mut self) {
+        self.cache.clear();
+        self.flows.clear();
+        self.hints.clear();
+        self.hint_records = 0;
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    pub fn handle(&mut self, batches: Vec<DecodedBatch>) -> ResolvedBatches {
+        // Make room first, so that every id of this message is of one generation.
+        let incoming: usize = batches.iter().map(|b| b.records.len()).sum();
+        if self.flows.len() + incoming > self.max_cache
+            || self.cache.len() + incoming > self.max_cache
+        {
+            self.reset();
+            self.metrics
+                .resolver_cache_resets
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let first_new = self.flows.len() as u32;
+        let mut new = Vec::new();
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let mut ids = Vec::with_capacity(b.records.len());
+            let Some(first) = b.records.first().map(FlowKey::of) else {
+                out.push(ResolvedBatch {
+                    batch: b,
+                    flows: ids,
+                });
+                continue;
+            };
+            let hint_key = (b.agent_id, first);
+            // The previous order, rewritten in place: entry i is read before it is replaced.
+            let mut hint = match self.hints.remove(&hint_key) {
+                Some(h) => {
+                    self.hint_records -= h.len();
+                    h
+                }
+                None => Vec::new(),
+            };
+            for (i, r) in b.records.iter().enumerate() {
+                let key = FlowKey::of(r);
+                let id = match hint.get(i) {
+                    Some(&(k, id)) if k == key => id,
+                    _ => match self.flows.get(&key) {
+                        Some(&id) => id,
+                        None => {
+                            let id = self.flows.len() as u32;
+                            self.flows.insert(key, id);
+                            new.push(self.resolve(r.local, r.remote));
+                            id
+                        }
+                    },
+                };
+                ids.push(id);
+                match hint.get_mut(i) {
+                    Some(h) => *h = (key, id),
+                    None => hint.push((key, id)),
+                }
+            }
+            hint.truncate(b.records.len());
+            // Hints of batches that stopped coming (an agent's first flow changed) are only
+            // dropped wholesale: cap them at twice the live flows.
+            if self.hint_records + hint.len() > 2 * self.flows.len() + 4096 {
+                self.hints.clear();
+                self.hint_records = 0;
+            }
+            self.hint_records += hint.len();
+            self.hints.insert(hint_key, hint);
+            out.push(ResolvedBatch {
+                batch: b,
+                flows: ids,
+            });
+        }
+        ResolvedBatches {
+            generation: self.generation,
+            first_new,
+            new,
+            batches: out,
+        }
     }
 
     pub fn set_topology(&mut self, t: Arc<Topology>) {
         self.topology = t;
-        self.cache.clear();
+        self.reset();
     }
 
     pub fn run(mut self, rx: Receiver<ResolverMsg>, out: SyncSender<crate::aggregator::AggMsg>) {
@@ -276,10 +393,25 @@ mod test {
         let crate::aggregator::AggMsg::Batches(out) = orx.recv().unwrap() else {
             panic!("expected batches")
         };
-        assert_eq!(out[0].resolved[0].category, Category::InterAz);
-        assert_eq!(&*out[0].resolved[0].remote_label, "subnet:subnet-app-b");
-        assert_eq!(out[0].resolved[1].category, Category::Service);
-        assert_eq!(&*out[0].resolved[1].remote_label, "service:object-store");
+        assert_eq!(
+            (out.first_new, out.batches[0].flows.clone()),
+            (0, vec![0, 1])
+        );
+        assert_eq!(out.new[0].category, Category::InterAz);
+        assert_eq!(&*out.new[0].remote_label, "subnet:subnet-app-b");
+        assert_eq!(out.new[1].category, Category::Service);
+        assert_eq!(&*out.new[1].remote_label, "service:object-store");
+        let generation = out.generation;
+        // The same flows again: the same ids, nothing new to resolve.
+        tx.send(ResolverMsg::Batches(vec![batch.clone()])).unwrap();
+        let crate::aggregator::AggMsg::Batches(out) = orx.recv().unwrap() else {
+            panic!("expected batches")
+        };
+        assert_eq!(
+            (out.generation, out.first_new, out.new.len()),
+            (generation, 2, 0)
+        );
+        assert_eq!(out.batches[0].flows, vec![0, 1]);
         // Reload to an empty topology: the same records become unclassified.
         tx.send(ResolverMsg::Topology(Arc::new(Topology::empty())))
             .unwrap();
@@ -287,9 +419,21 @@ mod test {
         let crate::aggregator::AggMsg::Batches(out) = orx.recv().unwrap() else {
             panic!("expected batches")
         };
-        assert_eq!(out[0].resolved[0].category, Category::Unclassified);
+        assert_ne!(out.generation, generation, "a reload voids every id");
+        assert_eq!(out.first_new, 0);
+        assert_eq!(out.new[0].category, Category::Unclassified);
         tx.send(ResolverMsg::Shutdown).unwrap();
         h.join().unwrap();
+    }
+
+    fn one(agent: u64, records: Vec<FlowRecord>) -> Vec<DecodedBatch> {
+        vec![DecodedBatch {
+            agent_id: agent,
+            interval_start_ms: 0,
+            interval_end_ms: 1000,
+            simulated: false,
+            records,
+        }]
     }
 
     #[test]
@@ -297,13 +441,41 @@ mod test {
         let t = Arc::new(Topology::parse(TOPO).unwrap());
         let m = Arc::new(Metrics::default());
         let mut res = Resolver::new(t, 2, m.clone());
+        let mut generations = Vec::new();
         for i in 0..5 {
-            res.resolve(
-                "10.0.1.1".parse().unwrap(),
-                format!("10.0.2.{i}").parse().unwrap(),
-            );
+            let out = res.handle(one(1, vec![rec("10.0.1.1", &format!("10.0.2.{i}"))]));
+            assert!(res.flows.len() <= 2 && res.cache.len() <= 2);
+            // Every id the message uses is resolved in it or earlier in its generation.
+            assert!((out.batches[0].flows[0] as usize) < out.first_new as usize + out.new.len());
+            generations.push(out.generation);
         }
-        assert!(res.cache.len() <= 2);
         assert_eq!(m.resolver_cache_resets.load(Ordering::Relaxed), 2);
+        assert_eq!(generations, vec![0, 0, 1, 1, 2]);
+    }
+
+    /// Records in a different order than last time, new flows among old ones, and two agents
+    /// with the same flows: every record still gets its own flow's id.
+    #[test]
+    fn test_ids_follow_keys_not_positions() {
+        let t = Arc::new(Topology::parse(TOPO).unwrap());
+        let mut res = Resolver::new(t, 100, Arc::new(Metrics::default()));
+        let a = rec("10.0.1.10", "10.0.2.10");
+        let b = rec("10.0.1.10", "10.0.2.11");
+        let mut c = rec("10.0.1.10", "10.0.2.10");
+        c.remote_port = 80;
+        let first = res.handle(one(1, vec![a, b]));
+        assert_eq!(first.batches[0].flows, vec![0, 1]);
+        let again = res.handle(one(1, vec![a, c, b]));
+        assert_eq!(again.batches[0].flows, vec![0, 2, 1]);
+        assert_eq!((again.first_new, again.new.len()), (2, 1));
+        let swapped = res.handle(one(1, vec![a, b, c]));
+        assert_eq!(swapped.batches[0].flows, vec![0, 1, 2]);
+        // Another agent reporting the same key is the same flow (the aggregator keys flows by
+        // addresses and port, not by agent).
+        let other = res.handle(one(2, vec![b]));
+        assert_eq!(other.batches[0].flows, vec![1]);
+        // Shorter than last time.
+        let short = res.handle(one(1, vec![a]));
+        assert_eq!(short.batches[0].flows, vec![0]);
     }
 }
