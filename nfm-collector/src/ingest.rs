@@ -308,19 +308,22 @@ impl IngestCore {
         self.metrics
             .bytes_received
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        // The claimed agent, for per-agent reject counters (untrusted until decode succeeds).
-        let claimed = bytes
-            .get(12..20)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-            .filter(|a| self.sessions.contains_key(a));
         let opts = DecodeOptions {
             max_frame_len: self.cfg.max_frame_len,
             keys: self.cfg.keys.as_ref(),
         };
         let packet = match decode(bytes, &opts) {
             Ok(p) => p,
-            Err(e) => return self.reject(claimed, e.reason(), e.to_string()),
+            Err(e) => {
+                // The claimed agent, for per-agent reject counters (untrusted: counted only
+                // against a session that already exists).
+                let claimed = bytes
+                    .get(12..20)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .filter(|a| self.sessions.contains_key(a));
+                return self.reject(claimed, e.reason(), e.to_string());
+            }
         };
         let h = packet.header;
         if let Some(a) = tcp_agent {
@@ -332,17 +335,20 @@ impl IngestCore {
                 );
             }
         }
-        if !self.sessions.contains_key(&h.agent_id) && self.sessions.len() >= self.cfg.max_agents {
-            return self.reject(
-                None,
-                "too_many_agents",
-                format!("already tracking {} agents", self.cfg.max_agents),
-            );
-        }
-        let session = self
-            .sessions
-            .entry(h.agent_id)
-            .or_insert_with(|| Session::new(h.epoch, transport));
+        let tracked = self.sessions.len();
+        let session = match self.sessions.entry(h.agent_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                if tracked >= self.cfg.max_agents {
+                    return self.reject(
+                        None,
+                        "too_many_agents",
+                        format!("already tracking {} agents", self.cfg.max_agents),
+                    );
+                }
+                e.insert(Session::new(h.epoch, transport))
+            }
+        };
         if h.epoch < session.epoch {
             let cur = session.epoch;
             return self.reject(
@@ -364,7 +370,8 @@ impl IngestCore {
             *session = fresh;
         }
         session.transport = transport;
-        session.last_seen_ms = now_ms();
+        let now = now_ms();
+        session.last_seen_ms = now;
         match session.window.check(h.seq) {
             SeqCheck::Duplicate => {
                 session.duplicates += 1;
@@ -387,8 +394,10 @@ impl IngestCore {
                     session.lost = session.lost.saturating_sub(1);
                     self.metrics.lost_frames.fetch_sub(1, Ordering::Relaxed);
                 }
-                session.lost += gap;
-                self.metrics.lost_frames.fetch_add(gap, Ordering::Relaxed);
+                if gap > 0 {
+                    session.lost += gap;
+                    self.metrics.lost_frames.fetch_add(gap, Ordering::Relaxed);
+                }
                 session.window.mark(h.seq);
             }
         }
@@ -409,10 +418,9 @@ impl IngestCore {
                 self.metrics
                     .records_received
                     .fetch_add(n as u64, Ordering::Relaxed);
-                self.metrics.ingest_lag_ms.store(
-                    now_ms() as i64 - b.interval_end_ms as i64,
-                    Ordering::Relaxed,
-                );
+                self.metrics
+                    .ingest_lag_ms
+                    .store(now as i64 - b.interval_end_ms as i64, Ordering::Relaxed);
                 self.pending_store.push(WalBatch {
                     agent_id: h.agent_id,
                     epoch: h.epoch,
