@@ -12,11 +12,13 @@
 //! from the other hosts cost it more than they gain; a subnet under weak loss explains more
 //! degraded flows than any of its hosts at a similar purity, and wins (docs/health.md).
 
+use super::intern::{digest, Interner};
 use super::judge::{Obs, State};
-use crate::model::{ClosedInterval, ComponentId};
-use std::collections::HashMap;
+use crate::model::{Category, ClosedInterval, ComponentId, ComponentKind};
+use nfm_wire::Role;
 
-/// Interned components of one interval and each observation's (deduplicated) components.
+/// The components of one interval, numbered in order of first appearance, and each
+/// observation's (deduplicated) components.
 pub struct Graph<'a> {
     pub comps: Vec<&'a ComponentId>,
     offsets: Vec<u32>,
@@ -24,29 +26,74 @@ pub struct Graph<'a> {
 }
 
 impl<'a> Graph<'a> {
-    pub fn build(interval: &'a ClosedInterval, obs: &[Obs]) -> Graph<'a> {
-        let mut ids: HashMap<&'a ComponentId, u32> = HashMap::new();
+    /// Builds the graph and sets each observation's path and class identity (`Obs::key`,
+    /// `Obs::class`) from its first sample's path, in one pass over the paths.
+    pub fn build(
+        interval: &'a ClosedInterval,
+        obs: &mut [Obs],
+        interner: &mut Interner,
+    ) -> Graph<'a> {
         let mut comps = Vec::new();
         let mut offsets = Vec::with_capacity(obs.len() + 1);
         let mut members = Vec::with_capacity(obs.len() * 8);
         offsets.push(0);
-        for o in obs {
+        for o in obs.iter_mut() {
             let start = members.len();
+            let s = &interval.flows[o.samples[0] as usize];
+            // Path identity: (first component, last component, service port). Class identity:
+            // the category plus the component that spans the path (AZ pair, gateway, region
+            // pair, service), or the local AZ for intra-AZ flows. New paths are judged against
+            // their class.
+            let (mut first, mut last, mut span, mut az) = (None, None, None, None);
             // Both ends' paths: each names only its own AZ, and a fault in the far end's AZ
             // is on the flow's path all the same.
             let second = (o.views == 2).then(|| &interval.flows[o.samples[1] as usize].path);
-            let first = &interval.flows[o.samples[0] as usize].path;
-            for c in first.iter().chain(second.into_iter().flatten()) {
-                let id = *ids.entry(c).or_insert_with(|| {
+            let own = s.path.len();
+            for (k, c) in s
+                .path
+                .iter()
+                .chain(second.into_iter().flatten())
+                .enumerate()
+            {
+                let g = interner.global(c);
+                if k < own {
+                    first.get_or_insert(g);
+                    last = Some(g);
+                    match c.kind {
+                        ComponentKind::AzPair
+                        | ComponentKind::Gateway
+                        | ComponentKind::RegionPair
+                        | ComponentKind::Service => {
+                            span.get_or_insert(g);
+                        }
+                        ComponentKind::Az => {
+                            az.get_or_insert(g);
+                        }
+                        _ => {}
+                    }
+                }
+                let (id, new) = interner.local(g);
+                if new {
                     comps.push(c);
-                    (comps.len() - 1) as u32
-                });
-                // An intra-subnet path names its subnet twice, two views name most components
-                // twice; count each once.
-                if !members[start..].contains(&id) {
+                    members.push(id);
+                } else if !members[start..].contains(&id) {
+                    // An intra-subnet path names its subnet twice, two views name most
+                    // components twice; count each once.
                     members.push(id);
                 }
             }
+            let port = match s.record.role {
+                Role::Client => s.record.remote_port,
+                Role::Server => s.record.local_port,
+            };
+            let d = |g: Option<u32>| g.map(|g| interner.digest_of(g));
+            o.key = digest((d(first), d(last), port));
+            let span = span.or(if s.category == Category::IntraAz {
+                az
+            } else {
+                None
+            });
+            o.class = digest((s.category, d(span)));
             offsets.push(members.len() as u32);
         }
         Graph {
@@ -252,8 +299,10 @@ mod test {
     };
 
     fn picked(iv: &ClosedInterval, degraded: &[bool]) -> Vec<String> {
-        let obs = observations(iv);
-        let g = Graph::build(iv, &obs);
+        let mut obs = observations(iv);
+        let mut interner = Interner::default();
+        interner.begin(1);
+        let g = Graph::build(iv, &mut obs, &mut interner);
         let state = |i: usize| {
             if degraded[i] {
                 (State::Degraded, 1.0)

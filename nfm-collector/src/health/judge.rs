@@ -12,10 +12,9 @@ use super::stats::{
     median_mad, poisson_tail_below, DecayedRate, DigestMap, RobustWindow, MAD_TO_SIGMA,
 };
 use super::HealthConfig;
-use crate::model::{Category, ClosedInterval, ComponentKind, FlowSample};
+use crate::model::{ClosedInterval, FlowSample};
 use nfm_wire::Role;
-use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
 /// Bits of [`Judged::metrics`]: which tests flagged the observation.
@@ -32,9 +31,10 @@ pub struct Obs {
     /// Indices into `ClosedInterval::flows`; `samples[1]` is valid when `views == 2`.
     pub samples: [u32; 2],
     pub views: u8,
-    /// Path identity (local end, remote end, service port) for the baseline.
+    /// Path identity (local end, remote end, service port) for the baseline; set with the
+    /// component graph (`attribute::Graph::build`).
     pub key: u64,
-    /// Class identity (category and the component that spans the path).
+    /// Class identity (category and the component that spans the path); set likewise.
     pub class: u64,
     pub segs: u64,
     pub retrans: u64,
@@ -139,10 +139,14 @@ impl Judged {
 
 /// Pools a flow's samples by their two ends: a client's record (local C, remote S, remote port P)
 /// and a server's record (local S, remote C, local port P) are one flow seen from both ends.
+/// Samples without a path are left out.
 pub fn observations(interval: &ClosedInterval) -> Vec<Obs> {
     let mut obs: Vec<Obs> = Vec::with_capacity(interval.flows.len());
-    let mut clients: HashMap<(IpAddr, IpAddr, u16), u32> =
-        HashMap::with_capacity(interval.flows.len());
+    // FxHash: the pairing map is probed once per sample. Its keys are agent-reported addresses,
+    // as are the aggregator's flow keys, which use the same hasher under per-agent caps; a
+    // crafted collision costs probes, never a wrong pairing.
+    let mut clients: FxHashMap<(IpAddr, IpAddr, u16), u32> =
+        FxHashMap::with_capacity_and_hasher(interval.flows.len(), Default::default());
     let mut servers = Vec::new();
     for (i, s) in interval.flows.iter().enumerate() {
         if s.path.is_empty() {
@@ -157,8 +161,6 @@ pub fn observations(interval: &ClosedInterval) -> Vec<Obs> {
                     ..Obs::default()
                 };
                 o.add(s, 0);
-                o.key = path_key(s);
-                o.class = class_key(s);
                 clients
                     .entry((r.local, r.remote, r.remote_port))
                     .or_insert(obs.len() as u32);
@@ -185,48 +187,9 @@ pub fn observations(interval: &ClosedInterval) -> Vec<Obs> {
             ..Obs::default()
         };
         o.add(s, 0);
-        o.key = path_key(s);
-        o.class = class_key(s);
         obs.push(o);
     }
     obs
-}
-
-fn hash_of(h: impl Hash) -> u64 {
-    let mut s = DefaultHasher::new();
-    h.hash(&mut s);
-    s.finish()
-}
-
-/// Path identity: (first component, last component, service port).
-fn path_key(s: &FlowSample) -> u64 {
-    let port = match s.record.role {
-        Role::Client => s.record.remote_port,
-        Role::Server => s.record.local_port,
-    };
-    hash_of((s.path.first(), s.path.last(), port))
-}
-
-/// Class identity: the category plus the component that spans the path (AZ pair, gateway,
-/// region pair, service), or the local AZ for intra-AZ flows. New paths are judged against it.
-fn class_key(s: &FlowSample) -> u64 {
-    let span = s
-        .path
-        .iter()
-        .find(|c| {
-            matches!(
-                c.kind,
-                ComponentKind::AzPair
-                    | ComponentKind::Gateway
-                    | ComponentKind::RegionPair
-                    | ComponentKind::Service
-            )
-        })
-        .or_else(|| match s.category {
-            Category::IntraAz => s.path.iter().find(|c| c.kind == ComponentKind::Az),
-            _ => None,
-        });
-    hash_of((s.category, span))
 }
 
 /// (median, MAD × 1.4826, 90th percentile) of a class's RTTs in one interval.

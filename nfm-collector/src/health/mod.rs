@@ -12,9 +12,11 @@
 //! - `stats`: median/MAD windows, decayed rates, the Poisson tail.
 //! - `judge`: merging both ends' views, baselines, per-flow judgement.
 //! - `attribute`: greedy tomography over path components.
+//! - `intern`: component ids and digests, so per-sample work is integer work.
 //! - `synth`: a deterministic synthetic fleet for tests and the benchmark.
 
 mod attribute;
+mod intern;
 mod judge;
 pub mod stats;
 pub mod synth;
@@ -23,6 +25,7 @@ use crate::model::{
     Blame, ClosedInterval, ComponentId, ComponentKind, HealthReport, MetricChange, Verdict,
 };
 use attribute::{greedy, Graph, Pick, Rules};
+use intern::Interner;
 use judge::{metric, Baselines, Judged, Obs, State};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -156,6 +159,7 @@ pub struct Evaluator {
     prev_start: Option<u64>,
     /// Verdicts of the previous interval: component → first_seen_ms of their run.
     active: HashMap<ComponentId, u64>,
+    interner: Interner,
     stats: EvaluatorStats,
 }
 
@@ -261,6 +265,7 @@ impl Evaluator {
             seq: 0,
             prev_start: None,
             active: HashMap::new(),
+            interner: Interner::default(),
             stats: EvaluatorStats::default(),
         }
     }
@@ -283,13 +288,20 @@ impl Evaluator {
         self.seq = self.seq.saturating_add(1);
         let seq = self.seq;
         let cfg = &self.config;
-        let obs = judge::observations(interval);
+        let mut obs = judge::observations(interval);
+        self.interner.begin(seq);
+        let graph = Graph::build(interval, &mut obs, &mut self.interner);
         let judged = self.baselines.judge_all(&obs, seq, cfg);
-        let graph = Graph::build(interval, &obs);
 
-        let active = &self.active;
+        // Components named in the previous interval (looser rules: hysteresis), by local id.
+        let mut was_active = vec![false; graph.comps.len()];
+        for c in self.active.keys() {
+            if let Some(l) = self.interner.local_of(c) {
+                was_active[l as usize] = true;
+            }
+        }
         let rules = |c: u32| {
-            if active.contains_key(graph.comps[c as usize]) {
+            if was_active[c as usize] {
                 Rules {
                     min_flows: cfg.keep_min_flows,
                     min_weight: cfg.keep_min_weight,
@@ -405,6 +417,9 @@ impl Evaluator {
 
         self.baselines
             .learn(&obs, &judged, &skip, seq, &self.config);
+        if seq.is_multiple_of(64) {
+            self.interner.compact();
+        }
         self.active = next_active;
         self.prev_start = Some(interval.start_ms);
         self.stats.intervals += 1;

@@ -554,7 +554,7 @@ fn golden_text() -> String {
         ),
     ];
     let mut i = 0;
-    let mut line = |out: &mut String, r: &HealthReport| {
+    let line = |out: &mut String, r: &HealthReport| {
         // FNV-1a over the degraded indices: stable, and any changed flag changes it.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for &d in &r.degraded_flows {
