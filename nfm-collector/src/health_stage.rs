@@ -7,12 +7,11 @@
 //! invents one.
 
 use crate::aggregator::ClosedWork;
-use crate::health::{monitor_indicator, Evaluator};
+use crate::health::{monitor_indicator_with, Evaluator, Paths, ResolvedPaths, SamplePaths};
 use crate::metrics::Metrics;
 use crate::model::{ClosedInterval, HealthReport};
 use crate::store::StoreMsg;
 use crate::summary::{Counters, IntervalSummary, MonitorPoint, TopFlow};
-use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
@@ -25,7 +24,12 @@ pub enum HealthMsg {
 /// Degraded flows kept per monitor in its summary (beyond its top contributors).
 const MAX_DEGRADED_PER_MONITOR: usize = 200;
 
-fn top_flow(iv: &ClosedInterval, i: usize, degraded: &HashSet<usize>) -> Option<TopFlow> {
+fn top_flow<P: Paths + ?Sized>(
+    iv: &ClosedInterval,
+    paths: &P,
+    i: usize,
+    degraded: &[bool],
+) -> Option<TopFlow> {
     let f = iv.flows.get(i)?;
     let server = f.record.role == nfm_wire::Role::Server;
     Some(TopFlow {
@@ -40,8 +44,8 @@ fn top_flow(iv: &ClosedInterval, i: usize, degraded: &HashSet<usize>) -> Option<
         server,
         category: f.category,
         counters: Counters::of_record(&f.record),
-        path: f.path.clone(),
-        degraded: degraded.contains(&i),
+        path: paths.path(i).to_vec(),
+        degraded: degraded.get(i).copied().unwrap_or(false),
     })
 }
 
@@ -51,7 +55,8 @@ pub fn complete(w: ClosedWork, report: &HealthReport, evaluated: bool) -> Interv
     complete_and_return(w, report, evaluated).0
 }
 
-/// [`complete`], also giving back the interval's sample vector for reuse.
+/// [`complete`], also giving back the interval's sample vector for reuse. Paths come from the
+/// samples or, where a sample has none, from its resolution (`ClosedWork::resolved`).
 pub fn complete_and_return(
     w: ClosedWork,
     report: &HealthReport,
@@ -62,12 +67,25 @@ pub fn complete_and_return(
         mut summary,
         top,
         monitors,
+        resolved,
         ..
     } = w;
-    let degraded: HashSet<usize> = report.degraded_flows.iter().copied().collect();
+    let samples = SamplePaths(&interval);
+    let resolutions = ResolvedPaths::new(&interval, &resolved);
+    let paths: &dyn Paths = match &resolutions {
+        Some(p) => p,
+        None => &samples,
+    };
+    let mut degraded = vec![false; interval.flows.len()];
+    for &i in &report.degraded_flows {
+        if let Some(d) = degraded.get_mut(i) {
+            *d = true;
+        }
+    }
+    let is_degraded = |i: usize| degraded.get(i).copied().unwrap_or(false);
     summary.top = top
         .iter()
-        .filter_map(|&i| top_flow(&interval, i, &degraded))
+        .filter_map(|&i| top_flow(&interval, paths, i, &degraded))
         .collect();
     summary.monitors = monitors
         .into_iter()
@@ -77,20 +95,21 @@ pub fn complete_and_return(
                 m.flows
                     .iter()
                     .copied()
-                    .filter(|i| degraded.contains(i))
+                    .filter(|&i| is_degraded(i))
                     .take(MAX_DEGRADED_PER_MONITOR),
             );
             idx.sort_unstable();
             idx.dedup();
             MonitorPoint {
-                health_indicator: evaluated.then(|| monitor_indicator(&interval, report, &m.flows)),
+                health_indicator: evaluated
+                    .then(|| indicator(&interval, paths, report, &degraded, &m.flows)),
                 monitor: m.name,
                 flows: m.flows.len() as u64,
                 counters: m.counters,
                 pairs: m.pairs,
                 flows_top: idx
                     .iter()
-                    .filter_map(|&i| top_flow(&interval, i, &degraded))
+                    .filter_map(|&i| top_flow(&interval, paths, i, &degraded))
                     .collect(),
             }
         })
@@ -99,17 +118,24 @@ pub fn complete_and_return(
     (summary, interval.flows)
 }
 
-/// Copies each flow's path from its resolution (the aggregator hands samples over without).
-pub fn fill_paths(w: &mut ClosedWork) {
-    let resolved = std::mem::take(&mut w.resolved);
-    if resolved.len() != w.interval.flows.len() {
-        return;
+/// `health::monitor_indicator`'s rule with paths from `paths` and the degraded flags as a mask.
+fn indicator<P: Paths + ?Sized>(
+    iv: &ClosedInterval,
+    paths: &P,
+    report: &HealthReport,
+    degraded: &[bool],
+    monitor_flows: &[usize],
+) -> u8 {
+    if report
+        .verdicts
+        .iter()
+        .all(|v| v.blame != crate::model::Blame::Network)
+    {
+        return 0;
     }
-    for (f, r) in w.interval.flows.iter_mut().zip(&resolved) {
-        if f.path.is_empty() {
-            f.path.clone_from(&r.path);
-        }
-    }
+    monitor_indicator_with(report, monitor_flows, |i| {
+        (i < iv.flows.len() && degraded[i]).then(|| paths.path(i))
+    })
 }
 
 pub struct HealthStage {
@@ -137,11 +163,13 @@ impl HealthStage {
 
     pub fn handle(&mut self, w: ClosedWork) -> StoreMsg {
         let closed_before_ms = w.closed_before_ms;
-        let mut w = w;
-        fill_paths(&mut w);
         let t = std::time::Instant::now();
         let report = match self.evaluator.as_mut() {
-            Some(e) => e.evaluate(&w.interval),
+            // The samples carry no paths: the evaluator reads them from their resolutions.
+            Some(e) => match ResolvedPaths::new(&w.interval, &w.resolved) {
+                Some(paths) => e.evaluate_paths(&w.interval, &paths),
+                None => e.evaluate(&w.interval),
+            },
             None => HealthReport {
                 interval_start_ms: w.interval.start_ms,
                 ..Default::default()

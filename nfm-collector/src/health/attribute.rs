@@ -12,9 +12,10 @@
 //! from the other hosts cost it more than they gain; a subnet under weak loss explains more
 //! degraded flows than any of its hosts at a similar purity, and wins (docs/health.md).
 
-use super::intern::{digest, Interner};
+use super::intern::{digest, Interner, PathCache, PathIds};
 use super::judge::{Obs, State};
-use crate::model::{Category, ClosedInterval, ComponentId, ComponentKind};
+use super::Paths;
+use crate::model::{Category, ClosedInterval, ComponentId};
 use nfm_wire::Role;
 
 /// The components of one interval, numbered in order of first appearance, and each
@@ -25,75 +26,74 @@ pub struct Graph<'a> {
     members: Vec<u32>,
 }
 
+/// What building a graph needs besides the interval: the component table, the cache of shared
+/// paths, the interval number.
+pub struct Tables<'t> {
+    pub interner: &'t mut Interner,
+    pub cache: &'t mut PathCache,
+    pub seq: u32,
+}
+
 impl<'a> Graph<'a> {
     /// Builds the graph and sets each observation's path and class identity (`Obs::key`,
     /// `Obs::class`) from its first sample's path, in one pass over the paths.
-    pub fn build(
-        interval: &'a ClosedInterval,
+    pub fn build<P: Paths + ?Sized>(
+        interval: &ClosedInterval,
+        paths: &'a P,
         obs: &mut [Obs],
-        interner: &mut Interner,
+        t: Tables<'_>,
     ) -> Graph<'a> {
         let mut comps = Vec::new();
         let mut offsets = Vec::with_capacity(obs.len() + 1);
         let mut members = Vec::with_capacity(obs.len() * 8);
+        let mut scratch = PathIds::default();
         offsets.push(0);
         for o in obs.iter_mut() {
             let start = members.len();
-            let s = &interval.flows[o.samples[0] as usize];
-            // Path identity: (first component, last component, service port). Class identity:
-            // the category plus the component that spans the path (AZ pair, gateway, region
-            // pair, service), or the local AZ for intra-AZ flows. New paths are judged against
-            // their class.
-            let (mut first, mut last, mut span, mut az) = (None, None, None, None);
             // Both ends' paths: each names only its own AZ, and a fault in the far end's AZ
             // is on the flow's path all the same.
-            let second = (o.views == 2).then(|| &interval.flows[o.samples[1] as usize].path);
-            let own = s.path.len();
-            for (k, c) in s
-                .path
-                .iter()
-                .chain(second.into_iter().flatten())
-                .enumerate()
-            {
-                let g = interner.global(c);
-                if k < own {
-                    first.get_or_insert(g);
-                    last = Some(g);
-                    match c.kind {
-                        ComponentKind::AzPair
-                        | ComponentKind::Gateway
-                        | ComponentKind::RegionPair
-                        | ComponentKind::Service => {
-                            span.get_or_insert(g);
-                        }
-                        ComponentKind::Az => {
-                            az.get_or_insert(g);
-                        }
-                        _ => {}
+            for v in 0..o.views as usize {
+                let i = o.samples[v] as usize;
+                let path = paths.path(i);
+                let ids = match paths.shared(i) {
+                    Some(key) => t.cache.get(key, path, t.interner, t.seq),
+                    None => {
+                        scratch.fill(path, t.interner);
+                        &scratch
+                    }
+                };
+                for (k, &g) in ids.ids.iter().enumerate() {
+                    let (id, new) = t.interner.local(g);
+                    if new {
+                        comps.push(&path[k]);
+                        members.push(id);
+                    } else if !members[start..].contains(&id) {
+                        // An intra-subnet path names its subnet twice, two views name most
+                        // components twice; count each once.
+                        members.push(id);
                     }
                 }
-                let (id, new) = interner.local(g);
-                if new {
-                    comps.push(c);
-                    members.push(id);
-                } else if !members[start..].contains(&id) {
-                    // An intra-subnet path names its subnet twice, two views name most
-                    // components twice; count each once.
-                    members.push(id);
+                if v > 0 {
+                    continue;
                 }
+                // Path identity: (first component, last component, service port). Class
+                // identity: the category plus the component that spans the path (AZ pair,
+                // gateway, region pair, service), or the local AZ for intra-AZ flows. New paths
+                // are judged against their class.
+                let s = &interval.flows[i];
+                let port = match s.record.role {
+                    Role::Client => s.record.remote_port,
+                    Role::Server => s.record.local_port,
+                };
+                let d = |g: Option<u32>| g.map(|g| t.interner.digest_of(g));
+                o.key = digest((d(ids.first), d(ids.last), port));
+                let span = ids.span.or(if s.category == Category::IntraAz {
+                    ids.az
+                } else {
+                    None
+                });
+                o.class = digest((s.category, d(span)));
             }
-            let port = match s.record.role {
-                Role::Client => s.record.remote_port,
-                Role::Server => s.record.local_port,
-            };
-            let d = |g: Option<u32>| g.map(|g| interner.digest_of(g));
-            o.key = digest((d(first), d(last), port));
-            let span = span.or(if s.category == Category::IntraAz {
-                az
-            } else {
-                None
-            });
-            o.class = digest((s.category, d(span)));
             offsets.push(members.len() as u32);
         }
         Graph {
@@ -264,6 +264,7 @@ pub fn greedy(
 mod test {
     use super::*;
     use crate::health::judge::observations;
+    use crate::health::SamplePaths;
     use crate::model::{Category, FlowSample};
     use nfm_wire::FlowRecord;
     use std::net::{IpAddr, Ipv4Addr};
@@ -299,10 +300,16 @@ mod test {
     };
 
     fn picked(iv: &ClosedInterval, degraded: &[bool]) -> Vec<String> {
-        let mut obs = observations(iv);
+        let paths = SamplePaths(iv);
+        let mut obs = observations(iv, &paths);
         let mut interner = Interner::default();
         interner.begin(1);
-        let g = Graph::build(iv, &mut obs, &mut interner);
+        let tables = Tables {
+            interner: &mut interner,
+            cache: &mut PathCache::default(),
+            seq: 1,
+        };
+        let g = Graph::build(iv, &paths, &mut obs, tables);
         let state = |i: usize| {
             if degraded[i] {
                 (State::Degraded, 1.0)

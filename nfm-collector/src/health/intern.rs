@@ -3,13 +3,18 @@
 //! probe per path component, no string hashing for path or class identities, no per-sample
 //! allocation.
 //!
+//! Paths that the caller names by a stable id (the resolver's `Resolved::id`: one address
+//! pair's resolution) are turned into ids once and reused across intervals, so a sample then
+//! costs one integer probe instead of one string probe per component.
+//!
 //! Guarantee: ids are only used within one interval (each interval renumbers the components it
 //! sees in order of first appearance, exactly as if the table were built afresh), digests are
 //! SipHash of the component as before, and the table is bounded: components unseen for
 //! [`IDLE_INTERVALS`] are dropped whenever they outnumber the live ones.
 
-use crate::model::ComponentId;
+use crate::model::{ComponentId, ComponentKind};
 use rustc_hash::FxHashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// Components unseen this many intervals may be forgotten (they are re-interned, with the same
@@ -92,13 +97,14 @@ impl Interner {
     }
 
     /// Drops components unseen for [`IDLE_INTERVALS`] when they are the majority (so the cost is
-    /// amortised over at least as many insertions). Ids change; call between intervals only.
-    pub fn compact(&mut self) {
+    /// amortised over at least as many insertions). Ids change (returns true then); call between
+    /// intervals only.
+    pub fn compact(&mut self) -> bool {
         let now = self.current;
         let live = |s: u32| now.saturating_sub(s) <= IDLE_INTERVALS;
         let alive = self.seen.iter().filter(|&&s| live(s)).count();
         if alive * 2 >= self.len() {
-            return;
+            return false;
         }
         let mut remap = vec![u32::MAX; self.len()];
         let (mut digests, mut seen, mut local) = (Vec::new(), Vec::new(), Vec::new());
@@ -119,6 +125,104 @@ impl Interner {
         self.digests = digests;
         self.seen = seen;
         self.local = local;
+        true
+    }
+}
+
+/// One path as global component ids, with the ids its path and class identities are made of.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PathIds {
+    pub ids: Vec<u32>,
+    pub first: Option<u32>,
+    pub last: Option<u32>,
+    /// The first component that spans the path: AZ pair, gateway, region pair or service.
+    pub span: Option<u32>,
+    /// The first AZ (the local one).
+    pub az: Option<u32>,
+}
+
+impl PathIds {
+    pub fn fill(&mut self, path: &[ComponentId], interner: &mut Interner) {
+        self.ids.clear();
+        (self.first, self.last, self.span, self.az) = (None, None, None, None);
+        for c in path {
+            let g = interner.global(c);
+            self.ids.push(g);
+            self.first.get_or_insert(g);
+            self.last = Some(g);
+            match c.kind {
+                ComponentKind::AzPair
+                | ComponentKind::Gateway
+                | ComponentKind::RegionPair
+                | ComponentKind::Service => {
+                    self.span.get_or_insert(g);
+                }
+                ComponentKind::Az => {
+                    self.az.get_or_insert(g);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Cached {
+    /// Address of the path's first element: with the id, tells a reused id apart.
+    tag: usize,
+    seen: u32,
+    ids: PathIds,
+}
+
+/// [`PathIds`] of shared paths, by the caller's id. Holds global ids: cleared whenever the
+/// interner compacts.
+#[derive(Debug, Default)]
+pub struct PathCache {
+    map: FxHashMap<u64, Cached>,
+}
+
+impl PathCache {
+    /// The ids of `path`, named `(id, tag)` by the caller, computed on first use (or when the
+    /// tag differs: another path under a reused id).
+    pub fn get(
+        &mut self,
+        (id, tag): (u64, usize),
+        path: &[ComponentId],
+        interner: &mut Interner,
+        seq: u32,
+    ) -> &PathIds {
+        let e = match self.map.entry(id) {
+            Entry::Occupied(o) => {
+                let e = o.into_mut();
+                if e.tag != tag {
+                    e.tag = tag;
+                    e.ids.fill(path, interner);
+                }
+                e
+            }
+            Entry::Vacant(v) => {
+                let mut ids = PathIds::default();
+                ids.fill(path, interner);
+                v.insert(Cached { tag, seen: 0, ids })
+            }
+        };
+        e.seen = seq;
+        &e.ids
+    }
+
+    /// Forgets paths unseen for [`IDLE_INTERVALS`].
+    pub fn evict(&mut self, seq: u32) {
+        self.map
+            .retain(|_, e| seq.saturating_sub(e.seen) <= IDLE_INTERVALS);
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.map.len()
     }
 }
 
@@ -158,7 +262,7 @@ mod test {
         t.begin(seq);
         let keep = t.global(&id("host:keep"));
         t.local(keep);
-        t.compact();
+        assert!(t.compact());
         assert_eq!(t.len(), 1);
         let g = t.global(&id("host:keep"));
         assert_eq!(t.local(g), (0, false));
@@ -166,7 +270,33 @@ mod test {
         // Live majority: nothing dropped.
         let g = t.global(&id("external:0"));
         t.local(g);
-        t.compact();
+        assert!(!t.compact());
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn test_path_cache_reuses_and_tells_reused_ids_apart() {
+        let mut t = Interner::default();
+        let mut c = PathCache::default();
+        t.begin(1);
+        let p1 = vec![id("host:a"), id("az:x"), id("az-pair:x|y"), id("host:b")];
+        let p2 = vec![id("host:c"), id("az:y"), id("host:d")];
+        let mut fresh = PathIds::default();
+        fresh.fill(&p1, &mut t);
+        assert_eq!(c.get((7, 1), &p1, &mut t, 1), &fresh);
+        assert_eq!(fresh.span, Some(t.global(&id("az-pair:x|y"))));
+        assert_eq!(fresh.az, Some(t.global(&id("az:x"))));
+        assert_eq!(fresh.first, Some(t.global(&id("host:a"))));
+        assert_eq!(fresh.last, Some(t.global(&id("host:b"))));
+        // Same id and tag: the cached ids, whatever path is passed.
+        assert_eq!(c.get((7, 1), &p2, &mut t, 2), &fresh);
+        // Same id, other tag: recomputed.
+        fresh.fill(&p2, &mut t);
+        assert_eq!(c.get((7, 2), &p2, &mut t, 3), &fresh);
+        assert_eq!(fresh.span, None);
+        c.evict(3 + IDLE_INTERVALS);
+        assert_eq!(c.len(), 1);
+        c.evict(4 + IDLE_INTERVALS);
+        assert_eq!(c.len(), 0);
     }
 }

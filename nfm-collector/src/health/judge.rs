@@ -11,7 +11,7 @@
 use super::stats::{
     median_mad, poisson_tail_below, DecayedRate, DigestMap, RobustWindow, MAD_TO_SIGMA,
 };
-use super::HealthConfig;
+use super::{HealthConfig, Paths};
 use crate::model::{ClosedInterval, FlowSample};
 use nfm_wire::Role;
 use rustc_hash::FxHashMap;
@@ -140,20 +140,14 @@ impl Judged {
 /// Pools a flow's samples by their two ends: a client's record (local C, remote S, remote port P)
 /// and a server's record (local S, remote C, local port P) are one flow seen from both ends.
 /// Samples without a path are left out.
-pub fn observations(interval: &ClosedInterval) -> Vec<Obs> {
+pub fn observations<P: Paths + ?Sized>(interval: &ClosedInterval, paths: &P) -> Vec<Obs> {
     let mut obs: Vec<Obs> = Vec::with_capacity(interval.flows.len());
-    // FxHash: the pairing map is probed once per sample. Its keys are agent-reported addresses,
-    // as are the aggregator's flow keys, which use the same hasher under per-agent caps; a
-    // crafted collision costs probes, never a wrong pairing.
-    let mut clients: FxHashMap<(IpAddr, IpAddr, u16), u32> =
-        FxHashMap::with_capacity_and_hasher(interval.flows.len(), Default::default());
     let mut servers = Vec::new();
     for (i, s) in interval.flows.iter().enumerate() {
-        if s.path.is_empty() {
+        if paths.path(i).is_empty() {
             continue;
         }
-        let r = &s.record;
-        match r.role {
+        match s.record.role {
             Role::Client => {
                 let mut o = Obs {
                     samples: [i as u32, 0],
@@ -161,13 +155,25 @@ pub fn observations(interval: &ClosedInterval) -> Vec<Obs> {
                     ..Obs::default()
                 };
                 o.add(s, 0);
-                clients
-                    .entry((r.local, r.remote, r.remote_port))
-                    .or_insert(obs.len() as u32);
                 obs.push(o);
             }
             Role::Server => servers.push(i),
         }
+    }
+    if servers.is_empty() {
+        return obs;
+    }
+    // Each client's flow key, the first client holding a key keeps it. FxHash: the map is
+    // probed once per sample. Its keys are agent-reported addresses, as are the aggregator's
+    // flow keys, which use the same hasher under per-agent caps; a crafted collision costs
+    // probes, never a wrong pairing.
+    let mut clients: FxHashMap<(IpAddr, IpAddr, u16), u32> =
+        FxHashMap::with_capacity_and_hasher(obs.len(), Default::default());
+    for (oi, o) in obs.iter().enumerate() {
+        let r = &interval.flows[o.samples[0] as usize].record;
+        clients
+            .entry((r.local, r.remote, r.remote_port))
+            .or_insert(oi as u32);
     }
     for i in servers {
         let s = &interval.flows[i];

@@ -24,11 +24,66 @@ pub mod synth;
 use crate::model::{
     Blame, ClosedInterval, ComponentId, ComponentKind, HealthReport, MetricChange, Verdict,
 };
-use attribute::{greedy, Graph, Pick, Rules};
-use intern::Interner;
+use crate::resolver::Resolved;
+use attribute::{greedy, Graph, Pick, Rules, Tables};
+use intern::{Interner, PathCache};
 use judge::{metric, Baselines, Judged, Obs, State};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Where the evaluator reads the path of each sample (`ClosedInterval::flows[i]`).
+pub trait Paths {
+    fn path(&self, i: usize) -> &[ComponentId];
+    /// `Some((id, tag))` when sample `i`'s path is immutable and named by `id` for as long as
+    /// it exists (`tag`, such as the address of its first element, tells a reused id apart):
+    /// the evaluator then interns it once and reuses that across intervals.
+    fn shared(&self, i: usize) -> Option<(u64, usize)>;
+}
+
+/// Paths carried in the samples themselves.
+pub struct SamplePaths<'a>(pub &'a ClosedInterval);
+
+impl Paths for SamplePaths<'_> {
+    fn path(&self, i: usize) -> &[ComponentId] {
+        &self.0.flows[i].path
+    }
+    fn shared(&self, _: usize) -> Option<(u64, usize)> {
+        None
+    }
+}
+
+/// The collector's case: samples without a path take their resolution's (same order as the
+/// samples), shared by every sample of the same address pair and named by `Resolved::id`.
+pub struct ResolvedPaths<'a> {
+    interval: &'a ClosedInterval,
+    resolved: &'a [Arc<Resolved>],
+}
+
+impl<'a> ResolvedPaths<'a> {
+    /// `None` unless there is one resolution per sample.
+    pub fn new(interval: &'a ClosedInterval, resolved: &'a [Arc<Resolved>]) -> Option<Self> {
+        (resolved.len() == interval.flows.len()).then_some(ResolvedPaths { interval, resolved })
+    }
+}
+
+impl Paths for ResolvedPaths<'_> {
+    fn path(&self, i: usize) -> &[ComponentId] {
+        let own = &self.interval.flows[i].path;
+        if own.is_empty() {
+            &self.resolved[i].path
+        } else {
+            own
+        }
+    }
+    fn shared(&self, i: usize) -> Option<(u64, usize)> {
+        if !self.interval.flows[i].path.is_empty() {
+            return None;
+        }
+        let r = &self.resolved[i];
+        Some((r.id, r.path.as_ptr() as usize))
+    }
+}
 
 /// Thresholds and warm-up rules (each documented in docs/health.md). `#[serde(default)]`: a
 /// config file may set any subset.
@@ -160,6 +215,7 @@ pub struct Evaluator {
     /// Verdicts of the previous interval: component → first_seen_ms of their run.
     active: HashMap<ComponentId, u64>,
     interner: Interner,
+    path_ids: PathCache,
     stats: EvaluatorStats,
 }
 
@@ -266,6 +322,7 @@ impl Evaluator {
             prev_start: None,
             active: HashMap::new(),
             interner: Interner::default(),
+            path_ids: PathCache::default(),
             stats: EvaluatorStats::default(),
         }
     }
@@ -285,12 +342,27 @@ impl Evaluator {
     /// Judges one closed interval. Returns the verdicts for that interval and which flows
     /// (indices into `interval.flows`) were degraded.
     pub fn evaluate(&mut self, interval: &ClosedInterval) -> HealthReport {
+        self.evaluate_paths(interval, &SamplePaths(interval))
+    }
+
+    /// [`Evaluator::evaluate`] with the paths read from `paths` (the collector's samples carry
+    /// none: their resolutions do).
+    pub fn evaluate_paths<P: Paths + ?Sized>(
+        &mut self,
+        interval: &ClosedInterval,
+        paths: &P,
+    ) -> HealthReport {
         self.seq = self.seq.saturating_add(1);
         let seq = self.seq;
         let cfg = &self.config;
-        let mut obs = judge::observations(interval);
+        let mut obs = judge::observations(interval, paths);
         self.interner.begin(seq);
-        let graph = Graph::build(interval, &mut obs, &mut self.interner);
+        let tables = Tables {
+            interner: &mut self.interner,
+            cache: &mut self.path_ids,
+            seq,
+        };
+        let graph = Graph::build(interval, paths, &mut obs, tables);
         let judged = self.baselines.judge_all(&obs, seq, cfg);
 
         // Components named in the previous interval (looser rules: hysteresis), by local id.
@@ -418,7 +490,10 @@ impl Evaluator {
         self.baselines
             .learn(&obs, &judged, &skip, seq, &self.config);
         if seq.is_multiple_of(64) {
-            self.interner.compact();
+            self.path_ids.evict(seq);
+            if self.interner.compact() {
+                self.path_ids.clear();
+            }
         }
         self.active = next_active;
         self.prev_start = Some(interval.start_ms);
@@ -450,17 +525,29 @@ pub fn monitor_indicator(
 ) -> u8 {
     let degraded: std::collections::HashSet<usize> =
         report.degraded_flows.iter().copied().collect();
-    for &i in monitor_flows {
+    monitor_indicator_with(report, monitor_flows, |i| {
         if !degraded.contains(&i) {
-            continue;
+            return None;
         }
-        let Some(flow) = interval.flows.get(i) else {
+        interval.flows.get(i).map(|f| f.path.as_slice())
+    })
+}
+
+/// [`monitor_indicator`] with `degraded_path(i)`: flow `i`'s path when it is a degraded flow
+/// of the interval, else `None`.
+pub fn monitor_indicator_with<'p>(
+    report: &HealthReport,
+    monitor_flows: &[usize],
+    degraded_path: impl Fn(usize) -> Option<&'p [ComponentId]>,
+) -> u8 {
+    for &i in monitor_flows {
+        let Some(path) = degraded_path(i) else {
             continue;
         };
         if report
             .verdicts
             .iter()
-            .any(|v| v.blame == Blame::Network && flow.path.contains(&v.component))
+            .any(|v| v.blame == Blame::Network && path.contains(&v.component))
         {
             return 1;
         }

@@ -4,7 +4,10 @@
 use super::synth::{Fault, Fleet, FleetSpec, GATEWAY};
 use super::*;
 use crate::model::{Blame, ComponentId, ComponentKind, FlowSample};
+use crate::resolver::Resolved;
 use nfm_wire::FlowRecord;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 fn id(s: &str) -> ComponentId {
     s.parse().unwrap()
@@ -191,7 +194,7 @@ fn test_slow_hosts_never_blamed_on_network() {
             // be told apart from noise (`new_min_flows` client flows).
             let hid = id(&format!("host:{host}"));
             let iv = f.interval(100, &[]);
-            let flows = judge::observations(&iv)
+            let flows = judge::observations(&iv, &SamplePaths(&iv))
                 .iter()
                 .filter(|o| iv.flows[o.samples[0] as usize].path.contains(&hid))
                 .count();
@@ -332,7 +335,7 @@ fn test_one_noisy_flow_never_names_anything() {
 fn test_both_views_are_one_observation() {
     let mut f = fleet(12);
     let iv = f.interval(0, &[]);
-    let obs = judge::observations(&iv);
+    let obs = judge::observations(&iv, &SamplePaths(&iv));
     let clients = iv
         .flows
         .iter()
@@ -485,9 +488,14 @@ fn test_monitor_indicator_only_for_network_blame() {
 /// fault kind, overlapping faults, a fault ending, a fleet switch to new paths), one line per
 /// interval and per verdict. Every float is printed exactly (`{:?}`), so any change in the
 /// arithmetic shows.
-fn golden_text() -> String {
+///
+/// `shared`: evaluate as the collector does, each sample's path moved out into a resolution
+/// (`ResolvedPaths`) that is shared by every sample of its address pair and kept, with its id,
+/// across intervals (so the evaluator's cache of shared paths is exercised).
+fn golden_text(shared: bool) -> String {
     use std::fmt::Write;
     let mut out = String::new();
+    let mut resolver = Pairs::default();
     let mut ev = Evaluator::default();
     let mut f = Fleet::new(FleetSpec {
         seed: 31,
@@ -575,7 +583,7 @@ fn golden_text() -> String {
     };
     for (n, faults) in &phases {
         for _ in 0..*n {
-            let r = ev.evaluate(&f.interval(i, faults));
+            let r = resolver.evaluate(&mut ev, f.interval(i, faults), shared);
             line(&mut out, &r);
             i += 1;
         }
@@ -591,7 +599,8 @@ fn golden_text() -> String {
             component: ComponentId::pair(ComponentKind::AzPair, "az1", "az3"),
             extra_us: 5_000.0,
         }];
-        let r = ev.evaluate(&fresh.interval(i + k, if k < 2 { &faults } else { &[] }));
+        let iv = fresh.interval(i + k, if k < 2 { &faults } else { &[] });
+        let r = resolver.evaluate(&mut ev, iv, shared);
         line(&mut out, &r);
     }
     let s = ev.stats();
@@ -625,12 +634,75 @@ fn golden_text() -> String {
         if k % 7 == 3 {
             iv.flows.retain(|s| s.record.role == nfm_wire::Role::Client);
         }
-        let r = ev.evaluate(&iv);
+        let r = resolver.evaluate(&mut ev, iv, shared);
         line(&mut out, &r);
     }
     let s = ev.stats();
     writeln!(out, "paths {} refused {}", s.paths, s.paths_refused).unwrap();
     out
+}
+
+/// A stand-in for the resolver: one `Resolved` per (local, remote) address pair and path, kept
+/// across intervals.
+#[derive(Default)]
+struct Pairs {
+    map: HashMap<(std::net::IpAddr, std::net::IpAddr), Arc<Resolved>>,
+    next_id: u64,
+}
+
+impl Pairs {
+    fn evaluate(
+        &mut self,
+        ev: &mut Evaluator,
+        mut iv: ClosedInterval,
+        shared: bool,
+    ) -> HealthReport {
+        if !shared {
+            return ev.evaluate(&iv);
+        }
+        let mut resolved = Vec::with_capacity(iv.flows.len());
+        for s in &mut iv.flows {
+            let path = std::mem::take(&mut s.path);
+            let key = (s.record.local, s.record.remote);
+            let r = match self.map.get(&key) {
+                Some(r) if r.path == path => r.clone(),
+                _ => {
+                    self.next_id += 1;
+                    let r = Arc::new(Resolved {
+                        id: self.next_id,
+                        local_ip: key.0,
+                        remote_ip: key.1,
+                        category: s.category,
+                        path,
+                        local: Default::default(),
+                        remote: Default::default(),
+                        local_label: "l".into(),
+                        remote_label: "r".into(),
+                    });
+                    self.map.insert(key, r.clone());
+                    r
+                }
+            };
+            resolved.push(r);
+        }
+        let paths = ResolvedPaths::new(&iv, &resolved).unwrap();
+        ev.evaluate_paths(&iv, &paths)
+    }
+}
+
+/// The collector's way (paths shared through resolutions) gives the same verdicts as paths in
+/// the samples.
+#[test]
+fn test_golden_verdicts_with_shared_paths() {
+    let want = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/health/golden.txt"
+    ))
+    .unwrap();
+    assert!(
+        golden_text(true) == want,
+        "shared paths change the verdicts"
+    );
 }
 
 /// Golden comparison: the evaluator gives exactly the verdicts and degraded flags it gave when
@@ -640,7 +712,7 @@ fn golden_text() -> String {
 #[test]
 fn test_golden_verdicts_unchanged() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/health/golden.txt");
-    let got = golden_text();
+    let got = golden_text(false);
     if std::env::var_os("NFM_GOLDEN_WRITE").is_some() {
         std::fs::write(path, &got).unwrap();
         return;
