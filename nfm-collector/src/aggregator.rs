@@ -58,7 +58,11 @@ struct OpenInterval {
     /// Monitor membership of each row, computed when the flow first appears (its resolution is
     /// then hot in cache).
     masks: Vec<u64>,
-    resolved: Vec<Arc<Resolved>>,
+    /// Each row's flow id.
+    ids: Vec<u32>,
+    /// Resolutions of the first rows, taken when the resolver voided the ids they were
+    /// added under (see [`Resolutions`]).
+    pinned: Vec<Arc<Resolved>>,
     per_agent: HashMap<u64, usize>,
     categories: [Counters; 6],
     records: u64,
@@ -70,10 +74,129 @@ struct OpenInterval {
 const NO_ROW: u32 = u32::MAX;
 
 /// What the aggregator keeps per flow id.
+#[derive(Clone)]
 struct FlowSlot {
     resolved: Arc<Resolved>,
+    /// Copied out of `resolved`, so that a record never has to touch the resolution itself.
+    category: Category,
+    /// The interned pair labels' addresses: equal labels, equal keys.
+    labels: (usize, usize),
     /// Monitor membership for the current monitor list, computed on first use.
     mask: Option<u64>,
+}
+
+impl FlowSlot {
+    fn new(resolved: Arc<Resolved>) -> FlowSlot {
+        FlowSlot {
+            category: resolved.category,
+            labels: (
+                Arc::as_ptr(&resolved.local_label) as *const u8 as usize,
+                Arc::as_ptr(&resolved.remote_label) as *const u8 as usize,
+            ),
+            resolved,
+            mask: None,
+        }
+    }
+}
+
+/// Flow slots by id, in chunks that are shared copy-on-write: a closed interval takes a
+/// snapshot (one reference count per 4096 ids) instead of a reference to each of its flows'
+/// resolutions, and appending to the live table never disturbs a snapshot.
+#[derive(Clone, Default)]
+pub struct FlowTable {
+    chunks: Vec<Arc<Vec<FlowSlot>>>,
+    len: usize,
+}
+
+const CHUNK: usize = 4096;
+
+impl FlowTable {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    fn push(&mut self, slot: FlowSlot) {
+        if self.len.is_multiple_of(CHUNK) {
+            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
+        }
+        let last = self.chunks.last_mut().expect("a chunk with room");
+        Arc::make_mut(last).push(slot);
+        self.len += 1;
+    }
+    fn truncate(&mut self, n: usize) {
+        if n >= self.len {
+            return;
+        }
+        self.chunks.truncate(n.div_ceil(CHUNK));
+        if let Some(last) = self.chunks.last_mut() {
+            Arc::make_mut(last).truncate(n - (n - 1) / CHUNK * CHUNK);
+        }
+        self.len = n;
+    }
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+    }
+    fn get(&self, id: u32) -> Option<&FlowSlot> {
+        let id = id as usize;
+        self.chunks.get(id / CHUNK).and_then(|c| c.get(id % CHUNK))
+    }
+    /// The slot for a mutation: copies its chunk first if a snapshot still shares it.
+    fn get_mut(&mut self, id: u32) -> Option<&mut FlowSlot> {
+        let id = id as usize;
+        self.chunks
+            .get_mut(id / CHUNK)
+            .and_then(|c| Arc::make_mut(c).get_mut(id % CHUNK))
+    }
+}
+
+/// The resolution of each row of a closed interval, without a reference count per row.
+#[derive(Clone, Default)]
+pub struct Resolutions {
+    /// Resolutions of rows `0..pinned.len()`.
+    pinned: Vec<Arc<Resolved>>,
+    /// Resolutions of the other rows, by `ids[row]`.
+    table: FlowTable,
+    ids: Vec<u32>,
+}
+
+impl Resolutions {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+    pub fn get(&self, row: usize) -> Option<&Arc<Resolved>> {
+        match self.pinned.get(row) {
+            Some(r) => Some(r),
+            None => self
+                .table
+                .get(*self.ids.get(row)?)
+                .map(|slot| &slot.resolved),
+        }
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Resolved>> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+}
+
+impl From<Vec<Arc<Resolved>>> for Resolutions {
+    fn from(pinned: Vec<Arc<Resolved>>) -> Resolutions {
+        Resolutions {
+            ids: vec![0; pinned.len()],
+            pinned,
+            table: FlowTable::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Resolutions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Resolutions({} rows)", self.len())
+    }
 }
 
 /// Adds `b`'s deltas to `a` (the same flow reported twice in one interval).
@@ -148,7 +271,7 @@ pub struct ClosedWork {
     /// `FlowSample::path` empty and the health stage copies it from here before evaluating:
     /// the path copy is the largest per-flow cost of closing, and the aggregator is the busier
     /// thread. Empty: the paths are already filled.
-    pub resolved: Vec<Arc<Resolved>>,
+    pub resolved: Resolutions,
 }
 
 pub enum AggMsg {
@@ -169,7 +292,7 @@ pub struct Aggregator {
     closed_before_ms: u64,
     monitors: Arc<Vec<Monitor>>,
     /// Flows by the resolver's ids, of generation `generation`.
-    table: Vec<FlowSlot>,
+    table: FlowTable,
     generation: Option<u32>,
     now: Instant,
     total_flows: usize,
@@ -196,7 +319,7 @@ impl Aggregator {
             watermark_ms: 0,
             closed_before_ms,
             monitors,
-            table: Vec::new(),
+            table: FlowTable::default(),
             generation: None,
             now: Instant::now(),
             total_flows: 0,
@@ -215,8 +338,10 @@ impl Aggregator {
 
     pub fn set_monitors(&mut self, m: Arc<Vec<Monitor>>) {
         self.monitors = m;
-        for s in &mut self.table {
-            s.mask = None;
+        for c in &mut self.table.chunks {
+            for s in Arc::make_mut(c) {
+                s.mask = None;
+            }
         }
     }
 
@@ -227,9 +352,14 @@ impl Aggregator {
     /// Folds batches in; returns the intervals the watermark closed.
     pub fn add(&mut self, msg: ResolvedBatches) -> Vec<ClosedWork> {
         if self.generation != Some(msg.generation) {
-            // Every id so far is void. Intervals still open keep their rows, found by key.
-            self.table.clear();
+            // Every id so far is void. Intervals still open keep their rows, found by key, and
+            // pin the resolutions of the rows added under the old ids.
             for iv in self.open.values_mut() {
+                for row in iv.pinned.len()..iv.ids.len() {
+                    let r = self.table.get(iv.ids[row]).map(|s| s.resolved.clone());
+                    iv.pinned
+                        .push(r.expect("rows only hold ids of known flows"));
+                }
                 iv.by_id.clear();
                 iv.by_key = Some(
                     iv.samples
@@ -239,6 +369,7 @@ impl Aggregator {
                         .collect(),
                 );
             }
+            self.table.clear();
             self.generation = Some(msg.generation);
         }
         if msg.first_new as usize != self.table.len() {
@@ -251,11 +382,9 @@ impl Aggregator {
             );
             self.table.truncate(msg.first_new as usize);
         }
-        self.table
-            .extend(msg.new.into_iter().map(|resolved| FlowSlot {
-                resolved,
-                mask: None,
-            }));
+        for r in msg.new {
+            self.table.push(FlowSlot::new(r));
+        }
         let known = self.table.len();
         for rb in msg.batches {
             let b = rb.batch;
@@ -289,7 +418,8 @@ impl Aggregator {
                     },
                     counters: Vec::with_capacity(rows),
                     masks: Vec::with_capacity(rows),
-                    resolved: Vec::with_capacity(rows),
+                    ids: Vec::with_capacity(rows),
+                    pinned: Vec::new(),
                     per_agent: HashMap::default(),
                     categories: Default::default(),
                     records: 0,
@@ -308,13 +438,13 @@ impl Aggregator {
             let per_agent = iv.per_agent.entry(b.agent_id).or_insert(0);
             for (r, &id) in b.records.iter().zip(&rb.flows) {
                 let c = Counters::of_record(r);
-                let Some(slot) = self.table.get_mut(id as usize) else {
+                let Some(slot) = self.table.get(id) else {
                     iv.categories[cat_index(Category::Unclassified)].add(&c);
                     iv.other_records += 1;
                     self.metrics.capped_records.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                iv.categories[cat_index(slot.resolved.category)].add(&c);
+                iv.categories[cat_index(slot.category)].add(&c);
                 let mut row = iv.by_id[id as usize];
                 if row == NO_ROW {
                     if let Some(&old) = iv.by_key.as_ref().and_then(|m| m.get(&FlowKey::of(r))) {
@@ -337,21 +467,28 @@ impl Aggregator {
                 }
                 *per_agent += 1;
                 self.total_flows += 1;
-                let monitors = &self.monitors;
-                let mask = *slot
-                    .mask
-                    .get_or_insert_with(|| mask_of(monitors, &slot.resolved));
+                let category = slot.category;
+                let mask = match slot.mask {
+                    Some(m) => m,
+                    None => {
+                        let m = mask_of(&self.monitors, &slot.resolved);
+                        if let Some(s) = self.table.get_mut(id) {
+                            s.mask = Some(m);
+                        }
+                        m
+                    }
+                };
                 iv.by_id[id as usize] = iv.samples.len() as u32;
                 iv.samples.push(FlowSample {
                     agent_id: b.agent_id,
                     record: *r,
-                    category: slot.resolved.category,
+                    category,
                     // Filled by the health stage from `ClosedWork::resolved` (see there).
                     path: Vec::new(),
                 });
                 iv.counters.push(c);
                 iv.masks.push(mask);
-                iv.resolved.push(slot.resolved.clone());
+                iv.ids.push(id);
             }
             self.metrics
                 .aggregated_records
@@ -414,13 +551,20 @@ impl Aggregator {
         let masks = std::mem::take(&mut iv.masks);
         // Pair labels are keyed by their (interned) pointers and turned into strings only for
         // the pairs kept.
-        let resolved = std::mem::take(&mut iv.resolved);
-        let label_key = |i: usize| {
-            let r = &resolved[i];
-            (
+        let resolved = Resolutions {
+            pinned: std::mem::take(&mut iv.pinned),
+            table: self.table.clone(),
+            ids: std::mem::take(&mut iv.ids),
+        };
+        let label_key = |i: usize| match resolved.pinned.get(i) {
+            Some(r) => (
                 Arc::as_ptr(&r.local_label) as *const u8 as usize,
                 Arc::as_ptr(&r.remote_label) as *const u8 as usize,
-            )
+            ),
+            None => resolved
+                .table
+                .get(resolved.ids[i])
+                .map_or((0, 0), |s| s.labels),
         };
         // Top per (category, metric).
         let mut by_cat: [Vec<usize>; 6] = Default::default();
@@ -467,8 +611,12 @@ impl Aggregator {
                     .map(|&p| {
                         let (c, i) = pairs[p];
                         PairStat {
-                            local: resolved[i].local_label.to_string(),
-                            remote: resolved[i].remote_label.to_string(),
+                            local: resolved
+                                .get(i)
+                                .map_or_else(String::new, |r| r.local_label.to_string()),
+                            remote: resolved
+                                .get(i)
+                                .map_or_else(String::new, |r| r.remote_label.to_string()),
                             counters: c,
                         }
                     })
@@ -747,6 +895,42 @@ mod test {
         assert_eq!(row.record.bytes_sent, 200);
         assert_eq!(row.record.retrans.established, 2);
         assert_eq!(c[0].summary.records, 4);
+        // Each row's resolution is its own flow's, across both generations.
+        assert_eq!(c[0].resolved.len(), 3);
+        for (i, f) in flows.iter().enumerate() {
+            let r = c[0].resolved.get(i).expect("resolved");
+            assert_eq!((r.local_ip, r.remote_ip), (f.record.local, f.record.remote));
+        }
+    }
+
+    /// A snapshot of the flow table keeps what it saw while the live table grows and changes.
+    #[test]
+    fn test_flow_table_snapshots_are_stable() {
+        let t = Topology::parse(TOPO).unwrap();
+        let res = |i: u32| {
+            let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0100 + i));
+            Arc::new(Resolved::new(i as u64, &t, ip, ip))
+        };
+        let mut live = FlowTable::default();
+        for i in 0..(CHUNK as u32 + 10) {
+            live.push(FlowSlot::new(res(i)));
+        }
+        let snap = live.clone();
+        live.get_mut(3).unwrap().mask = Some(7);
+        live.push(FlowSlot::new(res(99_999)));
+        assert_eq!((snap.len(), live.len()), (CHUNK + 10, CHUNK + 11));
+        assert_eq!(snap.get(3).unwrap().mask, None);
+        assert_eq!(live.get(3).unwrap().mask, Some(7));
+        assert!(snap.get(CHUNK as u32 + 10).is_none());
+        for n in [CHUNK + 10, CHUNK + 1, CHUNK, 1, 0] {
+            let mut t = live.clone();
+            t.truncate(n);
+            assert_eq!(t.len(), n);
+            assert!(t.get(n as u32).is_none());
+            if n > 0 {
+                assert_eq!(t.get(n as u32 - 1).unwrap().resolved.id, n as u64 - 1);
+            }
+        }
     }
 
     #[test]

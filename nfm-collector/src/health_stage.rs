@@ -242,7 +242,7 @@ mod test {
                 pairs: vec![],
             }],
             closed_before_ms: 10,
-            resolved: vec![],
+            resolved: Default::default(),
         }
     }
 
@@ -304,7 +304,7 @@ mod test {
             "10.0.1.10".parse().unwrap(),
             "10.0.2.10".parse().unwrap(),
         ));
-        w.resolved = vec![r.clone(), r.clone()];
+        w.resolved = vec![r.clone(), r.clone()].into();
         let mut h = HealthStage::new(Some(Evaluator::default()), Arc::new(Metrics::default()));
         let StoreMsg::Interval { summary, .. } = h.handle(w) else {
             panic!("expected an interval")

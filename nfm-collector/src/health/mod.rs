@@ -21,6 +21,7 @@ mod judge;
 pub mod stats;
 pub mod synth;
 
+use crate::aggregator::Resolutions;
 use crate::model::{
     Blame, ClosedInterval, ComponentId, ComponentKind, HealthReport, MetricChange, Verdict,
 };
@@ -53,25 +54,59 @@ impl Paths for SamplePaths<'_> {
     }
 }
 
-/// The collector's case: samples without a path take their resolution's (same order as the
-/// samples), shared by every sample of the same address pair and named by `Resolved::id`.
-pub struct ResolvedPaths<'a> {
-    interval: &'a ClosedInterval,
-    resolved: &'a [Arc<Resolved>],
+/// Resolutions by sample index: a slice of them, or the aggregator's [`Resolutions`] (which
+/// hold one per row without a reference count per row).
+pub trait ResolutionList {
+    fn count(&self) -> usize;
+    fn resolution(&self, i: usize) -> Option<&Resolved>;
 }
 
-impl<'a> ResolvedPaths<'a> {
-    /// `None` unless there is one resolution per sample.
-    pub fn new(interval: &'a ClosedInterval, resolved: &'a [Arc<Resolved>]) -> Option<Self> {
-        (resolved.len() == interval.flows.len()).then_some(ResolvedPaths { interval, resolved })
+impl ResolutionList for [Arc<Resolved>] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn resolution(&self, i: usize) -> Option<&Resolved> {
+        self.get(i).map(|r| &**r)
     }
 }
 
-impl Paths for ResolvedPaths<'_> {
+impl ResolutionList for Vec<Arc<Resolved>> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn resolution(&self, i: usize) -> Option<&Resolved> {
+        self.get(i).map(|r| &**r)
+    }
+}
+
+impl ResolutionList for Resolutions {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn resolution(&self, i: usize) -> Option<&Resolved> {
+        self.get(i).map(|r| &**r)
+    }
+}
+
+/// The collector's case: samples without a path take their resolution's (same order as the
+/// samples), shared by every sample of the same address pair and named by `Resolved::id`.
+pub struct ResolvedPaths<'a, R: ResolutionList + ?Sized> {
+    interval: &'a ClosedInterval,
+    resolved: &'a R,
+}
+
+impl<'a, R: ResolutionList + ?Sized> ResolvedPaths<'a, R> {
+    /// `None` unless there is one resolution per sample.
+    pub fn new(interval: &'a ClosedInterval, resolved: &'a R) -> Option<Self> {
+        (resolved.count() == interval.flows.len()).then_some(ResolvedPaths { interval, resolved })
+    }
+}
+
+impl<R: ResolutionList + ?Sized> Paths for ResolvedPaths<'_, R> {
     fn path(&self, i: usize) -> &[ComponentId] {
         let own = &self.interval.flows[i].path;
         if own.is_empty() {
-            &self.resolved[i].path
+            self.resolved.resolution(i).map_or(&[], |r| &r.path[..])
         } else {
             own
         }
@@ -80,7 +115,7 @@ impl Paths for ResolvedPaths<'_> {
         if !self.interval.flows[i].path.is_empty() {
             return None;
         }
-        let r = &self.resolved[i];
+        let r = self.resolved.resolution(i)?;
         Some((r.id, r.path.as_ptr() as usize))
     }
 }
