@@ -3,14 +3,21 @@
 //! a fault to attribute. The collector's bar is 1M records/s end to end; an interval of 100k
 //! flows must evaluate in well under a second.
 //!
-//! Besides criterion's wall-clock figures it prints `health.eval_cpu_ms_healthy` and
-//! `health.eval_cpu_ms_fault`: the evaluating thread's own CPU time per interval (mean of 20),
-//! which other jobs on this shared machine disturb far less than wall time.
+//! Two ways of handing over paths: in the samples (`evaluate`), and the collector's way
+//! (`evaluate_paths` with `ResolvedPaths`: samples without paths, one shared resolution per
+//! address pair, kept across intervals).
+//!
+//! Besides criterion's wall-clock figures it prints `health.eval_cpu_ms_{healthy,fault}` and
+//! `health.eval_cpu_ms_shared_{healthy,fault}`: the evaluating thread's own CPU time per
+//! interval (mean of 20), which other jobs on this shared machine disturb far less than wall time.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use nfm_collector::health::synth::{Fault, Fleet, FleetSpec};
-use nfm_collector::health::Evaluator;
+use nfm_collector::health::synth::{Fault, Fleet, FleetSpec, SharedPaths};
+use nfm_collector::health::{Evaluator, ResolvedPaths};
+use nfm_collector::model::ClosedInterval;
 use nfm_collector::model::{ComponentId, ComponentKind};
+use nfm_collector::resolver::Resolved;
+use std::sync::Arc;
 
 fn fleet() -> Fleet {
     Fleet::new(FleetSpec {
@@ -21,11 +28,27 @@ fn fleet() -> Fleet {
     })
 }
 
+/// An interval with its paths moved into shared resolutions.
+type Shared = (ClosedInterval, Vec<Arc<Resolved>>);
+
+fn eval_shared(ev: &mut Evaluator, (iv, r): &Shared) -> usize {
+    let paths = ResolvedPaths::new(iv, r).expect("one resolution per sample");
+    ev.evaluate_paths(iv, &paths).degraded_flows.len()
+}
+
 fn bench_health(c: &mut Criterion) {
     let mut f = fleet();
     let mut ev = Evaluator::default();
+    let mut ev_shared = Evaluator::default();
+    let mut pairs = SharedPaths::default();
+    let mut share = |mut iv: ClosedInterval| {
+        let r = pairs.share(&mut iv);
+        (iv, r)
+    };
     for i in 0..20 {
-        ev.evaluate(&f.interval(i, &[]));
+        let iv = f.interval(i, &[]);
+        ev.evaluate(&iv);
+        eval_shared(&mut ev_shared, &share(iv));
     }
     let healthy: Vec<_> = (20..24).map(|i| f.interval(i, &[])).collect();
     let fault = [Fault::Loss {
@@ -33,23 +56,41 @@ fn bench_health(c: &mut Criterion) {
         rate: 0.03,
     }];
     let faulty = f.interval(24, &fault);
+    let healthy_shared: Vec<Shared> = healthy.iter().map(|iv| share(iv.clone())).collect();
+    let faulty_shared = share(faulty.clone());
     let samples = healthy[0].flows.len() as u64;
-    let per_interval = |ev: &mut Evaluator, ivs: &[&nfm_collector::model::ClosedInterval]| {
-        let n = 20;
-        let t = thread_cpu_s();
-        for k in 0..n {
-            std::hint::black_box(ev.evaluate(ivs[k % ivs.len()]));
-        }
-        (thread_cpu_s() - t) * 1e3 / n as f64
-    };
-    let ms = per_interval(&mut ev, &healthy.iter().collect::<Vec<_>>());
-    println!("health.eval_cpu_ms_healthy {ms:.2} ms");
-    let ms = per_interval(&mut ev, &[&faulty]);
-    println!("health.eval_cpu_ms_fault {ms:.2} ms");
     eprintln!(
         "health bench: {samples} samples per interval, {} flows",
         f.flow_count()
     );
+
+    const N: usize = 20;
+    let cpu_ms = |run: &mut dyn FnMut(usize)| {
+        let t = thread_cpu_s();
+        for k in 0..N {
+            run(k);
+        }
+        (thread_cpu_s() - t) * 1e3 / N as f64
+    };
+    let ms = cpu_ms(&mut |k| {
+        std::hint::black_box(ev.evaluate(&healthy[k % healthy.len()]));
+    });
+    println!("health.eval_cpu_ms_healthy {ms:.2} ms");
+    let ms = cpu_ms(&mut |_| {
+        std::hint::black_box(ev.evaluate(&faulty));
+    });
+    println!("health.eval_cpu_ms_fault {ms:.2} ms");
+    let ms = cpu_ms(&mut |k| {
+        std::hint::black_box(eval_shared(
+            &mut ev_shared,
+            &healthy_shared[k % healthy.len()],
+        ));
+    });
+    println!("health.eval_cpu_ms_shared_healthy {ms:.2} ms");
+    let ms = cpu_ms(&mut |_| {
+        std::hint::black_box(eval_shared(&mut ev_shared, &faulty_shared));
+    });
+    println!("health.eval_cpu_ms_shared_fault {ms:.2} ms");
 
     let mut g = c.benchmark_group("health");
     g.sample_size(20);
@@ -64,6 +105,15 @@ fn bench_health(c: &mut Criterion) {
     // A fault in progress: its flows are not learned, so every iteration sees it anew.
     g.bench_function("evaluate_100k_az_pair_fault", |b| {
         b.iter(|| ev.evaluate(&faulty))
+    });
+    g.bench_function("evaluate_100k_healthy_shared_paths", |b| {
+        b.iter(|| {
+            k = (k + 1) % healthy_shared.len();
+            eval_shared(&mut ev_shared, &healthy_shared[k])
+        })
+    });
+    g.bench_function("evaluate_100k_az_pair_fault_shared_paths", |b| {
+        b.iter(|| eval_shared(&mut ev_shared, &faulty_shared))
     });
     g.finish();
 }

@@ -62,7 +62,7 @@ impl<'a> Graph<'a> {
                         &scratch
                     }
                 };
-                for (k, &g) in ids.ids.iter().enumerate() {
+                for (k, &g) in ids.ids().iter().enumerate() {
                     let (id, new) = t.interner.local(g);
                     if new {
                         comps.push(&path[k]);
@@ -86,9 +86,9 @@ impl<'a> Graph<'a> {
                     Role::Server => s.record.local_port,
                 };
                 let d = |g: Option<u32>| g.map(|g| t.interner.digest_of(g));
-                o.key = digest((d(ids.first), d(ids.last), port));
-                let span = ids.span.or(if s.category == Category::IntraAz {
-                    ids.az
+                o.key = digest((d(ids.first()), d(ids.last()), port));
+                let span = ids.span().or(if s.category == Category::IntraAz {
+                    ids.az()
                 } else {
                     None
                 });

@@ -36,9 +36,8 @@ pub struct Interner {
     /// colliding key costs a probe, not a wrong answer.
     ids: FxHashMap<ComponentId, u32>,
     digests: Vec<u64>,
-    /// Interval number in which each component was last seen.
-    seen: Vec<u32>,
-    /// Per component: (interval number, local id in that interval).
+    /// Per component: (interval in which it was last numbered, i.e. last seen; its local id
+    /// there).
     local: Vec<(u32, u32)>,
     /// Number of the interval being numbered (0: none yet).
     current: u32,
@@ -52,7 +51,7 @@ impl Interner {
         self.next_local = 0;
     }
 
-    /// Global id and digest of `c`, interning it if new.
+    /// Global id of `c`, interning it if new.
     #[inline]
     pub fn global(&mut self, c: &ComponentId) -> u32 {
         if let Some(&g) = self.ids.get(c) {
@@ -61,7 +60,6 @@ impl Interner {
         let g = self.digests.len() as u32;
         self.ids.insert(c.clone(), g);
         self.digests.push(digest(c));
-        self.seen.push(0);
         self.local.push((0, 0));
         g
     }
@@ -70,8 +68,8 @@ impl Interner {
         self.digests[g as usize]
     }
 
-    /// Local id of global `g` in the current interval, numbering it (and marking it seen) on
-    /// first use; the bool says whether it was new in this interval.
+    /// Local id of global `g` in the current interval, numbering it (and so marking it seen)
+    /// on first use; the bool says whether it was new in this interval.
     #[inline]
     pub fn local(&mut self, g: u32) -> (u32, bool) {
         let slot = &mut self.local[g as usize];
@@ -81,7 +79,6 @@ impl Interner {
         let l = self.next_local;
         *slot = (self.current, l);
         self.next_local += 1;
-        self.seen[g as usize] = self.current;
         (l, true)
     }
 
@@ -102,17 +99,16 @@ impl Interner {
     pub fn compact(&mut self) -> bool {
         let now = self.current;
         let live = |s: u32| now.saturating_sub(s) <= IDLE_INTERVALS;
-        let alive = self.seen.iter().filter(|&&s| live(s)).count();
+        let alive = self.local.iter().filter(|l| live(l.0)).count();
         if alive * 2 >= self.len() {
             return false;
         }
         let mut remap = vec![u32::MAX; self.len()];
-        let (mut digests, mut seen, mut local) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut digests, mut local) = (Vec::new(), Vec::new());
         for (g, r) in remap.iter_mut().enumerate() {
-            if live(self.seen[g]) {
+            if live(self.local[g].0) {
                 *r = digests.len() as u32;
                 digests.push(self.digests[g]);
-                seen.push(self.seen[g]);
                 local.push(self.local[g]);
             }
         }
@@ -123,46 +119,107 @@ impl Interner {
         });
         self.ids.shrink_to_fit();
         self.digests = digests;
-        self.seen = seen;
         self.local = local;
         true
     }
 }
 
+/// Paths up to this long keep their ids inline (the longest path the resolver builds has 10
+/// components); longer ones spill to the heap.
+const INLINE: usize = 12;
+const NONE: u32 = u32::MAX;
+
 /// One path as global component ids, with the ids its path and class identities are made of.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PathIds {
-    pub ids: Vec<u32>,
-    pub first: Option<u32>,
-    pub last: Option<u32>,
-    /// The first component that spans the path: AZ pair, gateway, region pair or service.
-    pub span: Option<u32>,
-    /// The first AZ (the local one).
-    pub az: Option<u32>,
+    len: u8,
+    inline: [u32; INLINE],
+    spill: Vec<u32>,
+    first: u32,
+    last: u32,
+    span: u32,
+    az: u32,
+}
+
+impl Default for PathIds {
+    fn default() -> Self {
+        PathIds {
+            len: 0,
+            inline: [0; INLINE],
+            spill: Vec::new(),
+            first: NONE,
+            last: NONE,
+            span: NONE,
+            az: NONE,
+        }
+    }
+}
+
+fn opt(g: u32) -> Option<u32> {
+    (g != NONE).then_some(g)
 }
 
 impl PathIds {
     pub fn fill(&mut self, path: &[ComponentId], interner: &mut Interner) {
-        self.ids.clear();
-        (self.first, self.last, self.span, self.az) = (None, None, None, None);
-        for c in path {
+        self.spill.clear();
+        self.len = 0;
+        (self.first, self.last, self.span, self.az) = (NONE, NONE, NONE, NONE);
+        let spill = path.len() > INLINE;
+        for (k, c) in path.iter().enumerate() {
             let g = interner.global(c);
-            self.ids.push(g);
-            self.first.get_or_insert(g);
-            self.last = Some(g);
+            if spill {
+                self.spill.push(g);
+            } else {
+                self.inline[k] = g;
+            }
+            if self.first == NONE {
+                self.first = g;
+            }
+            self.last = g;
             match c.kind {
                 ComponentKind::AzPair
                 | ComponentKind::Gateway
                 | ComponentKind::RegionPair
                 | ComponentKind::Service => {
-                    self.span.get_or_insert(g);
+                    if self.span == NONE {
+                        self.span = g;
+                    }
                 }
                 ComponentKind::Az => {
-                    self.az.get_or_insert(g);
+                    if self.az == NONE {
+                        self.az = g;
+                    }
                 }
                 _ => {}
             }
         }
+        if !spill {
+            self.len = path.len() as u8;
+        }
+    }
+
+    /// The path's components, in path order.
+    pub fn ids(&self) -> &[u32] {
+        if self.spill.is_empty() {
+            &self.inline[..self.len as usize]
+        } else {
+            &self.spill
+        }
+    }
+
+    pub fn first(&self) -> Option<u32> {
+        opt(self.first)
+    }
+    pub fn last(&self) -> Option<u32> {
+        opt(self.last)
+    }
+    /// The first component that spans the path: AZ pair, gateway, region pair or service.
+    pub fn span(&self) -> Option<u32> {
+        opt(self.span)
+    }
+    /// The first AZ (the local one).
+    pub fn az(&self) -> Option<u32> {
+        opt(self.az)
     }
 }
 
@@ -274,6 +331,25 @@ mod test {
         assert_eq!(t.len(), 2);
     }
 
+    /// Boundary: a path longer than the inline capacity spills, one at capacity does not.
+    #[test]
+    fn test_path_ids_inline_capacity_and_spill() {
+        let mut t = Interner::default();
+        t.begin(1);
+        for n in [0, 1, INLINE, INLINE + 1, 3 * INLINE] {
+            let path: Vec<ComponentId> = (0..n).map(|i| id(&format!("host:h{i}"))).collect();
+            let mut p = PathIds::default();
+            p.fill(&path, &mut t);
+            let want: Vec<u32> = path.iter().map(|c| t.global(c)).collect();
+            assert_eq!(p.ids(), &want[..], "{n}");
+            assert_eq!(p.first(), want.first().copied());
+            assert_eq!(p.last(), want.last().copied());
+            // Refilled shorter: no leftovers of the longer path.
+            p.fill(&path[..n.min(2)], &mut t);
+            assert_eq!(p.ids(), &want[..n.min(2)]);
+        }
+    }
+
     #[test]
     fn test_path_cache_reuses_and_tells_reused_ids_apart() {
         let mut t = Interner::default();
@@ -284,16 +360,17 @@ mod test {
         let mut fresh = PathIds::default();
         fresh.fill(&p1, &mut t);
         assert_eq!(c.get((7, 1), &p1, &mut t, 1), &fresh);
-        assert_eq!(fresh.span, Some(t.global(&id("az-pair:x|y"))));
-        assert_eq!(fresh.az, Some(t.global(&id("az:x"))));
-        assert_eq!(fresh.first, Some(t.global(&id("host:a"))));
-        assert_eq!(fresh.last, Some(t.global(&id("host:b"))));
+        assert_eq!(fresh.span(), Some(t.global(&id("az-pair:x|y"))));
+        assert_eq!(fresh.az(), Some(t.global(&id("az:x"))));
+        assert_eq!(fresh.first(), Some(t.global(&id("host:a"))));
+        assert_eq!(fresh.last(), Some(t.global(&id("host:b"))));
+        assert_eq!(fresh.ids().len(), 4);
         // Same id and tag: the cached ids, whatever path is passed.
         assert_eq!(c.get((7, 1), &p2, &mut t, 2), &fresh);
         // Same id, other tag: recomputed.
         fresh.fill(&p2, &mut t);
         assert_eq!(c.get((7, 2), &p2, &mut t, 3), &fresh);
-        assert_eq!(fresh.span, None);
+        assert_eq!(fresh.span(), None);
         c.evict(3 + IDLE_INTERVALS);
         assert_eq!(c.len(), 1);
         c.evict(4 + IDLE_INTERVALS);

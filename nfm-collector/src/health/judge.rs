@@ -123,6 +123,8 @@ pub struct Judged {
     /// Both ends ran agents and each end's own view flagged the same family.
     pub views_agree: bool,
     pub rtt_base: f32,
+    /// Where the observation's path baseline was when judged (for learning).
+    pub path_slot: Option<u32>,
     pub p_retrans: f32,
     pub p_timeout: f32,
     pub p_failed: f32,
@@ -264,7 +266,10 @@ struct Expect {
 /// All learned baselines.
 #[derive(Debug, Default)]
 pub struct Baselines {
-    paths: DigestMap<PathBaseline>,
+    /// Path key → index into `path_slots`: judging finds a path once and learning reuses the
+    /// index (each lookup into a table this size is a cache miss).
+    paths: DigestMap<u32>,
+    path_slots: Vec<PathBaseline>,
     classes: DigestMap<ClassBaseline>,
     global: Rates,
     /// Paths not learned because `max_paths` was reached.
@@ -371,7 +376,8 @@ impl Baselines {
         cfg: &HealthConfig,
     ) -> Judged {
         let class = self.classes.get(&o.class);
-        let path = self.paths.get(&o.key);
+        let slot = self.paths.get(&o.key).copied();
+        let path = slot.map(|i| &self.path_slots[i as usize]);
         let decayed = |r: Option<&Rates>| {
             r.map(|r| {
                 let mut r = *r;
@@ -399,6 +405,7 @@ impl Baselines {
         };
 
         let mut j = Judged {
+            path_slot: slot,
             p_retrans: exp.retrans as f32,
             p_timeout: exp.timeout as f32,
             p_failed: exp.failed as f32,
@@ -505,13 +512,20 @@ impl Baselines {
                 self.global.add(o);
             }
             let full = self.paths.len() >= cfg.max_paths;
-            let path = match self.paths.get_mut(&o.key) {
-                Some(p) => Some(p),
+            // The slot found when judging, else (a path new in this interval, perhaps learned
+            // a moment ago from another flow on it) a lookup.
+            let slot = j.path_slot.or_else(|| self.paths.get(&o.key).copied());
+            let path = match slot {
+                Some(s) => Some(&mut self.path_slots[s as usize]),
                 None if full => {
                     self.paths_refused += 1;
                     None
                 }
-                None => Some(self.paths.entry(o.key).or_default()),
+                None => {
+                    self.paths.insert(o.key, self.path_slots.len() as u32);
+                    self.path_slots.push(PathBaseline::default());
+                    self.path_slots.last_mut()
+                }
             };
             if let Some(p) = path {
                 p.rates.bring_to(seq, cfg.rate_decay);
@@ -546,8 +560,18 @@ impl Baselines {
         }
         if seq.is_multiple_of(64) {
             let ttl = cfg.path_idle_intervals;
-            self.paths
-                .retain(|_, p| seq.saturating_sub(p.rates.seq) <= ttl);
+            let slots = std::mem::take(&mut self.path_slots);
+            let mut kept = Vec::with_capacity(slots.len());
+            self.paths.retain(|_, i| {
+                let p = &slots[*i as usize];
+                let live = seq.saturating_sub(p.rates.seq) <= ttl;
+                if live {
+                    *i = kept.len() as u32;
+                    kept.push(*p);
+                }
+                live
+            });
+            self.path_slots = kept;
             self.classes
                 .retain(|_, c| seq.saturating_sub(c.rates.seq) <= ttl);
         }

@@ -485,3 +485,48 @@ impl Rng {
         }
     }
 }
+
+/// Turns intervals into the collector's shape: each sample's path moved out into a resolution
+/// (`crate::resolver::Resolved`) shared by every sample of its (local, remote) address pair and
+/// kept, with its id, across intervals, as the resolver does. Feed the result to
+/// `Evaluator::evaluate_paths` with `ResolvedPaths`.
+#[derive(Debug, Default)]
+pub struct SharedPaths {
+    map: std::collections::HashMap<(IpAddr, IpAddr), std::sync::Arc<crate::resolver::Resolved>>,
+    next_id: u64,
+}
+
+impl SharedPaths {
+    /// Empties the paths of `iv`'s samples; returns their resolutions, in sample order.
+    pub fn share(
+        &mut self,
+        iv: &mut ClosedInterval,
+    ) -> Vec<std::sync::Arc<crate::resolver::Resolved>> {
+        let mut out = Vec::with_capacity(iv.flows.len());
+        for s in &mut iv.flows {
+            let path = std::mem::take(&mut s.path);
+            let key = (s.record.local, s.record.remote);
+            let r = match self.map.get(&key) {
+                Some(r) if r.path == path => r.clone(),
+                _ => {
+                    self.next_id += 1;
+                    let r = std::sync::Arc::new(crate::resolver::Resolved {
+                        id: self.next_id,
+                        local_ip: key.0,
+                        remote_ip: key.1,
+                        category: s.category,
+                        path,
+                        local: Default::default(),
+                        remote: Default::default(),
+                        local_label: "local".into(),
+                        remote_label: "remote".into(),
+                    });
+                    self.map.insert(key, r.clone());
+                    r
+                }
+            };
+            out.push(r);
+        }
+        out
+    }
+}

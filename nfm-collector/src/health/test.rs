@@ -4,10 +4,7 @@
 use super::synth::{Fault, Fleet, FleetSpec, GATEWAY};
 use super::*;
 use crate::model::{Blame, ComponentId, ComponentKind, FlowSample};
-use crate::resolver::Resolved;
 use nfm_wire::FlowRecord;
-use std::collections::HashMap;
-use std::sync::Arc;
 
 fn id(s: &str) -> ComponentId {
     s.parse().unwrap()
@@ -642,13 +639,9 @@ fn golden_text(shared: bool) -> String {
     out
 }
 
-/// A stand-in for the resolver: one `Resolved` per (local, remote) address pair and path, kept
-/// across intervals.
+/// Evaluates `iv` with paths in the samples, or (`shared`) the collector's way.
 #[derive(Default)]
-struct Pairs {
-    map: HashMap<(std::net::IpAddr, std::net::IpAddr), Arc<Resolved>>,
-    next_id: u64,
-}
+struct Pairs(super::synth::SharedPaths);
 
 impl Pairs {
     fn evaluate(
@@ -660,31 +653,7 @@ impl Pairs {
         if !shared {
             return ev.evaluate(&iv);
         }
-        let mut resolved = Vec::with_capacity(iv.flows.len());
-        for s in &mut iv.flows {
-            let path = std::mem::take(&mut s.path);
-            let key = (s.record.local, s.record.remote);
-            let r = match self.map.get(&key) {
-                Some(r) if r.path == path => r.clone(),
-                _ => {
-                    self.next_id += 1;
-                    let r = Arc::new(Resolved {
-                        id: self.next_id,
-                        local_ip: key.0,
-                        remote_ip: key.1,
-                        category: s.category,
-                        path,
-                        local: Default::default(),
-                        remote: Default::default(),
-                        local_label: "l".into(),
-                        remote_label: "r".into(),
-                    });
-                    self.map.insert(key, r.clone());
-                    r
-                }
-            };
-            resolved.push(r);
-        }
+        let resolved = self.0.share(&mut iv);
         let paths = ResolvedPaths::new(&iv, &resolved).unwrap();
         ev.evaluate_paths(&iv, &paths)
     }
