@@ -180,16 +180,12 @@ impl PathIds {
                 ComponentKind::AzPair
                 | ComponentKind::Gateway
                 | ComponentKind::RegionPair
-                | ComponentKind::Service => {
-                    if self.span == NONE {
-                        self.span = g;
-                    }
+                | ComponentKind::Service
+                    if self.span == NONE =>
+                {
+                    self.span = g;
                 }
-                ComponentKind::Az => {
-                    if self.az == NONE {
-                        self.az = g;
-                    }
-                }
+                ComponentKind::Az if self.az == NONE => self.az = g,
                 _ => {}
             }
         }
