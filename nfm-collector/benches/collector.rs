@@ -137,6 +137,7 @@ fn main() {
     let agents = arg("--agents").unwrap_or(10_000);
     let per_agent = arg("--flows-per-agent").unwrap_or(10);
     let health = arg("--health").unwrap_or(1) != 0;
+    nfm_collector::alloc::tune();
     let flows = agents * per_agent;
     let dir = std::env::temp_dir().join(format!("nfm-bench-collector-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -7,9 +7,11 @@
 //! - `summary`: what is kept of each closed interval.
 //! - Actors, in pipeline order: `ingest` → `resolver` → `aggregator` → `health_stage` (owns the
 //!   `health` evaluator) → `store` → `api` (HTTP, `/metrics`; `ui` is the dashboard hook).
-//! - `collector`: settings and wiring; `metrics`: shared counters; `http`: the API's HTTP front.
+//! - `collector`: settings and wiring; `metrics`: shared counters; `http`: the API's HTTP front;
+//!   `alloc`: allocator tuning for the binaries.
 
 pub mod aggregator;
+pub mod alloc;
 pub mod api;
 pub mod collector;
 pub mod health;

@@ -63,6 +63,7 @@ fn addr(s: &str) -> Result<Option<SocketAddr>> {
 }
 
 fn main() -> Result<()> {
+    nfm_collector::alloc::tune();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let mut s = match &cli.config {

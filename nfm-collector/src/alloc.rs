@@ -1,0 +1,44 @@
+//! Allocator tuning for the collector's binaries (which use mimalloc as the global allocator).
+//!
+//! Why: every closed interval frees its columns (100k flows: tens of MiB) and the next one
+//! allocates them again. mimalloc returns idle memory to the kernel after a purge delay
+//! (default 1 s), so intervals faulted in, and the kernel zeroed, the same pages afresh. In
+//! the collector bench without health (`perf stat -e page-faults`, 8 s runs) a 10 ms delay
+//! gave 515k page faults and 1.00 µs CPU per record, 1 s gave 83.5k and 0.69 µs, 10 s gave
+//! 492 and 0.69 µs. Keeping idle memory for 10 s (jemalloc's default decay) removes the
+//! churn; memory still goes back after a burst, and resident memory stays flat under load.
+
+/// mimalloc's `mi_option_purge_delay` (not exported as a constant by `libmimalloc-sys`).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Idle memory is returned to the kernel after this long.
+pub const PURGE_DELAY_MS: i64 = 10_000;
+
+/// Applies the tuning. Call first thing in `main`, before any thread starts (mimalloc's
+/// option setters are not thread safe). Harmless where mimalloc is linked but not the global
+/// allocator.
+pub fn tune() {
+    // An explicit MIMALLOC_PURGE_DELAY in the environment wins (for experiments).
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a process-wide option; called before other threads exist.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS as _) };
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_purge_delay_is_the_option_we_set() {
+        // The option number is mimalloc's enum position: option 15 must hold purge_delay's
+        // default (1000 ms in mimalloc 3's options.c) before we set it.
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            let before = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+            assert_eq!(before, 1000, "option 15 is not purge_delay in this mimalloc");
+            tune();
+            let v = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+            assert_eq!(v as i64, PURGE_DELAY_MS);
+        }
+    }
+}
