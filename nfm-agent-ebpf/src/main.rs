@@ -11,14 +11,17 @@ fn main() {}
 mod prog {
     use aya_ebpf::{
         bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-        helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns},
+        helpers::{bpf_get_smp_processor_id, bpf_get_socket_cookie, bpf_ktime_get_ns},
         macros::{map, sock_ops},
         maps::{HashMap, PerCpuArray, RingBuf},
         programs::SockOpsContext,
         EbpfContext,
     };
     use core::ptr::{addr_of, read_volatile};
-    use nfm_agent_common::{counter, on_sock_ops, Counters, Env, SockOps, SockStats, AF_INET};
+    use nfm_agent_common::{
+        counter, on_sock_ops, stage, CloseEvent, Counters, Env, OpenEvent, SockOps, SockStats,
+        AF_INET,
+    };
 
     /// Live sockets by cookie. The size here is a placeholder: the agent sets it at load time.
     #[map]
@@ -27,6 +30,10 @@ mod prog {
     /// Close events (a `SockStats` each). Size set at load time.
     #[map]
     static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+    /// Close records waiting for a batched ring-buffer write, per CPU ([`stage`]).
+    #[map]
+    static STAGE: PerCpuArray<stage::Stage> = PerCpuArray::with_max_entries(1, 0);
 
     /// Overflow and activity counters, per CPU ([`counter`]).
     #[map]
@@ -142,6 +149,14 @@ mod prog {
             }
         }
         #[inline(always)]
+        fn srtt_us8(&self) -> u32 {
+            field!(self, srtt_us)
+        }
+        #[inline(always)]
+        fn total_retrans(&self) -> u32 {
+            field!(self, total_retrans)
+        }
+        #[inline(always)]
         fn cookie(&self) -> u64 {
             unsafe { bpf_get_socket_cookie(self.0.as_ptr()) }
         }
@@ -158,8 +173,31 @@ mod prog {
         }
     }
 
-    /// A close event's footprint in the ring: the record plus the kernel's 8-byte header.
+    /// Ring footprints (record + the kernel's 8-byte header) of an open event, a whole record
+    /// and a batch of staged closes.
+    const OPEN_BYTES: u64 = nfm_agent_common::OPEN_EVENT_LEN as u64 + 8;
     const RECORD_BYTES: u64 = nfm_agent_common::SOCK_STATS_LEN as u64 + 8;
+    const BATCH_BYTES: u64 = stage::BATCH_LEN as u64 + 8;
+
+    /// Ring-buffer write flags: wake the reader once, when this write takes the backlog across
+    /// the threshold. A wakeup is an irq_work (a self-IPI, a VM exit under a hypervisor), about
+    /// 1 µs, so waking on every record while the reader is busy would cost more than the rest
+    /// of the program together.
+    #[inline(always)]
+    fn wakeup_flags(bytes: u64) -> u64 {
+        let threshold = unsafe { read_volatile(&WAKEUP_BYTES) };
+        let flags = if threshold == 0 {
+            BPF_RB_FORCE_WAKEUP
+        } else {
+            let before = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+            if before < threshold && before + bytes >= threshold {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            }
+        };
+        flags as u64
+    }
 
     struct Kernel;
 
@@ -194,22 +232,33 @@ mod prog {
         }
         #[inline(always)]
         fn emit(&self, v: &SockStats) -> bool {
-            // Wake the reader once, when this record takes the backlog across the threshold:
-            // a wakeup is an irq_work (a self-IPI, a VM exit under a hypervisor), about 1 µs,
-            // so waking on every record while the reader is busy would cost more than the
-            // rest of the program together.
-            let threshold = unsafe { read_volatile(&WAKEUP_BYTES) };
-            let flags = if threshold == 0 {
-                BPF_RB_FORCE_WAKEUP
-            } else {
-                let before = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-                if before < threshold && before + RECORD_BYTES >= threshold {
-                    BPF_RB_FORCE_WAKEUP
-                } else {
-                    BPF_RB_NO_WAKEUP
-                }
+            EVENTS
+                .output::<SockStats>(v, wakeup_flags(RECORD_BYTES))
+                .is_ok()
+        }
+        #[inline(always)]
+        fn emit_open(&self, v: &OpenEvent) -> bool {
+            EVENTS
+                .output::<OpenEvent>(v, wakeup_flags(OPEN_BYTES))
+                .is_ok()
+        }
+        #[inline(always)]
+        fn stage(&self, v: &CloseEvent) -> bool {
+            let Some(st) = STAGE.get_ptr_mut(0) else {
+                return false;
             };
-            EVENTS.output::<SockStats>(v, flags as u64).is_ok()
+            let cpu = unsafe { bpf_get_smp_processor_id() };
+            // SAFETY: this CPU's value of a per-CPU map; the program runs with migration
+            // disabled, so nothing else writes it during this run.
+            stage::push(unsafe { &mut *st }, cpu, v, |recs| {
+                let ok = EVENTS
+                    .output::<[CloseEvent; stage::RECORDS]>(recs, wakeup_flags(BATCH_BYTES))
+                    .is_ok();
+                if !ok {
+                    self.count(counter::RINGBUF_FULL);
+                }
+                ok
+            })
         }
         #[inline(always)]
         fn count(&self, c: u32) {
@@ -228,7 +277,13 @@ mod prog {
             return on_sock_ops(&Ctx(&ctx), &Kernel);
         }
         let t0 = unsafe { bpf_ktime_get_ns() };
-        let op = Ctx(&ctx).op();
+        let mut op = Ctx(&ctx).op();
+        if op == nfm_agent_common::op::STATE_CB
+            && Ctx(&ctx).arg(1) == nfm_agent_common::tcp_state::CLOSE
+        {
+            // Closes get their own slot: they cost more than the other state changes.
+            op = counter::PROFILE_CLOSE;
+        }
         let r = on_sock_ops(&Ctx(&ctx), &Kernel);
         let dt = unsafe { bpf_ktime_get_ns() } - t0;
         if op < counter::PROFILE_OPS {

@@ -6,14 +6,18 @@
 //! last one on SIGINT/SIGTERM, after which the program is detached and the process exits 0.
 //! Shutdown waits at most [`SHUTDOWN_GRACE`] for the collector to ack what is left.
 
+use crate::staged::Seen;
 use anyhow::{Context as _, Result};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use nfm_agent_common::{event, SockStats, SOCK_STATS_LEN};
+use nfm_agent_common::{
+    event, stage, CloseEvent, OpenEvent, SockStats, CLOSE_EVENT_LEN, OPEN_EVENT_LEN, SOCK_STATS_LEN,
+};
 use nfm_wire::{
     cap, encode_flow_batch, encode_to_vec, AgentStats, FlowRecord, Goodbye, Header, Hello, Key,
     Keyring, Message,
 };
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -69,14 +73,16 @@ pub struct Agent {
     interval_start_ms: u64,
     /// Closed sockets whose map entries are deleted after this read.
     to_delete: Vec<u64>,
-    /// Open events whose sockets get a map entry after this drain.
-    to_insert: Vec<SockStats>,
+    /// Open events whose sockets get a map entry at the end of the interval if still open
+    /// (a close removes its socket from here: most short connections never need an entry).
+    to_insert: HashMap<u64, SockStats>,
     /// Entries user space could not insert: map full, other errors.
     user_map_full: u64,
     user_map_failed: u64,
     scratch: BatchScratch,
     kernel: KernelCounters,
     ring_events: u64,
+    seen: Seen,
 }
 
 impl Agent {
@@ -145,12 +151,13 @@ impl Agent {
                 started_ms: now_ms,
                 interval_start_ms: now_ms,
                 to_delete: Vec::new(),
-                to_insert: Vec::new(),
+                to_insert: HashMap::new(),
                 user_map_full: 0,
                 user_map_failed: 0,
                 scratch: BatchScratch::default(),
                 kernel: KernelCounters::default(),
                 ring_events: 0,
+                seen: Seen::new(),
             },
             waker,
         ))
@@ -182,31 +189,79 @@ impl Agent {
         encode_to_vec(&h, &msg, self.key.as_ref())
     }
 
-    /// Reads every pending close event.
-    fn drain_ring(&mut self) {
-        let now = Instant::now();
-        while let Some(item) = self.probe.ring.next() {
-            if item.len() < SOCK_STATS_LEN {
-                log::warn!("short ring buffer record ({} bytes)", item.len());
-                continue;
+    /// One open or close record.
+    fn handle(&mut self, s: &SockStats, now: Instant) {
+        if s.event == event::OPEN {
+            if self.tracker.observe_open(s, now) {
+                self.to_insert.insert(s.cookie, *s);
             }
-            // SAFETY: the record holds a SockStats written by the program (same layout, Pod);
-            // read_unaligned because the ring only guarantees 8-byte alignment.
-            let s: SockStats = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            drop(item);
-            self.ring_events += 1;
-            if s.event == event::OPEN {
-                if self.tracker.observe_open(&s, now) {
-                    self.to_insert.push(s);
-                }
-            } else if self.tracker.observe_close(&s, now) {
+        } else {
+            // Closed before the interval's inserts: it never gets an entry.
+            self.to_insert.remove(&s.cookie);
+            if self.tracker.observe_close(s, now) {
                 self.to_delete.push(s.cookie);
             }
         }
-        // Sockets still open get their map entry now, so interval reads see their counters;
-        // most short connections have closed by the time their open event is read and never
-        // need one.
-        for s in std::mem::take(&mut self.to_insert) {
+    }
+
+    /// Reads every pending event: open events one per ring record, closes in batches.
+    fn drain_ring(&mut self) {
+        let now = Instant::now();
+        let mut batch: Vec<SockStats> = Vec::new();
+        while let Some(item) = self.probe.ring.next() {
+            // The three record kinds have distinct lengths (checked by the common crate's tests).
+            // SAFETY (all three): the bytes were written by the program as that Pod type;
+            // read_unaligned because the ring only guarantees 8-byte alignment.
+            match item.len() {
+                OPEN_EVENT_LEN => {
+                    let o: OpenEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                    batch.push(o.to_stats());
+                }
+                SOCK_STATS_LEN => {
+                    batch.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+                }
+                stage::BATCH_LEN => batch.extend(item.chunks_exact(CLOSE_EVENT_LEN).map(|c| {
+                    let e: CloseEvent = unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) };
+                    e.to_stats()
+                })),
+                n => log::warn!("malformed ring buffer record ({n} bytes)"),
+            }
+        }
+        // (Handled after the drain: a ring item borrows the ring. The ring's size bounds this.)
+        for s in batch {
+            self.ring_events += 1;
+            if self.seen.ring(&s) {
+                self.handle(&s, now);
+            }
+        }
+        self.finish_drain();
+    }
+
+    /// Closes still waiting in the CPUs' stages (a quiet CPU sends its batch late).
+    fn read_stages(&mut self) {
+        let recs = match self.probe.staged() {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("{e:#}");
+                return;
+            }
+        };
+        // A staged close's open event was written to the ring buffer before the close was
+        // staged, but perhaps after the last drain: drain again so opens go first.
+        self.drain_ring();
+        let now = Instant::now();
+        for s in self.seen.staged(recs) {
+            self.handle(&s, now);
+        }
+        self.finish_drain();
+    }
+
+    /// Map entries for sockets still open, so interval reads see their counters. Done once per
+    /// interval, after the stages were read: a socket whose close is still staged would
+    /// otherwise get an entry only to have it deleted (two syscalls per short connection).
+    fn insert_open(&mut self) {
+        let mut pending = std::mem::take(&mut self.to_insert);
+        for (_, s) in pending.drain() {
             if self.tracker.is_closed(s.cookie) {
                 continue;
             }
@@ -220,6 +275,12 @@ impl Agent {
                 }
             }
         }
+        // Keep the allocation for the next interval.
+        self.to_insert = pending;
+    }
+
+    /// Deletes the map entries of closed sockets.
+    fn finish_drain(&mut self) {
         // The program leaves closed entries in the map (a delete is the costliest part of a
         // close); remove them here, a batch per syscall.
         if !self.to_delete.is_empty() {
@@ -250,7 +311,7 @@ impl Agent {
         let t = self.transport.as_ref().map(|t| t.stats).unwrap_or_default();
         AgentStats {
             uptime_ms: self.started.elapsed().as_millis() as u64,
-            events_lost: self.kernel.close_lost,
+            events_lost: self.kernel.close_lost + self.tracker.stats.closes_unattributed,
             map_full: self.kernel.map_full + self.user_map_full,
             map_update_failed: self.kernel.map_update_failed
                 + self.kernel.cb_flags_failed
@@ -270,6 +331,8 @@ impl Agent {
     /// Closes the interval: folds everything read so far and ships or prints it.
     fn interval(&mut self, last: bool) {
         self.drain_ring();
+        self.read_stages();
+        self.insert_open();
         self.read_map();
         // Closes submitted while the map was read (their entries already gone from it).
         self.drain_ring();

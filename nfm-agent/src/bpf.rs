@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::{CgroupAttachMode, SockOps};
 use aya::{include_bytes_aligned, Ebpf, EbpfLoader};
-use nfm_agent_common::{counter, SockStats, SOCK_STATS_LEN};
+use nfm_agent_common::{counter, stage, SockStats, SOCK_STATS_LEN};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
@@ -57,6 +57,7 @@ pub struct Probe {
     pub ring: RingBuf<MapData>,
     socks: MapData,
     counters: PerCpuArray<MapData, u64>,
+    stage: PerCpuArray<MapData, stage::Stage>,
     ebpf: Ebpf,
     pub cgroup: PathBuf,
 }
@@ -152,10 +153,15 @@ impl Probe {
             ebpf.take_map("COUNTERS")
                 .ok_or_else(|| anyhow!("no COUNTERS map"))?,
         )?;
+        let stage = PerCpuArray::try_from(
+            ebpf.take_map("STAGE")
+                .ok_or_else(|| anyhow!("no STAGE map"))?,
+        )?;
         Ok(Probe {
             ring,
             socks,
             counters,
+            stage,
             ebpf,
             cgroup: cgroup.to_path_buf(),
         })
@@ -182,6 +188,17 @@ impl Probe {
             close_lost: v[counter::CLOSE_LOST as usize],
             cb_flags_failed: v[counter::CB_FLAGS_FAILED as usize],
         })
+    }
+
+    /// Every CPU's staged close records (torn and already-sent ones included: see
+    /// [`crate::staged`]).
+    pub fn staged(&self) -> Result<Vec<SockStats>> {
+        let per_cpu = self.stage.get(&0, 0).context("reading the close stages")?;
+        Ok(per_cpu
+            .iter()
+            .flat_map(|st| st.recs.iter().map(|r| r.to_stats()))
+            .filter(|r| r.seq != 0)
+            .collect())
     }
 
     /// Per-op (ns, runs) measured by a profiling program, summed over CPUs.

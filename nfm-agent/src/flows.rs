@@ -155,6 +155,10 @@ pub struct TrackerStats {
     pub closes: u64,
     pub evicted_idle: u64,
     pub stale_map_reads: u64,
+    /// Closes without addresses ([`sflag::ANONYMOUS`]) of sockets whose open event was never
+    /// seen (lost to a full ring buffer and map, or evicted): they cannot be attributed to a
+    /// flow, so they are counted here (and in AgentStats `events_lost`).
+    pub closes_unattributed: u64,
 }
 
 /// A hasher for socket cookies: the kernel hands them out from a counter, so a multiply-shift
@@ -293,6 +297,11 @@ impl Tracker {
     pub fn observe_close(&mut self, s: &SockStats, now: Instant) -> bool {
         if self.tombstones.contains_key(&s.cookie) {
             return s.flags & sflag::UNTRACKED == 0;
+        }
+        if s.flags & sflag::ANONYMOUS != 0 && !self.socks.contains_key(&s.cookie) {
+            self.stats.closes_unattributed += 1;
+            self.tombstones.insert(s.cookie, now);
+            return false;
         }
         let inserted = self.socks.get(&s.cookie).is_some_and(|k| k.inserted);
         self.apply(s, now, true);
@@ -631,6 +640,63 @@ mod test {
         assert_eq!((r[0].retrans.handshake, r[0].retrans.established), (2, 3));
         assert_eq!((r[0].rtt.count, r[0].rtt.sum_us), (3, 400));
         assert_eq!(r[0].bytes_received, 60);
+    }
+
+    /// A close without addresses joins its socket's open event; without one it is counted,
+    /// never folded into a made-up flow.
+    #[test]
+    fn test_anonymous_close_needs_its_open() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new();
+        let open = nfm_agent_common::OpenEvent {
+            cookie: 5,
+            local_addr: [u32::from_ne_bytes([10, 0, 0, 1]), 0, 0, 0],
+            remote_addr: [u32::from_ne_bytes([10, 0, 0, 2]), 0, 0, 0],
+            local_port: 40000,
+            remote_port: 443,
+            family: nfm_agent_common::AF_INET,
+            role: role::CLIENT,
+            flags: sflag::ESTABLISHED,
+            event: nfm_agent_common::event::OPEN,
+            handshake_us: 300,
+            srtt_us: 300,
+            total_retrans: 0,
+            _pad: 0,
+        };
+        assert!(t.observe_open(&open.to_stats(), t0));
+        let close = nfm_agent_common::CloseEvent {
+            cookie: 5,
+            bytes_acked: 1 + 8 + 1,
+            bytes_received: 1,
+            data_segs_out: 1,
+            srtt_us: 250,
+            local_port: 40000,
+            remote_port: 443,
+            role: role::CLIENT,
+            flags: sflag::UNTRACKED | sflag::CLOSED | sflag::ESTABLISHED,
+            close_kind: close_kind::COMPLETED,
+            last_state: nfm_agent_common::tcp_state::FIN_WAIT2 as u8,
+            fin_acked: 1,
+            event: nfm_agent_common::event::CLOSE,
+            ..Default::default()
+        };
+        assert!(
+            !t.observe_close(&close.to_stats(), t0),
+            "no entry to delete"
+        );
+        let mut other = close;
+        other.cookie = 6;
+        assert!(!t.observe_close(&other.to_stats(), t0));
+        assert_eq!(t.stats.closes_unattributed, 1);
+        let recs = t.finish_interval(t0);
+        assert_eq!(recs.len(), 1, "only the attributed flow");
+        let r = &recs[0];
+        assert_eq!(r.remote, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)));
+        assert_eq!((r.remote_port, r.local_port), (443, 0));
+        assert_eq!((r.conn_attempts, r.conn_completed), (1, 1));
+        assert_eq!((r.bytes_sent, r.bytes_received), (8, 0));
+        assert_eq!((r.handshake.count, r.handshake.sum_us), (1, 300));
+        assert_eq!((r.rtt.count, r.rtt.last_srtt_us), (1, 250));
     }
 
     #[test]

@@ -117,6 +117,9 @@ pub mod sflag {
     /// inserted it): its RTT samples, retransmissions and timeouts count from that moment, on
     /// top of those in the socket's open event.
     pub const ADOPTED: u8 = 1 << 3;
+    /// The record carries no addresses: a [`CloseEvent`], whose socket's addresses came with
+    /// its open event.
+    pub const ANONYMOUS: u8 = 1 << 4;
 }
 
 /// [`SockStats::event`] values (ring-buffer records; 0 in map entries).
@@ -163,7 +166,7 @@ pub mod counter {
     pub const RINGBUF_FULL: u32 = 2;
     /// Sockets registered: open events sent (or, ring buffer full, entries inserted).
     pub const REGISTERED: u32 = 3;
-    /// Close events sent through the ring buffer.
+    /// Close events staged for the ring buffer ([`stage`](super::stage)).
     pub const CLOSE_EVENTS: u32 = 4;
     /// Reserved (closes without a map entry are the common case and are no longer counted: one
     /// counter update less per connection).
@@ -175,7 +178,9 @@ pub mod counter {
     pub const COUNT: u32 = 8;
     /// Profiling slots (measurement builds only): ops 0..PROFILE_OPS, two slots each.
     pub const PROFILE_BASE: u32 = COUNT;
-    pub const PROFILE_OPS: u32 = 16;
+    pub const PROFILE_OPS: u32 = 17;
+    /// The profiling slot of STATE callbacks that are closes (the other ops use their number).
+    pub const PROFILE_CLOSE: u32 = 16;
 }
 
 /// One socket's identity and cumulative counters.
@@ -189,9 +194,10 @@ pub mod counter {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockStats {
+    /// A staged close record's sequence number, `(n << STAGE_CPU_BITS) | cpu` for the CPU's
+    /// n-th staged record (n ≥ 1); 0 in map entries and open events. See [`stage`].
+    pub seq: u64,
     pub cookie: u64,
-    /// Reserved (0): a clock read per connection was not worth its cost.
-    pub start_ns: u64,
     pub bytes_acked: u64,
     pub bytes_received: u64,
     /// Sum of RTT samples, µs.
@@ -230,14 +236,234 @@ pub struct SockStats {
     pub fin_acked: u8,
     /// [`event`] kind of a ring-buffer record; 0 in the map.
     pub event: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// The low 32 bits of `seq`, written first: a staged record read while it was being
+    /// written has `seq_end != seq as u32` (see [`stage`]).
+    pub seq_end: u32,
 }
 
 /// Size of [`SockStats`] on the wire between kernel and user space.
 pub const SOCK_STATS_LEN: usize = core::mem::size_of::<SockStats>();
 
+/// The open event of an established socket: identity and handshake, 64 bytes.
+///
+/// Why not a whole [`SockStats`]: on this machine the cost of a ring-buffer record is mostly its
+/// cache lines (each written line has to be fetched back from the reader's core), ~25–30 ns per
+/// 64 bytes, so the two events every connection sends are cut to what user space needs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenEvent {
+    pub cookie: u64,
+    pub local_addr: [u32; 4],
+    pub remote_addr: [u32; 4],
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub family: u8,
+    pub role: u8,
+    pub flags: u8,
+    /// Always [`event::OPEN`].
+    pub event: u8,
+    pub handshake_us: u32,
+    /// The handshake's RTT sample, µs (also the socket's first RTT sample).
+    pub srtt_us: u32,
+    /// SYN (client) or SYN-ACK (server) retransmissions: each was also a timeout.
+    pub total_retrans: u32,
+    pub _pad: u32,
+}
+
+/// The close of a socket whose open event was sent: final counters only, 64 bytes, staged
+/// ([`stage`]). Closes that carry more (a map entry's samples and per-phase counts) or whose
+/// socket never sent an open event (a failed connect) are whole [`SockStats`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CloseEvent {
+    /// Staging sequence (see [`SockStats::seq`]).
+    pub seq: u64,
+    pub cookie: u64,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub data_segs_in: u32,
+    pub data_segs_out: u32,
+    pub total_retrans: u32,
+    pub srtt_us: u32,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub role: u8,
+    pub flags: u8,
+    pub close_kind: u8,
+    pub last_state: u8,
+    pub fin_acked: u8,
+    /// Always [`event::CLOSE`].
+    pub event: u8,
+    pub _pad: u16,
+    /// The low 32 bits of `seq`, written first (see [`stage`]).
+    pub seq_end: u32,
+}
+
+pub const OPEN_EVENT_LEN: usize = core::mem::size_of::<OpenEvent>();
+pub const CLOSE_EVENT_LEN: usize = core::mem::size_of::<CloseEvent>();
+
+impl OpenEvent {
+    /// The socket's cumulative record as of its open (what a map entry starts from).
+    pub fn to_stats(&self) -> SockStats {
+        let rtt = self.srtt_us;
+        SockStats {
+            cookie: self.cookie,
+            rtt_sum_us: rtt as u64,
+            rtt_count: 1,
+            rtt_min_us: rtt,
+            rtt_max_us: rtt,
+            srtt_us: rtt,
+            total_retrans: self.total_retrans,
+            handshake_us: self.handshake_us,
+            retrans: [self.total_retrans, 0, 0],
+            rto: [self.total_retrans, 0, 0],
+            local_addr: self.local_addr,
+            remote_addr: self.remote_addr,
+            local_port: self.local_port,
+            remote_port: self.remote_port,
+            family: self.family,
+            role: self.role,
+            flags: self.flags,
+            last_state: tcp_state::ESTABLISHED as u8,
+            event: event::OPEN,
+            ..SockStats::default()
+        }
+    }
+}
+
+impl CloseEvent {
+    /// As a close record ([`sflag::ANONYMOUS`]: no addresses, no samples of its own).
+    pub fn to_stats(&self) -> SockStats {
+        SockStats {
+            seq: self.seq,
+            cookie: self.cookie,
+            bytes_acked: self.bytes_acked,
+            bytes_received: self.bytes_received,
+            data_segs_in: self.data_segs_in,
+            data_segs_out: self.data_segs_out,
+            srtt_us: self.srtt_us,
+            total_retrans: self.total_retrans,
+            local_port: self.local_port,
+            remote_port: self.remote_port,
+            role: self.role,
+            flags: self.flags | sflag::ANONYMOUS,
+            close_kind: self.close_kind,
+            last_state: self.last_state,
+            fin_acked: self.fin_acked,
+            event: event::CLOSE,
+            seq_end: self.seq_end,
+            ..SockStats::default()
+        }
+    }
+}
+
+/// Close records are staged per CPU and reach the ring buffer in batches.
+///
+/// Why: one ring-buffer write costs ~100–200 ns on this machine whatever its size (the ring's
+/// lock, the reservation, the commit), more than everything else a close does. So each CPU
+/// appends its close records to its own [`Stage`] (a per-CPU array value: no lock, no cache
+/// line shared with another CPU) and sends all [`RECORDS`] of them with one ring-buffer write
+/// when the array is full. User space reads every CPU's stage at each interval too, so a close
+/// on a quiet CPU is still reported within one interval, and it drops records it has already
+/// seen by their sequence numbers ([`SockStats::seq`]: per CPU, consecutive).
+///
+/// Torn reads: [`push`] writes `seq_end` first, then the record, then `seq` (volatile stores
+/// and compiler fences keep that order in the object; the JIT keeps program order). The kernel copies a
+/// per-CPU value to user space one word at a time from low to high addresses, so on a CPU that
+/// keeps stores in order and loads in order (x86-64) a copy whose `seq` is non-zero and equal to
+/// its `seq_end` ([`complete`]) holds one whole record.
+pub mod stage {
+    use super::{CloseEvent, SockStats};
+    use core::sync::atomic::{compiler_fence, Ordering};
+
+    /// Records per stage (one ring-buffer write per this many closes on a CPU).
+    pub const RECORDS: usize = 8;
+    /// `seq` = `(n << CPU_BITS) | cpu`.
+    pub const CPU_BITS: u32 = 16;
+    pub const CPU_MASK: u64 = (1 << CPU_BITS) - 1;
+
+    /// One CPU's staged close records (the value of the per-CPU `STAGE` map).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Stage {
+        /// Records staged on this CPU so far.
+        pub next: u64,
+        /// Records sent through the ring buffer (a multiple of [`RECORDS`]).
+        pub flushed: u64,
+        /// Record n (1-based) is in slot (n - 1) % RECORDS.
+        pub recs: [CloseEvent; RECORDS],
+    }
+
+    /// Bytes of one flushed stage in the ring buffer.
+    pub const BATCH_LEN: usize = RECORDS * super::CLOSE_EVENT_LEN;
+
+    #[inline(always)]
+    pub fn seq(n: u64, cpu: u32) -> u64 {
+        (n << CPU_BITS) | (cpu as u64 & CPU_MASK)
+    }
+
+    pub fn cpu_of(seq: u64) -> usize {
+        (seq & CPU_MASK) as usize
+    }
+
+    pub fn n_of(seq: u64) -> u64 {
+        seq >> CPU_BITS
+    }
+
+    /// A staged record read whole (see the module docs), after [`CloseEvent::to_stats`].
+    pub fn complete(r: &SockStats) -> bool {
+        r.seq != 0 && r.seq_end == r.seq as u32
+    }
+
+    /// Appends `rec` to this CPU's stage and hands the whole stage to `flush` (a ring-buffer
+    /// write; true when it fit) once it holds [`RECORDS`] unsent records. Returns false when
+    /// `rec` could not be staged: the stage is full of records the ring buffer did not take.
+    #[inline(always)]
+    pub fn push<F: FnMut(&[CloseEvent; RECORDS]) -> bool>(
+        st: &mut Stage,
+        cpu: u32,
+        rec: &CloseEvent,
+        mut flush: F,
+    ) -> bool {
+        if st.next.wrapping_sub(st.flushed) >= RECORDS as u64 {
+            // An earlier flush failed (ring buffer full): retry before overwriting.
+            if !flush(&st.recs) {
+                return false;
+            }
+            st.flushed = st.next;
+        }
+        let n = st.next.wrapping_add(1);
+        let seq = seq(n, cpu);
+        let i = (st.next % RECORDS as u64) as usize;
+        if let Some(slot) = st.recs.get_mut(i) {
+            // seq_end first, the record, seq last; the fences keep the compiler from moving the
+            // record's stores across the markers (they emit no instruction).
+            // SAFETY: `slot` is a valid, exclusive reference.
+            unsafe { core::ptr::write_volatile(&mut slot.seq_end, seq as u32) };
+            compiler_fence(Ordering::SeqCst);
+            *slot = *rec;
+            slot.seq_end = seq as u32;
+            compiler_fence(Ordering::SeqCst);
+            // SAFETY: as above.
+            unsafe { core::ptr::write_volatile(&mut slot.seq, seq) };
+        }
+        st.next = n;
+        if n.wrapping_sub(st.flushed) >= RECORDS as u64 && flush(&st.recs) {
+            st.flushed = n;
+        }
+        true
+    }
+}
+
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for SockStats {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for stage::Stage {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for OpenEvent {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CloseEvent {}
 
 /// Counters read from `bpf_sock_ops` in one go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -266,6 +492,14 @@ pub trait SockOps {
     /// Local port (host order) and remote port (host order).
     fn ports(&self) -> (u16, u16);
     fn counters(&self) -> Counters;
+    /// Raw `srtt_us` alone (the BPF implementation reads just this field).
+    fn srtt_us8(&self) -> u32 {
+        self.counters().srtt_us8
+    }
+    /// `total_retrans` alone.
+    fn total_retrans(&self) -> u32 {
+        self.counters().total_retrans
+    }
     fn cookie(&self) -> u64;
     /// The socket's callback flags now.
     fn cb_flags(&self) -> u32;
@@ -287,8 +521,14 @@ pub trait Env {
     /// Inserts a new entry (BPF_NOEXIST); a negative errno on failure.
     fn insert(&self, cookie: u64, v: &SockStats) -> i64;
     fn remove(&self, cookie: u64);
-    /// Sends a close event; false when the ring buffer is full.
+    /// Sends an open event through the ring buffer; false when the ring buffer is full.
+    fn emit_open(&self, v: &OpenEvent) -> bool;
+    /// Sends a whole record (a close with samples, or a failed connect) through the ring
+    /// buffer; false when the ring buffer is full.
     fn emit(&self, v: &SockStats) -> bool;
+    /// Stages a close event ([`stage`]); false when it could not be staged (the stage is full
+    /// of records the ring buffer did not take).
+    fn stage(&self, v: &CloseEvent) -> bool;
     fn count(&self, counter: u32);
 }
 
@@ -299,9 +539,14 @@ pub const RET: u32 = 1;
 #[inline(always)]
 pub fn on_sock_ops<C: SockOps, E: Env>(ctx: &C, env: &E) -> u32 {
     match ctx.op() {
-        // Fires on every state change once enabled; only the close matters. Keep the common
-        // path to two context loads.
-        op::STATE_CB if ctx.arg(1) == tcp_state::CLOSE => on_close(ctx, env),
+        // Fires on every state change once enabled (four times per socket for a short
+        // connection); only the close and this end's FIN matter. The common path is two context
+        // loads and two compares.
+        op::STATE_CB => match ctx.arg(1) {
+            tcp_state::CLOSE => on_close(ctx, env),
+            tcp_state::FIN_WAIT1 | tcp_state::LAST_ACK => on_fin_sent(ctx),
+            _ => {}
+        },
         op::RTT_CB => on_rtt(ctx, env),
         op::RETRANS_CB => on_retrans(ctx, env),
         op::RTO_CB => on_rto(ctx, env),
@@ -395,34 +640,46 @@ fn register<C: SockOps, E: Env>(ctx: &C, env: &E, role: u8) {
         env.count(counter::CB_FLAGS_FAILED);
     }
     let cookie = ctx.cookie();
-    // No clock read here: the handshake time comes from the kernel's own RTT measurement.
-    let mut s = identity(ctx, cookie, role);
-    let c = ctx.counters();
-    refresh(&mut s, &c, tcp_state::ESTABLISHED);
-    s.flags = sflag::ESTABLISHED;
-    // The handshake's RTT measurement is the first sample (RTT_CB is enabled only now, so it is
+    let family = if ctx.family() == AF_INET6 as u32 {
+        AF_INET6
+    } else {
+        AF_INET
+    };
+    let (local_addr, remote_addr) = ctx.addrs(family);
+    let (local_port, remote_port) = ctx.ports();
+    // No clock read here: the handshake time comes from the kernel's own RTT measurement. The
+    // handshake's RTT measurement is the first sample (RTT_CB is enabled only now, so it is
     // never counted twice). SYN (client) or SYN-ACK (server, sent by the request socket)
     // retransmissions are in `total_retrans`; each was a timeout.
-    let rtt = s.srtt_us;
-    s.rtt_count = 1;
-    s.rtt_sum_us = rtt as u64;
-    s.rtt_min_us = rtt;
-    s.rtt_max_us = rtt;
-    s.retrans[phase::HANDSHAKE] = c.total_retrans;
-    s.rto[phase::HANDSHAKE] = c.total_retrans;
-    s.handshake_us = if role == role::CLIENT {
-        client_handshake_us(rtt, c.total_retrans)
-    } else {
-        // The child socket exists only once the handshake is done: its first RTT sample is
-        // the SYN-ACK → ACK round trip.
-        rtt
+    let rtt = ctx.srtt_us8() >> 3;
+    let total_retrans = ctx.total_retrans();
+    let open = OpenEvent {
+        cookie,
+        local_addr,
+        remote_addr,
+        local_port,
+        remote_port,
+        family,
+        role,
+        flags: sflag::ESTABLISHED,
+        event: event::OPEN,
+        handshake_us: if role == role::CLIENT {
+            client_handshake_us(rtt, total_retrans)
+        } else {
+            // The child socket exists only once the handshake is done: its first RTT sample
+            // is the SYN-ACK → ACK round trip.
+            rtt
+        },
+        srtt_us: rtt,
+        total_retrans,
+        _pad: 0,
     };
-    s.event = event::OPEN;
-    if env.emit(&s) {
+    if env.emit_open(&open) {
         env.count(counter::REGISTERED);
         return;
     }
     env.count(counter::RINGBUF_FULL);
+    let mut s = open.to_stats();
     s.event = 0;
     let r = env.insert(cookie, &s);
     if r == 0 {
@@ -473,6 +730,18 @@ fn on_rtt<C: SockOps, E: Env>(ctx: &C, env: &E) {
     let srtt8 = ctx.arg(1);
     if srtt8 != 0 {
         s.srtt_us = srtt8 >> 3;
+    }
+}
+
+/// This end sent its FIN: no more RTT samples are taken (the ACK of the FIN, or of data still in
+/// flight behind it, would cost a callback each on every connection, and a short connection's
+/// close carries the final smoothed RTT anyway). Half-closed servers (CLOSE_WAIT) that still
+/// send keep their samples: the flag goes at their own FIN (LAST_ACK).
+#[inline(always)]
+fn on_fin_sent<C: SockOps>(ctx: &C) {
+    let f = ctx.cb_flags();
+    if f & cb_flag::RTT != 0 {
+        let _ = ctx.set_cb_flags(f & !cb_flag::RTT);
     }
 }
 
@@ -589,15 +858,45 @@ fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
             // User space knows the role from the open event; for a connect that never
             // completed it is the client; otherwise the ephemeral (higher) port is the client's.
             let (lp, rp) = ctx.ports();
-            let role = if old == tcp_state::SYN_SENT || lp > rp {
+            let established = old != tcp_state::SYN_SENT && old != tcp_state::SYN_RECV;
+            let role = if !established || lp > rp {
                 role::CLIENT
             } else {
                 role::SERVER
             };
+            if established {
+                // The open event carried the addresses: only the final counters are staged.
+                let ev = CloseEvent {
+                    seq: 0,
+                    cookie,
+                    bytes_acked: c.bytes_acked,
+                    bytes_received: c.bytes_received,
+                    data_segs_in: c.data_segs_in,
+                    data_segs_out: c.data_segs_out,
+                    total_retrans: c.total_retrans,
+                    srtt_us: c.srtt_us8 >> 3,
+                    local_port: lp,
+                    remote_port: rp,
+                    role,
+                    flags: sflag::UNTRACKED | sflag::CLOSED | sflag::ESTABLISHED,
+                    close_kind: close_kind_of(old),
+                    last_state: old as u8,
+                    fin_acked: (fin_sent(old) && c.snd_una == c.snd_nxt) as u8,
+                    event: event::CLOSE,
+                    _pad: 0,
+                    seq_end: 0,
+                };
+                if env.stage(&ev) {
+                    env.count(counter::CLOSE_EVENTS);
+                    return;
+                }
+            }
             let mut s = identity(ctx, cookie, role);
             s.flags = sflag::UNTRACKED | sflag::CLOSED;
             finish(&mut s, &c, old);
-            if env.emit(&s) {
+            if established {
+                // Stage full of records the ring buffer did not take: to the map below.
+            } else if env.emit(&s) {
                 env.count(counter::CLOSE_EVENTS);
                 return;
             }
@@ -801,6 +1100,14 @@ mod test {
             }
             r.push(*v);
             true
+        }
+        fn emit_open(&self, v: &OpenEvent) -> bool {
+            self.emit(&v.to_stats())
+        }
+        fn stage(&self, v: &CloseEvent) -> bool {
+            // Staging itself is tested on its own (test_stage_*); here a staged close is
+            // delivered at once, with the ring buffer's capacity.
+            self.emit(&v.to_stats())
         }
         fn count(&self, c: u32) {
             self.counters.borrow_mut()[c as usize] += 1;
@@ -1178,9 +1485,125 @@ mod test {
         assert_eq!(payload(&SockStats::default()), (0, 0));
     }
 
+    fn rec(cookie: u64) -> CloseEvent {
+        CloseEvent {
+            cookie,
+            event: event::CLOSE,
+            ..CloseEvent::default()
+        }
+    }
+
+    /// Records reach the ring buffer in batches of RECORDS, in order, with consecutive
+    /// sequence numbers that carry the CPU.
+    #[test]
+    fn test_stage_flushes_full_batches_in_order() {
+        let mut st = stage::Stage::default();
+        let mut sent: Vec<CloseEvent> = Vec::new();
+        for c in 1..=(2 * stage::RECORDS as u64 + 3) {
+            assert!(stage::push(&mut st, 3, &rec(c), |b| {
+                sent.extend_from_slice(b);
+                true
+            }));
+        }
+        assert_eq!(sent.len(), 2 * stage::RECORDS);
+        for (i, r) in sent.iter().enumerate() {
+            assert_eq!(r.cookie, i as u64 + 1);
+            assert!(stage::complete(&r.to_stats()));
+            assert_eq!(stage::n_of(r.seq), i as u64 + 1);
+            assert_eq!(stage::cpu_of(r.seq), 3);
+        }
+        // Three more wait in the stage (user space reads them there).
+        assert_eq!((st.next, st.flushed), (2 * stage::RECORDS as u64 + 3, 16));
+        let waiting: Vec<u64> = st
+            .recs
+            .iter()
+            .filter(|r| stage::n_of(r.seq) > st.flushed)
+            .map(|r| r.cookie)
+            .collect();
+        assert_eq!(waiting, [17, 18, 19]);
+    }
+
+    /// Boundary: the ring buffer is full when the stage fills. Nothing is overwritten: the
+    /// next record is refused (the caller falls back to the map) until a flush succeeds.
+    #[test]
+    fn test_stage_full_ring_refuses_instead_of_overwriting() {
+        let mut st = stage::Stage::default();
+        for c in 1..=stage::RECORDS as u64 {
+            assert!(stage::push(&mut st, 0, &rec(c), |_| false));
+        }
+        assert!(!stage::push(&mut st, 0, &rec(99), |_| false));
+        let cookies: Vec<u64> = st.recs.iter().map(|r| r.cookie).collect();
+        assert_eq!(cookies, (1..=stage::RECORDS as u64).collect::<Vec<_>>());
+        // The ring has room again: the old batch goes first, then the new record is staged.
+        let mut sent = Vec::new();
+        assert!(stage::push(&mut st, 0, &rec(100), |b| {
+            sent.extend_from_slice(b);
+            true
+        }));
+        assert_eq!(sent.len(), stage::RECORDS);
+        assert_eq!(st.recs[0].cookie, 100);
+        assert_eq!(stage::n_of(st.recs[0].seq), stage::RECORDS as u64 + 1);
+    }
+
+    /// A record caught half-written (seq_end already new, seq not yet) is not complete.
+    #[test]
+    fn test_stage_torn_record_is_incomplete() {
+        let mut r = rec(1).to_stats();
+        r.seq = stage::seq(5, 1);
+        r.seq_end = r.seq as u32;
+        assert!(stage::complete(&r));
+        r.seq_end = stage::seq(13, 1) as u32;
+        assert!(!stage::complete(&r));
+        assert!(!stage::complete(&rec(1).to_stats()), "never staged");
+    }
+
+    /// This end's FIN turns RTT samples off; the peer's FIN (CLOSE_WAIT) does not.
+    #[test]
+    fn test_rtt_callbacks_end_at_own_fin() {
+        let env = Mock::new(16, 16);
+        for (old, new, rtt_kept) in [
+            (tcp_state::ESTABLISHED, tcp_state::CLOSE_WAIT, true),
+            (tcp_state::CLOSE_WAIT, tcp_state::LAST_ACK, false),
+            (tcp_state::ESTABLISHED, tcp_state::FIN_WAIT1, false),
+        ] {
+            let ctx = state_cb(1, old, new, Counters::default());
+            ctx.flags_set.set(cb_flag::DEFAULT);
+            run(&ctx, &env);
+            assert_eq!(
+                ctx.flags_set.get() & cb_flag::RTT != 0,
+                rtt_kept,
+                "{old}->{new}"
+            );
+            assert_eq!(
+                ctx.flags_set.get() | cb_flag::RTT,
+                cb_flag::DEFAULT,
+                "other callbacks stay"
+            );
+        }
+        assert!(env.ring.borrow().is_empty());
+    }
+
     #[test]
     fn test_layout_is_stable() {
         assert_eq!(SOCK_STATS_LEN, 144);
         assert_eq!(SOCK_STATS_LEN % 8, 0);
+        // seq first and seq_end last: the torn-read check depends on it.
+        assert_eq!(core::mem::offset_of!(SockStats, seq), 0);
+        assert_eq!(
+            core::mem::offset_of!(SockStats, seq_end),
+            SOCK_STATS_LEN - 4
+        );
+        assert_eq!(
+            core::mem::size_of::<stage::Stage>(),
+            16 + stage::RECORDS * CLOSE_EVENT_LEN
+        );
+        // User space tells ring records apart by their length.
+        assert_eq!((OPEN_EVENT_LEN, CLOSE_EVENT_LEN), (64, 64));
+        assert_eq!(stage::BATCH_LEN, 512);
+        assert_eq!(core::mem::offset_of!(CloseEvent, seq), 0);
+        assert_eq!(
+            core::mem::offset_of!(CloseEvent, seq_end),
+            CLOSE_EVENT_LEN - 4
+        );
     }
 }
