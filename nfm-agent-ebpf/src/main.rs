@@ -31,9 +31,11 @@ mod prog {
     #[map]
     static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
-    /// Close records waiting for a batched ring-buffer write, per CPU ([`stage`]).
+    /// Open and close events waiting for a batched ring-buffer write, per CPU ([`stage`]).
     #[map]
-    static STAGE: PerCpuArray<stage::Stage> = PerCpuArray::with_max_entries(1, 0);
+    static OPEN_STAGE: PerCpuArray<stage::Stage<OpenEvent>> = PerCpuArray::with_max_entries(1, 0);
+    #[map]
+    static CLOSE_STAGE: PerCpuArray<stage::Stage<CloseEvent>> = PerCpuArray::with_max_entries(1, 0);
 
     /// Overflow and activity counters, per CPU ([`counter`]).
     #[map]
@@ -173,11 +175,11 @@ mod prog {
         }
     }
 
-    /// Ring footprints (record + the kernel's 8-byte header) of an open event, a whole record
-    /// and a batch of staged closes.
-    const OPEN_BYTES: u64 = nfm_agent_common::OPEN_EVENT_LEN as u64 + 8;
+    /// Ring footprints (record + the kernel's 8-byte header) of a whole record and of batches of
+    /// staged events.
     const RECORD_BYTES: u64 = nfm_agent_common::SOCK_STATS_LEN as u64 + 8;
-    const BATCH_BYTES: u64 = stage::BATCH_LEN as u64 + 8;
+    const OPEN_BATCH_BYTES: u64 = stage::OPEN_BATCH_LEN as u64 + 8;
+    const CLOSE_BATCH_BYTES: u64 = stage::CLOSE_BATCH_LEN as u64 + 8;
 
     /// Ring-buffer write flags: wake the reader once, when this write takes the backlog across
     /// the threshold. A wakeup is an irq_work (a self-IPI, a VM exit under a hypervisor), about
@@ -237,22 +239,33 @@ mod prog {
                 .is_ok()
         }
         #[inline(always)]
-        fn emit_open(&self, v: &OpenEvent) -> bool {
-            EVENTS
-                .output::<OpenEvent>(v, wakeup_flags(OPEN_BYTES))
-                .is_ok()
-        }
-        #[inline(always)]
-        fn stage(&self, v: &CloseEvent) -> bool {
-            let Some(st) = STAGE.get_ptr_mut(0) else {
+        fn stage_open(&self, v: &OpenEvent) -> bool {
+            let Some(st) = OPEN_STAGE.get_ptr_mut(0) else {
                 return false;
             };
             let cpu = unsafe { bpf_get_smp_processor_id() };
             // SAFETY: this CPU's value of a per-CPU map; the program runs with migration
             // disabled, so nothing else writes it during this run.
-            stage::push(unsafe { &mut *st }, cpu, v, |recs| {
+            stage::push(unsafe { &mut *st }, cpu, stage::OPENS, v, |recs| {
                 let ok = EVENTS
-                    .output::<[CloseEvent; stage::RECORDS]>(recs, wakeup_flags(BATCH_BYTES))
+                    .output::<[OpenEvent; stage::RECORDS]>(recs, wakeup_flags(OPEN_BATCH_BYTES))
+                    .is_ok();
+                if !ok {
+                    self.count(counter::RINGBUF_FULL);
+                }
+                ok
+            })
+        }
+        #[inline(always)]
+        fn stage(&self, v: &CloseEvent) -> bool {
+            let Some(st) = CLOSE_STAGE.get_ptr_mut(0) else {
+                return false;
+            };
+            let cpu = unsafe { bpf_get_smp_processor_id() };
+            // SAFETY: as in `stage_open`.
+            stage::push(unsafe { &mut *st }, cpu, stage::CLOSES, v, |recs| {
+                let ok = EVENTS
+                    .output::<[CloseEvent; stage::RECORDS]>(recs, wakeup_flags(CLOSE_BATCH_BYTES))
                     .is_ok();
                 if !ok {
                     self.count(counter::RINGBUF_FULL);

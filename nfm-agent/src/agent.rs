@@ -11,7 +11,8 @@ use anyhow::{Context as _, Result};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use nfm_agent_common::{
-    event, stage, CloseEvent, OpenEvent, SockStats, CLOSE_EVENT_LEN, OPEN_EVENT_LEN, SOCK_STATS_LEN,
+    event, sflag, stage, CloseEvent, OpenEvent, SockStats, CLOSE_EVENT_LEN, OPEN_EVENT_LEN,
+    SOCK_STATS_LEN,
 };
 use nfm_wire::{
     cap, encode_flow_batch, encode_to_vec, AgentStats, FlowRecord, Goodbye, Header, Hello, Key,
@@ -83,6 +84,8 @@ pub struct Agent {
     kernel: KernelCounters,
     ring_events: u64,
     seen: Seen,
+    /// Closes waiting for their socket's open event (see `handle`).
+    held: HashMap<u64, SockStats>,
 }
 
 impl Agent {
@@ -158,6 +161,7 @@ impl Agent {
                 kernel: KernelCounters::default(),
                 ring_events: 0,
                 seen: Seen::new(),
+                held: HashMap::new(),
             },
             waker,
         ))
@@ -195,12 +199,24 @@ impl Agent {
             if self.tracker.observe_open(s, now) {
                 self.to_insert.insert(s.cookie, *s);
             }
-        } else {
-            // Closed before the interval's inserts: it never gets an entry.
-            self.to_insert.remove(&s.cookie);
-            if self.tracker.observe_close(s, now) {
-                self.to_delete.push(s.cookie);
+            if let Some(c) = self.held.remove(&s.cookie) {
+                self.close(&c, now);
             }
+        } else if s.flags & sflag::ESTABLISHED != 0 && !self.tracker.knows(s.cookie) {
+            // Opens and closes are staged per CPU and kind, so a close can arrive before the
+            // open event of its socket (staged on another CPU, or in a batch not yet sent):
+            // it waits for it, at most until the stages are next read (see `read_stages`).
+            self.held.insert(s.cookie, *s);
+        } else {
+            self.close(s, now);
+        }
+    }
+
+    fn close(&mut self, s: &SockStats, now: Instant) {
+        // Closed before the interval's inserts: it never gets an entry.
+        self.to_insert.remove(&s.cookie);
+        if self.tracker.observe_close(s, now) {
+            self.to_delete.push(s.cookie);
         }
     }
 
@@ -213,17 +229,19 @@ impl Agent {
             // SAFETY (all three): the bytes were written by the program as that Pod type;
             // read_unaligned because the ring only guarantees 8-byte alignment.
             match item.len() {
-                OPEN_EVENT_LEN => {
-                    let o: OpenEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-                    batch.push(o.to_stats());
-                }
                 SOCK_STATS_LEN => {
                     batch.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
                 }
-                stage::BATCH_LEN => batch.extend(item.chunks_exact(CLOSE_EVENT_LEN).map(|c| {
-                    let e: CloseEvent = unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) };
+                stage::OPEN_BATCH_LEN => batch.extend(item.chunks_exact(OPEN_EVENT_LEN).map(|c| {
+                    let e: OpenEvent = unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) };
                     e.to_stats()
                 })),
+                stage::CLOSE_BATCH_LEN => {
+                    batch.extend(item.chunks_exact(CLOSE_EVENT_LEN).map(|c| {
+                        let e: CloseEvent = unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) };
+                        e.to_stats()
+                    }))
+                }
                 n => log::warn!("malformed ring buffer record ({n} bytes)"),
             }
         }
@@ -246,12 +264,18 @@ impl Agent {
                 return;
             }
         };
-        // A staged close's open event was written to the ring buffer before the close was
-        // staged, but perhaps after the last drain: drain again so opens go first.
+        // Events staged before the snapshot but sent through the ring buffer since (and
+        // overwritten in the stage) are read here.
         self.drain_ring();
         let now = Instant::now();
         for s in self.seen.staged(recs) {
             self.handle(&s, now);
+        }
+        // Every open event staged before a held close was staged is now read (it was in the
+        // snapshot, or sent before it): a close still held has no open event (it was lost to a
+        // full ring buffer and map, or the socket was evicted) and is handled as it is.
+        for (_, c) in std::mem::take(&mut self.held) {
+            self.close(&c, now);
         }
         self.finish_drain();
     }

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::{CgroupAttachMode, SockOps};
 use aya::{include_bytes_aligned, Ebpf, EbpfLoader};
-use nfm_agent_common::{counter, stage, SockStats, SOCK_STATS_LEN};
+use nfm_agent_common::{counter, stage, CloseEvent, OpenEvent, SockStats, SOCK_STATS_LEN};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
@@ -57,7 +57,8 @@ pub struct Probe {
     pub ring: RingBuf<MapData>,
     socks: MapData,
     counters: PerCpuArray<MapData, u64>,
-    stage: PerCpuArray<MapData, stage::Stage>,
+    open_stage: PerCpuArray<MapData, stage::Stage<OpenEvent>>,
+    close_stage: PerCpuArray<MapData, stage::Stage<CloseEvent>>,
     ebpf: Ebpf,
     pub cgroup: PathBuf,
 }
@@ -153,15 +154,20 @@ impl Probe {
             ebpf.take_map("COUNTERS")
                 .ok_or_else(|| anyhow!("no COUNTERS map"))?,
         )?;
-        let stage = PerCpuArray::try_from(
-            ebpf.take_map("STAGE")
-                .ok_or_else(|| anyhow!("no STAGE map"))?,
+        let open_stage = PerCpuArray::try_from(
+            ebpf.take_map("OPEN_STAGE")
+                .ok_or_else(|| anyhow!("no OPEN_STAGE map"))?,
+        )?;
+        let close_stage = PerCpuArray::try_from(
+            ebpf.take_map("CLOSE_STAGE")
+                .ok_or_else(|| anyhow!("no CLOSE_STAGE map"))?,
         )?;
         Ok(Probe {
             ring,
             socks,
             counters,
-            stage,
+            open_stage,
+            close_stage,
             ebpf,
             cgroup: cgroup.to_path_buf(),
         })
@@ -190,15 +196,28 @@ impl Probe {
         })
     }
 
-    /// Every CPU's staged close records (torn and already-sent ones included: see
+    /// Every CPU's staged open and close events (torn and already-sent ones included: see
     /// [`crate::staged`]).
     pub fn staged(&self) -> Result<Vec<SockStats>> {
-        let per_cpu = self.stage.get(&0, 0).context("reading the close stages")?;
-        Ok(per_cpu
+        let opens = self
+            .open_stage
+            .get(&0, 0)
+            .context("reading the open stages")?;
+        let closes = self
+            .close_stage
+            .get(&0, 0)
+            .context("reading the close stages")?;
+        let mut out: Vec<SockStats> = opens
             .iter()
             .flat_map(|st| st.recs.iter().map(|r| r.to_stats()))
-            .filter(|r| r.seq != 0)
-            .collect())
+            .collect();
+        out.extend(
+            closes
+                .iter()
+                .flat_map(|st| st.recs.iter().map(|r| r.to_stats())),
+        );
+        out.retain(|r| r.seq != 0);
+        Ok(out)
     }
 
     /// Per-op (ns, runs) measured by a profiling program, summed over CPUs.

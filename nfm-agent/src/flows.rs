@@ -270,6 +270,11 @@ impl Tracker {
         }
     }
 
+    /// The socket was seen (open, or closed not long ago).
+    pub fn knows(&self, cookie: u64) -> bool {
+        self.socks.contains_key(&cookie) || self.tombstones.contains_key(&cookie)
+    }
+
     /// The socket's close has been processed.
     pub fn is_closed(&self, cookie: u64) -> bool {
         self.tombstones.contains_key(&cookie)
@@ -661,7 +666,8 @@ mod test {
             handshake_us: 300,
             srtt_us: 300,
             total_retrans: 0,
-            _pad: 0,
+            seq: 0,
+            seq_end: 0,
         };
         assert!(t.observe_open(&open.to_stats(), t0));
         let close = nfm_agent_common::CloseEvent {

@@ -1,21 +1,22 @@
-//! Dedupes staged close records, which user space can read twice: once from a CPU's stage (read
-//! at every interval, so closes on a quiet CPU are not held back) and again from the batch that
-//! CPU later sends through the ring buffer (see `nfm_agent_common::stage`).
+//! Dedupes staged open and close events, which user space can read twice: once from a CPU's
+//! stage (read at every interval, so events on a quiet CPU are not held back) and again from the
+//! batch that CPU later sends through the ring buffer (see `nfm_agent_common::stage`).
 //!
-//! Guarantee: every staged record is handed on exactly once, in each CPU's order. Each CPU's
-//! records carry consecutive numbers; this module keeps, per CPU, the highest number handed on
-//! (the watermark) and takes records read from the stages only while they follow on without a
-//! gap (a gap means the missing records were already overwritten in the stage and are waiting
-//! in the ring buffer, which delivers each CPU's batches in order).
+//! Guarantee: every staged record is handed on exactly once, in its lane's order (a lane is one
+//! CPU's opens, or its closes). Each lane's records carry consecutive numbers; this module keeps,
+//! per lane, the highest number handed on (the watermark) and takes records read from the stages
+//! only while they follow on without a gap (a gap means the missing records were already
+//! overwritten in the stage and are waiting in the ring buffer, which delivers each lane's
+//! batches in order).
 
 use nfm_agent_common::{stage, SockStats};
 
-/// Highest CPU index tracked (the sequence number holds 16 bits of CPU).
-const MAX_CPUS: usize = 1 << stage::CPU_BITS;
+/// Lanes tracked (the sequence number holds 17 bits of lane).
+const MAX_LANES: usize = 1 << stage::LANE_BITS;
 
 #[derive(Debug, Default)]
 pub struct Seen {
-    /// Per CPU: records 1..=watermark have been handed on.
+    /// Per lane: records 1..=watermark have been handed on.
     watermark: Vec<u64>,
     /// Staged records dropped because they had been handed on already.
     pub duplicates: u64,
@@ -26,22 +27,22 @@ impl Seen {
         Seen::default()
     }
 
-    fn slot(&mut self, cpu: usize) -> &mut u64 {
-        let cpu = cpu.min(MAX_CPUS - 1);
-        if self.watermark.len() <= cpu {
-            self.watermark.resize(cpu + 1, 0);
+    fn slot(&mut self, lane: usize) -> &mut u64 {
+        let lane = lane.min(MAX_LANES - 1);
+        if self.watermark.len() <= lane {
+            self.watermark.resize(lane + 1, 0);
         }
-        &mut self.watermark[cpu]
+        &mut self.watermark[lane]
     }
 
     /// A record read from the ring buffer: true when it is to be handled. Records that were
-    /// never staged (open events, `seq` 0) always are.
+    /// never staged (whole records, `seq` 0) always are.
     pub fn ring(&mut self, s: &SockStats) -> bool {
         if s.seq == 0 {
             return true;
         }
         let n = stage::n_of(s.seq);
-        let w = self.slot(stage::cpu_of(s.seq));
+        let w = self.slot(stage::lane_of(s.seq));
         if n <= *w {
             self.duplicates += 1;
             return false;
@@ -51,21 +52,21 @@ impl Seen {
     }
 
     /// Records read from the CPUs' stages (any order, torn and stale ones included): returns
-    /// those to be handled, each CPU's in order.
+    /// those to be handled, each lane's in order.
     pub fn staged(&mut self, mut recs: Vec<SockStats>) -> Vec<SockStats> {
         recs.retain(stage::complete);
-        recs.sort_by_key(|r| (stage::cpu_of(r.seq), stage::n_of(r.seq)));
+        recs.sort_by_key(|r| (stage::lane_of(r.seq), stage::n_of(r.seq)));
         let mut out = Vec::new();
         for r in recs {
             let n = stage::n_of(r.seq);
-            let w = self.slot(stage::cpu_of(r.seq));
+            let w = self.slot(stage::lane_of(r.seq));
             if n == *w + 1 {
                 *w = n;
                 out.push(r);
             } else if n <= *w {
                 self.duplicates += 1;
             }
-            // n > w + 1: a gap; this and the CPU's later records come with the ring batch.
+            // n > w + 1: a gap; this and the lane's later records come with the ring batch.
         }
         out
     }
@@ -76,7 +77,7 @@ mod test {
     use super::*;
 
     fn rec(cpu: u32, n: u64) -> SockStats {
-        let seq = stage::seq(n, cpu);
+        let seq = stage::seq(n, cpu, stage::CLOSES);
         SockStats {
             seq,
             seq_end: seq as u32,
@@ -118,8 +119,8 @@ mod test {
         assert!(!seen.ring(&rec(0, 9)));
     }
 
-    /// Torn records and records never staged are not taken from a stage; open events from the
-    /// ring always are.
+    /// Torn records and records never staged are not taken from a stage; whole records from
+    /// the ring always are.
     #[test]
     fn test_torn_and_empty_slots_skipped() {
         let mut seen = Seen::new();
@@ -129,5 +130,18 @@ mod test {
         assert_eq!(seen.staged(vec![rec(0, 1)]).len(), 1);
         assert!(seen.ring(&SockStats::default()));
         assert!(seen.ring(&SockStats::default()));
+    }
+
+    /// A CPU's opens and closes are numbered apart: open 1 does not hide close 1.
+    #[test]
+    fn test_opens_and_closes_are_separate_lanes() {
+        let mut seen = Seen::new();
+        let close = rec(2, 1);
+        let mut open = close;
+        open.seq = stage::seq(1, 2, stage::OPENS);
+        open.seq_end = open.seq as u32;
+        assert!(seen.ring(&open));
+        assert!(seen.ring(&close));
+        assert!(!seen.ring(&open));
     }
 }

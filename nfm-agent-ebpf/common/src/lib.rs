@@ -245,7 +245,8 @@ pub struct SockStats {
 /// Size of [`SockStats`] on the wire between kernel and user space.
 pub const SOCK_STATS_LEN: usize = core::mem::size_of::<SockStats>();
 
-/// The open event of an established socket: identity and handshake, 64 bytes.
+/// The open event of an established socket: identity and handshake, 72 bytes, staged
+/// ([`stage`]).
 ///
 /// Why not a whole [`SockStats`]: on this machine the cost of a ring-buffer record is mostly its
 /// cache lines (each written line has to be fetched back from the reader's core), ~25–30 ns per
@@ -253,6 +254,8 @@ pub const SOCK_STATS_LEN: usize = core::mem::size_of::<SockStats>();
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OpenEvent {
+    /// Staging sequence (see [`SockStats::seq`]).
+    pub seq: u64,
     pub cookie: u64,
     pub local_addr: [u32; 4],
     pub remote_addr: [u32; 4],
@@ -268,7 +271,8 @@ pub struct OpenEvent {
     pub srtt_us: u32,
     /// SYN (client) or SYN-ACK (server) retransmissions: each was also a timeout.
     pub total_retrans: u32,
-    pub _pad: u32,
+    /// The low 32 bits of `seq`, written first (see [`stage`]).
+    pub seq_end: u32,
 }
 
 /// The close of a socket whose open event was sent: final counters only, 64 bytes, staged
@@ -308,6 +312,8 @@ impl OpenEvent {
     pub fn to_stats(&self) -> SockStats {
         let rtt = self.srtt_us;
         SockStats {
+            seq: self.seq,
+            seq_end: self.seq_end,
             cookie: self.cookie,
             rtt_sum_us: rtt as u64,
             rtt_count: 1,
@@ -374,44 +380,77 @@ impl CloseEvent {
 /// keeps stores in order and loads in order (x86-64) a copy whose `seq` is non-zero and equal to
 /// its `seq_end` ([`complete`]) holds one whole record.
 pub mod stage {
-    use super::{CloseEvent, SockStats};
+    use super::{CloseEvent, OpenEvent, SockStats};
     use core::sync::atomic::{compiler_fence, Ordering};
 
-    /// Records per stage (one ring-buffer write per this many closes on a CPU).
+    /// Records per stage (one ring-buffer write per this many events of a kind on a CPU).
     pub const RECORDS: usize = 8;
-    /// `seq` = `(n << CPU_BITS) | cpu`.
-    pub const CPU_BITS: u32 = 16;
-    pub const CPU_MASK: u64 = (1 << CPU_BITS) - 1;
+    /// `seq` = `(n << LANE_BITS) | lane`, lane = `2 × cpu + kind` (kind 0: opens, 1: closes):
+    /// each CPU's opens and closes are numbered separately.
+    pub const LANE_BITS: u32 = 17;
+    pub const LANE_MASK: u64 = (1 << LANE_BITS) - 1;
+    pub const OPENS: u32 = 0;
+    pub const CLOSES: u32 = 1;
 
-    /// One CPU's staged close records (the value of the per-CPU `STAGE` map).
+    /// A record that can be staged: `seq` first, `seq_end` last.
+    pub trait Staged: Copy {
+        fn seq_mut(&mut self) -> &mut u64;
+        fn seq_end_mut(&mut self) -> &mut u32;
+    }
+
+    impl Staged for OpenEvent {
+        #[inline(always)]
+        fn seq_mut(&mut self) -> &mut u64 {
+            &mut self.seq
+        }
+        #[inline(always)]
+        fn seq_end_mut(&mut self) -> &mut u32 {
+            &mut self.seq_end
+        }
+    }
+
+    impl Staged for CloseEvent {
+        #[inline(always)]
+        fn seq_mut(&mut self) -> &mut u64 {
+            &mut self.seq
+        }
+        #[inline(always)]
+        fn seq_end_mut(&mut self) -> &mut u32 {
+            &mut self.seq_end
+        }
+    }
+
+    /// One CPU's staged events of one kind (the value of a per-CPU map).
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct Stage {
+    pub struct Stage<T> {
         /// Records staged on this CPU so far.
         pub next: u64,
         /// Records sent through the ring buffer (a multiple of [`RECORDS`]).
         pub flushed: u64,
         /// Record n (1-based) is in slot (n - 1) % RECORDS.
-        pub recs: [CloseEvent; RECORDS],
+        pub recs: [T; RECORDS],
     }
 
     /// Bytes of one flushed stage in the ring buffer.
-    pub const BATCH_LEN: usize = RECORDS * super::CLOSE_EVENT_LEN;
+    pub const OPEN_BATCH_LEN: usize = RECORDS * super::OPEN_EVENT_LEN;
+    pub const CLOSE_BATCH_LEN: usize = RECORDS * super::CLOSE_EVENT_LEN;
 
     #[inline(always)]
-    pub fn seq(n: u64, cpu: u32) -> u64 {
-        (n << CPU_BITS) | (cpu as u64 & CPU_MASK)
+    pub fn seq(n: u64, cpu: u32, kind: u32) -> u64 {
+        (n << LANE_BITS) | (((cpu as u64) << 1 | kind as u64) & LANE_MASK)
     }
 
-    pub fn cpu_of(seq: u64) -> usize {
-        (seq & CPU_MASK) as usize
+    /// The lane (CPU and kind) a sequence number belongs to.
+    pub fn lane_of(seq: u64) -> usize {
+        (seq & LANE_MASK) as usize
     }
 
     pub fn n_of(seq: u64) -> u64 {
-        seq >> CPU_BITS
+        seq >> LANE_BITS
     }
 
-    /// A staged record read whole (see the module docs), after [`CloseEvent::to_stats`].
+    /// A staged record read whole (see the module docs), after `to_stats`.
     pub fn complete(r: &SockStats) -> bool {
         r.seq != 0 && r.seq_end == r.seq as u32
     }
@@ -420,10 +459,11 @@ pub mod stage {
     /// write; true when it fit) once it holds [`RECORDS`] unsent records. Returns false when
     /// `rec` could not be staged: the stage is full of records the ring buffer did not take.
     #[inline(always)]
-    pub fn push<F: FnMut(&[CloseEvent; RECORDS]) -> bool>(
-        st: &mut Stage,
+    pub fn push<T: Staged, F: FnMut(&[T; RECORDS]) -> bool>(
+        st: &mut Stage<T>,
         cpu: u32,
-        rec: &CloseEvent,
+        kind: u32,
+        rec: &T,
         mut flush: F,
     ) -> bool {
         if st.next.wrapping_sub(st.flushed) >= RECORDS as u64 {
@@ -434,19 +474,19 @@ pub mod stage {
             st.flushed = st.next;
         }
         let n = st.next.wrapping_add(1);
-        let seq = seq(n, cpu);
+        let seq = seq(n, cpu, kind);
         let i = (st.next % RECORDS as u64) as usize;
         if let Some(slot) = st.recs.get_mut(i) {
             // seq_end first, the record, seq last; the fences keep the compiler from moving the
             // record's stores across the markers (they emit no instruction).
-            // SAFETY: `slot` is a valid, exclusive reference.
-            unsafe { core::ptr::write_volatile(&mut slot.seq_end, seq as u32) };
+            // SAFETY: a valid, exclusive reference.
+            unsafe { core::ptr::write_volatile(slot.seq_end_mut(), seq as u32) };
             compiler_fence(Ordering::SeqCst);
             *slot = *rec;
-            slot.seq_end = seq as u32;
+            *slot.seq_end_mut() = seq as u32;
             compiler_fence(Ordering::SeqCst);
             // SAFETY: as above.
-            unsafe { core::ptr::write_volatile(&mut slot.seq, seq) };
+            unsafe { core::ptr::write_volatile(slot.seq_mut(), seq) };
         }
         st.next = n;
         if n.wrapping_sub(st.flushed) >= RECORDS as u64 && flush(&st.recs) {
@@ -459,7 +499,9 @@ pub mod stage {
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for SockStats {}
 #[cfg(feature = "user")]
-unsafe impl aya::Pod for stage::Stage {}
+unsafe impl aya::Pod for stage::Stage<OpenEvent> {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for stage::Stage<CloseEvent> {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for OpenEvent {}
 #[cfg(feature = "user")]
@@ -521,8 +563,9 @@ pub trait Env {
     /// Inserts a new entry (BPF_NOEXIST); a negative errno on failure.
     fn insert(&self, cookie: u64, v: &SockStats) -> i64;
     fn remove(&self, cookie: u64);
-    /// Sends an open event through the ring buffer; false when the ring buffer is full.
-    fn emit_open(&self, v: &OpenEvent) -> bool;
+    /// Stages an open event ([`stage`]); false when it could not be staged (the stage is full
+    /// of records the ring buffer did not take).
+    fn stage_open(&self, v: &OpenEvent) -> bool;
     /// Sends a whole record (a close with samples, or a failed connect) through the ring
     /// buffer; false when the ring buffer is full.
     fn emit(&self, v: &SockStats) -> bool;
@@ -672,9 +715,10 @@ fn register<C: SockOps, E: Env>(ctx: &C, env: &E, role: u8) {
         },
         srtt_us: rtt,
         total_retrans,
-        _pad: 0,
+        seq: 0,
+        seq_end: 0,
     };
-    if env.emit_open(&open) {
+    if env.stage_open(&open) {
         env.count(counter::REGISTERED);
         return;
     }
@@ -1101,7 +1145,7 @@ mod test {
             r.push(*v);
             true
         }
-        fn emit_open(&self, v: &OpenEvent) -> bool {
+        fn stage_open(&self, v: &OpenEvent) -> bool {
             self.emit(&v.to_stats())
         }
         fn stage(&self, v: &CloseEvent) -> bool {
@@ -1500,7 +1544,7 @@ mod test {
         let mut st = stage::Stage::default();
         let mut sent: Vec<CloseEvent> = Vec::new();
         for c in 1..=(2 * stage::RECORDS as u64 + 3) {
-            assert!(stage::push(&mut st, 3, &rec(c), |b| {
+            assert!(stage::push(&mut st, 3, stage::CLOSES, &rec(c), |b| {
                 sent.extend_from_slice(b);
                 true
             }));
@@ -1510,7 +1554,7 @@ mod test {
             assert_eq!(r.cookie, i as u64 + 1);
             assert!(stage::complete(&r.to_stats()));
             assert_eq!(stage::n_of(r.seq), i as u64 + 1);
-            assert_eq!(stage::cpu_of(r.seq), 3);
+            assert_eq!(stage::lane_of(r.seq), 2 * 3 + 1);
         }
         // Three more wait in the stage (user space reads them there).
         assert_eq!((st.next, st.flushed), (2 * stage::RECORDS as u64 + 3, 16));
@@ -1529,14 +1573,14 @@ mod test {
     fn test_stage_full_ring_refuses_instead_of_overwriting() {
         let mut st = stage::Stage::default();
         for c in 1..=stage::RECORDS as u64 {
-            assert!(stage::push(&mut st, 0, &rec(c), |_| false));
+            assert!(stage::push(&mut st, 0, stage::CLOSES, &rec(c), |_| false));
         }
-        assert!(!stage::push(&mut st, 0, &rec(99), |_| false));
+        assert!(!stage::push(&mut st, 0, stage::CLOSES, &rec(99), |_| false));
         let cookies: Vec<u64> = st.recs.iter().map(|r| r.cookie).collect();
         assert_eq!(cookies, (1..=stage::RECORDS as u64).collect::<Vec<_>>());
         // The ring has room again: the old batch goes first, then the new record is staged.
         let mut sent = Vec::new();
-        assert!(stage::push(&mut st, 0, &rec(100), |b| {
+        assert!(stage::push(&mut st, 0, stage::CLOSES, &rec(100), |b| {
             sent.extend_from_slice(b);
             true
         }));
@@ -1549,10 +1593,10 @@ mod test {
     #[test]
     fn test_stage_torn_record_is_incomplete() {
         let mut r = rec(1).to_stats();
-        r.seq = stage::seq(5, 1);
+        r.seq = stage::seq(5, 1, stage::OPENS);
         r.seq_end = r.seq as u32;
         assert!(stage::complete(&r));
-        r.seq_end = stage::seq(13, 1) as u32;
+        r.seq_end = stage::seq(13, 1, stage::OPENS) as u32;
         assert!(!stage::complete(&r));
         assert!(!stage::complete(&rec(1).to_stats()), "never staged");
     }
@@ -1594,12 +1638,22 @@ mod test {
             SOCK_STATS_LEN - 4
         );
         assert_eq!(
-            core::mem::size_of::<stage::Stage>(),
+            core::mem::size_of::<stage::Stage<CloseEvent>>(),
             16 + stage::RECORDS * CLOSE_EVENT_LEN
         );
         // User space tells ring records apart by their length.
-        assert_eq!((OPEN_EVENT_LEN, CLOSE_EVENT_LEN), (64, 64));
-        assert_eq!(stage::BATCH_LEN, 512);
+        assert_eq!((OPEN_EVENT_LEN, CLOSE_EVENT_LEN), (72, 64));
+        let lens = [
+            SOCK_STATS_LEN,
+            stage::OPEN_BATCH_LEN,
+            stage::CLOSE_BATCH_LEN,
+        ];
+        assert_eq!(lens, [144, 576, 512]);
+        assert_eq!(core::mem::offset_of!(OpenEvent, seq), 0);
+        assert_eq!(
+            core::mem::offset_of!(OpenEvent, seq_end),
+            OPEN_EVENT_LEN - 4
+        );
         assert_eq!(core::mem::offset_of!(CloseEvent, seq), 0);
         assert_eq!(
             core::mem::offset_of!(CloseEvent, seq_end),
