@@ -12,37 +12,30 @@
 //! from the other hosts cost it more than they gain; a subnet under weak loss explains more
 //! degraded flows than any of its hosts at a similar purity, and wins (docs/health.md).
 
-use super::intern::{digest, Interner, PathCache, PathIds};
+use super::intern::{digest, PathIds, Tables};
 use super::judge::{Obs, State};
 use super::Paths;
-use crate::model::{Category, ClosedInterval, ComponentId};
+use crate::model::{Category, ClosedInterval};
 use nfm_wire::Role;
 
-/// The components of one interval, numbered in order of first appearance, and each
-/// observation's (deduplicated) components.
-pub struct Graph<'a> {
-    pub comps: Vec<&'a ComponentId>,
+/// The components of one interval (global ids, numbered locally in order of first appearance)
+/// and each observation's (deduplicated) components by local number.
+pub struct Graph {
+    pub comps: Vec<u32>,
     offsets: Vec<u32>,
     members: Vec<u32>,
 }
 
-/// What building a graph needs besides the interval: the component table, the cache of shared
-/// paths, the interval number.
-pub struct Tables<'t> {
-    pub interner: &'t mut Interner,
-    pub cache: &'t mut PathCache,
-    pub seq: u32,
-}
-
-impl<'a> Graph<'a> {
+impl Graph {
     /// Builds the graph and sets each observation's path and class identity (`Obs::key`,
-    /// `Obs::class`) from its first sample's path, in one pass over the paths.
+    /// `Obs::class`) from its first sample's path, in one pass over the paths; for shared paths
+    /// also, when still valid, `Obs::slot_hint`.
     pub fn build<P: Paths + ?Sized>(
         interval: &ClosedInterval,
-        paths: &'a P,
+        paths: &P,
         obs: &mut [Obs],
-        t: Tables<'_>,
-    ) -> Graph<'a> {
+        t: &mut Tables,
+    ) -> Graph {
         let mut comps = Vec::new();
         let mut offsets = Vec::with_capacity(obs.len() + 1);
         let mut members = Vec::with_capacity(obs.len() * 8);
@@ -54,18 +47,18 @@ impl<'a> Graph<'a> {
             // is on the flow's path all the same.
             for v in 0..o.views as usize {
                 let i = o.samples[v] as usize;
-                let path = paths.path(i);
-                let ids = match paths.shared(i) {
-                    Some(key) => t.cache.get(key, path, t.interner, t.seq),
+                let shared = o.cached[v];
+                let ids = match shared {
+                    Some(c) => &t.cache.entry(c).ids,
                     None => {
-                        scratch.fill(path, t.interner);
+                        scratch.fill(paths.path(i), &mut t.interner);
                         &scratch
                     }
                 };
-                for (k, &g) in ids.ids().iter().enumerate() {
+                for &g in ids.ids() {
                     let (id, new) = t.interner.local(g);
                     if new {
-                        comps.push(&path[k]);
+                        comps.push(g);
                         members.push(id);
                     } else if !members[start..].contains(&id) {
                         // An intra-subnet path names its subnet twice, two views name most
@@ -85,14 +78,42 @@ impl<'a> Graph<'a> {
                     Role::Client => s.record.remote_port,
                     Role::Server => s.record.local_port,
                 };
-                let d = |g: Option<u32>| g.map(|g| t.interner.digest_of(g));
-                o.key = digest((d(ids.first()), d(ids.last()), port));
+                let (first, last) = (ids.first(), ids.last());
                 let span = ids.span().or(if s.category == Category::IntraAz {
                     ids.az()
                 } else {
                     None
                 });
-                o.class = digest((s.category, d(span)));
+                let interner = &t.interner;
+                let d = |g: Option<u32>| g.map(|g| interner.digest_of(g));
+                let key = || digest((d(first), d(last), port));
+                let class = || digest((s.category, d(span)));
+                let Some(c) = shared else {
+                    o.key = key();
+                    o.class = class();
+                    continue;
+                };
+                let memo = t.cache.memo(c);
+                o.key = match memo.key {
+                    Some((p, k)) if p == port => k,
+                    _ => {
+                        let k = key();
+                        memo.key = Some((port, k));
+                        k
+                    }
+                };
+                o.class = match memo.class {
+                    Some((cat, k)) if cat == s.category => k,
+                    _ => {
+                        let k = class();
+                        memo.class = Some((s.category, k));
+                        k
+                    }
+                };
+                o.slot_hint = match memo.slot {
+                    Some((k, slot, gen)) if k == o.key && gen == t.generation => Some(slot),
+                    _ => None,
+                };
             }
             offsets.push(members.len() as u32);
         }
@@ -146,7 +167,7 @@ pub struct Pick {
 /// `rules(c)` the thresholds for component `c` (looser for a component already blamed in the
 /// previous interval: hysteresis); `rank(c)` breaks exact ties (lower wins).
 pub fn greedy(
-    g: &Graph<'_>,
+    g: &Graph,
     state: impl Fn(usize) -> (State, f32),
     rules: impl Fn(u32) -> Rules,
     rank: impl Fn(u32) -> u8,
@@ -301,15 +322,11 @@ mod test {
 
     fn picked(iv: &ClosedInterval, degraded: &[bool]) -> Vec<String> {
         let paths = SamplePaths(iv);
-        let mut obs = observations(iv, &paths);
-        let mut interner = Interner::default();
-        interner.begin(1);
-        let tables = Tables {
-            interner: &mut interner,
-            cache: &mut PathCache::default(),
-            seq: 1,
-        };
-        let g = Graph::build(iv, &paths, &mut obs, tables);
+        let mut t = Tables::default();
+        t.seq = 1;
+        t.interner.begin(1);
+        let mut obs = observations(iv, &paths, &mut t);
+        let g = Graph::build(iv, &paths, &mut obs, &mut t);
         let state = |i: usize| {
             if degraded[i] {
                 (State::Degraded, 1.0)
@@ -319,7 +336,7 @@ mod test {
         };
         greedy(&g, state, |_| RULES, |_| 0, 8)
             .iter()
-            .map(|p| g.comps[p.comp as usize].to_string())
+            .map(|p| t.interner.name(g.comps[p.comp as usize]).to_string())
             .collect()
     }
 

@@ -35,6 +35,8 @@ pub struct Interner {
     /// unknown remotes, `external:IP`), lookups are the hottest operation of the evaluator, and a
     /// colliding key costs a probe, not a wrong answer.
     ids: FxHashMap<ComponentId, u32>,
+    /// Per component: itself (for verdicts and ranks), its digest.
+    names: Vec<ComponentId>,
     digests: Vec<u64>,
     /// Per component: (interval in which it was last numbered, i.e. last seen; its local id
     /// there).
@@ -59,6 +61,7 @@ impl Interner {
         }
         let g = self.digests.len() as u32;
         self.ids.insert(c.clone(), g);
+        self.names.push(c.clone());
         self.digests.push(digest(c));
         self.local.push((0, 0));
         g
@@ -66,6 +69,10 @@ impl Interner {
 
     pub fn digest_of(&self, g: u32) -> u64 {
         self.digests[g as usize]
+    }
+
+    pub fn name(&self, g: u32) -> &ComponentId {
+        &self.names[g as usize]
     }
 
     /// Local id of global `g` in the current interval, numbering it (and so marking it seen)
@@ -104,14 +111,20 @@ impl Interner {
             return false;
         }
         let mut remap = vec![u32::MAX; self.len()];
-        let (mut digests, mut local) = (Vec::new(), Vec::new());
-        for (g, r) in remap.iter_mut().enumerate() {
+        let (mut digests, mut local, mut names) = (Vec::new(), Vec::new(), Vec::new());
+        for (g, (r, name)) in remap
+            .iter_mut()
+            .zip(std::mem::take(&mut self.names))
+            .enumerate()
+        {
             if live(self.local[g].0) {
                 *r = digests.len() as u32;
                 digests.push(self.digests[g]);
                 local.push(self.local[g]);
+                names.push(name);
             }
         }
+        self.names = names;
         self.ids.retain(|_, g| {
             let n = remap[*g as usize];
             *g = n;
@@ -122,6 +135,18 @@ impl Interner {
         self.local = local;
         true
     }
+}
+
+/// Everything the evaluator keeps about components and shared paths, and the interval being
+/// evaluated.
+#[derive(Debug, Default)]
+pub struct Tables {
+    pub interner: Interner,
+    pub cache: PathCache,
+    /// The interval being evaluated.
+    pub seq: u32,
+    /// The baselines' generation (for slot hints).
+    pub generation: u32,
 }
 
 /// Paths up to this long keep their ids inline (the longest path the resolver builds has 10
@@ -219,63 +244,134 @@ impl PathIds {
     }
 }
 
+/// Hasher for the caller's path ids (the resolver numbers address pairs 1, 2, 3, ... in the
+/// order it first sees them, and samples arrive in about that order): the low bits stay the id,
+/// so consecutive ids land in consecutive buckets and a pass over an interval walks the table
+/// nearly in order instead of missing the cache once per sample; the top 7 bits (hashbrown's
+/// tag) are mixed. Only for ids the collector assigns, never for agent-controlled keys.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        let tag = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 57;
+        (self.0 & ((1 << 57) - 1)) | (tag << 57)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | b as u64;
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// What was last computed for one observation whose first view has this path: its path and
+/// class identity (for the port and category they were computed for) and where its baseline
+/// was (valid while the baselines' generation is unchanged).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Memo {
+    /// (service port, path key)
+    pub key: Option<(u16, u64)>,
+    pub class: Option<(crate::model::Category, u64)>,
+    /// (path key, baseline slot, baselines generation)
+    pub slot: Option<(u64, u32, u32)>,
+}
+
 #[derive(Debug)]
-struct Cached {
+pub struct Shared {
     /// Address of the path's first element: with the id, tells a reused id apart.
     tag: usize,
     seen: u32,
-    ids: PathIds,
+    pub ids: PathIds,
+    pub memo: Memo,
 }
 
-/// [`PathIds`] of shared paths, by the caller's id. Holds global ids: cleared whenever the
-/// interner compacts.
+/// [`PathIds`] (and a [`Memo`]) of shared paths, by the caller's id, in a slab in order of first
+/// appearance. Holds global ids: cleared whenever the interner compacts.
 #[derive(Debug, Default)]
 pub struct PathCache {
-    map: FxHashMap<u64, Cached>,
+    index: std::collections::HashMap<u64, u32, std::hash::BuildHasherDefault<IdHasher>>,
+    entries: Vec<Shared>,
 }
 
 impl PathCache {
-    /// The ids of `path`, named `(id, tag)` by the caller, computed on first use (or when the
-    /// tag differs: another path under a reused id).
+    /// Slot of `path`, named `(id, tag)` by the caller; its ids computed on first use (or when
+    /// the tag differs: another path under a reused id, which also forgets the memo).
     pub fn get(
         &mut self,
         (id, tag): (u64, usize),
         path: &[ComponentId],
         interner: &mut Interner,
         seq: u32,
-    ) -> &PathIds {
-        let e = match self.map.entry(id) {
+    ) -> u32 {
+        let i = match self.index.entry(id) {
             Entry::Occupied(o) => {
-                let e = o.into_mut();
+                let i = *o.get();
+                let e = &mut self.entries[i as usize];
                 if e.tag != tag {
                     e.tag = tag;
                     e.ids.fill(path, interner);
+                    e.memo = Memo::default();
                 }
-                e
+                i
             }
             Entry::Vacant(v) => {
                 let mut ids = PathIds::default();
                 ids.fill(path, interner);
-                v.insert(Cached { tag, seen: 0, ids })
+                let i = self.entries.len() as u32;
+                self.entries.push(Shared {
+                    tag,
+                    seen: 0,
+                    ids,
+                    memo: Memo::default(),
+                });
+                *v.insert(i)
             }
         };
-        e.seen = seq;
-        &e.ids
+        self.entries[i as usize].seen = seq;
+        i
     }
 
-    /// Forgets paths unseen for [`IDLE_INTERVALS`].
+    pub fn entry(&self, i: u32) -> &Shared {
+        &self.entries[i as usize]
+    }
+
+    pub fn memo(&mut self, i: u32) -> &mut Memo {
+        &mut self.entries[i as usize].memo
+    }
+
+    /// Forgets paths unseen for [`IDLE_INTERVALS`] (slots change; between intervals only).
     pub fn evict(&mut self, seq: u32) {
-        self.map
-            .retain(|_, e| seq.saturating_sub(e.seen) <= IDLE_INTERVALS);
+        let live = |e: &Shared| seq.saturating_sub(e.seen) <= IDLE_INTERVALS;
+        if self.entries.iter().all(live) {
+            return;
+        }
+        let old = std::mem::take(&mut self.entries);
+        let mut remap: Vec<u32> = Vec::with_capacity(old.len());
+        for e in old {
+            if live(&e) {
+                remap.push(self.entries.len() as u32);
+                self.entries.push(e);
+            } else {
+                remap.push(u32::MAX);
+            }
+        }
+        self.index.retain(|_, i| {
+            *i = remap[*i as usize];
+            *i != u32::MAX
+        });
     }
 
     pub fn clear(&mut self) {
-        self.map.clear();
+        self.index.clear();
+        self.entries.clear();
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.entries.len()
     }
 }
 
@@ -320,6 +416,7 @@ mod test {
         let g = t.global(&id("host:keep"));
         assert_eq!(t.local(g), (0, false));
         assert_eq!(t.digest_of(g), digest(id("host:keep")));
+        assert_eq!(t.name(g), &id("host:keep"));
         // Live majority: nothing dropped.
         let g = t.global(&id("external:0"));
         t.local(g);
@@ -355,21 +452,45 @@ mod test {
         let p2 = vec![id("host:c"), id("az:y"), id("host:d")];
         let mut fresh = PathIds::default();
         fresh.fill(&p1, &mut t);
-        assert_eq!(c.get((7, 1), &p1, &mut t, 1), &fresh);
+        let i = c.get((7, 1), &p1, &mut t, 1);
+        assert_eq!(c.entry(i).ids, fresh);
         assert_eq!(fresh.span(), Some(t.global(&id("az-pair:x|y"))));
         assert_eq!(fresh.az(), Some(t.global(&id("az:x"))));
         assert_eq!(fresh.first(), Some(t.global(&id("host:a"))));
         assert_eq!(fresh.last(), Some(t.global(&id("host:b"))));
         assert_eq!(fresh.ids().len(), 4);
-        // Same id and tag: the cached ids, whatever path is passed.
-        assert_eq!(c.get((7, 1), &p2, &mut t, 2), &fresh);
-        // Same id, other tag: recomputed.
+        c.memo(i).key = Some((443, 99));
+        // Same id and tag: the cached ids and memo, whatever path is passed.
+        assert_eq!(c.get((7, 1), &p2, &mut t, 2), i);
+        assert_eq!(c.entry(i).ids, fresh);
+        assert_eq!(c.entry(i).memo.key, Some((443, 99)));
+        // Same id, other tag: recomputed, memo forgotten.
         fresh.fill(&p2, &mut t);
-        assert_eq!(c.get((7, 2), &p2, &mut t, 3), &fresh);
+        assert_eq!(c.get((7, 2), &p2, &mut t, 3), i);
+        assert_eq!(c.entry(i).ids, fresh);
+        assert_eq!(c.entry(i).memo, Memo::default());
         assert_eq!(fresh.span(), None);
+        // Another id seen later; eviction keeps the live one and renumbers it.
+        let j = c.get((8, 5), &p1, &mut t, 3 + IDLE_INTERVALS);
+        assert_eq!(j, 1);
         c.evict(3 + IDLE_INTERVALS);
-        assert_eq!(c.len(), 1);
+        assert_eq!(c.len(), 2);
         c.evict(4 + IDLE_INTERVALS);
-        assert_eq!(c.len(), 0);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.get((8, 5), &p2, &mut t, 5 + IDLE_INTERVALS), 0);
+        assert_eq!(c.entry(0).ids.first(), Some(t.global(&id("host:a"))));
+    }
+
+    /// Consecutive ids get consecutive low bits (buckets) and differing tags.
+    #[test]
+    fn test_id_hasher_keeps_order_mixes_tag() {
+        use std::hash::BuildHasher;
+        let b = std::hash::BuildHasherDefault::<IdHasher>::default();
+        let tags: std::collections::HashSet<u64> =
+            (1..200u64).map(|i| b.hash_one(i) >> 57).collect();
+        assert!(tags.len() > 64, "{}", tags.len());
+        for i in 1..200u64 {
+            assert_eq!(b.hash_one(i) & 0xffff, i);
+        }
     }
 }

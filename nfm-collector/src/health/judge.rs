@@ -8,6 +8,7 @@
 //! loss would let tiny flows contradict a real fault; counting a bulk flow's tiny excess as
 //! degraded would let it dominate. Each family has its own weight per flow (docs/health.md).
 
+use super::intern::Tables;
 use super::stats::{
     median_mad, poisson_tail_below, DecayedRate, DigestMap, RobustWindow, MAD_TO_SIGMA,
 };
@@ -30,12 +31,16 @@ pub mod metric {
 pub struct Obs {
     /// Indices into `ClosedInterval::flows`; `samples[1]` is valid when `views == 2`.
     pub samples: [u32; 2],
+    /// Per view: its shared path's slot in the path cache, if shared.
+    pub cached: [Option<u32>; 2],
     pub views: u8,
     /// Path identity (local end, remote end, service port) for the baseline; set with the
     /// component graph (`attribute::Graph::build`).
     pub key: u64,
     /// Class identity (category and the component that spans the path); set likewise.
     pub class: u64,
+    /// Where the path baseline was last interval, when still valid (saves a lookup).
+    pub slot_hint: Option<u32>,
     pub segs: u64,
     pub retrans: u64,
     pub rto: u64,
@@ -141,25 +146,43 @@ impl Judged {
 
 /// Pools a flow's samples by their two ends: a client's record (local C, remote S, remote port P)
 /// and a server's record (local S, remote C, local port P) are one flow seen from both ends.
-/// Samples without a path are left out.
-pub fn observations<P: Paths + ?Sized>(interval: &ClosedInterval, paths: &P) -> Vec<Obs> {
+/// Samples without a path are left out. Shared paths are looked up in the path cache here, in
+/// the one pass that reads their resolutions (`Obs::cached`).
+pub fn observations<P: Paths + ?Sized>(
+    interval: &ClosedInterval,
+    paths: &P,
+    t: &mut Tables,
+) -> Vec<Obs> {
     let mut obs: Vec<Obs> = Vec::with_capacity(interval.flows.len());
     let mut servers = Vec::new();
+    // Client flow keys, taken while the sample is at hand (the pairing needs them only when
+    // there are servers' views, but reading 100k samples again costs more than keeping these).
+    let mut keys: Vec<(IpAddr, IpAddr, u16)> = Vec::with_capacity(interval.flows.len());
     for (i, s) in interval.flows.iter().enumerate() {
-        if paths.path(i).is_empty() {
-            continue;
-        }
+        let cached = match paths.shared(i) {
+            Some(key) => {
+                let c = t.cache.get(key, paths.path(i), &mut t.interner, t.seq);
+                if t.cache.entry(c).ids.ids().is_empty() {
+                    continue;
+                }
+                Some(c)
+            }
+            None if paths.path(i).is_empty() => continue,
+            None => None,
+        };
         match s.record.role {
             Role::Client => {
                 let mut o = Obs {
                     samples: [i as u32, 0],
+                    cached: [cached, None],
                     views: 1,
                     ..Obs::default()
                 };
                 o.add(s, 0);
                 obs.push(o);
+                keys.push((s.record.local, s.record.remote, s.record.remote_port));
             }
-            Role::Server => servers.push(i),
+            Role::Server => servers.push((i, cached)),
         }
     }
     if servers.is_empty() {
@@ -171,19 +194,17 @@ pub fn observations<P: Paths + ?Sized>(interval: &ClosedInterval, paths: &P) -> 
     // probes, never a wrong pairing.
     let mut clients: FxHashMap<(IpAddr, IpAddr, u16), u32> =
         FxHashMap::with_capacity_and_hasher(obs.len(), Default::default());
-    for (oi, o) in obs.iter().enumerate() {
-        let r = &interval.flows[o.samples[0] as usize].record;
-        clients
-            .entry((r.local, r.remote, r.remote_port))
-            .or_insert(oi as u32);
+    for (oi, key) in keys.into_iter().enumerate() {
+        clients.entry(key).or_insert(oi as u32);
     }
-    for i in servers {
+    for (i, cached) in servers {
         let s = &interval.flows[i];
         let r = &s.record;
         if let Some(&oi) = clients.get(&(r.remote, r.local, r.local_port)) {
             let o = &mut obs[oi as usize];
             if o.views == 1 {
                 o.samples[1] = i as u32;
+                o.cached[1] = cached;
                 o.views = 2;
                 o.add(s, 1);
                 continue;
@@ -191,6 +212,7 @@ pub fn observations<P: Paths + ?Sized>(interval: &ClosedInterval, paths: &P) -> 
         }
         let mut o = Obs {
             samples: [i as u32, 0],
+            cached: [cached, None],
             views: 1,
             ..Obs::default()
         };
@@ -270,6 +292,8 @@ pub struct Baselines {
     /// index (each lookup into a table this size is a cache miss).
     paths: DigestMap<u32>,
     path_slots: Vec<PathBaseline>,
+    /// Bumped whenever slots move (eviction): slot hints of older generations are void.
+    generation: u32,
     classes: DigestMap<ClassBaseline>,
     global: Rates,
     /// Paths not learned because `max_paths` was reached.
@@ -279,6 +303,10 @@ pub struct Baselines {
 impl Baselines {
     pub fn path_count(&self) -> usize {
         self.paths.len()
+    }
+
+    pub fn generation(&self) -> u32 {
+        self.generation
     }
 
     /// Judges every observation of the interval numbered `seq`.
@@ -376,7 +404,7 @@ impl Baselines {
         cfg: &HealthConfig,
     ) -> Judged {
         let class = self.classes.get(&o.class);
-        let slot = self.paths.get(&o.key).copied();
+        let slot = o.slot_hint.or_else(|| self.paths.get(&o.key).copied());
         let path = slot.map(|i| &self.path_slots[i as usize]);
         let decayed = |r: Option<&Rates>| {
             r.map(|r| {
@@ -572,6 +600,7 @@ impl Baselines {
                 live
             });
             self.path_slots = kept;
+            self.generation = self.generation.wrapping_add(1);
             self.classes
                 .retain(|_, c| seq.saturating_sub(c.rates.seq) <= ttl);
         }

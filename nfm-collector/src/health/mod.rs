@@ -26,8 +26,8 @@ use crate::model::{
     Blame, ClosedInterval, ComponentId, ComponentKind, HealthReport, MetricChange, Verdict,
 };
 use crate::resolver::Resolved;
-use attribute::{greedy, Graph, Pick, Rules, Tables};
-use intern::{Interner, PathCache};
+use attribute::{greedy, Graph, Pick, Rules};
+use intern::Tables;
 use judge::{metric, Baselines, Judged, Obs, State};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -249,8 +249,8 @@ pub struct Evaluator {
     prev_start: Option<u64>,
     /// Verdicts of the previous interval: component → first_seen_ms of their run.
     active: HashMap<ComponentId, u64>,
-    interner: Interner,
-    path_ids: PathCache,
+    /// Component ids and shared paths.
+    tables: Tables,
     stats: EvaluatorStats,
 }
 
@@ -356,8 +356,7 @@ impl Evaluator {
             seq: 0,
             prev_start: None,
             active: HashMap::new(),
-            interner: Interner::default(),
-            path_ids: PathCache::default(),
+            tables: Tables::default(),
             stats: EvaluatorStats::default(),
         }
     }
@@ -390,20 +389,24 @@ impl Evaluator {
         self.seq = self.seq.saturating_add(1);
         let seq = self.seq;
         let cfg = &self.config;
-        let mut obs = judge::observations(interval, paths);
-        self.interner.begin(seq);
-        let tables = Tables {
-            interner: &mut self.interner,
-            cache: &mut self.path_ids,
-            seq,
-        };
-        let graph = Graph::build(interval, paths, &mut obs, tables);
+        let t = &mut self.tables;
+        t.seq = seq;
+        t.generation = self.baselines.generation();
+        t.interner.begin(seq);
+        let mut obs = judge::observations(interval, paths, t);
+        let graph = Graph::build(interval, paths, &mut obs, t);
         let judged = self.baselines.judge_all(&obs, seq, cfg);
+        for (o, j) in obs.iter().zip(&judged) {
+            if let (Some(c), Some(slot)) = (o.cached[0], j.path_slot) {
+                t.cache.memo(c).slot = Some((o.key, slot, t.generation));
+            }
+        }
+        let interner = &t.interner;
 
         // Components named in the previous interval (looser rules: hysteresis), by local id.
         let mut was_active = vec![false; graph.comps.len()];
         for c in self.active.keys() {
-            if let Some(l) = self.interner.local_of(c) {
+            if let Some(l) = interner.local_of(c) {
                 was_active[l as usize] = true;
             }
         }
@@ -428,14 +431,14 @@ impl Evaluator {
             &graph,
             |i| (judged[i].loss, judged[i].loss_w),
             rules,
-            |c| rank(graph.comps[c as usize].kind, true),
+            |c| rank(interner.name(graph.comps[c as usize]).kind, true),
             cfg.max_verdicts,
         );
         let lat_picks = greedy(
             &graph,
             |i| (judged[i].lat, judged[i].lat_w),
             rules,
-            |c| rank(graph.comps[c as usize].kind, false),
+            |c| rank(interner.name(graph.comps[c as usize]).kind, false),
             cfg.max_verdicts,
         );
 
@@ -489,7 +492,7 @@ impl Evaluator {
                 // Both ends' own views flagging the flow is independent confirmation.
                 confidence += (1.0 - confidence) * 0.5 * ev.agree as f64 / ev.two_view as f64;
             }
-            let component = graph.comps[c as usize].clone();
+            let component = interner.name(graph.comps[c as usize]).clone();
             let first_seen_ms = match self.active.get(&component) {
                 Some(&first) if consecutive => first,
                 _ => interval.start_ms,
@@ -525,9 +528,10 @@ impl Evaluator {
         self.baselines
             .learn(&obs, &judged, &skip, seq, &self.config);
         if seq.is_multiple_of(64) {
-            self.path_ids.evict(seq);
-            if self.interner.compact() {
-                self.path_ids.clear();
+            let t = &mut self.tables;
+            t.cache.evict(seq);
+            if t.interner.compact() {
+                t.cache.clear();
             }
         }
         self.active = next_active;

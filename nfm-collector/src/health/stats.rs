@@ -38,13 +38,29 @@ pub const MAD_TO_SIGMA: f32 = 1.4826;
 pub const WINDOW: usize = 16;
 
 /// The last [`WINDOW`] values of one metric, with their median and scaled MAD cached.
+///
+/// The values are kept sorted, each with its age in a 4-bit field of `ages` (0: newest), so a
+/// push is one removal and one insertion in 16 floats, and the median and MAD come from the
+/// sorted values without sorting or selecting (one push per path and interval made this the
+/// evaluator's costliest statistic). The results are exactly those of [`median_mad`] over the
+/// held values.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RobustWindow {
-    values: [f32; WINDOW],
+    sorted: [f32; WINDOW],
+    /// Age of `sorted[k]` in bits `4k..4k+4`.
+    ages: u64,
     len: u8,
-    next: u8,
     median: f32,
     sigma: f32,
+}
+
+/// The low `n` nibbles of a u64.
+fn nibbles(n: usize) -> u64 {
+    if n >= 16 {
+        u64::MAX
+    } else {
+        (1u64 << (4 * n)) - 1
+    }
 }
 
 impl RobustWindow {
@@ -72,37 +88,45 @@ impl RobustWindow {
         if !v.is_finite() {
             return;
         }
-        self.values[self.next as usize] = v;
-        self.next = ((self.next as usize + 1) % WINDOW) as u8;
-        if (self.len as usize) < WINDOW {
-            self.len += 1;
+        let mut n = self.len as usize;
+        let mut ages = self.ages;
+        if n == WINDOW {
+            // The oldest has age WINDOW - 1.
+            let p = (0..WINDOW)
+                .find(|&k| (ages >> (4 * k)) & 0xf == (WINDOW - 1) as u64)
+                .unwrap_or(0);
+            self.sorted.copy_within(p + 1..WINDOW, p);
+            let high = if p + 1 >= 16 {
+                0
+            } else {
+                ages >> (4 * (p + 1))
+            };
+            ages = (ages & nibbles(p)) | (high << (4 * p));
+            n -= 1;
         }
-        let mut buf = [0f32; WINDOW];
-        let n = self.len as usize;
-        buf[..n].copy_from_slice(&self.values[..n]);
-        let (median, mad) = small_median_mad(&mut buf[..n]);
+        // Everyone held ages by one (at most n - 1 < 15 before: no carry between fields).
+        ages += 0x1111_1111_1111_1111 & nibbles(n);
+        let q = self.sorted[..n].partition_point(|x| x.total_cmp(&v).is_le());
+        self.sorted.copy_within(q..n, q + 1);
+        self.sorted[q] = v;
+        ages = (ages & nibbles(q)) | ((ages & !nibbles(q)) << 4);
+        n += 1;
+        self.ages = ages;
+        self.len = n as u8;
+        let (median, mad) = sorted_median_mad(&self.sorted[..n]);
         self.median = median;
         self.sigma = mad * MAD_TO_SIGMA;
     }
 }
 
-/// [`median_mad`] for the few finite values of a window, by insertion sort and a merge of the
-/// deviations instead of two selections: the same values (the median and MAD are elements, or
-/// means of two elements, of the same multisets), at a fraction of the cost. Called once per
-/// path and interval, it was the evaluator's costliest statistic.
-fn small_median_mad(xs: &mut [f32]) -> (f32, f32) {
+/// [`median_mad`] of values already sorted (by `total_cmp`): the median from the middle, the MAD
+/// by merging the deviations below and above it (each run is sorted) up to the middle rank.
+/// The same values as [`median_mad`]: both are elements, or means of two elements, of the same
+/// multisets.
+fn sorted_median_mad(xs: &[f32]) -> (f32, f32) {
     let n = xs.len();
     if n == 0 {
         return (0.0, 0.0);
-    }
-    for i in 1..n {
-        let v = xs[i];
-        let mut j = i;
-        while j > 0 && xs[j - 1].total_cmp(&v).is_gt() {
-            xs[j] = xs[j - 1];
-            j -= 1;
-        }
-        xs[j] = v;
     }
     let mid = n / 2;
     let m = if n % 2 == 1 {
@@ -110,9 +134,7 @@ fn small_median_mad(xs: &mut [f32]) -> (f32, f32) {
     } else {
         (xs[mid - 1] + xs[mid]) / 2.0
     };
-    // Deviations below the median grow leftwards from it, those above rightwards: merge the two
-    // sorted runs up to the middle rank.
-    let mut lo = xs[..n].partition_point(|&x| x < m);
+    let mut lo = xs.partition_point(|&x| x < m);
     let mut hi = lo;
     let mut prev = 0f32;
     let mut cur = 0f32;
@@ -326,29 +348,39 @@ mod test {
         assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
     }
 
-    /// The window's fast statistic equals the general one on every length up to the window,
-    /// with ties, repeated values and zeros.
+    /// The window's statistics equal [`median_mad`] over its last [`WINDOW`] values, bit for
+    /// bit, for every length up to the window and well past it, with ties, repeats and zeros.
     #[test]
-    fn test_small_median_mad_matches_selection() {
+    fn test_window_matches_median_mad_of_last_values() {
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        for round in 0..4_000 {
-            let n = round % (WINDOW + 1);
-            let mut v = [0f32; WINDOW];
-            for e in v.iter_mut().take(n) {
+        for round in 0..60 {
+            let mut w = RobustWindow::default();
+            let mut last = std::collections::VecDeque::new();
+            for step in 0..80 {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                *e = match round % 3 {
-                    0 => (x % 7) as f32,
+                let v = match round % 4 {
+                    0 => (x % 5) as f32,
                     1 => (x % 100_000) as f32 / 7.0,
-                    _ => f32::from_bits(0x3f80_0000 | (x as u32 & 0x007f_ffff)) * 1e3,
+                    2 => f32::from_bits(0x3f80_0000 | (x as u32 & 0x007f_ffff)) * 1e3,
+                    _ => [0.0, 1.5, 1.5, 2.0, 1e6][(x % 5) as usize],
                 };
+                w.push(v);
+                last.push_back(v);
+                if last.len() > WINDOW {
+                    last.pop_front();
+                }
+                let mut copy: Vec<f32> = last.iter().copied().collect();
+                let (m, mad) = median_mad(&mut copy);
+                assert_eq!(w.len(), last.len());
+                assert_eq!(w.median().to_bits(), m.to_bits(), "{round} {step} {last:?}");
+                assert_eq!(
+                    w.sigma().to_bits(),
+                    (mad * MAD_TO_SIGMA).to_bits(),
+                    "{round} {step} {last:?}"
+                );
             }
-            let (mut a, mut b) = (v, v);
-            let want = median_mad(&mut a[..n]);
-            let got = small_median_mad(&mut b[..n]);
-            assert_eq!(want.0.to_bits(), got.0.to_bits(), "{:?}", &v[..n]);
-            assert_eq!(want.1.to_bits(), got.1.to_bits(), "{:?}", &v[..n]);
         }
     }
 

@@ -191,7 +191,7 @@ fn test_slow_hosts_never_blamed_on_network() {
             // be told apart from noise (`new_min_flows` client flows).
             let hid = id(&format!("host:{host}"));
             let iv = f.interval(100, &[]);
-            let flows = judge::observations(&iv, &SamplePaths(&iv))
+            let flows = judge::observations(&iv, &SamplePaths(&iv), &mut Default::default())
                 .iter()
                 .filter(|o| iv.flows[o.samples[0] as usize].path.contains(&hid))
                 .count();
@@ -332,7 +332,7 @@ fn test_one_noisy_flow_never_names_anything() {
 fn test_both_views_are_one_observation() {
     let mut f = fleet(12);
     let iv = f.interval(0, &[]);
-    let obs = judge::observations(&iv, &SamplePaths(&iv));
+    let obs = judge::observations(&iv, &SamplePaths(&iv), &mut Default::default());
     let clients = iv
         .flows
         .iter()
