@@ -8,6 +8,11 @@
 //! or when no record arrived for it for `idle_close` of wall time (taken from `Tick` messages,
 //! so tests drive the clock). Cardinality is capped per agent and in total; records over a cap
 //! go to a per-category "other" bucket and are counted, never silently dropped.
+//!
+//! Records for an interval that already closed (an agent's spool resent after an outage) are
+//! not dropped: they gather in a late interval of their own, closed for idleness, which the
+//! health stage passes through unjudged and the API folds into the interval's summary
+//! (`IntervalSummary::absorb`). Only records older than `max_late_ms` are dropped, and counted.
 
 use crate::metrics::Metrics;
 use crate::model::{Category, ClosedInterval, FlowSample};
@@ -30,6 +35,9 @@ pub struct AggregatorConfig {
     pub max_flows: usize,
     pub close_grace_ms: u64,
     pub idle_close: Duration,
+    /// Records this far (data time) behind the closed intervals are still amended in; older
+    /// ones are dropped and counted. The collector sets it to the history retention.
+    pub max_late_ms: u64,
 }
 
 impl Default for AggregatorConfig {
@@ -40,6 +48,7 @@ impl Default for AggregatorConfig {
             max_flows: 1_000_000,
             close_grace_ms: 5_000,
             idle_close: Duration::from_secs(10),
+            max_late_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -69,6 +78,8 @@ struct OpenInterval {
     other_records: u64,
     last_touch: Instant,
     simulated: bool,
+    /// An amendment to an interval that already closed: closed for idleness only, not judged.
+    late: bool,
 }
 
 const NO_ROW: u32 = u32::MAX;
@@ -267,6 +278,9 @@ pub struct ClosedWork {
     pub monitors: Vec<MonitorWork>,
     /// Every interval starting before this is closed (WAL checkpoint).
     pub closed_before_ms: u64,
+    /// Records that arrived after their interval had closed: the health stage must not judge
+    /// them (the evaluator has moved on), and the API adds them to the interval's summary.
+    pub late: bool,
     /// Each flow's resolution (same order as `interval.flows`). The aggregator leaves
     /// `FlowSample::path` empty and the health stage copies it from here before evaluating:
     /// the path copy is the largest per-flow cost of closing, and the aggregator is the busier
@@ -388,11 +402,17 @@ impl Aggregator {
         let known = self.table.len();
         for rb in msg.batches {
             let b = rb.batch;
-            if b.interval_start_ms < self.closed_before_ms {
-                self.metrics
-                    .late_records
-                    .fetch_add(b.records.len() as u64, Ordering::Relaxed);
-                continue;
+            let late = b.interval_start_ms < self.closed_before_ms;
+            if late {
+                let n = b.records.len() as u64;
+                if b.interval_start_ms.saturating_add(self.cfg.max_late_ms) < self.closed_before_ms
+                {
+                    self.metrics
+                        .too_late_records
+                        .fetch_add(n, Ordering::Relaxed);
+                    continue;
+                }
+                self.metrics.late_records.fetch_add(n, Ordering::Relaxed);
             }
             self.watermark_ms = self.watermark_ms.max(b.interval_end_ms);
             let now = self.now;
@@ -426,6 +446,7 @@ impl Aggregator {
                     other_records: 0,
                     last_touch: now,
                     simulated: false,
+                    late,
                 });
             if iv.by_id.len() < known {
                 iv.by_id.resize(known, NO_ROW);
@@ -498,7 +519,7 @@ impl Aggregator {
         let due: Vec<u64> = self
             .open
             .iter()
-            .filter(|(_, iv)| iv.end_ms <= limit)
+            .filter(|(_, iv)| iv.end_ms <= limit && !iv.late)
             .map(|(s, _)| *s)
             .collect();
         self.close(due)
@@ -530,7 +551,8 @@ impl Aggregator {
             };
             self.total_flows = self.total_flows.saturating_sub(iv.samples.len());
             // Everything before the oldest interval still open (or this one's end) is closed.
-            let next_open = self.open.keys().next().copied();
+            // Late intervals are behind that mark already and must not hold it back.
+            let next_open = self.open.iter().find(|(_, iv)| !iv.late).map(|(s, _)| *s);
             self.closed_before_ms = self
                 .closed_before_ms
                 .max(next_open.map(|n| n.min(iv.end_ms)).unwrap_or(iv.end_ms));
@@ -666,6 +688,7 @@ impl Aggregator {
             top,
             monitors,
             closed_before_ms: self.closed_before_ms,
+            late: iv.late,
             resolved,
         }
     }
@@ -713,7 +736,7 @@ fn mask_of(monitors: &[Monitor], r: &Resolved) -> u64 {
 /// descending; an element only costs a comparison against the list's smallest kept value, so
 /// this is O(n) with a small constant even for 100k flows (a `select_nth` per metric walked
 /// the counters four times through random indices). Ties keep the element seen first.
-fn top_union(idx: &[usize], counters: &[Counters], k: usize) -> Vec<usize> {
+pub(crate) fn top_union(idx: &[usize], counters: &[Counters], k: usize) -> Vec<usize> {
     if k == 0 {
         return Vec::new();
     }
@@ -820,11 +843,63 @@ mod test {
         assert_eq!(w.monitors[0].counters.retransmissions, 3);
         assert_eq!(w.monitors[0].pairs[0].remote, "subnet:subnet-app-b");
         assert_eq!(w.closed_before_ms, 10_000);
-        // A late record for the closed interval is dropped and counted.
+        assert!(!w.late);
+        // A late record for the closed interval is counted and kept for a late amendment.
         assert!(agg
             .add(res.handle(vec![batch(1, 0, vec![rec("10.0.1.10", "10.0.2.10", 1, 0)])]))
             .is_empty());
         assert_eq!(agg.metrics.late_records.load(Ordering::Relaxed), 1);
+        assert_eq!(agg.open_intervals(), 2);
+    }
+
+    /// Late records gather into an amendment that closes for idleness, is marked late, and
+    /// never holds back the watermark; records beyond `max_late_ms` are dropped and counted.
+    #[test]
+    fn test_late_records_become_an_amendment() {
+        let cfg = AggregatorConfig {
+            max_late_ms: 40_000,
+            ..AggregatorConfig::default()
+        };
+        let (mut res, mut agg) = setup(cfg, vec![]);
+        let t0 = Instant::now();
+        agg.tick(t0);
+        agg.add(res.handle(vec![batch(1, 0, vec![rec("10.0.1.10", "10.0.2.10", 1, 0)])]));
+        let closed = agg.add(res.handle(vec![batch(2, 20_000, vec![])]));
+        assert_eq!(closed.len(), 1);
+        // Two late batches of interval 0 (one agent's spool, resent) ...
+        for bytes in [10, 20] {
+            let late = batch(1, 0, vec![rec("10.0.1.10", "10.0.2.10", bytes, 1)]);
+            assert!(agg.add(res.handle(vec![late])).is_empty());
+        }
+        // ... while time moves on: the watermark still closes on-time intervals.
+        let closed = agg.add(res.handle(vec![batch(2, 40_000, vec![])]));
+        assert_eq!(
+            closed
+                .iter()
+                .map(|w| (w.interval.start_ms, w.late))
+                .collect::<Vec<_>>(),
+            vec![(20_000, false)]
+        );
+        assert_eq!(closed[0].closed_before_ms, 30_000);
+        // Once everything before 50 s is closed, interval 0 is more than 40 s behind: records
+        // for it are dropped and counted.
+        agg.add(res.handle(vec![batch(2, 100_000, vec![])]));
+        let ancient = batch(3, 0, vec![rec("10.0.1.11", "10.0.2.10", 5, 0)]);
+        agg.add(res.handle(vec![ancient]));
+        assert_eq!(agg.metrics.too_late_records.load(Ordering::Relaxed), 1);
+        assert_eq!(agg.metrics.late_records.load(Ordering::Relaxed), 2);
+        // The amendment closes once idle, with both late batches in one flow.
+        let closed = agg.tick(t0 + Duration::from_secs(10));
+        let late: Vec<&ClosedWork> = closed.iter().filter(|w| w.late).collect();
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].interval.start_ms, 0);
+        let flows = &late[0].interval.flows;
+        let f = flows
+            .iter()
+            .find(|f| f.record.local.to_string() == "10.0.1.10")
+            .expect("the late flow");
+        assert_eq!((f.record.bytes_sent, f.record.retrans.established), (30, 2));
+        assert!(late[0].closed_before_ms >= 40_000);
     }
 
     #[test]

@@ -35,7 +35,10 @@ mod test {
         // default (1000 ms in mimalloc 3's options.c) before we set it.
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
             let before = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
-            assert_eq!(before, 1000, "option 15 is not purge_delay in this mimalloc");
+            assert_eq!(
+                before, 1000,
+                "option 15 is not purge_delay in this mimalloc"
+            );
             tune();
             let v = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
             assert_eq!(v as i64, PURGE_DELAY_MS);

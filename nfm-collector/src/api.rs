@@ -105,6 +105,8 @@ pub struct ApiConfig {
     /// Estimated bytes of summaries kept in memory; the oldest are evicted beyond it (they
     /// stay on disk until retention and come back on restart).
     pub max_history_bytes: usize,
+    /// Top contributors kept per metric when a late amendment is folded into a summary.
+    pub top_k: usize,
 }
 
 /// Running totals per monitor for `/metrics` counters.
@@ -202,12 +204,23 @@ impl Api {
         self.monitors.values().cloned().collect()
     }
 
-    pub fn add_interval(&mut self, s: Arc<IntervalSummary>) {
+    /// A summary for an interval already held is a late amendment (the aggregator closes an
+    /// interval once; records arriving after that come as a second summary): it is folded
+    /// into the one held, live and when the history is replayed alike.
+    pub fn add_interval(&mut self, mut s: Arc<IntervalSummary>) {
+        let amends = self.history.get(&s.start_ms).cloned();
         for m in &s.monitors {
             let t = self.totals.entry(m.monitor.clone()).or_default();
             t.counters.add(&m.counters);
-            t.last_rtt_us = (m.counters.rtt_count > 0).then(|| m.counters.rtt_us());
-            t.last_indicator = m.health_indicator;
+            if amends.is_none() {
+                t.last_rtt_us = (m.counters.rtt_count > 0).then(|| m.counters.rtt_us());
+                t.last_indicator = m.health_indicator;
+            }
+        }
+        if let Some(old) = amends {
+            let mut merged = (*old).clone();
+            merged.absorb(&s, self.cfg.top_k);
+            s = Arc::new(merged);
         }
         self.history_bytes += summary_bytes(&s);
         if let Some(old) = self.history.insert(s.start_ms, s) {
@@ -783,8 +796,15 @@ impl Api {
             &mut o,
             "nfm_records_late_total",
             "counter",
-            "Records for already closed intervals, dropped.",
+            "Records for already closed intervals, added to them as late amendments.",
             vec![(String::new(), c(&m.late_records))],
+        );
+        family(
+            &mut o,
+            "nfm_records_too_late_total",
+            "counter",
+            "Records too far behind the closed intervals to amend them, dropped.",
+            vec![(String::new(), c(&m.too_late_records))],
         );
         family(
             &mut o,
@@ -1056,6 +1076,7 @@ mod test {
             retention_ms: 7 * 86_400_000,
             max_history_intervals: 100,
             max_history_bytes: 1 << 30,
+            top_k: 20,
         };
         let t = Arc::new(Topology::parse(TOPO).unwrap());
         (
@@ -1138,6 +1159,48 @@ mod test {
             a.route("DELETE", "/api/monitors/app", None, b"").status,
             404
         );
+    }
+
+    /// A second summary for an interval held is a late amendment: folded in, not a replacement;
+    /// the monitor's latest indicator stays the evaluator's.
+    #[test]
+    fn test_late_amendment_is_folded_in() {
+        let (mut a, _r, _m) = api(None);
+        a.route(
+            "POST",
+            "/api/monitors",
+            None,
+            br#"{"name":"app","local":["subnet:subnet-app-a"]}"#,
+        );
+        a.add_interval(summary(0, 100, 1));
+        let mut late = (*summary(0, 30, 2)).clone();
+        late.monitors[0].health_indicator = None;
+        a.add_interval(Arc::new(late));
+        let v = a
+            .route(
+                "GET",
+                "/api/monitors/app/overview?from=0&to=10000",
+                None,
+                b"",
+            )
+            .json_value();
+        let points = v["points"].as_array().unwrap();
+        assert_eq!(points.len(), 1, "{v}");
+        let r = a.route(
+            "GET",
+            "/api/insights?metric=data-transferred&from=0&to=10000",
+            None,
+            b"",
+        );
+        let v = r.json_value();
+        assert_eq!(v["contributors"][0]["value"], 130, "{v}");
+        assert_eq!(v["intervals"], 1);
+        let held = a.history.get(&0).unwrap();
+        assert_eq!(held.records, 2);
+        assert_eq!(held.monitors[0].counters.retransmissions, 3);
+        assert_eq!(held.monitors[0].health_indicator, Some(0));
+        assert_eq!(a.totals["app"].last_indicator, Some(0));
+        assert_eq!(a.totals["app"].counters.bytes, 130);
     }
 
     #[test]

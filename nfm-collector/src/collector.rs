@@ -231,6 +231,7 @@ impl Collector {
                 retention_ms: s.retention_days * 86_400_000,
                 max_history_intervals: s.max_history_intervals,
                 max_history_bytes: s.max_history_mib << 20,
+                top_k: s.top_k,
             },
             topology.clone(),
             monitors.clone(),
@@ -265,6 +266,8 @@ impl Collector {
                 max_flows: s.max_flows,
                 close_grace_ms: s.close_grace_ms,
                 idle_close: Duration::from_millis(s.idle_close_ms),
+                // Late records are amended in while their summaries are still served.
+                max_late_ms: s.retention_days * 86_400_000,
             },
             Arc::new(monitors),
             closed_before,

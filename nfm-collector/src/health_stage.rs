@@ -164,7 +164,11 @@ impl HealthStage {
     pub fn handle(&mut self, w: ClosedWork) -> StoreMsg {
         let closed_before_ms = w.closed_before_ms;
         let t = std::time::Instant::now();
-        let report = match self.evaluator.as_mut() {
+        // Late records are summarized but not judged: the evaluator's baselines and hysteresis
+        // have moved past their interval.
+        let judge = self.evaluator.as_mut().filter(|_| !w.late);
+        let evaluated = judge.is_some();
+        let report = match judge {
             // The samples carry no paths: the evaluator reads them from their resolutions.
             Some(e) => match ResolvedPaths::new(&w.interval, &w.resolved) {
                 Some(paths) => e.evaluate_paths(&w.interval, &paths),
@@ -181,7 +185,7 @@ impl HealthStage {
         self.metrics
             .verdicts
             .fetch_add(report.verdicts.len() as u64, Ordering::Relaxed);
-        let (summary, mut flows) = complete_and_return(w, &report, self.evaluator.is_some());
+        let (summary, mut flows) = complete_and_return(w, &report, evaluated);
         if let Some(tx) = &self.recycle {
             flows.clear();
             let _ = tx.try_send(flows);
@@ -243,6 +247,7 @@ mod test {
             }],
             closed_before_ms: 10,
             resolved: Default::default(),
+            late: false,
         }
     }
 
@@ -261,6 +266,20 @@ mod test {
         assert_eq!(summary.top.len(), 1);
         assert_eq!(summary.top[0].counters.bytes, 2);
         assert_eq!(summary.monitors[0].health_indicator, Some(0));
+        assert!(summary.verdicts.is_empty());
+    }
+
+    /// Late records (an amendment to a closed interval) are summarized but never judged.
+    #[test]
+    fn test_late_work_is_not_judged() {
+        let mut h = HealthStage::new(Some(Evaluator::default()), Arc::new(Metrics::default()));
+        let mut w = work();
+        w.late = true;
+        let StoreMsg::Interval { summary, .. } = h.handle(w) else {
+            panic!("expected an interval")
+        };
+        assert_eq!(summary.top[0].counters.bytes, 2);
+        assert_eq!(summary.monitors[0].health_indicator, None);
         assert!(summary.verdicts.is_empty());
     }
 

@@ -55,7 +55,10 @@ pub struct Metrics {
     _pad_resolver: Pad,
     // aggregator
     pub aggregated_records: AtomicU64,
+    /// Records for closed intervals, aggregated into late amendments.
     pub late_records: AtomicU64,
+    /// Records older than `AggregatorConfig::max_late_ms` behind the closed intervals: dropped.
+    pub too_late_records: AtomicU64,
     pub capped_records: AtomicU64,
     pub open_intervals: AtomicU64,
     pub closed_intervals: AtomicU64,

@@ -155,3 +155,214 @@ pub struct IntervalSummary {
     /// True when any flow came from a simulator (never presented as real).
     pub simulated: bool,
 }
+
+impl IntervalSummary {
+    /// Folds in a late amendment: records of this interval that reached the collector after it
+    /// had closed (an agent's spool resent after an outage). Totals and counters add; flows
+    /// and pairs seen in both merge; the top lists keep the top `k` by each metric again. The
+    /// evaluator's verdicts and health indicators stay as they were: late records are counted,
+    /// not judged. `flows` adds the amendment's distinct flows, so a flow reported both on time
+    /// and late is counted twice there (and only there).
+    pub fn absorb(&mut self, late: &IntervalSummary, k: usize) {
+        self.end_ms = self.end_ms.max(late.end_ms);
+        self.flows += late.flows;
+        self.records += late.records;
+        self.other_records += late.other_records;
+        for (cat, c) in &late.categories {
+            match self.categories.iter_mut().find(|(x, _)| x == cat) {
+                Some((_, t)) => t.add(c),
+                None => self.categories.push((*cat, *c)),
+            }
+        }
+        self.top = merge_flows(std::mem::take(&mut self.top), &late.top, k);
+        for lm in &late.monitors {
+            match self.monitors.iter_mut().find(|m| m.monitor == lm.monitor) {
+                Some(m) => {
+                    m.flows += lm.flows;
+                    m.counters.add(&lm.counters);
+                    m.pairs = merge_pairs(std::mem::take(&mut m.pairs), &lm.pairs, k);
+                    m.flows_top = merge_flows(std::mem::take(&mut m.flows_top), &lm.flows_top, k);
+                }
+                None => self.monitors.push(MonitorPoint {
+                    health_indicator: None,
+                    ..lm.clone()
+                }),
+            }
+        }
+        self.simulated |= late.simulated;
+    }
+}
+
+/// `a` and `b` with flows of the same key merged, cut back to the union of the top `k` by each
+/// metric per category, plus every degraded flow.
+fn merge_flows(mut a: Vec<TopFlow>, b: &[TopFlow], k: usize) -> Vec<TopFlow> {
+    let key = |f: &TopFlow| (f.agent_id, f.local, f.remote, f.port, f.server);
+    for f in b {
+        match a.iter_mut().find(|x| key(x) == key(f)) {
+            Some(x) => {
+                x.counters.add(&f.counters);
+                x.degraded |= f.degraded;
+            }
+            None => a.push(f.clone()),
+        }
+    }
+    let counters: Vec<Counters> = a.iter().map(|f| f.counters).collect();
+    let mut keep: Vec<usize> = (0..a.len()).filter(|&i| a[i].degraded).collect();
+    for cat in Category::ALL {
+        let idx: Vec<usize> = (0..a.len()).filter(|&i| a[i].category == cat).collect();
+        keep.extend(crate::aggregator::top_union(&idx, &counters, k));
+    }
+    keep.sort_unstable();
+    keep.dedup();
+    keep.into_iter().map(|i| a[i].clone()).collect()
+}
+
+/// `a` and `b` with equal pairs merged, cut back to the union of the top `k` by each metric.
+fn merge_pairs(mut a: Vec<PairStat>, b: &[PairStat], k: usize) -> Vec<PairStat> {
+    for p in b {
+        match a
+            .iter_mut()
+            .find(|x| x.local == p.local && x.remote == p.remote)
+        {
+            Some(x) => x.counters.add(&p.counters),
+            None => a.push(p.clone()),
+        }
+    }
+    let counters: Vec<Counters> = a.iter().map(|p| p.counters).collect();
+    let idx: Vec<usize> = (0..a.len()).collect();
+    crate::aggregator::top_union(&idx, &counters, k)
+        .into_iter()
+        .map(|i| a[i].clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn flow(remote: u8, bytes: u64, degraded: bool) -> TopFlow {
+        TopFlow {
+            agent_id: 1,
+            local: "10.0.0.1".parse().unwrap(),
+            remote: IpAddr::from([10, 0, 1, remote]),
+            port: 443,
+            server: false,
+            category: Category::InterAz,
+            counters: Counters {
+                bytes,
+                records: 1,
+                ..Default::default()
+            },
+            path: Vec::new(),
+            degraded,
+        }
+    }
+
+    fn pair(remote: &str, bytes: u64) -> PairStat {
+        PairStat {
+            local: "subnet:a".into(),
+            remote: remote.into(),
+            counters: Counters {
+                bytes,
+                records: 1,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn test_absorb_adds_totals_merges_flows_keeps_verdicts() {
+        let c = |bytes| Counters {
+            bytes,
+            records: 1,
+            ..Default::default()
+        };
+        let mut on_time = IntervalSummary {
+            start_ms: 0,
+            end_ms: 10_000,
+            flows: 3,
+            records: 3,
+            categories: vec![(Category::InterAz, c(600))],
+            top: vec![flow(1, 100, false), flow(2, 200, true), flow(3, 300, false)],
+            monitors: vec![MonitorPoint {
+                monitor: "m".into(),
+                flows: 3,
+                counters: c(600),
+                health_indicator: Some(1),
+                pairs: vec![pair("subnet:b", 600)],
+                flows_top: vec![flow(1, 100, false), flow(2, 200, true)],
+            }],
+            ..Default::default()
+        };
+        let late = IntervalSummary {
+            start_ms: 0,
+            end_ms: 10_000,
+            flows: 2,
+            records: 2,
+            categories: vec![(Category::InterAz, c(1_000)), (Category::Service, c(5))],
+            top: vec![flow(1, 1_000, false), flow(9, 5, false)],
+            monitors: vec![
+                MonitorPoint {
+                    monitor: "m".into(),
+                    flows: 1,
+                    counters: c(1_000),
+                    health_indicator: None,
+                    pairs: vec![pair("subnet:b", 900), pair("subnet:c", 100)],
+                    flows_top: vec![flow(1, 1_000, false)],
+                },
+                MonitorPoint {
+                    monitor: "new".into(),
+                    flows: 1,
+                    counters: c(5),
+                    health_indicator: None,
+                    pairs: vec![],
+                    flows_top: vec![],
+                },
+            ],
+            ..Default::default()
+        };
+        on_time.absorb(&late, 2);
+        assert_eq!((on_time.flows, on_time.records), (5, 5));
+        assert_eq!(
+            on_time.categories,
+            vec![
+                (
+                    Category::InterAz,
+                    Counters {
+                        records: 2,
+                        ..c(1_600)
+                    }
+                ),
+                (Category::Service, c(5))
+            ]
+        );
+        // Flow 1 merged (1,100 bytes) and now leads; top 2 by bytes plus the degraded flow 2.
+        let bytes: Vec<(u8, u64)> = on_time
+            .top
+            .iter()
+            .map(|f| {
+                (
+                    f.remote
+                        .to_string()
+                        .rsplit('.')
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap(),
+                    f.counters.bytes,
+                )
+            })
+            .collect();
+        assert_eq!(bytes, vec![(1, 1_100), (2, 200), (3, 300)]);
+        let m = &on_time.monitors[0];
+        assert_eq!(
+            (m.flows, m.counters.bytes, m.health_indicator),
+            (4, 1_600, Some(1))
+        );
+        assert_eq!(m.pairs.len(), 2);
+        assert_eq!(m.pairs[0].counters.bytes, 1_500);
+        assert_eq!(m.flows_top[0].counters.bytes, 1_100);
+        // A monitor first seen late has no indicator: late records are not judged.
+        assert_eq!(on_time.monitors[1].health_indicator, None);
+    }
+}

@@ -40,6 +40,67 @@ fn read_until(
     false
 }
 
+/// Records that arrive after their interval closed (an agent's spool resent after an outage)
+/// are added to that interval as a late amendment, counted, never judged, and still there after
+/// a restart.
+#[test]
+fn collector_late_records_amend_their_interval() {
+    let dir = TempDir(tmp_dir("late"));
+    let s = settings(&dir.0);
+    let c = start(&s);
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = c.udp_addr.unwrap();
+    udp.send_to(&hello(7, 1, 0, None), to).unwrap();
+    let on_time = record("10.0.1.10", "10.0.2.10", 1000, 1);
+    udp.send_to(&batch(7, 1, 1, 0, vec![on_time], None), to)
+        .unwrap();
+    let bytes_of_interval_0 = |c: &nfm_collector::collector::Collector| {
+        let (_, v) = get(&url(
+            c,
+            "/api/insights?metric=data-transferred&from=0&to=10000",
+        ));
+        v["contributors"][0]["value"].as_u64()
+    };
+    // Closed for idleness (300 ms), summarized.
+    wait_for("interval 0", 15, || {
+        (bytes_of_interval_0(&c)? == 1000).then_some(())
+    });
+    // The same flow again for interval 0, and another flow: both late.
+    let late = vec![
+        record("10.0.1.10", "10.0.2.10", 500, 2),
+        record("10.0.1.10", "198.18.0.5", 70, 0),
+    ];
+    udp.send_to(&batch(7, 1, 2, 0, late, None), to).unwrap();
+    wait_for("the late amendment", 15, || {
+        (bytes_of_interval_0(&c)? == 1500).then_some(())
+    });
+    let metrics = get_text(&url(&c, "/metrics"));
+    assert!(
+        metrics.lines().any(|l| l == "nfm_records_late_total 2"),
+        "{metrics}"
+    );
+    let (_, st) = get(&url(&c, "/api/status"));
+    assert_eq!(st["intervals"], 1, "one interval, amended: {st}");
+    let (_, ins) = get(&url(
+        &c,
+        "/api/insights?metric=retransmissions&from=0&to=10000",
+    ));
+    assert_eq!(ins["contributors"][0]["value"], 3);
+    c.shutdown();
+
+    // The history log holds the summary and its amendment; a restart folds them again.
+    let c = start(&s);
+    wait_for("replayed history", 15, || {
+        (bytes_of_interval_0(&c)? == 1500).then_some(())
+    });
+    let (_, ins) = get(&url(
+        &c,
+        "/api/insights?metric=data-transferred&category=service&from=0&to=10000",
+    ));
+    assert_eq!(ins["contributors"][0]["value"], 70);
+    c.shutdown();
+}
+
 fn agent(agents: &Value, id: u64) -> Option<&Value> {
     agents["agents"]
         .as_array()?
