@@ -322,8 +322,10 @@ mod test {
 
     fn picked(iv: &ClosedInterval, degraded: &[bool]) -> Vec<String> {
         let paths = SamplePaths(iv);
-        let mut t = Tables::default();
-        t.seq = 1;
+        let mut t = Tables {
+            seq: 1,
+            ..Default::default()
+        };
         t.interner.begin(1);
         let mut obs = observations(iv, &paths, &mut t);
         let g = Graph::build(iv, &paths, &mut obs, &mut t);
