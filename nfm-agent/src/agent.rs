@@ -6,13 +6,12 @@
 //! last one on SIGINT/SIGTERM, after which the program is detached and the process exits 0.
 //! Shutdown waits at most [`SHUTDOWN_GRACE`] for the collector to ack what is left.
 
-use crate::staged::Seen;
+use crate::staged::{Held, Seen};
 use anyhow::{Context as _, Result};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use nfm_agent_common::{
-    event, sflag, stage, CloseEvent, OpenEvent, SockStats, CLOSE_EVENT_LEN, OPEN_EVENT_LEN,
-    SOCK_STATS_LEN,
+    event, stage, CloseEvent, OpenEvent, SockStats, CLOSE_EVENT_LEN, OPEN_EVENT_LEN, SOCK_STATS_LEN,
 };
 use nfm_wire::{
     cap, encode_flow_batch, encode_to_vec, AgentStats, FlowRecord, Goodbye, Header, Hello, Key,
@@ -84,8 +83,8 @@ pub struct Agent {
     kernel: KernelCounters,
     ring_events: u64,
     seen: Seen,
-    /// Closes waiting for their socket's open event (see `handle`).
-    held: HashMap<u64, SockStats>,
+    /// Closes waiting for their socket's open event.
+    held: Held,
 }
 
 impl Agent {
@@ -161,7 +160,7 @@ impl Agent {
                 kernel: KernelCounters::default(),
                 ring_events: 0,
                 seen: Seen::new(),
-                held: HashMap::new(),
+                held: Held::default(),
             },
             waker,
         ))
@@ -199,14 +198,12 @@ impl Agent {
             if self.tracker.observe_open(s, now) {
                 self.to_insert.insert(s.cookie, *s);
             }
-            if let Some(c) = self.held.remove(&s.cookie) {
+            if let Some(c) = self.held.release(s.cookie) {
                 self.close(&c, now);
             }
-        } else if s.flags & sflag::ESTABLISHED != 0 && !self.tracker.knows(s.cookie) {
-            // Opens and closes are staged per CPU and kind, so a close can arrive before the
-            // open event of its socket (staged on another CPU, or in a batch not yet sent):
-            // it waits for it, at most until the stages are next read (see `read_stages`).
-            self.held.insert(s.cookie, *s);
+        } else if Held::must_wait(s, self.tracker.knows(s.cookie)) {
+            // See `Held`: the open event of its socket may come later.
+            self.held.hold(*s);
         } else {
             self.close(s, now);
         }
@@ -274,7 +271,7 @@ impl Agent {
         // Every open event staged before a held close was staged is now read (it was in the
         // snapshot, or sent before it): a close still held has no open event (it was lost to a
         // full ring buffer and map, or the socket was evicted) and is handled as it is.
-        for (_, c) in std::mem::take(&mut self.held) {
+        for c in self.held.take_all() {
             self.close(&c, now);
         }
         self.finish_drain();

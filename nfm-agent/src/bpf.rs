@@ -63,6 +63,14 @@ pub struct Probe {
     pub cgroup: PathBuf,
 }
 
+/// Events staged so far on all CPUs (each stage counts its own).
+fn staged_total<T: aya::Pod>(m: &PerCpuArray<MapData, stage::Stage<T>>) -> Result<u64>
+where
+    stage::Stage<T>: aya::Pod,
+{
+    Ok(m.get(&0, 0)?.iter().map(|st| st.next).sum())
+}
+
 /// Finds the cgroup v2 mount in /proc/mounts (hybrid layouts put it at e.g. /sys/fs/cgroup/unified).
 pub fn cgroup2_mount() -> Result<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
@@ -188,8 +196,8 @@ impl Probe {
             map_full: v[counter::MAP_FULL as usize],
             map_update_failed: v[counter::MAP_UPDATE_FAILED as usize],
             ringbuf_full: v[counter::RINGBUF_FULL as usize],
-            registered: v[counter::REGISTERED as usize],
-            close_events: v[counter::CLOSE_EVENTS as usize],
+            registered: v[counter::REGISTERED as usize] + staged_total(&self.open_stage)?,
+            close_events: v[counter::CLOSE_EVENTS as usize] + staged_total(&self.close_stage)?,
             close_untracked: v[counter::CLOSE_UNTRACKED as usize],
             close_lost: v[counter::CLOSE_LOST as usize],
             cb_flags_failed: v[counter::CB_FLAGS_FAILED as usize],

@@ -9,7 +9,8 @@
 //! overwritten in the stage and are waiting in the ring buffer, which delivers each lane's
 //! batches in order).
 
-use nfm_agent_common::{stage, SockStats};
+use nfm_agent_common::{event, sflag, stage, SockStats};
+use std::collections::HashMap;
 
 /// Lanes tracked (the sequence number holds 17 bits of lane).
 const MAX_LANES: usize = 1 << stage::LANE_BITS;
@@ -72,9 +73,118 @@ impl Seen {
     }
 }
 
+/// Closes that arrived before their socket's open event.
+///
+/// Opens and closes are staged per CPU and per kind, so the close of a short connection can
+/// reach user space first (its open is staged on another CPU, or in a batch not yet sent). Such
+/// a close waits here until the open arrives, or at the latest until the stages are next read:
+/// an open event is staged before its socket's close, so once a snapshot of the stages taken
+/// after the close arrived has been read (and the ring buffer drained), its open has been seen,
+/// unless it was lost (then the close is handled on its own and counted as unattributed if it
+/// carries no addresses).
+#[derive(Debug, Default)]
+pub struct Held {
+    waiting: HashMap<u64, SockStats>,
+}
+
+impl Held {
+    /// A close of an established socket user space does not know yet must wait.
+    pub fn must_wait(s: &SockStats, known: bool) -> bool {
+        s.event != event::OPEN && s.flags & sflag::ESTABLISHED != 0 && !known
+    }
+
+    pub fn hold(&mut self, s: SockStats) {
+        self.waiting.insert(s.cookie, s);
+    }
+
+    /// The close waiting for this socket's open event, now that it arrived.
+    pub fn release(&mut self, cookie: u64) -> Option<SockStats> {
+        self.waiting.remove(&cookie)
+    }
+
+    /// Every close still waiting (after a full read of the stages).
+    pub fn take_all(&mut self) -> Vec<SockStats> {
+        self.waiting.drain().map(|(_, s)| s).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::flows::Tracker;
+    use nfm_agent_common::{role, tcp_state, CloseEvent, OpenEvent, AF_INET};
+    use std::time::Instant;
+
+    /// The close of a socket arrives before its open event: it waits, and the socket is
+    /// counted once with its handshake and bytes. A close whose open never comes is handled
+    /// after the stage read and counted as unattributed.
+    #[test]
+    fn test_close_before_open_waits_for_it() {
+        let now = Instant::now();
+        let mut t = Tracker::new();
+        let mut held = Held::default();
+        let open = OpenEvent {
+            cookie: 9,
+            local_addr: [u32::from_ne_bytes([127, 0, 0, 1]), 0, 0, 0],
+            remote_addr: [u32::from_ne_bytes([127, 0, 0, 1]), 0, 0, 0],
+            local_port: 7790,
+            remote_port: 50000,
+            family: AF_INET,
+            role: role::SERVER,
+            flags: sflag::ESTABLISHED,
+            event: event::OPEN,
+            handshake_us: 40,
+            srtt_us: 40,
+            ..OpenEvent::default()
+        }
+        .to_stats();
+        let close = |cookie| {
+            CloseEvent {
+                cookie,
+                bytes_received: 8 + 1,
+                data_segs_in: 1,
+                role: role::SERVER,
+                flags: sflag::UNTRACKED | sflag::CLOSED | sflag::ESTABLISHED,
+                last_state: tcp_state::LAST_ACK as u8,
+                fin_acked: 1,
+                event: event::CLOSE,
+                ..CloseEvent::default()
+            }
+            .to_stats()
+        };
+        for c in [close(9), close(10)] {
+            assert!(Held::must_wait(&c, t.knows(c.cookie)));
+            held.hold(c);
+        }
+        assert!(!Held::must_wait(&open, false), "opens never wait");
+        t.observe_open(&open, now);
+        let c = held.release(9).expect("held");
+        t.observe_close(&c, now);
+        assert_eq!(held.len(), 1);
+        for c in held.take_all() {
+            t.observe_close(&c, now);
+        }
+        assert!(held.is_empty());
+        assert_eq!(t.stats.closes_unattributed, 1);
+        let recs = t.finish_interval(now);
+        assert_eq!(recs.len(), 1);
+        let r = &recs[0];
+        assert_eq!((r.conn_attempts, r.conn_completed), (1, 1));
+        assert_eq!((r.bytes_received, r.segs_in), (8, 1));
+        assert_eq!((r.handshake.count, r.handshake.sum_us), (1, 40));
+        // A failed connect (never established) has no open event and never waits.
+        let mut failed = close(11);
+        failed.flags = sflag::UNTRACKED | sflag::CLOSED;
+        assert!(!Held::must_wait(&failed, false));
+    }
 
     fn rec(cpu: u32, n: u64) -> SockStats {
         let seq = stage::seq(n, cpu, stage::CLOSES);
