@@ -130,6 +130,8 @@ pub struct Judged {
     pub rtt_base: f32,
     /// Where the observation's path baseline was when judged (for learning).
     pub path_slot: Option<u32>,
+    /// The observation's class, numbered within the interval (for learning).
+    pub class_index: u32,
     pub p_retrans: f32,
     pub p_timeout: f32,
     pub p_failed: f32,
@@ -285,6 +287,15 @@ struct Expect {
     failed: f64,
 }
 
+/// One class's part of every judgement in an interval.
+#[derive(Debug, Clone, Copy)]
+struct ClassMemo {
+    /// The class's expected rates (its own, shrunk towards the global ones).
+    exp: Expect,
+    /// (median, sigma, p90) RTT of the class: learned, else this interval's cross-section.
+    rtt: Option<(f32, f32, f32)>,
+}
+
 /// All learned baselines.
 #[derive(Debug, Default)]
 pub struct Baselines {
@@ -312,8 +323,21 @@ impl Baselines {
     /// Judges every observation of the interval numbered `seq`.
     pub fn judge_all(&mut self, obs: &[Obs], seq: u32, cfg: &HealthConfig) -> Vec<Judged> {
         self.global.bring_to(seq, cfg.rate_decay);
-        let cold = self.cold_start(obs, cfg);
-        let cross = self.cross_sections(obs, cfg);
+        // The interval's classes, numbered: each observation looks its class up once here,
+        // and everything per class below is computed once per class, not once per flow.
+        let mut index: DigestMap<u32> = DigestMap::default();
+        let mut keys: Vec<u64> = Vec::new();
+        let class_of: Vec<u32> = obs
+            .iter()
+            .map(|o| {
+                *index.entry(o.class).or_insert_with(|| {
+                    keys.push(o.class);
+                    (keys.len() - 1) as u32
+                })
+            })
+            .collect();
+        let cold = self.cold_start(obs, &class_of, keys.len(), cfg);
+        let cross = self.cross_sections(obs, &class_of, &keys, cfg);
         let global = if self.global.retrans.exposure > 0.0 {
             Expect {
                 retrans: self
@@ -332,15 +356,67 @@ impl Baselines {
         } else {
             cold
         };
+        let memos: Vec<ClassMemo> = keys
+            .iter()
+            .zip(&cross)
+            .map(|(k, cross)| self.class_memo(*k, seq, &global, *cross, cfg))
+            .collect();
         obs.iter()
-            .map(|o| self.judge(o, seq, &global, &cross, cfg))
+            .zip(&class_of)
+            .map(|(o, &c)| {
+                let mut j = self.judge(o, seq, &memos[c as usize], cfg);
+                j.class_index = c;
+                j
+            })
             .collect()
+    }
+
+    /// What judging needs of class `key` in interval `seq`: its expected rates and its RTT
+    /// baseline (learned, else this interval's cross-section).
+    fn class_memo(
+        &self,
+        key: u64,
+        seq: u32,
+        global: &Expect,
+        cross: Option<(f32, f32, f32)>,
+        cfg: &HealthConfig,
+    ) -> ClassMemo {
+        let class = self.classes.get(&key);
+        let cr = class.map(|c| {
+            let mut r = c.rates;
+            r.bring_to(seq, cfg.rate_decay);
+            r
+        });
+        let shrink = |f: fn(&Rates) -> DecayedRate, prior: f64, w: f64| {
+            cr.map_or(prior, |r| f(&r).shrunk(prior, w))
+        };
+        ClassMemo {
+            exp: Expect {
+                retrans: shrink(|r| r.retrans, global.retrans, cfg.class_prior_segments),
+                timeout: shrink(|r| r.timeout, global.timeout, cfg.class_prior_segments),
+                failed: shrink(|r| r.failed, global.failed, cfg.class_prior_attempts),
+            },
+            rtt: match class {
+                Some(c) if !c.rtt_median.is_empty() => Some((
+                    c.rtt_median.median(),
+                    c.rtt_sigma.median(),
+                    c.rtt_upper.median(),
+                )),
+                _ => cross,
+            },
+        }
     }
 
     /// Rates to fall back on when nothing has been learned yet: the lower quartile over classes
     /// of this interval's pooled rates (a fault in most classes does not move it), never below
     /// the configured defaults.
-    fn cold_start(&self, obs: &[Obs], cfg: &HealthConfig) -> Expect {
+    fn cold_start(
+        &self,
+        obs: &[Obs],
+        class_of: &[u32],
+        classes: usize,
+        cfg: &HealthConfig,
+    ) -> Expect {
         let defaults = Expect {
             retrans: cfg.default_retrans_rate,
             timeout: cfg.default_timeout_rate,
@@ -349,13 +425,13 @@ impl Baselines {
         if self.global.retrans.exposure > 0.0 {
             return defaults;
         }
-        let mut per_class: DigestMap<Rates> = DigestMap::default();
-        for o in obs {
-            per_class.entry(o.class).or_default().add(o);
+        let mut per_class: Vec<Rates> = vec![Rates::default(); classes];
+        for (o, &c) in obs.iter().zip(class_of) {
+            per_class[c as usize].add(o);
         }
         let pick = |f: &dyn Fn(&Rates) -> &DecayedRate, floor: f64| {
             let mut v: Vec<f32> = per_class
-                .values()
+                .iter()
                 .map(f)
                 .filter(|r| r.exposure > 0.0)
                 .map(|r| r.events / r.exposure)
@@ -375,35 +451,40 @@ impl Baselines {
         }
     }
 
-    /// For classes with no RTT history: (median, sigma, p90) of this interval's RTTs in the class.
-    fn cross_sections(&self, obs: &[Obs], cfg: &HealthConfig) -> DigestMap<(f32, f32, f32)> {
-        let mut vals: DigestMap<Vec<f32>> = DigestMap::default();
-        for o in obs {
+    /// For classes with no RTT history: (median, sigma, p90) of this interval's RTTs in the class
+    /// (by class number; `None` for the others and for classes with too few flows).
+    fn cross_sections(
+        &self,
+        obs: &[Obs],
+        class_of: &[u32],
+        keys: &[u64],
+        cfg: &HealthConfig,
+    ) -> Vec<Option<(f32, f32, f32)>> {
+        let learned: Vec<bool> = keys
+            .iter()
+            .map(|k| {
+                self.classes
+                    .get(k)
+                    .is_some_and(|c| !c.rtt_median.is_empty())
+            })
+            .collect();
+        let mut vals: Vec<Vec<f32>> = vec![Vec::new(); keys.len()];
+        for (o, &c) in obs.iter().zip(class_of) {
             let Some(rtt) = o.rtt_us() else { continue };
-            if self
-                .classes
-                .get(&o.class)
-                .is_some_and(|c| !c.rtt_median.is_empty())
-            {
+            if learned[c as usize] {
                 continue;
             }
-            vals.entry(o.class).or_default().push(rtt as f32);
+            vals[c as usize].push(rtt as f32);
         }
         vals.into_iter()
-            .filter(|(_, v)| v.len() >= cfg.cross_section_min_flows)
-            .map(|(k, mut v)| (k, cross_section(&mut v)))
+            .map(|mut v| {
+                (v.len() >= cfg.cross_section_min_flows && !v.is_empty())
+                    .then(|| cross_section(&mut v))
+            })
             .collect()
     }
 
-    fn judge(
-        &self,
-        o: &Obs,
-        seq: u32,
-        global: &Expect,
-        cross: &DigestMap<(f32, f32, f32)>,
-        cfg: &HealthConfig,
-    ) -> Judged {
-        let class = self.classes.get(&o.class);
+    fn judge(&self, o: &Obs, seq: u32, class: &ClassMemo, cfg: &HealthConfig) -> Judged {
         let slot = o.slot_hint.or_else(|| self.paths.get(&o.key).copied());
         let path = slot.map(|i| &self.path_slots[i as usize]);
         let decayed = |r: Option<&Rates>| {
@@ -413,16 +494,11 @@ impl Baselines {
                 r
             })
         };
-        let cr = decayed(class.map(|c| &c.rates));
         let pr = decayed(path.map(|p| &p.rates));
         let shrink = |r: Option<Rates>, f: fn(&Rates) -> DecayedRate, prior: f64, w: f64| {
             r.map_or(prior, |r| f(&r).shrunk(prior, w))
         };
-        let c_exp = Expect {
-            retrans: shrink(cr, |r| r.retrans, global.retrans, cfg.class_prior_segments),
-            timeout: shrink(cr, |r| r.timeout, global.timeout, cfg.class_prior_segments),
-            failed: shrink(cr, |r| r.failed, global.failed, cfg.class_prior_attempts),
-        };
+        let c_exp = class.exp;
         let exp = Expect {
             retrans: shrink(pr, |r| r.retrans, c_exp.retrans, cfg.path_prior_segments)
                 .max(cfg.min_retrans_rate),
@@ -483,14 +559,7 @@ impl Baselines {
                 Some(p) if p.rtt.len() >= cfg.rtt_min_history => {
                     Some((p.rtt.median(), p.rtt.sigma(), 0.0))
                 }
-                _ => match class {
-                    Some(c) if !c.rtt_median.is_empty() => Some((
-                        c.rtt_median.median(),
-                        c.rtt_sigma.median(),
-                        c.rtt_upper.median(),
-                    )),
-                    _ => cross.get(&o.class).copied(),
-                },
+                _ => class.rtt,
             };
             if let Some((median, sigma, upper)) = base {
                 let median = median.max(1.0) as f64;
@@ -525,7 +594,14 @@ impl Baselines {
         seq: u32,
         cfg: &HealthConfig,
     ) {
-        let mut class_rtts: DigestMap<Vec<f32>> = DigestMap::default();
+        // Per class (by the interval's numbering): its rates, brought to `seq` and summed here in
+        // flow order, then written back once; the RTTs it learns from.
+        struct ClassAcc {
+            key: u64,
+            rates: Rates,
+            rtts: Vec<f32>,
+        }
+        let mut acc: Vec<Option<ClassAcc>> = Vec::new();
         for ((o, j), &skip) in obs.iter().zip(judged).zip(skip) {
             if skip {
                 continue;
@@ -566,25 +642,44 @@ impl Baselines {
                 // Touch even when nothing was learned, so eviction sees the path as alive.
                 p.rates.seq = seq;
             }
-            let c = self.classes.entry(o.class).or_default();
-            c.rates.bring_to(seq, cfg.rate_decay);
+            let ci = j.class_index as usize;
+            if acc.len() <= ci {
+                acc.resize_with(ci + 1, || None);
+            }
+            let c = acc[ci].get_or_insert_with(|| {
+                let mut rates = self
+                    .classes
+                    .get(&o.class)
+                    .map_or(Rates::default(), |c| c.rates);
+                rates.bring_to(seq, cfg.rate_decay);
+                ClassAcc {
+                    key: o.class,
+                    rates,
+                    rtts: Vec::new(),
+                }
+            });
             if learn_rates {
                 c.rates.add(o);
             }
             if let Some(r) = rtt {
-                class_rtts.entry(o.class).or_default().push(r as f32);
+                c.rtts.push(r as f32);
             }
         }
-        for (k, mut v) in class_rtts {
-            if v.len() < cfg.cross_section_min_flows {
+        for a in acc.into_iter().flatten() {
+            let ClassAcc {
+                key,
+                rates,
+                mut rtts,
+            } = a;
+            let c = self.classes.entry(key).or_default();
+            c.rates = rates;
+            if rtts.len() < cfg.cross_section_min_flows || rtts.is_empty() {
                 continue;
             }
-            let (m, sigma, upper) = cross_section(&mut v);
-            if let Some(c) = self.classes.get_mut(&k) {
-                c.rtt_median.push(m);
-                c.rtt_sigma.push(sigma);
-                c.rtt_upper.push(upper);
-            }
+            let (m, sigma, upper) = cross_section(&mut rtts);
+            c.rtt_median.push(m);
+            c.rtt_sigma.push(sigma);
+            c.rtt_upper.push(upper);
         }
         if seq.is_multiple_of(64) {
             let ttl = cfg.path_idle_intervals;
