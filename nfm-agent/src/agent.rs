@@ -51,6 +51,7 @@ struct StdoutLine<'a> {
     kernel: KernelCounters,
     /// Entries user space could not insert because the map was full.
     user_map_full: u64,
+    flows_tracked: usize,
     sockets_tracked: usize,
     cpu_time_us: u64,
     rss_bytes: u64,
@@ -342,8 +343,9 @@ impl Agent {
             send_errors: t.send_errors,
             cpu_time_us,
             rss_bytes,
-            flows_tracked: self.tracker.flows() as u64,
-            sockets_tracked: self.tracker.sockets() as u64,
+            // The interval just finished (its flows have been handed out by now).
+            flows_tracked: self.tracker.last.flows as u64,
+            sockets_tracked: self.tracker.last.sockets as u64,
             frames_sent: t.frames_sent,
             records_sent: t.records_sent,
         }
@@ -374,7 +376,6 @@ impl Agent {
         let end_ms = sys::unix_ms();
         let start_ms = self.interval_start_ms;
         self.interval_start_ms = end_ms;
-        let flows_before = self.tracker.flows();
         let mut records = self.tracker.finish_interval(now);
         let (cpu, rss) = sys::self_usage();
         if self.cfg.stdout {
@@ -387,7 +388,8 @@ impl Agent {
                 records: &records,
                 kernel: self.kernel,
                 user_map_full: self.user_map_full,
-                sockets_tracked: self.tracker.sockets(),
+                flows_tracked: self.tracker.last.flows,
+                sockets_tracked: self.tracker.last.sockets,
                 cpu_time_us: cpu,
                 rss_bytes: rss,
                 last,
@@ -403,7 +405,6 @@ impl Agent {
             }
             return;
         }
-        let _ = flows_before;
         let kind = self.cfg.transport;
         if kind == Kind::Udp {
             // Each UDP interval starts with a Hello so a restarted collector learns who we are.

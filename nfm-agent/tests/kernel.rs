@@ -314,6 +314,8 @@ struct Interval {
     last: bool,
     #[serde(default)]
     user_map_full: u64,
+    flows_tracked: u64,
+    sockets_tracked: u64,
 }
 
 /// All records of a role summed by flow (remote service for clients, local port for servers).
@@ -614,6 +616,11 @@ fn thousand_short_connections_all_counted() {
     assert_eq!(kernel(&out, "registered"), 2000);
     assert_eq!(kernel(&out, "close_lost"), 0);
     assert_eq!(kernel(&out, "map_full"), 0);
+    // What the interval covered (AgentStats carries the same two numbers): the 2,000 sockets
+    // opened and closed inside it, in two flows (the client's and the server's).
+    assert_eq!(out[0].sockets_tracked, 2000);
+    assert_eq!(out[0].flows_tracked, out[0].records.len() as u64);
+    assert_eq!(out[0].flows_tracked, 2);
 }
 
 /// Boundary: a ring buffer too small for the burst. Closes that do not fit stay in the map,
