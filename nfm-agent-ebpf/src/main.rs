@@ -19,8 +19,8 @@ mod prog {
     };
     use core::ptr::{addr_of, read_volatile};
     use nfm_agent_common::{
-        counter, on_sock_ops, stage, CloseEvent, Counters, Env, OpenEvent, SockOps, SockStats,
-        AF_INET,
+        counter, on_sock_ops, stage, CloseEvent, Counters, Env, OpenEvent, OpenEvent4, SockOps,
+        SockStats, AF_INET,
     };
 
     /// Live sockets by cookie. The size here is a placeholder: the agent sets it at load time.
@@ -34,6 +34,8 @@ mod prog {
     /// Open and close events waiting for a batched ring-buffer write, per CPU ([`stage`]).
     #[map]
     static OPEN_STAGE: PerCpuArray<stage::Stage<OpenEvent>> = PerCpuArray::with_max_entries(1, 0);
+    #[map]
+    static OPEN4_STAGE: PerCpuArray<stage::Stage<OpenEvent4>> = PerCpuArray::with_max_entries(1, 0);
     #[map]
     static CLOSE_STAGE: PerCpuArray<stage::Stage<CloseEvent>> = PerCpuArray::with_max_entries(1, 0);
 
@@ -179,6 +181,7 @@ mod prog {
     /// staged events.
     const RECORD_BYTES: u64 = nfm_agent_common::SOCK_STATS_LEN as u64 + 8;
     const OPEN_BATCH_BYTES: u64 = stage::OPEN_BATCH_LEN as u64 + 8;
+    const OPEN4_BATCH_BYTES: u64 = stage::OPEN4_BATCH_LEN as u64 + 8;
     const CLOSE_BATCH_BYTES: u64 = stage::CLOSE_BATCH_LEN as u64 + 8;
 
     /// Ring-buffer write flags: wake the reader once, when this write takes the backlog across
@@ -249,6 +252,23 @@ mod prog {
             stage::push(unsafe { &mut *st }, cpu, stage::OPENS, v, |recs| {
                 let ok = EVENTS
                     .output::<[OpenEvent; stage::RECORDS]>(recs, wakeup_flags(OPEN_BATCH_BYTES))
+                    .is_ok();
+                if !ok {
+                    self.count(counter::RINGBUF_FULL);
+                }
+                ok
+            })
+        }
+        #[inline(always)]
+        fn stage_open4(&self, v: &OpenEvent4) -> bool {
+            let Some(st) = OPEN4_STAGE.get_ptr_mut(0) else {
+                return false;
+            };
+            let cpu = unsafe { bpf_get_smp_processor_id() };
+            // SAFETY: as in `stage_open`.
+            stage::push(unsafe { &mut *st }, cpu, stage::OPENS4, v, |recs| {
+                let ok = EVENTS
+                    .output::<[OpenEvent4; stage::RECORDS]>(recs, wakeup_flags(OPEN4_BATCH_BYTES))
                     .is_ok();
                 if !ok {
                     self.count(counter::RINGBUF_FULL);

@@ -11,7 +11,8 @@ use anyhow::{Context as _, Result};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use nfm_agent_common::{
-    event, stage, CloseEvent, OpenEvent, SockStats, CLOSE_EVENT_LEN, OPEN_EVENT_LEN, SOCK_STATS_LEN,
+    event, stage, CloseEvent, OpenEvent, OpenEvent4, SockStats, CLOSE_EVENT_LEN, OPEN_EVENT4_LEN,
+    OPEN_EVENT_LEN, SOCK_STATS_LEN,
 };
 use nfm_wire::{
     cap, encode_flow_batch, encode_to_vec, AgentStats, FlowRecord, Goodbye, Header, Hello, Key,
@@ -234,6 +235,12 @@ impl Agent {
                     let e: OpenEvent = unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) };
                     e.to_stats()
                 })),
+                stage::OPEN4_BATCH_LEN => {
+                    batch.extend(item.chunks_exact(OPEN_EVENT4_LEN).map(|c| {
+                        let e: OpenEvent4 = unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) };
+                        e.to_open().to_stats()
+                    }))
+                }
                 stage::CLOSE_BATCH_LEN => {
                     batch.extend(item.chunks_exact(CLOSE_EVENT_LEN).map(|c| {
                         let e: CloseEvent = unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) };

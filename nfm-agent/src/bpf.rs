@@ -13,7 +13,9 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::{CgroupAttachMode, SockOps};
 use aya::{include_bytes_aligned, Ebpf, EbpfLoader};
-use nfm_agent_common::{counter, stage, CloseEvent, OpenEvent, SockStats, SOCK_STATS_LEN};
+use nfm_agent_common::{
+    counter, stage, CloseEvent, OpenEvent, OpenEvent4, SockStats, SOCK_STATS_LEN,
+};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
@@ -58,6 +60,7 @@ pub struct Probe {
     socks: MapData,
     counters: PerCpuArray<MapData, u64>,
     open_stage: PerCpuArray<MapData, stage::Stage<OpenEvent>>,
+    open4_stage: PerCpuArray<MapData, stage::Stage<OpenEvent4>>,
     close_stage: PerCpuArray<MapData, stage::Stage<CloseEvent>>,
     ebpf: Ebpf,
     pub cgroup: PathBuf,
@@ -166,6 +169,10 @@ impl Probe {
             ebpf.take_map("OPEN_STAGE")
                 .ok_or_else(|| anyhow!("no OPEN_STAGE map"))?,
         )?;
+        let open4_stage = PerCpuArray::try_from(
+            ebpf.take_map("OPEN4_STAGE")
+                .ok_or_else(|| anyhow!("no OPEN4_STAGE map"))?,
+        )?;
         let close_stage = PerCpuArray::try_from(
             ebpf.take_map("CLOSE_STAGE")
                 .ok_or_else(|| anyhow!("no CLOSE_STAGE map"))?,
@@ -175,6 +182,7 @@ impl Probe {
             socks,
             counters,
             open_stage,
+            open4_stage,
             close_stage,
             ebpf,
             cgroup: cgroup.to_path_buf(),
@@ -196,7 +204,9 @@ impl Probe {
             map_full: v[counter::MAP_FULL as usize],
             map_update_failed: v[counter::MAP_UPDATE_FAILED as usize],
             ringbuf_full: v[counter::RINGBUF_FULL as usize],
-            registered: v[counter::REGISTERED as usize] + staged_total(&self.open_stage)?,
+            registered: v[counter::REGISTERED as usize]
+                + staged_total(&self.open_stage)?
+                + staged_total(&self.open4_stage)?,
             close_events: v[counter::CLOSE_EVENTS as usize] + staged_total(&self.close_stage)?,
             close_untracked: v[counter::CLOSE_UNTRACKED as usize],
             close_lost: v[counter::CLOSE_LOST as usize],
@@ -211,6 +221,10 @@ impl Probe {
             .open_stage
             .get(&0, 0)
             .context("reading the open stages")?;
+        let opens4 = self
+            .open4_stage
+            .get(&0, 0)
+            .context("reading the open stages")?;
         let closes = self
             .close_stage
             .get(&0, 0)
@@ -219,6 +233,11 @@ impl Probe {
             .iter()
             .flat_map(|st| st.recs.iter().map(|r| r.to_stats()))
             .collect();
+        out.extend(
+            opens4
+                .iter()
+                .flat_map(|st| st.recs.iter().map(|r| r.to_open().to_stats())),
+        );
         out.extend(
             closes
                 .iter()

@@ -694,14 +694,10 @@ mod test {
             bytes_received: 1,
             data_segs_out: 1,
             srtt_us: 250,
-            local_port: 40000,
-            remote_port: 443,
             role: role::CLIENT,
-            flags: sflag::UNTRACKED | sflag::CLOSED | sflag::ESTABLISHED,
             close_kind: close_kind::COMPLETED,
             last_state: nfm_agent_common::tcp_state::FIN_WAIT2 as u8,
             fin_acked: 1,
-            event: nfm_agent_common::event::CLOSE,
             ..Default::default()
         };
         assert!(

@@ -152,10 +152,8 @@ mod test {
                 bytes_received: 8 + 1,
                 data_segs_in: 1,
                 role: role::SERVER,
-                flags: sflag::UNTRACKED | sflag::CLOSED | sflag::ESTABLISHED,
                 last_state: tcp_state::LAST_ACK as u8,
                 fin_acked: 1,
-                event: event::CLOSE,
                 ..CloseEvent::default()
             }
             .to_stats()

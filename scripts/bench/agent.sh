@@ -15,6 +15,10 @@
 # - agent.rss_mib / agent.cpu_pct: the agent (UDP transport to a local sink, 1 s interval) while
 #   5,000 loopback connections to 5,000 distinct addresses are held open: 10,000 sockets, each its
 #   own flow (10,000 tracked flows), measured over 20 s.
+#
+# PROFILE=1 adds one more round with the program timing itself per op (`--bpf-profile`: two clock
+# reads per run, so its figures run ~30 ns per callback above the stats rounds') and prints, on
+# stderr, runs and ns per connection for each op (16 = STATE callbacks that are closes).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TGT=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -168,6 +172,13 @@ stats_round() {  # $1 = output tag, rest = extra agent flags; prints "ns_per_cb 
 sysctl -qw kernel.bpf_stats_enabled=1
 for i in 1 2 3; do stats_round "stats$i"; done > "$WORK/stats.txt"
 floor=$(stats_round floor --bpf-noop)
+if [ "${PROFILE:-0}" = 1 ]; then
+  stats_round profile --bpf-profile > /dev/null
+  conns=$(cat "$WORK/conns.profile")
+  grep '^profile op' "$WORK/profile.err" | awk -v n="$conns" '
+    BEGIN { split("TIMEOUT_INIT RWND_INIT TCP_CONNECT ACTIVE_ESTABLISHED PASSIVE_ESTABLISHED NEEDS_ECN BASE_RTT RTO RETRANS STATE TCP_LISTEN RTT PARSE_HDR_OPT HDR_OPT_LEN WRITE_HDR_OPT STATE(close)", name, " ") }
+    { op = $3 + 0; sub(":", "", op); printf "profile op %2d %-20s runs/conn %5.2f  ns/run %7.1f  ns/conn %7.1f\n", op, name[op], $5 / n, $7 / $5, $7 / n }' >&2
+fi
 sysctl -qw kernel.bpf_stats_enabled="$STATS_BEFORE"
 cat "$WORK/stats.txt" | sed 's/^/stats round (ns\/cb ns\/conn cb\/conn): /' >&2
 echo "floor round (no-op program): $floor" >&2

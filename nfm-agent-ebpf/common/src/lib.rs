@@ -247,11 +247,11 @@ pub struct SockStats {
 /// Size of [`SockStats`] on the wire between kernel and user space.
 pub const SOCK_STATS_LEN: usize = core::mem::size_of::<SockStats>();
 
-/// The open event of an established socket: identity and handshake, 72 bytes, staged
-/// ([`stage`]).
+/// The open event of an established IPv6 socket: identity and handshake, 72 bytes, staged
+/// ([`stage`]). IPv4 sockets send the 48-byte [`OpenEvent4`].
 ///
 /// Why not a whole [`SockStats`]: on this machine the cost of a ring-buffer record is mostly its
-/// cache lines (each written line has to be fetched back from the reader's core), ~25–30 ns per
+/// cache lines (each written line has to be fetched back from the reader's core), ~40–50 ns per
 /// 64 bytes, so the two events every connection sends are cut to what user space needs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -277,9 +277,71 @@ pub struct OpenEvent {
     pub seq_end: u32,
 }
 
-/// The close of a socket whose open event was sent: final counters only, 64 bytes, staged
-/// ([`stage`]). Closes that carry more (a map entry's samples and per-phase counts) or whose
-/// socket never sent an open event (a failed connect) are whole [`SockStats`].
+/// [`OpenEvent`] of an IPv4 socket (addresses in network order), 48 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenEvent4 {
+    pub seq: u64,
+    pub cookie: u64,
+    pub local_addr: u32,
+    pub remote_addr: u32,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub family: u8,
+    pub role: u8,
+    pub flags: u8,
+    pub event: u8,
+    pub handshake_us: u32,
+    pub srtt_us: u32,
+    pub total_retrans: u32,
+    pub seq_end: u32,
+}
+
+impl OpenEvent4 {
+    #[inline(always)]
+    pub fn of(o: &OpenEvent) -> OpenEvent4 {
+        OpenEvent4 {
+            seq: o.seq,
+            cookie: o.cookie,
+            local_addr: o.local_addr[0],
+            remote_addr: o.remote_addr[0],
+            local_port: o.local_port,
+            remote_port: o.remote_port,
+            family: o.family,
+            role: o.role,
+            flags: o.flags,
+            event: o.event,
+            handshake_us: o.handshake_us,
+            srtt_us: o.srtt_us,
+            total_retrans: o.total_retrans,
+            seq_end: o.seq_end,
+        }
+    }
+
+    pub fn to_open(&self) -> OpenEvent {
+        OpenEvent {
+            seq: self.seq,
+            cookie: self.cookie,
+            local_addr: [self.local_addr, 0, 0, 0],
+            remote_addr: [self.remote_addr, 0, 0, 0],
+            local_port: self.local_port,
+            remote_port: self.remote_port,
+            family: self.family,
+            role: self.role,
+            flags: self.flags,
+            event: self.event,
+            handshake_us: self.handshake_us,
+            srtt_us: self.srtt_us,
+            total_retrans: self.total_retrans,
+            seq_end: self.seq_end,
+        }
+    }
+}
+
+/// The close of a socket whose open event was sent: final counters only, 56 bytes, staged
+/// ([`stage`]); always untracked, closed, established and without addresses
+/// ([`CloseEvent::to_stats`]). Closes that carry more (a map entry's samples and per-phase
+/// counts) or whose socket never sent an open event (a failed connect) are whole [`SockStats`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CloseEvent {
@@ -292,21 +354,17 @@ pub struct CloseEvent {
     pub data_segs_out: u32,
     pub total_retrans: u32,
     pub srtt_us: u32,
-    pub local_port: u16,
-    pub remote_port: u16,
+    /// The role guessed from the ports (user space keeps the open event's).
     pub role: u8,
-    pub flags: u8,
     pub close_kind: u8,
     pub last_state: u8,
     pub fin_acked: u8,
-    /// Always [`event::CLOSE`].
-    pub event: u8,
-    pub _pad: u16,
     /// The low 32 bits of `seq`, written first (see [`stage`]).
     pub seq_end: u32,
 }
 
 pub const OPEN_EVENT_LEN: usize = core::mem::size_of::<OpenEvent>();
+pub const OPEN_EVENT4_LEN: usize = core::mem::size_of::<OpenEvent4>();
 pub const CLOSE_EVENT_LEN: usize = core::mem::size_of::<CloseEvent>();
 
 impl OpenEvent {
@@ -352,10 +410,8 @@ impl CloseEvent {
             data_segs_out: self.data_segs_out,
             srtt_us: self.srtt_us,
             total_retrans: self.total_retrans,
-            local_port: self.local_port,
-            remote_port: self.remote_port,
             role: self.role,
-            flags: self.flags | sflag::ANONYMOUS,
+            flags: sflag::UNTRACKED | sflag::CLOSED | sflag::ESTABLISHED | sflag::ANONYMOUS,
             close_kind: self.close_kind,
             last_state: self.last_state,
             fin_acked: self.fin_acked,
@@ -366,15 +422,14 @@ impl CloseEvent {
     }
 }
 
-/// Close records are staged per CPU and reach the ring buffer in batches.
+/// Open and close events are staged per CPU and reach the ring buffer in batches.
 ///
-/// Why: one ring-buffer write costs ~100–200 ns on this machine whatever its size (the ring's
-/// lock, the reservation, the commit), more than everything else a close does. So each CPU
-/// appends its close records to its own [`Stage`] (a per-CPU array value: no lock, no cache
-/// line shared with another CPU) and sends all [`RECORDS`] of them with one ring-buffer write
-/// when the array is full. User space reads every CPU's stage at each interval too, so a close
-/// on a quiet CPU is still reported within one interval, and it drops records it has already
-/// seen by their sequence numbers ([`SockStats::seq`]: per CPU, consecutive).
+/// Why: a ring-buffer write costs a reservation and a commit plus, mostly, its cache lines. So
+/// each CPU appends its events to its own [`Stage`] per kind (a per-CPU array value: no lock,
+/// no cache line shared with another CPU) and sends all [`RECORDS`] of them with one ring-buffer
+/// write when the array is full. User space reads every CPU's stages at each interval too, so
+/// an event on a quiet CPU is still reported within one interval, and it drops records it has
+/// already seen by their sequence numbers ([`SockStats::seq`]: per CPU and kind, consecutive).
 ///
 /// Torn reads: [`push`] writes `seq_end` first, then the record, then `seq` (volatile stores
 /// and compiler fences keep that order in the object; the JIT keeps program order). The kernel copies a
@@ -382,17 +437,18 @@ impl CloseEvent {
 /// keeps stores in order and loads in order (x86-64) a copy whose `seq` is non-zero and equal to
 /// its `seq_end` ([`complete`]) holds one whole record.
 pub mod stage {
-    use super::{CloseEvent, OpenEvent, SockStats};
+    use super::{CloseEvent, OpenEvent, OpenEvent4, SockStats};
     use core::sync::atomic::{compiler_fence, Ordering};
 
     /// Records per stage (one ring-buffer write per this many events of a kind on a CPU).
     pub const RECORDS: usize = 8;
-    /// `seq` = `(n << LANE_BITS) | lane`, lane = `2 × cpu + kind` (kind 0: opens, 1: closes):
-    /// each CPU's opens and closes are numbered separately.
-    pub const LANE_BITS: u32 = 17;
+    /// `seq` = `(n << LANE_BITS) | lane`, lane = `4 × cpu + kind`: each CPU's IPv6 opens,
+    /// closes and IPv4 opens are numbered separately.
+    pub const LANE_BITS: u32 = 18;
     pub const LANE_MASK: u64 = (1 << LANE_BITS) - 1;
     pub const OPENS: u32 = 0;
     pub const CLOSES: u32 = 1;
+    pub const OPENS4: u32 = 2;
 
     /// A record that can be staged: `seq` first, `seq_end` last.
     pub trait Staged: Copy {
@@ -401,6 +457,17 @@ pub mod stage {
     }
 
     impl Staged for OpenEvent {
+        #[inline(always)]
+        fn seq_mut(&mut self) -> &mut u64 {
+            &mut self.seq
+        }
+        #[inline(always)]
+        fn seq_end_mut(&mut self) -> &mut u32 {
+            &mut self.seq_end
+        }
+    }
+
+    impl Staged for OpenEvent4 {
         #[inline(always)]
         fn seq_mut(&mut self) -> &mut u64 {
             &mut self.seq
@@ -436,11 +503,12 @@ pub mod stage {
 
     /// Bytes of one flushed stage in the ring buffer.
     pub const OPEN_BATCH_LEN: usize = RECORDS * super::OPEN_EVENT_LEN;
+    pub const OPEN4_BATCH_LEN: usize = RECORDS * super::OPEN_EVENT4_LEN;
     pub const CLOSE_BATCH_LEN: usize = RECORDS * super::CLOSE_EVENT_LEN;
 
     #[inline(always)]
     pub fn seq(n: u64, cpu: u32, kind: u32) -> u64 {
-        (n << LANE_BITS) | (((cpu as u64) << 1 | kind as u64) & LANE_MASK)
+        (n << LANE_BITS) | (((cpu as u64) << 2 | kind as u64) & LANE_MASK)
     }
 
     /// The lane (CPU and kind) a sequence number belongs to.
@@ -505,6 +573,10 @@ unsafe impl aya::Pod for stage::Stage<OpenEvent> {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for stage::Stage<CloseEvent> {}
 #[cfg(feature = "user")]
+unsafe impl aya::Pod for stage::Stage<OpenEvent4> {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for OpenEvent4 {}
+#[cfg(feature = "user")]
 unsafe impl aya::Pod for OpenEvent {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for CloseEvent {}
@@ -568,6 +640,8 @@ pub trait Env {
     /// Stages an open event ([`stage`]); false when it could not be staged (the stage is full
     /// of records the ring buffer did not take).
     fn stage_open(&self, v: &OpenEvent) -> bool;
+    /// The same for an IPv4 socket.
+    fn stage_open4(&self, v: &OpenEvent4) -> bool;
     /// Sends a whole record (a close with samples, or a failed connect) through the ring
     /// buffer; false when the ring buffer is full.
     fn emit(&self, v: &SockStats) -> bool;
@@ -720,7 +794,12 @@ fn register<C: SockOps, E: Env>(ctx: &C, env: &E, role: u8) {
         seq: 0,
         seq_end: 0,
     };
-    if env.stage_open(&open) {
+    let staged = if family == AF_INET {
+        env.stage_open4(&OpenEvent4::of(&open))
+    } else {
+        env.stage_open(&open)
+    };
+    if staged {
         return;
     }
     env.count(counter::RINGBUF_FULL);
@@ -920,15 +999,10 @@ fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
                     data_segs_out: c.data_segs_out,
                     total_retrans: c.total_retrans,
                     srtt_us: c.srtt_us8 >> 3,
-                    local_port: lp,
-                    remote_port: rp,
                     role,
-                    flags: sflag::UNTRACKED | sflag::CLOSED | sflag::ESTABLISHED,
                     close_kind: close_kind_of(old),
                     last_state: old as u8,
                     fin_acked: (fin_sent(old) && c.snd_una == c.snd_nxt) as u8,
-                    event: event::CLOSE,
-                    _pad: 0,
                     seq_end: 0,
                 };
                 if env.stage(&ev) {
@@ -1089,6 +1163,8 @@ mod test {
         ring: RefCell<Vec<SockStats>>,
         ring_cap: usize,
         counters: RefCell<[u64; counter::COUNT as usize]>,
+        /// Open events staged as [`OpenEvent4`].
+        opens4: Cell<u32>,
     }
 
     impl Mock {
@@ -1100,6 +1176,7 @@ mod test {
                 ring: RefCell::new(Vec::new()),
                 ring_cap,
                 counters: RefCell::new([0; counter::COUNT as usize]),
+                opens4: Cell::new(0),
             }
         }
         fn get(&self, cookie: u64) -> Option<SockStats> {
@@ -1147,6 +1224,10 @@ mod test {
         }
         fn stage_open(&self, v: &OpenEvent) -> bool {
             self.emit(&v.to_stats())
+        }
+        fn stage_open4(&self, v: &OpenEvent4) -> bool {
+            self.opens4.set(self.opens4.get() + 1);
+            self.emit(&v.to_open().to_stats())
         }
         fn stage(&self, v: &CloseEvent) -> bool {
             // Staging itself is tested on its own (test_stage_*); here a staged close is
@@ -1533,7 +1614,6 @@ mod test {
     fn rec(cookie: u64) -> CloseEvent {
         CloseEvent {
             cookie,
-            event: event::CLOSE,
             ..CloseEvent::default()
         }
     }
@@ -1555,7 +1635,7 @@ mod test {
             assert_eq!(r.cookie, i as u64 + 1);
             assert!(stage::complete(&r.to_stats()));
             assert_eq!(stage::n_of(r.seq), i as u64 + 1);
-            assert_eq!(stage::lane_of(r.seq), 2 * 3 + 1);
+            assert_eq!(stage::lane_of(r.seq), 4 * 3 + 1);
         }
         // Three more wait in the stage (user space reads them there).
         assert_eq!((st.next, st.flushed), (2 * stage::RECORDS as u64 + 3, 16));
@@ -1628,6 +1708,31 @@ mod test {
         assert!(env.ring.borrow().is_empty());
     }
 
+    /// IPv4 sockets send the short open event, IPv6 ones the long one; both carry the
+    /// addresses whole.
+    #[test]
+    fn test_open_event_by_family() {
+        let env = Mock::new(16, 16);
+        run(&Ctx::new(op::PASSIVE_ESTABLISHED_CB, 1), &env);
+        let mut v6 = Ctx::new(op::PASSIVE_ESTABLISHED_CB, 2);
+        v6.family = AF_INET6 as u32;
+        run(&v6, &env);
+        assert_eq!(env.opens4.get(), 1);
+        let open = events(&env, event::OPEN);
+        assert_eq!(open.len(), 2);
+        assert_eq!(
+            (open[0].family, open[0].local_addr),
+            (AF_INET, [0x0100_a8c0, 0, 0, 0])
+        );
+        assert_eq!(open[0].remote_addr, [0x0200_a8c0, 0, 0, 0]);
+        assert_eq!(
+            (open[1].family, open[1].local_addr),
+            (AF_INET6, [1, 2, 3, 4])
+        );
+        assert_eq!(open[1].remote_addr, [5, 6, 7, 8]);
+        assert_eq!(open[1].local_port, 40000);
+    }
+
     #[test]
     fn test_layout_is_stable() {
         assert_eq!(SOCK_STATS_LEN, 144);
@@ -1643,13 +1748,22 @@ mod test {
             16 + stage::RECORDS * CLOSE_EVENT_LEN
         );
         // User space tells ring records apart by their length.
-        assert_eq!((OPEN_EVENT_LEN, CLOSE_EVENT_LEN), (72, 64));
+        assert_eq!(
+            (OPEN_EVENT_LEN, OPEN_EVENT4_LEN, CLOSE_EVENT_LEN),
+            (72, 48, 56)
+        );
         let lens = [
             SOCK_STATS_LEN,
             stage::OPEN_BATCH_LEN,
+            stage::OPEN4_BATCH_LEN,
             stage::CLOSE_BATCH_LEN,
         ];
-        assert_eq!(lens, [144, 576, 512]);
+        assert_eq!(lens, [144, 576, 384, 448]);
+        assert_eq!(core::mem::offset_of!(OpenEvent4, seq), 0);
+        assert_eq!(
+            core::mem::offset_of!(OpenEvent4, seq_end),
+            OPEN_EVENT4_LEN - 4
+        );
         assert_eq!(core::mem::offset_of!(OpenEvent, seq), 0);
         assert_eq!(
             core::mem::offset_of!(OpenEvent, seq_end),
