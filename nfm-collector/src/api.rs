@@ -1086,6 +1086,19 @@ mod test {
         )
     }
 
+    /// [`api`] with monitor `app` (local subnet-app-a) created.
+    fn api_with_app_monitor() -> (Api, Receiver<ResolverMsg>, Receiver<AggMsg>) {
+        let (mut a, r, m) = api(None);
+        let reply = a.route(
+            "POST",
+            "/api/monitors",
+            None,
+            br#"{"name":"app","local":["subnet:subnet-app-a"]}"#,
+        );
+        assert_eq!(reply.status, 201);
+        (a, r, m)
+    }
+
     fn summary(start: u64, bytes: u64, retrans: u64) -> Arc<IntervalSummary> {
         let c = Counters {
             bytes,
@@ -1165,13 +1178,7 @@ mod test {
     /// the monitor's latest indicator stays the evaluator's.
     #[test]
     fn test_late_amendment_is_folded_in() {
-        let (mut a, _r, _m) = api(None);
-        a.route(
-            "POST",
-            "/api/monitors",
-            None,
-            br#"{"name":"app","local":["subnet:subnet-app-a"]}"#,
-        );
+        let (mut a, _r, _m) = api_with_app_monitor();
         a.add_interval(summary(0, 100, 1));
         let mut late = (*summary(0, 30, 2)).clone();
         late.monitors[0].health_indicator = None;
@@ -1205,13 +1212,7 @@ mod test {
 
     #[test]
     fn test_queries_and_bad_params() {
-        let (mut a, _r, _m) = api(None);
-        a.route(
-            "POST",
-            "/api/monitors",
-            None,
-            br#"{"name":"app","local":["subnet:subnet-app-a"]}"#,
-        );
+        let (mut a, _r, _m) = api_with_app_monitor();
         a.add_interval(summary(0, 100, 1));
         a.add_interval(summary(10_000, 50, 2));
         let r = a.route(

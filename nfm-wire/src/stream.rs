@@ -43,23 +43,24 @@ impl StreamDecoder {
 
     /// Appends bytes received from the peer.
     pub fn push(&mut self, bytes: &[u8]) {
+        self.make_room();
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Drops consumed bytes before more arrive: all of them when the buffer is used up (free),
+    /// or by moving the rest to the front once a read chunk's worth has been consumed.
+    fn make_room(&mut self) {
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
         } else if self.pos >= READ_CHUNK {
             self.compact();
         }
-        self.buf.extend_from_slice(bytes);
     }
 
     /// One `read` from `r` into the buffer. Returns what `read` returned (0 means end of stream).
     pub fn read_from<R: Read>(&mut self, r: &mut R) -> io::Result<usize> {
-        if self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        } else if self.pos >= READ_CHUNK {
-            self.compact();
-        }
+        self.make_room();
         let old = self.buf.len();
         self.buf.resize(old + READ_CHUNK, 0);
         let res = r.read(&mut self.buf[old..]);
