@@ -281,6 +281,11 @@ impl IngestCore {
         }
     }
 
+    /// The key that signs collector-to-agent frames (Ack, Error): the newest, when keys are set.
+    fn signing_key(&self) -> Option<nfm_wire::Key> {
+        self.cfg.keys.as_ref().and_then(|k| k.newest()).cloned()
+    }
+
     fn reject(&mut self, agent: Option<u64>, reason: &'static str, message: String) -> Outcome {
         *self.rejected.entry(reason).or_insert(0) += 1;
         if let Some(s) = agent.and_then(|a| self.sessions.get_mut(&a)) {
@@ -963,13 +968,7 @@ impl IngestLoop {
             reason: reason.into(),
             message,
         });
-        let key_ = self
-            .core
-            .cfg
-            .keys
-            .as_ref()
-            .and_then(|k| k.newest())
-            .cloned();
+        let key_ = self.core.signing_key();
         encode(&header, &msg, key_.as_ref(), &mut conn.out);
         let _ = conn.stream.write(&conn.out);
         conn.out.clear();
@@ -1002,13 +1001,7 @@ impl IngestLoop {
             epoch,
             seq: 0,
         };
-        let k = self
-            .core
-            .cfg
-            .keys
-            .as_ref()
-            .and_then(|k| k.newest())
-            .cloned();
+        let k = self.core.signing_key();
         encode(
             &header,
             &Message::Ack(Ack { epoch, seq }),

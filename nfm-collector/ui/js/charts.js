@@ -47,17 +47,12 @@ function axes(g, { from, to, lo, hi, iw, ih, fmtY, x, y }) {
 }
 
 /**
- * Lines over time. `series`: [{name, color, points: [{t, v}]}] where v may be null (gap).
- * Options: from, to (ms), fmtY, height, stepMs (interval length, used for hover lookup).
+ * The parts every time chart shares: scales from `from..to` and `0..top` (rounded up to a nice
+ * tick), the <svg> with its margin group, both axes with grid lines, and the clipped plot area.
  */
-export function lineChart(series, { from, to, fmtY = String, height = 180, width = 560, label = '' } = {}) {
-  const margin = { top: 10, right: 14, bottom: 22, left: 58 };
-  const { iw, ih } = frame({ width, height, margin });
-  const all = series.flatMap((se) => se.points.filter((p) => p.v !== null && p.v !== undefined));
-  let hi = Math.max(0, ...all.map((p) => p.v));
-  if (hi <= 0) hi = 1;
-  const ticks = niceTicks(0, hi, 4);
-  hi = Math.max(hi, ticks[ticks.length - 1]);
+function chartFrame({ width, height, margin, iw, ih, from, to, top, fmtY, label }) {
+  const ticks = niceTicks(0, top, 4);
+  const hi = Math.max(top, ticks[ticks.length - 1]);
   const x = (t) => ((t - from) / Math.max(1, to - from)) * iw;
   const y = (v) => ih - (v / hi) * ih;
   const svg = s('svg', { class: 'chart', viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': label });
@@ -65,6 +60,20 @@ export function lineChart(series, { from, to, fmtY = String, height = 180, width
   svg.append(g);
   axes(g, { from, to, lo: 0, hi, iw, ih, fmtY, x, y });
   const area = plotArea(svg, g, iw, ih);
+  return { x, y, hi, svg, g, area };
+}
+
+/**
+ * Lines over time. `series`: [{name, color, points: [{t, v}]}] where v may be null (gap).
+ * Options: from, to (ms), fmtY, height, stepMs (interval length, used for hover lookup).
+ */
+export function lineChart(series, { from, to, fmtY = String, height = 180, width = 560, label = '' } = {}) {
+  const margin = { top: 10, right: 14, bottom: 22, left: 58 };
+  const { iw, ih } = frame({ width, height, margin });
+  const all = series.flatMap((se) => se.points.filter((p) => p.v !== null && p.v !== undefined));
+  let top = Math.max(0, ...all.map((p) => p.v));
+  if (top <= 0) top = 1;
+  const { x, y, svg, g, area } = chartFrame({ width, height, margin, iw, ih, from, to, top, fmtY, label });
   for (const se of series) {
     const pts = se.points.filter((p) => p.t >= from && p.t <= to).sort((a, b) => a.t - b.t);
     let d = '';
@@ -127,16 +136,8 @@ function hover(g, svg, { iw, ih, x, from, to, series, fmtY }) {
 export function stackedBars(buckets, keys, { from, to, bucketMs, fmtY = String, colors = PALETTE, height = 240, width = 960, onPick, label = '' } = {}) {
   const margin = { top: 10, right: 14, bottom: 22, left: 64 };
   const { iw, ih } = frame({ width, height, margin });
-  let hi = Math.max(1, ...buckets.map((b) => keys.reduce((a, k) => a + (b.values.get(k) || 0), 0)));
-  const ticks = niceTicks(0, hi, 4);
-  hi = Math.max(hi, ticks[ticks.length - 1]);
-  const x = (t) => ((t - from) / Math.max(1, to - from)) * iw;
-  const y = (v) => ih - (v / hi) * ih;
-  const svg = s('svg', { class: 'chart', viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': label });
-  const g = s('g', { transform: `translate(${margin.left},${margin.top})` });
-  svg.append(g);
-  axes(g, { from, to, lo: 0, hi, iw, ih, fmtY, x, y });
-  const area = plotArea(svg, g, iw, ih);
+  const top = Math.max(1, ...buckets.map((b) => keys.reduce((a, k) => a + (b.values.get(k) || 0), 0)));
+  const { x, y, svg, g, area } = chartFrame({ width, height, margin, iw, ih, from, to, top, fmtY, label });
   const bw = Math.max(2, (bucketMs / Math.max(1, to - from)) * iw - 2);
   for (const b of buckets) {
     let acc = 0;
