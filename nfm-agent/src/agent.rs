@@ -289,8 +289,9 @@ impl Agent {
     /// interval, after the stages were read: a socket whose close is still staged would
     /// otherwise get an entry only to have it deleted (two syscalls per short connection).
     fn insert_open(&mut self) {
-        let mut pending = std::mem::take(&mut self.to_insert);
-        for (_, s) in pending.drain() {
+        // Taken, not drained: a burst of opens (10,000 at once) must not keep its table.
+        let pending = std::mem::take(&mut self.to_insert);
+        for (_, s) in pending {
             if self.tracker.is_closed(s.cookie) {
                 continue;
             }
@@ -304,8 +305,6 @@ impl Agent {
                 }
             }
         }
-        // Keep the allocation for the next interval.
-        self.to_insert = pending;
     }
 
     /// Deletes the map entries of closed sockets.
