@@ -26,23 +26,42 @@ pub struct Graph {
     members: Vec<u32>,
 }
 
+/// A graph's vectors, kept between intervals for their capacity.
+#[derive(Debug, Default)]
+pub struct GraphParts {
+    comps: Vec<u32>,
+    offsets: Vec<u32>,
+    members: Vec<u32>,
+}
+
 impl Graph {
     /// Builds the graph and sets each observation's path and class identity (`Obs::key`,
     /// `Obs::class`) from its first sample's path, in one pass over the paths; for shared paths
     /// also, when still valid, `Obs::slot_hint`.
+    /// `reuse`: vectors of an earlier graph ([`Graph::into_parts`]), for their capacity.
     pub fn build<P: Paths + ?Sized>(
         interval: &ClosedInterval,
         paths: &P,
         obs: &mut [Obs],
         t: &mut Tables,
+        reuse: GraphParts,
     ) -> Graph {
-        let mut comps = Vec::new();
-        let mut offsets = Vec::with_capacity(obs.len() + 1);
-        let mut members = Vec::with_capacity(obs.len() * 8);
+        let GraphParts {
+            mut comps,
+            mut offsets,
+            mut members,
+        } = reuse;
+        comps.clear();
+        offsets.clear();
+        members.clear();
+        offsets.reserve(obs.len() + 1);
+        members.reserve(obs.len() * 8);
+        // Per component (local number): the last observation that listed it, plus one.
+        let mut listed: Vec<u32> = Vec::new();
         let mut scratch = PathIds::default();
         offsets.push(0);
-        for o in obs.iter_mut() {
-            let start = members.len();
+        for (n, o) in obs.iter_mut().enumerate() {
+            let mark = n as u32 + 1;
             // Both ends' paths: each names only its own AZ, and a fault in the far end's AZ
             // is on the flow's path all the same.
             for v in 0..o.views as usize {
@@ -59,10 +78,12 @@ impl Graph {
                     let (id, new) = t.interner.local(g);
                     if new {
                         comps.push(g);
+                        listed.push(mark);
                         members.push(id);
-                    } else if !members[start..].contains(&id) {
+                    } else if listed[id as usize] != mark {
                         // An intra-subnet path names its subnet twice, two views name most
                         // components twice; count each once.
+                        listed[id as usize] = mark;
                         members.push(id);
                     }
                 }
@@ -121,6 +142,15 @@ impl Graph {
             comps,
             offsets,
             members,
+        }
+    }
+
+    /// The graph's vectors, for reuse by the next [`Graph::build`].
+    pub fn into_parts(self) -> GraphParts {
+        GraphParts {
+            comps: self.comps,
+            offsets: self.offsets,
+            members: self.members,
         }
     }
 
@@ -328,7 +358,7 @@ mod test {
         };
         t.interner.begin(1);
         let mut obs = observations(iv, &paths, &mut t);
-        let g = Graph::build(iv, &paths, &mut obs, &mut t);
+        let g = Graph::build(iv, &paths, &mut obs, &mut t, GraphParts::default());
         let state = |i: usize| {
             if degraded[i] {
                 (State::Degraded, 1.0)

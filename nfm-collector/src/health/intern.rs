@@ -220,6 +220,7 @@ impl PathIds {
     }
 
     /// The path's components, in path order.
+    #[inline]
     pub fn ids(&self) -> &[u32] {
         if self.spill.is_empty() {
             &self.inline[..self.len as usize]

@@ -150,16 +150,32 @@ impl Judged {
 /// and a server's record (local S, remote C, local port P) are one flow seen from both ends.
 /// Samples without a path are left out. Shared paths are looked up in the path cache here, in
 /// the one pass that reads their resolutions (`Obs::cached`).
+#[cfg(test)]
 pub fn observations<P: Paths + ?Sized>(
     interval: &ClosedInterval,
     paths: &P,
     t: &mut Tables,
 ) -> Vec<Obs> {
-    let mut obs: Vec<Obs> = Vec::with_capacity(interval.flows.len());
+    let mut obs = Vec::new();
+    observations_into(interval, paths, t, &mut obs);
+    obs
+}
+
+/// [`observations`] into `obs` (cleared first; its capacity is reused across intervals).
+pub fn observations_into<P: Paths + ?Sized>(
+    interval: &ClosedInterval,
+    paths: &P,
+    t: &mut Tables,
+    obs: &mut Vec<Obs>,
+) {
+    obs.clear();
+    obs.reserve(interval.flows.len());
     let mut servers = Vec::new();
-    // Client flow keys, taken while the sample is at hand (the pairing needs them only when
-    // there are servers' views, but reading 100k samples again costs more than keeping these).
-    let mut keys: Vec<(IpAddr, IpAddr, u16)> = Vec::with_capacity(interval.flows.len());
+    // Client flow keys for the pairing, taken while the sample is at hand once a server's view
+    // has been seen (before that, the clients seen so far are read again, once): without
+    // servers' views, as from agents on clients only, nothing is kept.
+    let mut keys: Vec<(IpAddr, IpAddr, u16)> = Vec::new();
+    let key = |s: &FlowSample| (s.record.local, s.record.remote, s.record.remote_port);
     for (i, s) in interval.flows.iter().enumerate() {
         let cached = match paths.shared(i) {
             Some(key) => {
@@ -182,13 +198,24 @@ pub fn observations<P: Paths + ?Sized>(
                 };
                 o.add(s, 0);
                 obs.push(o);
-                keys.push((s.record.local, s.record.remote, s.record.remote_port));
+                if !servers.is_empty() {
+                    keys.push(key(s));
+                }
             }
-            Role::Server => servers.push((i, cached)),
+            Role::Server => {
+                if servers.is_empty() {
+                    keys.reserve(interval.flows.len());
+                    keys.extend(
+                        obs.iter()
+                            .map(|o| key(&interval.flows[o.samples[0] as usize])),
+                    );
+                }
+                servers.push((i, cached));
+            }
         }
     }
     if servers.is_empty() {
-        return obs;
+        return;
     }
     // Each client's flow key, the first client holding a key keeps it. FxHash: the map is
     // probed once per sample. Its keys are agent-reported addresses, as are the aggregator's
@@ -221,7 +248,6 @@ pub fn observations<P: Paths + ?Sized>(
         o.add(s, 0);
         obs.push(o);
     }
-    obs
 }
 
 /// (median, MAD × 1.4826, 90th percentile) of a class's RTTs in one interval.
@@ -321,7 +347,8 @@ impl Baselines {
     }
 
     /// Judges every observation of the interval numbered `seq`.
-    pub fn judge_all(&mut self, obs: &[Obs], seq: u32, cfg: &HealthConfig) -> Vec<Judged> {
+    /// Into `out` (cleared first; its capacity is reused).
+    pub fn judge_all(&mut self, obs: &[Obs], seq: u32, cfg: &HealthConfig, out: &mut Vec<Judged>) {
         self.global.bring_to(seq, cfg.rate_decay);
         // The interval's classes, numbered: each observation looks its class up once here,
         // and everything per class below is computed once per class, not once per flow.
@@ -361,14 +388,12 @@ impl Baselines {
             .zip(&cross)
             .map(|(k, cross)| self.class_memo(*k, seq, &global, *cross, cfg))
             .collect();
-        obs.iter()
-            .zip(&class_of)
-            .map(|(o, &c)| {
-                let mut j = self.judge(o, seq, &memos[c as usize], cfg);
-                j.class_index = c;
-                j
-            })
-            .collect()
+        out.clear();
+        out.extend(obs.iter().zip(&class_of).map(|(o, &c)| {
+            let mut j = self.judge(o, seq, &memos[c as usize], cfg);
+            j.class_index = c;
+            j
+        }));
     }
 
     /// What judging needs of class `key` in interval `seq`: its expected rates and its RTT

@@ -26,7 +26,7 @@ use crate::model::{
     Blame, ClosedInterval, ComponentId, ComponentKind, HealthReport, MetricChange, Verdict,
 };
 use crate::resolver::Resolved;
-use attribute::{greedy, Graph, Pick, Rules};
+use attribute::{greedy, Graph, GraphParts, Pick, Rules};
 use intern::Tables;
 use judge::{metric, Baselines, Judged, Obs, State};
 use serde::Deserialize;
@@ -251,6 +251,7 @@ pub struct Evaluator {
     active: HashMap<ComponentId, u64>,
     /// Component ids and shared paths.
     tables: Tables,
+    reuse: Reuse,
     stats: EvaluatorStats,
 }
 
@@ -258,6 +259,14 @@ impl Default for Evaluator {
     fn default() -> Self {
         Evaluator::new(HealthConfig::default())
     }
+}
+
+/// The per-interval vectors, kept for their capacity.
+#[derive(Debug, Default)]
+struct Reuse {
+    obs: Vec<Obs>,
+    judged: Vec<Judged>,
+    graph: GraphParts,
 }
 
 /// Evidence sums over the degraded flows a verdict explains.
@@ -357,6 +366,7 @@ impl Evaluator {
             prev_start: None,
             active: HashMap::new(),
             tables: Tables::default(),
+            reuse: Reuse::default(),
             stats: EvaluatorStats::default(),
         }
     }
@@ -393,9 +403,18 @@ impl Evaluator {
         t.seq = seq;
         t.generation = self.baselines.generation();
         t.interner.begin(seq);
-        let mut obs = judge::observations(interval, paths, t);
-        let graph = Graph::build(interval, paths, &mut obs, t);
-        let judged = self.baselines.judge_all(&obs, seq, cfg);
+        // Vectors of the previous interval, for their capacity (no fresh pages per interval).
+        let mut obs = std::mem::take(&mut self.reuse.obs);
+        let mut judged = std::mem::take(&mut self.reuse.judged);
+        judge::observations_into(interval, paths, t, &mut obs);
+        let graph = Graph::build(
+            interval,
+            paths,
+            &mut obs,
+            t,
+            std::mem::take(&mut self.reuse.graph),
+        );
+        self.baselines.judge_all(&obs, seq, cfg, &mut judged);
         for (o, j) in obs.iter().zip(&judged) {
             if let (Some(c), Some(slot)) = (o.cached[0], j.path_slot) {
                 t.cache.memo(c).slot = Some((o.key, slot, t.generation));
@@ -536,8 +555,14 @@ impl Evaluator {
         }
         self.active = next_active;
         self.prev_start = Some(interval.start_ms);
+        let last_observations = obs.len();
+        self.reuse = Reuse {
+            obs,
+            judged,
+            graph: graph.into_parts(),
+        };
         self.stats.intervals += 1;
-        self.stats.last_observations = obs.len();
+        self.stats.last_observations = last_observations;
         self.stats.last_degraded = degraded_flows.len();
         self.stats.last_verdicts = verdicts.len();
         HealthReport {
