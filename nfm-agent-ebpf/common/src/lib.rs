@@ -7,7 +7,9 @@
 //!
 //! # Layout
 //! - [`SockStats`]: one socket's cumulative counters; the hash-map value *and* the ring-buffer
-//!   close event (the same bytes, so a close is emitted straight from the map entry).
+//!   record of a close that carries more than final counters (emitted straight from the entry).
+//! - [`OpenEvent4`] / [`OpenEvent`] and [`CloseEvent`]: the small open and close events of
+//!   every connection, staged per CPU and sent in batches ([`stage`]).
 //! - [`counter`]: indexes of the per-CPU overflow / activity counters.
 //! - [`on_sock_ops`]: the program body.
 //! - [`payload`]: converts the kernel's sequence-space byte counters to payload bytes.
@@ -16,15 +18,16 @@
 //! Every callback costs CPU on the workload's own thread, so the program enables only the
 //! callbacks whose events cannot be read later: STATE (to catch the close and snapshot the final
 //! counters), RETRANS and RTO (retransmissions and timeouts, split by phase) and RTT (one sample
-//! per round trip; since Linux 6.10 the kernel calls it once per RTT window, not per ACK). Every
+//! per round trip; since Linux 6.10 the kernel calls it once per RTT window, not per ACK; turned
+//! off once this end has sent its FIN). Every
 //! other counter (bytes, segments, smoothed RTT, total retransmissions) is read from
 //! `bpf_sock_ops` when one of those callbacks fires anyway.
 //!
-//! A socket's life in the program: the established callback sends an OPEN event through the ring
-//! buffer (no map insert: a hash insert costs ~350 ns here); user space inserts the map entry for
-//! sockets still open when it reads the event, and from then on RTT/RETRANS/RTO callbacks update
-//! the entry in place. The close sends a CLOSE event with the final counters, from the entry or,
-//! for a short connection that never got one, from the context. The entry is flagged CLOSED and
+//! A socket's life in the program: the established callback stages an open event (no map insert:
+//! a hash insert costs ~350 ns here); user space inserts the map entry for sockets still open at
+//! the end of the interval in which it read the event, and from then on RTT/RETRANS/RTO callbacks
+//! update the entry in place. The close stages a close event with the final counters from the
+//! context or, for a socket with an entry, sends the entry whole; the entry is flagged CLOSED and
 //! user space deletes it in batches. Whenever the ring buffer is full the program falls back to
 //! the map, so nothing is lost unless the map is full too, and that is counted. See
 //! `nfm-agent/README.md`.
