@@ -120,7 +120,7 @@ pub mod sflag {
     /// inserted it): its RTT samples, retransmissions and timeouts count from that moment, on
     /// top of those in the socket's open event.
     pub const ADOPTED: u8 = 1 << 3;
-    /// The record carries no addresses: a [`CloseEvent`], whose socket's addresses came with
+    /// The record carries no addresses: a [`CloseEvent`](super::CloseEvent), whose socket's addresses came with
     /// its open event.
     pub const ANONYMOUS: u8 = 1 << 4;
 }
@@ -428,17 +428,17 @@ impl CloseEvent {
 /// Open and close events are staged per CPU and reach the ring buffer in batches.
 ///
 /// Why: a ring-buffer write costs a reservation and a commit plus, mostly, its cache lines. So
-/// each CPU appends its events to its own [`Stage`] per kind (a per-CPU array value: no lock,
-/// no cache line shared with another CPU) and sends all [`RECORDS`] of them with one ring-buffer
+/// each CPU appends its events to its own [`Stage`](stage::Stage) per kind (a per-CPU array value: no lock,
+/// no cache line shared with another CPU) and sends all [`RECORDS`](stage::RECORDS) of them with one ring-buffer
 /// write when the array is full. User space reads every CPU's stages at each interval too, so
 /// an event on a quiet CPU is still reported within one interval, and it drops records it has
 /// already seen by their sequence numbers ([`SockStats::seq`]: per CPU and kind, consecutive).
 ///
-/// Torn reads: [`push`] writes `seq_end` first, then the record, then `seq` (volatile stores
+/// Torn reads: [`push`](stage::push) writes `seq_end` first, then the record, then `seq` (volatile stores
 /// and compiler fences keep that order in the object; the JIT keeps program order). The kernel copies a
 /// per-CPU value to user space one word at a time from low to high addresses, so on a CPU that
 /// keeps stores in order and loads in order (x86-64) a copy whose `seq` is non-zero and equal to
-/// its `seq_end` ([`complete`]) holds one whole record.
+/// its `seq_end` ([`complete`](stage::complete)) holds one whole record.
 pub mod stage {
     use super::{CloseEvent, OpenEvent, OpenEvent4, SockStats};
     use core::sync::atomic::{compiler_fence, Ordering};
