@@ -17,7 +17,7 @@ DIR=${NFM_DEMO_DIR:-$ROOT/target/demo}
 
 echo "demo: building (release)"
 cargo build --release -q -p nfm-collector -p nfm-sim -p nfm-agent
-BIN=$ROOT/target/release
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 
 rm -rf "$DIR"
 mkdir -p "$DIR"
