@@ -13,7 +13,7 @@
 //! degraded flows than any of its hosts at a similar purity, and wins (docs/health.md).
 
 use super::intern::{digest, PathIds, Tables};
-use super::judge::{Obs, State};
+use super::judge::{prefetch, Obs, State, PREFETCH_AHEAD};
 use super::Paths;
 use crate::model::{Category, ClosedInterval};
 use nfm_wire::Role;
@@ -60,7 +60,11 @@ impl Graph {
         let mut listed: Vec<u32> = Vec::new();
         let mut scratch = PathIds::default();
         offsets.push(0);
-        for (n, o) in obs.iter_mut().enumerate() {
+        for n in 0..obs.len() {
+            if let Some(c) = obs.get(n + PREFETCH_AHEAD).and_then(|o| o.cached[0]) {
+                prefetch(Some(t.cache.entry(c)));
+            }
+            let o = &mut obs[n];
             let mark = n as u32 + 1;
             // Both ends' paths: each names only its own AZ, and a fault in the far end's AZ
             // is on the flow's path all the same.

@@ -40,6 +40,8 @@ pub trait Paths {
     /// it exists (`tag`, such as the address of its first element, tells a reused id apart):
     /// the evaluator then interns it once and reuses that across intervals.
     fn shared(&self, i: usize) -> Option<(u64, usize)>;
+    /// Hint: sample `i`'s path will be wanted soon (if out of range, nothing).
+    fn prefetch(&self, _i: usize) {}
 }
 
 /// Paths carried in the samples themselves.
@@ -110,6 +112,9 @@ impl<R: ResolutionList + ?Sized> Paths for ResolvedPaths<'_, R> {
         } else {
             own
         }
+    }
+    fn prefetch(&self, i: usize) {
+        judge::prefetch(self.resolved.resolution(i));
     }
     fn shared(&self, i: usize) -> Option<(u64, usize)> {
         if !self.interval.flows[i].path.is_empty() {
