@@ -15,8 +15,7 @@
 use super::intern::{digest, PathIds, Tables};
 use super::judge::{prefetch, Obs, State, PREFETCH_AHEAD};
 use super::Paths;
-use crate::model::{Category, ClosedInterval};
-use nfm_wire::Role;
+use crate::model::Category;
 
 /// The components of one interval (global ids, numbered locally in order of first appearance)
 /// and each observation's (deduplicated) components by local number.
@@ -40,7 +39,6 @@ impl Graph {
     /// also, when still valid, `Obs::slot_hint`.
     /// `reuse`: vectors of an earlier graph ([`Graph::into_parts`]), for their capacity.
     pub fn build<P: Paths + ?Sized>(
-        interval: &ClosedInterval,
         paths: &P,
         obs: &mut [Obs],
         t: &mut Tables,
@@ -98,13 +96,10 @@ impl Graph {
                 // identity: the category plus the component that spans the path (AZ pair,
                 // gateway, region pair, service), or the local AZ for intra-AZ flows. New paths
                 // are judged against their class.
-                let s = &interval.flows[i];
-                let port = match s.record.role {
-                    Role::Client => s.record.remote_port,
-                    Role::Server => s.record.local_port,
-                };
+                let port = o.port;
+                let category = o.category.unwrap_or(Category::Unclassified);
                 let (first, last) = (ids.first(), ids.last());
-                let span = ids.span().or(if s.category == Category::IntraAz {
+                let span = ids.span().or(if category == Category::IntraAz {
                     ids.az()
                 } else {
                     None
@@ -112,7 +107,7 @@ impl Graph {
                 let interner = &t.interner;
                 let d = |g: Option<u32>| g.map(|g| interner.digest_of(g));
                 let key = || digest((d(first), d(last), port));
-                let class = || digest((s.category, d(span)));
+                let class = || digest((category, d(span)));
                 let Some(c) = shared else {
                     o.key = key();
                     o.class = class();
@@ -128,10 +123,10 @@ impl Graph {
                     }
                 };
                 o.class = match memo.class {
-                    Some((cat, k)) if cat == s.category => k,
+                    Some((cat, k)) if cat == category => k,
                     _ => {
                         let k = class();
-                        memo.class = Some((s.category, k));
+                        memo.class = Some((category, k));
                         k
                     }
                 };
@@ -320,7 +315,7 @@ mod test {
     use super::*;
     use crate::health::judge::observations;
     use crate::health::SamplePaths;
-    use crate::model::{Category, FlowSample};
+    use crate::model::{Category, ClosedInterval, FlowSample};
     use nfm_wire::FlowRecord;
     use std::net::{IpAddr, Ipv4Addr};
 
@@ -362,7 +357,7 @@ mod test {
         };
         t.interner.begin(1);
         let mut obs = observations(iv, &paths, &mut t);
-        let g = Graph::build(iv, &paths, &mut obs, &mut t, GraphParts::default());
+        let g = Graph::build(&paths, &mut obs, &mut t, GraphParts::default());
         let state = |i: usize| {
             if degraded[i] {
                 (State::Degraded, 1.0)

@@ -13,7 +13,7 @@ use super::stats::{
     median_mad, poisson_tail_below, DecayedRate, DigestMap, RobustWindow, MAD_TO_SIGMA,
 };
 use super::{HealthConfig, Paths};
-use crate::model::{ClosedInterval, FlowSample};
+use crate::model::{Category, ClosedInterval, FlowSample};
 use nfm_wire::Role;
 use rustc_hash::FxHashMap;
 use std::net::IpAddr;
@@ -34,6 +34,11 @@ pub struct Obs {
     /// Per view: its shared path's slot in the path cache, if shared.
     pub cached: [Option<u32>; 2],
     pub views: u8,
+    /// The first sample's service port and category (kept here so that later passes need not
+    /// read the sample again).
+    pub port: u16,
+    /// Always set (by the first view's `add`).
+    pub category: Option<Category>,
     /// Path identity (local end, remote end, service port) for the baseline; set with the
     /// component graph (`attribute::Graph::build`).
     pub key: u64,
@@ -60,6 +65,13 @@ impl Obs {
     /// Adds one end's record. Saturating: counters from an agent are untrusted.
     fn add(&mut self, s: &FlowSample, view: usize) {
         let r = &s.record;
+        if view == 0 {
+            self.port = match r.role {
+                Role::Client => r.remote_port,
+                Role::Server => r.local_port,
+            };
+            self.category = Some(s.category);
+        }
         let retrans = r
             .retrans
             .handshake

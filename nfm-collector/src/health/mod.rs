@@ -412,13 +412,7 @@ impl Evaluator {
         let mut obs = std::mem::take(&mut self.reuse.obs);
         let mut judged = std::mem::take(&mut self.reuse.judged);
         judge::observations_into(interval, paths, t, &mut obs);
-        let graph = Graph::build(
-            interval,
-            paths,
-            &mut obs,
-            t,
-            std::mem::take(&mut self.reuse.graph),
-        );
+        let graph = Graph::build(paths, &mut obs, t, std::mem::take(&mut self.reuse.graph));
         self.baselines.judge_all(&obs, seq, cfg, &mut judged);
         for (o, j) in obs.iter().zip(&judged) {
             if let (Some(c), Some(slot)) = (o.cached[0], j.path_slot) {
