@@ -328,13 +328,18 @@ pub const PREFETCH_AHEAD: usize = 8;
 pub fn prefetch<T>(p: Option<&T>) {
     #[cfg(target_arch = "x86_64")]
     if let Some(p) = p {
-        // SAFETY: a prefetch is only a hint; it never faults and reads nothing into the program.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch(
-                (p as *const T).cast::<i8>(),
-                std::arch::x86_64::_MM_HINT_T0,
-            )
-        };
+        // Every cache line of `*p`.
+        let start = p as *const T as usize;
+        let end = start + std::mem::size_of::<T>().max(1);
+        let mut line = start & !63;
+        while line < end {
+            // SAFETY: a prefetch is only a hint; it never faults (the lines are those of a live
+            // reference anyway) and reads nothing into the program.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch(line as *const i8, std::arch::x86_64::_MM_HINT_T0)
+            };
+            line += 64;
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;

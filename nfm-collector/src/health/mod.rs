@@ -414,9 +414,13 @@ impl Evaluator {
         judge::observations_into(interval, paths, t, &mut obs);
         let graph = Graph::build(paths, &mut obs, t, std::mem::take(&mut self.reuse.graph));
         self.baselines.judge_all(&obs, seq, cfg, &mut judged);
+        // Remember where each shared path's baseline was, unless its hint already says so (in
+        // a steady state nearly all do, and the entries are not touched again).
         for (o, j) in obs.iter().zip(&judged) {
             if let (Some(c), Some(slot)) = (o.cached[0], j.path_slot) {
-                t.cache.memo(c).slot = Some((o.key, slot, t.generation));
+                if o.slot_hint != Some(slot) {
+                    t.cache.memo(c).slot = Some((o.key, slot, t.generation));
+                }
             }
         }
         let interner = &t.interner;
@@ -480,7 +484,8 @@ impl Evaluator {
         let mut deg = vec![0u64; named.len()];
         let mut ok = vec![0u64; named.len()];
         let mut skip = vec![false; obs.len()];
-        for (i, j) in judged.iter().enumerate() {
+        // Nothing named (most intervals): nothing to count, every flow learned from.
+        for (i, j) in judged.iter().enumerate().filter(|_| !named.is_empty()) {
             for &c in graph.of(i) {
                 let s = slot[c as usize];
                 if s == usize::MAX {
