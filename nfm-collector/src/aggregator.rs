@@ -71,7 +71,7 @@ struct OpenInterval {
     ids: Vec<u32>,
     /// Resolutions of the first rows, taken when the resolver voided the ids they were
     /// added under (see [`Resolutions`]).
-    pinned: Vec<Arc<Resolved>>,
+    pinned: Vec<Option<Arc<Resolved>>>,
     per_agent: HashMap<u64, usize>,
     categories: [Counters; 6],
     records: u64,
@@ -83,6 +83,9 @@ struct OpenInterval {
 }
 
 const NO_ROW: u32 = u32::MAX;
+
+/// Late intervals open at once (see `Aggregator::add`).
+const MAX_LATE_OPEN: usize = 64;
 
 /// What the aggregator keeps per flow id.
 #[derive(Clone)]
@@ -136,16 +139,6 @@ impl FlowTable {
         Arc::make_mut(last).push(slot);
         self.len += 1;
     }
-    fn truncate(&mut self, n: usize) {
-        if n >= self.len {
-            return;
-        }
-        self.chunks.truncate(n.div_ceil(CHUNK));
-        if let Some(last) = self.chunks.last_mut() {
-            Arc::make_mut(last).truncate(n - (n - 1) / CHUNK * CHUNK);
-        }
-        self.len = n;
-    }
     fn clear(&mut self) {
         self.chunks.clear();
         self.len = 0;
@@ -167,7 +160,7 @@ impl FlowTable {
 #[derive(Clone, Default)]
 pub struct Resolutions {
     /// Resolutions of rows `0..pinned.len()`.
-    pinned: Vec<Arc<Resolved>>,
+    pinned: Vec<Option<Arc<Resolved>>>,
     /// Resolutions of the other rows, by `ids[row]`.
     table: FlowTable,
     ids: Vec<u32>,
@@ -182,7 +175,7 @@ impl Resolutions {
     }
     pub fn get(&self, row: usize) -> Option<&Arc<Resolved>> {
         match self.pinned.get(row) {
-            Some(r) => Some(r),
+            Some(r) => r.as_ref(),
             None => self
                 .table
                 .get(*self.ids.get(row)?)
@@ -198,7 +191,7 @@ impl From<Vec<Arc<Resolved>>> for Resolutions {
     fn from(pinned: Vec<Arc<Resolved>>) -> Resolutions {
         Resolutions {
             ids: vec![0; pinned.len()],
-            pinned,
+            pinned: pinned.into_iter().map(Some).collect(),
             table: FlowTable::default(),
         }
     }
@@ -310,6 +303,8 @@ pub struct Aggregator {
     generation: Option<u32>,
     now: Instant,
     total_flows: usize,
+    /// Rows of open late intervals (their own budget, also `max_flows`).
+    late_flows: usize,
     /// Emptied flow tables of closed intervals, reused so a new interval does not fault in
     /// fresh pages for a table of 100k flows (a third of the aggregator's time otherwise).
     spare_tables: Vec<Vec<u32>>,
@@ -337,6 +332,7 @@ impl Aggregator {
             generation: None,
             now: Instant::now(),
             total_flows: 0,
+            late_flows: 0,
             spare_tables: Vec::new(),
             last_rows: 0,
             recycle: None,
@@ -357,6 +353,22 @@ impl Aggregator {
                 s.mask = None;
             }
         }
+        // Rows already open were matched against the old list (bit i: old monitor i): match
+        // them again, or a deleted or reordered monitor would get another's flows.
+        let (monitors, table) = (&self.monitors, &self.table);
+        for iv in self.open.values_mut() {
+            for row in 0..iv.masks.len() {
+                let r = match iv.pinned.get(row) {
+                    Some(p) => p.as_ref(),
+                    None => iv
+                        .ids
+                        .get(row)
+                        .and_then(|&id| table.get(id))
+                        .map(|s| &s.resolved),
+                };
+                iv.masks[row] = r.map_or(0, |r| mask_of(monitors, r));
+            }
+        }
     }
 
     pub fn open_intervals(&self) -> usize {
@@ -365,14 +377,25 @@ impl Aggregator {
 
     /// Folds batches in; returns the intervals the watermark closed.
     pub fn add(&mut self, msg: ResolvedBatches) -> Vec<ClosedWork> {
-        if self.generation != Some(msg.generation) {
+        let mismatch =
+            self.generation == Some(msg.generation) && msg.first_new as usize != self.table.len();
+        if mismatch {
+            // Never expected (ids are consecutive per generation): treat the known ids as void
+            // like a new generation; ids this message uses without resolving them count as
+            // unresolved below.
+            log::error!(
+                "aggregator: resolver ids start at {} but {} are known",
+                msg.first_new,
+                self.table.len()
+            );
+        }
+        if self.generation != Some(msg.generation) || mismatch {
             // Every id so far is void. Intervals still open keep their rows, found by key, and
             // pin the resolutions of the rows added under the old ids.
             for iv in self.open.values_mut() {
                 for row in iv.pinned.len()..iv.ids.len() {
                     let r = self.table.get(iv.ids[row]).map(|s| s.resolved.clone());
-                    iv.pinned
-                        .push(r.expect("rows only hold ids of known flows"));
+                    iv.pinned.push(r);
                 }
                 iv.by_id.clear();
                 iv.by_key = Some(
@@ -386,15 +409,18 @@ impl Aggregator {
             self.table.clear();
             self.generation = Some(msg.generation);
         }
-        if msg.first_new as usize != self.table.len() {
-            // Never expected (ids are consecutive per generation); the records of ids this
-            // leaves unknown are counted as unresolved below.
-            log::error!(
-                "aggregator: resolver ids start at {} but {} are known",
-                msg.first_new,
-                self.table.len()
-            );
-            self.table.truncate(msg.first_new as usize);
+        if self.table.len() < msg.first_new as usize {
+            // After a mismatch: ids the resolver resolved in a message we never saw. Their
+            // records still aggregate by key, as unclassified flows.
+            let unknown = Arc::new(Resolved::new(
+                0,
+                &crate::topology::Topology::empty(),
+                std::net::Ipv4Addr::UNSPECIFIED.into(),
+                std::net::Ipv4Addr::UNSPECIFIED.into(),
+            ));
+            while self.table.len() < msg.first_new as usize {
+                self.table.push(FlowSlot::new(unknown.clone()));
+            }
         }
         for r in msg.new {
             self.table.push(FlowSlot::new(r));
@@ -420,19 +446,29 @@ impl Aggregator {
             let recycle = &self.recycle;
             // Columns start at the last interval's size: growing them by doubling faults in
             // fresh pages every interval.
-            let rows = self.last_rows;
+            // A late interval is usually a handful of flows: it starts small, finds its rows by
+            // key, and leaves the recycled tables and columns to the on-time intervals.
+            let rows = if late { 0 } else { self.last_rows };
             let iv = self
                 .open
                 .entry(b.interval_start_ms)
                 .or_insert_with(|| OpenInterval {
                     end_ms: b.interval_end_ms,
-                    by_id: spare.pop().unwrap_or_default(),
-                    by_key: None,
+                    by_id: if late {
+                        Vec::new()
+                    } else {
+                        spare.pop().unwrap_or_default()
+                    },
+                    by_key: late.then(HashMap::default),
                     samples: {
-                        let mut v = recycle
-                            .as_ref()
-                            .and_then(|r| r.try_recv().ok())
-                            .unwrap_or_default();
+                        let mut v = if late {
+                            Vec::new()
+                        } else {
+                            recycle
+                                .as_ref()
+                                .and_then(|r| r.try_recv().ok())
+                                .unwrap_or_default()
+                        };
                         v.reserve(rows);
                         v
                     },
@@ -448,7 +484,7 @@ impl Aggregator {
                     simulated: false,
                     late,
                 });
-            if iv.by_id.len() < known {
+            if !iv.late && iv.by_id.len() < known {
                 iv.by_id.resize(known, NO_ROW);
             }
             iv.end_ms = iv.end_ms.max(b.interval_end_ms);
@@ -466,11 +502,13 @@ impl Aggregator {
                     continue;
                 };
                 iv.categories[cat_index(slot.category)].add(&c);
-                let mut row = iv.by_id[id as usize];
+                let mut row = iv.by_id.get(id as usize).copied().unwrap_or(NO_ROW);
                 if row == NO_ROW {
                     if let Some(&old) = iv.by_key.as_ref().and_then(|m| m.get(&FlowKey::of(r))) {
                         row = old;
-                        iv.by_id[id as usize] = old;
+                        if let Some(x) = iv.by_id.get_mut(id as usize) {
+                            *x = old;
+                        }
                     }
                 }
                 if row != NO_ROW {
@@ -479,15 +517,20 @@ impl Aggregator {
                     iv.counters[row].add(&c);
                     continue;
                 }
-                if *per_agent >= self.cfg.max_flows_per_agent
-                    || self.total_flows >= self.cfg.max_flows
-                {
+                // Late intervals have a budget of their own: a resent spool must not push
+                // on-time flows into the "other" bucket.
+                let budget = if iv.late {
+                    &mut self.late_flows
+                } else {
+                    &mut self.total_flows
+                };
+                if *per_agent >= self.cfg.max_flows_per_agent || *budget >= self.cfg.max_flows {
                     iv.other_records += 1;
                     self.metrics.capped_records.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 *per_agent += 1;
-                self.total_flows += 1;
+                *budget += 1;
                 let category = slot.category;
                 let mask = match slot.mask {
                     Some(m) => m,
@@ -499,7 +542,15 @@ impl Aggregator {
                         m
                     }
                 };
-                iv.by_id[id as usize] = iv.samples.len() as u32;
+                let new_row = iv.samples.len() as u32;
+                if let Some(x) = iv.by_id.get_mut(id as usize) {
+                    *x = new_row;
+                }
+                if iv.late {
+                    if let Some(m) = iv.by_key.as_mut() {
+                        m.insert(FlowKey::of(r), new_row);
+                    }
+                }
                 iv.samples.push(FlowSample {
                     agent_id: b.agent_id,
                     record: *r,
@@ -516,12 +567,24 @@ impl Aggregator {
                 .fetch_add(b.records.len() as u64, Ordering::Relaxed);
         }
         let limit = self.watermark_ms.saturating_sub(self.cfg.close_grace_ms);
-        let due: Vec<u64> = self
+        let mut due: Vec<u64> = self
             .open
             .iter()
             .filter(|(_, iv)| iv.end_ms <= limit && !iv.late)
             .map(|(s, _)| *s)
             .collect();
+        // At most MAX_LATE_OPEN late intervals stay open (a long outage's spool spans many
+        // intervals): beyond that the least recently touched close now.
+        let mut late: Vec<(Instant, u64)> = self
+            .open
+            .iter()
+            .filter(|(_, iv)| iv.late)
+            .map(|(s, iv)| (iv.last_touch, *s))
+            .collect();
+        if late.len() > MAX_LATE_OPEN {
+            late.sort_unstable();
+            due.extend(late[..late.len() - MAX_LATE_OPEN].iter().map(|(_, s)| *s));
+        }
         self.close(due)
     }
 
@@ -549,13 +612,19 @@ impl Aggregator {
             let Some(iv) = self.open.remove(&s) else {
                 continue;
             };
-            self.total_flows = self.total_flows.saturating_sub(iv.samples.len());
-            // Everything before the oldest interval still open (or this one's end) is closed.
-            // Late intervals are behind that mark already and must not hold it back.
-            let next_open = self.open.iter().find(|(_, iv)| !iv.late).map(|(s, _)| *s);
-            self.closed_before_ms = self
-                .closed_before_ms
-                .max(next_open.map(|n| n.min(iv.end_ms)).unwrap_or(iv.end_ms));
+            if iv.late {
+                // Behind the closed mark already: closing one moves nothing (its end may lie
+                // past the mark when agents' intervals are not aligned).
+                self.late_flows = self.late_flows.saturating_sub(iv.samples.len());
+            } else {
+                self.total_flows = self.total_flows.saturating_sub(iv.samples.len());
+                // Everything before the oldest on-time interval still open (or this one's
+                // end) is closed. Late intervals must not hold that mark back.
+                let next_open = self.open.iter().find(|(_, iv)| !iv.late).map(|(s, _)| *s);
+                self.closed_before_ms = self
+                    .closed_before_ms
+                    .max(next_open.map(|n| n.min(iv.end_ms)).unwrap_or(iv.end_ms));
+            }
             out.push(self.build(s, iv));
         }
         self.metrics
@@ -567,7 +636,9 @@ impl Aggregator {
     fn build(&mut self, start_ms: u64, mut iv: OpenInterval) -> ClosedWork {
         let k = self.cfg.top_k;
         let n = iv.samples.len();
-        self.last_rows = n;
+        if !iv.late {
+            self.last_rows = n;
+        }
         let flows = std::mem::take(&mut iv.samples);
         let counters = std::mem::take(&mut iv.counters);
         let masks = std::mem::take(&mut iv.masks);
@@ -579,7 +650,8 @@ impl Aggregator {
             ids: std::mem::take(&mut iv.ids),
         };
         let label_key = |i: usize| match resolved.pinned.get(i) {
-            Some(r) => (
+            Some(None) => (0, 0),
+            Some(Some(r)) => (
                 Arc::as_ptr(&r.local_label) as *const u8 as usize,
                 Arc::as_ptr(&r.remote_label) as *const u8 as usize,
             ),
@@ -606,7 +678,9 @@ impl Aggregator {
             let mut m = m;
             while m != 0 {
                 let b = m.trailing_zeros() as usize;
-                mon_flows[b].push(i);
+                if let Some(f) = mon_flows.get_mut(b) {
+                    f.push(i);
+                }
                 m &= m - 1;
             }
         }
@@ -653,7 +727,7 @@ impl Aggregator {
                 }
             })
             .collect();
-        if self.spare_tables.len() < 2 {
+        if !iv.late && self.spare_tables.len() < 2 {
             let mut t = std::mem::take(&mut iv.by_id);
             t.clear();
             self.spare_tables.push(t);
@@ -978,6 +1052,63 @@ mod test {
         }
     }
 
+    /// Monitors deleted or reordered while an interval is open: its rows are matched again,
+    /// so no monitor gets another's flows (and a vanished bit never indexes past the list).
+    #[test]
+    fn test_monitor_change_while_interval_open() {
+        let two = crate::monitor::parse_monitors(
+            "[[monitor]]\nname=\"a\"\nlocal=[\"subnet:subnet-app-a\"]\n\
+             [[monitor]]\nname=\"b\"\nlocal=[\"subnet:subnet-app-b\"]\n",
+        )
+        .unwrap();
+        let (mut res, mut agg) = setup(AggregatorConfig::default(), two.clone());
+        agg.add(res.handle(vec![batch(
+            1,
+            0,
+            vec![
+                rec("10.0.1.10", "10.0.2.10", 10, 0),
+                rec("10.0.2.10", "10.0.1.10", 20, 0),
+            ],
+        )]));
+        // Delete `a`: `b` is now monitor 0.
+        agg.set_monitors(Arc::new(vec![two[1].clone()]));
+        let c = agg.flush();
+        assert_eq!(c[0].monitors.len(), 1);
+        assert_eq!(c[0].monitors[0].name, "b");
+        assert_eq!(c[0].monitors[0].counters.bytes, 20);
+    }
+
+    /// At most MAX_LATE_OPEN late intervals stay open; closing one never moves the closed mark.
+    #[test]
+    fn test_late_intervals_are_capped_and_keep_the_mark() {
+        let (mut res, mut agg) = setup(AggregatorConfig::default(), vec![]);
+        let iv = 10_000;
+        agg.add(res.handle(vec![batch(
+            1,
+            100 * iv,
+            vec![rec("10.0.1.10", "10.0.2.10", 1, 0)],
+        )]));
+        let closed = agg.add(res.handle(vec![batch(2, 102 * iv, vec![])]));
+        assert_eq!(closed.len(), 1);
+        let mark = closed[0].closed_before_ms;
+        assert_eq!(mark, 101 * iv);
+        // A spool of 80 old intervals, one record each, in one message.
+        let old: Vec<DecodedBatch> = (0..80)
+            .map(|i| batch(3, i * iv, vec![rec("10.0.1.11", "10.0.2.10", 1, 0)]))
+            .collect();
+        let closed = agg.add(res.handle(old));
+        assert_eq!(closed.len(), 80 - MAX_LATE_OPEN);
+        assert!(closed.iter().all(|w| w.late && w.closed_before_ms == mark));
+        assert_eq!(agg.open_intervals(), MAX_LATE_OPEN + 1);
+        // Closing the rest (late, with ends past nothing) leaves the mark where it was.
+        let rest = agg.flush();
+        assert!(rest
+            .iter()
+            .filter(|w| w.late)
+            .all(|w| w.closed_before_ms <= 103 * iv));
+        assert_eq!(agg.metrics.late_records.load(Ordering::Relaxed), 80);
+    }
+
     /// A snapshot of the flow table keeps what it saw while the live table grows and changes.
     #[test]
     fn test_flow_table_snapshots_are_stable() {
@@ -997,15 +1128,6 @@ mod test {
         assert_eq!(snap.get(3).unwrap().mask, None);
         assert_eq!(live.get(3).unwrap().mask, Some(7));
         assert!(snap.get(CHUNK as u32 + 10).is_none());
-        for n in [CHUNK + 10, CHUNK + 1, CHUNK, 1, 0] {
-            let mut t = live.clone();
-            t.truncate(n);
-            assert_eq!(t.len(), n);
-            assert!(t.get(n as u32).is_none());
-            if n > 0 {
-                assert_eq!(t.get(n as u32 - 1).unwrap().resolved.id, n as u64 - 1);
-            }
-        }
     }
 
     #[test]
@@ -1069,6 +1191,7 @@ mod test {
                 assert!(kept >= want, "{m:?} k={k}: {kept} kept, want {want}");
             }
             assert!(got.windows(2).all(|w| w[0] < w[1]), "sorted and unique");
+            assert!(got.len() <= 4 * k, "at most k per metric");
             assert!(got.iter().all(|i| i % 3 != 0), "only from idx");
         }
     }

@@ -209,10 +209,17 @@ impl Api {
     /// into the one held, live and when the history is replayed alike.
     pub fn add_interval(&mut self, mut s: Arc<IntervalSummary>) {
         let amends = self.history.get(&s.start_ms).cloned();
+        // The "latest" gauges follow the newest interval only: not an amendment, not an older
+        // interval arriving after newer ones (a late amendment whose original is no longer held).
+        let newest = self
+            .history
+            .keys()
+            .next_back()
+            .is_none_or(|&n| s.start_ms >= n);
         for m in &s.monitors {
             let t = self.totals.entry(m.monitor.clone()).or_default();
             t.counters.add(&m.counters);
-            if amends.is_none() {
+            if amends.is_none() && newest {
                 t.last_rtt_us = (m.counters.rtt_count > 0).then(|| m.counters.rtt_us());
                 t.last_indicator = m.health_indicator;
             }
@@ -1208,6 +1215,14 @@ mod test {
         assert_eq!(held.monitors[0].health_indicator, Some(0));
         assert_eq!(a.totals["app"].last_indicator, Some(0));
         assert_eq!(a.totals["app"].counters.bytes, 130);
+        // An older interval arriving after a newer one (an amendment whose original is no
+        // longer held) adds to the totals but does not become the latest indicator.
+        a.add_interval(summary(20_000, 1, 0));
+        let mut older = (*summary(10_000, 1, 0)).clone();
+        older.monitors[0].health_indicator = Some(1);
+        a.add_interval(Arc::new(older));
+        assert_eq!(a.totals["app"].last_indicator, Some(0));
+        assert_eq!(a.totals["app"].counters.bytes, 132);
     }
 
     #[test]

@@ -213,12 +213,22 @@ impl Collector {
         let tcp_addr = sockets.tcp_addr();
         let waker = sockets.waker.clone();
 
-        let closed_before = recovered
+        // Intervals with a summary are closed; but the WAL batches to re-aggregate belong to
+        // intervals that never closed (one may start before a later one's summary ended, when
+        // it was still open as that one closed): they must aggregate on time, not as late.
+        let summarized_to = recovered
             .summaries
             .iter()
             .map(|x| x.end_ms)
             .max()
             .unwrap_or(0);
+        let unsummarized_from = recovered
+            .batches
+            .iter()
+            .map(|b| b.interval_start_ms)
+            .min()
+            .unwrap_or(u64::MAX);
+        let closed_before = summarized_to.min(unsummarized_from);
         let mut threads = Vec::new();
         let io = |e: std::io::Error| format!("spawning a thread: {e}");
 

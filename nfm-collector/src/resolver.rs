@@ -179,7 +179,8 @@ pub enum ResolverMsg {
 pub struct Resolver {
     topology: Arc<Topology>,
     /// Pair labels, one `Arc<str>` per distinct label (see `Resolved::new_interned`). Kept
-    /// across topology reloads so equal labels stay one pointer; bounded like the cache.
+    /// across generations and topology reloads so equal labels stay one pointer; bounded in
+    /// `reset`.
     labels: HashMap<String, Arc<str>>,
     /// Resolutions by address pair (flows of one pair share one).
     cache: HashMap<(IpAddr, IpAddr), Arc<Resolved>>,
@@ -217,9 +218,6 @@ impl Resolver {
         if let Some(r) = self.cache.get(&(local, remote)) {
             return r.clone();
         }
-        if self.labels.len() >= self.max_cache {
-            self.labels.clear();
-        }
         let labels = &mut self.labels;
         let r = Arc::new(Resolved::new_interned(
             self.next_id,
@@ -240,6 +238,12 @@ impl Resolver {
 
     /// Voids every flow id: the next batch starts a new generation.
     fn reset(&mut self) {
+        // Equal labels must stay one pointer while intervals that use them are open (the
+        // aggregator groups pairs by it), so labels outlive generations and are only dropped
+        // all together, here, once they far outnumber what one generation can use.
+        if self.labels.len() > 2 * self.max_cache {
+            self.labels.clear();
+        }
         self.cache.clear();
         self.flows.clear();
         self.hints.clear();

@@ -196,7 +196,8 @@ impl IntervalSummary {
 /// `a` and `b` with flows of the same key merged, cut back to the union of the top `k` by each
 /// metric per category, plus every degraded flow.
 fn merge_flows(mut a: Vec<TopFlow>, b: &[TopFlow], k: usize) -> Vec<TopFlow> {
-    let key = |f: &TopFlow| (f.agent_id, f.local, f.remote, f.port, f.server);
+    // A flow's key, as the aggregator's (any agent may report it; the first one is named).
+    let key = |f: &TopFlow| (f.local, f.remote, f.port, f.server);
     for f in b {
         match a.iter_mut().find(|x| key(x) == key(f)) {
             Some(x) => {

@@ -374,7 +374,7 @@ fn collector_sigkill_child() {
     let mut s = settings(std::path::Path::new(&dir));
     // Long enough that the interval cannot close between the replay of the WAL at start and
     // the agent's resend on a loaded machine (a record arriving after its interval closed is
-    // durable but late: dropped from aggregation and counted).
+    // durable but late: summarized as a late amendment, never judged).
     s.idle_close_ms = 15_000;
     s.top_k = 10_000;
     s.max_flows_per_agent = 1_000_000;
