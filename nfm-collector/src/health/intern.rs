@@ -9,8 +9,9 @@
 //!
 //! Guarantee: ids are only used within one interval (each interval renumbers the components it
 //! sees in order of first appearance, exactly as if the table were built afresh), digests are
-//! SipHash of the component as before, and the table is bounded: components unseen for
-//! [`IDLE_INTERVALS`] are dropped whenever they outnumber the live ones.
+//! SipHash of the component as before, and the tables are bounded: components unseen for
+//! [`IDLE_INTERVALS`] are dropped whenever they outnumber the live ones, shared paths unseen
+//! for as long are forgotten.
 
 use crate::model::{ComponentId, ComponentKind};
 use rustc_hash::FxHashMap;
