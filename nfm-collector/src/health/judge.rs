@@ -323,7 +323,24 @@ struct ClassBaseline {
 /// was the largest cost of judging and learning.
 pub const PREFETCH_AHEAD: usize = 8;
 
-/// Hints the CPU to start loading `p` (no effect on results; nothing on other architectures).
+/// Hints the CPU to start loading the cache line holding `p` (no effect on results; nothing on
+/// other architectures).
+#[inline(always)]
+pub fn prefetch_line<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint; it never faults and reads nothing into the program.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(
+            (p as *const T).cast::<i8>(),
+            std::arch::x86_64::_MM_HINT_T0,
+        )
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Hints the CPU to start loading all of `*p` (no effect on results; nothing on other
+/// architectures).
 #[inline(always)]
 pub fn prefetch<T>(p: Option<&T>) {
     #[cfg(target_arch = "x86_64")]

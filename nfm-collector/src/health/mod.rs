@@ -114,7 +114,11 @@ impl<R: ResolutionList + ?Sized> Paths for ResolvedPaths<'_, R> {
         }
     }
     fn prefetch(&self, i: usize) {
-        judge::prefetch(self.resolved.resolution(i));
+        // Only what `shared` reads.
+        if let Some(r) = self.resolved.resolution(i) {
+            judge::prefetch_line(&r.id);
+            judge::prefetch_line(&r.path);
+        }
     }
     fn shared(&self, i: usize) -> Option<(u64, usize)> {
         if !self.interval.flows[i].path.is_empty() {
