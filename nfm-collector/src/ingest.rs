@@ -45,6 +45,10 @@ pub const DEDUPE_WINDOW: u64 = 8192;
 /// Records accumulated before the pending batches are handed downstream; at ~40 B per record
 /// this is about one fsync group of a few hundred KiB.
 const FLUSH_RECORDS: usize = 16_384;
+/// Datagrams read per poll round before store replies are handled again.
+const UDP_BUDGET: usize = 4_096;
+/// Injected blocks (benchmarks, tests) handled per poll round.
+const INJECT_BUDGET: usize = 2;
 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -711,11 +715,15 @@ impl IngestLoop {
         self
     }
 
-    fn drain_injected(&mut self) {
+    /// Handles at most [`INJECT_BUDGET`] injected blocks; true when more may be waiting.
+    fn drain_injected(&mut self) -> bool {
         let Some(rx) = self.inject.as_ref() else {
-            return;
+            return false;
         };
-        while let Ok(inj) = rx.try_recv() {
+        for _ in 0..INJECT_BUDGET {
+            let Ok(inj) = rx.try_recv() else {
+                return false;
+            };
             let mut at = 0usize;
             for &l in &inj.lens {
                 let end = at + l as usize;
@@ -726,27 +734,33 @@ impl IngestLoop {
                 at = end;
             }
         }
+        true
     }
 
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut buf = vec![0u8; 65536];
         let mut last_snapshot = Instant::now();
+        // Input left unread by a budget: the next round polls without waiting and reads on.
+        let (mut udp_pending, mut inject_pending) = (false, false);
         log::info!("ingest: running");
         loop {
-            if let Err(e) = self
-                .poll
-                .poll(&mut events, Some(Duration::from_millis(100)))
-            {
+            let wait = if udp_pending || inject_pending {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(100)
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 log::error!("ingest: poll failed: {e}");
                 break;
             }
+            let mut udp_ready = std::mem::take(&mut udp_pending);
             for ev in events.iter() {
                 match ev.token() {
-                    UDP => self.read_udp(&mut buf),
+                    UDP => udp_ready = true,
                     LISTENER => self.accept(),
                     WAKER => {}
                     Token(t) => {
@@ -767,9 +781,13 @@ impl IngestLoop {
                     }
                 }
             }
-            self.drain_injected();
+            if udp_ready {
+                udp_pending = self.read_udp(&mut buf);
+            }
+            inject_pending = self.drain_injected();
             self.core.flush();
-            // Replies from the store (also after a waker event).
+            // Replies from the store (also after a waker event), every round: input is read in
+            // budgets so that a flood can never keep acks and durability bookkeeping waiting.
             while let Ok(r) = self.replies.try_recv() {
                 let (advanced, dropped) = self.core.on_store_reply(r);
                 for a in advanced {
@@ -804,21 +822,26 @@ impl IngestLoop {
         log::info!("ingest: stopped");
     }
 
-    fn read_udp(&mut self, buf: &mut [u8]) {
-        let Some(udp) = self.udp.as_ref() else { return };
-        loop {
+    /// Reads datagrams until the socket is drained or [`UDP_BUDGET`] were handled; true in
+    /// the second case (more may be waiting, and the edge-triggered poll will not say so).
+    fn read_udp(&mut self, buf: &mut [u8]) -> bool {
+        let Some(udp) = self.udp.as_ref() else {
+            return false;
+        };
+        for _ in 0..UDP_BUDGET {
             match udp.recv_from(buf) {
                 Ok((n, _peer)) => {
                     let _ = self.core.on_frame(&buf[..n], Transport::Udp, None);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     log::warn!("ingest: UDP receive error: {e}");
-                    break;
+                    return false;
                 }
             }
         }
+        true
     }
 
     fn accept(&mut self) {
