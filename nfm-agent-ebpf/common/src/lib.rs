@@ -459,38 +459,23 @@ pub mod stage {
         fn seq_end_mut(&mut self) -> &mut u32;
     }
 
-    impl Staged for OpenEvent {
-        #[inline(always)]
-        fn seq_mut(&mut self) -> &mut u64 {
-            &mut self.seq
-        }
-        #[inline(always)]
-        fn seq_end_mut(&mut self) -> &mut u32 {
-            &mut self.seq_end
-        }
+    /// Every staged record names its two sequence fields `seq` and `seq_end`.
+    macro_rules! staged {
+        ($($t:ty),*) => {$(
+            impl Staged for $t {
+                #[inline(always)]
+                fn seq_mut(&mut self) -> &mut u64 {
+                    &mut self.seq
+                }
+                #[inline(always)]
+                fn seq_end_mut(&mut self) -> &mut u32 {
+                    &mut self.seq_end
+                }
+            }
+        )*};
     }
 
-    impl Staged for OpenEvent4 {
-        #[inline(always)]
-        fn seq_mut(&mut self) -> &mut u64 {
-            &mut self.seq
-        }
-        #[inline(always)]
-        fn seq_end_mut(&mut self) -> &mut u32 {
-            &mut self.seq_end
-        }
-    }
-
-    impl Staged for CloseEvent {
-        #[inline(always)]
-        fn seq_mut(&mut self) -> &mut u64 {
-            &mut self.seq
-        }
-        #[inline(always)]
-        fn seq_end_mut(&mut self) -> &mut u32 {
-            &mut self.seq_end
-        }
-    }
+    staged!(OpenEvent, OpenEvent4, CloseEvent);
 
     /// One CPU's staged events of one kind (the value of a per-CPU map).
     #[repr(C)]
