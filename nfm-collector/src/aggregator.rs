@@ -103,13 +103,31 @@ impl FlowSlot {
     fn new(resolved: Arc<Resolved>) -> FlowSlot {
         FlowSlot {
             category: resolved.category,
-            labels: (
-                Arc::as_ptr(&resolved.local_label) as *const u8 as usize,
-                Arc::as_ptr(&resolved.remote_label) as *const u8 as usize,
-            ),
+            labels: label_key(&resolved),
             resolved,
             mask: None,
         }
+    }
+}
+
+/// A resolution's pair labels as one key: their interned addresses (equal labels, equal keys).
+fn label_key(r: &Resolved) -> (usize, usize) {
+    (
+        Arc::as_ptr(&r.local_label) as *const u8 as usize,
+        Arc::as_ptr(&r.remote_label) as *const u8 as usize,
+    )
+}
+
+/// Row `row`'s resolution: pinned for rows `0..pinned.len()`, else by its id in `table`.
+fn row_resolution<'a>(
+    pinned: &'a [Option<Arc<Resolved>>],
+    ids: &[u32],
+    table: &'a FlowTable,
+    row: usize,
+) -> Option<&'a Arc<Resolved>> {
+    match pinned.get(row) {
+        Some(r) => r.as_ref(),
+        None => table.get(*ids.get(row)?).map(|slot| &slot.resolved),
     }
 }
 
@@ -117,7 +135,7 @@ impl FlowSlot {
 /// snapshot (one reference count per 4096 ids) instead of a reference to each of its flows'
 /// resolutions, and appending to the live table never disturbs a snapshot.
 #[derive(Clone, Default)]
-pub struct FlowTable {
+struct FlowTable {
     chunks: Vec<Arc<Vec<FlowSlot>>>,
     len: usize,
 }
@@ -125,11 +143,8 @@ pub struct FlowTable {
 const CHUNK: usize = 4096;
 
 impl FlowTable {
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
     fn push(&mut self, slot: FlowSlot) {
         if self.len.is_multiple_of(CHUNK) {
@@ -174,16 +189,7 @@ impl Resolutions {
         self.ids.is_empty()
     }
     pub fn get(&self, row: usize) -> Option<&Arc<Resolved>> {
-        match self.pinned.get(row) {
-            Some(r) => r.as_ref(),
-            None => self
-                .table
-                .get(*self.ids.get(row)?)
-                .map(|slot| &slot.resolved),
-        }
-    }
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Resolved>> + '_ {
-        (0..self.len()).filter_map(|i| self.get(i))
+        row_resolution(&self.pinned, &self.ids, &self.table, row)
     }
 }
 
@@ -358,14 +364,7 @@ impl Aggregator {
         let (monitors, table) = (&self.monitors, &self.table);
         for iv in self.open.values_mut() {
             for row in 0..iv.masks.len() {
-                let r = match iv.pinned.get(row) {
-                    Some(p) => p.as_ref(),
-                    None => iv
-                        .ids
-                        .get(row)
-                        .and_then(|&id| table.get(id))
-                        .map(|s| &s.resolved),
-                };
+                let r = row_resolution(&iv.pinned, &iv.ids, table, row);
                 iv.masks[row] = r.map_or(0, |r| mask_of(monitors, r));
             }
         }
@@ -649,12 +648,8 @@ impl Aggregator {
             table: self.table.clone(),
             ids: std::mem::take(&mut iv.ids),
         };
-        let label_key = |i: usize| match resolved.pinned.get(i) {
-            Some(None) => (0, 0),
-            Some(Some(r)) => (
-                Arc::as_ptr(&r.local_label) as *const u8 as usize,
-                Arc::as_ptr(&r.remote_label) as *const u8 as usize,
-            ),
+        let pair_key = |i: usize| match resolved.pinned.get(i) {
+            Some(r) => r.as_deref().map_or((0, 0), label_key),
             None => resolved
                 .table
                 .get(resolved.ids[i])
@@ -693,9 +688,7 @@ impl Aggregator {
                 let mut pairs: HashMap<(usize, usize), (Counters, usize)> = HashMap::default();
                 for &i in &idx {
                     total.add(&counters[i]);
-                    let e = pairs
-                        .entry(label_key(i))
-                        .or_insert((Counters::default(), i));
+                    let e = pairs.entry(pair_key(i)).or_insert((Counters::default(), i));
                     e.0.add(&counters[i]);
                 }
                 let pairs: Vec<(Counters, usize)> = pairs.into_values().collect();
