@@ -10,9 +10,8 @@ use crate::error::{Error, Result};
 use crate::header::{
     Frame, Header, MsgType, AUTH_LEN, CRC_LEN, FLAG_AUTH, HEADER_LEN, MAX_FRAME_LEN, MINOR,
 };
-use crate::message::{
-    AgentStats, BatchSeed, ErrorMsg, Goodbye, Hello, Message, WireBatch, FIELD_NAMES,
-};
+use crate::batch::{varint, EncodedFrame, Sequencer};
+use crate::message::{AgentStats, ErrorMsg, Goodbye, Hello, Message, WireBatch};
 use crate::record::FlowRecord;
 use crate::Ack;
 
@@ -50,18 +49,10 @@ impl Default for DecodeOptions<'_> {
     }
 }
 
-/// Maps a bincode error to a named field: serde `custom` messages in this crate are field names.
-fn map_decode(e: DecodeError, default: &'static str) -> Error {
-    match e {
-        DecodeError::OtherString(s) => Error::Malformed {
-            field: FIELD_NAMES
-                .iter()
-                .copied()
-                .find(|f| *f == s)
-                .unwrap_or(default),
-        },
-        _ => Error::Malformed { field: default },
-    }
+/// A bincode error on a message body names the message (FlowBatch bodies have their own
+/// decoder, `batch.rs`, which names the field).
+fn map_decode(_: DecodeError, message: &'static str) -> Error {
+    Error::Malformed { field: message }
 }
 
 /// Appends one frame carrying `msg` to `out`; returns its length. With a key the frame is signed.
@@ -167,12 +158,7 @@ fn decode_body(msg_type: MsgType, body: &[u8], lenient: bool) -> Result<Message>
     let (message, used) = match msg_type {
         MsgType::Hello => plain::<Hello>(body, "hello").map(|(m, n)| (Message::Hello(m), n))?,
         MsgType::FlowBatch => {
-            let seed = BatchSeed {
-                lenient,
-                body_len: body.len(),
-            };
-            let (b, n) = bincode::serde::seed_decode_from_slice(seed, body, CONFIG)
-                .map_err(|e| map_decode(e, "flow_batch"))?;
+            let (b, n) = crate::batch::decode_body(body, lenient)?;
             (Message::FlowBatch(b), n)
         }
         MsgType::Ack => plain::<Ack>(body, "ack").map(|(m, n)| (Message::Ack(m), n))?,
@@ -193,24 +179,22 @@ fn decode_body(msg_type: MsgType, body: &[u8], lenient: bool) -> Result<Message>
 }
 
 /// Splits one interval's records into FlowBatch frames of at most `max_frame_len` bytes each,
-/// every frame decodable on its own (one UDP datagram each). Sequence numbers are taken from
-/// `next_seq`, which is advanced. Returns the frames, in order.
+/// every frame decodable on its own (one UDP datagram each), numbered by `seq`. Returns the
+/// frames in order, each with the number of records it carries.
 ///
 /// Fails with [`Error::DoesNotFit`] only if a single record cannot fit an empty frame.
 pub fn encode_flow_batch(
-    agent_id: u64,
-    epoch: u32,
-    next_seq: &mut u64,
+    seq: &mut Sequencer,
     interval: (u64, u64),
     records: &[FlowRecord],
     max_frame_len: usize,
     key: Option<&Key>,
-) -> Result<Vec<Vec<u8>>> {
+) -> Result<Vec<EncodedFrame>> {
     let mut frames = Vec::new();
     let mut scratch = Vec::with_capacity(256);
     let mut pending: Vec<u8> = Vec::with_capacity(max_frame_len);
     let mut count = 0u64;
-    // Fixed cost of a frame: header, auth, CRC, both timestamps and the worst-case count varint.
+    // Fixed cost of a frame: header, auth, CRC, both timestamps and the count varint.
     let prefix = {
         let mut p = Vec::new();
         bincode::serde::encode_into_std_write((interval.0, interval.1), &mut p, CONFIG)
@@ -218,30 +202,18 @@ pub fn encode_flow_batch(
         p
     };
     let overhead = HEADER_LEN + if key.is_some() { AUTH_LEN } else { 0 } + CRC_LEN + prefix.len();
-    let count_len = |n: u64| {
-        if n < 251 {
-            1
-        } else if n <= u16::MAX as u64 {
-            3
-        } else {
-            5
-        }
-    };
-    let mut flush = |pending: &mut Vec<u8>, count: &mut u64, frames: &mut Vec<Vec<u8>>| {
+    let mut flush = |pending: &mut Vec<u8>, count: &mut u64, frames: &mut Vec<EncodedFrame>| {
         let mut out = Vec::with_capacity(overhead + 5 + pending.len());
         out.resize(HEADER_LEN, 0);
         out.extend_from_slice(&prefix);
         bincode::serde::encode_into_std_write(*count, &mut out, CONFIG)
             .expect("encoding into a Vec cannot fail");
         out.extend_from_slice(pending);
-        let header = Header {
-            agent_id,
-            epoch,
-            seq: *next_seq,
-        };
-        *next_seq += 1;
-        finish_frame(&mut out, 0, MsgType::FlowBatch, &header, key);
-        frames.push(out);
+        finish_frame(&mut out, 0, MsgType::FlowBatch, &seq.next_header(), key);
+        frames.push(EncodedFrame {
+            bytes: out,
+            records: *count,
+        });
         pending.clear();
         *count = 0;
     };
@@ -249,7 +221,7 @@ pub fn encode_flow_batch(
         scratch.clear();
         bincode::serde::encode_into_std_write(crate::record::WireRecord(r), &mut scratch, CONFIG)
             .expect("encoding into a Vec cannot fail");
-        let need = |n: u64, len: usize| overhead + count_len(n) + len;
+        let need = |n: u64, len: usize| overhead + varint::len_u64(n) + len;
         if need(1, scratch.len()) > max_frame_len {
             return Err(Error::DoesNotFit {
                 len: need(1, scratch.len()),

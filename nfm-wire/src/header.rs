@@ -255,6 +255,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
         d[field::EPOCH].copy_from_slice(&header.epoch.to_le_bytes());
         d[field::SEQ].copy_from_slice(&header.seq.to_le_bytes());
     }
+    /// The body, writable (for rewriting fixed-width fields in place; see `batch::BatchView`).
+    pub fn body_mut(&mut self) -> &mut [u8] {
+        let end = field::BODY + self.body_len();
+        &mut self.buffer.as_mut()[field::BODY..end]
+    }
     pub fn fill_crc(&mut self) {
         let crc = self.compute_crc();
         let off = self.crc_offset();

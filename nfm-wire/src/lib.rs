@@ -6,12 +6,15 @@
 //! - [`header`]: the fixed 32-byte header and the zero-copy [`Frame`] view.
 //! - [`record`]: [`FlowRecord`], one flow's deltas over an interval, and its compact wire form.
 //! - [`message`]: message bodies ([`Hello`], [`FlowBatch`], [`Ack`], [`AgentStats`], [`Goodbye`], [`ErrorMsg`]).
+//! - [`batch`]: FlowBatch bodies byte for byte: the decoder, the [`BatchView`] over an encoded
+//!   frame, per-frame record counts ([`EncodedFrame`]) and the [`Sequencer`].
 //! - [`codec`]: whole frames: [`encode`], [`decode`], splitting a batch into datagrams.
 //! - [`stream`]: the incremental decoder for TCP.
 //! - [`auth`]: HMAC-SHA256 keys and the key file.
 //! - [`error`]: the one error type.
 
 pub mod auth;
+pub mod batch;
 pub mod codec;
 pub mod error;
 pub mod header;
@@ -20,6 +23,7 @@ pub mod record;
 pub mod stream;
 
 pub use auth::{Key, KeyFileError, Keyring};
+pub use batch::{BatchPrefix, BatchView, EncodedFrame, Sequencer};
 pub use codec::{decode, encode, encode_flow_batch, encode_to_vec, DecodeOptions, Packet};
 pub use error::{Error, Result};
 pub use header::{

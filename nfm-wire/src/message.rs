@@ -2,16 +2,15 @@
 //!
 //! Every body is encoded with bincode 2's `standard()` configuration (little-endian, varint
 //! integers) through serde, with the byte-level rules written down in `docs/wire.md` so that
-//! the bytes never depend on a crate version. A body decoded from a newer minor version may have
+//! the bytes never depend on a crate version. FlowBatch bodies are decoded by `batch.rs`,
+//! which reads the same bytes directly (the hot path); the other bodies through serde. A body decoded from a newer minor version may have
 //! trailing fields; they are skipped. From the same minor version, trailing bytes are an error.
 
-use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde::ser::{SerializeTuple, Serializer};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 use crate::header::MsgType;
-use crate::record::{FlowRecord, RecordSeed, WireRecord};
+use crate::record::{FlowRecord, WireRecord};
 
 /// Capability bits announced in [`Hello::capabilities`].
 pub mod cap {
@@ -151,113 +150,5 @@ impl Serialize for Records<'_> {
     }
 }
 
-#[derive(Clone, Copy)]
-pub(crate) struct BatchSeed {
-    pub lenient: bool,
-    /// Body length: bounds the capacity reserved from an untrusted record count.
-    pub body_len: usize,
-}
-
 /// The smallest record on the wire: flags, bitmap, two IPv4 addresses, two one-byte ports.
 pub const MIN_RECORD_LEN: usize = 1 + 2 + 4 + 4 + 1 + 1;
-
-impl<'de> DeserializeSeed<'de> for BatchSeed {
-    type Value = FlowBatch;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<FlowBatch, D::Error> {
-        d.deserialize_tuple(3, self)
-    }
-}
-
-impl<'de> Visitor<'de> for BatchSeed {
-    type Value = FlowBatch;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an nfm flow batch")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FlowBatch, A::Error> {
-        use serde::de::Error as _;
-        let start = seq
-            .next_element::<u64>()?
-            .ok_or_else(|| A::Error::custom("flow_batch.interval_start_ms"))?;
-        let end = seq
-            .next_element::<u64>()?
-            .ok_or_else(|| A::Error::custom("flow_batch.interval_end_ms"))?;
-        let records = seq
-            .next_element_seed(RecordsSeed(self))?
-            .ok_or_else(|| A::Error::custom("flow_batch.records"))?;
-        Ok(FlowBatch {
-            interval_start_ms: start,
-            interval_end_ms: end,
-            records,
-        })
-    }
-}
-
-struct RecordsSeed(BatchSeed);
-
-impl<'de> DeserializeSeed<'de> for RecordsSeed {
-    type Value = Vec<FlowRecord>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RecordsSeed {
-    type Value = Vec<FlowRecord>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("flow records")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        // The count is untrusted: never reserve more records than the body could hold.
-        let cap = seq
-            .size_hint()
-            .unwrap_or(0)
-            .min(self.0.body_len / MIN_RECORD_LEN);
-        let mut out = Vec::with_capacity(cap);
-        loop {
-            // Stop before pushing a slot when the count says none is left: pushing one past the
-            // reserved capacity only to pop it again would double (reallocate) every batch.
-            if seq.size_hint() == Some(0) {
-                return Ok(out);
-            }
-            // Every field of the slot is written or left at its zero default by the decoder.
-            out.push(FlowRecord::default());
-            let slot = out.last_mut().expect("just pushed");
-            let seed = RecordSeed {
-                lenient: self.0.lenient,
-                out: slot,
-            };
-            if seq.next_element_seed(seed)?.is_none() {
-                out.pop();
-                return Ok(out);
-            }
-        }
-    }
-}
-
-/// Field names used as serde error messages, so a decode error can name its field with a
-/// `&'static str` (see `codec::map_bincode`).
-pub(crate) const FIELD_NAMES: &[&str] = &[
-    "flow.flags",
-    "flow.present",
-    "flow.local",
-    "flow.remote",
-    "flow.local_port",
-    "flow.remote_port",
-    "flow.bytes_sent",
-    "flow.bytes_received",
-    "flow.segs_out",
-    "flow.segs_in",
-    "flow.rtt",
-    "flow.sockets_open",
-    "flow.conn_attempts",
-    "flow.conn_completed",
-    "flow.conn_failed",
-    "flow.conn_severed",
-    "flow.retrans",
-    "flow.rto",
-    "flow.handshake",
-    "flow.extension",
-    "flow_batch.interval_start_ms",
-    "flow_batch.interval_end_ms",
-    "flow_batch.records",
-];

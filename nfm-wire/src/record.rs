@@ -18,11 +18,9 @@
 //! groups    for each set bit, in bit order, its varint u64 values (see `bit`)
 //! ```
 
-use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::ser::{SerializeTuple, Serializer};
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
 /// Which end of the connection this host is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -133,6 +131,71 @@ impl Default for FlowRecord {
             rto: PhaseCounts::default(),
             handshake: TimeSummary::default(),
         }
+    }
+}
+
+impl Role {
+    /// The service-port rule: a flow is service-level, so the ephemeral port is elided (0). A
+    /// client keeps the remote (service) port, a server its local (listening) port. Returns
+    /// `(local_port, remote_port)` as a record carries them. Agent, simulator and collector all
+    /// fold sockets into flows by this one rule.
+    pub fn service_ports(self, local_port: u16, remote_port: u16) -> (u16, u16) {
+        match self {
+            Role::Client => (0, remote_port),
+            Role::Server => (local_port, 0),
+        }
+    }
+
+    /// The service port of a socket or record seen from this end.
+    pub fn service_port(self, local_port: u16, remote_port: u16) -> u16 {
+        match self {
+            Role::Client => remote_port,
+            Role::Server => local_port,
+        }
+    }
+}
+
+impl FlowRecord {
+    /// The record-merge rule: folds `b` (a later or parallel delta of the same flow) into `self`.
+    /// Counters add, saturating (values are untrusted wire input); RTT and handshake summaries
+    /// combine count, sum, min and max; `last_srtt_us` follows `b` when `b` has samples.
+    pub fn merge(&mut self, b: &FlowRecord) {
+        let s = |x: &mut u64, y: u64| *x = x.saturating_add(y);
+        s(&mut self.bytes_sent, b.bytes_sent);
+        s(&mut self.bytes_received, b.bytes_received);
+        s(&mut self.segs_out, b.segs_out);
+        s(&mut self.segs_in, b.segs_in);
+        if b.rtt.count > 0 {
+            self.rtt.min_us = if self.rtt.count == 0 {
+                b.rtt.min_us
+            } else {
+                self.rtt.min_us.min(b.rtt.min_us)
+            };
+            self.rtt.max_us = self.rtt.max_us.max(b.rtt.max_us);
+            self.rtt.last_srtt_us = b.rtt.last_srtt_us;
+        }
+        s(&mut self.rtt.count, b.rtt.count);
+        s(&mut self.rtt.sum_us, b.rtt.sum_us);
+        s(&mut self.sockets_open, b.sockets_open);
+        s(&mut self.conn_attempts, b.conn_attempts);
+        s(&mut self.conn_completed, b.conn_completed);
+        s(&mut self.conn_failed, b.conn_failed);
+        s(&mut self.conn_severed, b.conn_severed);
+        for (x, y) in [(&mut self.retrans, &b.retrans), (&mut self.rto, &b.rto)] {
+            s(&mut x.handshake, y.handshake);
+            s(&mut x.established, y.established);
+            s(&mut x.closing, y.closing);
+        }
+        if b.handshake.count > 0 {
+            self.handshake.min_us = if self.handshake.count == 0 {
+                b.handshake.min_us
+            } else {
+                self.handshake.min_us.min(b.handshake.min_us)
+            };
+            self.handshake.max_us = self.handshake.max_us.max(b.handshake.max_us);
+        }
+        s(&mut self.handshake.count, b.handshake.count);
+        s(&mut self.handshake.sum_us, b.handshake.sum_us);
     }
 }
 
@@ -283,140 +346,5 @@ impl Serialize for WireRecord<'_> {
         let h = &r.handshake;
         put(bit::HANDSHAKE, &[h.count, h.sum_us, h.min_us, h.max_us])?;
         t.end()
-    }
-}
-
-/// Decodes one record in wire form, in place (a record is ~250 bytes: decoding into its final
-/// slot instead of returning it by value removed most of the decoder's memmove time).
-/// `lenient` is set when the sender's minor version is newer than ours: unknown flag and
-/// bitmap bits are then skipped instead of refused.
-pub(crate) struct RecordSeed<'a> {
-    pub lenient: bool,
-    pub out: &'a mut FlowRecord,
-}
-
-impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        // See `serialize`: the length is an upper bound; the visitor reads what the bitmap says.
-        d.deserialize_tuple(usize::MAX, self)
-    }
-}
-
-fn malformed<E: de::Error>(field: &'static str) -> E {
-    E::custom(field)
-}
-
-impl<'de> Visitor<'de> for RecordSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an nfm flow record")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        macro_rules! next {
-            ($t:ty, $name:literal) => {
-                seq.next_element::<$t>()?
-                    .ok_or_else(|| malformed::<A::Error>($name))?
-            };
-        }
-        let flags = next!(u8, "flow.flags");
-        if !self.lenient && flags & !flag::KNOWN != 0 {
-            return Err(malformed("flow.flags"));
-        }
-        let present = u16::from_le_bytes(next!([u8; 2], "flow.present"));
-        if !self.lenient && present & !bit::KNOWN != 0 {
-            return Err(malformed("flow.present"));
-        }
-        let r = self.out;
-        r.role = if flags & flag::SERVER != 0 {
-            Role::Server
-        } else {
-            Role::Client
-        };
-        r.local = if flags & flag::LOCAL_V6 != 0 {
-            IpAddr::V6(Ipv6Addr::from(next!([u8; 16], "flow.local")))
-        } else {
-            IpAddr::V4(Ipv4Addr::from(next!([u8; 4], "flow.local")))
-        };
-        r.remote = if flags & flag::REMOTE_V6 != 0 {
-            IpAddr::V6(Ipv6Addr::from(next!([u8; 16], "flow.remote")))
-        } else {
-            IpAddr::V4(Ipv4Addr::from(next!([u8; 4], "flow.remote")))
-        };
-        r.local_port = next!(u16, "flow.local_port");
-        r.remote_port = next!(u16, "flow.remote_port");
-        let has = |b: u16| present & b != 0;
-        if has(bit::BYTES_SENT) {
-            r.bytes_sent = next!(u64, "flow.bytes_sent");
-        }
-        if has(bit::BYTES_RECEIVED) {
-            r.bytes_received = next!(u64, "flow.bytes_received");
-        }
-        if has(bit::SEGS_OUT) {
-            r.segs_out = next!(u64, "flow.segs_out");
-        }
-        if has(bit::SEGS_IN) {
-            r.segs_in = next!(u64, "flow.segs_in");
-        }
-        if has(bit::RTT) {
-            r.rtt = RttSummary {
-                count: next!(u64, "flow.rtt"),
-                sum_us: next!(u64, "flow.rtt"),
-                min_us: next!(u64, "flow.rtt"),
-                max_us: next!(u64, "flow.rtt"),
-                last_srtt_us: next!(u64, "flow.rtt"),
-            };
-        }
-        if has(bit::SOCKETS_OPEN) {
-            r.sockets_open = next!(u64, "flow.sockets_open");
-        }
-        if has(bit::CONN_ATTEMPTS) {
-            r.conn_attempts = next!(u64, "flow.conn_attempts");
-        }
-        if has(bit::CONN_COMPLETED) {
-            r.conn_completed = next!(u64, "flow.conn_completed");
-        }
-        if has(bit::CONN_FAILED) {
-            r.conn_failed = next!(u64, "flow.conn_failed");
-        }
-        if has(bit::CONN_SEVERED) {
-            r.conn_severed = next!(u64, "flow.conn_severed");
-        }
-        if has(bit::RETRANS) {
-            r.retrans = PhaseCounts {
-                handshake: next!(u64, "flow.retrans"),
-                established: next!(u64, "flow.retrans"),
-                closing: next!(u64, "flow.retrans"),
-            };
-        }
-        if has(bit::RTO) {
-            r.rto = PhaseCounts {
-                handshake: next!(u64, "flow.rto"),
-                established: next!(u64, "flow.rto"),
-                closing: next!(u64, "flow.rto"),
-            };
-        }
-        if has(bit::HANDSHAKE) {
-            r.handshake = TimeSummary {
-                count: next!(u64, "flow.handshake"),
-                sum_us: next!(u64, "flow.handshake"),
-                min_us: next!(u64, "flow.handshake"),
-                max_us: next!(u64, "flow.handshake"),
-            };
-        }
-        // Only reachable when lenient: values of groups a newer minor version added.
-        for b in 13..15 {
-            if has(1 << b) {
-                let _ = next!(u64, "flow.extension");
-            }
-        }
-        if has(bit::EXTENSION) {
-            let ext = next!(u64, "flow.extension");
-            for _ in 0..ext.count_ones() {
-                let _ = next!(u64, "flow.extension");
-            }
-        }
-        Ok(())
     }
 }

@@ -294,18 +294,18 @@ fn test_datagram_split_respects_size_and_decodes_alone() {
         (512, Some(Key::new(1, vec![7; 32]))),
         (64 * 1024, None),
     ] {
-        let mut seq = 100;
-        let frames =
-            encode_flow_batch(1, 2, &mut seq, (10, 20), &records, max, key.as_ref()).unwrap();
-        assert_eq!(seq, 100 + frames.len() as u64);
+        let mut seq = Sequencer::starting_at(1, 2, 100);
+        let frames = encode_flow_batch(&mut seq, (10, 20), &records, max, key.as_ref()).unwrap();
+        assert_eq!(seq.next_seq(), 100 + frames.len() as u64);
         let mut got = Vec::new();
         for (i, f) in frames.iter().enumerate() {
-            assert!(f.len() <= max, "frame of {} > {max}", f.len());
-            let p = decode(f, &DecodeOptions::default()).unwrap();
+            assert!(f.bytes.len() <= max, "frame of {} > {max}", f.bytes.len());
+            let p = decode(&f.bytes, &DecodeOptions::default()).unwrap();
             assert_eq!(p.header.seq, 100 + i as u64);
             match p.message {
                 Message::FlowBatch(b) => {
                     assert_eq!((b.interval_start_ms, b.interval_end_ms), (10, 20));
+                    assert_eq!(f.records, b.records.len() as u64, "the encoder's count");
                     got.extend(b.records);
                 }
                 other => panic!("unexpected {other:?}"),
@@ -318,27 +318,28 @@ fn test_datagram_split_respects_size_and_decodes_alone() {
 #[test]
 fn test_datagram_split_boundaries() {
     let r = sample_record(0);
-    let one = encode_flow_batch(1, 1, &mut 0, (0, 0), &[r], DEFAULT_DATAGRAM_LEN, None).unwrap();
-    let exact = one[0].len();
+    let seq = || Sequencer::new(1, 1);
+    let one = encode_flow_batch(&mut seq(), (0, 0), &[r], DEFAULT_DATAGRAM_LEN, None).unwrap();
+    let exact = one[0].bytes.len();
     // capacity: exactly one record's frame fits; one byte less does not fit at all.
     assert_eq!(
-        encode_flow_batch(1, 1, &mut 0, (0, 0), &[r, r], exact, None)
+        encode_flow_batch(&mut seq(), (0, 0), &[r, r], exact, None)
             .unwrap()
             .len(),
         2
     );
     assert!(matches!(
-        encode_flow_batch(1, 1, &mut 0, (0, 0), &[r], exact - 1, None),
+        encode_flow_batch(&mut seq(), (0, 0), &[r], exact - 1, None),
         Err(Error::DoesNotFit { .. })
     ));
     // zero records: zero frames, no sequence numbers used.
-    let mut seq = 5;
+    let mut seq = Sequencer::starting_at(1, 1, 5);
     assert!(
-        encode_flow_batch(1, 1, &mut seq, (0, 0), &[], DEFAULT_DATAGRAM_LEN, None)
+        encode_flow_batch(&mut seq, (0, 0), &[], DEFAULT_DATAGRAM_LEN, None)
             .unwrap()
             .is_empty()
     );
-    assert_eq!(seq, 5);
+    assert_eq!(seq.next_seq(), 5);
 }
 
 fn stream_of(n: usize) -> (Vec<u8>, Vec<Message>) {
