@@ -16,7 +16,7 @@ use nfm_agent_common::{
 };
 use nfm_wire::{
     cap, encode_flow_batch, encode_to_vec, AgentStats, FlowRecord, Goodbye, Header, Hello, Key,
-    Keyring, Message,
+    Keyring, Message, Sequencer,
 };
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -65,9 +65,8 @@ pub struct Agent {
     poll: Poll,
     tracker: Tracker,
     transport: Option<Transport>,
-    agent_id: u64,
-    epoch: u32,
-    next_seq: u64,
+    /// Agent id, session epoch and the next frame's sequence number.
+    seq: Sequencer,
     key: Option<Key>,
     host_name: String,
     started: Instant,
@@ -147,9 +146,7 @@ impl Agent {
                 poll,
                 tracker: Tracker::new(),
                 transport,
-                agent_id,
-                epoch,
-                next_seq: 0,
+                seq: Sequencer::new(agent_id, epoch),
                 key,
                 started: Instant::now(),
                 started_ms: now_ms,
@@ -169,13 +166,7 @@ impl Agent {
     }
 
     fn header(&mut self) -> Header {
-        let h = Header {
-            agent_id: self.agent_id,
-            epoch: self.epoch,
-            seq: self.next_seq,
-        };
-        self.next_seq += 1;
-        h
+        self.seq.next_header()
     }
 
     fn hello_frame(&mut self) -> Vec<u8> {
@@ -389,8 +380,8 @@ impl Agent {
             let line = StdoutLine {
                 interval_start_ms: start_ms,
                 interval_end_ms: end_ms,
-                agent_id: self.agent_id,
-                epoch: self.epoch,
+                agent_id: self.seq.agent_id,
+                epoch: self.seq.epoch,
                 records: &records,
                 kernel: self.kernel,
                 user_map_full: self.user_map_full,
@@ -415,7 +406,7 @@ impl Agent {
         if kind == Kind::Udp {
             // Each UDP interval starts with a Hello so a restarted collector learns who we are.
             let h = self.hello_frame();
-            let seq = self.next_seq - 1;
+            let seq = self.seq.next_seq() - 1;
             self.send(seq, 0, h);
         }
         let max = if kind == Kind::Udp {
@@ -423,21 +414,18 @@ impl Agent {
         } else {
             TCP_FRAME
         };
-        let first = self.next_seq;
+        let first = self.seq.next_seq();
         match encode_flow_batch(
-            self.agent_id,
-            self.epoch,
-            &mut self.next_seq,
+            &mut self.seq,
             (start_ms, end_ms),
             &records,
             max,
             self.key.as_ref(),
         ) {
             Ok(frames) => {
-                // Records per frame, for exact spool-drop accounting.
+                // Records per frame (from the encoder), for exact spool-drop accounting.
                 for (i, f) in frames.into_iter().enumerate() {
-                    let n = frame_records(&f);
-                    self.send(first + i as u64, n, f);
+                    self.send(first + i as u64, f.records, f.bytes);
                 }
             }
             Err(e) => log::error!("encoding flow batch: {e}"),
@@ -570,39 +558,6 @@ impl Agent {
     }
 }
 
-/// The record count of a FlowBatch frame we just encoded (for exact spool-drop accounting),
-/// read from the body prefix: three bincode varints (interval start, end, record count).
-fn frame_records(frame: &[u8]) -> u64 {
-    fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
-        let first = *b.get(*at)?;
-        let (len, v) = match first {
-            0..=250 => (1, first as u64),
-            251 => (
-                3,
-                u16::from_le_bytes(b.get(*at + 1..*at + 3)?.try_into().ok()?) as u64,
-            ),
-            252 => (
-                5,
-                u32::from_le_bytes(b.get(*at + 1..*at + 5)?.try_into().ok()?) as u64,
-            ),
-            253 => (
-                9,
-                u64::from_le_bytes(b.get(*at + 1..*at + 9)?.try_into().ok()?),
-            ),
-            _ => return None,
-        };
-        *at += len;
-        Some(v)
-    }
-    let mut at = nfm_wire::HEADER_LEN;
-    (|| {
-        varint(frame, &mut at)?;
-        varint(frame, &mut at)?;
-        varint(frame, &mut at)
-    })()
-    .unwrap_or(0)
-}
-
 /// Hands the pages freed at the end of an interval (its records and encode buffers) back to the
 /// kernel: glibc keeps them otherwise, and RSS would track each interval's peak rather than the
 /// steady state. One heap walk per interval; measured RSS with 10,000 sockets before this: 17.0 MiB.
@@ -611,30 +566,5 @@ fn trim_heap() {
     // SAFETY: malloc_trim only releases free memory; it has no preconditions.
     unsafe {
         libc::malloc_trim(0);
-    }
-}
-
-#[cfg(test)]
-mod test {
-    use super::*;
-
-    #[test]
-    fn test_frame_records_reads_the_count() {
-        for n in [0usize, 1, 250, 251, 300] {
-            let recs = vec![FlowRecord::default(); n];
-            let mut seq = 0;
-            let frames = encode_flow_batch(
-                1,
-                2,
-                &mut seq,
-                (1_764_000_000_000, 1_764_000_005_000),
-                &recs,
-                TCP_FRAME,
-                None,
-            )
-            .unwrap();
-            let total: u64 = frames.iter().map(|f| frame_records(f)).sum();
-            assert_eq!(total, n as u64);
-        }
     }
 }

@@ -139,11 +139,13 @@ pub fn addr(family: u8, words: &[u32; 4]) -> IpAddr {
 
 pub fn flow_key(s: &SockStats) -> FlowKey {
     let server = s.role == role::SERVER;
+    let r = if server { Role::Server } else { Role::Client };
+    let (local_port, remote_port) = r.service_ports(s.local_port, s.remote_port);
     FlowKey {
         local: addr(s.family, &s.local_addr),
         remote: addr(s.family, &s.remote_addr),
-        local_port: if server { s.local_port } else { 0 },
-        remote_port: if server { 0 } else { s.remote_port },
+        local_port,
+        remote_port,
         server,
     }
 }

@@ -112,18 +112,14 @@ fn arg(name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Body offsets of the two interval timestamps: bincode varint u64 ≥ 2^32 is `253` + 8 bytes LE,
-/// so a frame's timestamps can be rewritten in place (Unix milliseconds are always ≥ 2^32).
-const START_AT: usize = 32 + 1;
-const END_AT: usize = 32 + 10;
-
+/// Gives a template frame a new sequence number and interval in place (nfm-wire's
+/// `BatchView::restamp`: header, both timestamps and the CRC), so the load loop never re-encodes.
 fn restamp(frame: &mut [u8], seq: u64, start_ms: u64) {
-    frame[24..32].copy_from_slice(&seq.to_le_bytes());
-    frame[START_AT..START_AT + 8].copy_from_slice(&start_ms.to_le_bytes());
-    frame[END_AT..END_AT + 8].copy_from_slice(&(start_ms + 10_000).to_le_bytes());
-    let n = frame.len() - 4;
-    let crc = crc32fast::hash(&frame[..n]);
-    frame[n..].copy_from_slice(&crc.to_le_bytes());
+    let mut v = nfm_wire::BatchView::new_checked(frame, nfm_wire::MAX_FRAME_LEN)
+        .expect("a template FlowBatch");
+    let h = Header { seq, ..v.header() };
+    v.restamp(&h, (start_ms, start_ms + 10_000))
+        .expect("template timestamps are 9-byte varints");
 }
 
 fn main() {

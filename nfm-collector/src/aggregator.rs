@@ -19,7 +19,6 @@ use crate::model::{Category, ClosedInterval, FlowSample};
 use crate::monitor::Monitor;
 use crate::resolver::{FlowKey, Resolved, ResolvedBatches};
 use crate::summary::{Counters, IntervalSummary, Metric, PairStat};
-use nfm_wire::FlowRecord;
 use rustc_hash::FxHashMap as HashMap;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -207,47 +206,6 @@ impl std::fmt::Debug for Resolutions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Resolutions({} rows)", self.len())
     }
-}
-
-/// Adds `b`'s deltas to `a` (the same flow reported twice in one interval).
-pub fn merge_record(a: &mut FlowRecord, b: &FlowRecord) {
-    let s = |x: &mut u64, y: u64| *x = x.saturating_add(y);
-    s(&mut a.bytes_sent, b.bytes_sent);
-    s(&mut a.bytes_received, b.bytes_received);
-    s(&mut a.segs_out, b.segs_out);
-    s(&mut a.segs_in, b.segs_in);
-    if b.rtt.count > 0 {
-        a.rtt.min_us = if a.rtt.count == 0 {
-            b.rtt.min_us
-        } else {
-            a.rtt.min_us.min(b.rtt.min_us)
-        };
-        a.rtt.max_us = a.rtt.max_us.max(b.rtt.max_us);
-        a.rtt.last_srtt_us = b.rtt.last_srtt_us;
-    }
-    s(&mut a.rtt.count, b.rtt.count);
-    s(&mut a.rtt.sum_us, b.rtt.sum_us);
-    s(&mut a.sockets_open, b.sockets_open);
-    s(&mut a.conn_attempts, b.conn_attempts);
-    s(&mut a.conn_completed, b.conn_completed);
-    s(&mut a.conn_failed, b.conn_failed);
-    s(&mut a.conn_severed, b.conn_severed);
-    s(&mut a.retrans.handshake, b.retrans.handshake);
-    s(&mut a.retrans.established, b.retrans.established);
-    s(&mut a.retrans.closing, b.retrans.closing);
-    s(&mut a.rto.handshake, b.rto.handshake);
-    s(&mut a.rto.established, b.rto.established);
-    s(&mut a.rto.closing, b.rto.closing);
-    if b.handshake.count > 0 {
-        a.handshake.min_us = if a.handshake.count == 0 {
-            b.handshake.min_us
-        } else {
-            a.handshake.min_us.min(b.handshake.min_us)
-        };
-        a.handshake.max_us = a.handshake.max_us.max(b.handshake.max_us);
-    }
-    s(&mut a.handshake.count, b.handshake.count);
-    s(&mut a.handshake.sum_us, b.handshake.sum_us);
 }
 
 fn cat_index(c: Category) -> usize {
@@ -512,7 +470,7 @@ impl Aggregator {
                 }
                 if row != NO_ROW {
                     let row = row as usize;
-                    merge_record(&mut iv.samples[row].record, r);
+                    iv.samples[row].record.merge(r);
                     iv.counters[row].add(&c);
                     continue;
                 }
@@ -834,6 +792,7 @@ mod test {
     use super::*;
     use crate::resolver::{DecodedBatch, Resolver};
     use crate::topology::Topology;
+    use nfm_wire::FlowRecord;
 
     const TOPO: &str = include_str!("../examples/topology.toml");
 

@@ -36,11 +36,7 @@ fn top_flow<P: Paths + ?Sized>(
         agent_id: f.agent_id,
         local: f.record.local,
         remote: f.record.remote,
-        port: if server {
-            f.record.local_port
-        } else {
-            f.record.remote_port
-        },
+        port: f.record.service_port(),
         server,
         category: f.category,
         counters: Counters::of_record(&f.record),

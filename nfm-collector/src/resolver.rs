@@ -142,7 +142,7 @@ impl FlowKey {
         FlowKey {
             local: r.local,
             remote: r.remote,
-            port: if server { r.local_port } else { r.remote_port },
+            port: r.service_port(),
             server,
         }
     }

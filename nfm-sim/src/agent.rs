@@ -7,7 +7,10 @@
 //! collector never presents these flows as measured.
 
 use crate::fleet::fnv1a;
-use nfm_wire::{cap, encode, encode_flow_batch, AgentStats, FlowRecord, Header, Hello, Message};
+use nfm_wire::{
+    cap, encode, encode_flow_batch, AgentStats, BatchView, FlowRecord, Header, Hello, Message,
+    Sequencer, MAX_FRAME_LEN,
+};
 
 /// Version string sent in Hello.
 pub const SIM_VERSION: &str = concat!("nfm-sim/", env!("CARGO_PKG_VERSION"));
@@ -16,9 +19,8 @@ pub const SIM_VERSION: &str = concat!("nfm-sim/", env!("CARGO_PKG_VERSION"));
 #[derive(Debug, Clone)]
 pub struct VirtualAgent {
     pub host_name: String,
-    pub agent_id: u64,
-    pub epoch: u32,
-    pub next_seq: u64,
+    /// Agent id, session epoch and the next sequence number.
+    pub seq: Sequencer,
     pub started_at_ms: u64,
     pub frames_built: u64,
     pub records_built: u64,
@@ -32,23 +34,24 @@ impl VirtualAgent {
         }
         VirtualAgent {
             host_name: host_name.to_string(),
-            agent_id: id,
-            epoch,
-            next_seq: 0,
+            seq: Sequencer::new(id, epoch),
             started_at_ms,
             frames_built: 0,
             records_built: 0,
         }
     }
 
-    fn header(&mut self) -> Header {
-        let h = Header {
-            agent_id: self.agent_id,
-            epoch: self.epoch,
-            seq: self.next_seq,
-        };
-        self.next_seq += 1;
-        h
+    pub fn agent_id(&self) -> u64 {
+        self.seq.agent_id
+    }
+
+    pub fn epoch(&self) -> u32 {
+        self.seq.epoch
+    }
+
+    /// The header of the next frame (its sequence number is taken).
+    pub fn header(&mut self) -> Header {
+        self.seq.next_header()
     }
 
     /// Appends a Hello frame; returns its sequence number.
@@ -66,27 +69,20 @@ impl VirtualAgent {
         h.seq
     }
 
-    /// The FlowBatch frames of one interval, each at most `max_frame_len` bytes, with the
-    /// sequence number of the first one. Empty when there are no records.
+    /// The FlowBatch frames of one interval, each at most `max_frame_len` bytes and with the
+    /// number of records it carries, and the sequence number of the first one. Empty when there
+    /// are no records.
     pub fn batch(
         &mut self,
         interval: (u64, u64),
         records: &[FlowRecord],
         max_frame_len: usize,
-    ) -> Result<(u64, Vec<Vec<u8>>), nfm_wire::Error> {
-        let first = self.next_seq;
+    ) -> Result<(u64, Vec<nfm_wire::EncodedFrame>), nfm_wire::Error> {
+        let first = self.seq.next_seq();
         if records.is_empty() {
             return Ok((first, Vec::new()));
         }
-        let frames = encode_flow_batch(
-            self.agent_id,
-            self.epoch,
-            &mut self.next_seq,
-            interval,
-            records,
-            max_frame_len,
-            None,
-        )?;
+        let frames = encode_flow_batch(&mut self.seq, interval, records, max_frame_len, None)?;
         self.frames_built += frames.len() as u64;
         self.records_built += records.len() as u64;
         Ok((first, frames))
@@ -110,37 +106,13 @@ impl VirtualAgent {
 }
 
 /// Gives a FlowBatch frame this process encoded (unsigned) a new header and interval, in place,
-/// and refreshes its CRC, so a load test can resend the same records without re-encoding them.
-///
-/// The body starts with the interval's start and end as bincode varints; any Unix-millisecond
-/// time after February 1970 is above `u32::MAX` and therefore always written as the 9-byte form
-/// (tag 253, then 8 bytes little-endian), so it can be overwritten without moving anything.
-/// Returns false, leaving the frame untouched, when that does not hold (then re-encode).
+/// and refreshes its CRC, so a load test can resend the same records without re-encoding them
+/// (nfm-wire's [`BatchView::restamp`]; byte-identical to a fresh encoding). Returns false,
+/// leaving the frame untouched, when that cannot be done in place (then re-encode).
 pub fn restamp(frame: &mut [u8], header: &Header, interval: (u64, u64)) -> bool {
-    use nfm_wire::{Frame, MsgType, HEADER_LEN};
-    const TAG_U64: u8 = 253;
-    let b = HEADER_LEN;
-    if frame.len() < b + 18 + 4
-        || interval.0 <= u32::MAX as u64
-        || interval.1 <= u32::MAX as u64
-        || frame[b] != TAG_U64
-        || frame[b + 9] != TAG_U64
-    {
-        return false;
-    }
-    let f = Frame::new_unchecked(&*frame);
-    if f.msg_type_raw() != MsgType::FlowBatch as u8
-        || f.has_auth()
-        || f.body_len() + HEADER_LEN + 4 != frame.len()
-    {
-        return false;
-    }
-    let body_len = f.body_len() as u32;
-    Frame::new_unchecked(&mut *frame).emit_header(MsgType::FlowBatch, 0, body_len, header);
-    frame[b + 1..b + 9].copy_from_slice(&interval.0.to_le_bytes());
-    frame[b + 10..b + 18].copy_from_slice(&interval.1.to_le_bytes());
-    Frame::new_unchecked(&mut *frame).fill_crc();
-    true
+    BatchView::new_checked(frame, MAX_FRAME_LEN)
+        .and_then(|mut v| v.restamp(header, interval))
+        .is_ok()
 }
 
 #[cfg(test)]
@@ -168,19 +140,26 @@ mod test {
             .batch((1_700_000_000_000, 1_700_000_005_000), &recs, 1400)
             .unwrap();
         let mut b = VirtualAgent::new("h", 7, 0);
-        b.next_seq = 1_000;
+        b.seq = Sequencer::starting_at(b.agent_id(), 7, 1_000);
         let (_, fresh) = b
             .batch((1_800_000_000_000, 1_800_000_060_000), &recs, 1400)
             .unwrap();
         assert!(old.len() > 1);
         for (i, f) in old.iter_mut().enumerate() {
             let h = Header {
-                agent_id: a.agent_id,
+                agent_id: a.agent_id(),
                 epoch: 7,
                 seq: 1_000 + i as u64,
             };
-            assert!(restamp(f, &h, (1_800_000_000_000, 1_800_000_060_000)));
-            assert_eq!(f, &fresh[i], "byte-identical to a fresh encoding");
+            assert!(restamp(
+                &mut f.bytes,
+                &h,
+                (1_800_000_000_000, 1_800_000_060_000)
+            ));
+            assert_eq!(
+                f.bytes, fresh[i].bytes,
+                "byte-identical to a fresh encoding"
+            );
         }
     }
 
@@ -190,13 +169,13 @@ mod test {
         let mut a = VirtualAgent::new("h", 7, 0);
         // Small timestamps are short varints: refused, untouched.
         let (_, mut f) = a.batch((5, 10), &recs, 1400).unwrap();
-        let before = f[0].clone();
+        let before = f[0].bytes.clone();
         assert!(!restamp(
-            &mut f[0],
+            &mut f[0].bytes,
             &Header::default(),
             (1_800_000_000_000, 1_800_000_060_000)
         ));
-        assert_eq!(f[0], before);
+        assert_eq!(f[0].bytes, before);
         // Not a FlowBatch.
         let mut h = Vec::new();
         a.hello(1000, &mut h);

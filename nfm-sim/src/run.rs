@@ -20,7 +20,7 @@ use crate::sim::Engine;
 use crate::transport::{Kind, SendStats, Sender};
 use crate::truth::{EndInfo, RunInfo, TruthLine, TruthWriter, TRUTH_VERSION};
 use anyhow::Context;
-use nfm_wire::{encode, FlowRecord, Goodbye, Header, Message, DEFAULT_DATAGRAM_LEN};
+use nfm_wire::{encode, FlowRecord, Goodbye, Message, DEFAULT_DATAGRAM_LEN};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -134,15 +134,13 @@ fn send_interval(
         if udp || first {
             buf.clear();
             let seq = agent.hello(interval_ms as u32, buf);
-            sender.send(a, agent.epoch, seq, 0, buf, true);
+            sender.send(a, agent.epoch(), seq, 0, buf, true);
         }
         match agent.batch(bounds, &records[a], max) {
             Ok((first_seq, frames)) => {
                 for (i, f) in frames.iter().enumerate() {
-                    let n = nfm_wire::Frame::new_unchecked(&f[..]).header().seq;
-                    debug_assert_eq!(n, first_seq + i as u64);
-                    let recs = count_records(f);
-                    sender.send(a, agent.epoch, n, recs, f, false);
+                    let seq = first_seq + i as u64;
+                    sender.send(a, agent.epoch(), seq, f.records, &f.bytes, false);
                 }
             }
             Err(e) => log::warn!("agent {}: cannot encode its batch: {e}", agent.host_name),
@@ -150,47 +148,23 @@ fn send_interval(
         buf.clear();
         let errs = sender.stats().send_errors;
         let seq = agent.stats(bounds.1, errs, records[a].len() as u64, buf);
-        sender.send(a, agent.epoch, seq, 0, buf, false);
+        sender.send(a, agent.epoch(), seq, 0, buf, false);
     }
     sender.drive(Duration::ZERO);
 }
 
-/// Records in a FlowBatch frame this process just encoded, read from the body's record count
-/// (body = varint start, varint end, varint count, records; bincode varints: a first byte below
-/// 251 is the value, 251/252/253 announce a u16/u32/u64 little-endian). Costs a few byte reads
-/// instead of a decode.
+/// Records in a FlowBatch frame, from its body's record count (nfm-wire's [`BatchView`]);
+/// 0 for anything that is not a FlowBatch.
 pub fn count_records(frame: &[u8]) -> u64 {
-    fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
-        let first = *b.get(*at)?;
-        *at += 1;
-        let n = match first {
-            0..=250 => return Some(first as u64),
-            251 => 2,
-            252 => 4,
-            253 => 8,
-            _ => return None,
-        };
-        let bytes = b.get(*at..*at + n)?;
-        *at += n;
-        let mut v = [0u8; 8];
-        v[..n].copy_from_slice(bytes);
-        Some(u64::from_le_bytes(v))
-    }
-    let mut at = nfm_wire::HEADER_LEN;
-    let _start = varint(frame, &mut at);
-    let _end = varint(frame, &mut at);
-    varint(frame, &mut at).unwrap_or(0)
+    nfm_wire::BatchView::new_checked(frame, nfm_wire::MAX_FRAME_LEN)
+        .map(|v| v.record_count())
+        .unwrap_or(0)
 }
 
 fn goodbye(sender: &mut Sender, agents: &mut [VirtualAgent], buf: &mut Vec<u8>) {
     for (a, agent) in agents.iter_mut().enumerate() {
         buf.clear();
-        let h = Header {
-            agent_id: agent.agent_id,
-            epoch: agent.epoch,
-            seq: agent.next_seq,
-        };
-        agent.next_seq += 1;
+        let h = agent.header();
         encode(
             &h,
             &Message::Goodbye(Goodbye {
@@ -199,7 +173,7 @@ fn goodbye(sender: &mut Sender, agents: &mut [VirtualAgent], buf: &mut Vec<u8>) 
             None,
             buf,
         );
-        sender.send(a, agent.epoch, h.seq, 0, buf, false);
+        sender.send(a, agent.epoch(), h.seq, 0, buf, false);
     }
 }
 
@@ -456,9 +430,8 @@ pub fn load(fleet: &Fleet, opts: &LoadOptions) -> anyhow::Result<LoadReport> {
             per_agent.push(
                 fs.into_iter()
                     .map(|f| {
-                        let n = count_records(&f);
-                        total += n;
-                        (f, n)
+                        total += f.records;
+                        (f.bytes, f.records)
                     })
                     .collect::<Vec<_>>(),
             );
@@ -479,7 +452,7 @@ pub fn load(fleet: &Fleet, opts: &LoadOptions) -> anyhow::Result<LoadReport> {
         for (a, agent) in agents.iter_mut().enumerate() {
             buf.clear();
             let seq = agent.hello(t as u32, &mut buf);
-            sender.send(a, agent.epoch, seq, 0, &buf, true);
+            sender.send(a, agent.epoch(), seq, 0, &buf, true);
             hello_interval[a] = 0;
         }
         if !sender.finish(Instant::now() + Duration::from_secs(60), false) {
@@ -512,22 +485,18 @@ pub fn load(fleet: &Fleet, opts: &LoadOptions) -> anyhow::Result<LoadReport> {
             if udp && hello_interval[a] != iv {
                 buf.clear();
                 let seq = agent.hello(t as u32, &mut buf);
-                sender.send(a, agent.epoch, seq, 0, &buf, true);
+                sender.send(a, agent.epoch(), seq, 0, &buf, true);
                 hello_interval[a] = iv;
             }
             for (f, n) in variant[a].iter_mut() {
-                let h = Header {
-                    agent_id: agent.agent_id,
-                    epoch: agent.epoch,
-                    seq: agent.next_seq,
-                };
+                let h = agent.seq.peek();
                 if !crate::agent::restamp(f, &h, (iv, iv + t)) {
                     anyhow::bail!("cannot re-stamp a frame (interval {iv})");
                 }
-                agent.next_seq += 1;
+                agent.header();
                 agent.frames_built += 1;
                 agent.records_built += *n;
-                sender.send(a, agent.epoch, h.seq, *n, f, false);
+                sender.send(a, agent.epoch(), h.seq, *n, f, false);
                 offered += *n;
             }
         }

@@ -307,7 +307,7 @@ impl<'f> IntervalBuilder<'f> {
         let ids = fleet
             .agents
             .iter()
-            .map(|&h| crate::agent::VirtualAgent::new(&fleet.hosts[h].name, 1, 0).agent_id)
+            .map(|&h| crate::agent::VirtualAgent::new(&fleet.hosts[h].name, 1, 0).agent_id())
             .collect();
         IntervalBuilder {
             fleet,

@@ -93,7 +93,7 @@ fn test_frames_decode_with_nfm_wire() {
     );
     assert_eq!(
         (p.header.agent_id, p.header.epoch, p.header.seq),
-        (agent.agent_id, 42, 0)
+        (agent.agent_id(), 42, 0)
     );
     // Many records, small datagrams: several frames, each decodable alone.
     let many: Vec<_> = recs.iter().cycle().take(200).copied().collect();
@@ -109,11 +109,11 @@ fn test_frames_decode_with_nfm_wire() {
     let mut back = Vec::new();
     for (i, f) in frames.iter().enumerate() {
         assert!(
-            f.len() <= DEFAULT_DATAGRAM_LEN,
+            f.bytes.len() <= DEFAULT_DATAGRAM_LEN,
             "frame {i} is {} bytes",
-            f.len()
+            f.bytes.len()
         );
-        let p = decode(f, &DecodeOptions::default()).unwrap();
+        let p = decode(&f.bytes, &DecodeOptions::default()).unwrap();
         assert_eq!(
             p.header.seq,
             first + i as u64,
@@ -126,8 +126,9 @@ fn test_frames_decode_with_nfm_wire() {
             (b.interval_start_ms, b.interval_end_ms),
             (1_700_000_000_000, 1_700_000_060_000)
         );
+        assert_eq!(f.records, b.records.len() as u64, "the encoder's count");
         assert_eq!(
-            run::count_records(f),
+            run::count_records(&f.bytes),
             b.records.len() as u64,
             "record count read from the body"
         );

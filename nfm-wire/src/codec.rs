@@ -6,11 +6,11 @@ use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use bincode::error::DecodeError;
 
 use crate::auth::{Key, Keyring};
+use crate::batch::{varint, EncodedFrame, Sequencer};
 use crate::error::{Error, Result};
 use crate::header::{
     Frame, Header, MsgType, AUTH_LEN, CRC_LEN, FLAG_AUTH, HEADER_LEN, MAX_FRAME_LEN, MINOR,
 };
-use crate::batch::{varint, EncodedFrame, Sequencer};
 use crate::message::{AgentStats, ErrorMsg, Goodbye, Hello, Message, WireBatch};
 use crate::record::FlowRecord;
 use crate::Ack;

@@ -156,6 +156,11 @@ impl Role {
 }
 
 impl FlowRecord {
+    /// This flow's service port (the [`Role::service_port`] of its ports).
+    pub fn service_port(&self) -> u16 {
+        self.role.service_port(self.local_port, self.remote_port)
+    }
+
     /// The record-merge rule: folds `b` (a later or parallel delta of the same flow) into `self`.
     /// Counters add, saturating (values are untrusted wire input); RTT and handshake summaries
     /// combine count, sum, min and max; `last_srtt_us` follows `b` when `b` has samples.

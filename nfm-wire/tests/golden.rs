@@ -159,3 +159,263 @@ fn test_regression_phase_counts_overflow() {
     assert!(!p.is_zero());
     assert_eq!(p.total(), u64::MAX);
 }
+
+// ---- nfm-wire owns every byte of a FlowBatch: view, restamp, encoder counts, sequencer, rules.
+
+#[test]
+fn test_batch_view_deconstruct() {
+    let v = BatchView::new_checked(&FLOW_BATCH_BYTES[..], MAX_FRAME_LEN).unwrap();
+    assert_eq!(v.header(), Header { seq: 2, ..HDR });
+    assert_eq!(v.seq(), 2);
+    assert_eq!(v.interval(), (1_764_000_000_000, 1_764_000_005_000));
+    assert_eq!(v.record_count(), 1);
+    // Only FlowBatch frames have a batch view.
+    assert!(matches!(
+        BatchView::new_checked(&HELLO_BYTES[..], MAX_FRAME_LEN),
+        Err(Error::Malformed {
+            field: "flow_batch"
+        })
+    ));
+}
+
+/// Restamping the golden frame gives exactly the bytes of a fresh encoding with the new header
+/// and interval (itself pinned by `test_emit`), CRC included.
+#[test]
+fn test_batch_view_restamp() {
+    let mut buf = FLOW_BATCH_BYTES;
+    let h = Header { seq: 9, ..HDR };
+    let iv = (1_764_000_005_000, 1_764_000_010_000);
+    BatchView::new_checked(&mut buf[..], MAX_FRAME_LEN)
+        .unwrap()
+        .restamp(&h, iv)
+        .unwrap();
+    let Message::FlowBatch(mut b) = flow_batch() else {
+        unreachable!()
+    };
+    (b.interval_start_ms, b.interval_end_ms) = iv;
+    assert_eq!(buf[..], encode_to_vec(&h, &Message::FlowBatch(b), None)[..]);
+    decode(&buf, &DecodeOptions::default()).unwrap();
+    // The changed bytes: seq (24), both timestamps' 8 bytes (33.., 42..) and the CRC.
+    let changed: Vec<usize> = (0..buf.len())
+        .filter(|&i| buf[i] != FLOW_BATCH_BYTES[i])
+        .collect();
+    assert!(changed
+        .iter()
+        .all(|&i| i == 24 || (33..41).contains(&i) || (42..50).contains(&i) || i >= 92));
+}
+
+#[test]
+fn test_batch_view_restamp_refuses_what_it_cannot_patch() {
+    let h = Header { seq: 9, ..HDR };
+    let wide = (1_764_000_005_000, 1_764_000_010_000);
+    // A small new bound would need a shorter varint: refused, untouched.
+    let mut buf = FLOW_BATCH_BYTES;
+    let mut v = BatchView::new_checked(&mut buf[..], MAX_FRAME_LEN).unwrap();
+    assert!(v.restamp(&h, (5, 1_764_000_010_000)).is_err());
+    assert_eq!(buf, FLOW_BATCH_BYTES);
+    // A signed frame: its tag covers the header.
+    let Message::FlowBatch(b) = flow_batch() else {
+        unreachable!()
+    };
+    let mut signed = encode_to_vec(&HDR, &Message::FlowBatch(b.clone()), Some(&key()));
+    let before = signed.clone();
+    let mut v = BatchView::new_checked(&mut signed[..], MAX_FRAME_LEN).unwrap();
+    assert!(v.restamp(&h, wide).is_err());
+    assert_eq!(signed, before);
+    // Small old bounds are short varints.
+    let small = FlowBatch {
+        interval_start_ms: 5,
+        interval_end_ms: 10,
+        ..b
+    };
+    let mut f = encode_to_vec(&HDR, &Message::FlowBatch(small), None);
+    let mut v = BatchView::new_checked(&mut f[..], MAX_FRAME_LEN).unwrap();
+    assert!(v.restamp(&h, wide).is_err());
+}
+
+/// The encoder reports each frame's record count; it equals what the frame declares and what
+/// decodes; the sequencer numbers frames consecutively and is untouched by an empty batch.
+#[test]
+fn test_encoder_counts_and_sequencer() {
+    let Message::FlowBatch(b) = flow_batch() else {
+        unreachable!()
+    };
+    let recs = vec![b.records[0]; 300];
+    let mut seq = Sequencer::starting_at(HDR.agent_id, HDR.epoch, 40);
+    let frames = encode_flow_batch(
+        &mut seq,
+        (1_764_000_000_000, 1_764_000_005_000),
+        &recs,
+        DEFAULT_DATAGRAM_LEN,
+        None,
+    )
+    .unwrap();
+    assert!(frames.len() > 1);
+    assert_eq!(seq.next_seq(), 40 + frames.len() as u64);
+    let mut total = 0;
+    for (i, f) in frames.iter().enumerate() {
+        let v = BatchView::new_checked(&f.bytes[..], MAX_FRAME_LEN).unwrap();
+        assert_eq!(v.record_count(), f.records);
+        assert_eq!(v.seq(), 40 + i as u64);
+        let Message::FlowBatch(d) = decode(&f.bytes, &DecodeOptions::default()).unwrap().message
+        else {
+            panic!("not a batch")
+        };
+        assert_eq!(d.records.len() as u64, f.records);
+        total += f.records;
+    }
+    assert_eq!(total, 300);
+    let mut s = Sequencer::new(1, 2);
+    assert_eq!(s.peek().seq, 0);
+    assert_eq!(
+        s.next_header(),
+        Header {
+            agent_id: 1,
+            epoch: 2,
+            seq: 0
+        }
+    );
+    assert_eq!(s.next_header().seq, 1);
+    assert_eq!(s.next_seq(), 2);
+}
+
+/// The record-merge rule, field by field.
+#[test]
+fn test_merge_rule() {
+    let Message::FlowBatch(b) = flow_batch() else {
+        unreachable!()
+    };
+    let mut a = b.records[0];
+    let later = FlowRecord {
+        bytes_sent: u64::MAX,
+        rtt: RttSummary {
+            count: 1,
+            sum_us: 300,
+            min_us: 300,
+            max_us: 300,
+            last_srtt_us: 350,
+        },
+        handshake: TimeSummary {
+            count: 1,
+            sum_us: 700,
+            min_us: 700,
+            max_us: 700,
+        },
+        retrans: PhaseCounts {
+            handshake: 1,
+            established: 2,
+            closing: 3,
+        },
+        conn_attempts: 1,
+        ..a
+    };
+    a.merge(&later);
+    assert_eq!(a.bytes_sent, u64::MAX, "saturating");
+    assert_eq!(a.bytes_received, 160_000);
+    assert_eq!(
+        a.rtt,
+        RttSummary {
+            count: 3,
+            sum_us: 1200,
+            min_us: 300,
+            max_us: 480,
+            last_srtt_us: 350
+        }
+    );
+    assert_eq!(
+        a.handshake,
+        TimeSummary {
+            count: 1,
+            sum_us: 700,
+            min_us: 700,
+            max_us: 700
+        },
+        "an empty summary takes the other's min"
+    );
+    assert_eq!(
+        a.retrans,
+        PhaseCounts {
+            handshake: 1,
+            established: 3,
+            closing: 3
+        }
+    );
+    assert_eq!(a.conn_attempts, 1);
+    // A delta without RTT samples keeps the last smoothed RTT.
+    let before = a.rtt;
+    a.merge(&FlowRecord::default());
+    assert_eq!(a.rtt, before);
+}
+
+/// The service-port rule: the ephemeral port is elided.
+#[test]
+fn test_service_port_rule() {
+    assert_eq!(Role::Client.service_ports(40_000, 443), (0, 443));
+    assert_eq!(Role::Server.service_ports(443, 40_000), (443, 0));
+    assert_eq!(Role::Client.service_port(40_000, 443), 443);
+    assert_eq!(Role::Server.service_port(443, 40_000), 443);
+    let Message::FlowBatch(b) = flow_batch() else {
+        unreachable!()
+    };
+    assert_eq!(b.records[0].service_port(), 443);
+}
+
+/// Regression: valid frames up to the documented 1 MiB limit were refused as malformed from
+/// about 387 KB on (bincode's allocation limit counted each decoded record at its in-memory
+/// size against MAX_FRAME_LEN). The decoder is now bounded by the body's own length.
+#[test]
+fn test_regression_frame_near_the_size_limit_decodes() {
+    let Message::FlowBatch(b) = flow_batch() else {
+        unreachable!()
+    };
+    let recs = vec![b.records[0]; 25_000];
+    let frames = encode_flow_batch(
+        &mut Sequencer::new(1, 1),
+        (1_764_000_000_000, 1_764_000_005_000),
+        &recs,
+        MAX_FRAME_LEN,
+        None,
+    )
+    .unwrap();
+    assert_eq!(frames.len(), 1);
+    assert!(frames[0].bytes.len() > 900_000, "{}", frames[0].bytes.len());
+    let Message::FlowBatch(d) = decode(&frames[0].bytes, &DecodeOptions::default())
+        .unwrap()
+        .message
+    else {
+        panic!("not a batch")
+    };
+    assert_eq!(d.records.len(), 25_000);
+}
+
+/// Varint forms follow bincode: a u16 field refuses the u32 form; 254 and 255 are refused; a
+/// record count the body cannot hold is refused before anything is reserved.
+#[test]
+fn test_varint_forms() {
+    let mut at = 0;
+    assert_eq!(
+        batch::varint::read_u64(&[0xfb, 0x01, 0x00], &mut at, "x"),
+        Ok(1)
+    );
+    assert_eq!(at, 3, "non-canonical forms decode, as bincode's do");
+    for bad in [[0xfeu8; 9], [0xffu8; 9]] {
+        assert!(batch::varint::read_u64(&bad, &mut 0, "x").is_err());
+    }
+    assert!(batch::varint::read_u16(&[0xfc, 1, 0, 0, 0], &mut 0, "x").is_err());
+    let mut buf = FLOW_BATCH_BYTES;
+    assert_eq!(buf[HEADER_LEN + 18], 1, "the record count");
+    buf[HEADER_LEN + 18] = 200;
+    Frame::new_unchecked(&mut buf[..]).fill_crc();
+    assert_eq!(
+        BatchPrefix::parse(&buf[HEADER_LEN..HEADER_LEN + 60])
+            .unwrap()
+            .count,
+        200
+    );
+    assert_eq!(
+        decode(&buf, &DecodeOptions::default()),
+        Err(Error::Malformed {
+            field: "flow_batch.records"
+        })
+    );
+}
