@@ -16,7 +16,7 @@ use nfm_collector::health::synth::{Fault, Fleet, FleetSpec, SharedPaths};
 use nfm_collector::health::{Evaluator, ResolvedPaths};
 use nfm_collector::model::ClosedInterval;
 use nfm_collector::model::{ComponentId, ComponentKind};
-use nfm_collector::resolver::Resolved;
+use nfm_collector::resolution::Resolved;
 use std::sync::Arc;
 
 fn fleet() -> Fleet {

@@ -14,11 +14,14 @@
 //! health stage passes through unjudged and the API folds into the interval's summary
 //! (`IntervalSummary::absorb`). Only records older than `max_late_ms` are dropped, and counted.
 
+use crate::flow_table::{label_key, row_resolution, FlowSlot, FlowTable, Resolutions};
 use crate::metrics::Metrics;
 use crate::model::{Category, ClosedInterval, FlowSample};
 use crate::monitor::Monitor;
-use crate::resolver::{FlowKey, Resolved, ResolvedBatches};
-use crate::summary::{Counters, IntervalSummary, Metric, PairStat};
+use crate::pipeline::{AggMsg, ClosedWork, MonitorWork};
+use crate::resolution::{FlowKey, Resolved, ResolvedBatches};
+use crate::summary::top_union;
+use crate::summary::{Counters, IntervalSummary, PairStat};
 use rustc_hash::FxHashMap as HashMap;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -86,172 +89,8 @@ const NO_ROW: u32 = u32::MAX;
 /// Late intervals open at once (see `Aggregator::add`).
 const MAX_LATE_OPEN: usize = 64;
 
-/// What the aggregator keeps per flow id.
-#[derive(Clone)]
-struct FlowSlot {
-    resolved: Arc<Resolved>,
-    /// Copied out of `resolved`, so that a record never has to touch the resolution itself.
-    category: Category,
-    /// The interned pair labels' addresses: equal labels, equal keys.
-    labels: (usize, usize),
-    /// Monitor membership for the current monitor list, computed on first use.
-    mask: Option<u64>,
-}
-
-impl FlowSlot {
-    fn new(resolved: Arc<Resolved>) -> FlowSlot {
-        FlowSlot {
-            category: resolved.category,
-            labels: label_key(&resolved),
-            resolved,
-            mask: None,
-        }
-    }
-}
-
-/// A resolution's pair labels as one key: their interned addresses (equal labels, equal keys).
-fn label_key(r: &Resolved) -> (usize, usize) {
-    (
-        Arc::as_ptr(&r.local_label) as *const u8 as usize,
-        Arc::as_ptr(&r.remote_label) as *const u8 as usize,
-    )
-}
-
-/// Row `row`'s resolution: pinned for rows `0..pinned.len()`, else by its id in `table`.
-fn row_resolution<'a>(
-    pinned: &'a [Option<Arc<Resolved>>],
-    ids: &[u32],
-    table: &'a FlowTable,
-    row: usize,
-) -> Option<&'a Arc<Resolved>> {
-    match pinned.get(row) {
-        Some(r) => r.as_ref(),
-        None => table.get(*ids.get(row)?).map(|slot| &slot.resolved),
-    }
-}
-
-/// Flow slots by id, in chunks that are shared copy-on-write: a closed interval takes a
-/// snapshot (one reference count per 4096 ids) instead of a reference to each of its flows'
-/// resolutions, and appending to the live table never disturbs a snapshot.
-#[derive(Clone, Default)]
-struct FlowTable {
-    chunks: Vec<Arc<Vec<FlowSlot>>>,
-    len: usize,
-}
-
-const CHUNK: usize = 4096;
-
-impl FlowTable {
-    fn len(&self) -> usize {
-        self.len
-    }
-    fn push(&mut self, slot: FlowSlot) {
-        if self.len.is_multiple_of(CHUNK) {
-            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
-        }
-        let last = self.chunks.last_mut().expect("a chunk with room");
-        Arc::make_mut(last).push(slot);
-        self.len += 1;
-    }
-    fn clear(&mut self) {
-        self.chunks.clear();
-        self.len = 0;
-    }
-    fn get(&self, id: u32) -> Option<&FlowSlot> {
-        let id = id as usize;
-        self.chunks.get(id / CHUNK).and_then(|c| c.get(id % CHUNK))
-    }
-    /// The slot for a mutation: copies its chunk first if a snapshot still shares it.
-    fn get_mut(&mut self, id: u32) -> Option<&mut FlowSlot> {
-        let id = id as usize;
-        self.chunks
-            .get_mut(id / CHUNK)
-            .and_then(|c| Arc::make_mut(c).get_mut(id % CHUNK))
-    }
-}
-
-/// The resolution of each row of a closed interval, without a reference count per row.
-#[derive(Clone, Default)]
-pub struct Resolutions {
-    /// Resolutions of rows `0..pinned.len()`.
-    pinned: Vec<Option<Arc<Resolved>>>,
-    /// Resolutions of the other rows, by `ids[row]`.
-    table: FlowTable,
-    ids: Vec<u32>,
-}
-
-impl Resolutions {
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-    pub fn get(&self, row: usize) -> Option<&Arc<Resolved>> {
-        row_resolution(&self.pinned, &self.ids, &self.table, row)
-    }
-}
-
-impl From<Vec<Arc<Resolved>>> for Resolutions {
-    fn from(pinned: Vec<Arc<Resolved>>) -> Resolutions {
-        Resolutions {
-            ids: vec![0; pinned.len()],
-            pinned: pinned.into_iter().map(Some).collect(),
-            table: FlowTable::default(),
-        }
-    }
-}
-
-impl std::fmt::Debug for Resolutions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Resolutions({} rows)", self.len())
-    }
-}
-
 fn cat_index(c: Category) -> usize {
     Category::ALL.iter().position(|x| *x == c).unwrap_or(5)
-}
-
-/// One monitor's share of a closed interval, before health evaluation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MonitorWork {
-    pub name: String,
-    /// Indices into `ClosedInterval::flows`.
-    pub flows: Vec<usize>,
-    /// Top flows by each metric (union), indices into `ClosedInterval::flows`.
-    pub top: Vec<usize>,
-    pub counters: Counters,
-    pub pairs: Vec<PairStat>,
-}
-
-/// A closed interval, ready for the health stage.
-#[derive(Debug, Clone)]
-pub struct ClosedWork {
-    pub interval: ClosedInterval,
-    /// Totals filled in; `top`, `monitors` and `verdicts` are filled by the health stage.
-    pub summary: IntervalSummary,
-    /// Top flows per (category, metric), union, indices into `interval.flows`.
-    pub top: Vec<usize>,
-    pub monitors: Vec<MonitorWork>,
-    /// Every interval starting before this is closed (WAL checkpoint).
-    pub closed_before_ms: u64,
-    /// Records that arrived after their interval had closed: the health stage must not judge
-    /// them (the evaluator has moved on), and the API adds them to the interval's summary.
-    pub late: bool,
-    /// Each flow's resolution (same order as `interval.flows`). The aggregator leaves
-    /// `FlowSample::path` empty and the health stage copies it from here before evaluating:
-    /// the path copy is the largest per-flow cost of closing, and the aggregator is the busier
-    /// thread. Empty: the paths are already filled.
-    pub resolved: Resolutions,
-}
-
-pub enum AggMsg {
-    Batches(ResolvedBatches),
-    Monitors(Arc<Vec<Monitor>>),
-    Tick(Instant),
-    /// Close every open interval now (tests, shutdown of a replay).
-    Flush,
-    Shutdown,
 }
 
 pub struct Aggregator {
@@ -718,9 +557,9 @@ impl Aggregator {
         }
     }
 
-    pub fn run(mut self, rx: Receiver<AggMsg>, out: SyncSender<crate::health_stage::HealthMsg>) {
-        use crate::health_stage::HealthMsg;
+    pub fn run(mut self, rx: Receiver<AggMsg>, out: SyncSender<crate::pipeline::HealthMsg>) {
         use crate::metrics::Chan;
+        use crate::pipeline::HealthMsg;
         while let Ok(m) = rx.recv() {
             self.metrics.received(Chan::Aggregator);
             let closed = match m {
@@ -755,42 +594,13 @@ fn mask_of(monitors: &[Monitor], r: &Resolved) -> u64 {
     m
 }
 
-/// Indices (from `idx`) of the top `k` by each metric (values above zero), union, sorted.
-///
-/// One pass over `idx` keeps four bounded lists, one per metric, each sorted by value
-/// descending; an element only costs a comparison against the list's smallest kept value, so
-/// this is O(n) with a small constant even for 100k flows (a `select_nth` per metric walked
-/// the counters four times through random indices). Ties keep the element seen first.
-pub(crate) fn top_union(idx: &[usize], counters: &[Counters], k: usize) -> Vec<usize> {
-    if k == 0 {
-        return Vec::new();
-    }
-    let mut kept: [Vec<(u64, usize)>; 4] = Default::default();
-    for &i in idx {
-        let c = &counters[i];
-        for (list, m) in kept.iter_mut().zip(Metric::ALL) {
-            let v = c.value(m);
-            if v == 0 || (list.len() == k && v <= list[k - 1].0) {
-                continue;
-            }
-            // First position whose value is below v: equal values stay ahead (seen first).
-            let at = list.partition_point(|&(x, _)| x >= v);
-            if list.len() == k {
-                list.pop();
-            }
-            list.insert(at, (v, i));
-        }
-    }
-    let mut out: Vec<usize> = kept.iter().flatten().map(|&(_, i)| i).collect();
-    out.sort_unstable();
-    out.dedup();
-    out
-}
-
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::resolver::{DecodedBatch, Resolver};
+    use crate::flow_table::CHUNK;
+    use crate::resolution::DecodedBatch;
+    use crate::resolver::Resolver;
+    use crate::summary::Metric;
     use crate::topology::Topology;
     use nfm_wire::FlowRecord;
 

@@ -6,14 +6,15 @@
 //! request is handed to this actor as a message and answered here. All routing is in
 //! [`Api::route`]; `GET /` and `/ui/...` are delegated to [`crate::ui::route`] (the dashboard).
 
-use crate::aggregator::AggMsg;
+use crate::http::Reply;
 use crate::metrics::{Chan, Metrics};
 use crate::model::{Category, ComponentId, Verdict};
 use crate::monitor::{parse_monitors, Monitor};
-use crate::resolver::ResolverMsg;
+use crate::pipeline::AggMsg;
+use crate::pipeline::ResolverMsg;
+use crate::pipeline::{ApiMsg, IngestSnapshot};
 use crate::summary::{Counters, IntervalSummary, Metric};
 use crate::topology::Topology;
-use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -22,76 +23,6 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
-
-/// One agent as `/api/agents` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AgentView {
-    pub agent_id: u64,
-    pub host_name: String,
-    pub agent_version: String,
-    pub epoch: u32,
-    pub transport: String,
-    pub simulated: bool,
-    pub capabilities: u64,
-    pub interval_ms: u32,
-    pub last_seen_ms: u64,
-    pub frames: u64,
-    pub records: u64,
-    pub lost: u64,
-    pub duplicates: u64,
-    pub rejected: BTreeMap<String, u64>,
-    pub stats: Option<nfm_wire::AgentStats>,
-    pub goodbye: Option<String>,
-}
-
-/// Ingest's periodic snapshot.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct IngestSnapshot {
-    pub agents: Vec<AgentView>,
-    /// Refused frames by reason, all agents.
-    pub rejected: BTreeMap<String, u64>,
-}
-
-pub enum ApiMsg {
-    /// A durable interval summary (live or replayed at start).
-    Interval(Arc<IntervalSummary>),
-    Ingest(Box<IngestSnapshot>),
-    Http(crate::http::Request),
-    /// Reload the topology file (SIGHUP).
-    ReloadTopology,
-    Shutdown,
-}
-
-/// An HTTP answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: Vec<u8>,
-}
-
-impl Reply {
-    pub fn json(status: u16, v: &impl Serialize) -> Reply {
-        Reply {
-            status,
-            content_type: "application/json",
-            body: serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec()),
-        }
-    }
-    pub fn error(status: u16, message: impl Into<String>) -> Reply {
-        Reply::json(status, &json!({ "error": message.into() }))
-    }
-    pub fn text(status: u16, body: String) -> Reply {
-        Reply {
-            status,
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: body.into_bytes(),
-        }
-    }
-    pub fn json_value(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-}
 
 pub struct ApiConfig {
     /// Required as `Authorization: Bearer TOKEN` on every request when set.

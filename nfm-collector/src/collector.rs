@@ -14,14 +14,20 @@
 //! Shutdown stops ingest first and then each actor in pipeline order, so every accepted batch
 //! reaches the store before it stops.
 
-use crate::aggregator::{AggMsg, Aggregator, AggregatorConfig};
-use crate::api::{load_monitors, Api, ApiConfig, ApiMsg};
+use crate::aggregator::{Aggregator, AggregatorConfig};
+use crate::api::{load_monitors, Api, ApiConfig};
 use crate::health::{Evaluator, HealthConfig};
-use crate::health_stage::{HealthMsg, HealthStage};
+use crate::health_stage::HealthStage;
 use crate::ingest::{IngestConfig, IngestControl, IngestCore, IngestLoop, IngestSockets, Injected};
 use crate::metrics::{Chan, Metrics};
-use crate::resolver::{DecodedBatch, Resolver, ResolverMsg};
-use crate::store::{Store, StoreConfig, StoreMsg, StoreOutputs};
+use crate::pipeline::AggMsg;
+use crate::pipeline::ApiMsg;
+use crate::pipeline::HealthMsg;
+use crate::pipeline::ResolverMsg;
+use crate::pipeline::StoreMsg;
+use crate::resolution::DecodedBatch;
+use crate::resolver::Resolver;
+use crate::store::{Store, StoreConfig, StoreOutputs};
 use crate::topology::Topology;
 use serde::Deserialize;
 use std::net::SocketAddr;

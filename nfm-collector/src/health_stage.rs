@@ -6,20 +6,16 @@
 //! `health::monitor_indicator` from the evaluator's report for that interval; this stage never
 //! invents one.
 
-use crate::aggregator::ClosedWork;
 use crate::health::{monitor_indicator_with, Evaluator, Paths, ResolvedPaths, SamplePaths};
 use crate::metrics::Metrics;
 use crate::model::{ClosedInterval, HealthReport};
-use crate::store::StoreMsg;
+use crate::pipeline::ClosedWork;
+use crate::pipeline::HealthMsg;
+use crate::pipeline::StoreMsg;
 use crate::summary::{Counters, IntervalSummary, MonitorPoint, TopFlow};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
-
-pub enum HealthMsg {
-    Closed(Box<ClosedWork>),
-    Shutdown,
-}
 
 /// Degraded flows kept per monitor in its summary (beyond its top contributors).
 const MAX_DEGRADED_PER_MONITOR: usize = 200;
@@ -213,9 +209,8 @@ impl HealthStage {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::aggregator::MonitorWork;
     use crate::model::{Blame, Category, ComponentId, FlowSample, Verdict};
-
+    use crate::pipeline::MonitorWork;
     fn work() -> ClosedWork {
         let flow = |bytes| FlowSample {
             agent_id: 1,
@@ -313,7 +308,7 @@ mod test {
         for f in &mut w.interval.flows {
             f.path.clear();
         }
-        let r = Arc::new(crate::resolver::Resolved::new(
+        let r = Arc::new(crate::resolution::Resolved::new(
             1,
             &t,
             "10.0.1.10".parse().unwrap(),

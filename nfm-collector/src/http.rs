@@ -6,6 +6,8 @@
 //! behind them (dashboard loads that never finished in 3 of 8 fresh browsers). One request per
 //! connection (`Connection: close`) costs one extra loopback handshake and can never wedge.
 
+use serde::Serialize;
+use serde_json::{json, Value};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -46,6 +48,37 @@ impl Request {
     /// Sends the reply to the connection thread, which writes it; never blocks the caller.
     pub fn respond(self, resp: Response) {
         let _ = self.reply.try_send(resp);
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(status: u16, v: &impl Serialize) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec()),
+        }
+    }
+    pub fn error(status: u16, message: impl Into<String>) -> Reply {
+        Reply::json(status, &json!({ "error": message.into() }))
+    }
+    pub fn text(status: u16, body: String) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: body.into_bytes(),
+        }
+    }
+    pub fn json_value(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 }
 

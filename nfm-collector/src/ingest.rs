@@ -16,10 +16,11 @@
 //! The protocol logic lives in [`IngestCore`] (no sockets), so tests and the benchmark can feed
 //! it frames directly; [`IngestLoop`] adds the sockets.
 
-use crate::api::{AgentView, ApiMsg, IngestSnapshot};
 use crate::metrics::{Chan, Metrics};
-use crate::resolver::{DecodedBatch, ResolverMsg};
-use crate::store::{StoreMsg, StoreReply, WalBatch};
+use crate::pipeline::ResolverMsg;
+use crate::pipeline::{AgentView, ApiMsg, IngestSnapshot};
+use crate::pipeline::{StoreMsg, StoreReply, WalBatch};
+use crate::resolution::DecodedBatch;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use nfm_wire::{

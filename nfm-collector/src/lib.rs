@@ -5,6 +5,9 @@
 //! - `topology`: the topology file (docs/topology.md) and address resolution.
 //! - `monitor`: monitor definitions and matching.
 //! - `summary`: what is kept of each closed interval.
+//! - `pipeline`: every actor message and cross-actor payload; `resolution` and `flow_table`:
+//!   the data the resolver and aggregator hand downstream. Actors depend only on these shared
+//!   modules (checked by `tests/module_graph.rs`); `collector` alone wires actors together.
 //! - Actors, in pipeline order: `ingest` → `resolver` → `aggregator` → `health_stage` (owns the
 //!   `health` evaluator) → `store` → `api` (HTTP, `/metrics`; `ui` is the dashboard hook).
 //! - `collector`: settings and wiring; `metrics`: shared counters; `http`: the API's HTTP front;
@@ -14,6 +17,7 @@ pub mod aggregator;
 pub mod alloc;
 pub mod api;
 pub mod collector;
+pub mod flow_table;
 pub mod health;
 pub mod health_stage;
 pub mod http;
@@ -21,6 +25,8 @@ pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod monitor;
+pub mod pipeline;
+pub mod resolution;
 pub mod resolver;
 pub mod store;
 pub mod summary;

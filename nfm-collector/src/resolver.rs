@@ -14,167 +14,14 @@
 //! batches finish with the old topology and nothing is lost.
 
 use crate::metrics::Metrics;
-use crate::model::{Category, ComponentId, ComponentKind};
-use crate::topology::{classify_endpoints, Endpoint, Topology};
-use nfm_wire::FlowRecord;
+use crate::pipeline::ResolverMsg;
+use crate::resolution::{DecodedBatch, FlowKey, Resolved, ResolvedBatch, ResolvedBatches};
+use crate::topology::Topology;
 use rustc_hash::FxHashMap as HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
-use std::time::Instant;
-
-/// One decoded FlowBatch frame's records (or several frames of one agent and interval).
-#[derive(Debug, Clone, PartialEq)]
-pub struct DecodedBatch {
-    pub agent_id: u64,
-    pub interval_start_ms: u64,
-    pub interval_end_ms: u64,
-    /// The agent announced itself as a simulator.
-    pub simulated: bool,
-    pub records: Vec<FlowRecord>,
-}
-
-/// An endpoint's names, owned (an [`Endpoint`] borrows from a topology that may be replaced).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct OwnedEndpoint {
-    pub host: Option<String>,
-    pub subnet: Option<String>,
-    pub vpc: Option<String>,
-    pub az: Option<String>,
-    pub region: Option<String>,
-    pub service: Option<String>,
-}
-
-impl OwnedEndpoint {
-    fn of(e: &Endpoint<'_>) -> OwnedEndpoint {
-        let o = |s: Option<&str>| s.map(str::to_string);
-        OwnedEndpoint {
-            host: o(e.host),
-            subnet: o(e.subnet),
-            vpc: o(e.vpc),
-            az: o(e.az),
-            region: o(e.region),
-            service: o(e.service),
-        }
-    }
-    pub fn view(&self, ip: IpAddr) -> Endpoint<'_> {
-        Endpoint {
-            ip,
-            host: self.host.as_deref(),
-            subnet: self.subnet.as_deref(),
-            vpc: self.vpc.as_deref(),
-            az: self.az.as_deref(),
-            region: self.region.as_deref(),
-            service: self.service.as_deref(),
-        }
-    }
-}
-
-/// The resolution of one (local, remote) address pair.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Resolved {
-    /// Unique for the collector's lifetime (the aggregator caches monitor membership by it).
-    pub id: u64,
-    pub local_ip: IpAddr,
-    pub remote_ip: IpAddr,
-    pub category: Category,
-    pub path: Vec<ComponentId>,
-    pub local: OwnedEndpoint,
-    pub remote: OwnedEndpoint,
-    /// Resource-pair labels for the historical explorer: `subnet:..` or `host:IP` locally;
-    /// `subnet:..`, `vpc:..`, `service:..` or `external:IP` remotely.
-    pub local_label: Arc<str>,
-    pub remote_label: Arc<str>,
-}
-
-impl Resolved {
-    pub fn new(id: u64, t: &Topology, local: IpAddr, remote: IpAddr) -> Resolved {
-        Resolved::new_interned(id, t, local, remote, &mut |s| s.into())
-    }
-
-    /// Like [`Resolved::new`], with labels drawn from `intern` (equal labels, one allocation,
-    /// so the aggregator can group pairs by pointer).
-    pub fn new_interned(
-        id: u64,
-        t: &Topology,
-        local: IpAddr,
-        remote: IpAddr,
-        intern: &mut dyn FnMut(String) -> Arc<str>,
-    ) -> Resolved {
-        let (l, r) = (t.resolve(local), t.resolve(remote));
-        let local_label = intern(match l.subnet {
-            Some(s) => format!("subnet:{s}"),
-            None => format!("host:{local}"),
-        });
-        let remote_label = intern(match (r.subnet, r.service, r.vpc) {
-            (Some(s), _, _) => format!("subnet:{s}"),
-            (_, Some(s), _) => format!("service:{s}"),
-            (_, _, Some(v)) => format!("vpc:{v}"),
-            _ => ComponentId::new(ComponentKind::External, remote.to_string()).to_string(),
-        });
-        Resolved {
-            id,
-            local_ip: local,
-            remote_ip: remote,
-            category: classify_endpoints(&l, &r),
-            path: t.path_of(&l, &r),
-            local: OwnedEndpoint::of(&l),
-            remote: OwnedEndpoint::of(&r),
-            local_label,
-            remote_label,
-        }
-    }
-}
-
-/// A flow: local address, remote address, service port (and which end this host is).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    pub local: IpAddr,
-    pub remote: IpAddr,
-    pub port: u16,
-    pub server: bool,
-}
-
-impl FlowKey {
-    pub fn of(r: &FlowRecord) -> FlowKey {
-        let server = r.role == nfm_wire::Role::Server;
-        FlowKey {
-            local: r.local,
-            remote: r.remote,
-            port: r.service_port(),
-            server,
-        }
-    }
-}
-
-/// A batch with each record's flow id (same order).
-#[derive(Debug, Clone)]
-pub struct ResolvedBatch {
-    pub batch: DecodedBatch,
-    pub flows: Vec<u32>,
-}
-
-/// What the resolver sends the aggregator: batches plus the resolutions of the flows they
-/// introduce.
-#[derive(Debug, Clone, Default)]
-pub struct ResolvedBatches {
-    /// Ids are only comparable within one generation: a new generation means every earlier
-    /// id is void (the resolver's tables were cleared, or the topology changed).
-    pub generation: u32,
-    /// Resolutions of ids `first_new .. first_new + new.len()`, in id order. Ids of a
-    /// generation are assigned consecutively from 0, so the receiver can keep them in a `Vec`.
-    pub first_new: u32,
-    pub new: Vec<Arc<Resolved>>,
-    pub batches: Vec<ResolvedBatch>,
-}
-
-pub enum ResolverMsg {
-    Batches(Vec<DecodedBatch>),
-    Topology(Arc<Topology>),
-    Tick(Instant),
-    Shutdown,
-}
 
 pub struct Resolver {
     topology: Arc<Topology>,
@@ -330,9 +177,9 @@ impl Resolver {
         self.reset();
     }
 
-    pub fn run(mut self, rx: Receiver<ResolverMsg>, out: SyncSender<crate::aggregator::AggMsg>) {
-        use crate::aggregator::AggMsg;
+    pub fn run(mut self, rx: Receiver<ResolverMsg>, out: SyncSender<crate::pipeline::AggMsg>) {
         use crate::metrics::Chan;
+        use crate::pipeline::AggMsg;
         while let Ok(m) = rx.recv() {
             self.metrics.received(Chan::Resolver);
             match m {
@@ -362,6 +209,8 @@ impl Resolver {
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::model::Category;
+    use nfm_wire::FlowRecord;
     use std::sync::mpsc::sync_channel;
 
     const TOPO: &str = include_str!("../examples/topology.toml");
@@ -394,7 +243,7 @@ mod test {
             ],
         };
         tx.send(ResolverMsg::Batches(vec![batch.clone()])).unwrap();
-        let crate::aggregator::AggMsg::Batches(out) = orx.recv().unwrap() else {
+        let crate::pipeline::AggMsg::Batches(out) = orx.recv().unwrap() else {
             panic!("expected batches")
         };
         assert_eq!(
@@ -408,7 +257,7 @@ mod test {
         let generation = out.generation;
         // The same flows again: the same ids, nothing new to resolve.
         tx.send(ResolverMsg::Batches(vec![batch.clone()])).unwrap();
-        let crate::aggregator::AggMsg::Batches(out) = orx.recv().unwrap() else {
+        let crate::pipeline::AggMsg::Batches(out) = orx.recv().unwrap() else {
             panic!("expected batches")
         };
         assert_eq!(
@@ -420,7 +269,7 @@ mod test {
         tx.send(ResolverMsg::Topology(Arc::new(Topology::empty())))
             .unwrap();
         tx.send(ResolverMsg::Batches(vec![batch])).unwrap();
-        let crate::aggregator::AggMsg::Batches(out) = orx.recv().unwrap() else {
+        let crate::pipeline::AggMsg::Batches(out) = orx.recv().unwrap() else {
             panic!("expected batches")
         };
         assert_ne!(out.generation, generation, "a reload voids every id");

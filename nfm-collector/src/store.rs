@@ -21,6 +21,7 @@
 //! A write or fsync error (a full disk) truncates back to the last synced length, keeps the
 //! unsynced work in memory, stops acking, and retries on every tick until space returns.
 
+use crate::pipeline::{StoreMsg, StoreReply, WalBatch};
 use crate::summary::IntervalSummary;
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -32,7 +33,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::metrics::Metrics;
-
 pub const KIND_BATCH: u8 = 1;
 pub const KIND_SUMMARY: u8 = 2;
 const RECORD_HEADER: usize = 9;
@@ -282,48 +282,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// One accepted FlowBatch frame on its way to the WAL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WalBatch {
-    pub agent_id: u64,
-    pub epoch: u32,
-    pub seq: u64,
-    pub interval_start_ms: u64,
-    /// The frame exactly as received (CRC and tag included).
-    pub frame: Vec<u8>,
-}
-
-impl WalBatch {
-    /// Payload layout: agent u64, epoch u32, seq u64, interval_start u64, frame bytes.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        out.clear();
-        out.extend_from_slice(&self.agent_id.to_le_bytes());
-        out.extend_from_slice(&self.epoch.to_le_bytes());
-        out.extend_from_slice(&self.seq.to_le_bytes());
-        out.extend_from_slice(&self.interval_start_ms.to_le_bytes());
-        out.extend_from_slice(&self.frame);
-    }
-    pub fn decode(p: &[u8]) -> Option<WalBatch> {
-        let agent_id = u64::from_le_bytes(p.get(0..8)?.try_into().ok()?);
-        let epoch = u32::from_le_bytes(p.get(8..12)?.try_into().ok()?);
-        let seq = u64::from_le_bytes(p.get(12..20)?.try_into().ok()?);
-        let interval_start_ms = u64::from_le_bytes(p.get(20..28)?.try_into().ok()?);
-        Some(WalBatch {
-            agent_id,
-            epoch,
-            seq,
-            interval_start_ms,
-            frame: p.get(28..)?.to_vec(),
-        })
-    }
-    fn key(p: &[u8]) -> u64 {
-        p.get(20..28)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-            .unwrap_or(0)
-    }
-}
-
 pub fn encode_summary(s: &IntervalSummary) -> Vec<u8> {
     bincode::serde::encode_to_vec(s, bincode::config::standard()).expect("summary encodes")
 }
@@ -334,38 +292,13 @@ pub fn decode_summary(p: &[u8]) -> Option<IntervalSummary> {
         .map(|(s, _)| s)
 }
 
-/// Messages into the store actor.
-#[derive(Debug)]
-pub enum StoreMsg {
-    /// Frames to make durable; the ids come back as [`Durable`] once fsynced.
-    Batches(Vec<WalBatch>),
-    /// A closed interval's summary (from the health stage). `closed_before_ms`: every interval
-    /// starting before it is summarized, so WAL segments holding only such batches can go.
-    Interval {
-        summary: Box<IntervalSummary>,
-        closed_before_ms: u64,
-    },
-    /// Retry after an error; apply retention.
-    Tick(Instant),
-    Shutdown,
-}
-
-/// Reply to ingest about batches it handed over, by (agent, epoch, seq).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreReply {
-    /// Fsynced: ack them.
-    Durable(Vec<(u64, u32, u64)>),
-    /// Dropped while the disk refused writes and the backlog was full: never ack them.
-    Dropped(Vec<(u64, u32, u64)>),
-}
-
 /// Where the store sends its results.
 pub struct StoreOutputs {
     /// Durable batch ids, to ingest. Ingest's mio loop is woken with `waker`.
     pub durable: Sender<StoreReply>,
     pub waker: Option<Arc<mio::Waker>>,
     /// Durable summaries, to the API.
-    pub summaries: SyncSender<crate::api::ApiMsg>,
+    pub summaries: SyncSender<crate::pipeline::ApiMsg>,
 }
 
 #[derive(Debug, Clone)]
@@ -544,7 +477,7 @@ impl Store {
                             // Blocking send: the API must see every durable summary.
                             let _ = out
                                 .summaries
-                                .send(crate::api::ApiMsg::Interval(Arc::new(*summary)));
+                                .send(crate::pipeline::ApiMsg::Interval(Arc::new(*summary)));
                         }
                         _ => {}
                     }
@@ -839,7 +772,7 @@ mod test {
             .recv_timeout(std::time::Duration::from_secs(10))
             .unwrap()
         {
-            crate::api::ApiMsg::Interval(s) => assert_eq!(s.start_ms, 1000),
+            crate::pipeline::ApiMsg::Interval(s) => assert_eq!(s.start_ms, 1000),
             _ => panic!("expected an interval"),
         }
         tx.send(StoreMsg::Shutdown).unwrap();

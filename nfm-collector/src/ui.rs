@@ -6,8 +6,7 @@
 //! at run time and no asset refers to another host (the tests below check both), so what was
 //! built is exactly what is served. The dashboard itself only reads the JSON API (docs/api.md).
 
-use crate::api::Reply;
-
+use crate::http::Reply;
 /// One embedded file, by its path under `ui/`.
 struct Asset {
     path: &'static str,

@@ -603,7 +603,6 @@ pub fn split_by_window(verdicts: &[VerdictLite], windows: &[(u64, u64)]) -> Vec<
 mod test {
     use super::*;
     use crate::truth::{EndInfo, RunInfo};
-
     const T: u64 = 60_000;
     const S: u64 = 1_000_000_000;
 

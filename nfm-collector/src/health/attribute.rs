@@ -16,7 +16,6 @@ use super::intern::{digest, PathIds, Tables};
 use super::judge::{prefetch, Obs, State, PREFETCH_AHEAD};
 use super::Paths;
 use crate::model::Category;
-
 /// The components of one interval (global ids, numbered locally in order of first appearance)
 /// and each observation's (deduplicated) components by local number.
 pub struct Graph {

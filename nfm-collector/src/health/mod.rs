@@ -21,11 +21,11 @@ mod judge;
 pub mod stats;
 pub mod synth;
 
-use crate::aggregator::Resolutions;
+use crate::flow_table::Resolutions;
 use crate::model::{
     Blame, ClosedInterval, ComponentId, ComponentKind, HealthReport, MetricChange, Verdict,
 };
-use crate::resolver::Resolved;
+use crate::resolution::Resolved;
 use attribute::{greedy, Graph, GraphParts, Pick, Rules};
 use intern::Tables;
 use judge::{metric, Baselines, Judged, Obs, State};

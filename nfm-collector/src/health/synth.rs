@@ -487,12 +487,12 @@ impl Rng {
 }
 
 /// Turns intervals into the collector's shape: each sample's path moved out into a resolution
-/// (`crate::resolver::Resolved`) shared by every sample of its (local, remote) address pair and
+/// (`crate::resolution::Resolved`) shared by every sample of its (local, remote) address pair and
 /// kept, with its id, across intervals, as the resolver does. Feed the result to
 /// `Evaluator::evaluate_paths` with `ResolvedPaths`.
 #[derive(Debug, Default)]
 pub struct SharedPaths {
-    map: std::collections::HashMap<(IpAddr, IpAddr), std::sync::Arc<crate::resolver::Resolved>>,
+    map: std::collections::HashMap<(IpAddr, IpAddr), std::sync::Arc<crate::resolution::Resolved>>,
     next_id: u64,
 }
 
@@ -501,7 +501,7 @@ impl SharedPaths {
     pub fn share(
         &mut self,
         iv: &mut ClosedInterval,
-    ) -> Vec<std::sync::Arc<crate::resolver::Resolved>> {
+    ) -> Vec<std::sync::Arc<crate::resolution::Resolved>> {
         let mut out = Vec::with_capacity(iv.flows.len());
         for s in &mut iv.flows {
             let path = std::mem::take(&mut s.path);
@@ -510,7 +510,7 @@ impl SharedPaths {
                 Some(r) if r.path == path => r.clone(),
                 _ => {
                     self.next_id += 1;
-                    let r = std::sync::Arc::new(crate::resolver::Resolved {
+                    let r = std::sync::Arc::new(crate::resolution::Resolved {
                         id: self.next_id,
                         local_ip: key.0,
                         remote_ip: key.1,

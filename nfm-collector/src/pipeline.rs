@@ -1,0 +1,195 @@
+//! The pipeline's messages: every message an actor receives and every payload that crosses from
+//! one actor to the next, in the order data flows (ingest → resolver → aggregator → health →
+//! store → api). Actors depend on this module and on shared data modules, never on each other;
+//! `collector.rs` alone wires them together.
+//!
+//! ```text
+//! ingest ─ DecodedBatch ─▶ resolver ─ ResolvedBatches ─▶ aggregator ─ ClosedWork ─▶ health
+//!   │  ▲                                                                            │
+//!   │  └──────── StoreReply ◀── store ◀──────────── StoreMsg::Interval ◀────────────┘
+//!   └── WalBatch ─────────────▶ store ── ApiMsg::Interval ─▶ api ◀─ ApiMsg::Ingest ─ ingest
+//! ```
+
+use crate::flow_table::Resolutions;
+use crate::model::ClosedInterval;
+use crate::monitor::Monitor;
+use crate::resolution::{DecodedBatch, ResolvedBatches};
+use crate::summary::{Counters, IntervalSummary, PairStat};
+use crate::topology::Topology;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+// ---- into the resolver
+
+/// Messages into the resolver actor.
+pub enum ResolverMsg {
+    Batches(Vec<DecodedBatch>),
+    Topology(Arc<Topology>),
+    Tick(Instant),
+    Shutdown,
+}
+
+// ---- into the aggregator, and what it closes
+
+/// One monitor's share of a closed interval, before health evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorWork {
+    pub name: String,
+    /// Indices into `ClosedInterval::flows`.
+    pub flows: Vec<usize>,
+    /// Top flows by each metric (union), indices into `ClosedInterval::flows`.
+    pub top: Vec<usize>,
+    pub counters: Counters,
+    pub pairs: Vec<PairStat>,
+}
+
+/// A closed interval, ready for the health stage.
+#[derive(Debug, Clone)]
+pub struct ClosedWork {
+    pub interval: ClosedInterval,
+    /// Totals filled in; `top`, `monitors` and `verdicts` are filled by the health stage.
+    pub summary: IntervalSummary,
+    /// Top flows per (category, metric), union, indices into `interval.flows`.
+    pub top: Vec<usize>,
+    pub monitors: Vec<MonitorWork>,
+    /// Every interval starting before this is closed (WAL checkpoint).
+    pub closed_before_ms: u64,
+    /// Records that arrived after their interval had closed: the health stage must not judge
+    /// them (the evaluator has moved on), and the API adds them to the interval's summary.
+    pub late: bool,
+    /// Each flow's resolution (same order as `interval.flows`). The aggregator leaves
+    /// `FlowSample::path` empty and the health stage copies it from here before evaluating:
+    /// the path copy is the largest per-flow cost of closing, and the aggregator is the busier
+    /// thread. Empty: the paths are already filled.
+    pub resolved: Resolutions,
+}
+
+pub enum AggMsg {
+    Batches(ResolvedBatches),
+    Monitors(Arc<Vec<Monitor>>),
+    Tick(Instant),
+    /// Close every open interval now (tests, shutdown of a replay).
+    Flush,
+    Shutdown,
+}
+
+// ---- into the health stage
+
+/// Messages into the health stage.
+pub enum HealthMsg {
+    Closed(Box<ClosedWork>),
+    Shutdown,
+}
+
+// ---- into the store, and its replies
+
+/// One accepted FlowBatch frame on its way to the WAL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalBatch {
+    pub agent_id: u64,
+    pub epoch: u32,
+    pub seq: u64,
+    pub interval_start_ms: u64,
+    /// The frame exactly as received (CRC and tag included).
+    pub frame: Vec<u8>,
+}
+
+impl WalBatch {
+    /// Payload layout: agent u64, epoch u32, seq u64, interval_start u64, frame bytes.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&self.agent_id.to_le_bytes());
+        out.extend_from_slice(&self.epoch.to_le_bytes());
+        out.extend_from_slice(&self.seq.to_le_bytes());
+        out.extend_from_slice(&self.interval_start_ms.to_le_bytes());
+        out.extend_from_slice(&self.frame);
+    }
+    pub fn decode(p: &[u8]) -> Option<WalBatch> {
+        let agent_id = u64::from_le_bytes(p.get(0..8)?.try_into().ok()?);
+        let epoch = u32::from_le_bytes(p.get(8..12)?.try_into().ok()?);
+        let seq = u64::from_le_bytes(p.get(12..20)?.try_into().ok()?);
+        let interval_start_ms = u64::from_le_bytes(p.get(20..28)?.try_into().ok()?);
+        Some(WalBatch {
+            agent_id,
+            epoch,
+            seq,
+            interval_start_ms,
+            frame: p.get(28..)?.to_vec(),
+        })
+    }
+    /// The interval start of an encoded batch (the WAL's replay key).
+    pub(crate) fn key(p: &[u8]) -> u64 {
+        p.get(20..28)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0)
+    }
+}
+
+/// Messages into the store actor.
+#[derive(Debug)]
+pub enum StoreMsg {
+    /// Frames to make durable; the ids come back as [`Durable`] once fsynced.
+    Batches(Vec<WalBatch>),
+    /// A closed interval's summary (from the health stage). `closed_before_ms`: every interval
+    /// starting before it is summarized, so WAL segments holding only such batches can go.
+    Interval {
+        summary: Box<IntervalSummary>,
+        closed_before_ms: u64,
+    },
+    /// Retry after an error; apply retention.
+    Tick(Instant),
+    Shutdown,
+}
+
+/// Reply to ingest about batches it handed over, by (agent, epoch, seq).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreReply {
+    /// Fsynced: ack them.
+    Durable(Vec<(u64, u32, u64)>),
+    /// Dropped while the disk refused writes and the backlog was full: never ack them.
+    Dropped(Vec<(u64, u32, u64)>),
+}
+
+// ---- into the API
+
+/// One agent as `/api/agents` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentView {
+    pub agent_id: u64,
+    pub host_name: String,
+    pub agent_version: String,
+    pub epoch: u32,
+    pub transport: String,
+    pub simulated: bool,
+    pub capabilities: u64,
+    pub interval_ms: u32,
+    pub last_seen_ms: u64,
+    pub frames: u64,
+    pub records: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub rejected: BTreeMap<String, u64>,
+    pub stats: Option<nfm_wire::AgentStats>,
+    pub goodbye: Option<String>,
+}
+
+/// Ingest's periodic snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct IngestSnapshot {
+    pub agents: Vec<AgentView>,
+    /// Refused frames by reason, all agents.
+    pub rejected: BTreeMap<String, u64>,
+}
+
+pub enum ApiMsg {
+    /// A durable interval summary (live or replayed at start).
+    Interval(Arc<IntervalSummary>),
+    Ingest(Box<IngestSnapshot>),
+    Http(crate::http::Request),
+    /// Reload the topology file (SIGHUP).
+    ReloadTopology,
+    Shutdown,
+}
