@@ -4,6 +4,9 @@
 //! `/metrics`; an atomic add costs less than a message and needs no lock. Anything with structure
 //! (per-agent tables, rejects by reason) is owned by its actor and sent as a snapshot.
 
+mod render;
+pub use render::{render, MonitorTotals};
+
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Data-path channels whose depth `/metrics` reports.

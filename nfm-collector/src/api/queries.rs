@@ -1,0 +1,264 @@
+//! Query handlers: workload insights, verdicts, a monitor's overview, historical explorer and
+//! topology, and the topology itself, answered from the API actor's copy of the summaries.
+
+use super::{num, Api, ApiError};
+use crate::http::Reply;
+use crate::model::{Category, ComponentId, Verdict};
+use crate::summary::{Counters, Metric};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+fn counters_json(c: &Counters) -> Value {
+    json!({
+        "data_transferred": c.bytes,
+        "retransmissions": c.retransmissions,
+        "timeouts": c.timeouts,
+        "round_trip_time_us": if c.rtt_count > 0 { Value::from(c.rtt_us()) } else { Value::Null },
+        "rtt_samples": c.rtt_count,
+        "records": c.records,
+    })
+}
+
+impl Api {
+    pub(super) fn insights(&self, p: &HashMap<String, String>) -> Result<Reply, ApiError> {
+        let metric = Metric::parse(
+            p.get("metric")
+                .map(String::as_str)
+                .unwrap_or("data-transferred"),
+        )?;
+        let category = match p.get("category").filter(|c| !c.is_empty() && *c != "all") {
+            Some(c) => Some(c.parse::<Category>()?),
+            None => None,
+        };
+        let limit = num(p, "limit")?.unwrap_or(10).clamp(1, 1000) as usize;
+        let (from, to) = self.window(p)?;
+        type Key = (IpAddr, IpAddr, u16, bool);
+        let mut flows: HashMap<Key, (Counters, &crate::summary::TopFlow, u64, u64)> =
+            HashMap::new();
+        let mut totals: BTreeMap<Category, Counters> = BTreeMap::new();
+        let mut intervals = 0;
+        for s in self.in_window(from, to) {
+            intervals += 1;
+            for (c, v) in &s.categories {
+                if category.is_none_or(|x| x == *c) {
+                    totals.entry(*c).or_default().add(v);
+                }
+            }
+            for f in &s.top {
+                if category.is_some_and(|c| c != f.category) {
+                    continue;
+                }
+                let e = flows
+                    .entry((f.local, f.remote, f.port, f.server))
+                    .or_insert((Counters::default(), f, 0, 0));
+                e.0.add(&f.counters);
+                e.1 = f;
+                e.2 += 1;
+                e.3 += f.degraded as u64;
+            }
+        }
+        let mut list: Vec<_> = flows.into_values().collect();
+        list.sort_by_key(|x| std::cmp::Reverse(x.0.value(metric)));
+        list.retain(|x| x.0.value(metric) > 0);
+        list.truncate(limit);
+        let contributors: Vec<Value> = list
+            .iter()
+            .map(|(c, f, n, d)| {
+                json!({
+                    "local": f.local, "remote": f.remote, "port": f.port, "server": f.server,
+                    "agent_id": f.agent_id, "category": f.category, "value": c.value(metric),
+                    "counters": counters_json(c), "path": f.path, "intervals": n,
+                    "degraded_intervals": d,
+                })
+            })
+            .collect();
+        let totals: BTreeMap<&str, Value> = totals
+            .iter()
+            .map(|(c, v)| (c.as_str(), counters_json(v)))
+            .collect();
+        Ok(Reply::json(
+            200,
+            &json!({
+                "metric": metric, "category": category, "from": from, "to": to,
+                "intervals": intervals, "contributors": contributors, "totals": totals,
+            }),
+        ))
+    }
+
+    pub(super) fn verdicts(&self, p: &HashMap<String, String>) -> Result<Reply, ApiError> {
+        let (from, to) = self.window(p)?;
+        let v: Vec<&Verdict> = self
+            .in_window(from, to)
+            .flat_map(|s| s.verdicts.iter())
+            .collect();
+        Ok(Reply::json(
+            200,
+            &json!({"from": from, "to": to, "verdicts": v}),
+        ))
+    }
+
+    pub(super) fn overview(
+        &self,
+        name: &str,
+        p: &HashMap<String, String>,
+    ) -> Result<Reply, ApiError> {
+        let (from, to) = self.window(p)?;
+        let mut total = Counters::default();
+        let mut points = Vec::new();
+        for s in self.in_window(from, to) {
+            let Some(m) = s.monitors.iter().find(|m| m.monitor == name) else {
+                continue;
+            };
+            total.add(&m.counters);
+            let mut pt = counters_json(&m.counters);
+            let o = pt.as_object_mut().expect("object");
+            o.insert("start_ms".into(), s.start_ms.into());
+            o.insert("end_ms".into(), s.end_ms.into());
+            o.insert("flows".into(), m.flows.into());
+            o.insert("health_indicator".into(), json!(m.health_indicator));
+            o.insert("simulated".into(), s.simulated.into());
+            points.push(pt);
+        }
+        Ok(Reply::json(
+            200,
+            &json!({"monitor": name, "from": from, "to": to, "points": points, "totals": counters_json(&total)}),
+        ))
+    }
+
+    pub(super) fn history_view(
+        &self,
+        name: &str,
+        p: &HashMap<String, String>,
+    ) -> Result<Reply, ApiError> {
+        let metric = Metric::parse(
+            p.get("metric")
+                .map(String::as_str)
+                .unwrap_or("data-transferred"),
+        )?;
+        let (from, to) = self.window(p)?;
+        let bucket = num(p, "bucket")?.unwrap_or(60_000);
+        if bucket == 0 {
+            return Err(ApiError::BadRequest(
+                "`bucket` must be at least 1 (milliseconds)".into(),
+            ));
+        }
+        let limit = num(p, "limit")?.unwrap_or(10).clamp(1, 1000) as usize;
+        let mut buckets: BTreeMap<u64, HashMap<(String, String), Counters>> = BTreeMap::new();
+        for s in self.in_window(from, to) {
+            let Some(m) = s.monitors.iter().find(|m| m.monitor == name) else {
+                continue;
+            };
+            let b = from + (s.start_ms - from) / bucket * bucket;
+            let e = buckets.entry(b).or_default();
+            for pair in &m.pairs {
+                e.entry((pair.local.clone(), pair.remote.clone()))
+                    .or_default()
+                    .add(&pair.counters);
+            }
+        }
+        let out: Vec<Value> = buckets
+            .into_iter()
+            .map(|(b, pairs)| {
+                let mut v: Vec<_> = pairs.into_iter().collect();
+                v.sort_by_key(|x| std::cmp::Reverse(x.1.value(metric)));
+                v.truncate(limit);
+                json!({
+                    "start_ms": b,
+                    "pairs": v.iter().map(|((l, r), c)| json!({
+                        "local": l, "remote": r, "value": c.value(metric), "counters": counters_json(c)
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        Ok(Reply::json(
+            200,
+            &json!({"monitor": name, "metric": metric, "from": from, "to": to, "bucket_ms": bucket, "buckets": out}),
+        ))
+    }
+
+    pub(super) fn monitor_topology(
+        &self,
+        name: &str,
+        p: &HashMap<String, String>,
+    ) -> Result<Reply, ApiError> {
+        let (from, to) = self.window(p)?;
+        type Key = (IpAddr, IpAddr, u16, bool);
+        let mut flows: BTreeMap<Key, (Counters, &crate::summary::TopFlow, u64)> = BTreeMap::new();
+        let mut verdicts: Vec<&Verdict> = Vec::new();
+        for s in self.in_window(from, to) {
+            let Some(m) = s.monitors.iter().find(|m| m.monitor == name) else {
+                continue;
+            };
+            let mut on_paths: std::collections::HashSet<&ComponentId> = Default::default();
+            for f in &m.flows_top {
+                let e = flows
+                    .entry((f.local, f.remote, f.port, f.server))
+                    .or_insert((Counters::default(), f, 0));
+                e.0.add(&f.counters);
+                e.1 = f;
+                e.2 += f.degraded as u64;
+                on_paths.extend(f.path.iter());
+            }
+            verdicts.extend(
+                s.verdicts
+                    .iter()
+                    .filter(|v| on_paths.contains(&v.component)),
+            );
+        }
+        let mut comps: BTreeMap<&ComponentId, (u64, u64)> = BTreeMap::new();
+        for (_, f, d) in flows.values() {
+            for c in &f.path {
+                let e = comps.entry(c).or_default();
+                e.0 += 1;
+                e.1 += (*d > 0) as u64;
+            }
+        }
+        let flows: Vec<Value> = flows
+            .values()
+            .map(|(c, f, d)| {
+                json!({
+                    "local": f.local, "remote": f.remote, "port": f.port, "server": f.server,
+                    "category": f.category, "path": f.path, "counters": counters_json(c),
+                    "degraded_intervals": d,
+                })
+            })
+            .collect();
+        let components: Vec<Value> = comps
+            .iter()
+            .map(|(id, (n, d))| {
+                json!({
+                    "id": id, "kind": id.kind, "flows": n, "degraded_flows": d,
+                    "verdicts": verdicts.iter().filter(|v| &&v.component == id).count(),
+                })
+            })
+            .collect();
+        Ok(Reply::json(
+            200,
+            &json!({"monitor": name, "from": from, "to": to, "flows": flows, "components": components, "verdicts": verdicts}),
+        ))
+    }
+
+    pub(super) fn topology_json(&self) -> Reply {
+        let t = &self.topology;
+        let latest_verdicts: Vec<&Verdict> = self
+            .history
+            .values()
+            .next_back()
+            .map(|s| s.verdicts.iter().collect())
+            .unwrap_or_default();
+        Reply::json(
+            200,
+            &json!({
+                "regions": t.regions().iter().map(|r| &r.name).collect::<Vec<_>>(),
+                "azs": t.azs().iter().map(|a| json!({"name": a.name, "region": a.region})).collect::<Vec<_>>(),
+                "vpcs": t.vpcs().iter().map(|v| json!({"id": v.id, "region": v.region, "cidrs": v.cidrs.iter().map(|c| c.to_string()).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+                "subnets": t.subnets().iter().map(|s| json!({"id": s.id, "vpc": s.vpc, "az": s.az, "cidr": s.cidr.to_string()})).collect::<Vec<_>>(),
+                "gateways": t.gateways().iter().map(|g| json!({"id": g.id, "kind": g.kind, "vpcs": g.vpcs})).collect::<Vec<_>>(),
+                "services": t.services().iter().map(|s| json!({"name": s.name, "kind": s.kind, "region": s.region, "prefixes": s.prefixes.iter().map(|c| c.to_string()).collect::<Vec<_>>(), "ports": s.ports})).collect::<Vec<_>>(),
+                "hosts": t.hosts().iter().map(|h| json!({"name": h.name, "ip": h.ip, "instance_id": h.instance_id})).collect::<Vec<_>>(),
+                "verdicts": latest_verdicts,
+            }),
+        )
+    }
+}
