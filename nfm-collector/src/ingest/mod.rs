@@ -1,0 +1,51 @@
+//! Ingest: one mio loop with the UDP socket, the TCP listener and its connections, and a waker
+//! for the store's durability replies.
+//!
+//! Guarantees:
+//! - Every frame is decoded from untrusted bytes by `nfm_wire::decode` (CRC, version, length and,
+//!   with a key file, the HMAC tag checked first). A refused frame is counted per reason and per
+//!   agent; a TCP peer that sends one gets an Error frame and is disconnected. Nothing panics.
+//! - Sessions: each agent has an epoch and a sequence space. Resends are deduped by
+//!   (agent, epoch, seq) within a window; gaps count as lost frames (and are un-counted when a
+//!   late datagram fills them); frames of an older epoch or older than the window are dropped as
+//!   replays.
+//! - A TCP frame is acked only when the store has fsynced it (or it carried no data), in
+//!   sequence order, so an Ack{seq} means every frame up to `seq` will never be lost. A batch the
+//!   store had to drop is never acked: that agent's connections are closed and it resends.
+//!
+//! # Layout
+//! - `core`: the protocol logic, [`IngestCore`] (sessions, dedupe, decode, per-agent accounting,
+//!   acks in order): no sockets, so tests and the benchmark feed it frames directly;
+//! - `socket`: [`IngestLoop`], the mio loop that owns the UDP socket, the TCP listener and
+//!   connections, and hands every frame to the core.
+
+mod core;
+mod socket;
+
+pub use self::core::{IngestCore, Outcome, Transport, DEDUPE_WINDOW};
+pub use self::socket::{IngestControl, IngestLoop, IngestSockets, Injected};
+
+use nfm_wire::Keyring;
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub max_frame_len: usize,
+    pub keys: Option<Keyring>,
+    /// Agents tracked at once; frames from further agents are refused (`too_many_agents`).
+    pub max_agents: usize,
+    pub max_connections: usize,
+    /// SO_RCVBUF for the UDP socket.
+    pub udp_recv_buffer: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_frame_len: nfm_wire::MAX_FRAME_LEN,
+            keys: None,
+            max_agents: 200_000,
+            max_connections: 50_000,
+            udp_recv_buffer: 8 << 20,
+        }
+    }
+}
