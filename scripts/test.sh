@@ -13,12 +13,16 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 
+echo "== layout"
+bash scripts/check-layout.sh
+
 echo "== cargo test"
 # Kernel tests share one machine-wide resource each (cgroup, netns names, nftables): run the
-# test binaries one at a time, their tests in parallel within.
+# test binaries one at a time, their tests in parallel within. Tests that need root or a tool
+# from scripts/setup.sh are #[ignore]d so a plain `cargo test` works anywhere; here they run too.
 mkdir -p target
 set +e
-cargo test --no-fail-fast 2>&1 | tee target/test.log | grep -E '^(test result|running|error|failures|---- )|FAILED|panicked'
+cargo test --no-fail-fast -- --include-ignored 2>&1 | tee target/test.log | grep -E '^(test result|running|error|failures|---- )|FAILED|panicked'
 status=${PIPESTATUS[0]}
 set -e
 awk '/^test result/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -410,6 +410,7 @@ fn assert_detached(lab: &Lab) {
 /// Bytes and segments per flow equal what the generator sent and received, on both ends; the
 /// handshake and completion counts match; SIGTERM exits 0 and leaves nothing attached.
 #[test]
+#[ignore = "needs root (eBPF, cgroups, network namespaces); scripts/test.sh runs it"]
 fn exact_bytes_segments_and_clean_detach() {
     let mut lab = Lab::new(31);
     lab.server(7001, &[]);
@@ -449,6 +450,7 @@ fn exact_bytes_segments_and_clean_detach() {
 /// With 5 % random loss and a rate-limited link: retransmissions equal the kernel's
 /// total_retrans and the namespace's TcpRetransSegs; RTT within ±20 % of the kernel's srtt.
 #[test]
+#[ignore = "needs root (eBPF, cgroups, network namespaces); scripts/test.sh runs it"]
 fn loss_retransmissions_and_rtt_match_kernel() {
     let mut lab = Lab::new(32);
     lab.server(7002, &[]);
@@ -497,6 +499,7 @@ fn loss_retransmissions_and_rtt_match_kernel() {
 /// kernel's (TCP_INFO total_rto, TcpExtTCPTimeouts); connects to a closed port and into a
 /// blackhole count as failed, with the handshake's retransmissions and timeouts.
 #[test]
+#[ignore = "needs root (eBPF, cgroups, network namespaces); scripts/test.sh runs it"]
 fn blackhole_timeouts_and_failed_connects() {
     let mut lab = Lab::new(33);
     lab.server(7003, &[]);
@@ -584,6 +587,7 @@ fn blackhole_timeouts_and_failed_connects() {
 
 /// 1,000 short connections inside one interval: every one counted on both ends, none lost.
 #[test]
+#[ignore = "needs root (eBPF, cgroups, network namespaces); scripts/test.sh runs it"]
 fn thousand_short_connections_all_counted() {
     let mut lab = Lab::new(34);
     lab.server(7004, &[]);
@@ -626,6 +630,7 @@ fn thousand_short_connections_all_counted() {
 /// Boundary: a ring buffer too small for the burst. Closes that do not fit stay in the map,
 /// are counted (ringbuf_full) and still reach the records: nothing is lost.
 #[test]
+#[ignore = "needs root (eBPF, cgroups, network namespaces); scripts/test.sh runs it"]
 fn tiny_ring_buffer_loses_nothing() {
     let mut lab = Lab::new(35);
     lab.server(7005, &[]);
@@ -659,6 +664,7 @@ fn tiny_ring_buffer_loses_nothing() {
 /// Boundary: a map of one entry. Long-lived sockets that do not fit are counted (map_full),
 /// and their closes still arrive (built from the context), so every count stays exact.
 #[test]
+#[ignore = "needs root (eBPF, cgroups, network namespaces); scripts/test.sh runs it"]
 fn full_map_is_counted_and_closes_still_arrive() {
     let lab = Lab::new(36);
     let agent = lab.agent(&["--stdout", "--interval", "500ms", "--max-sockets", "1"]);
@@ -686,6 +692,7 @@ fn full_map_is_counted_and_closes_still_arrive() {
 
 /// IPv6 flows are reported as IPv6; IPv4-mapped IPv6 connections are reported as IPv4.
 #[test]
+#[ignore = "needs root (eBPF, cgroups, network namespaces); scripts/test.sh runs it"]
 fn ipv6_and_mapped_addresses() {
     let mut lab = Lab::new(37);
     lab.server_at("[::]:7007", &[]);
@@ -722,6 +729,7 @@ fn ipv6_and_mapped_addresses() {
 
 /// Without privilege the agent exits non-zero with one line saying what is missing.
 #[test]
+#[ignore = "needs root (eBPF, cgroups, network namespaces); scripts/test.sh runs it"]
 fn unprivileged_start_fails_with_one_line() {
     require_root();
     let cg = cgroup2_root();
@@ -857,6 +865,7 @@ fn accept_within(l: &TcpListener, d: Duration) -> TcpStream {
 /// TCP transport: the collector is killed (without acking the frame it just read) and restarted
 /// mid-run; every record arrives exactly once after deduplication on (epoch, seq).
 #[test]
+#[ignore = "needs root (eBPF, cgroups, network namespaces); scripts/test.sh runs it"]
 fn tcp_collector_restart_every_record_exactly_once() {
     let mut lab = Lab::new(38);
     lab.server(7008, &[]);
@@ -941,6 +950,7 @@ fn tcp_collector_restart_every_record_exactly_once() {
 /// UDP transport: each interval is a Hello, FlowBatch datagrams of at most 1400 bytes and an
 /// AgentStats; the records add up to the connections made.
 #[test]
+#[ignore = "needs root (eBPF, cgroups, network namespaces); scripts/test.sh runs it"]
 fn udp_transport_ships_hello_batches_and_stats() {
     let mut lab = Lab::new(39);
     lab.server(7009, &[]);
@@ -1014,6 +1024,7 @@ fn api_get(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
 /// collector's API reports that flow with the generator's exact byte counts, classified and
 /// resolved to its path, and the agent with no loss and no rejected frame.
 #[test]
+#[ignore = "needs root (eBPF, cgroups, network namespaces); scripts/test.sh runs it"]
 fn agent_to_collector_end_to_end() {
     let mut lab = Lab::new(41);
     let data = std::env::temp_dir().join(format!("nfm-agent-e2e-{}", std::process::id()));

@@ -176,13 +176,19 @@ impl FromStr for Category {
 
 /// One flow's deltas in one closed interval, resolved against the topology.
 /// The aggregator hands every flow of an interval, from every agent, to the health evaluator.
+///
+/// `path` is filled by producers that resolve flows themselves (nfm-sim, tests); the collector's
+/// aggregator leaves it empty and hands the evaluator each row's resolution instead
+/// (`flow_table::Resolutions`, read through `health::ResolvedPaths`), so a path is never copied
+/// per flow per interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlowSample {
     pub agent_id: u64,
     /// The deltas as the agent reported them (ephemeral port elided).
     pub record: FlowRecord,
     pub category: Category,
-    /// Components from the local host to the remote end, in path order:
+    /// Components from the local host to the remote end, in path order (empty in the
+    /// collector: see above):
     /// `host:L, subnet:Ls, az:La, [az-pair:..], vpc:Lv, [gateway:.., vpc:Rv], [region-pair:..], subnet:Rs, host:R`
     /// or ending in `service:NAME` / `external:IP` (see docs/topology.md).
     pub path: Vec<ComponentId>,
