@@ -518,6 +518,22 @@ impl Store {
         }
     }
 
+    fn append_summary_record(
+        history: &mut Log,
+        s: &IntervalSummary,
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let p = encode_summary(s);
+        history.append(KIND_SUMMARY, &p, s.end_ms, scratch)
+    }
+
+    /// Writes one summary to the history and syncs it, outside the actor loop (tools and
+    /// tests that write history directly).
+    pub fn append_summary(&mut self, s: &IntervalSummary) -> io::Result<()> {
+        Self::append_summary_record(&mut self.history, s, &mut self.scratch)?;
+        self.history.sync()
+    }
+
     fn try_write(&mut self) -> io::Result<()> {
         let (mut wal_dirty, mut hist_dirty) = (false, false);
         for m in &self.backlog {
@@ -535,9 +551,7 @@ impl Store {
                     }
                 }
                 StoreMsg::Interval { summary, .. } => {
-                    let p = encode_summary(summary);
-                    self.history
-                        .append(KIND_SUMMARY, &p, summary.end_ms, &mut self.scratch)?;
+                    Self::append_summary_record(&mut self.history, summary, &mut self.scratch)?;
                     hist_dirty = true;
                 }
                 _ => {}
