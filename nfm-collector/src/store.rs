@@ -12,9 +12,15 @@
 //! ```text
 //! 0..4   len    u32, bytes of payload
 //! 4..8   crc    u32, CRC-32 of kind byte + payload
-//! 8      kind   u8 (1 = batch, 2 = interval summary)
+//! 8      kind   u8 (1 = batch, 2 = interval summary before versions, 3 = versioned summary)
 //! 9..    payload
 //! ```
+//!
+//! A versioned summary's payload is `version u16 LE` and the summary in that version's layout
+//! (bincode, standard config). [`decode_history`] reads every version this build has ever
+//! written, so a newer collector reads older history: a change to [`IntervalSummary`] adds a
+//! version (keeping the previous layout's type to decode it) instead of changing the bytes of
+//! an existing one. Kind 2 records (written before versions) hold the version-1 layout.
 //!
 //! Replay stops at the first record whose length runs past the end of its file or whose CRC does
 //! not match, and truncates the file there: a torn tail left by a crash is never surfaced.
@@ -34,7 +40,12 @@ use std::time::Instant;
 
 use crate::metrics::Metrics;
 pub const KIND_BATCH: u8 = 1;
-pub const KIND_SUMMARY: u8 = 2;
+/// A summary written before history records carried a version (the version-1 layout).
+pub const KIND_SUMMARY_UNVERSIONED: u8 = 2;
+/// A summary with its layout version first.
+pub const KIND_SUMMARY: u8 = 3;
+/// The layout version this build writes.
+pub const SUMMARY_VERSION: u16 = 1;
 const RECORD_HEADER: usize = 9;
 /// A record larger than this is corruption, not data (frames are ≤ 1 MiB; summaries far less).
 const MAX_RECORD: usize = 64 << 20;
@@ -282,14 +293,56 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// A history record's payload (kind [`KIND_SUMMARY`]): the version, then the summary.
 pub fn encode_summary(s: &IntervalSummary) -> Vec<u8> {
-    bincode::serde::encode_to_vec(s, bincode::config::standard()).expect("summary encodes")
+    let mut out = SUMMARY_VERSION.to_le_bytes().to_vec();
+    bincode::serde::encode_into_std_write(s, &mut out, bincode::config::standard())
+        .expect("summary encodes");
+    out
 }
 
-pub fn decode_summary(p: &[u8]) -> Option<IntervalSummary> {
-    bincode::serde::decode_from_slice(p, bincode::config::standard())
-        .ok()
-        .map(|(s, _)| s)
+/// Why a history record was not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryError {
+    /// Not a summary record.
+    Kind(u8),
+    /// Written by a newer collector: this build does not know the layout.
+    Version(u16),
+    /// The bytes do not decode as the layout their version names.
+    Corrupt,
+}
+
+impl std::fmt::Display for HistoryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HistoryError::Kind(k) => write!(f, "record kind {k} is not a summary"),
+            HistoryError::Version(v) => write!(
+                f,
+                "summary layout version {v} is newer than this collector's ({SUMMARY_VERSION})"
+            ),
+            HistoryError::Corrupt => f.write_str("summary does not decode"),
+        }
+    }
+}
+
+/// Reads a history record of any version this build knows.
+pub fn decode_history(kind: u8, p: &[u8]) -> Result<IntervalSummary, HistoryError> {
+    let v1 = |b: &[u8]| {
+        bincode::serde::decode_from_slice::<IntervalSummary, _>(b, bincode::config::standard())
+            .map(|(s, _)| s)
+            .map_err(|_| HistoryError::Corrupt)
+    };
+    match kind {
+        KIND_SUMMARY_UNVERSIONED => v1(p),
+        KIND_SUMMARY => {
+            let (v, rest) = p.split_at_checked(2).ok_or(HistoryError::Corrupt)?;
+            match u16::from_le_bytes([v[0], v[1]]) {
+                1 => v1(rest),
+                other => Err(HistoryError::Version(other)),
+            }
+        }
+        other => Err(HistoryError::Kind(other)),
+    }
 }
 
 /// Where the store sends its results.
@@ -357,15 +410,12 @@ impl Store {
         let (history, hstats) = Log::open(
             &cfg.dir.join("history"),
             cfg.segment_bytes,
-            &mut |k, p| {
-                if k == KIND_SUMMARY {
-                    match decode_summary(p) {
-                        Some(s) => rec.summaries.push(s),
-                        None => log::warn!("store: undecodable summary record skipped"),
-                    }
-                }
+            &mut |k, p| match decode_history(k, p) {
+                Ok(s) => rec.summaries.push(s),
+                Err(e) => log::warn!("store: history record skipped: {e}"),
             },
-            &|_, p| decode_summary(p).map(|s| s.end_ms).unwrap_or(0),
+            // A record this build cannot read is kept (never aged out by a key it cannot know).
+            &|k, p| decode_history(k, p).map(|s| s.end_ms).unwrap_or(u64::MAX),
         )?;
         rec.history = hstats;
         let summarized: std::collections::HashSet<u64> =
@@ -620,6 +670,35 @@ impl Store {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn test_history_versions() {
+        let s = IntervalSummary {
+            start_ms: 5,
+            end_ms: 10,
+            flows: 2,
+            ..IntervalSummary::default()
+        };
+        let p = encode_summary(&s);
+        assert_eq!(p[..2], SUMMARY_VERSION.to_le_bytes());
+        assert_eq!(decode_history(KIND_SUMMARY, &p), Ok(s.clone()));
+        // The unversioned form holds the version-1 layout.
+        assert_eq!(decode_history(KIND_SUMMARY_UNVERSIONED, &p[2..]), Ok(s));
+        let mut newer = p.clone();
+        newer[..2].copy_from_slice(&(SUMMARY_VERSION + 1).to_le_bytes());
+        assert_eq!(
+            decode_history(KIND_SUMMARY, &newer),
+            Err(HistoryError::Version(SUMMARY_VERSION + 1))
+        );
+        assert_eq!(
+            decode_history(KIND_BATCH, &p),
+            Err(HistoryError::Kind(KIND_BATCH))
+        );
+        assert_eq!(
+            decode_history(KIND_SUMMARY, &p[..1]),
+            Err(HistoryError::Corrupt)
+        );
+    }
     use std::sync::mpsc::{channel, sync_channel};
 
     fn tmp(name: &str) -> PathBuf {
