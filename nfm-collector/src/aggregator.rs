@@ -438,7 +438,7 @@ impl Aggregator {
         let flows = std::mem::take(&mut iv.samples);
         let counters = std::mem::take(&mut iv.counters);
         let masks = std::mem::take(&mut iv.masks);
-        // Pair labels are keyed by their (interned) pointers and turned into strings only for
+        // Pair labels are keyed by their ids and turned into strings only for
         // the pairs kept.
         let resolved = Resolutions {
             pinned: std::mem::take(&mut iv.pinned),
@@ -481,8 +481,8 @@ impl Aggregator {
             .enumerate()
             .map(|(mi, idx)| {
                 let mut total = Counters::default();
-                // (label pointers) -> (counters, a flow of that pair)
-                let mut pairs: HashMap<(usize, usize), (Counters, usize)> = HashMap::default();
+                // (label ids) -> (counters, a flow of that pair)
+                let mut pairs: HashMap<(u64, u64), (Counters, usize)> = HashMap::default();
                 for &i in &idx {
                     total.add(&counters[i]);
                     let e = pairs.entry(pair_key(i)).or_insert((Counters::default(), i));

@@ -13,8 +13,8 @@ pub(crate) struct FlowSlot {
     pub(crate) resolved: Arc<Resolved>,
     /// Copied out of `resolved`, so that a record never has to touch the resolution itself.
     pub(crate) category: Category,
-    /// The interned pair labels' addresses: equal labels, equal keys.
-    pub(crate) labels: (usize, usize),
+    /// The pair labels' ids: equal labels, equal keys.
+    pub(crate) labels: (u64, u64),
     /// Monitor membership for the current monitor list, computed on first use.
     pub(crate) mask: Option<u64>,
 }
@@ -30,12 +30,9 @@ impl FlowSlot {
     }
 }
 
-/// A resolution's pair labels as one key: their interned addresses (equal labels, equal keys).
-pub(crate) fn label_key(r: &Resolved) -> (usize, usize) {
-    (
-        Arc::as_ptr(&r.local_label) as *const u8 as usize,
-        Arc::as_ptr(&r.remote_label) as *const u8 as usize,
-    )
+/// A resolution's pair labels as one key: their ids (equal labels, equal keys).
+pub(crate) fn label_key(r: &Resolved) -> (u64, u64) {
+    (r.local_label.id, r.remote_label.id)
 }
 
 /// Row `row`'s resolution: pinned for rows `0..pinned.len()`, else by its id in `table`.

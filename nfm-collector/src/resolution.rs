@@ -55,6 +55,47 @@ impl OwnedEndpoint {
     }
 }
 
+/// A resource-pair label (`subnet:..`, `host:IP`, `vpc:..`, `service:..`, `external:IP`) with
+/// an id: equal labels have equal ids, so the aggregator groups resource pairs by two integers
+/// and turns only the pairs it keeps into strings.
+///
+/// Ids come from the resolver's interner, which numbers labels from a counter that never goes
+/// back (a label dropped from a full interner and seen again gets a new id, never an old one
+/// that an open interval may still use). Labels made without an interner ([`From<&str>`],
+/// tests and tools) take a 64-bit hash of the text as id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairLabel {
+    pub id: u64,
+    pub name: Arc<str>,
+}
+
+impl PairLabel {
+    /// The id of a label made without an interner: a 64-bit hash of its text, with the top bit
+    /// set so it never equals an interner's counter id.
+    pub fn hashed(name: &str) -> PairLabel {
+        use std::hash::{Hash, Hasher};
+        let mut h = rustc_hash::FxHasher::default();
+        name.hash(&mut h);
+        PairLabel {
+            id: h.finish() | 1 << 63,
+            name: name.into(),
+        }
+    }
+}
+
+impl From<&str> for PairLabel {
+    fn from(name: &str) -> PairLabel {
+        PairLabel::hashed(name)
+    }
+}
+
+impl std::ops::Deref for PairLabel {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
 /// The resolution of one (local, remote) address pair.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
@@ -68,23 +109,23 @@ pub struct Resolved {
     pub remote: OwnedEndpoint,
     /// Resource-pair labels for the historical explorer: `subnet:..` or `host:IP` locally;
     /// `subnet:..`, `vpc:..`, `service:..` or `external:IP` remotely.
-    pub local_label: Arc<str>,
-    pub remote_label: Arc<str>,
+    pub local_label: PairLabel,
+    pub remote_label: PairLabel,
 }
 
 impl Resolved {
     pub fn new(id: u64, t: &Topology, local: IpAddr, remote: IpAddr) -> Resolved {
-        Resolved::new_interned(id, t, local, remote, &mut |s| s.into())
+        Resolved::new_interned(id, t, local, remote, &mut |s| PairLabel::hashed(&s))
     }
 
-    /// Like [`Resolved::new`], with labels drawn from `intern` (equal labels, one allocation,
-    /// so the aggregator can group pairs by pointer).
+    /// Like [`Resolved::new`], with labels drawn from `intern` (equal labels, one id and one
+    /// allocation).
     pub fn new_interned(
         id: u64,
         t: &Topology,
         local: IpAddr,
         remote: IpAddr,
-        intern: &mut dyn FnMut(String) -> Arc<str>,
+        intern: &mut dyn FnMut(String) -> PairLabel,
     ) -> Resolved {
         let (l, r) = (t.resolve(local), t.resolve(remote));
         let local_label = intern(match l.subnet {

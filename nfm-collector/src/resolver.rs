@@ -15,7 +15,9 @@
 
 use crate::metrics::Metrics;
 use crate::pipeline::ResolverMsg;
-use crate::resolution::{DecodedBatch, FlowKey, Resolved, ResolvedBatch, ResolvedBatches};
+use crate::resolution::{
+    DecodedBatch, FlowKey, PairLabel, Resolved, ResolvedBatch, ResolvedBatches,
+};
 use crate::topology::Topology;
 use rustc_hash::FxHashMap as HashMap;
 use std::net::IpAddr;
@@ -25,10 +27,12 @@ use std::sync::Arc;
 
 pub struct Resolver {
     topology: Arc<Topology>,
-    /// Pair labels, one `Arc<str>` per distinct label (see `Resolved::new_interned`). Kept
-    /// across generations and topology reloads so equal labels stay one pointer; bounded in
+    /// Pair labels, one id and one `Arc<str>` per distinct label (see
+    /// `Resolved::new_interned`). Kept across generations and topology reloads; bounded in
     /// `reset`.
-    labels: HashMap<String, Arc<str>>,
+    labels: HashMap<String, PairLabel>,
+    /// The last label id given out (ids count up for the collector's lifetime).
+    next_label: u64,
     /// Resolutions by address pair (flows of one pair share one).
     cache: HashMap<(IpAddr, IpAddr), Arc<Resolved>>,
     /// Flow ids of this generation.
@@ -50,6 +54,7 @@ impl Resolver {
         Resolver {
             topology,
             labels: HashMap::default(),
+            next_label: 0,
             cache: HashMap::default(),
             flows: HashMap::default(),
             hints: HashMap::default(),
@@ -65,7 +70,7 @@ impl Resolver {
         if let Some(r) = self.cache.get(&(local, remote)) {
             return r.clone();
         }
-        let labels = &mut self.labels;
+        let (labels, next_label) = (&mut self.labels, &mut self.next_label);
         let r = Arc::new(Resolved::new_interned(
             self.next_id,
             &self.topology,
@@ -74,7 +79,13 @@ impl Resolver {
             &mut |s| {
                 labels
                     .entry(s)
-                    .or_insert_with_key(|k| k.as_str().into())
+                    .or_insert_with_key(|k| {
+                        *next_label += 1;
+                        PairLabel {
+                            id: *next_label,
+                            name: k.as_str().into(),
+                        }
+                    })
                     .clone()
             },
         ));
@@ -85,9 +96,9 @@ impl Resolver {
 
     /// Voids every flow id: the next batch starts a new generation.
     fn reset(&mut self) {
-        // Equal labels must stay one pointer while intervals that use them are open (the
-        // aggregator groups pairs by it), so labels outlive generations and are only dropped
-        // all together, here, once they far outnumber what one generation can use.
+        // Labels outlive generations and are only dropped all together, here, once they far
+        // outnumber what one generation can use; ids keep counting up, so a label seen again
+        // never takes an id that an open interval still groups by.
         if self.labels.len() > 2 * self.max_cache {
             self.labels.clear();
         }
@@ -304,6 +315,43 @@ mod test {
         }
         assert_eq!(m.resolver_cache_resets.load(Ordering::Relaxed), 2);
         assert_eq!(generations, vec![0, 0, 1, 1, 2]);
+    }
+
+    /// Pair labels are grouped by id: equal labels share one, distinct labels never do, and a
+    /// label dropped from a full interner comes back under a new id, never a reused one.
+    #[test]
+    fn test_pair_label_ids() {
+        let t = Arc::new(Topology::parse(TOPO).unwrap());
+        let mut res = Resolver::new(t, 1, Arc::new(Metrics::default()));
+        let a = res.resolve("10.0.1.10".parse().unwrap(), "10.0.2.10".parse().unwrap());
+        let b = res.resolve("10.0.1.11".parse().unwrap(), "10.0.2.11".parse().unwrap());
+        let c = res.resolve("10.0.1.10".parse().unwrap(), "198.18.0.1".parse().unwrap());
+        assert_eq!(&*a.remote_label, &*b.remote_label);
+        assert_eq!(a.remote_label.id, b.remote_label.id, "equal labels, one id");
+        assert_ne!(
+            a.remote_label.id, c.remote_label.id,
+            "distinct labels, distinct ids"
+        );
+        let mut seen: Vec<u64> = [&a, &b, &c]
+            .iter()
+            .flat_map(|r| [r.local_label.id, r.remote_label.id])
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        // Overflow the interner (bound 2 × max_cache) and reset: old ids are never handed out.
+        for i in 0..4u8 {
+            res.resolve(
+                "10.0.1.10".parse().unwrap(),
+                format!("198.18.1.{i}").parse().unwrap(),
+            );
+        }
+        res.reset();
+        let again = res.resolve("10.0.1.10".parse().unwrap(), "10.0.2.10".parse().unwrap());
+        assert_eq!(&*again.remote_label, &*a.remote_label);
+        assert!(
+            !seen.contains(&again.remote_label.id),
+            "a new id after the reset"
+        );
     }
 
     /// Records in a different order than last time, new flows among old ones, and two agents

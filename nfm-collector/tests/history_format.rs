@@ -29,7 +29,11 @@ fn sample() -> IntervalSummary {
         server: false,
         category: Category::InterAz,
         counters: c(1_200_000, 40),
-        path: vec![id("host:web-1"), id("subnet:app-a"), id("az-pair:use1-az1|use1-az2")],
+        path: vec![
+            id("host:web-1"),
+            id("subnet:app-a"),
+            id("az-pair:use1-az1|use1-az2"),
+        ],
         degraded: true,
     };
     IntervalSummary {
@@ -122,7 +126,11 @@ fn test_reads_history_written_before_versions() {
     let dir = temp_dir("v0");
     copy_dir(&fixture_dir(), &dir);
     let got = open(&dir);
-    assert_eq!(got, vec![sample()], "the previous format's summary reads back whole");
+    assert_eq!(
+        got,
+        vec![sample()],
+        "the previous format's summary reads back whole"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
