@@ -15,13 +15,14 @@
 //! (`IntervalSummary::absorb`). Only records older than `max_late_ms` are dropped, and counted.
 
 use crate::flow_table::{label_key, row_resolution, FlowSlot, FlowTable, Resolutions};
+use crate::interval::{ClosedWork, IntervalTotals, MonitorWork};
 use crate::metrics::Metrics;
 use crate::model::{Category, ClosedInterval, FlowSample};
 use crate::monitor::Monitor;
-use crate::pipeline::{AggMsg, ClosedWork, MonitorWork};
+use crate::pipeline::AggMsg;
 use crate::resolution::{FlowKey, Resolved, ResolvedBatches};
 use crate::summary::top_union;
-use crate::summary::{Counters, IntervalSummary, PairStat};
+use crate::summary::{Counters, PairStat};
 use rustc_hash::FxHashMap as HashMap;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -522,7 +523,7 @@ impl Aggregator {
             t.clear();
             self.spare_tables.push(t);
         }
-        let summary = IntervalSummary {
+        let totals = IntervalTotals {
             start_ms,
             end_ms: iv.end_ms,
             flows: n as u64,
@@ -534,9 +535,6 @@ impl Aggregator {
                 .filter(|(_, c)| c.records > 0)
                 .map(|(c, v)| (*c, *v))
                 .collect(),
-            top: Vec::new(),
-            monitors: Vec::new(),
-            verdicts: Vec::new(),
             simulated: iv.simulated,
         };
         self.metrics
@@ -548,7 +546,7 @@ impl Aggregator {
                 end_ms: iv.end_ms,
                 flows,
             },
-            summary,
+            totals,
             top,
             monitors,
             closed_before_ms: self.closed_before_ms,
@@ -665,7 +663,7 @@ mod test {
         let w = &closed[0];
         assert_eq!(w.interval.start_ms, 0);
         assert_eq!(w.interval.flows.len(), 2);
-        assert_eq!(w.summary.records, 3);
+        assert_eq!(w.totals.records, 3);
         let merged = w
             .interval
             .flows
@@ -764,10 +762,10 @@ mod test {
         agg.add(res.handle(vec![batch(1, 0, recs)]));
         let c = agg.flush();
         assert_eq!(c[0].interval.flows.len(), 3);
-        assert_eq!(c[0].summary.other_records, 2);
-        assert_eq!(c[0].summary.records, 5);
+        assert_eq!(c[0].totals.other_records, 2);
+        assert_eq!(c[0].totals.records, 5);
         // The category totals still hold every record.
-        assert_eq!(c[0].summary.categories[0].1.bytes, 50);
+        assert_eq!(c[0].totals.categories[0].1.bytes, 50);
         assert_eq!(agg.metrics.capped_records.load(Ordering::Relaxed), 2);
     }
 
@@ -805,7 +803,7 @@ mod test {
             .expect("flow a");
         assert_eq!(row.record.bytes_sent, 200);
         assert_eq!(row.record.retrans.established, 2);
-        assert_eq!(c[0].summary.records, 4);
+        assert_eq!(c[0].totals.records, 4);
         // Each row's resolution is its own flow's, across both generations.
         assert_eq!(c[0].resolved.len(), 3);
         for (i, f) in flows.iter().enumerate() {

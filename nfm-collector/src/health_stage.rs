@@ -6,129 +6,15 @@
 //! `health::monitor_indicator` from the evaluator's report for that interval; this stage never
 //! invents one.
 
-use crate::health::{monitor_indicator_with, Evaluator, Paths, ResolvedPaths, SamplePaths};
+use crate::health::{Evaluator, ResolvedPaths};
+use crate::interval::{summarize, ClosedWork};
 use crate::metrics::Metrics;
-use crate::model::{ClosedInterval, HealthReport};
-use crate::pipeline::ClosedWork;
+use crate::model::HealthReport;
 use crate::pipeline::HealthMsg;
 use crate::pipeline::StoreMsg;
-use crate::summary::{Counters, IntervalSummary, MonitorPoint, TopFlow};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
-
-/// Degraded flows kept per monitor in its summary (beyond its top contributors).
-const MAX_DEGRADED_PER_MONITOR: usize = 200;
-
-fn top_flow<P: Paths + ?Sized>(
-    iv: &ClosedInterval,
-    paths: &P,
-    i: usize,
-    degraded: &[bool],
-) -> Option<TopFlow> {
-    let f = iv.flows.get(i)?;
-    let server = f.record.role == nfm_wire::Role::Server;
-    Some(TopFlow {
-        agent_id: f.agent_id,
-        local: f.record.local,
-        remote: f.record.remote,
-        port: f.record.service_port(),
-        server,
-        category: f.category,
-        counters: Counters::of_record(&f.record),
-        path: paths.path(i).to_vec(),
-        degraded: degraded.get(i).copied().unwrap_or(false),
-    })
-}
-
-/// Completes a closed interval's summary with the evaluator's report.
-/// `evaluated`: false when the stage runs without an evaluator; then no indicator is stored.
-pub fn complete(w: ClosedWork, report: &HealthReport, evaluated: bool) -> IntervalSummary {
-    complete_and_return(w, report, evaluated).0
-}
-
-/// [`complete`], also giving back the interval's sample vector for reuse. Paths come from the
-/// samples or, where a sample has none, from its resolution (`ClosedWork::resolved`).
-pub fn complete_and_return(
-    w: ClosedWork,
-    report: &HealthReport,
-    evaluated: bool,
-) -> (IntervalSummary, Vec<crate::model::FlowSample>) {
-    let ClosedWork {
-        interval,
-        mut summary,
-        top,
-        monitors,
-        resolved,
-        ..
-    } = w;
-    let samples = SamplePaths(&interval);
-    let resolutions = ResolvedPaths::new(&interval, &resolved);
-    let paths: &dyn Paths = match &resolutions {
-        Some(p) => p,
-        None => &samples,
-    };
-    let mut degraded = vec![false; interval.flows.len()];
-    for &i in &report.degraded_flows {
-        if let Some(d) = degraded.get_mut(i) {
-            *d = true;
-        }
-    }
-    let is_degraded = |i: usize| degraded.get(i).copied().unwrap_or(false);
-    summary.top = top
-        .iter()
-        .filter_map(|&i| top_flow(&interval, paths, i, &degraded))
-        .collect();
-    summary.monitors = monitors
-        .into_iter()
-        .map(|m| {
-            let mut idx = m.top.clone();
-            idx.extend(
-                m.flows
-                    .iter()
-                    .copied()
-                    .filter(|&i| is_degraded(i))
-                    .take(MAX_DEGRADED_PER_MONITOR),
-            );
-            idx.sort_unstable();
-            idx.dedup();
-            MonitorPoint {
-                health_indicator: evaluated
-                    .then(|| indicator(&interval, paths, report, &degraded, &m.flows)),
-                monitor: m.name,
-                flows: m.flows.len() as u64,
-                counters: m.counters,
-                pairs: m.pairs,
-                flows_top: idx
-                    .iter()
-                    .filter_map(|&i| top_flow(&interval, paths, i, &degraded))
-                    .collect(),
-            }
-        })
-        .collect();
-    summary.verdicts = report.verdicts.clone();
-    (summary, interval.flows)
-}
-
-/// `health::monitor_indicator`'s rule with paths from `paths` and the degraded flags as a mask.
-fn indicator<P: Paths + ?Sized>(
-    iv: &ClosedInterval,
-    paths: &P,
-    report: &HealthReport,
-    degraded: &[bool],
-    monitor_flows: &[usize],
-) -> u8 {
-    if report
-        .verdicts
-        .iter()
-        .all(|v| v.blame != crate::model::Blame::Network)
-    {
-        return 0;
-    }
-    monitor_indicator_with(report, monitor_flows, |i| {
-        (i < iv.flows.len() && degraded[i]).then(|| paths.path(i))
-    })
-}
 
 pub struct HealthStage {
     /// Emptied sample vectors go back to the aggregator for reuse (try_send: never blocks).
@@ -161,11 +47,8 @@ impl HealthStage {
         let judge = self.evaluator.as_mut().filter(|_| !w.late);
         let evaluated = judge.is_some();
         let report = match judge {
-            // The samples carry no paths: the evaluator reads them from their resolutions.
-            Some(e) => match ResolvedPaths::new(&w.interval, &w.resolved) {
-                Some(paths) => e.evaluate_paths(&w.interval, &paths),
-                None => e.evaluate(&w.interval),
-            },
+            // Paths are the rows' resolutions (the closed-interval contract).
+            Some(e) => e.evaluate_paths(&w.interval, &ResolvedPaths::of_rows(&w.resolved)),
             None => HealthReport {
                 interval_start_ms: w.interval.start_ms,
                 ..Default::default()
@@ -177,7 +60,7 @@ impl HealthStage {
         self.metrics
             .verdicts
             .fetch_add(report.verdicts.len() as u64, Ordering::Relaxed);
-        let (summary, mut flows) = complete_and_return(w, &report, evaluated);
+        let (summary, mut flows) = summarize(w, &report, evaluated);
         if let Some(tx) = &self.recycle {
             flows.clear();
             let _ = tx.try_send(flows);
@@ -209,8 +92,10 @@ impl HealthStage {
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::interval::MonitorWork;
+    use crate::model::ClosedInterval;
     use crate::model::{Blame, Category, ComponentId, FlowSample, Verdict};
-    use crate::pipeline::MonitorWork;
+    use crate::summary::Counters;
     fn work() -> ClosedWork {
         let flow = |bytes| FlowSample {
             agent_id: 1,
@@ -219,15 +104,26 @@ mod test {
                 ..Default::default()
             },
             category: Category::IntraAz,
-            path: vec!["host:a".parse().unwrap(), "az:x".parse().unwrap()],
+            path: vec![],
         };
+        // Both rows resolve to one address pair whose path is host:a, az:x.
+        let t =
+            crate::topology::Topology::parse(include_str!("../examples/topology.toml")).unwrap();
+        let mut r = crate::resolution::Resolved::new(
+            1,
+            &t,
+            "10.0.1.10".parse().unwrap(),
+            "10.0.2.10".parse().unwrap(),
+        );
+        r.path = vec!["host:a".parse().unwrap(), "az:x".parse().unwrap()];
+        let r = Arc::new(r);
         ClosedWork {
             interval: ClosedInterval {
                 start_ms: 0,
                 end_ms: 10,
                 flows: vec![flow(1), flow(2)],
             },
-            summary: IntervalSummary::default(),
+            totals: crate::interval::IntervalTotals::default(),
             top: vec![1],
             monitors: vec![MonitorWork {
                 name: "m".into(),
@@ -237,7 +133,7 @@ mod test {
                 pairs: vec![],
             }],
             closed_before_ms: 10,
-            resolved: Default::default(),
+            resolved: vec![r.clone(), r].into(),
             late: false,
         }
     }
@@ -292,22 +188,20 @@ mod test {
             }],
             degraded_flows: vec![0],
         };
-        let s = complete(work(), &report, true);
+        let s = summarize(work(), &report, true).0;
         assert_eq!(s.monitors[0].health_indicator, Some(1));
         assert_eq!(s.monitors[0].flows_top.len(), 2);
         assert!(s.monitors[0].flows_top.iter().any(|f| f.degraded));
         assert_eq!(s.verdicts.len(), 1);
     }
 
-    /// Samples arrive without paths; the stage fills them from the resolutions before judging.
+    /// Samples carry no paths; each row's path is its resolution's, in the evaluator's input and
+    /// in the summary.
     #[test]
-    fn test_paths_filled_from_resolutions() {
+    fn test_paths_come_from_resolutions() {
         let t =
             crate::topology::Topology::parse(include_str!("../examples/topology.toml")).unwrap();
         let mut w = work();
-        for f in &mut w.interval.flows {
-            f.path.clear();
-        }
         let r = Arc::new(crate::resolution::Resolved::new(
             1,
             &t,

@@ -5,6 +5,7 @@
 //! - `topology`: the topology file (docs/topology.md) and address resolution.
 //! - `monitor`: monitor definitions and matching.
 //! - `summary`: what is kept of each closed interval.
+//! - `interval`: the closed-interval contract and the one builder of an interval's summary.
 //! - `pipeline`: every actor message and cross-actor payload; `resolution` and `flow_table`:
 //!   the data the resolver and aggregator hand downstream. Actors depend only on these shared
 //!   modules (checked by `tests/module_graph.rs`); `collector` alone wires actors together.
@@ -22,6 +23,7 @@ pub mod health;
 pub mod health_stage;
 pub mod http;
 pub mod ingest;
+pub mod interval;
 pub mod metrics;
 pub mod model;
 pub mod monitor;

@@ -10,11 +10,10 @@
 //!   └── WalBatch ─────────────▶ store ── ApiMsg::Interval ─▶ api ◀─ ApiMsg::Ingest ─ ingest
 //! ```
 
-use crate::flow_table::Resolutions;
-use crate::model::ClosedInterval;
+use crate::interval::ClosedWork;
 use crate::monitor::Monitor;
 use crate::resolution::{DecodedBatch, ResolvedBatches};
-use crate::summary::{Counters, IntervalSummary, PairStat};
+use crate::summary::IntervalSummary;
 use crate::topology::Topology;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -32,39 +31,6 @@ pub enum ResolverMsg {
 }
 
 // ---- into the aggregator, and what it closes
-
-/// One monitor's share of a closed interval, before health evaluation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MonitorWork {
-    pub name: String,
-    /// Indices into `ClosedInterval::flows`.
-    pub flows: Vec<usize>,
-    /// Top flows by each metric (union), indices into `ClosedInterval::flows`.
-    pub top: Vec<usize>,
-    pub counters: Counters,
-    pub pairs: Vec<PairStat>,
-}
-
-/// A closed interval, ready for the health stage.
-#[derive(Debug, Clone)]
-pub struct ClosedWork {
-    pub interval: ClosedInterval,
-    /// Totals filled in; `top`, `monitors` and `verdicts` are filled by the health stage.
-    pub summary: IntervalSummary,
-    /// Top flows per (category, metric), union, indices into `interval.flows`.
-    pub top: Vec<usize>,
-    pub monitors: Vec<MonitorWork>,
-    /// Every interval starting before this is closed (WAL checkpoint).
-    pub closed_before_ms: u64,
-    /// Records that arrived after their interval had closed: the health stage must not judge
-    /// them (the evaluator has moved on), and the API adds them to the interval's summary.
-    pub late: bool,
-    /// Each flow's resolution (same order as `interval.flows`). The aggregator leaves
-    /// `FlowSample::path` empty and the health stage copies it from here before evaluating:
-    /// the path copy is the largest per-flow cost of closing, and the aggregator is the busier
-    /// thread. Empty: the paths are already filled.
-    pub resolved: Resolutions,
-}
 
 pub enum AggMsg {
     Batches(ResolvedBatches),

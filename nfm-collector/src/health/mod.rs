@@ -90,28 +90,30 @@ impl ResolutionList for Resolutions {
     }
 }
 
-/// The collector's case: samples without a path take their resolution's (same order as the
-/// samples), shared by every sample of the same address pair and named by `Resolved::id`.
+/// The collector's case: each sample's path is its resolution's (same order as the samples),
+/// shared by every sample of the same address pair and named by `Resolved::id`. The samples'
+/// own `path` is not read (the collector leaves it empty); a row without a resolution has no
+/// path.
 pub struct ResolvedPaths<'a, R: ResolutionList + ?Sized> {
-    interval: &'a ClosedInterval,
     resolved: &'a R,
 }
 
 impl<'a, R: ResolutionList + ?Sized> ResolvedPaths<'a, R> {
     /// `None` unless there is one resolution per sample.
     pub fn new(interval: &'a ClosedInterval, resolved: &'a R) -> Option<Self> {
-        (resolved.count() == interval.flows.len()).then_some(ResolvedPaths { interval, resolved })
+        (resolved.count() == interval.flows.len()).then_some(ResolvedPaths { resolved })
+    }
+
+    /// Without the count check: rows past the resolutions have no path (the closed-interval
+    /// contract, `crate::interval`, gives one resolution per row).
+    pub fn of_rows(resolved: &'a R) -> Self {
+        ResolvedPaths { resolved }
     }
 }
 
 impl<R: ResolutionList + ?Sized> Paths for ResolvedPaths<'_, R> {
     fn path(&self, i: usize) -> &[ComponentId] {
-        let own = &self.interval.flows[i].path;
-        if own.is_empty() {
-            self.resolved.resolution(i).map_or(&[], |r| &r.path[..])
-        } else {
-            own
-        }
+        self.resolved.resolution(i).map_or(&[], |r| &r.path[..])
     }
     fn prefetch(&self, i: usize) {
         // Only what `shared` reads.
@@ -121,9 +123,6 @@ impl<R: ResolutionList + ?Sized> Paths for ResolvedPaths<'_, R> {
         }
     }
     fn shared(&self, i: usize) -> Option<(u64, usize)> {
-        if !self.interval.flows[i].path.is_empty() {
-            return None;
-        }
         let r = self.resolved.resolution(i)?;
         Some((r.id, r.path.as_ptr() as usize))
     }
