@@ -290,6 +290,16 @@ impl IngestCore {
             }
         };
         let h = packet.header;
+        // Collector-to-agent messages coming from an agent are a protocol violation: refused
+        // before the frame can touch a session (its epoch or sequence window).
+        if matches!(packet.message, Message::Ack(_) | Message::Error(_)) {
+            let known = self.sessions.contains_key(&h.agent_id).then_some(h.agent_id);
+            return self.reject(
+                known,
+                "unexpected_message",
+                "agents do not send Ack or Error frames".into(),
+            );
+        }
         if let Some(a) = tcp_agent {
             if a != h.agent_id {
                 return self.reject(
@@ -406,16 +416,8 @@ impl IngestCore {
             }
             Message::AgentStats(s) => session.stats = Some(s),
             Message::Goodbye(g) => session.goodbye = Some(g.reason),
-            Message::Ack(_) | Message::Error(_) => {
-                // Collector-to-agent messages coming from an agent: a protocol violation.
-                session.frames -= 1;
-                session.window.unmark(h.seq);
-                return self.reject(
-                    Some(h.agent_id),
-                    "unexpected_message",
-                    "agents do not send Ack or Error frames".into(),
-                );
-            }
+            // Refused above, before the session was touched.
+            Message::Ack(_) | Message::Error(_) => {}
         }
         Outcome::Accepted {
             agent_id: h.agent_id,
@@ -576,6 +578,44 @@ mod test {
             &Message::FlowBatch(b),
             key,
         )
+    }
+
+    /// Regression (issue 19 item 9): an Ack or Error frame from an agent, refused as a protocol
+    /// violation, moved the agent's sequence window first: its next real frames were refused as
+    /// replayed and `lost` jumped by the gap.
+    #[test]
+    fn test_refused_ack_does_not_move_the_window() {
+        let (mut c, _r, _s) = core(None);
+        for seq in 0..2 {
+            let o = c.on_frame(&batch_frame(7, 1, seq, None), Transport::Udp, None);
+            assert!(matches!(o, Outcome::Accepted { .. }), "{o:?}");
+        }
+        for msg in [
+            Message::Ack(nfm_wire::Ack { epoch: 1, seq: 5 }),
+            Message::Error(nfm_wire::ErrorMsg::default()),
+        ] {
+            let h = Header {
+                agent_id: 7,
+                epoch: 1,
+                seq: 200_000,
+            };
+            let o = c.on_frame(&encode_to_vec(&h, &msg, None), Transport::Udp, None);
+            assert!(matches!(o, Outcome::Rejected { .. }), "{o:?}");
+        }
+        // A newer epoch in a refused frame does not restart the session either.
+        let h = Header {
+            agent_id: 7,
+            epoch: 9,
+            seq: 0,
+        };
+        let ack = Message::Ack(nfm_wire::Ack { epoch: 9, seq: 0 });
+        c.on_frame(&encode_to_vec(&h, &ack, None), Transport::Udp, None);
+        let o = c.on_frame(&batch_frame(7, 1, 2, None), Transport::Udp, None);
+        assert!(matches!(o, Outcome::Accepted { .. }), "{o:?}");
+        let snap = c.snapshot();
+        let a = snap.agents.iter().find(|a| a.agent_id == 7).unwrap();
+        assert_eq!((a.epoch, a.lost, a.frames), (1, 0, 3));
+        assert_eq!(a.rejected.get("unexpected_message"), Some(&3));
     }
 
     #[test]
