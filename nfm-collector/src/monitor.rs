@@ -97,6 +97,12 @@ pub struct Monitor {
     pub remote: Vec<Resource>,
 }
 
+/// Resources a monitor may list on each side. Matching costs a comparison per listed resource
+/// for every new flow, so an unbounded list is a way to slow aggregation for everyone (64
+/// monitors × 40,000 resources made it 65× slower); 256 is more subnets, VPCs, AZs and services
+/// than one monitor's scope needs, and a whole VPC or AZ is one resource.
+pub const MAX_RESOURCES_PER_SIDE: usize = 256;
+
 impl Monitor {
     /// Checks the monitor's shape and that each resource exists in `t`.
     pub fn validate(&self, t: &Topology) -> Result<(), String> {
@@ -114,6 +120,18 @@ impl Monitor {
         }
         if self.local.is_empty() {
             return Err("a monitor needs at least one local resource".into());
+        }
+        for (side, list) in [("local", &self.local), ("remote", &self.remote)] {
+            if list.len() > MAX_RESOURCES_PER_SIDE {
+                return Err(format!(
+                    "{} {side} resources: at most {MAX_RESOURCES_PER_SIDE} per monitor (name a VPC or AZ instead of its subnets)",
+                    list.len()
+                ));
+            }
+            let mut seen = std::collections::HashSet::new();
+            if let Some(dup) = list.iter().find(|r| !seen.insert(r.to_string())) {
+                return Err(format!("{side} resource `{dup}` is listed twice"));
+            }
         }
         for r in &self.local {
             if matches!(r, Resource::Service(_)) {
@@ -194,6 +212,29 @@ mod test {
         assert!(!ms[0].matches(&ip("10.0.2.10"), &ip("8.8.8.8")));
         assert!(ms[1].matches(&ip("10.0.2.10"), &ip("198.18.0.1")));
         assert!(!ms[1].matches(&ip("10.0.2.10"), &ip("10.1.1.1")));
+    }
+
+    /// Regression (issue 19 item 10): resource lists were unbounded; 64 monitors × 40,000
+    /// resources slowed aggregation 65×. Over the bound, or a duplicate, is refused with a reason.
+    #[test]
+    fn test_resource_lists_are_bounded() {
+        let t = Topology::parse(TOPO).unwrap();
+        let one = |n: usize| Monitor {
+            name: "m".into(),
+            local: vec!["subnet:subnet-app-a".parse().unwrap(); n],
+            remote: vec![],
+        };
+        assert!(one(1).validate(&t).is_ok());
+        let e = one(MAX_RESOURCES_PER_SIDE + 1).validate(&t).unwrap_err();
+        assert!(e.contains("at most 256"), "{e}");
+        let e = one(2).validate(&t).unwrap_err();
+        assert!(e.contains("listed twice"), "{e}");
+        let mut m = one(1);
+        m.remote = vec!["az:use1-az1".parse().unwrap(); 40_000];
+        assert!(m
+            .validate(&t)
+            .unwrap_err()
+            .contains("40000 remote resources"));
     }
 
     #[test]
