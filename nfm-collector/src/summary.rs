@@ -62,21 +62,42 @@ pub struct Counters {
     pub records: u64,
 }
 
+/// The largest RTT one sample can stand for: TCP's retransmission timer tops out at 120 s, so a
+/// record whose samples average more is not a measurement, and is clamped so that one record
+/// cannot steer a monitor's mean RTT.
+pub const MAX_RTT_US: u64 = 120_000_000;
+
 impl Counters {
+    /// Adds `o`, saturating: values come from untrusted records, and a wrapped total (a record
+    /// with 2^64 − 1 bytes made data transferred read 1) is worse than a pinned one. A
+    /// saturated counter reads [`Counters::overflowed`].
     pub fn add(&mut self, o: &Counters) {
-        self.bytes += o.bytes;
-        self.retransmissions += o.retransmissions;
-        self.timeouts += o.timeouts;
-        self.rtt_sum_us += o.rtt_sum_us;
-        self.rtt_count += o.rtt_count;
-        self.records += o.records;
+        let s = |x: &mut u64, y: u64| *x = x.saturating_add(y);
+        s(&mut self.bytes, o.bytes);
+        s(&mut self.retransmissions, o.retransmissions);
+        s(&mut self.timeouts, o.timeouts);
+        s(&mut self.rtt_sum_us, o.rtt_sum_us);
+        s(&mut self.rtt_count, o.rtt_count);
+        s(&mut self.records, o.records);
+    }
+    /// True when a counter has saturated (pinned at 2^64 − 1): its value is a floor, not a sum.
+    pub fn overflowed(&self) -> bool {
+        [
+            self.bytes,
+            self.retransmissions,
+            self.timeouts,
+            self.rtt_sum_us,
+            self.rtt_count,
+            self.records,
+        ]
+        .contains(&u64::MAX)
     }
     pub fn of_record(r: &nfm_wire::FlowRecord) -> Counters {
         Counters {
             bytes: r.bytes_sent.saturating_add(r.bytes_received),
             retransmissions: r.retrans.total(),
             timeouts: r.rto.total(),
-            rtt_sum_us: r.rtt.sum_us,
+            rtt_sum_us: r.rtt.sum_us.min(r.rtt.count.saturating_mul(MAX_RTT_US)),
             rtt_count: r.rtt.count,
             records: 1,
         }
@@ -165,9 +186,9 @@ impl IntervalSummary {
     /// and late is counted twice there (and only there).
     pub fn absorb(&mut self, late: &IntervalSummary, k: usize) {
         self.end_ms = self.end_ms.max(late.end_ms);
-        self.flows += late.flows;
-        self.records += late.records;
-        self.other_records += late.other_records;
+        self.flows = self.flows.saturating_add(late.flows);
+        self.records = self.records.saturating_add(late.records);
+        self.other_records = self.other_records.saturating_add(late.other_records);
         for (cat, c) in &late.categories {
             match self.categories.iter_mut().find(|(x, _)| x == cat) {
                 Some((_, t)) => t.add(c),
@@ -178,7 +199,7 @@ impl IntervalSummary {
         for lm in &late.monitors {
             match self.monitors.iter_mut().find(|m| m.monitor == lm.monitor) {
                 Some(m) => {
-                    m.flows += lm.flows;
+                    m.flows = m.flows.saturating_add(lm.flows);
                     m.counters.add(&lm.counters);
                     m.pairs = merge_pairs(std::mem::take(&mut m.pairs), &lm.pairs, k);
                     m.flows_top = merge_flows(std::mem::take(&mut m.flows_top), &lm.flows_top, k);
@@ -272,6 +293,37 @@ pub(crate) fn top_union(idx: &[usize], counters: &[Counters], k: usize) -> Vec<u
 #[cfg(test)]
 mod test {
     use super::*;
+
+    /// Regression (issue 19 item 8): totals wrapped (a record with u64::MAX bytes made data
+    /// transferred read 1) and one record could steer the mean RTT.
+    #[test]
+    fn test_counters_saturate_and_rtt_is_clamped() {
+        let mut r = nfm_wire::FlowRecord {
+            bytes_sent: u64::MAX,
+            ..Default::default()
+        };
+        let mut total = Counters::of_record(&r);
+        assert!(total.overflowed());
+        r.bytes_sent = 2;
+        total.add(&Counters::of_record(&r));
+        assert_eq!(total.bytes, u64::MAX, "pinned, not wrapped");
+        assert!(total.overflowed());
+        let mut ok = Counters::of_record(&r);
+        assert!(!ok.overflowed());
+        r.rtt = nfm_wire::RttSummary {
+            count: 1,
+            sum_us: u64::MAX / 2,
+            min_us: 1,
+            max_us: 1,
+            last_srtt_us: 1,
+        };
+        let steer = Counters::of_record(&r);
+        assert_eq!(steer.rtt_us(), MAX_RTT_US);
+        ok.rtt_sum_us = 9 * 1_000;
+        ok.rtt_count = 9;
+        ok.add(&steer);
+        assert!(ok.rtt_us() <= MAX_RTT_US / 10 + 1_000, "{}", ok.rtt_us());
+    }
 
     fn flow(remote: u8, bytes: u64, degraded: bool) -> TopFlow {
         TopFlow {

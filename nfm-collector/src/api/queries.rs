@@ -17,6 +17,8 @@ fn counters_json(c: &Counters) -> Value {
         "round_trip_time_us": if c.rtt_count > 0 { Value::from(c.rtt_us()) } else { Value::Null },
         "rtt_samples": c.rtt_count,
         "records": c.records,
+        // A counter pinned at 2^64 − 1: the value is a floor, not a sum.
+        "overflowed": c.overflowed(),
     })
 }
 

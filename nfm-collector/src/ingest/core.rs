@@ -293,7 +293,10 @@ impl IngestCore {
         // Collector-to-agent messages coming from an agent are a protocol violation: refused
         // before the frame can touch a session (its epoch or sequence window).
         if matches!(packet.message, Message::Ack(_) | Message::Error(_)) {
-            let known = self.sessions.contains_key(&h.agent_id).then_some(h.agent_id);
+            let known = self
+                .sessions
+                .contains_key(&h.agent_id)
+                .then_some(h.agent_id);
             return self.reject(
                 known,
                 "unexpected_message",
