@@ -138,6 +138,7 @@ impl Agent {
             )
         });
         let now_ms = sys::unix_ms();
+        let cfg_interval_ms = cfg.interval.as_millis() as u64;
         Ok((
             Agent {
                 host_name: cfg.host_name.clone().unwrap_or_else(sys::host_name),
@@ -150,7 +151,7 @@ impl Agent {
                 key,
                 started: Instant::now(),
                 started_ms: now_ms,
-                interval_start_ms: now_ms,
+                interval_start_ms: aligned_start(now_ms, cfg_interval_ms),
                 to_delete: Vec::new(),
                 to_insert: HashMap::new(),
                 user_map_full: 0,
@@ -370,7 +371,16 @@ impl Agent {
             Err(e) => log::warn!("reading counters: {e}"),
         }
         let now = Instant::now();
-        let end_ms = sys::unix_ms();
+        // Intervals end on wall-clock multiples of the interval, so every agent of a fleet
+        // reports the same bounds whatever its start time (docs/collector.md §Intervals). The
+        // last, partial interval ends now.
+        let wall = sys::unix_ms();
+        let interval_ms = self.cfg.interval.as_millis() as u64;
+        let end_ms = if last {
+            wall
+        } else {
+            nearest_boundary(wall, interval_ms)
+        };
         let start_ms = self.interval_start_ms;
         self.interval_start_ms = end_ms;
         let mut records = self.tracker.finish_interval(now);
@@ -456,8 +466,8 @@ impl Agent {
             }
         }
         let mut events = Events::with_capacity(64);
-        let interval = self.cfg.interval;
-        let mut next_tick = Instant::now() + interval;
+        let interval_ms = self.cfg.interval.as_millis() as u64;
+        let mut next_tick = next_tick_at(sys::unix_ms(), interval_ms);
         let mut shutdown = false;
         while !shutdown {
             let now = Instant::now();
@@ -489,11 +499,9 @@ impl Agent {
             let now = Instant::now();
             if now >= next_tick {
                 self.interval(false);
-                next_tick += interval;
-                if next_tick <= now {
-                    // We fell behind (suspend, overload): skip missed ticks, never burst.
-                    next_tick = now + interval;
-                }
+                // From the wall clock each time: a clock step or a stall (suspend, overload)
+                // skips to the next boundary, never bursts.
+                next_tick = next_tick_at(sys::unix_ms(), interval_ms);
             }
         }
         log::info!("shutting down: flushing the last interval");
@@ -558,6 +566,26 @@ impl Agent {
     }
 }
 
+/// Start of the interval `now_ms` falls in: the wall-clock multiple of `interval_ms` at or
+/// before it.
+fn aligned_start(now_ms: u64, interval_ms: u64) -> u64 {
+    now_ms - now_ms % interval_ms.max(1)
+}
+
+/// The interval boundary a tick at `now_ms` closes: ticks fire just after a boundary, so the
+/// nearest multiple (a late tick still closes the boundary it was for; an early one, the next).
+fn nearest_boundary(now_ms: u64, interval_ms: u64) -> u64 {
+    let i = interval_ms.max(1);
+    (now_ms + i / 2) / i * i
+}
+
+/// When the next interval ends: the next wall-clock multiple of the interval after `now_ms`, as
+/// a monotonic instant.
+fn next_tick_at(now_ms: u64, interval_ms: u64) -> Instant {
+    let next = aligned_start(now_ms, interval_ms) + interval_ms.max(1);
+    Instant::now() + Duration::from_millis(next - now_ms)
+}
+
 /// Hands the pages freed at the end of an interval (its records and encode buffers) back to the
 /// kernel: glibc keeps them otherwise, and RSS would track each interval's peak rather than the
 /// steady state. One heap walk per interval; measured RSS with 10,000 sockets before this: 17.0 MiB.
@@ -566,5 +594,31 @@ fn trim_heap() {
     // SAFETY: malloc_trim only releases free memory; it has no preconditions.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_intervals_align_to_wall_clock_multiples() {
+        let i = 5_000;
+        assert_eq!(aligned_start(1_764_000_003_217, i), 1_764_000_000_000);
+        assert_eq!(aligned_start(1_764_000_005_000, i), 1_764_000_005_000);
+        // A tick a little late or early closes the boundary it was set for.
+        assert_eq!(nearest_boundary(1_764_000_005_012, i), 1_764_000_005_000);
+        assert_eq!(nearest_boundary(1_764_000_004_990, i), 1_764_000_005_000);
+        // Two agents started at different times tick on the same boundaries.
+        let a = next_tick_at(1_764_000_001_000, i);
+        let b = next_tick_at(1_764_000_004_000, i);
+        let d = if a > b { a - b } else { b - a };
+        assert!(d >= Duration::from_millis(2_990), "{d:?}");
+        assert!(d <= Duration::from_millis(3_050), "{d:?}");
+        assert_eq!(
+            aligned_start(7, 0),
+            7,
+            "a zero interval never divides by zero"
+        );
     }
 }
