@@ -313,10 +313,13 @@ impl Collector {
             match nfm_wire::decode(&b.frame, &nfm_wire::DecodeOptions::default()) {
                 Ok(p) => {
                     if let nfm_wire::Message::FlowBatch(fb) = p.message {
+                        // The same interval as when it arrived live.
+                        let (start, end, _) =
+                            crate::ingest::align_interval(fb.interval_start_ms, fb.interval_end_ms);
                         replay.push(DecodedBatch {
                             agent_id: b.agent_id,
-                            interval_start_ms: fb.interval_start_ms,
-                            interval_end_ms: fb.interval_end_ms,
+                            interval_start_ms: start,
+                            interval_end_ms: end,
                             simulated: false,
                             records: fb.records,
                         });

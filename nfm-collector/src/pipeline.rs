@@ -137,6 +137,10 @@ pub struct AgentView {
     pub records: u64,
     pub lost: u64,
     pub duplicates: u64,
+    /// Batches moved onto the interval grid (clock skew within tolerance), and batches too far
+    /// off it to place (counted, kept as sent).
+    pub skew_aligned: u64,
+    pub misaligned: u64,
     pub rejected: BTreeMap<String, u64>,
     pub stats: Option<nfm_wire::AgentStats>,
     pub goodbye: Option<String>,

@@ -126,6 +126,10 @@ struct Session {
     records: u64,
     lost: u64,
     duplicates: u64,
+    /// FlowBatch frames whose interval start was off the interval grid (clock skew): within
+    /// [`SKEW_TOLERANCE_MS`] moved onto it, beyond it kept where the agent put it.
+    skew_aligned: u64,
+    misaligned: u64,
     rejected: BTreeMap<&'static str, u64>,
     stats: Option<nfm_wire::AgentStats>,
     goodbye: Option<String>,
@@ -148,11 +152,53 @@ impl Session {
             records: 0,
             lost: 0,
             duplicates: 0,
+            skew_aligned: 0,
+            misaligned: 0,
             rejected: BTreeMap::new(),
             stats: None,
             goodbye: None,
             in_store: HashSet::default(),
         }
+    }
+}
+
+/// How far an agent's clock may be off before its interval bounds stop being moved onto the
+/// interval grid: agents end intervals on wall-clock multiples of their interval, so hosts
+/// whose clocks differ by up to this much still report the same interval (a quarter of the
+/// interval for intervals under 4 s).
+pub const SKEW_TOLERANCE_MS: u64 = 1_000;
+
+/// Where a FlowBatch's interval goes (see [`align_interval`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alignment {
+    /// On the grid already.
+    OnGrid,
+    /// Moved by at most the tolerance onto the grid.
+    Aligned,
+    /// Too far off the grid to say which interval it is: kept as sent, counted.
+    Misaligned,
+}
+
+/// Moves a batch's interval `[start, end)` onto the grid of its own length (the agent's interval:
+/// agents end intervals on wall-clock multiples of it) when its start is within the skew
+/// tolerance of a multiple. Ingest and WAL replay use this one rule, so a batch lands in the same
+/// interval live and after a restart.
+pub fn align_interval(start: u64, end: u64) -> (u64, u64, Alignment) {
+    let len = end.saturating_sub(start);
+    if len == 0 {
+        return (start, end, Alignment::OnGrid);
+    }
+    let off = start % len;
+    if off == 0 {
+        return (start, end, Alignment::OnGrid);
+    }
+    let tol = SKEW_TOLERANCE_MS.min(len / 4);
+    if off <= tol {
+        (start - off, end - off, Alignment::Aligned)
+    } else if len - off <= tol {
+        (start + (len - off), end + (len - off), Alignment::Aligned)
+    } else {
+        (start, end, Alignment::Misaligned)
     }
 }
 
@@ -387,7 +433,14 @@ impl IngestCore {
                 session.capabilities = hello.capabilities;
                 session.interval_ms = hello.interval_ms;
             }
-            Message::FlowBatch(b) => {
+            Message::FlowBatch(mut b) => {
+                let (start, end, how) = align_interval(b.interval_start_ms, b.interval_end_ms);
+                match how {
+                    Alignment::OnGrid => {}
+                    Alignment::Aligned => session.skew_aligned += 1,
+                    Alignment::Misaligned => session.misaligned += 1,
+                }
+                (b.interval_start_ms, b.interval_end_ms) = (start, end);
                 let n = b.records.len();
                 session.records += n as u64;
                 session.in_store.insert(h.seq);
@@ -521,6 +574,8 @@ impl IngestCore {
                     records: s.records,
                     lost: s.lost,
                     duplicates: s.duplicates,
+                    skew_aligned: s.skew_aligned,
+                    misaligned: s.misaligned,
                     rejected: s
                         .rejected
                         .iter()
@@ -619,6 +674,76 @@ mod test {
         let a = snap.agents.iter().find(|a| a.agent_id == 7).unwrap();
         assert_eq!((a.epoch, a.lost, a.frames), (1, 0, 3));
         assert_eq!(a.rejected.get("unexpected_message"), Some(&3));
+    }
+
+    #[test]
+    fn test_align_interval() {
+        let t = 1_764_000_000_000u64;
+        assert_eq!(
+            align_interval(t, t + 5_000),
+            (t, t + 5_000, Alignment::OnGrid)
+        );
+        // Clock 700 ms behind or ahead: the same interval.
+        assert_eq!(
+            align_interval(t - 700, t + 4_300),
+            (t, t + 5_000, Alignment::Aligned)
+        );
+        assert_eq!(
+            align_interval(t + 700, t + 5_700),
+            (t, t + 5_000, Alignment::Aligned)
+        );
+        // Exactly at the tolerance, and past it.
+        assert_eq!(align_interval(t + 1_000, t + 6_000).2, Alignment::Aligned);
+        assert_eq!(
+            align_interval(t + 2_400, t + 7_400),
+            (t + 2_400, t + 7_400, Alignment::Misaligned)
+        );
+        // A 1 s interval tolerates a quarter of it.
+        assert_eq!(align_interval(t + 200, t + 1_200).2, Alignment::Aligned);
+        assert_eq!(align_interval(t + 400, t + 1_400).2, Alignment::Misaligned);
+        // Empty or reversed bounds are left alone.
+        assert_eq!(align_interval(t + 3, t + 3).2, Alignment::OnGrid);
+        assert_eq!(align_interval(t + 9, t + 3).2, Alignment::OnGrid);
+    }
+
+    /// Agents whose clocks differ by up to the tolerance report into one interval; one too far
+    /// off is counted per agent and kept as sent (issue 12 item 1).
+    #[test]
+    fn test_skewed_agents_share_an_interval() {
+        let (mut c, r, _s) = core(None);
+        let t = 1_764_000_000_000u64;
+        for (agent, skew) in [(1u64, 0i64), (2, -700), (3, 900), (4, 2_400)] {
+            let b = FlowBatch {
+                interval_start_ms: (t as i64 + skew) as u64,
+                interval_end_ms: (t as i64 + 5_000 + skew) as u64,
+                records: vec![FlowRecord::default()],
+            };
+            let h = Header {
+                agent_id: agent,
+                epoch: 1,
+                seq: 0,
+            };
+            let f = encode_to_vec(&h, &Message::FlowBatch(b), None);
+            assert!(matches!(
+                c.on_frame(&f, Transport::Udp, None),
+                Outcome::Accepted { .. }
+            ));
+        }
+        c.flush();
+        let mut starts = std::collections::BTreeMap::new();
+        while let Ok(ResolverMsg::Batches(bs)) = r.try_recv() {
+            for b in bs {
+                starts.insert(b.agent_id, b.interval_start_ms);
+            }
+        }
+        assert_eq!(starts[&1], t);
+        assert_eq!(starts[&2], t);
+        assert_eq!(starts[&3], t);
+        assert_eq!(starts[&4], t + 2_400);
+        let snap = c.snapshot();
+        let view = |a: u64| snap.agents.iter().find(|v| v.agent_id == a).unwrap();
+        assert_eq!((view(2).skew_aligned, view(2).misaligned), (1, 0));
+        assert_eq!((view(4).skew_aligned, view(4).misaligned), (0, 1));
     }
 
     #[test]

@@ -22,7 +22,9 @@
 mod core;
 mod socket;
 
-pub use self::core::{IngestCore, Outcome, Transport, DEDUPE_WINDOW};
+pub use self::core::{
+    align_interval, Alignment, IngestCore, Outcome, Transport, DEDUPE_WINDOW, SKEW_TOLERANCE_MS,
+};
 pub use self::socket::{IngestControl, IngestLoop, IngestSockets, Injected};
 
 use nfm_wire::Keyring;

@@ -113,6 +113,33 @@ pub fn render(
     );
     family(
         &mut o,
+        "nfm_frames_misaligned_total",
+        "counter",
+        "FlowBatch frames whose interval start is further than the skew tolerance from the interval grid, by agent (kept as sent).",
+        ingest
+            .agents
+            .iter()
+            .filter(|a| a.misaligned > 0)
+            .map(|a| (format!("agent=\"{}\"", a.agent_id), a.misaligned.to_string()))
+            .collect(),
+    );
+    family(
+        &mut o,
+        "nfm_frames_skew_aligned_total",
+        "counter",
+        "FlowBatch frames moved onto the interval grid (agent clock skew within tolerance).",
+        vec![(
+            String::new(),
+            ingest
+                .agents
+                .iter()
+                .map(|a| a.skew_aligned)
+                .sum::<u64>()
+                .to_string(),
+        )],
+    );
+    family(
+        &mut o,
         "nfm_frames_lost_total",
         "counter",
         "Sequence gaps: frames never received.",
