@@ -64,6 +64,9 @@ pub struct Settings {
     /// Memory for interval summaries served by the API (older ones stay on disk).
     pub max_history_mib: usize,
     pub max_frame_len: usize,
+    /// Frame bytes that may wait for a stalled store before ingest refuses batches
+    /// (`store_full`: the agent resends them later; a refused batch is never aggregated).
+    pub max_store_backlog_mib: usize,
     pub tick_ms: u64,
     /// Run the health evaluator (default). Off: intervals are summarized unjudged and no
     /// HealthIndicator is stored (a benchmark baseline).
@@ -93,6 +96,7 @@ impl Default for Settings {
             max_history_intervals: 20_160,
             max_history_mib: 256,
             max_frame_len: nfm_wire::MAX_FRAME_LEN,
+            max_store_backlog_mib: 256,
             tick_ms: 250,
             health: true,
         }
@@ -305,6 +309,7 @@ impl Collector {
             IngestConfig {
                 max_frame_len: s.max_frame_len,
                 keys: keys.clone(),
+                max_store_backlog: s.max_store_backlog_mib.max(1) << 20,
                 ..Default::default()
             },
             to_resolver.clone(),

@@ -360,9 +360,6 @@ pub struct StoreConfig {
     pub segment_bytes: u64,
     /// History older than this (data time, behind the newest summary) is deleted.
     pub retention_ms: u64,
-    /// Unsynced and stalled work kept in memory while the disk refuses writes; beyond it batches
-    /// are dropped unacked (TCP agents resend) and counted.
-    pub max_backlog_bytes: usize,
 }
 
 impl StoreConfig {
@@ -371,7 +368,6 @@ impl StoreConfig {
             dir: dir.into(),
             segment_bytes: 64 << 20,
             retention_ms: 7 * 24 * 3600 * 1000,
-            max_backlog_bytes: 256 << 20,
         }
     }
 }
@@ -475,95 +471,102 @@ impl Store {
         }
     }
 
-    fn accept(&mut self, m: StoreMsg, out: &StoreOutputs) {
-        let n = Store::msg_bytes(&m);
-        if self.stalled.is_some() && self.backlog_bytes + n > self.cfg.max_backlog_bytes {
-            if let StoreMsg::Batches(v) = &m {
-                self.metrics
-                    .store_dropped_batches
-                    .fetch_add(v.len() as u64, Ordering::Relaxed);
-                log::warn!(
-                    "store: disk stalled and backlog full; {} batches dropped unacked",
-                    v.len()
-                );
-                let ids = v.iter().map(|b| (b.agent_id, b.epoch, b.seq)).collect();
-                let _ = out.durable.send(StoreReply::Dropped(ids));
-                if let Some(w) = &out.waker {
-                    let _ = w.wake();
-                }
-                return;
-            }
-        }
-        self.backlog_bytes += n;
+    fn accept(&mut self, m: StoreMsg) {
+        self.backlog_bytes += Store::msg_bytes(&m);
         self.backlog.push_back(m);
     }
 
-    /// Writes and fsyncs the whole backlog. On success, replies and forwards; on error, rolls
-    /// back and stays stalled with everything still in the backlog.
+    /// Writes and fsyncs the backlog: all of it in one group commit while the disk takes writes;
+    /// while stalled (and when the group commit fails) one message at a time, so that space for
+    /// part of the backlog makes that part durable and acked. What fails stays in the backlog,
+    /// rolled back, and is retried on the next tick.
     fn flush(&mut self, out: &StoreOutputs) {
         if self.backlog.is_empty() {
             return;
         }
-        match self.try_write() {
-            Ok(()) => {
-                if let Some(e) = self.stalled.take() {
-                    log::info!("store: writes succeed again after: {e}");
-                    self.metrics.store_stalled.store(0, Ordering::Relaxed);
-                }
-                let mut durable = Vec::new();
-                let mut closed_before = None;
-                for m in self.backlog.drain(..) {
-                    match m {
-                        StoreMsg::Batches(v) => {
-                            durable.extend(v.iter().map(|b| (b.agent_id, b.epoch, b.seq)))
-                        }
-                        StoreMsg::Interval {
-                            summary,
-                            closed_before_ms,
-                        } => {
-                            self.newest_ms = self.newest_ms.max(summary.end_ms);
-                            self.metrics.store_summaries.fetch_add(1, Ordering::Relaxed);
-                            closed_before = Some(closed_before_ms);
-                            // Blocking send: the API must see every durable summary.
-                            let _ = out
-                                .summaries
-                                .send(crate::pipeline::ApiMsg::Interval(Arc::new(*summary)));
-                        }
-                        _ => {}
-                    }
-                }
-                self.backlog_bytes = 0;
-                self.metrics
-                    .store_batches
-                    .fetch_add(durable.len() as u64, Ordering::Relaxed);
-                if !durable.is_empty() {
-                    let _ = out.durable.send(StoreReply::Durable(durable));
-                    if let Some(w) = &out.waker {
-                        let _ = w.wake();
-                    }
-                }
-                if let Some(cb) = closed_before {
-                    match self.wal.delete_before(cb) {
-                        Ok(0) => {}
-                        Ok(n) => log::debug!("store: {n} WAL segments checkpointed"),
-                        Err(e) => log::warn!("store: WAL checkpoint: {e}"),
-                    }
-                }
+        if self.stalled.is_none() {
+            match self.try_write(self.backlog.len()) {
+                Ok(()) => return self.complete(self.backlog.len(), out),
+                Err(e) => self.stall(e),
             }
-            Err(e) => {
-                let msg = format!("{e}");
-                if self.stalled.is_none() {
-                    log::error!(
-                        "store: cannot write to {}: {msg}; not acking until space returns (retrying every tick)",
-                        self.cfg.dir.display()
-                    );
+        }
+        while !self.backlog.is_empty() {
+            match self.try_write(1) {
+                Ok(()) => self.complete(1, out),
+                Err(e) => return self.stall(e),
+            }
+        }
+    }
+
+    /// Rolls back a failed write and stays stalled.
+    fn stall(&mut self, e: io::Error) {
+        let msg = format!("{e}");
+        if self.stalled.is_none() {
+            log::error!(
+                "store: cannot write to {}: {msg}; not acking until space returns (retrying every tick)",
+                self.cfg.dir.display()
+            );
+        }
+        self.metrics.store_stalled.store(1, Ordering::Relaxed);
+        self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+        self.stalled = Some(msg);
+        if let Err(e) = self.wal.rollback().and_then(|_| self.history.rollback()) {
+            log::error!("store: rollback failed: {e}");
+        }
+    }
+
+    /// The first `n` backlog messages are durable: reply, forward, checkpoint.
+    fn complete(&mut self, n: usize, out: &StoreOutputs) {
+        if self.backlog.len() == n {
+            if let Some(e) = self.stalled.take() {
+                log::info!("store: writes succeed again after: {e}");
+                self.metrics.store_stalled.store(0, Ordering::Relaxed);
+            }
+        }
+        let mut durable = Vec::new();
+        let mut closed_before = None;
+        let mut freed = 0u64;
+        for m in self.backlog.drain(..n) {
+            self.backlog_bytes = self.backlog_bytes.saturating_sub(Store::msg_bytes(&m));
+            match m {
+                StoreMsg::Batches(v) => {
+                    freed += v.iter().map(|b| b.frame.len() as u64).sum::<u64>();
+                    durable.extend(v.iter().map(|b| (b.agent_id, b.epoch, b.seq)))
                 }
-                self.metrics.store_stalled.store(1, Ordering::Relaxed);
-                self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
-                self.stalled = Some(msg);
-                if let Err(e) = self.wal.rollback().and_then(|_| self.history.rollback()) {
-                    log::error!("store: rollback failed: {e}");
+                StoreMsg::Interval {
+                    summary,
+                    closed_before_ms,
+                } => {
+                    self.newest_ms = self.newest_ms.max(summary.end_ms);
+                    self.metrics.store_summaries.fetch_add(1, Ordering::Relaxed);
+                    closed_before = Some(closed_before_ms);
+                    // Blocking send: the API must see every durable summary.
+                    let _ = out
+                        .summaries
+                        .send(crate::pipeline::ApiMsg::Interval(Arc::new(*summary)));
                 }
+                _ => {}
+            }
+        }
+        let _ = self.metrics.store_pending_bytes.fetch_update(
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+            |p| Some(p.saturating_sub(freed)),
+        );
+        self.metrics
+            .store_batches
+            .fetch_add(durable.len() as u64, Ordering::Relaxed);
+        if !durable.is_empty() {
+            let _ = out.durable.send(StoreReply::Durable(durable));
+            if let Some(w) = &out.waker {
+                let _ = w.wake();
+            }
+        }
+        if let Some(cb) = closed_before {
+            match self.wal.delete_before(cb) {
+                Ok(0) => {}
+                Ok(n) => log::debug!("store: {n} WAL segments checkpointed"),
+                Err(e) => log::warn!("store: WAL checkpoint: {e}"),
             }
         }
     }
@@ -584,9 +587,10 @@ impl Store {
         self.history.sync()
     }
 
-    fn try_write(&mut self) -> io::Result<()> {
+    /// Writes the first `n` backlog messages and fsyncs them.
+    fn try_write(&mut self, n: usize) -> io::Result<()> {
         let (mut wal_dirty, mut hist_dirty) = (false, false);
-        for m in &self.backlog {
+        for m in self.backlog.iter().take(n) {
             match m {
                 StoreMsg::Batches(v) => {
                     for b in v {
@@ -638,7 +642,7 @@ impl Store {
                 match m {
                     StoreMsg::Shutdown => shutdown = true,
                     StoreMsg::Tick(_) => tick = true,
-                    other => self.accept(other, &out),
+                    other => self.accept(other),
                 }
                 if shutdown || self.backlog_bytes > 32 << 20 {
                     break;

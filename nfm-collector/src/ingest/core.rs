@@ -377,6 +377,26 @@ impl IngestCore {
                 );
             }
         }
+        // The store's backlog budget (a stalled disk), checked before the frame can touch a
+        // session: a batch refused here is neither aggregated nor marked seen, so the agent's
+        // resend once space returns counts exactly once.
+        if matches!(packet.message, Message::FlowBatch(_)) {
+            let pending = self.metrics.store_pending_bytes.load(Ordering::Relaxed);
+            if pending + bytes.len() as u64 > self.cfg.max_store_backlog as u64 {
+                let known = self
+                    .sessions
+                    .contains_key(&h.agent_id)
+                    .then_some(h.agent_id);
+                return self.reject(
+                    known,
+                    "store_full",
+                    format!(
+                        "{pending} bytes wait for the store (budget {}): resend later",
+                        self.cfg.max_store_backlog
+                    ),
+                );
+            }
+        }
         let tracked = self.sessions.len();
         let session = match self.sessions.entry(h.agent_id) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -470,6 +490,9 @@ impl IngestCore {
                 self.metrics
                     .ingest_lag_ms
                     .store(now as i64 - b.interval_end_ms as i64, Ordering::Relaxed);
+                self.metrics
+                    .store_pending_bytes
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 self.pending_store.push(WalBatch {
                     agent_id: h.agent_id,
                     epoch: h.epoch,
@@ -922,6 +945,47 @@ mod test {
         assert!(matches!(
             c.on_frame(&batch_frame(3, 1, 5, Some(&key)), Transport::Udp, None),
             Outcome::Accepted { .. }
+        ));
+    }
+
+    /// Over the store's backlog budget (a stalled disk) a batch is refused before it is
+    /// aggregated or marked seen: the agent's resend once space returns counts exactly once
+    /// (issue 19 item 4: dropped backlog batches had already been aggregated and counted twice).
+    #[test]
+    fn test_store_backlog_budget_refuses_before_aggregating() {
+        let (mut c, r, s) = core(None);
+        let f = batch_frame(5, 1, 1, None);
+        c.metrics
+            .store_pending_bytes
+            .store(c.cfg.max_store_backlog as u64, Ordering::Relaxed);
+        match c.on_frame(&f, Transport::Tcp, None) {
+            Outcome::Rejected { reason, .. } => assert_eq!(reason, "store_full"),
+            o => panic!("{o:?}"),
+        }
+        c.flush();
+        assert!(r.try_recv().is_err(), "nothing aggregated");
+        assert!(s.try_recv().is_err(), "nothing stored");
+        // Space returns: the resend is new, not a duplicate, and counted once.
+        c.metrics.store_pending_bytes.store(0, Ordering::Relaxed);
+        assert!(matches!(
+            c.on_frame(&f, Transport::Tcp, None),
+            Outcome::Accepted {
+                awaiting_store: true,
+                ..
+            }
+        ));
+        assert_eq!(
+            c.metrics.store_pending_bytes.load(Ordering::Relaxed),
+            f.len() as u64
+        );
+        c.flush();
+        let Ok(ResolverMsg::Batches(b)) = r.try_recv() else {
+            panic!("the resend is aggregated");
+        };
+        assert_eq!(b.len(), 1);
+        assert!(matches!(
+            c.on_frame(&f, Transport::Tcp, None),
+            Outcome::Duplicate { .. }
         ));
     }
 }

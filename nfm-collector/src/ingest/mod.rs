@@ -38,6 +38,9 @@ pub struct IngestConfig {
     pub max_connections: usize,
     /// SO_RCVBUF for the UDP socket.
     pub udp_recv_buffer: usize,
+    /// Frame bytes that may wait for the store (a stalled disk); beyond it FlowBatch frames are
+    /// refused as `store_full` before they are aggregated.
+    pub max_store_backlog: usize,
 }
 
 impl Default for IngestConfig {
@@ -48,6 +51,7 @@ impl Default for IngestConfig {
             max_agents: 200_000,
             max_connections: 50_000,
             udp_recv_buffer: 8 << 20,
+            max_store_backlog: 256 << 20,
         }
     }
 }
