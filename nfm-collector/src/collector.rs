@@ -317,6 +317,7 @@ impl Collector {
             metrics.clone(),
         );
         core.restore_seen(&recovered.seen);
+        core.number_from(recovered.max_n);
         let mut replay = Vec::new();
         for b in recovered.batches {
             match nfm_wire::decode(&b.frame, &nfm_wire::DecodeOptions::default()) {
@@ -326,6 +327,7 @@ impl Collector {
                         let (start, end, _) =
                             crate::ingest::align_interval(fb.interval_start_ms, fb.interval_end_ms);
                         replay.push(DecodedBatch {
+                            n: b.n,
                             agent_id: b.agent_id,
                             interval_start_ms: start,
                             interval_end_ms: end,

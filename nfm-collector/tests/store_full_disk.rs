@@ -96,6 +96,7 @@ fn store_unstalls_piece_by_piece_when_part_of_the_space_returns() {
     let mut filler = fill(&fs.0);
     // 12 batches of 100 KiB each, one message each (as ingest sends them): 1.2 MiB of backlog.
     let batch = |seq: u64| WalBatch {
+        n: seq,
         agent_id: 7,
         epoch: 1,
         seq,

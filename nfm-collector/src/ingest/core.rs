@@ -261,6 +261,8 @@ pub struct IngestCore {
     pending_resolve: Vec<DecodedBatch>,
     pending_store: Vec<WalBatch>,
     pending_records: usize,
+    /// The next batch's number (`WalBatch::n`): batches reach the aggregator in this order.
+    next_n: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -280,11 +282,17 @@ impl IngestCore {
             pending_resolve: Vec::new(),
             pending_store: Vec::new(),
             pending_records: 0,
+            next_n: 1,
             metrics,
         }
     }
 
     /// Restores dedupe state from the WAL (batches durable before a restart).
+    /// Numbers batches on from above `max_n` (the highest a previous run used).
+    pub fn number_from(&mut self, max_n: u64) {
+        self.next_n = self.next_n.max(max_n + 1);
+    }
+
     pub fn restore_seen(&mut self, seen: &[(u64, u32, u64)]) {
         for &(agent, epoch, seq) in seen {
             let s = self
@@ -493,7 +501,10 @@ impl IngestCore {
                 self.metrics
                     .store_pending_bytes
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                let order = self.next_n;
+                self.next_n += 1;
                 self.pending_store.push(WalBatch {
+                    n: order,
                     agent_id: h.agent_id,
                     epoch: h.epoch,
                     seq: h.seq,
@@ -501,6 +512,7 @@ impl IngestCore {
                     frame: bytes.to_vec(),
                 });
                 self.pending_resolve.push(DecodedBatch {
+                    n: order,
                     agent_id: h.agent_id,
                     interval_start_ms: b.interval_start_ms,
                     interval_end_ms: b.interval_end_ms,
