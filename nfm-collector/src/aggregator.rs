@@ -244,6 +244,16 @@ impl Aggregator {
             self.table.push(FlowSlot::new(r));
         }
         let known = self.table.len();
+        let arrived: u64 = msg
+            .batches
+            .iter()
+            .map(|b| b.batch.records.len() as u64)
+            .sum();
+        let _ = self.metrics.records_in_flight.fetch_update(
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+            |n| Some(n.saturating_sub(arrived)),
+        );
         let wall = (self.wall)();
         let close_after = self.cfg.close_after_ms;
         for rb in msg.batches {
@@ -423,12 +433,16 @@ impl Aggregator {
         self.now = now;
         let idle = self.cfg.idle_close;
         let wall = (self.wall)();
+        // Records still on their way through ingest and the resolver (a backlog under load)
+        // may belong to an interval whose deadline passed: it waits for them, and closes by
+        // the watermark or idleness instead, rather than making them late.
+        let backlog = self.metrics.records_in_flight.load(Ordering::Relaxed) > 0;
         let due: Vec<u64> = self
             .open
             .iter()
             .filter(|(_, iv)| {
                 now.saturating_duration_since(iv.last_touch) >= idle
-                    || iv.deadline_ms.is_some_and(|d| wall >= d)
+                    || (!backlog && iv.deadline_ms.is_some_and(|d| wall >= d))
             })
             .map(|(s, _)| *s)
             .collect();
@@ -773,6 +787,10 @@ mod test {
         WALL.store(111_900, Ordering::Relaxed);
         assert!(agg.tick(t0 + Duration::from_millis(1_600)).is_empty());
         WALL.store(112_000, Ordering::Relaxed);
+        // Records still in flight through ingest and the resolver (a backlog): it waits.
+        agg.metrics.records_in_flight.store(3, Ordering::Relaxed);
+        assert!(agg.tick(t0 + Duration::from_millis(1_650)).is_empty());
+        agg.metrics.records_in_flight.store(0, Ordering::Relaxed);
         let closed = agg.tick(t0 + Duration::from_millis(1_700));
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].interval.start_ms, 100_000);

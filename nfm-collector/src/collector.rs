@@ -340,11 +340,19 @@ impl Collector {
             }
             if replay.len() >= 256 {
                 metrics.sent(Chan::Resolver);
+                let n: usize = replay.iter().map(|b| b.records.len()).sum();
+                metrics
+                    .records_in_flight
+                    .fetch_add(n as u64, Ordering::Relaxed);
                 let _ = to_resolver.send(ResolverMsg::Batches(std::mem::take(&mut replay)));
             }
         }
         if !replay.is_empty() {
             metrics.sent(Chan::Resolver);
+            let n: usize = replay.iter().map(|b| b.records.len()).sum();
+            metrics
+                .records_in_flight
+                .fetch_add(n as u64, Ordering::Relaxed);
             let _ = to_resolver.send(ResolverMsg::Batches(replay));
         }
 

@@ -545,6 +545,9 @@ impl IngestCore {
         }
         let store = std::mem::take(&mut self.pending_store);
         let resolve = std::mem::take(&mut self.pending_resolve);
+        self.metrics
+            .records_in_flight
+            .fetch_add(self.pending_records as u64, Ordering::Relaxed);
         self.pending_records = 0;
         self.metrics.sent(Chan::Store);
         self.send(&self.to_store.clone(), StoreMsg::Batches(store));

@@ -78,6 +78,9 @@ pub struct Metrics {
     pub store_summaries: AtomicU64,
     /// Frame bytes handed to the store, not yet durable (ingest's backlog budget).
     pub store_pending_bytes: AtomicU64,
+    /// Records handed to the resolver and not yet aggregated: while any are in flight the
+    /// aggregator does not close an interval by the clock (a backlog is not lateness).
+    pub records_in_flight: AtomicU64,
     pub store_stalled: AtomicU64,
     pub store_errors: AtomicU64,
     pub store_queue_depth: AtomicU64,
