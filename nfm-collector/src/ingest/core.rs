@@ -3,6 +3,7 @@
 //! TCP frames in order once the store made them durable. No sockets: the socket loop and the
 //! tests feed it frames.
 
+use super::stamp::check_interval;
 use super::IngestConfig;
 use crate::metrics::{Chan, Metrics};
 use crate::pipeline::ResolverMsg;
@@ -214,14 +215,45 @@ pub enum Outcome {
     },
     /// Seen before (a resend). Ack like the original.
     Duplicate { agent_id: u64, epoch: u32, seq: u64 },
-    /// Refused. On TCP every reason but `replayed` is fatal: send an Error frame and close.
-    /// A replay (an old epoch, or a sequence older than the dedupe window, such as the session's
-    /// Hello rewritten on every reconnect) is dropped and counted but leaves the stream usable.
+    /// Refused. On TCP most reasons are fatal: send an Error frame and close. A replay (an old
+    /// epoch, or a sequence older than the dedupe window, such as the session's Hello rewritten
+    /// on every reconnect) and a batch whose interval is refused (`future_interval`,
+    /// `bad_interval`) are dropped and counted but leave the stream usable
+    /// ([`Outcome::is_fatal`]).
     Rejected {
         agent_id: Option<u64>,
         reason: &'static str,
         message: String,
     },
+}
+
+impl Outcome {
+    /// On TCP, is this refusal fatal (Error frame, then close)? Replays and batches whose
+    /// interval is refused leave the stream usable: later frames are acked past them, so the
+    /// agent drops them from its spool instead of resending them forever.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Outcome::Rejected { reason, .. }
+            if !NON_FATAL.contains(reason))
+    }
+}
+
+/// Refusal reasons that do not close a TCP connection (see [`Outcome::is_fatal`]).
+const NON_FATAL: [&str; 3] = ["replayed", "future_interval", "bad_interval"];
+
+/// Records a new sequence number in the session's window, with loss accounting: a gap counts
+/// its skipped numbers as lost, filling one un-counts it.
+fn note_seq(session: &mut Session, seq: u64, metrics: &Metrics) {
+    if let SeqCheck::New { gap, filled } = session.window.check(seq) {
+        if filled {
+            session.lost = session.lost.saturating_sub(1);
+            metrics.lost_frames.fetch_sub(1, Ordering::Relaxed);
+        }
+        if gap > 0 {
+            session.lost += gap;
+            metrics.lost_frames.fetch_add(gap, Ordering::Relaxed);
+        }
+        session.window.mark(seq);
+    }
 }
 
 fn now_ms() -> u64 {
@@ -358,6 +390,28 @@ impl IngestCore {
                 );
             }
         }
+        // Interval bounds against the collector's clock, before the frame can create or move
+        // a session: a batch stamped ahead would close every open interval downstream.
+        if let Message::FlowBatch(b) = &packet.message {
+            let now = now_ms();
+            if let Err((reason, message)) =
+                check_interval(b.interval_start_ms, b.interval_end_ms, now)
+            {
+                let known = match self.sessions.get_mut(&h.agent_id) {
+                    Some(s) => {
+                        // Received and refused, not lost: a resend is a duplicate (acked, so
+                        // the agent drops it) and no gap is counted.
+                        if s.epoch == h.epoch {
+                            note_seq(s, h.seq, &self.metrics);
+                        }
+                        s.last_seen_ms = now;
+                        Some(h.agent_id)
+                    }
+                    None => None,
+                };
+                return self.reject(known, reason, message);
+            }
+        }
         let tracked = self.sessions.len();
         let session = match self.sessions.entry(h.agent_id) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -412,16 +466,8 @@ impl IngestCore {
                     format!("sequence {} is older than the dedupe window", h.seq),
                 );
             }
-            SeqCheck::New { gap, filled } => {
-                if filled {
-                    session.lost = session.lost.saturating_sub(1);
-                    self.metrics.lost_frames.fetch_sub(1, Ordering::Relaxed);
-                }
-                if gap > 0 {
-                    session.lost += gap;
-                    self.metrics.lost_frames.fetch_add(gap, Ordering::Relaxed);
-                }
-                session.window.mark(h.seq);
+            SeqCheck::New { .. } => {
+                note_seq(session, h.seq, &self.metrics);
             }
         }
         session.frames += 1;
@@ -674,6 +720,104 @@ mod test {
         let a = snap.agents.iter().find(|a| a.agent_id == 7).unwrap();
         assert_eq!((a.epoch, a.lost, a.frames), (1, 0, 3));
         assert_eq!(a.rejected.get("unexpected_message"), Some(&3));
+    }
+
+    /// Regression (issue 19 item 1): a batch stamped an hour or ten years ahead of the
+    /// collector's clock was accepted and sent downstream, where it moved the watermark past
+    /// every open interval. Now it is refused (not fatal on TCP), counted per agent and by
+    /// reason, and nothing of it reaches the store or the aggregator.
+    #[test]
+    fn test_future_batches_are_refused_and_never_sent_downstream() {
+        let (mut c, r, s) = core(None);
+        let now = now_ms();
+        let frame = |seq: u64, start: u64, end: u64| {
+            let b = FlowBatch {
+                interval_start_ms: start,
+                interval_end_ms: end,
+                records: vec![FlowRecord::default()],
+            };
+            let h = Header {
+                agent_id: 5,
+                epoch: 1,
+                seq,
+            };
+            encode_to_vec(&h, &Message::FlowBatch(b), None)
+        };
+        let aligned = now / 5_000 * 5_000;
+        let ok = c.on_frame(&frame(0, aligned - 5_000, aligned), Transport::Tcp, None);
+        assert!(matches!(ok, Outcome::Accepted { .. }), "{ok:?}");
+        let hour = 3_600_000;
+        let decade = 10 * 365 * 86_400_000;
+        for (seq, ahead) in [(1, hour), (2, decade)] {
+            let o = c.on_frame(
+                &frame(seq, aligned + ahead, aligned + ahead + 5_000),
+                Transport::Tcp,
+                Some(5),
+            );
+            assert!(
+                matches!(
+                    o,
+                    Outcome::Rejected {
+                        reason: "future_interval",
+                        agent_id: Some(5),
+                        ..
+                    }
+                ),
+                "{o:?}"
+            );
+            assert!(!o.is_fatal());
+        }
+        let o = c.on_frame(&frame(3, aligned, aligned - 1), Transport::Tcp, Some(5));
+        assert!(
+            matches!(
+                o,
+                Outcome::Rejected {
+                    reason: "bad_interval",
+                    ..
+                }
+            ),
+            "{o:?}"
+        );
+        // The stream goes on: the next good batch is accepted, and no frame counted as lost.
+        let o = c.on_frame(&frame(4, aligned, aligned + 5_000), Transport::Tcp, Some(5));
+        assert!(matches!(o, Outcome::Accepted { seq: 4, .. }), "{o:?}");
+        c.flush();
+        let mut ends = Vec::new();
+        while let Ok(ResolverMsg::Batches(bs)) = r.try_recv() {
+            ends.extend(bs.iter().map(|b| b.interval_end_ms));
+        }
+        assert_eq!(ends, vec![aligned, aligned + 5_000]);
+        let StoreMsg::Batches(stored) = s.try_recv().unwrap() else {
+            panic!()
+        };
+        assert_eq!(stored.iter().map(|b| b.seq).collect::<Vec<_>>(), vec![0, 4]);
+        let snap = c.snapshot();
+        let a = &snap.agents[0];
+        assert_eq!(a.rejected.get("future_interval"), Some(&2));
+        assert_eq!(a.rejected.get("bad_interval"), Some(&1));
+        assert_eq!((a.lost, a.records), (0, 2));
+        assert_eq!(snap.rejected.get("future_interval"), Some(&2));
+        // An agent never seen is refused too, without a session being created for it.
+        let h = Header {
+            agent_id: 6,
+            epoch: 1,
+            seq: 0,
+        };
+        let b = FlowBatch {
+            interval_start_ms: aligned + hour,
+            interval_end_ms: aligned + hour + 5_000,
+            records: vec![],
+        };
+        let o = c.on_frame(
+            &encode_to_vec(&h, &Message::FlowBatch(b), None),
+            Transport::Udp,
+            None,
+        );
+        assert!(
+            matches!(o, Outcome::Rejected { agent_id: None, .. }),
+            "{o:?}"
+        );
+        assert_eq!(c.snapshot().agents.len(), 1);
     }
 
     #[test]

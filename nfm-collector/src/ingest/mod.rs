@@ -16,16 +16,19 @@
 //! # Layout
 //! - `core`: the protocol logic, [`IngestCore`] (sessions, dedupe, decode, per-agent accounting,
 //!   acks in order): no sockets, so tests and the benchmark feed it frames directly;
+//! - `stamp`: interval timestamps checked against the collector's clock ([`check_interval`]);
 //! - `socket`: [`IngestLoop`], the mio loop that owns the UDP socket, the TCP listener and
 //!   connections, and hands every frame to the core.
 
 mod core;
 mod socket;
+mod stamp;
 
 pub use self::core::{
     align_interval, Alignment, IngestCore, Outcome, Transport, DEDUPE_WINDOW, SKEW_TOLERANCE_MS,
 };
 pub use self::socket::{IngestControl, IngestLoop, IngestSockets, Injected};
+pub use self::stamp::{check_interval, future_allowance_ms, MAX_INTERVAL_MS};
 
 use nfm_wire::Keyring;
 

@@ -408,9 +408,7 @@ impl IngestLoop {
                     conn.unacked.push_back(seq);
                     self.advance_acks(key);
                 }
-                Outcome::Rejected {
-                    reason: "replayed", ..
-                } => {}
+                Outcome::Rejected { .. } if !outcome.is_fatal() => {}
                 Outcome::Rejected { .. } => return self.fatal(key, outcome),
             }
             if self.conns.get(key).is_none_or(|c| c.closing) {
