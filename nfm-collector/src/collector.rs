@@ -62,6 +62,10 @@ pub struct Settings {
     /// Memory for interval summaries served by the API (older ones stay on disk).
     pub max_history_mib: usize,
     pub max_frame_len: usize,
+    /// Agent TCP connections at once (lowered to the descriptor limit at start).
+    pub max_connections: usize,
+    /// Memory agent TCP connections may hold in partial frames (docs/collector.md).
+    pub ingest_buffer_mib: usize,
     pub tick_ms: u64,
     /// Run the health evaluator (default). Off: intervals are summarized unjudged and no
     /// HealthIndicator is stored (a benchmark baseline).
@@ -90,6 +94,8 @@ impl Default for Settings {
             max_history_intervals: 20_160,
             max_history_mib: 256,
             max_frame_len: nfm_wire::MAX_FRAME_LEN,
+            max_connections: IngestConfig::default().max_connections,
+            ingest_buffer_mib: IngestConfig::default().buffer_budget >> 20,
             tick_ms: 250,
             health: true,
         }
@@ -301,6 +307,8 @@ impl Collector {
             IngestConfig {
                 max_frame_len: s.max_frame_len,
                 keys: keys.clone(),
+                max_connections: s.max_connections,
+                buffer_budget: s.ingest_buffer_mib << 20,
                 ..Default::default()
             },
             to_resolver.clone(),

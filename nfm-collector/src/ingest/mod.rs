@@ -27,10 +27,13 @@ mod stamp;
 pub use self::core::{
     align_interval, Alignment, IngestCore, Outcome, Transport, DEDUPE_WINDOW, SKEW_TOLERANCE_MS,
 };
-pub use self::socket::{IngestControl, IngestLoop, IngestSockets, Injected};
+pub use self::socket::{
+    connection_cap, nofile_limit, IngestControl, IngestLoop, IngestSockets, Injected,
+};
 pub use self::stamp::{check_interval, future_allowance_ms, MAX_INTERVAL_MS};
 
 use nfm_wire::Keyring;
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -38,10 +41,26 @@ pub struct IngestConfig {
     pub keys: Option<Keyring>,
     /// Agents tracked at once; frames from further agents are refused (`too_many_agents`).
     pub max_agents: usize,
+    /// Agent TCP connections at once; lowered at start to the descriptor limit
+    /// (RLIMIT_NOFILE) less [`FD_RESERVE`] for files and the API. At the limit a connection
+    /// that has not sent a valid frame yet is evicted for the newcomer, else it is refused.
     pub max_connections: usize,
+    /// A TCP connection must deliver a valid frame within this after it is accepted.
+    pub tcp_handshake_timeout: Duration,
+    /// An agent's TCP connection silent for this long is closed (agents send every interval).
+    pub tcp_idle_timeout: Duration,
+    /// A frame whose first bytes arrived must be complete within this.
+    pub tcp_partial_timeout: Duration,
+    /// Bytes all TCP connections may hold in partial frames; over it the connection with the
+    /// oldest partial frame is closed (counted) until the total fits.
+    pub buffer_budget: usize,
     /// SO_RCVBUF for the UDP socket.
     pub udp_recv_buffer: usize,
 }
+
+/// Descriptors kept free of agent connections: the store's files, the API's connections, the
+/// topology and monitors files.
+pub const FD_RESERVE: usize = 256;
 
 impl Default for IngestConfig {
     fn default() -> Self {
@@ -50,6 +69,10 @@ impl Default for IngestConfig {
             keys: None,
             max_agents: 200_000,
             max_connections: 50_000,
+            tcp_handshake_timeout: Duration::from_secs(10),
+            tcp_idle_timeout: Duration::from_secs(600),
+            tcp_partial_timeout: Duration::from_secs(30),
+            buffer_budget: 256 << 20,
             udp_recv_buffer: 8 << 20,
         }
     }
