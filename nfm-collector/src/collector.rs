@@ -308,6 +308,7 @@ impl Collector {
                 max_frame_len: s.max_frame_len,
                 keys: keys.clone(),
                 max_connections: s.max_connections,
+                state_path: Some(s.data_dir.join("sessions")),
                 buffer_budget: s.ingest_buffer_mib << 20,
                 ..Default::default()
             },

@@ -3,6 +3,7 @@
 //! TCP frames in order once the store made them durable. No sockets: the socket loop and the
 //! tests feed it frames.
 
+use super::session::{is_restart, SeqCheck, Session, Sessions, TableLimits};
 use super::stamp::check_interval;
 use super::IngestConfig;
 use crate::metrics::{Chan, Metrics};
@@ -11,7 +12,6 @@ use crate::pipeline::{AgentView, IngestSnapshot};
 use crate::pipeline::{StoreMsg, StoreReply, WalBatch};
 use crate::resolution::DecodedBatch;
 use nfm_wire::{cap, decode, DecodeOptions, Message};
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -28,139 +28,6 @@ const FLUSH_RECORDS: usize = 16_384;
 pub enum Transport {
     Udp,
     Tcp,
-}
-
-/// Sliding-window dedupe of one session's sequence numbers.
-#[derive(Debug, Clone)]
-struct SeqWindow {
-    highest: Option<u64>,
-    bits: Vec<u64>,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum SeqCheck {
-    /// New; `gap` sequence numbers were skipped (lost so far), `filled` a gap was filled.
-    New {
-        gap: u64,
-        filled: bool,
-    },
-    Duplicate,
-    TooOld,
-}
-
-impl SeqWindow {
-    fn new() -> SeqWindow {
-        SeqWindow {
-            highest: None,
-            bits: vec![0; (DEDUPE_WINDOW / 64) as usize],
-        }
-    }
-    fn bit(&self, seq: u64) -> bool {
-        let i = seq % DEDUPE_WINDOW;
-        self.bits[(i / 64) as usize] & (1 << (i % 64)) != 0
-    }
-    fn set(&mut self, seq: u64, on: bool) {
-        let i = seq % DEDUPE_WINDOW;
-        let w = &mut self.bits[(i / 64) as usize];
-        if on {
-            *w |= 1 << (i % 64);
-        } else {
-            *w &= !(1 << (i % 64));
-        }
-    }
-    fn check(&self, seq: u64) -> SeqCheck {
-        match self.highest {
-            None => SeqCheck::New {
-                gap: 0,
-                filled: false,
-            },
-            Some(h) if seq > h => SeqCheck::New {
-                gap: seq - h - 1,
-                filled: false,
-            },
-            Some(h) if h - seq >= DEDUPE_WINDOW => SeqCheck::TooOld,
-            Some(_) if self.bit(seq) => SeqCheck::Duplicate,
-            Some(_) => SeqCheck::New {
-                gap: 0,
-                filled: true,
-            },
-        }
-    }
-    fn mark(&mut self, seq: u64) {
-        match self.highest {
-            Some(h) if seq <= h => self.set(seq, true),
-            Some(h) => {
-                // Clear the bits the window slides over.
-                let clear = (seq - h).min(DEDUPE_WINDOW);
-                for s in (seq - clear + 1)..=seq {
-                    self.set(s, false);
-                }
-                self.set(seq, true);
-                self.highest = Some(seq);
-            }
-            None => {
-                self.set(seq, true);
-                self.highest = Some(seq);
-            }
-        }
-    }
-    fn unmark(&mut self, seq: u64) {
-        if let Some(h) = self.highest {
-            if seq <= h && h - seq < DEDUPE_WINDOW {
-                self.set(seq, false);
-            }
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Session {
-    epoch: u32,
-    window: SeqWindow,
-    host_name: String,
-    agent_version: String,
-    capabilities: u64,
-    interval_ms: u32,
-    transport: Transport,
-    last_seen_ms: u64,
-    frames: u64,
-    records: u64,
-    lost: u64,
-    duplicates: u64,
-    /// FlowBatch frames whose interval start was off the interval grid (clock skew): within
-    /// [`SKEW_TOLERANCE_MS`] moved onto it, beyond it kept where the agent put it.
-    skew_aligned: u64,
-    misaligned: u64,
-    rejected: BTreeMap<&'static str, u64>,
-    stats: Option<nfm_wire::AgentStats>,
-    goodbye: Option<String>,
-    /// Batches handed to the store and not yet durable.
-    in_store: HashSet<u64>,
-}
-
-impl Session {
-    fn new(epoch: u32, transport: Transport) -> Session {
-        Session {
-            epoch,
-            window: SeqWindow::new(),
-            host_name: String::new(),
-            agent_version: String::new(),
-            capabilities: 0,
-            interval_ms: 0,
-            transport,
-            last_seen_ms: 0,
-            frames: 0,
-            records: 0,
-            lost: 0,
-            duplicates: 0,
-            skew_aligned: 0,
-            misaligned: 0,
-            rejected: BTreeMap::new(),
-            stats: None,
-            goodbye: None,
-            in_store: HashSet::default(),
-        }
-    }
 }
 
 /// How far an agent's clock may be off before its interval bounds stop being moved onto the
@@ -256,6 +123,16 @@ fn note_seq(session: &mut Session, seq: u64, metrics: &Metrics) {
     }
 }
 
+/// Writes `bytes` to `path` through a temporary file, fsynced, then renamed over it.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -266,7 +143,9 @@ fn now_ms() -> u64 {
 /// Sessions, dedupe and decoding, without sockets.
 pub struct IngestCore {
     pub(super) cfg: IngestConfig,
-    sessions: HashMap<u64, Session>,
+    sessions: Sessions,
+    last_expiry: std::time::Instant,
+    last_persist: std::time::Instant,
     /// Refusals by reason, all agents (including frames whose agent is unknown).
     rejected: BTreeMap<&'static str, u64>,
     to_resolver: SyncSender<ResolverMsg>,
@@ -284,9 +163,17 @@ impl IngestCore {
         to_store: SyncSender<StoreMsg>,
         metrics: Arc<Metrics>,
     ) -> IngestCore {
+        let limits = TableLimits {
+            max_agents: cfg.max_agents,
+            max_unproven: cfg.max_unproven,
+            unproven_ttl_ms: cfg.unproven_ttl.as_millis() as u64,
+            session_ttl_ms: cfg.session_ttl.as_millis() as u64,
+        };
         IngestCore {
             cfg,
-            sessions: HashMap::default(),
+            sessions: Sessions::new(limits),
+            last_expiry: std::time::Instant::now(),
+            last_persist: std::time::Instant::now(),
             rejected: BTreeMap::new(),
             to_resolver,
             to_store,
@@ -297,20 +184,53 @@ impl IngestCore {
         }
     }
 
-    /// Restores dedupe state from the WAL (batches durable before a restart).
+    /// Restores replay marks: the state file (`IngestConfig::state_path`), then the WAL's ids
+    /// of durable batches (in arrival order).
     pub fn restore_seen(&mut self, seen: &[(u64, u32, u64)]) {
-        for &(agent, epoch, seq) in seen {
-            let s = self
-                .sessions
-                .entry(agent)
-                .or_insert_with(|| Session::new(epoch, Transport::Tcp));
-            if epoch > s.epoch {
-                *s = Session::new(epoch, Transport::Tcp);
-            }
-            if epoch == s.epoch {
-                s.window.mark(seq);
+        let text = match &self.cfg.state_path {
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => {
+                    log::warn!("ingest: reading {}: {e}", p.display());
+                    String::new()
+                }
+            },
+            None => String::new(),
+        };
+        let bad = self.sessions.restore(&text, seen);
+        if bad > 0 {
+            log::warn!("ingest: {bad} unreadable lines in the replay marks file skipped");
+        }
+    }
+
+    /// Periodic upkeep from the socket loop: expires silent sessions (every 5 s) and writes
+    /// the replay marks when they changed (every 2 s), or now with `force` (shutdown).
+    pub fn housekeeping(&mut self, force: bool) {
+        let now = std::time::Instant::now();
+        if force || now.duration_since(self.last_expiry) >= std::time::Duration::from_secs(5) {
+            self.last_expiry = now;
+            let n = self.sessions.expire(now_ms(), &self.metrics);
+            if n > 0 {
+                log::debug!("ingest: {n} silent agent sessions expired");
+                self.sessions.dirty = true;
             }
         }
+        let due = now.duration_since(self.last_persist) >= std::time::Duration::from_secs(2);
+        if (force || due) && self.sessions.dirty {
+            self.last_persist = now;
+            if let Some(p) = self.cfg.state_path.clone() {
+                let text = self.sessions.marks_text();
+                if let Err(e) = write_atomically(&p, text.as_bytes()) {
+                    log::warn!("ingest: writing {}: {e}", p.display());
+                    self.sessions.dirty = true;
+                }
+            }
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The key that signs collector-to-agent frames (Ack, Error): the newest, when keys are set.
@@ -412,29 +332,42 @@ impl IngestCore {
                 return self.reject(known, reason, message);
             }
         }
-        let tracked = self.sessions.len();
-        let session = match self.sessions.entry(h.agent_id) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                if tracked >= self.cfg.max_agents {
-                    return self.reject(
-                        None,
-                        "too_many_agents",
-                        format!("already tracking {} agents", self.cfg.max_agents),
-                    );
-                }
-                e.insert(Session::new(h.epoch, transport))
-            }
+        let now = now_ms();
+        // The time this frame carries, to tell a restarted agent from a replay (session.rs).
+        let frame_time = match &packet.message {
+            // A Hello's start time counts at most up to the collector's clock.
+            Message::Hello(hello) => Some(hello.started_at_ms.min(now + SKEW_TOLERANCE_MS)),
+            Message::FlowBatch(b) => Some(b.interval_end_ms),
+            _ => None,
         };
-        if h.epoch < session.epoch {
-            let cur = session.epoch;
-            return self.reject(
-                Some(h.agent_id),
-                "replayed",
-                format!("epoch {} is older than the session's epoch {cur}", h.epoch),
-            );
-        }
-        if h.epoch > session.epoch {
+        let with_data = matches!(packet.message, Message::FlowBatch(_));
+        let mut restarted = false;
+        let session =
+            match self
+                .sessions
+                .admit(h.agent_id, h.epoch, transport, with_data, &self.metrics)
+            {
+                Ok(s) => s,
+                Err(message) => return self.reject(None, "too_many_agents", message),
+            };
+        if h.epoch != session.epoch {
+            if !is_restart(session.newest_ms, frame_time) {
+                let (cur, newest) = (session.epoch, session.newest_ms);
+                return self.reject(
+                    Some(h.agent_id),
+                    "replayed",
+                    match frame_time {
+                        Some(t) => format!(
+                            "epoch {} (time {t}) is not newer than the agent's session {cur} (time {newest})",
+                            h.epoch
+                        ),
+                        None => format!(
+                            "a frame of epoch {} without a time cannot start a session (session {cur}); a Hello or FlowBatch can",
+                            h.epoch
+                        ),
+                    },
+                );
+            }
             log::info!(
                 "ingest: agent {} started epoch {} (was {})",
                 h.agent_id,
@@ -444,10 +377,14 @@ impl IngestCore {
             let mut fresh = Session::new(h.epoch, transport);
             fresh.rejected = std::mem::take(&mut session.rejected);
             fresh.host_name = std::mem::take(&mut session.host_name);
+            fresh.newest_ms = session.newest_ms;
+            if session.proven {
+                fresh.proven = true;
+            }
             *session = fresh;
+            restarted = true;
         }
         session.transport = transport;
-        let now = now_ms();
         session.last_seen_ms = now;
         match session.window.check(h.seq) {
             SeqCheck::Duplicate => {
@@ -471,6 +408,10 @@ impl IngestCore {
             }
         }
         session.frames += 1;
+        if let Some(t) = frame_time {
+            session.newest_ms = session.newest_ms.max(t);
+        }
+        let proves = with_data && !session.proven;
         let mut awaiting_store = false;
         match packet.message {
             Message::Hello(hello) => {
@@ -521,6 +462,10 @@ impl IngestCore {
             // Refused above, before the session was touched.
             Message::Ack(_) | Message::Error(_) => {}
         }
+        if proves {
+            self.sessions.prove(h.agent_id);
+        }
+        self.sessions.dirty |= awaiting_store || restarted;
         Outcome::Accepted {
             agent_id: h.agent_id,
             epoch: h.epoch,
@@ -891,51 +836,6 @@ mod test {
     }
 
     #[test]
-    fn test_seq_window_boundaries() {
-        let mut w = SeqWindow::new();
-        assert_eq!(
-            w.check(5),
-            SeqCheck::New {
-                gap: 0,
-                filled: false
-            }
-        );
-        w.mark(5);
-        assert_eq!(w.check(5), SeqCheck::Duplicate);
-        assert_eq!(
-            w.check(8),
-            SeqCheck::New {
-                gap: 2,
-                filled: false
-            }
-        );
-        w.mark(8);
-        assert_eq!(
-            w.check(6),
-            SeqCheck::New {
-                gap: 0,
-                filled: true
-            }
-        );
-        // Window − 1 behind: still remembered; window behind: too old.
-        w.mark(5 + DEDUPE_WINDOW - 1);
-        assert_eq!(w.check(5), SeqCheck::Duplicate);
-        w.mark(5 + DEDUPE_WINDOW);
-        assert_eq!(w.check(5), SeqCheck::TooOld);
-        // Still inside the window: 8 was seen, 6 never was.
-        assert_eq!(w.check(8), SeqCheck::Duplicate);
-        assert_eq!(
-            w.check(6),
-            SeqCheck::New {
-                gap: 0,
-                filled: true
-            }
-        );
-        // The slide cleared the bit of seq 5 for its new owner, 5 + window.
-        assert_eq!(w.check(5 + DEDUPE_WINDOW), SeqCheck::Duplicate);
-    }
-
-    #[test]
     fn test_frames_in_batches_out_dedupe_and_gaps() {
         let (mut c, rrx, srx) = core(None);
         let hello = encode_to_vec(
@@ -988,8 +888,23 @@ mod test {
         let (adv, _) = c.on_store_reply(StoreReply::Durable(vec![(9, 1, 1)]));
         assert_eq!(adv, vec![9]);
         assert!(!c.in_store(9, 1, 1));
-        // An older epoch is a replay.
-        c.on_frame(&batch_frame(9, 2, 0, None), Transport::Udp, None);
+        // A restart (a frame of another epoch, stamped later) starts a new session; a frame
+        // of the earlier session is then a replay, whatever the epochs' numbers.
+        let later = |agent: u64, epoch: u32, seq: u64, end: u64| {
+            let b = FlowBatch {
+                interval_start_ms: end - 10_000,
+                interval_end_ms: end,
+                records: vec![FlowRecord::default()],
+            };
+            let h = Header {
+                agent_id: agent,
+                epoch,
+                seq,
+            };
+            encode_to_vec(&h, &Message::FlowBatch(b), None)
+        };
+        let o = c.on_frame(&later(9, 0, 0, 20_000), Transport::Udp, None);
+        assert!(matches!(o, Outcome::Accepted { epoch: 0, .. }), "{o:?}");
         let o = c.on_frame(&batch_frame(9, 1, 7, None), Transport::Udp, None);
         assert!(matches!(
             o,

@@ -300,6 +300,7 @@ impl IngestLoop {
             if last_snapshot.elapsed() >= Duration::from_millis(250) {
                 last_snapshot = Instant::now();
                 self.sweep(last_snapshot);
+                self.core.housekeeping(false);
                 self.metrics
                     .tcp_connections
                     .store(self.conns.len() as u64, Ordering::Relaxed);
@@ -309,6 +310,7 @@ impl IngestLoop {
             }
         }
         self.core.flush();
+        self.core.housekeeping(true);
         let _ = self
             .to_api
             .send(ApiMsg::Ingest(Box::new(self.core.snapshot())));
