@@ -270,15 +270,19 @@ impl Sessions {
             }
             let mut s = Session::new(epoch, transport);
             if let Some(m) = self.marks.remove(&agent) {
+                // An agent that sent data before: never evicted as a Hello-only session (its
+                // mark would be lost with it).
                 s.epoch = m.epoch;
                 s.newest_ms = m.newest_ms;
+                s.proven = true;
                 if let Some(h) = m.highest {
                     s.window = SeqWindow::seen_through(h);
                 }
+            } else {
+                self.unproven.push_back(agent);
+                self.unproven_count += 1;
             }
             self.map.insert(agent, s);
-            self.unproven.push_back(agent);
-            self.unproven_count += 1;
             if self.unproven.len() > 2 * self.limits.max_unproven + 1024 {
                 let map = &self.map;
                 let mut seen = HashSet::default();
