@@ -10,6 +10,7 @@
 //! - [`scenario`]: the scenario file (faults on a timeline) and what it does to each component.
 //! - [`truth`]: the ground-truth JSON-lines format (a documented contract, see docs/sim.md).
 //! - [`agent`]: a virtual agent's identity (agent id, epoch, seq) and its frames.
+//! - [`clock`]: agents' clock offsets, drift, tick jitter, late joins and restarts.
 //! - [`transport`]: UDP and TCP senders over mio, many agents on few sockets, Ack handling.
 //! - [`sim`]: the interval engine (records for every agent for one interval).
 //! - [`run`]: real-time and virtual-time runs, and the load test.
@@ -23,6 +24,7 @@
 //! as binaries do, because their failures (a socket, a file, a collector) are only ever reported.
 
 pub mod agent;
+pub mod clock;
 pub mod duration;
 pub mod fleet;
 pub mod model;

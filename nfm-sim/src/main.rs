@@ -4,6 +4,7 @@
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nfm_collector::model::ComponentKind;
+use nfm_sim::clock::ClockModel;
 use nfm_sim::duration::parse_ms;
 use nfm_sim::fleet::Fleet;
 use nfm_sim::run::{self, LoadOptions, Mode, RunOptions};
@@ -89,10 +90,40 @@ struct Common {
     seed: u64,
 }
 
+/// How the virtual agents' clocks disagree (nfm_sim::clock). Unaligned by default, as a real
+/// fleet's are.
+#[derive(Args, Clone, Copy)]
+struct ClockArgs {
+    /// Lock-step agents: every clock exact, every agent up from the first interval to the last.
+    #[arg(long)]
+    aligned_clocks: bool,
+    /// Largest clock offset of a host, ms (each host draws from ±this).
+    #[arg(long, value_parser = dur, default_value = "600ms")]
+    max_clock_offset: u64,
+    /// Share of agents that restart once mid-run (Goodbye, 1-2 intervals away, a new session).
+    #[arg(long, default_value_t = 0.1)]
+    restart_share: f64,
+}
+
+impl ClockArgs {
+    fn model(self) -> ClockModel {
+        if self.aligned_clocks {
+            return ClockModel::aligned();
+        }
+        ClockModel {
+            max_offset_ms: self.max_clock_offset,
+            restart_share: self.restart_share.clamp(0.0, 1.0),
+            ..ClockModel::default()
+        }
+    }
+}
+
 #[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    clocks: ClockArgs,
     /// Scenario file (nfm-sim/scenarios/). Without one, healthy traffic.
     #[arg(long)]
     scenario: Option<PathBuf>,
@@ -166,6 +197,8 @@ struct ScoreArgs {
     /// Fleet file.
     #[arg(long)]
     fleet: PathBuf,
+    #[command(flatten)]
+    clocks: ClockArgs,
     /// Scenario file or directory of *.toml (repeatable; default nfm-sim/scenarios/ beside the fleet).
     #[arg(long)]
     scenario: Vec<PathBuf>,
@@ -342,6 +375,7 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<i32> {
         fleet_name: a.common.fleet.display().to_string(),
         ack_wait: Duration::from_millis(a.ack_wait),
         stop: stop_flag(),
+        clocks: a.clocks.model(),
     };
     log::info!(
         "nfm-sim run: {} agents, {} flows, scenario `{}` ({} faults), interval {} ms, {:?}",
@@ -504,6 +538,7 @@ fn cmd_score(a: ScoreArgs) -> anyhow::Result<i32> {
         target,
         gap_intervals: a.gap,
         truth_dir: a.truth_dir.clone(),
+        clocks: a.clocks.model(),
     };
     if let Some(d) = &opts.truth_dir {
         std::fs::create_dir_all(d).with_context(|| format!("{}", d.display()))?;

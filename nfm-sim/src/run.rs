@@ -14,6 +14,7 @@
 //!   records per second, for a bounded duration.
 
 use crate::agent::VirtualAgent;
+use crate::clock::{AgentClock, ClockModel};
 use crate::fleet::Fleet;
 use crate::scenario::Scenario;
 use crate::sim::Engine;
@@ -88,6 +89,8 @@ pub struct RunOptions {
     /// How long to wait at the end for TCP Acks.
     pub ack_wait: Duration,
     pub stop: Arc<AtomicBool>,
+    /// The agents' clocks and schedules ([`ClockModel::aligned`]: lock-step agents).
+    pub clocks: ClockModel,
 }
 
 /// What a run did.
@@ -114,13 +117,20 @@ fn agents_for(fleet: &Fleet, epoch: u32, started: u64) -> Vec<VirtualAgent> {
 }
 
 /// Sends one interval of every agent.
+/// What each agent does with one interval: whether it reports it, whether it first says Hello
+/// (a new session), and the stamps its clock puts on it.
+struct AgentPlan {
+    up: bool,
+    hello: bool,
+    bounds: (u64, u64),
+}
+
 fn send_interval(
     sender: &mut Sender,
     agents: &mut [VirtualAgent],
     records: &[Vec<FlowRecord>],
-    bounds: (u64, u64),
+    plans: &[AgentPlan],
     interval_ms: u64,
-    first: bool,
     buf: &mut Vec<u8>,
 ) {
     let udp = sender.kind() == Kind::Udp;
@@ -130,13 +140,16 @@ fn send_interval(
         TCP_FRAME_LEN
     };
     for (a, agent) in agents.iter_mut().enumerate() {
-        // UDP: a Hello opens every interval, so a restarted collector learns who is talking.
-        if udp || first {
+        let plan = &plans[a];
+        if !plan.up {
+            continue;
+        }
+        if udp || plan.hello {
             buf.clear();
             let seq = agent.hello(interval_ms as u32, buf);
             sender.send(a, agent.epoch(), seq, 0, buf, true);
         }
-        match agent.batch(bounds, &records[a], max) {
+        match agent.batch(plan.bounds, &records[a], max) {
             Ok((first_seq, frames)) => {
                 for (i, f) in frames.iter().enumerate() {
                     let seq = first_seq + i as u64;
@@ -147,22 +160,50 @@ fn send_interval(
         }
         buf.clear();
         let errs = sender.stats().send_errors;
-        let seq = agent.stats(bounds.1, errs, records[a].len() as u64, buf);
+        let seq = agent.stats(plan.bounds.1, errs, records[a].len() as u64, buf);
         sender.send(a, agent.epoch(), seq, 0, buf, false);
     }
     sender.drive(Duration::ZERO);
 }
 
-/// Records in a FlowBatch frame, from its body's record count (nfm-wire's [`BatchView`]);
-/// 0 for anything that is not a FlowBatch.
+/// Each agent's plan for interval `k` (true bounds `se`); agents that come back from a restart
+/// get a new session (a new epoch) first, as a restarted agent process does.
+fn plan_interval(
+    clocks: &[AgentClock],
+    agents: &mut [VirtualAgent],
+    k: u64,
+    se: (u64, u64),
+    run_start_ms: u64,
+) -> Vec<AgentPlan> {
+    clocks
+        .iter()
+        .zip(agents.iter_mut())
+        .map(|(c, agent)| {
+            let hello = c.starts_session(k);
+            if hello && k > 0 {
+                let wall = now_ms();
+                *agent = VirtualAgent::new(&agent.host_name, next_epoch(wall), wall);
+            }
+            AgentPlan {
+                up: c.up(k),
+                hello,
+                bounds: c.stamp(k, se, run_start_ms),
+            }
+        })
+        .collect()
+}
+
 pub fn count_records(frame: &[u8]) -> u64 {
     nfm_wire::BatchView::new_checked(frame, nfm_wire::MAX_FRAME_LEN)
         .map(|v| v.record_count())
         .unwrap_or(0)
 }
 
-fn goodbye(sender: &mut Sender, agents: &mut [VirtualAgent], buf: &mut Vec<u8>) {
+fn goodbye(sender: &mut Sender, agents: &mut [VirtualAgent], who: &[bool], buf: &mut Vec<u8>) {
     for (a, agent) in agents.iter_mut().enumerate() {
+        if !who[a] {
+            continue;
+        }
         buf.clear();
         let h = agent.header();
         encode(
@@ -241,6 +282,8 @@ pub fn run(fleet: &Fleet, scenario: Scenario, opts: &RunOptions) -> anyhow::Resu
         opts.udp_sockets,
     )?;
     let mut agents = agents_for(fleet, next_epoch(wall), wall);
+    let clocks = opts.clocks.agents(fleet.agents.len(), opts.seed, intervals);
+    engine = engine.with_clocks(clocks.clone());
     let mut buf = Vec::with_capacity(2048);
     let began = Instant::now();
     let mut k = 0u64;
@@ -282,14 +325,19 @@ pub fn run(fleet: &Fleet, scenario: Scenario, opts: &RunOptions) -> anyhow::Resu
         if opts.stop.load(Ordering::Relaxed) {
             break;
         }
+        // Agents going down for a restart say Goodbye first, as a stopped agent does.
+        let leaving: Vec<bool> = clocks.iter().map(|c| c.leaves_before(k)).collect();
+        if leaving.contains(&true) {
+            goodbye(&mut sender, &mut agents, &leaving, &mut buf);
+        }
         records += engine.interval(k) as u64;
+        let plans = plan_interval(&clocks, &mut agents, k, (s, e), start_ms);
         send_interval(
             &mut sender,
             &mut agents,
             &engine.records,
-            (s, e),
+            &plans,
             t,
-            k == 0,
             &mut buf,
         );
         if matches!(opts.mode, Mode::Virtual { .. }) && sender.kind() == Kind::Tcp {
@@ -308,7 +356,8 @@ pub fn run(fleet: &Fleet, scenario: Scenario, opts: &RunOptions) -> anyhow::Resu
         log::debug!("interval {k} sent ({} records so far)", records);
         k += 1;
     }
-    goodbye(&mut sender, &mut agents, &mut buf);
+    let up: Vec<bool> = clocks.iter().map(|c| c.up(k.saturating_sub(1))).collect();
+    goodbye(&mut sender, &mut agents, &up, &mut buf);
     let complete = sender.finish(Instant::now() + opts.ack_wait, true);
     if !complete {
         log::warn!(
@@ -506,7 +555,7 @@ pub fn load(fleet: &Fleet, opts: &LoadOptions) -> anyhow::Result<LoadReport> {
     // Achieved = what left the generator during the timed phase, not what the final flush adds.
     let sent_in_time = sender.stats().records_sent;
     let cpu_s = (cpu_seconds() - cpu_began).max(1e-9);
-    goodbye(&mut sender, &mut agents, &mut buf);
+    goodbye(&mut sender, &mut agents, &vec![true; n_agents], &mut buf);
     sender.finish(Instant::now() + opts.ack_wait, true);
     let s = sender.stats();
     Ok(LoadReport {

@@ -9,6 +9,7 @@
 //! has closed: use a fresh collector for each score run. Offline, each run gets a fresh
 //! evaluator, so a scenario's score does not depend on the order of the others.
 
+use crate::clock::ClockModel;
 use crate::fleet::Fleet;
 use crate::run::{self, Mode, RunOptions};
 use crate::scenario::Scenario;
@@ -69,6 +70,8 @@ pub struct ScoreOptions {
     /// Write each run's ground truth here as `SCENARIO-seedN.jsonl`, and the verdicts it was
     /// scored on as `SCENARIO-seedN.verdicts.jsonl`.
     pub truth_dir: Option<PathBuf>,
+    /// The agents' clocks and schedules (live: stamps, joins and restarts; offline: who is up).
+    pub clocks: ClockModel,
 }
 
 /// Components on the paths of the flows a fault affects.
@@ -142,6 +145,7 @@ pub fn score(opts: &ScoreOptions) -> anyhow::Result<Vec<ScenarioScore>> {
                         truth_path,
                         &fleet_name,
                         eval,
+                        opts.clocks,
                     )?;
                     let end = start + s.duration_ms.div_ceil(t) * t;
                     (truth, records, end, Some(verdicts))
@@ -167,6 +171,7 @@ pub fn score(opts: &ScoreOptions) -> anyhow::Result<Vec<ScenarioScore>> {
                         fleet_name: fleet_name.clone(),
                         ack_wait: Duration::from_secs(30),
                         stop: Arc::new(AtomicBool::new(false)),
+                        clocks: opts.clocks,
                     };
                     let rep = run::run(&fleet, s.clone(), &ro)?;
                     eprintln!(
@@ -357,6 +362,7 @@ fn offline_run(
     truth_path: Option<PathBuf>,
     fleet_name: &str,
     eval: &mut Evaluator,
+    clocks: ClockModel,
 ) -> anyhow::Result<(Vec<TruthLine>, u64, Vec<VerdictLite>)> {
     let n = scenario.duration_ms.div_ceil(t);
     let mut truth = TruthWriter::create(truth_path.as_deref()).context("ground truth")?;
@@ -372,7 +378,11 @@ fn offline_run(
         agents: fleet.agents.len() as u64,
         flows: fleet.flows.len() as u64,
     }))?;
-    let mut engine = Engine::new(fleet, scenario, seed, start_ms, t);
+    let mut engine = Engine::new(fleet, scenario, seed, start_ms, t).with_clocks(clocks.agents(
+        fleet.agents.len(),
+        seed,
+        Some(n),
+    ));
     for f in engine.fault_truth(0) {
         truth.write(TruthLine::Fault(f))?;
     }

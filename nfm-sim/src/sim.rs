@@ -5,6 +5,7 @@
 //! fleet, scenario, seed and start give byte-identical records whatever the transport or speed,
 //! and intervals could be generated in any order.
 
+use crate::clock::AgentClock;
 use crate::fleet::{Fleet, Remote};
 use crate::model::{simulate, Conditions};
 use crate::scenario::Scenario;
@@ -27,6 +28,8 @@ pub struct Engine<'f> {
     touched: Vec<u32>,
     /// Records of the last generated interval, per agent (index into `Fleet::agents`).
     pub records: Vec<Vec<FlowRecord>>,
+    /// Each agent's clock and schedule; an agent that is not up reports nothing (empty: all up).
+    pub clocks: Vec<AgentClock>,
 }
 
 impl<'f> Engine<'f> {
@@ -46,7 +49,19 @@ impl<'f> Engine<'f> {
             conds: vec![Conditions::default(); fleet.flows.len()],
             touched: Vec::new(),
             records: vec![Vec::new(); fleet.agents.len()],
+            clocks: Vec::new(),
         }
+    }
+
+    /// Agents come and go as `clocks` says (one per agent, see [`crate::clock`]).
+    pub fn with_clocks(mut self, clocks: Vec<AgentClock>) -> Engine<'f> {
+        self.clocks = clocks;
+        self
+    }
+
+    /// Whether agent `a` reports interval `k`.
+    pub fn agent_up(&self, a: usize, k: u64) -> bool {
+        self.clocks.get(a).is_none_or(|c| c.up(k))
     }
 
     /// `[start, end)` of interval `k`, Unix ms.
@@ -134,17 +149,22 @@ impl<'f> Engine<'f> {
         }
         let fleet = self.fleet;
         let mss = fleet.traffic.mss;
+        let up: Vec<bool> = (0..fleet.agents.len())
+            .map(|a| self.agent_up(a, k))
+            .collect();
         let mut n = 0;
         for (i, f) in fleet.flows.iter().enumerate() {
             let client = &fleet.hosts[f.client];
             let sip = fleet.server_ip(f);
             let (c, srv) = simulate(f, client.ip, sip, &self.conds[i], secs, load, mss, &mut rng);
-            if let Some(a) = client.agent {
+            // The RNG is drawn for every flow whoever is up, so an agent's absence changes
+            // nothing else in the interval.
+            if let Some(a) = client.agent.filter(|&a| up[a]) {
                 self.records[a].push(c);
                 n += 1;
             }
             if let Remote::Host(h) = f.server {
-                if let Some(a) = fleet.hosts[h].agent {
+                if let Some(a) = fleet.hosts[h].agent.filter(|&a| up[a]) {
                     self.records[a].push(srv);
                     n += 1;
                 }

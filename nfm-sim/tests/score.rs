@@ -1,6 +1,7 @@
 //! The `score` driver end to end: live (frames into a receiver, verdicts from an HTTP API) and
 //! offline (the collector's health evaluator in-process) on the shipped scenarios.
 
+use nfm_sim::clock::ClockModel;
 use nfm_sim::score::{Thresholds, VerdictLite};
 use nfm_sim::scorer::{score, ScoreOptions, Target};
 use nfm_sim::sink::{Sink, SinkOptions};
@@ -34,6 +35,7 @@ fn options(scenarios: Vec<PathBuf>, target: Target, truth_dir: Option<PathBuf>) 
         start_ms: Some(1_800_000_000_000),
         gap_intervals: 2,
         truth_dir,
+        clocks: ClockModel::default(),
     }
 }
 
