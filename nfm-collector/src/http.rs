@@ -32,12 +32,16 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Connections served at once. When all are taken, a new connection evicts the client that
-    /// has spent longest reading its request or its answer (a slow client, never one waiting
-    /// for the API actor); with none evictable it gets a 503 from the accept thread.
+    /// has spent longest (at least `slow_after`) sending its request or reading its answer (a
+    /// slow client; never one waiting for the API actor); with none it gets a 503 from the
+    /// accept thread.
     pub max_connections: usize,
     /// Connections one peer address may hold at once; over it, that peer's slowest client is
     /// evicted as above, else the new one gets a 503.
     pub max_per_peer: usize,
+    /// A client still sending its request (or reading its answer) after this long is slow:
+    /// it may be evicted for a newcomer. A normal client takes milliseconds.
+    pub slow_after: Duration,
     /// The whole request (head and body) must arrive within this, however it trickles in;
     /// then a 408. The answer gets as long again to be read.
     pub request_deadline: Duration,
@@ -47,7 +51,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 64,
-            max_per_peer: 16,
+            max_per_peer: 48,
+            slow_after: Duration::from_millis(500),
             request_deadline: Duration::from_secs(10),
         }
     }
@@ -59,8 +64,15 @@ struct Slot {
     since: Instant,
     /// A clone of the socket, to shut it down on eviction.
     stream: TcpStream,
-    /// Reading the request or writing the answer (not waiting for the API actor).
-    evictable: Arc<AtomicBool>,
+    phase: Arc<Phase>,
+}
+
+/// Where a connection is: reading its request or writing its answer (evictable, since when),
+/// or waiting for the API actor (not evictable).
+struct Phase {
+    evictable: AtomicBool,
+    /// Milliseconds since the server started, when the evictable phase began.
+    since_ms: AtomicU64,
 }
 
 /// The connections being served, by id.
@@ -68,18 +80,30 @@ struct Slot {
 struct Slots {
     next: u64,
     open: HashMap<u64, Slot>,
+    base: Option<Instant>,
 }
 
 impl Slots {
-    /// The oldest evictable connection (of `peer` only, if given). Oldest first: a client that
-    /// sends its request at once is done long before it would be the oldest.
-    fn victim(&self, peer: Option<IpAddr>) -> Option<u64> {
+    fn now_ms(&mut self) -> u64 {
+        self.base
+            .get_or_insert_with(Instant::now)
+            .elapsed()
+            .as_millis() as u64
+    }
+
+    /// The connection slow for longest (of `peer` only, if given), if one has been for at least
+    /// `slow_after`.
+    fn victim(&mut self, peer: Option<IpAddr>, slow_after: Duration) -> Option<u64> {
+        let now = self.now_ms();
+        let min = slow_after.as_millis() as u64;
         self.open
             .iter()
             .filter(|(_, c)| peer.is_none_or(|p| c.peer == p))
-            .filter(|(_, c)| c.evictable.load(Ordering::Acquire))
-            .min_by_key(|(_, c)| c.since)
-            .map(|(id, _)| *id)
+            .filter(|(_, c)| c.phase.evictable.load(Ordering::Acquire))
+            .map(|(id, c)| (c.phase.since_ms.load(Ordering::Acquire), c.since, *id))
+            .filter(|(t, _, _)| now.saturating_sub(*t) >= min)
+            .min()
+            .map(|(_, _, id)| id)
     }
     fn evict(&mut self, id: u64) {
         if let Some(c) = self.open.remove(&id) {
@@ -192,7 +216,7 @@ impl Server {
                     let Ok(peer) = stream.peer_addr() else {
                         continue;
                     };
-                    let Some((id, evictable)) =
+                    let Some((id, (phase, base))) =
                         admit(&slots2, &limits, &stream, peer.ip(), &evicted2)
                     else {
                         let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
@@ -207,7 +231,7 @@ impl Server {
                         std::thread::Builder::new()
                             .name("http-conn".into())
                             .spawn(move || {
-                                serve(stream, &*deliver, &limits, &evictable);
+                                serve(stream, &*deliver, &limits, &phase, base);
                                 lock(&slots).open.remove(&id);
                             });
                     if spawned.is_err() {
@@ -260,21 +284,25 @@ fn admit(
     stream: &TcpStream,
     peer: IpAddr,
     evicted: &AtomicU64,
-) -> Option<(u64, Arc<AtomicBool>)> {
+) -> Option<(u64, (Arc<Phase>, Instant))> {
     let mut g = lock(slots);
     let of_peer = g.open.values().filter(|c| c.peer == peer).count();
     if of_peer >= limits.max_per_peer.max(1) {
-        let v = g.victim(Some(peer))?;
+        let v = g.victim(Some(peer), limits.slow_after)?;
         g.evict(v);
         evicted.fetch_add(1, Ordering::Relaxed);
     }
     if g.open.len() >= limits.max_connections.max(1) {
-        let v = g.victim(None)?;
+        let v = g.victim(None, limits.slow_after)?;
         g.evict(v);
         evicted.fetch_add(1, Ordering::Relaxed);
     }
     let clone = stream.try_clone().ok()?;
-    let evictable = Arc::new(AtomicBool::new(true));
+    let phase = Arc::new(Phase {
+        evictable: AtomicBool::new(true),
+        since_ms: AtomicU64::new(g.now_ms()),
+    });
+    let base = *g.base.get_or_insert_with(Instant::now);
     let id = g.next;
     g.next += 1;
     g.open.insert(
@@ -283,10 +311,10 @@ fn admit(
             peer,
             since: Instant::now(),
             stream: clone,
-            evictable: evictable.clone(),
+            phase: phase.clone(),
         },
     );
-    Some((id, evictable))
+    Some((id, (phase, base)))
 }
 
 impl Response {
@@ -303,7 +331,8 @@ fn serve<F: Fn(Request) -> bool>(
     mut stream: TcpStream,
     deliver: &F,
     limits: &Limits,
-    evictable: &AtomicBool,
+    phase: &Phase,
+    base: Instant,
 ) {
     let deadline = Instant::now() + limits.request_deadline;
     let resp = match read_request(&mut stream, deadline) {
@@ -316,14 +345,17 @@ fn serve<F: Fn(Request) -> bool>(
                 body,
                 reply: tx,
             };
-            evictable.store(false, Ordering::Release);
+            phase.evictable.store(false, Ordering::Release);
             let resp = if !deliver(req) {
                 Response::text(503, "collector is shutting down")
             } else {
                 rx.recv_timeout(REPLY_TIMEOUT)
                     .unwrap_or_else(|_| Response::text(503, "the API did not answer in time"))
             };
-            evictable.store(true, Ordering::Release);
+            phase
+                .since_ms
+                .store(base.elapsed().as_millis() as u64, Ordering::Release);
+            phase.evictable.store(true, Ordering::Release);
             resp
         }
         Ok(None) => return, // closed before a request
@@ -621,6 +653,7 @@ mod test {
             max_connections: 4,
             max_per_peer: 4,
             request_deadline: Duration::from_secs(60),
+            slow_after: Duration::ZERO,
         });
         let mut stalled = Vec::new();
         for _ in 0..4 {
