@@ -37,6 +37,10 @@ pub struct AggregatorConfig {
     pub max_flows_per_agent: usize,
     pub max_flows: usize,
     pub close_grace_ms: u64,
+    /// An interval whose records arrive on time (its first record before its end plus this, by
+    /// the collector's wall clock) closes this long after its end by that clock, whatever the
+    /// other agents do: verdicts are on time. 0: off (watermark and idleness only).
+    pub close_after_ms: u64,
     pub idle_close: Duration,
     /// Records this far (data time) behind the closed intervals are still amended in; older
     /// ones are dropped and counted. The collector sets it to the history retention.
@@ -50,6 +54,7 @@ impl Default for AggregatorConfig {
             max_flows_per_agent: 10_000,
             max_flows: 1_000_000,
             close_grace_ms: 5_000,
+            close_after_ms: 2_000,
             idle_close: Duration::from_secs(10),
             max_late_ms: 24 * 3600 * 1000,
         }
@@ -80,6 +85,9 @@ struct OpenInterval {
     records: u64,
     other_records: u64,
     last_touch: Instant,
+    /// Wall-clock time (Unix ms) at which it closes: set when its records arrived on time
+    /// (see [`AggregatorConfig::close_after_ms`]).
+    deadline_ms: Option<u64>,
     simulated: bool,
     /// An amendment to an interval that already closed: closed for idleness only, not judged.
     late: bool,
@@ -106,6 +114,8 @@ pub struct Aggregator {
     table: FlowTable,
     generation: Option<u32>,
     now: Instant,
+    /// The collector's wall clock, Unix ms (replaceable in tests).
+    wall: fn() -> u64,
     total_flows: usize,
     /// Rows of open late intervals (their own budget, also `max_flows`).
     late_flows: usize,
@@ -135,6 +145,7 @@ impl Aggregator {
             table: FlowTable::default(),
             generation: None,
             now: Instant::now(),
+            wall: wall_ms,
             total_flows: 0,
             late_flows: 0,
             spare_tables: Vec::new(),
@@ -142,6 +153,12 @@ impl Aggregator {
             recycle: None,
             metrics,
         }
+    }
+
+    /// Reads the wall clock from `f` instead of the system's (tests).
+    pub fn with_wall_clock(mut self, f: fn() -> u64) -> Aggregator {
+        self.wall = f;
+        self
     }
 
     /// Takes back emptied `ClosedInterval::flows` vectors from the health stage.
@@ -223,6 +240,8 @@ impl Aggregator {
             self.table.push(FlowSlot::new(r));
         }
         let known = self.table.len();
+        let wall = (self.wall)();
+        let close_after = self.cfg.close_after_ms;
         for rb in msg.batches {
             let b = rb.batch;
             let late = b.interval_start_ms < self.closed_before_ms;
@@ -238,7 +257,10 @@ impl Aggregator {
                 self.metrics.late_records.fetch_add(n, Ordering::Relaxed);
             }
             self.watermark_ms = self.watermark_ms.max(b.interval_end_ms);
-            let now = self.now;
+            // Touched now, not at the last Tick: Ticks queue behind batches (and are dropped
+            // when the channel is full), so a stale tick would make a busy interval look idle
+            // and close it while its other agents' records are still on their way.
+            let now = self.now.max(Instant::now());
             let spare = &mut self.spare_tables;
             let recycle = &self.recycle;
             // Columns start at the last interval's size: growing them by doubling faults in
@@ -278,6 +300,11 @@ impl Aggregator {
                     records: 0,
                     other_records: 0,
                     last_touch: now,
+                    // Live data, arriving while its interval is current: close by the clock.
+                    deadline_ms: (!late
+                        && close_after > 0
+                        && wall <= b.interval_end_ms.saturating_add(close_after))
+                    .then(|| b.interval_end_ms.saturating_add(close_after)),
                     simulated: false,
                     late,
                 });
@@ -385,14 +412,19 @@ impl Aggregator {
         self.close(due)
     }
 
-    /// Advances the wall clock; returns intervals closed for idleness.
+    /// Advances the clock; returns intervals closed for idleness or because their wall-clock
+    /// deadline passed.
     pub fn tick(&mut self, now: Instant) -> Vec<ClosedWork> {
         self.now = now;
         let idle = self.cfg.idle_close;
+        let wall = (self.wall)();
         let due: Vec<u64> = self
             .open
             .iter()
-            .filter(|(_, iv)| now.saturating_duration_since(iv.last_touch) >= idle)
+            .filter(|(_, iv)| {
+                now.saturating_duration_since(iv.last_touch) >= idle
+                    || iv.deadline_ms.is_some_and(|d| wall >= d)
+            })
             .map(|(s, _)| *s)
             .collect();
         self.close(due)
@@ -580,6 +612,13 @@ impl Aggregator {
     }
 }
 
+/// The system's wall clock, Unix ms.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Monitor membership of a resolution (bit i: monitor i; the first 64 monitors).
 fn mask_of(monitors: &[Monitor], r: &Resolved) -> u64 {
     let (l, rm) = (r.local.view(r.local_ip), r.remote.view(r.remote_ip));
@@ -686,6 +725,59 @@ mod test {
         assert_eq!(agg.open_intervals(), 2);
     }
 
+    /// Live data closes by the collector's clock `close_after_ms` after its interval's end,
+    /// without waiting for the next interval's records; data that arrives long after its
+    /// interval (a replay) is left to the watermark and idleness.
+    #[test]
+    fn test_on_time_interval_closes_by_the_wall_clock() {
+        use std::sync::atomic::AtomicU64;
+        static WALL: AtomicU64 = AtomicU64::new(0);
+        fn wall() -> u64 {
+            WALL.load(Ordering::Relaxed)
+        }
+        let (mut res, agg) = setup(AggregatorConfig::default(), vec![]);
+        let mut agg = agg.with_wall_clock(wall);
+        let t0 = Instant::now();
+        // Interval [100 s, 110 s): its records arrive at 110.3 s, as an agent sends them.
+        WALL.store(110_300, Ordering::Relaxed);
+        agg.tick(t0);
+        agg.add(res.handle(vec![batch(
+            1,
+            100_000,
+            vec![rec("10.0.1.10", "10.0.2.10", 1, 0)],
+        )]));
+        // An agent whose clock runs 800 ms late reports the same interval at 110.8 s.
+        WALL.store(110_800, Ordering::Relaxed);
+        assert!(agg.tick(t0 + Duration::from_millis(500)).is_empty());
+        agg.add(res.handle(vec![batch(
+            2,
+            100_000,
+            vec![rec("10.0.2.10", "10.0.1.10", 1, 0)],
+        )]));
+        // 111.9 s: not yet. 112 s = end + 2 s: closed, both agents' records in it, no idle wait
+        // and no record of the next interval needed.
+        WALL.store(111_900, Ordering::Relaxed);
+        assert!(agg.tick(t0 + Duration::from_millis(1_600)).is_empty());
+        WALL.store(112_000, Ordering::Relaxed);
+        let closed = agg.tick(t0 + Duration::from_millis(1_700));
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].interval.start_ms, 100_000);
+        assert_eq!(closed[0].totals.records, 2);
+        // Replayed history (records of an interval that ended long ago) has no deadline: it
+        // waits for the watermark or idleness however late the wall clock is.
+        WALL.store(500_000, Ordering::Relaxed);
+        agg.add(res.handle(vec![batch(
+            1,
+            200_000,
+            vec![rec("10.0.1.10", "10.0.2.10", 1, 0)],
+        )]));
+        assert!(agg.tick(t0 + Duration::from_millis(2_000)).is_empty());
+        assert_eq!(agg.open_intervals(), 1);
+        let closed = agg.add(res.handle(vec![batch(1, 220_000, vec![])]));
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].interval.start_ms, 200_000);
+    }
+
     /// Late records gather into an amendment that closes for idleness, is marked late, and
     /// never holds back the watermark; records beyond `max_late_ms` are dropped and counted.
     #[test]
@@ -723,7 +815,7 @@ mod test {
         assert_eq!(agg.metrics.too_late_records.load(Ordering::Relaxed), 1);
         assert_eq!(agg.metrics.late_records.load(Ordering::Relaxed), 2);
         // The amendment closes once idle, with both late batches in one flow.
-        let closed = agg.tick(t0 + Duration::from_secs(10));
+        let closed = agg.tick(t0 + Duration::from_secs(11));
         let late: Vec<&ClosedWork> = closed.iter().filter(|w| w.late).collect();
         assert_eq!(late.len(), 1);
         assert_eq!(late[0].interval.start_ms, 0);
@@ -743,9 +835,31 @@ mod test {
         agg.tick(t0);
         agg.add(res.handle(vec![batch(1, 0, vec![rec("10.0.1.10", "10.0.2.10", 1, 0)])]));
         assert!(agg.tick(t0 + Duration::from_secs(9)).is_empty());
-        let c = agg.tick(t0 + Duration::from_secs(10));
+        // Records are touched at the time they are added (a little after t0), not at the last
+        // tick: 10 s after that, with a second of margin.
+        let c = agg.tick(t0 + Duration::from_secs(11));
         assert_eq!(c.len(), 1);
         assert_eq!(agg.open_intervals(), 0);
+    }
+
+    /// A tick that arrives late (queued behind batches, or the ticks between dropped while the
+    /// channel was full) does not make an interval whose records just arrived look idle: its
+    /// other agents' records may still be queued behind it.
+    #[test]
+    fn test_stale_tick_does_not_close_a_busy_interval() {
+        let cfg = AggregatorConfig {
+            idle_close: Duration::from_millis(100),
+            ..AggregatorConfig::default()
+        };
+        let (mut res, mut agg) = setup(cfg, vec![]);
+        let stale = Instant::now()
+            .checked_sub(Duration::from_millis(500))
+            .expect("monotonic clock past 500 ms");
+        agg.tick(stale);
+        agg.add(res.handle(vec![batch(1, 0, vec![rec("10.0.1.10", "10.0.2.10", 1, 0)])]));
+        // 150 ms after the stale tick, but before the records arrived: not idle.
+        assert!(agg.tick(stale + Duration::from_millis(150)).is_empty());
+        assert_eq!(agg.open_intervals(), 1);
     }
 
     /// Boundary cases of the per-agent cap: capacity − 1, capacity, over capacity.

@@ -57,6 +57,8 @@ pub struct Settings {
     pub max_flows_per_agent: usize,
     pub max_flows: usize,
     pub close_grace_ms: u64,
+    /// On-time intervals close this long after their end by the collector's clock (0: off).
+    pub close_after_ms: u64,
     pub idle_close_ms: u64,
     pub max_history_intervals: usize,
     /// Memory for interval summaries served by the API (older ones stay on disk).
@@ -90,6 +92,7 @@ impl Default for Settings {
             max_flows_per_agent: a.max_flows_per_agent,
             max_flows: a.max_flows,
             close_grace_ms: a.close_grace_ms,
+            close_after_ms: a.close_after_ms,
             idle_close_ms: a.idle_close.as_millis() as u64,
             max_history_intervals: 20_160,
             max_history_mib: 256,
@@ -287,6 +290,7 @@ impl Collector {
                 max_flows_per_agent: s.max_flows_per_agent,
                 max_flows: s.max_flows,
                 close_grace_ms: s.close_grace_ms,
+                close_after_ms: s.close_after_ms,
                 idle_close: Duration::from_millis(s.idle_close_ms),
                 // Late records are amended in while their summaries are still served.
                 max_late_ms: s.retention_days * 86_400_000,

@@ -51,6 +51,10 @@ struct Cli {
     /// Close an interval once some agent reported an interval ending this long after it (ms).
     #[arg(long)]
     close_grace_ms: Option<u64>,
+    /// Close an interval whose records arrived on time this long after its end by this host's
+    /// clock (ms; 0: off).
+    #[arg(long)]
+    close_after_ms: Option<u64>,
 }
 
 fn addr(s: &str) -> Result<Option<SocketAddr>> {
@@ -103,6 +107,9 @@ fn main() -> Result<()> {
     }
     if let Some(v) = cli.close_grace_ms {
         s.close_grace_ms = v;
+    }
+    if let Some(v) = cli.close_after_ms {
+        s.close_after_ms = v;
     }
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
         .context("installing signal handlers")?;

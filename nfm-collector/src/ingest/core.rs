@@ -47,27 +47,46 @@ pub enum Alignment {
     Misaligned,
 }
 
-/// Moves a batch's interval `[start, end)` onto the grid of its own length (the agent's interval:
-/// agents end intervals on wall-clock multiples of it) when its start is within the skew
-/// tolerance of a multiple. Ingest and WAL replay use this one rule, so a batch lands in the same
+/// Moves a batch's interval `[start, end)` onto the grid of its nominal length (the agent's
+/// interval: agents end intervals on wall-clock multiples of it; a stamped length within
+/// [`LENGTH_JITTER_MS`] of whole seconds is taken as those seconds) when its start is within the
+/// skew tolerance of a multiple; the moved interval has the nominal length. Ingest and WAL replay use this one rule, so a batch lands in the same
 /// interval live and after a restart.
 pub fn align_interval(start: u64, end: u64) -> (u64, u64, Alignment) {
     let len = end.saturating_sub(start);
     if len == 0 {
         return (start, end, Alignment::OnGrid);
     }
-    let off = start % len;
-    if off == 0 {
+    let nominal = nominal_len(len);
+    let off = start % nominal;
+    if off == 0 && len == nominal {
         return (start, end, Alignment::OnGrid);
     }
-    let tol = SKEW_TOLERANCE_MS.min(len / 4);
+    let tol = SKEW_TOLERANCE_MS.min(nominal / 4);
     if off <= tol {
-        (start - off, end - off, Alignment::Aligned)
-    } else if len - off <= tol {
-        (start + (len - off), end + (len - off), Alignment::Aligned)
+        (start - off, start - off + nominal, Alignment::Aligned)
+    } else if nominal - off <= tol {
+        let s = start + (nominal - off);
+        (s, s + nominal, Alignment::Aligned)
     } else {
         (start, end, Alignment::Misaligned)
     }
+}
+
+/// How far an interval's length may be off a whole number of seconds and still be that many
+/// seconds: an agent's tick is late or early by a few ms, so its stamped lengths jitter.
+pub const LENGTH_JITTER_MS: u64 = 100;
+
+/// The agent's nominal interval behind a stamped length `len`: the nearest whole second when
+/// within [`LENGTH_JITTER_MS`] of it, else the length itself.
+fn nominal_len(len: u64) -> u64 {
+    if len >= 1_000 {
+        let whole = (len + 500) / 1_000 * 1_000;
+        if whole.abs_diff(len) <= LENGTH_JITTER_MS {
+            return whole;
+        }
+    }
+    len
 }
 
 /// What became of one frame.
@@ -790,6 +809,15 @@ mod test {
         // A 1 s interval tolerates a quarter of it.
         assert_eq!(align_interval(t + 200, t + 1_200).2, Alignment::Aligned);
         assert_eq!(align_interval(t + 400, t + 1_400).2, Alignment::Misaligned);
+        // A tick a few ms late or early: the length is the agent's nominal 5 s, on its grid.
+        assert_eq!(
+            align_interval(t - 600 + 4, t + 4_400 - 3),
+            (t, t + 5_000, Alignment::Aligned)
+        );
+        assert_eq!(
+            align_interval(t + 2, t + 60_000 - 5),
+            (t, t + 60_000, Alignment::Aligned)
+        );
         // Empty or reversed bounds are left alone.
         assert_eq!(align_interval(t + 3, t + 3).2, Alignment::OnGrid);
         assert_eq!(align_interval(t + 9, t + 3).2, Alignment::OnGrid);
