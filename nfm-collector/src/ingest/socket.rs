@@ -13,7 +13,7 @@ use nfm_wire::{encode, Ack, ErrorMsg, Header, Message, StreamDecoder};
 use rustc_hash::FxHashMap as HashMap;
 use slab::Slab;
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -66,6 +66,8 @@ pub struct IngestLoop {
     max_conns: usize,
     /// Bytes all connections hold in partial frames (see `IngestConfig::buffer_budget`).
     buffered: usize,
+    /// The one buffer every connection is read through.
+    rbuf: Vec<u8>,
 }
 
 /// The soft limit on open descriptors (RLIMIT_NOFILE), from /proc/self/limits.
@@ -192,6 +194,7 @@ impl IngestLoop {
             metrics,
             max_conns,
             buffered: 0,
+            rbuf: vec![0; READ_CHUNK],
         }
     }
 
@@ -391,17 +394,27 @@ impl IngestLoop {
         }
     }
 
+    /// Reads through the loop's one read buffer and appends only what arrived to the
+    /// connection's decoder: a connection holds exactly its unread bytes (a decoder reading
+    /// from the socket itself keeps a read chunk per connection and doubles its buffer at the
+    /// end of a large frame).
     fn read_conn(&mut self, key: usize) -> ConnVerdict {
+        let mut rbuf = std::mem::take(&mut self.rbuf);
+        rbuf.resize(READ_CHUNK, 0);
+        let v = self.read_conn_into(key, &mut rbuf);
+        self.rbuf = rbuf;
+        v
+    }
+
+    fn read_conn_into(&mut self, key: usize, rbuf: &mut [u8]) -> ConnVerdict {
         loop {
             let conn = &mut self.conns[key];
-            let n = {
-                let Conn {
-                    stream, decoder, ..
-                } = conn;
-                decoder.read_from(stream)
-            };
-            if matches!(n, Ok(m) if m > 0) {
-                conn.last_rx = Instant::now();
+            let n = conn.stream.read(rbuf);
+            if let Ok(m) = n {
+                if m > 0 {
+                    conn.decoder.push(&rbuf[..m]);
+                    conn.last_rx = Instant::now();
+                }
             }
             match n {
                 Ok(0) => {
@@ -590,9 +603,9 @@ impl IngestLoop {
         self.metrics.tcp_closed[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// After a read: frees a drained connection's buffer, charges a partial frame to the
-    /// budget (its bytes and one read chunk) and keeps the total within the budget by closing
-    /// the connections with the oldest partial frames.
+    /// After a read: frees a drained connection's buffer, charges a partial frame's bytes to
+    /// the budget and keeps the total within the budget by closing the connections with the
+    /// oldest partial frames.
     fn account(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -605,7 +618,7 @@ impl IngestLoop {
             0
         } else {
             conn.partial_since.get_or_insert_with(Instant::now);
-            held + READ_CHUNK
+            held
         };
         self.buffered = self.buffered - conn.charge + charge;
         conn.charge = charge;
