@@ -109,6 +109,9 @@ pub struct Aggregator {
     watermark_ms: u64,
     /// Intervals starting before this are closed; their late records are dropped and counted.
     closed_before_ms: u64,
+    /// Highest batch number (`DecodedBatch::n`) aggregated so far: what a summary closed now
+    /// holds of its interval (the store keeps it, so replay re-aggregates exactly the rest).
+    last_n: u64,
     monitors: Arc<Vec<Monitor>>,
     /// Flows by the resolver's ids, of generation `generation`.
     table: FlowTable,
@@ -141,6 +144,7 @@ impl Aggregator {
             open: BTreeMap::new(),
             watermark_ms: 0,
             closed_before_ms,
+            last_n: 0,
             monitors,
             table: FlowTable::default(),
             generation: None,
@@ -257,6 +261,7 @@ impl Aggregator {
                 self.metrics.late_records.fetch_add(n, Ordering::Relaxed);
             }
             self.watermark_ms = self.watermark_ms.max(b.interval_end_ms);
+            self.last_n = self.last_n.max(b.n);
             // Touched now, not at the last Tick: Ticks queue behind batches (and are dropped
             // when the channel is full), so a stale tick would make a busy interval look idle
             // and close it while its other agents' records are still on their way.
@@ -581,7 +586,15 @@ impl Aggregator {
             totals,
             top,
             monitors,
-            closed_before_ms: self.closed_before_ms,
+            // The WAL may let go of batches before this: not past an amendment still open (its
+            // batches are durable only in the WAL until its summary is).
+            closed_before_ms: self
+                .open
+                .iter()
+                .filter(|(_, o)| o.late)
+                .map(|(s, _)| *s)
+                .fold(self.closed_before_ms, u64::min),
+            covers_n: self.last_n,
             late: iv.late,
             resolved,
         }
@@ -667,6 +680,7 @@ mod test {
     fn batch(agent: u64, start: u64, records: Vec<FlowRecord>) -> DecodedBatch {
         DecodedBatch {
             agent_id: agent,
+            n: 0,
             interval_start_ms: start,
             interval_end_ms: start + 10_000,
             simulated: false,
@@ -806,7 +820,10 @@ mod test {
                 .collect::<Vec<_>>(),
             vec![(20_000, false)]
         );
-        assert_eq!(closed[0].closed_before_ms, 30_000);
+        // Intervals before 30 s are closed, but the WAL keeps interval 0's batches while its
+        // amendment is open (they are durable nowhere else yet).
+        assert_eq!(agg.closed_before_ms, 30_000);
+        assert_eq!(closed[0].closed_before_ms, 0);
         // Once everything before 50 s is closed, interval 0 is more than 40 s behind: records
         // for it are dropped and counted.
         agg.add(res.handle(vec![batch(2, 100_000, vec![])]));
@@ -972,7 +989,12 @@ mod test {
             .collect();
         let closed = agg.add(res.handle(old));
         assert_eq!(closed.len(), 80 - MAX_LATE_OPEN);
-        assert!(closed.iter().all(|w| w.late && w.closed_before_ms == mark));
+        // The mark stays; the WAL checkpoint each carries is held back by the amendments still
+        // open.
+        assert_eq!(agg.closed_before_ms, mark);
+        assert!(closed
+            .iter()
+            .all(|w| w.late && w.closed_before_ms < 80 * iv));
         assert_eq!(agg.open_intervals(), MAX_LATE_OPEN + 1);
         // Closing the rest (late, with ends past nothing) leaves the mark where it was.
         let rest = agg.flush();

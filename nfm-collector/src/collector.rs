@@ -68,6 +68,9 @@ pub struct Settings {
     pub max_connections: usize,
     /// Memory agent TCP connections may hold in partial frames (docs/collector.md).
     pub ingest_buffer_mib: usize,
+    /// Frame bytes that may wait for a stalled store before ingest refuses batches
+    /// (`store_full`: the agent resends them later; a refused batch is never aggregated).
+    pub max_store_backlog_mib: usize,
     pub tick_ms: u64,
     /// Run the health evaluator (default). Off: intervals are summarized unjudged and no
     /// HealthIndicator is stored (a benchmark baseline).
@@ -99,6 +102,7 @@ impl Default for Settings {
             max_frame_len: nfm_wire::MAX_FRAME_LEN,
             max_connections: IngestConfig::default().max_connections,
             ingest_buffer_mib: IngestConfig::default().buffer_budget >> 20,
+            max_store_backlog_mib: 256,
             tick_ms: 250,
             health: true,
         }
@@ -314,6 +318,7 @@ impl Collector {
                 max_connections: s.max_connections,
                 state_path: Some(s.data_dir.join("sessions")),
                 buffer_budget: s.ingest_buffer_mib << 20,
+                max_store_backlog: s.max_store_backlog_mib.max(1) << 20,
                 ..Default::default()
             },
             to_resolver.clone(),
@@ -321,6 +326,7 @@ impl Collector {
             metrics.clone(),
         );
         core.restore_seen(&recovered.seen);
+        core.number_from(recovered.max_n);
         let mut replay = Vec::new();
         for b in recovered.batches {
             match nfm_wire::decode(&b.frame, &nfm_wire::DecodeOptions::default()) {
@@ -330,6 +336,7 @@ impl Collector {
                         let (start, end, _) =
                             crate::ingest::align_interval(fb.interval_start_ms, fb.interval_end_ms);
                         replay.push(DecodedBatch {
+                            n: b.n,
                             agent_id: b.agent_id,
                             interval_start_ms: start,
                             interval_end_ms: end,

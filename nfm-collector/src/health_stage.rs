@@ -40,7 +40,7 @@ impl HealthStage {
     }
 
     pub fn handle(&mut self, w: ClosedWork) -> StoreMsg {
-        let closed_before_ms = w.closed_before_ms;
+        let (closed_before_ms, covers_n) = (w.closed_before_ms, w.covers_n);
         let t = std::time::Instant::now();
         // Late records are summarized but not judged: the evaluator's baselines and hysteresis
         // have moved past their interval.
@@ -68,6 +68,7 @@ impl HealthStage {
         StoreMsg::Interval {
             summary: Box::new(summary),
             closed_before_ms,
+            covers_n,
         }
     }
 
@@ -133,6 +134,7 @@ mod test {
                 pairs: vec![],
             }],
             closed_before_ms: 10,
+            covers_n: 7,
             resolved: vec![r.clone(), r].into(),
             late: false,
         }
@@ -145,11 +147,12 @@ mod test {
         let StoreMsg::Interval {
             summary,
             closed_before_ms,
+            covers_n,
         } = h.handle(work())
         else {
             panic!("expected an interval")
         };
-        assert_eq!(closed_before_ms, 10);
+        assert_eq!((closed_before_ms, covers_n), (10, 7));
         assert_eq!(summary.top.len(), 1);
         assert_eq!(summary.top[0].counters.bytes, 2);
         assert_eq!(summary.monitors[0].health_indicator, Some(0));

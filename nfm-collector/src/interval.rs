@@ -52,8 +52,11 @@ pub struct ClosedWork {
     /// Top flows per (category, metric), union, indices into `interval.flows`.
     pub top: Vec<usize>,
     pub monitors: Vec<MonitorWork>,
-    /// Every interval starting before this is closed (WAL checkpoint).
+    /// Every interval starting before this is closed and summarized or about to be (WAL
+    /// checkpoint; held back by late amendments still open).
     pub closed_before_ms: u64,
+    /// The highest batch number aggregated when it closed (see `StoreMsg::Interval`).
+    pub covers_n: u64,
     /// Records that arrived after their interval had closed: the health stage must not judge
     /// them (the evaluator has moved on), and the API adds them to the interval's summary.
     pub late: bool,

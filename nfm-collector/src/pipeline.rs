@@ -58,31 +58,44 @@ pub struct WalBatch {
     pub epoch: u32,
     pub seq: u64,
     pub interval_start_ms: u64,
+    /// Ingest's order number of the batch (the aggregator sees batches in this order; 0 for a
+    /// batch written before numbers existed). A summary records the highest number aggregated
+    /// when it closed, so replay knows exactly which WAL batches it holds.
+    pub n: u64,
     /// The frame exactly as received (CRC and tag included).
     pub frame: Vec<u8>,
 }
 
 impl WalBatch {
-    /// Payload layout: agent u64, epoch u32, seq u64, interval_start u64, frame bytes.
+    /// Payload layout (WAL record kind 4): agent u64, epoch u32, seq u64, interval_start u64,
+    /// n u64, frame bytes. Kind 1 (before numbers) lacks `n`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(&self.agent_id.to_le_bytes());
         out.extend_from_slice(&self.epoch.to_le_bytes());
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.interval_start_ms.to_le_bytes());
+        out.extend_from_slice(&self.n.to_le_bytes());
         out.extend_from_slice(&self.frame);
     }
-    pub fn decode(p: &[u8]) -> Option<WalBatch> {
+    /// Decodes a WAL record of kind 4 (`numbered`) or 1.
+    pub fn decode(p: &[u8], numbered: bool) -> Option<WalBatch> {
         let agent_id = u64::from_le_bytes(p.get(0..8)?.try_into().ok()?);
         let epoch = u32::from_le_bytes(p.get(8..12)?.try_into().ok()?);
         let seq = u64::from_le_bytes(p.get(12..20)?.try_into().ok()?);
         let interval_start_ms = u64::from_le_bytes(p.get(20..28)?.try_into().ok()?);
+        let (n, frame) = if numbered {
+            (u64::from_le_bytes(p.get(28..36)?.try_into().ok()?), 36)
+        } else {
+            (0, 28)
+        };
         Some(WalBatch {
             agent_id,
             epoch,
             seq,
             interval_start_ms,
-            frame: p.get(28..)?.to_vec(),
+            n,
+            frame: p.get(frame..)?.to_vec(),
         })
     }
     /// The interval start of an encoded batch (the WAL's replay key).
@@ -101,9 +114,12 @@ pub enum StoreMsg {
     Batches(Vec<WalBatch>),
     /// A closed interval's summary (from the health stage). `closed_before_ms`: every interval
     /// starting before it is summarized, so WAL segments holding only such batches can go.
+    /// `covers_n`: the highest batch number aggregated when it closed (its WAL batches are
+    /// those of its interval numbered up to this).
     Interval {
         summary: Box<IntervalSummary>,
         closed_before_ms: u64,
+        covers_n: u64,
     },
     /// Retry after an error; apply retention.
     Tick(Instant),

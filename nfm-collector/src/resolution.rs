@@ -12,6 +12,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedBatch {
     pub agent_id: u64,
+    /// Ingest's order number ([`crate::pipeline::WalBatch::n`]; 0: not numbered).
+    pub n: u64,
     pub interval_start_ms: u64,
     pub interval_end_ms: u64,
     /// The agent announced itself as a simulator.

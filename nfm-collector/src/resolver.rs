@@ -245,6 +245,7 @@ mod test {
         let h = std::thread::spawn(move || res.run(rx, otx));
         let batch = DecodedBatch {
             agent_id: 1,
+            n: 0,
             interval_start_ms: 0,
             interval_end_ms: 1000,
             simulated: false,
@@ -293,6 +294,7 @@ mod test {
     fn one(agent: u64, records: Vec<FlowRecord>) -> Vec<DecodedBatch> {
         vec![DecodedBatch {
             agent_id: agent,
+            n: 0,
             interval_start_ms: 0,
             interval_end_ms: 1000,
             simulated: false,

@@ -12,9 +12,20 @@
 //! ```text
 //! 0..4   len    u32, bytes of payload
 //! 4..8   crc    u32, CRC-32 of kind byte + payload
-//! 8      kind   u8 (1 = batch, 2 = interval summary before versions, 3 = versioned summary)
+//! 8      kind   u8 (1 = batch before numbers, 2 = interval summary before versions,
+//!                   3 = versioned summary, 4 = numbered batch, 5 = a summary's cover)
 //! 9..    payload
 //! ```
+//!
+//! **What a summary holds** (so that nothing acknowledged is lost or counted twice across a
+//! crash, late records included): ingest numbers every batch in the order the aggregator sees
+//! it (kind 4 carries the number), and each summary — on-time or a late amendment — is preceded
+//! in the history by a cover record (kind 5: interval start, end, the highest number aggregated
+//! when it closed). Replay re-aggregates a WAL batch unless a durable summary of its interval
+//! covers its number: a late batch whose amendment was not yet durable is replayed (as a late
+//! amendment again), one already in a summary is not. Numbers continue after a restart above
+//! every number in the WAL and the covers. Kind 1 batches (before numbers) keep the old rule:
+//! skipped when their interval has a summary.
 //!
 //! A versioned summary's payload is `version u16 LE` and the summary in that version's layout
 //! (bincode, standard config). [`decode_history`] reads every version this build has ever
@@ -40,6 +51,10 @@ use std::time::Instant;
 
 use crate::metrics::Metrics;
 pub const KIND_BATCH: u8 = 1;
+/// A batch with its ingest number (see the module doc).
+pub const KIND_BATCH_N: u8 = 4;
+/// Interval start, end and the highest batch number a summary holds, written before it.
+pub const KIND_COVER: u8 = 5;
 /// A summary written before history records carried a version (the version-1 layout).
 pub const KIND_SUMMARY_UNVERSIONED: u8 = 2;
 /// A summary with its layout version first.
@@ -360,9 +375,6 @@ pub struct StoreConfig {
     pub segment_bytes: u64,
     /// History older than this (data time, behind the newest summary) is deleted.
     pub retention_ms: u64,
-    /// Unsynced and stalled work kept in memory while the disk refuses writes; beyond it batches
-    /// are dropped unacked (TCP agents resend) and counted.
-    pub max_backlog_bytes: usize,
 }
 
 impl StoreConfig {
@@ -371,7 +383,6 @@ impl StoreConfig {
             dir: dir.into(),
             segment_bytes: 64 << 20,
             retention_ms: 7 * 24 * 3600 * 1000,
-            max_backlog_bytes: 256 << 20,
         }
     }
 }
@@ -384,8 +395,23 @@ pub struct Recovered {
     /// Ids of every WAL batch still on disk: dedupe state.
     pub seen: Vec<(u64, u32, u64)>,
     pub summaries: Vec<IntervalSummary>,
+    /// The highest batch number in the WAL or any cover: ingest numbers on from above it.
+    pub max_n: u64,
     pub wal: ReplayStats,
     pub history: ReplayStats,
+}
+
+fn encode_cover(start_ms: u64, end_ms: u64, covers_n: u64) -> [u8; 24] {
+    let mut b = [0u8; 24];
+    b[..8].copy_from_slice(&start_ms.to_le_bytes());
+    b[8..16].copy_from_slice(&end_ms.to_le_bytes());
+    b[16..].copy_from_slice(&covers_n.to_le_bytes());
+    b
+}
+
+fn decode_cover(p: &[u8]) -> Option<(u64, u64, u64)> {
+    let u = |r: std::ops::Range<usize>| Some(u64::from_le_bytes(p.get(r)?.try_into().ok()?));
+    Some((u(0..8)?, u(8..16)?, u(16..24)?))
 }
 
 /// The store actor: owns both logs.
@@ -407,36 +433,64 @@ impl Store {
     /// Opens both logs and replays them.
     pub fn open(cfg: StoreConfig, metrics: Arc<Metrics>) -> io::Result<(Store, Recovered)> {
         let mut rec = Recovered::default();
+        // Interval start -> the highest batch number its durable summaries hold.
+        let mut covers: std::collections::HashMap<u64, u64> = Default::default();
         let (history, hstats) = Log::open(
             &cfg.dir.join("history"),
             cfg.segment_bytes,
-            &mut |k, p| match decode_history(k, p) {
-                Ok(s) => rec.summaries.push(s),
-                Err(e) => log::warn!("store: history record skipped: {e}"),
+            &mut |k, p| {
+                if k == KIND_COVER {
+                    if let Some((start, _, n)) = decode_cover(p) {
+                        let c = covers.entry(start).or_default();
+                        *c = (*c).max(n);
+                    }
+                    return;
+                }
+                match decode_history(k, p) {
+                    Ok(s) => rec.summaries.push(s),
+                    Err(e) => log::warn!("store: history record skipped: {e}"),
+                }
             },
             // A record this build cannot read is kept (never aged out by a key it cannot know).
-            &|k, p| decode_history(k, p).map(|s| s.end_ms).unwrap_or(u64::MAX),
+            &|k, p| {
+                if k == KIND_COVER {
+                    return decode_cover(p).map_or(u64::MAX, |(_, end, _)| end);
+                }
+                decode_history(k, p).map(|s| s.end_ms).unwrap_or(u64::MAX)
+            },
         )?;
         rec.history = hstats;
         let summarized: std::collections::HashSet<u64> =
             rec.summaries.iter().map(|s| s.start_ms).collect();
+        // A cover counts only with its summary (a crash between the two leaves a cover alone).
+        let mut max_n = covers.values().copied().max().unwrap_or(0);
+        covers.retain(|start, _| summarized.contains(start));
         let mut batches = Vec::new();
         let mut seen = Vec::new();
         let (wal, wstats) = Log::open(
             &cfg.dir.join("wal"),
             cfg.segment_bytes,
             &mut |k, p| {
-                if k != KIND_BATCH {
+                if k != KIND_BATCH && k != KIND_BATCH_N {
                     return;
                 }
-                let Some(b) = WalBatch::decode(p) else { return };
+                let Some(b) = WalBatch::decode(p, k == KIND_BATCH_N) else {
+                    return;
+                };
                 seen.push((b.agent_id, b.epoch, b.seq));
-                if !summarized.contains(&b.interval_start_ms) {
+                max_n = max_n.max(b.n);
+                let held = if k == KIND_BATCH_N {
+                    covers.get(&b.interval_start_ms).is_some_and(|&c| b.n <= c)
+                } else {
+                    summarized.contains(&b.interval_start_ms)
+                };
+                if !held {
                     batches.push(b);
                 }
             },
             &|_, p| WalBatch::key(p),
         )?;
+        rec.max_n = max_n;
         rec.batches = batches;
         rec.seen = seen;
         rec.wal = wstats;
@@ -475,95 +529,103 @@ impl Store {
         }
     }
 
-    fn accept(&mut self, m: StoreMsg, out: &StoreOutputs) {
-        let n = Store::msg_bytes(&m);
-        if self.stalled.is_some() && self.backlog_bytes + n > self.cfg.max_backlog_bytes {
-            if let StoreMsg::Batches(v) = &m {
-                self.metrics
-                    .store_dropped_batches
-                    .fetch_add(v.len() as u64, Ordering::Relaxed);
-                log::warn!(
-                    "store: disk stalled and backlog full; {} batches dropped unacked",
-                    v.len()
-                );
-                let ids = v.iter().map(|b| (b.agent_id, b.epoch, b.seq)).collect();
-                let _ = out.durable.send(StoreReply::Dropped(ids));
-                if let Some(w) = &out.waker {
-                    let _ = w.wake();
-                }
-                return;
-            }
-        }
-        self.backlog_bytes += n;
+    fn accept(&mut self, m: StoreMsg) {
+        self.backlog_bytes += Store::msg_bytes(&m);
         self.backlog.push_back(m);
     }
 
-    /// Writes and fsyncs the whole backlog. On success, replies and forwards; on error, rolls
-    /// back and stays stalled with everything still in the backlog.
+    /// Writes and fsyncs the backlog: all of it in one group commit while the disk takes writes;
+    /// while stalled (and when the group commit fails) one message at a time, so that space for
+    /// part of the backlog makes that part durable and acked. What fails stays in the backlog,
+    /// rolled back, and is retried on the next tick.
     fn flush(&mut self, out: &StoreOutputs) {
         if self.backlog.is_empty() {
             return;
         }
-        match self.try_write() {
-            Ok(()) => {
-                if let Some(e) = self.stalled.take() {
-                    log::info!("store: writes succeed again after: {e}");
-                    self.metrics.store_stalled.store(0, Ordering::Relaxed);
-                }
-                let mut durable = Vec::new();
-                let mut closed_before = None;
-                for m in self.backlog.drain(..) {
-                    match m {
-                        StoreMsg::Batches(v) => {
-                            durable.extend(v.iter().map(|b| (b.agent_id, b.epoch, b.seq)))
-                        }
-                        StoreMsg::Interval {
-                            summary,
-                            closed_before_ms,
-                        } => {
-                            self.newest_ms = self.newest_ms.max(summary.end_ms);
-                            self.metrics.store_summaries.fetch_add(1, Ordering::Relaxed);
-                            closed_before = Some(closed_before_ms);
-                            // Blocking send: the API must see every durable summary.
-                            let _ = out
-                                .summaries
-                                .send(crate::pipeline::ApiMsg::Interval(Arc::new(*summary)));
-                        }
-                        _ => {}
-                    }
-                }
-                self.backlog_bytes = 0;
-                self.metrics
-                    .store_batches
-                    .fetch_add(durable.len() as u64, Ordering::Relaxed);
-                if !durable.is_empty() {
-                    let _ = out.durable.send(StoreReply::Durable(durable));
-                    if let Some(w) = &out.waker {
-                        let _ = w.wake();
-                    }
-                }
-                if let Some(cb) = closed_before {
-                    match self.wal.delete_before(cb) {
-                        Ok(0) => {}
-                        Ok(n) => log::debug!("store: {n} WAL segments checkpointed"),
-                        Err(e) => log::warn!("store: WAL checkpoint: {e}"),
-                    }
-                }
+        if self.stalled.is_none() {
+            match self.try_write(self.backlog.len()) {
+                Ok(()) => return self.complete(self.backlog.len(), out),
+                Err(e) => self.stall(e),
             }
-            Err(e) => {
-                let msg = format!("{e}");
-                if self.stalled.is_none() {
-                    log::error!(
-                        "store: cannot write to {}: {msg}; not acking until space returns (retrying every tick)",
-                        self.cfg.dir.display()
-                    );
+        }
+        while !self.backlog.is_empty() {
+            match self.try_write(1) {
+                Ok(()) => self.complete(1, out),
+                Err(e) => return self.stall(e),
+            }
+        }
+    }
+
+    /// Rolls back a failed write and stays stalled.
+    fn stall(&mut self, e: io::Error) {
+        let msg = format!("{e}");
+        if self.stalled.is_none() {
+            log::error!(
+                "store: cannot write to {}: {msg}; not acking until space returns (retrying every tick)",
+                self.cfg.dir.display()
+            );
+        }
+        self.metrics.store_stalled.store(1, Ordering::Relaxed);
+        self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+        self.stalled = Some(msg);
+        if let Err(e) = self.wal.rollback().and_then(|_| self.history.rollback()) {
+            log::error!("store: rollback failed: {e}");
+        }
+    }
+
+    /// The first `n` backlog messages are durable: reply, forward, checkpoint.
+    fn complete(&mut self, n: usize, out: &StoreOutputs) {
+        if self.backlog.len() == n {
+            if let Some(e) = self.stalled.take() {
+                log::info!("store: writes succeed again after: {e}");
+                self.metrics.store_stalled.store(0, Ordering::Relaxed);
+            }
+        }
+        let mut durable = Vec::new();
+        let mut closed_before = None;
+        let mut freed = 0u64;
+        for m in self.backlog.drain(..n) {
+            self.backlog_bytes = self.backlog_bytes.saturating_sub(Store::msg_bytes(&m));
+            match m {
+                StoreMsg::Batches(v) => {
+                    freed += v.iter().map(|b| b.frame.len() as u64).sum::<u64>();
+                    durable.extend(v.iter().map(|b| (b.agent_id, b.epoch, b.seq)))
                 }
-                self.metrics.store_stalled.store(1, Ordering::Relaxed);
-                self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
-                self.stalled = Some(msg);
-                if let Err(e) = self.wal.rollback().and_then(|_| self.history.rollback()) {
-                    log::error!("store: rollback failed: {e}");
+                StoreMsg::Interval {
+                    summary,
+                    closed_before_ms,
+                    ..
+                } => {
+                    self.newest_ms = self.newest_ms.max(summary.end_ms);
+                    self.metrics.store_summaries.fetch_add(1, Ordering::Relaxed);
+                    closed_before = Some(closed_before_ms);
+                    // Blocking send: the API must see every durable summary.
+                    let _ = out
+                        .summaries
+                        .send(crate::pipeline::ApiMsg::Interval(Arc::new(*summary)));
                 }
+                _ => {}
+            }
+        }
+        let _ = self.metrics.store_pending_bytes.fetch_update(
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+            |p| Some(p.saturating_sub(freed)),
+        );
+        self.metrics
+            .store_batches
+            .fetch_add(durable.len() as u64, Ordering::Relaxed);
+        if !durable.is_empty() {
+            let _ = out.durable.send(StoreReply::Durable(durable));
+            if let Some(w) = &out.waker {
+                let _ = w.wake();
+            }
+        }
+        if let Some(cb) = closed_before {
+            match self.wal.delete_before(cb) {
+                Ok(0) => {}
+                Ok(n) => log::debug!("store: {n} WAL segments checkpointed"),
+                Err(e) => log::warn!("store: WAL checkpoint: {e}"),
             }
         }
     }
@@ -584,15 +646,16 @@ impl Store {
         self.history.sync()
     }
 
-    fn try_write(&mut self) -> io::Result<()> {
+    /// Writes the first `n` backlog messages and fsyncs them.
+    fn try_write(&mut self, n: usize) -> io::Result<()> {
         let (mut wal_dirty, mut hist_dirty) = (false, false);
-        for m in &self.backlog {
+        for m in self.backlog.iter().take(n) {
             match m {
                 StoreMsg::Batches(v) => {
                     for b in v {
                         b.encode(&mut self.payload);
                         self.wal.append(
-                            KIND_BATCH,
+                            KIND_BATCH_N,
                             &self.payload,
                             b.interval_start_ms,
                             &mut self.scratch,
@@ -600,7 +663,13 @@ impl Store {
                         wal_dirty = true;
                     }
                 }
-                StoreMsg::Interval { summary, .. } => {
+                StoreMsg::Interval {
+                    summary, covers_n, ..
+                } => {
+                    // The cover first: a summary is never durable without it.
+                    let c = encode_cover(summary.start_ms, summary.end_ms, *covers_n);
+                    self.history
+                        .append(KIND_COVER, &c, summary.end_ms, &mut self.scratch)?;
                     Self::append_summary_record(&mut self.history, summary, &mut self.scratch)?;
                     hist_dirty = true;
                 }
@@ -638,7 +707,7 @@ impl Store {
                 match m {
                     StoreMsg::Shutdown => shutdown = true,
                     StoreMsg::Tick(_) => tick = true,
-                    other => self.accept(other, &out),
+                    other => self.accept(other),
                 }
                 if shutdown || self.backlog_bytes > 32 << 20 {
                     break;
@@ -844,6 +913,7 @@ mod test {
         };
         let h = std::thread::spawn(move || store.run(rx, out));
         let b = |seq, start| WalBatch {
+            n: seq,
             agent_id: 7,
             epoch: 1,
             seq,
@@ -859,6 +929,7 @@ mod test {
         tx.send(StoreMsg::Interval {
             summary: Box::new(summary(1000)),
             closed_before_ms: 2000,
+            covers_n: 1,
         })
         .unwrap();
         match arx

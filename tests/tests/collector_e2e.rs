@@ -375,7 +375,10 @@ fn collector_sigkill_child() {
     // Long enough that the interval cannot close between the replay of the WAL at start and
     // the agent's resend on a loaded machine (a record arriving after its interval closed is
     // durable but late: summarized as a late amendment, never judged).
-    s.idle_close_ms = 15_000;
+    s.idle_close_ms = std::env::var("NFM_SIGKILL_IDLE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15_000);
     s.top_k = 10_000;
     s.max_flows_per_agent = 1_000_000;
     // This test is about the store; 200k flows in one interval would also make it wait on the
@@ -398,6 +401,10 @@ impl Drop for Child {
 }
 
 fn spawn_child(dir: &std::path::Path) -> (Child, String, String) {
+    spawn_child_idle(dir, 15_000)
+}
+
+fn spawn_child_idle(dir: &std::path::Path, idle_ms: u64) -> (Child, String, String) {
     let _ = std::fs::remove_file(dir.join("addrs"));
     let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
@@ -408,6 +415,7 @@ fn spawn_child(dir: &std::path::Path) -> (Child, String, String) {
             "--test-threads=1",
         ])
         .env("NFM_SIGKILL_CHILD_DIR", dir)
+        .env("NFM_SIGKILL_IDLE_MS", idle_ms.to_string())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -540,4 +548,93 @@ fn collector_sigkill_during_ingest_keeps_every_acked_record_once() {
         "acked before kill: {acked}; duplicates after restart: {}",
         agent(&agents, 42).unwrap()["duplicates"]
     );
+}
+
+/// Acked late records survive SIGKILL (issue 19 item 2): an interval's summary is durable, then
+/// late records for it arrive and are acked (durable in the WAL) while their amendment is still
+/// open; the collector is killed. After the restart they are in the interval exactly once —
+/// replay re-aggregates the WAL batches its summary does not hold (they used to be skipped
+/// because the interval had a summary, and the agent's resend was deduplicated) — and resending
+/// them changes nothing.
+#[test]
+fn collector_sigkill_keeps_acked_late_records_once() {
+    let dir = TempDir(tmp_dir("sigkill-late"));
+    // Idle close far off: only the watermark closes the on-time interval, and the amendment
+    // is still open when the kill comes.
+    let (child, tcp_addr, http) = spawn_child_idle(&dir.0, 5_000);
+    let mut tcp = TcpStream::connect(&tcp_addr).unwrap();
+    tcp.write_all(&hello(9, 1, 0, None)).unwrap();
+    let rec = |i: u64| flow_record(i);
+    // Interval 0, on time; then interval 20 s, whose end moves the watermark past 0's close.
+    tcp.write_all(&batch(9, 1, 1, 0, vec![rec(1)], None))
+        .unwrap();
+    tcp.write_all(&batch(9, 1, 2, 20_000, vec![rec(2)], None))
+        .unwrap();
+    let records_of_0 = |http: &str| {
+        let (_, v) = get(&format!(
+            "http://{http}/api/insights?from=0&to=10000&limit=1000"
+        ));
+        v["totals"]["inter-az"]["records"].as_u64()
+    };
+    wait_for("interval 0's summary", 30, || {
+        (records_of_0(&http)? == 1).then_some(())
+    });
+    // 40 late frames for interval 0, each its own flow; wait for every ack (durable).
+    const LATE: u64 = 40;
+    for seq in 3..3 + LATE {
+        tcp.write_all(&batch(9, 1, seq, 0, vec![rec(seq)], None))
+            .unwrap();
+    }
+    let mut dec = StreamDecoder::new(1 << 20);
+    let mut acked = 0;
+    assert!(
+        read_until(&mut tcp, &mut dec, 30, |m| {
+            if let Message::Ack(a) = m {
+                acked = acked.max(a.seq);
+            }
+            acked == 2 + LATE
+        }),
+        "every late frame acked (last ack {acked})"
+    );
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGKILL) };
+    drop(child);
+    drop(tcp);
+
+    let (_child2, tcp_addr, http) = spawn_child_idle(&dir.0, 5_000);
+    let want: u64 = 1 + LATE;
+    let bytes: u64 = std::iter::once(1).chain(3..3 + LATE).map(flow_bytes).sum();
+    let check = |http: &str| {
+        let (_, v) = get(&format!(
+            "http://{http}/api/insights?from=0&to=10000&limit=1000"
+        ));
+        let t = &v["totals"]["inter-az"];
+        Some((t["records"].as_u64()?, t["data_transferred"].as_u64()?))
+    };
+    let got = wait_for("the late records after the restart", 60, || {
+        check(&http).filter(|&(r, _)| r >= want)
+    });
+    assert_eq!(got, (want, bytes), "every acked late record, once");
+    // The agent resends them (as one that lost the acks would): duplicates, nothing counted.
+    let mut tcp = TcpStream::connect(&tcp_addr).unwrap();
+    tcp.write_all(&hello(9, 1, 0, None)).unwrap();
+    for seq in 3..3 + LATE {
+        tcp.write_all(&batch(9, 1, seq, 0, vec![rec(seq)], None))
+            .unwrap();
+    }
+    let mut dec = StreamDecoder::new(1 << 20);
+    let mut last = 0;
+    assert!(read_until(&mut tcp, &mut dec, 30, |m| {
+        if let Message::Ack(a) = m {
+            last = last.max(a.seq);
+        }
+        last == 2 + LATE
+    }));
+    // The agent table is published periodically: wait for it to show the resends.
+    wait_for("the resends counted as duplicates", 30, || {
+        let (_, agents) = get(&format!("http://{http}/api/agents"));
+        (agent(&agents, 9)?["duplicates"].as_u64()? == LATE).then_some(())
+    });
+    // Still once, also after an amendment of the resends would have closed.
+    std::thread::sleep(Duration::from_millis(5_500));
+    assert_eq!(check(&http), Some((want, bytes)));
 }

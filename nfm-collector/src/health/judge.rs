@@ -622,9 +622,13 @@ impl Baselines {
         if count_test(o.failed, o.attempts, exp.failed, cfg.min_excess_failed) {
             flagged |= metric::FAILED;
         }
-        let power = (o.segs as f32 / cfg.full_weight_segments)
-            .max(o.attempts as f32 / cfg.full_weight_attempts)
-            .min(1.0);
+        // What the flow could have shown: P(≥ 2 retransmissions | loss at the reference rate
+        // on its segments). A short connection's 10-odd segments (SYNs included) rarely show
+        // 1 % loss, so it barely contradicts a lossy component; a bulk flow always would.
+        let power = {
+            let lambda = o.segs as f64 * cfg.loss_reference_rate;
+            (1.0 - (-lambda).exp() * (1.0 + lambda)) as f32
+        };
         if flagged != 0 {
             j.loss = State::Degraded;
             j.loss_w = 1.0;

@@ -156,9 +156,10 @@ pub struct HealthConfig {
     pub min_excess_retrans: f64,
     pub min_excess_timeout: f64,
     pub min_excess_failed: f64,
-    /// Segments (or connection attempts) at which a healthy flow counts fully as loss evidence.
-    pub full_weight_segments: f32,
-    pub full_weight_attempts: f32,
+    /// The loss rate a healthy flow is weighed against: it counts as loss evidence with the
+    /// probability that loss at this rate would have shown on its segments (SYNs included) as
+    /// the two retransmissions a degraded verdict needs at least.
+    pub loss_reference_rate: f64,
     /// RTT samples at which a flow counts fully as latency evidence.
     pub full_weight_rtt_samples: f32,
     /// Below this weight a flow is inconclusive.
@@ -210,8 +211,7 @@ impl Default for HealthConfig {
             min_excess_retrans: 0.002,
             min_excess_timeout: 0.000_5,
             min_excess_failed: 0.1,
-            full_weight_segments: 2_000.0,
-            full_weight_attempts: 5.0,
+            loss_reference_rate: 0.01,
             full_weight_rtt_samples: 3.0,
             min_weight: 0.05,
             rtt_min_history: 4,
@@ -343,25 +343,26 @@ impl EvidenceAcc {
     }
 }
 
-/// Tie-break between components that explain exactly the same flows (lower wins). Loss points
-/// at the network first; latency alone (a slow host's signature: longer RTT, no loss) points at
-/// the endpoint first. Among network components, the narrowest scope first.
-fn rank(kind: ComponentKind, loss: bool) -> u8 {
-    let network = match kind {
-        ComponentKind::Subnet => 0,
-        ComponentKind::AzPair => 1,
-        ComponentKind::Gateway => 2,
+/// Tie-break between components that explain exactly the same flows (lower wins; the
+/// component's digest settles what is left, so a tie is broken the same way every interval).
+/// Network components narrowest scope first (subnet, AZ pair, gateway, region pair, AZ, VPC),
+/// endpoints host, service, external. `endpoint_first`: the symptom points at an endpoint
+/// (latency alone, a starved host's signature; or connections failing while established flows
+/// through the same component are healthy, an endpoint refusing work), so endpoints rank before
+/// the network; otherwise (loss) the network first.
+fn rank(kind: ComponentKind, endpoint_first: bool) -> u8 {
+    let order = match kind {
+        ComponentKind::Subnet | ComponentKind::Host => 0,
+        ComponentKind::AzPair | ComponentKind::Service => 1,
+        ComponentKind::Gateway | ComponentKind::External => 2,
         ComponentKind::RegionPair => 3,
         ComponentKind::Az => 4,
         ComponentKind::Vpc => 5,
-        ComponentKind::Host => 10,
-        ComponentKind::Service => 11,
-        ComponentKind::External => 12,
     };
-    if loss || kind.is_network() {
-        network
+    if kind.is_network() != endpoint_first {
+        order
     } else {
-        network - 10
+        10 + order
     }
 }
 
@@ -452,18 +453,26 @@ impl Evaluator {
                 }
             }
         };
+        let refusing = refusing_work(&graph, &obs, &judged);
+        let tie = |c: u32, endpoint_first: bool| {
+            let g = graph.comps[c as usize];
+            (
+                rank(interner.name(g).kind, endpoint_first),
+                interner.digest_of(g),
+            )
+        };
         let loss_picks = greedy(
             &graph,
             |i| (judged[i].loss, judged[i].loss_w),
             rules,
-            |c| rank(interner.name(graph.comps[c as usize]).kind, true),
+            |c| tie(c, refusing[c as usize]),
             cfg.max_verdicts,
         );
         let lat_picks = greedy(
             &graph,
             |i| (judged[i].lat, judged[i].lat_w),
             rules,
-            |c| rank(interner.name(graph.comps[c as usize]).kind, false),
+            |c| tie(c, true),
             cfg.max_verdicts,
         );
 
@@ -578,6 +587,29 @@ impl Evaluator {
             degraded_flows,
         }
     }
+}
+
+/// Per component: does its loss look like an endpoint refusing work rather than the network
+/// losing packets? Every degraded flow through it failed to connect and retransmitted nothing
+/// on established connections, while flows through it that moved data are healthy: the path
+/// carries established traffic fine, only new connections fail (a full listen queue).
+fn refusing_work(graph: &Graph, obs: &[judge::Obs], judged: &[Judged]) -> Vec<bool> {
+    let n = graph.comps.len();
+    // 0: nothing seen; bit 1: a degraded flow that only failed to connect; bit 2: a degraded
+    // flow with loss on established connections; bit 4: a healthy flow that moved data.
+    let mut seen = vec![0u8; n];
+    for (i, (o, j)) in obs.iter().zip(judged).enumerate() {
+        let bit = match j.loss {
+            State::Degraded if j.metrics & (metric::RETRANS | metric::TIMEOUT) == 0 => 1,
+            State::Degraded => 2,
+            State::Healthy if o.segs > o.attempts.saturating_mul(3) => 4,
+            _ => continue,
+        };
+        for &c in graph.of(i) {
+            seen[c as usize] |= bit;
+        }
+    }
+    seen.into_iter().map(|b| b == (1 | 4)).collect()
 }
 
 /// Confidence of one family's pick: its purity, discounted when it rests on few flows.

@@ -172,6 +172,8 @@ pub struct IngestCore {
     pending_resolve: Vec<DecodedBatch>,
     pending_store: Vec<WalBatch>,
     pending_records: usize,
+    /// The next batch's number (`WalBatch::n`): batches reach the aggregator in this order.
+    next_n: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -199,8 +201,14 @@ impl IngestCore {
             pending_resolve: Vec::new(),
             pending_store: Vec::new(),
             pending_records: 0,
+            next_n: 1,
             metrics,
         }
+    }
+
+    /// Numbers batches on from above `max_n` (the highest a previous run used).
+    pub fn number_from(&mut self, max_n: u64) {
+        self.next_n = self.next_n.max(max_n + 1);
     }
 
     /// Restores replay marks: the state file (`IngestConfig::state_path`), then the WAL's ids
@@ -351,6 +359,26 @@ impl IngestCore {
                 return self.reject(known, reason, message);
             }
         }
+        // The store's backlog budget (a stalled disk), checked before the frame can touch a
+        // session: a batch refused here is neither aggregated nor marked seen, so the agent's
+        // resend once space returns counts exactly once.
+        if matches!(packet.message, Message::FlowBatch(_)) {
+            let pending = self.metrics.store_pending_bytes.load(Ordering::Relaxed);
+            if pending + bytes.len() as u64 > self.cfg.max_store_backlog as u64 {
+                let known = self
+                    .sessions
+                    .contains_key(&h.agent_id)
+                    .then_some(h.agent_id);
+                return self.reject(
+                    known,
+                    "store_full",
+                    format!(
+                        "{pending} bytes wait for the store (budget {}): resend later",
+                        self.cfg.max_store_backlog
+                    ),
+                );
+            }
+        }
         let now = now_ms();
         // The time this frame carries, to tell a restarted agent from a replay (session.rs).
         let frame_time = match &packet.message {
@@ -457,7 +485,13 @@ impl IngestCore {
                 self.metrics
                     .ingest_lag_ms
                     .store(now as i64 - b.interval_end_ms as i64, Ordering::Relaxed);
+                self.metrics
+                    .store_pending_bytes
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                let order = self.next_n;
+                self.next_n += 1;
                 self.pending_store.push(WalBatch {
+                    n: order,
                     agent_id: h.agent_id,
                     epoch: h.epoch,
                     seq: h.seq,
@@ -465,6 +499,7 @@ impl IngestCore {
                     frame: bytes.to_vec(),
                 });
                 self.pending_resolve.push(DecodedBatch {
+                    n: order,
                     agent_id: h.agent_id,
                     interval_start_ms: b.interval_start_ms,
                     interval_end_ms: b.interval_end_ms,
@@ -981,6 +1016,47 @@ mod test {
         assert!(matches!(
             c.on_frame(&batch_frame(3, 1, 5, Some(&key)), Transport::Udp, None),
             Outcome::Accepted { .. }
+        ));
+    }
+
+    /// Over the store's backlog budget (a stalled disk) a batch is refused before it is
+    /// aggregated or marked seen: the agent's resend once space returns counts exactly once
+    /// (issue 19 item 4: dropped backlog batches had already been aggregated and counted twice).
+    #[test]
+    fn test_store_backlog_budget_refuses_before_aggregating() {
+        let (mut c, r, s) = core(None);
+        let f = batch_frame(5, 1, 1, None);
+        c.metrics
+            .store_pending_bytes
+            .store(c.cfg.max_store_backlog as u64, Ordering::Relaxed);
+        match c.on_frame(&f, Transport::Tcp, None) {
+            Outcome::Rejected { reason, .. } => assert_eq!(reason, "store_full"),
+            o => panic!("{o:?}"),
+        }
+        c.flush();
+        assert!(r.try_recv().is_err(), "nothing aggregated");
+        assert!(s.try_recv().is_err(), "nothing stored");
+        // Space returns: the resend is new, not a duplicate, and counted once.
+        c.metrics.store_pending_bytes.store(0, Ordering::Relaxed);
+        assert!(matches!(
+            c.on_frame(&f, Transport::Tcp, None),
+            Outcome::Accepted {
+                awaiting_store: true,
+                ..
+            }
+        ));
+        assert_eq!(
+            c.metrics.store_pending_bytes.load(Ordering::Relaxed),
+            f.len() as u64
+        );
+        c.flush();
+        let Ok(ResolverMsg::Batches(b)) = r.try_recv() else {
+            panic!("the resend is aggregated");
+        };
+        assert_eq!(b.len(), 1);
+        assert!(matches!(
+            c.on_frame(&f, Transport::Tcp, None),
+            Outcome::Duplicate { .. }
         ));
     }
 }

@@ -70,6 +70,9 @@ pub struct IngestConfig {
     pub buffer_budget: usize,
     /// SO_RCVBUF for the UDP socket.
     pub udp_recv_buffer: usize,
+    /// Frame bytes that may wait for the store (a stalled disk); beyond it FlowBatch frames are
+    /// refused as `store_full` before they are aggregated.
+    pub max_store_backlog: usize,
 }
 
 /// Descriptors kept free of agent connections: the store's files, the API's connections, the
@@ -92,6 +95,7 @@ impl Default for IngestConfig {
             tcp_partial_timeout: Duration::from_secs(30),
             buffer_budget: 256 << 20,
             udp_recv_buffer: 8 << 20,
+            max_store_backlog: 256 << 20,
         }
     }
 }

@@ -121,7 +121,8 @@ pub struct Metrics {
     pub store_batches: AtomicU64,
     /// Interval summaries made durable.
     pub store_summaries: AtomicU64,
-    pub store_dropped_batches: AtomicU64,
+    /// Frame bytes handed to the store, not yet durable (ingest's backlog budget).
+    pub store_pending_bytes: AtomicU64,
     pub store_stalled: AtomicU64,
     pub store_errors: AtomicU64,
     pub store_queue_depth: AtomicU64,

@@ -344,10 +344,10 @@ pub fn render(
     );
     family(
         &mut o,
-        "nfm_store_dropped_batches_total",
-        "counter",
-        "Batches dropped unacked while the disk refused writes.",
-        vec![(String::new(), c(&m.store_dropped_batches))],
+        "nfm_store_pending_bytes",
+        "gauge",
+        "Frame bytes handed to the store and not yet durable (ingest refuses batches as store_full beyond the backlog budget).",
+        vec![(String::new(), c(&m.store_pending_bytes))],
     );
     family(
         &mut o,
