@@ -3,7 +3,7 @@
 //! TCP frames in order once the store made them durable. No sockets: the socket loop and the
 //! tests feed it frames.
 
-use super::session::{is_restart, SeqCheck, Session, Sessions, TableLimits};
+use super::session::{is_restart, widen, SeqCheck, Session, Sessions, TableLimits};
 use super::stamp::check_interval;
 use super::IngestConfig;
 use crate::metrics::{Chan, Metrics};
@@ -130,8 +130,10 @@ const NON_FATAL: [&str; 3] = ["replayed", "future_interval", "bad_interval"];
 /// its skipped numbers as lost, filling one un-counts it.
 fn note_seq(session: &mut Session, seq: u64, metrics: &Metrics) {
     if let SeqCheck::New { gap, filled } = session.window.check(seq) {
-        if filled {
-            session.lost = session.lost.saturating_sub(1);
+        // Only a gap that was counted is un-counted (a restored window's numbers below its
+        // marked range were never counted as lost).
+        if filled && session.lost > 0 {
+            session.lost -= 1;
             metrics.lost_frames.fetch_sub(1, Ordering::Relaxed);
         }
         if gap > 0 {
@@ -519,7 +521,7 @@ impl IngestCore {
         if proves {
             self.sessions.prove(h.agent_id);
         }
-        self.sessions.dirty |= awaiting_store || restarted;
+        self.sessions.dirty |= restarted;
         Outcome::Accepted {
             agent_id: h.agent_id,
             epoch: h.epoch,
@@ -566,6 +568,8 @@ impl IngestCore {
                     if let Some(sess) = self.sessions.get_mut(&a) {
                         if sess.epoch == e && sess.in_store.remove(&s) {
                             advanced.push(a);
+                            sess.durable = widen(sess.durable, s);
+                            self.sessions.dirty = true;
                         }
                     }
                 }

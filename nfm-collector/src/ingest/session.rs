@@ -14,7 +14,7 @@
 //!   place of the oldest Hello-only session.
 //! - **Expiry**: a Hello-only session silent for `unproven_ttl`, any session silent for
 //!   `session_ttl` (none with batches still on their way to the store) is dropped; a proven
-//!   one leaves its [`Mark`] (epoch, newest time, highest sequence number).
+//!   one leaves its [`Mark`] (epoch, newest time, the range of its durable sequence numbers).
 //! - **Marks survive restarts**: [`Sessions::marks_text`] is written to `DATA_DIR/sessions` by
 //!   the ingest loop (every 2 s when changed, and at shutdown) and read at start together with
 //!   the WAL's ids, so after a restart captured frames are still refused and resends of durable
@@ -138,6 +138,10 @@ pub(super) struct Session {
     pub(super) newest_ms: u64,
     /// Sent a valid FlowBatch: a session only a Hello made is evicted first for room.
     pub(super) proven: bool,
+    /// The lowest and highest sequence numbers of batches the store made durable: what a
+    /// replay mark covers. Never a frame merely received: a restart must not take a batch that
+    /// was not durable (and so not acked) for a duplicate when the agent resends it.
+    pub(super) durable: Option<(u64, u64)>,
 }
 
 impl Session {
@@ -163,18 +167,23 @@ impl Session {
             in_store: HashSet::default(),
             newest_ms: 0,
             proven: false,
+            durable: None,
         }
     }
 }
 
 impl SeqWindow {
-    /// A window that has seen every sequence number up to `highest` (a restored mark: the
-    /// exact gaps are not kept, so a frame filling one after a restart counts as a duplicate).
-    pub(super) fn seen_through(highest: u64) -> SeqWindow {
-        SeqWindow {
-            highest: Some(highest),
-            bits: vec![u64::MAX; (DEDUPE_WINDOW / 64) as usize],
+    /// A window that has seen every sequence number from `low` to `high` (a restored mark:
+    /// the exact gaps are not kept, so a frame filling one after a restart counts as a
+    /// duplicate; numbers below `low`, such as the session's Hello, are not marked).
+    pub(super) fn seen_range(low: u64, high: u64) -> SeqWindow {
+        let mut w = SeqWindow::new();
+        w.highest = Some(high);
+        let from = low.max(high.saturating_sub(DEDUPE_WINDOW - 1));
+        for seq in from..=high {
+            w.set(seq, true);
         }
+        w
     }
 }
 
@@ -183,12 +192,13 @@ pub(super) fn is_restart(newest_ms: u64, frame_time_ms: Option<u64>) -> bool {
     matches!(frame_time_ms, Some(t) if t > newest_ms)
 }
 
-/// What outlives a session: enough to refuse replays of it.
+/// What outlives a session: enough to refuse replays of it (its epoch, the newest time it
+/// stamped, the lowest and highest sequence numbers of its durable batches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Mark {
     pub(super) epoch: u32,
     pub(super) newest_ms: u64,
-    pub(super) highest: Option<u64>,
+    pub(super) durable: Option<(u64, u64)>,
 }
 
 impl Mark {
@@ -196,9 +206,14 @@ impl Mark {
         Mark {
             epoch: s.epoch,
             newest_ms: s.newest_ms,
-            highest: s.window.highest,
+            durable: s.durable,
         }
     }
+}
+
+/// Widens a `(low, high)` range of sequence numbers to cover `seq`.
+pub(super) fn widen(range: Option<(u64, u64)>, seq: u64) -> Option<(u64, u64)> {
+    Some(range.map_or((seq, seq), |(l, h)| (l.min(seq), h.max(seq))))
 }
 
 /// Table limits (from `IngestConfig`).
@@ -275,8 +290,9 @@ impl Sessions {
                 s.epoch = m.epoch;
                 s.newest_ms = m.newest_ms;
                 s.proven = true;
-                if let Some(h) = m.highest {
-                    s.window = SeqWindow::seen_through(h);
+                if let Some((low, high)) = m.durable {
+                    s.window = SeqWindow::seen_range(low, high);
+                    s.durable = m.durable;
                 }
             } else {
                 self.unproven.push_back(agent);
@@ -367,17 +383,19 @@ impl Sessions {
         due.len()
     }
 
-    /// Every agent's mark, one `agent epoch newest_ms highest` line each (`-`: none).
+    /// Every agent's mark, one `agent epoch newest_ms low-high` line each (`-`: none).
     pub(super) fn marks_text(&mut self) -> String {
         self.dirty = false;
         let mut out =
-            String::from("# nfm-collector replay marks: agent epoch newest_ms highest_seq\n");
+            String::from("# nfm-collector replay marks: agent epoch newest_ms durable_seqs\n");
         let live = self.map.iter().filter(|(_, s)| s.proven);
         let all = live
             .map(|(a, s)| (*a, Mark::of(s)))
             .chain(self.marks.iter().map(|(a, m)| (*a, *m)));
         for (a, m) in all {
-            let h = m.highest.map_or("-".to_string(), |h| h.to_string());
+            let h = m
+                .durable
+                .map_or("-".to_string(), |(l, h)| format!("{l}-{h}"));
             out.push_str(&format!("{a} {} {} {h}\n", m.epoch, m.newest_ms));
         }
         out
@@ -394,16 +412,19 @@ impl Sessions {
             }
             let f: Vec<&str> = line.split_whitespace().collect();
             let parsed = (|| {
-                let highest = match *f.get(3)? {
+                let durable = match *f.get(3)? {
                     "-" => None,
-                    h => Some(h.parse().ok()?),
+                    r => {
+                        let (l, h) = r.split_once('-')?;
+                        Some((l.parse().ok()?, h.parse().ok()?))
+                    }
                 };
                 Some((
                     f.first()?.parse::<u64>().ok()?,
                     Mark {
                         epoch: f.get(1)?.parse().ok()?,
                         newest_ms: f.get(2)?.parse().ok()?,
-                        highest,
+                        durable,
                     },
                 ))
             })();
@@ -414,26 +435,27 @@ impl Sessions {
                 _ => bad += 1,
             }
         }
-        let mut last: HashMap<u64, (u32, u64)> = HashMap::default();
+        let mut last: HashMap<u64, (u32, Option<(u64, u64)>)> = HashMap::default();
         for &(a, e, s) in seen {
-            let cur = last.entry(a).or_insert((e, s));
+            let cur = last.entry(a).or_insert((e, None));
             if cur.0 != e {
-                *cur = (e, s);
-            } else {
-                cur.1 = cur.1.max(s);
+                *cur = (e, None);
             }
+            cur.1 = widen(cur.1, s);
         }
-        for (a, (e, s)) in last {
+        for (a, (e, range)) in last {
             let m = self.marks.entry(a).or_insert(Mark {
                 epoch: e,
                 newest_ms: 0,
-                highest: None,
+                durable: None,
             });
             if m.epoch != e {
                 m.epoch = e;
-                m.highest = None;
+                m.durable = None;
             }
-            m.highest = Some(m.highest.map_or(s, |h| h.max(s)));
+            if let Some((l, h)) = range {
+                m.durable = widen(widen(m.durable, l), h);
+            }
         }
         self.trim_marks();
         bad
@@ -445,7 +467,7 @@ mod test {
     use super::super::core::{IngestCore, Outcome, Transport};
     use super::super::IngestConfig;
     use super::*;
-    use crate::pipeline::{ResolverMsg, StoreMsg};
+    use crate::pipeline::{ResolverMsg, StoreMsg, StoreReply};
     use nfm_wire::{encode_to_vec, FlowBatch, FlowRecord, Header, Hello, Message};
     use std::sync::mpsc::{sync_channel, Receiver};
     use std::sync::Arc;
@@ -492,6 +514,20 @@ mod test {
             records: vec![FlowRecord::default()],
         });
         encode_to_vec(&h, &m, None)
+    }
+
+    /// Hands pending batches to the store channel and makes those with `seq <= upto` durable.
+    fn durable_upto(k: &mut Core, upto: u64) {
+        k.c.flush();
+        let mut ids = Vec::new();
+        while let Ok(StoreMsg::Batches(b)) = k._s.try_recv() {
+            ids.extend(
+                b.iter()
+                    .filter(|b| b.seq <= upto)
+                    .map(|b| (b.agent_id, b.epoch, b.seq)),
+            );
+        }
+        k.c.on_store_reply(StoreReply::Durable(ids));
     }
 
     fn accepted(o: &Outcome) -> bool {
@@ -621,10 +657,12 @@ mod test {
         {
             let mut k = core(cfg.clone());
             assert!(accepted(&k.c.on_frame(&old, Transport::Udp, None)));
-            for seq in 1..=3 {
+            for seq in 1..=4 {
                 let f = batch(4, 6, seq, T + 5_000 * (seq + 1));
                 assert!(accepted(&k.c.on_frame(&f, Transport::Udp, None)));
             }
+            // 1 to 3 durable; 4 was received but never made durable (so never acked).
+            durable_upto(&mut k, 3);
             k.c.housekeeping(true);
         }
         let mut k = core(cfg);
@@ -635,10 +673,13 @@ mod test {
             reason(&k.c.on_frame(&old, Transport::Udp, None)),
             "replayed"
         );
-        // The agent goes on where it was.
+        // The agent resends what was not durable, and goes on.
         let o =
             k.c.on_frame(&batch(4, 6, 4, T + 25_000), Transport::Udp, None);
         assert!(matches!(o, Outcome::Accepted { seq: 4, .. }), "{o:?}");
+        let o =
+            k.c.on_frame(&batch(4, 6, 5, T + 30_000), Transport::Udp, None);
+        assert!(matches!(o, Outcome::Accepted { seq: 5, .. }), "{o:?}");
         assert_eq!(k.c.snapshot().agents[0].lost, 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -654,19 +695,19 @@ mod test {
             session_ttl_ms: 1,
         });
         let bad = s.restore(
-            "# header\n3 9 100 4\nnot a line\n",
+            "# header\n3 9 100 2-4\nnot a line\n3 x 1 -\n",
             &[(3, 9, 5), (3, 2, 0), (3, 2, 1), (8, 1, 7)],
         );
-        assert_eq!(bad, 1);
+        assert_eq!(bad, 2);
         assert_eq!(
             s.marks[&3],
             Mark {
                 epoch: 2,
                 newest_ms: 100,
-                highest: Some(1)
+                durable: Some((0, 1))
             }
         );
-        assert_eq!(s.marks[&8].highest, Some(7));
+        assert_eq!(s.marks[&8].durable, Some((7, 7)));
     }
 
     /// Regression (issue 19 item 6): 220,000 Hellos with random agent ids filled the agent
@@ -747,6 +788,7 @@ mod test {
         d.last_seen_ms = T;
         d.newest_ms = T;
         d.window.mark(9);
+        d.durable = Some((9, 9));
         s.prove(2);
         assert_eq!(s.expire(T + 999, &m), 0);
         assert_eq!(s.expire(T + 1_000, &m), 1);
@@ -758,7 +800,7 @@ mod test {
             Mark {
                 epoch: 5,
                 newest_ms: T,
-                highest: Some(9)
+                durable: Some((9, 9))
             }
         );
         // It comes back where it was: seq 9 seen, 10 new.
