@@ -64,6 +64,10 @@ pub struct Settings {
     /// Memory for interval summaries served by the API (older ones stay on disk).
     pub max_history_mib: usize,
     pub max_frame_len: usize,
+    /// Agent TCP connections at once (lowered to the descriptor limit at start).
+    pub max_connections: usize,
+    /// Memory agent TCP connections may hold in partial frames (docs/collector.md).
+    pub ingest_buffer_mib: usize,
     /// Frame bytes that may wait for a stalled store before ingest refuses batches
     /// (`store_full`: the agent resends them later; a refused batch is never aggregated).
     pub max_store_backlog_mib: usize,
@@ -96,6 +100,8 @@ impl Default for Settings {
             max_history_intervals: 20_160,
             max_history_mib: 256,
             max_frame_len: nfm_wire::MAX_FRAME_LEN,
+            max_connections: IngestConfig::default().max_connections,
+            ingest_buffer_mib: IngestConfig::default().buffer_budget >> 20,
             max_store_backlog_mib: 256,
             tick_ms: 250,
             health: true,
@@ -309,6 +315,9 @@ impl Collector {
             IngestConfig {
                 max_frame_len: s.max_frame_len,
                 keys: keys.clone(),
+                max_connections: s.max_connections,
+                state_path: Some(s.data_dir.join("sessions")),
+                buffer_budget: s.ingest_buffer_mib << 20,
                 max_store_backlog: s.max_store_backlog_mib.max(1) << 20,
                 ..Default::default()
             },

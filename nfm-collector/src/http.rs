@@ -5,26 +5,112 @@
 //! before, parks a pool thread on each, and a race in its pool left new connections queued
 //! behind them (dashboard loads that never finished in 3 of 8 fresh browsers). One request per
 //! connection (`Connection: close`) costs one extra loopback handshake and can never wedge.
+//!
+//! Slow clients ([`Limits`]): a request must arrive whole within a deadline (not per read, so a
+//! byte every few seconds does not keep a slot), one peer address holds a bounded share of the
+//! slots, and when slots run out the client that has spent longest reading or being written to
+//! is evicted for the newcomer.
 
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Largest request head (request line and headers) accepted.
 const MAX_HEAD: usize = 16 * 1024;
 /// Largest request body accepted (monitor definitions are a few hundred bytes).
 pub const MAX_BODY: usize = 1 << 20;
-/// Connections served at once; more get a 503 straight from the accept thread.
-const MAX_CONNECTIONS: usize = 64;
-/// A client that sends nothing, or reads nothing, for this long is dropped.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection waits for the API actor's answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Limits that keep slow or greedy clients from holding the API (issue 19 item 7).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once. When all are taken, a new connection evicts the client that
+    /// has spent longest (at least `slow_after`) sending its request or reading its answer (a
+    /// slow client; never one waiting for the API actor); with none it gets a 503 from the
+    /// accept thread.
+    pub max_connections: usize,
+    /// Connections one peer address may hold at once; over it, that peer's slowest client is
+    /// evicted as above, else the new one gets a 503.
+    pub max_per_peer: usize,
+    /// A client still sending its request (or reading its answer) after this long is slow:
+    /// it may be evicted for a newcomer. A normal client takes milliseconds.
+    pub slow_after: Duration,
+    /// The whole request (head and body) must arrive within this, however it trickles in;
+    /// then a 408. The answer gets as long again to be read.
+    pub request_deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 64,
+            max_per_peer: 48,
+            slow_after: Duration::from_millis(500),
+            request_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One connection being served, as the accept thread sees it.
+struct Slot {
+    peer: IpAddr,
+    since: Instant,
+    /// A clone of the socket, to shut it down on eviction.
+    stream: TcpStream,
+    phase: Arc<Phase>,
+}
+
+/// Where a connection is: reading its request or writing its answer (evictable, since when),
+/// or waiting for the API actor (not evictable).
+struct Phase {
+    evictable: AtomicBool,
+    /// Milliseconds since the server started, when the evictable phase began.
+    since_ms: AtomicU64,
+}
+
+/// The connections being served, by id.
+#[derive(Default)]
+struct Slots {
+    next: u64,
+    open: HashMap<u64, Slot>,
+    base: Option<Instant>,
+}
+
+impl Slots {
+    fn now_ms(&mut self) -> u64 {
+        self.base
+            .get_or_insert_with(Instant::now)
+            .elapsed()
+            .as_millis() as u64
+    }
+
+    /// The connection slow for longest (of `peer` only, if given), if one has been for at least
+    /// `slow_after`.
+    fn victim(&mut self, peer: Option<IpAddr>, slow_after: Duration) -> Option<u64> {
+        let now = self.now_ms();
+        let min = slow_after.as_millis() as u64;
+        self.open
+            .iter()
+            .filter(|(_, c)| peer.is_none_or(|p| c.peer == p))
+            .filter(|(_, c)| c.phase.evictable.load(Ordering::Acquire))
+            .map(|(id, c)| (c.phase.since_ms.load(Ordering::Acquire), c.since, *id))
+            .filter(|(t, _, _)| now.saturating_sub(*t) >= min)
+            .min()
+            .map(|(_, _, id)| id)
+    }
+    fn evict(&mut self, id: u64) {
+        if let Some(c) = self.open.remove(&id) {
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
 
 /// One parsed request, with the channel its reply goes back on.
 #[derive(Debug)]
@@ -86,6 +172,8 @@ impl Reply {
 pub struct Server {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    slots: Arc<Mutex<Slots>>,
+    evicted: Arc<AtomicU64>,
 }
 
 impl Server {
@@ -98,12 +186,25 @@ impl Server {
     where
         F: Fn(Request) -> bool + Send + Sync + 'static,
     {
+        Server::start_with(addr, Limits::default(), deliver)
+    }
+
+    /// [`Server::start`] with explicit limits.
+    pub fn start_with<F>(
+        addr: SocketAddr,
+        limits: Limits,
+        deliver: F,
+    ) -> io::Result<(Server, std::thread::JoinHandle<()>)>
+    where
+        F: Fn(Request) -> bool + Send + Sync + 'static,
+    {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let active = Arc::new(AtomicUsize::new(0));
+        let slots = Arc::new(Mutex::new(Slots::default()));
+        let evicted = Arc::new(AtomicU64::new(0));
         let deliver = Arc::new(deliver);
-        let stop2 = stop.clone();
+        let (stop2, slots2, evicted2) = (stop.clone(), slots.clone(), evicted.clone());
         let h = std::thread::Builder::new()
             .name("http".into())
             .spawn(move || {
@@ -112,32 +213,56 @@ impl Server {
                         break;
                     }
                     let Ok(mut stream) = conn else { continue };
-                    if active.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+                    let Ok(peer) = stream.peer_addr() else {
+                        continue;
+                    };
+                    let Some((id, (phase, base))) =
+                        admit(&slots2, &limits, &stream, peer.ip(), &evicted2)
+                    else {
+                        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
                         let _ = write_response(
                             &mut stream,
                             &Response::text(503, "too many API connections; retry"),
                         );
                         continue;
-                    }
-                    active.fetch_add(1, Ordering::AcqRel);
-                    let (active, deliver) = (active.clone(), deliver.clone());
+                    };
+                    let (slots, deliver) = (slots2.clone(), deliver.clone());
                     let spawned =
                         std::thread::Builder::new()
                             .name("http-conn".into())
                             .spawn(move || {
-                                serve(stream, &*deliver);
-                                active.fetch_sub(1, Ordering::AcqRel);
+                                serve(stream, &*deliver, &limits, &phase, base);
+                                lock(&slots).open.remove(&id);
                             });
                     if spawned.is_err() {
                         log::warn!("api: cannot start a connection thread");
+                        lock(&slots2).open.remove(&id);
                     }
                 }
             })?;
-        Ok((Server { addr, stop }, h))
+        Ok((
+            Server {
+                addr,
+                stop,
+                slots,
+                evicted,
+            },
+            h,
+        ))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Connections being served now.
+    pub fn connections(&self) -> usize {
+        lock(&self.slots).open.len()
+    }
+
+    /// Slow clients evicted so far to make room.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
     }
 
     /// Stops the accept thread (wakes it with one connection to itself).
@@ -145,6 +270,51 @@ impl Server {
         self.stop.store(true, Ordering::Release);
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
     }
+}
+
+fn lock(m: &Mutex<Slots>) -> std::sync::MutexGuard<'_, Slots> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Gives a new connection a slot, evicting the slowest client when the peer's share or all
+/// slots are taken; `None`: no room (answer 503).
+fn admit(
+    slots: &Mutex<Slots>,
+    limits: &Limits,
+    stream: &TcpStream,
+    peer: IpAddr,
+    evicted: &AtomicU64,
+) -> Option<(u64, (Arc<Phase>, Instant))> {
+    let mut g = lock(slots);
+    let of_peer = g.open.values().filter(|c| c.peer == peer).count();
+    if of_peer >= limits.max_per_peer.max(1) {
+        let v = g.victim(Some(peer), limits.slow_after)?;
+        g.evict(v);
+        evicted.fetch_add(1, Ordering::Relaxed);
+    }
+    if g.open.len() >= limits.max_connections.max(1) {
+        let v = g.victim(None, limits.slow_after)?;
+        g.evict(v);
+        evicted.fetch_add(1, Ordering::Relaxed);
+    }
+    let clone = stream.try_clone().ok()?;
+    let phase = Arc::new(Phase {
+        evictable: AtomicBool::new(true),
+        since_ms: AtomicU64::new(g.now_ms()),
+    });
+    let base = *g.base.get_or_insert_with(Instant::now);
+    let id = g.next;
+    g.next += 1;
+    g.open.insert(
+        id,
+        Slot {
+            peer,
+            since: Instant::now(),
+            stream: clone,
+            phase: phase.clone(),
+        },
+    );
+    Some((id, (phase, base)))
 }
 
 impl Response {
@@ -157,10 +327,15 @@ impl Response {
     }
 }
 
-fn serve<F: Fn(Request) -> bool>(mut stream: TcpStream, deliver: &F) {
-    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-    let resp = match read_request(&mut stream) {
+fn serve<F: Fn(Request) -> bool>(
+    mut stream: TcpStream,
+    deliver: &F,
+    limits: &Limits,
+    phase: &Phase,
+    base: Instant,
+) {
+    let deadline = Instant::now() + limits.request_deadline;
+    let resp = match read_request(&mut stream, deadline) {
         Ok(Some((method, url, authorization, body))) => {
             let (tx, rx): (SyncSender<Response>, Receiver<Response>) = sync_channel(1);
             let req = Request {
@@ -170,17 +345,24 @@ fn serve<F: Fn(Request) -> bool>(mut stream: TcpStream, deliver: &F) {
                 body,
                 reply: tx,
             };
-            if !deliver(req) {
+            phase.evictable.store(false, Ordering::Release);
+            let resp = if !deliver(req) {
                 Response::text(503, "collector is shutting down")
             } else {
                 rx.recv_timeout(REPLY_TIMEOUT)
                     .unwrap_or_else(|_| Response::text(503, "the API did not answer in time"))
-            }
+            };
+            phase
+                .since_ms
+                .store(base.elapsed().as_millis() as u64, Ordering::Release);
+            phase.evictable.store(true, Ordering::Release);
+            resp
         }
         Ok(None) => return, // closed before a request
         Err(resp) => {
             // Refused mid-request: answer, then drain (bounded) what the client is still
             // sending, so closing does not reset the connection before it reads the answer.
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
             let _ = write_response(&mut stream, &resp);
             let _ = stream.shutdown(std::net::Shutdown::Write);
             let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
@@ -188,17 +370,60 @@ fn serve<F: Fn(Request) -> bool>(mut stream: TcpStream, deliver: &F) {
             return;
         }
     };
-    let _ = write_response(&mut stream, &resp);
+    // The answer gets as long as the request had to be read, in total.
+    let _ = write_within(&mut stream, &resp, Instant::now() + limits.request_deadline);
+}
+
+/// The time left before `deadline`, as a socket timeout (never zero, which means "none").
+fn left(deadline: Instant) -> Option<Duration> {
+    let d = deadline.saturating_duration_since(Instant::now());
+    (!d.is_zero()).then_some(d)
+}
+
+/// Writes the response, giving up at `deadline` however slowly the client reads.
+fn write_within(stream: &mut TcpStream, r: &Response, deadline: Instant) -> io::Result<()> {
+    let mut bytes = head(r).into_bytes();
+    bytes.extend_from_slice(&r.body);
+    let mut at = 0;
+    while at < bytes.len() {
+        let t = left(deadline).ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))?;
+        stream.set_write_timeout(Some(t))?;
+        match stream.write(&bytes[at..(at + 64 * 1024).min(bytes.len())]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    stream.flush()
 }
 
 type Parsed = (String, String, Option<String>, Vec<u8>);
 
 /// Reads one request. `Ok(None)`: the peer closed without sending one; `Err`: the reply to send.
-fn read_request(stream: &mut TcpStream) -> Result<Option<Parsed>, Response> {
+/// The whole request must arrive before `deadline` (then a 408), however it trickles in.
+fn read_request(stream: &mut TcpStream, deadline: Instant) -> Result<Option<Parsed>, Response> {
+    let late = || Response::text(408, "request not received in time");
+    // Each read waits at most until the deadline.
+    let read = |stream: &mut TcpStream, chunk: &mut [u8]| -> Result<io::Result<usize>, Response> {
+        let t = left(deadline).ok_or_else(late)?;
+        let _ = stream.set_read_timeout(Some(t));
+        match stream.read(chunk) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(late())
+            }
+            r => Ok(r),
+        }
+    };
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
-        let n = match stream.read(&mut chunk) {
+        let n = match read(stream, &mut chunk)? {
             Ok(0) if buf.is_empty() => return Ok(None),
             Ok(0) => return Err(Response::text(400, "request ended before its headers")),
             Ok(n) => n,
@@ -234,8 +459,7 @@ fn read_request(stream: &mut TcpStream) -> Result<Option<Parsed>, Response> {
                 let mut body = buf[head_len..].to_vec();
                 body.truncate(len);
                 while body.len() < len {
-                    let n = stream
-                        .read(&mut chunk)
+                    let n = read(stream, &mut chunk)?
                         .map_err(|_| Response::text(400, "cannot read the request body"))?;
                     if n == 0 {
                         return Err(Response::text(
@@ -266,6 +490,7 @@ fn reason(status: u16) -> &'static str {
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         409 => "Conflict",
         411 => "Length Required",
         413 => "Payload Too Large",
@@ -276,15 +501,18 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn write_response(stream: &mut TcpStream, r: &Response) -> io::Result<()> {
-    let head = format!(
+fn head(r: &Response) -> String {
+    format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
         r.status,
         reason(r.status),
         r.content_type,
         r.body.len()
-    );
-    stream.write_all(head.as_bytes())?;
+    )
+}
+
+fn write_response(stream: &mut TcpStream, r: &Response) -> io::Result<()> {
+    stream.write_all(head(r).as_bytes())?;
     stream.write_all(&r.body)?;
     stream.flush()
 }
@@ -350,6 +578,103 @@ mod test {
         .starts_with("HTTP/1.1 413"));
         let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
         assert!(exchange(addr, huge.as_bytes()).starts_with("HTTP/1.1 431"));
+        srv.unblock();
+    }
+
+    fn limited_server(limits: Limits) -> (Server, SocketAddr) {
+        let (srv, _h) =
+            Server::start_with("127.0.0.1:0".parse().unwrap(), limits, |req: Request| {
+                req.respond(Response::text(200, "ok"));
+                true
+            })
+            .unwrap();
+        let addr = srv.local_addr();
+        (srv, addr)
+    }
+
+    /// Regression (issue 19 item 7): the timeout applied per read, so a client sending a byte
+    /// now and then held its slot forever. Now the whole request has a deadline: a client
+    /// trickling a byte every 50 ms gets a 408 when it passes.
+    #[test]
+    fn test_trickling_request_gets_408_at_the_deadline() {
+        let (srv, addr) = limited_server(Limits {
+            request_deadline: Duration::from_millis(700),
+            ..Limits::default()
+        });
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let began = Instant::now();
+        let mut out = Vec::new();
+        let mut sent = 0usize;
+        let head = b"GET /api/agents HTTP/1.1\r\nX-Slow: ";
+        // Sends one byte per round (the read timeout paces it) until the server answers;
+        // bounded at 10 s, well past the per-read timeout the old code applied.
+        while began.elapsed() < Duration::from_secs(10) {
+            let b = head.get(sent).copied().unwrap_or(b'a');
+            if s.write_all(&[b]).is_err() {
+                break;
+            }
+            sent += 1;
+            let mut buf = [0u8; 512];
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
+            if out.ends_with(b"request not received in time") {
+                break;
+            }
+        }
+        let out = String::from_utf8_lossy(&out);
+        assert!(
+            out.starts_with("HTTP/1.1 408"),
+            "after {:?}: {out:?}",
+            began.elapsed()
+        );
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            began.elapsed()
+        );
+        srv.unblock();
+    }
+
+    /// Regression (issue 19 item 7): slow clients holding every slot locked everyone out (a
+    /// normal client got 0 of 300 answers). Now each newcomer evicts the slowest reader: with
+    /// 4 slots all held by stalled clients, every normal request is still answered.
+    #[test]
+    fn test_stalled_clients_cannot_hold_every_slot() {
+        let (srv, addr) = limited_server(Limits {
+            max_connections: 4,
+            max_per_peer: 4,
+            request_deadline: Duration::from_secs(60),
+            slow_after: Duration::ZERO,
+        });
+        let mut stalled = Vec::new();
+        for _ in 0..4 {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /x HTTP/1.1\r\nX-Slow: a").unwrap();
+            stalled.push(s);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while srv.connections() < 4 {
+            assert!(Instant::now() < deadline, "stalled clients never admitted");
+            std::thread::yield_now();
+        }
+        for i in 0..20 {
+            let out = exchange(addr, b"GET /x HTTP/1.1\r\n\r\n");
+            assert!(out.starts_with("HTTP/1.1 200"), "request {i}: {out}");
+            // A stalled client comes back at once, as a slowloris does.
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /x HTTP/1.1\r\nX-Slow: a").unwrap();
+            stalled.push(s);
+        }
+        assert!(srv.evicted() >= 20, "{}", srv.evicted());
         srv.unblock();
     }
 

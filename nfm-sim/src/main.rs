@@ -141,7 +141,7 @@ struct RunArgs {
     /// Virtual time: replay speed (× real time); 0 = as fast as the transport takes it.
     #[arg(long, default_value_t = 0.0)]
     speed: f64,
-    /// Virtual time: Unix ms of the first interval (default: now, aligned to the interval).
+    /// Virtual time: Unix ms of the first interval (default: so that the run ends at now).
     #[arg(long)]
     start_ms: Option<u64>,
     /// Real time: stop after this long (default: the scenario's duration; forever for a
@@ -239,7 +239,7 @@ struct ScoreArgs {
     /// Intervals after a fault's end in which naming its component is excused.
     #[arg(long, default_value_t = 1)]
     grace: u64,
-    /// Unix ms of the first run (live: default now, aligned).
+    /// Unix ms of the first run (live: default so that the last run ends before now).
     #[arg(long)]
     start_ms: Option<u64>,
     /// Empty intervals between two runs.
@@ -349,9 +349,12 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<i32> {
         if a.scenario.is_none() && a.duration.is_some() {
             scenario.duration_ms = a.duration.unwrap_or(scenario.duration_ms);
         }
+        // Default: the run ends at now. The collector refuses intervals stamped ahead of its
+        // clock (docs/collector.md §Timestamps), and a replay of the past is what it accepts.
+        let span = scenario.duration_ms.div_ceil(interval_ms) * interval_ms;
         let start = a
             .start_ms
-            .unwrap_or_else(|| run::now_ms() / interval_ms * interval_ms);
+            .unwrap_or_else(|| run::now_ms().saturating_sub(span) / interval_ms * interval_ms);
         Mode::Virtual {
             start_ms: start,
             speed: a.speed,
@@ -502,6 +505,20 @@ fn cmd_score(a: ScoreArgs) -> anyhow::Result<i32> {
             timeout: Duration::from_millis(a.timeout),
         }
     };
+    let start_ms = match (&target, a.start_ms) {
+        // Live runs end before now (the collector refuses intervals stamped ahead of its
+        // clock): they start as far back as all of them, with their gaps, span.
+        (Target::Live { .. }, None) => {
+            let mut span = 0u64;
+            for p in &scenarios {
+                let s = Scenario::load(p)?;
+                let t = a.interval.or(s.interval_ms).unwrap_or(60_000).max(1);
+                span += (s.duration_ms.div_ceil(t) + a.gap + 1) * t * a.seed.len().max(1) as u64;
+            }
+            Some(run::now_ms().saturating_sub(span))
+        }
+        (_, s) => s,
+    };
     let opts = ScoreOptions {
         fleet: a.fleet.clone(),
         scenarios,
@@ -517,8 +534,8 @@ fn cmd_score(a: ScoreArgs) -> anyhow::Result<i32> {
             max_false_flips_per_day: a.max_false_flips_per_day,
             max_network_blame_slow_host: a.max_network_blame_slow_host,
         },
+        start_ms,
         target,
-        start_ms: a.start_ms,
         gap_intervals: a.gap,
         truth_dir: a.truth_dir.clone(),
         clocks: a.clocks.model(),

@@ -181,7 +181,9 @@ fn plan_interval(
         .map(|(c, agent)| {
             let hello = c.starts_session(k);
             if hello && k > 0 {
-                let wall = now_ms();
+                // Started strictly after the session it replaces (the collector tells a
+                // restart from a replay by the Hello's start time).
+                let wall = now_ms().max(agent.started_at_ms + 1);
                 *agent = VirtualAgent::new(&agent.host_name, next_epoch(wall), wall);
             }
             AgentPlan {

@@ -3,6 +3,8 @@
 //! TCP frames in order once the store made them durable. No sockets: the socket loop and the
 //! tests feed it frames.
 
+use super::session::{is_restart, widen, SeqCheck, Session, Sessions, TableLimits};
+use super::stamp::check_interval;
 use super::IngestConfig;
 use crate::metrics::{Chan, Metrics};
 use crate::pipeline::ResolverMsg;
@@ -10,7 +12,6 @@ use crate::pipeline::{AgentView, IngestSnapshot};
 use crate::pipeline::{StoreMsg, StoreReply, WalBatch};
 use crate::resolution::DecodedBatch;
 use nfm_wire::{cap, decode, DecodeOptions, Message};
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -27,139 +28,6 @@ const FLUSH_RECORDS: usize = 16_384;
 pub enum Transport {
     Udp,
     Tcp,
-}
-
-/// Sliding-window dedupe of one session's sequence numbers.
-#[derive(Debug, Clone)]
-struct SeqWindow {
-    highest: Option<u64>,
-    bits: Vec<u64>,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum SeqCheck {
-    /// New; `gap` sequence numbers were skipped (lost so far), `filled` a gap was filled.
-    New {
-        gap: u64,
-        filled: bool,
-    },
-    Duplicate,
-    TooOld,
-}
-
-impl SeqWindow {
-    fn new() -> SeqWindow {
-        SeqWindow {
-            highest: None,
-            bits: vec![0; (DEDUPE_WINDOW / 64) as usize],
-        }
-    }
-    fn bit(&self, seq: u64) -> bool {
-        let i = seq % DEDUPE_WINDOW;
-        self.bits[(i / 64) as usize] & (1 << (i % 64)) != 0
-    }
-    fn set(&mut self, seq: u64, on: bool) {
-        let i = seq % DEDUPE_WINDOW;
-        let w = &mut self.bits[(i / 64) as usize];
-        if on {
-            *w |= 1 << (i % 64);
-        } else {
-            *w &= !(1 << (i % 64));
-        }
-    }
-    fn check(&self, seq: u64) -> SeqCheck {
-        match self.highest {
-            None => SeqCheck::New {
-                gap: 0,
-                filled: false,
-            },
-            Some(h) if seq > h => SeqCheck::New {
-                gap: seq - h - 1,
-                filled: false,
-            },
-            Some(h) if h - seq >= DEDUPE_WINDOW => SeqCheck::TooOld,
-            Some(_) if self.bit(seq) => SeqCheck::Duplicate,
-            Some(_) => SeqCheck::New {
-                gap: 0,
-                filled: true,
-            },
-        }
-    }
-    fn mark(&mut self, seq: u64) {
-        match self.highest {
-            Some(h) if seq <= h => self.set(seq, true),
-            Some(h) => {
-                // Clear the bits the window slides over.
-                let clear = (seq - h).min(DEDUPE_WINDOW);
-                for s in (seq - clear + 1)..=seq {
-                    self.set(s, false);
-                }
-                self.set(seq, true);
-                self.highest = Some(seq);
-            }
-            None => {
-                self.set(seq, true);
-                self.highest = Some(seq);
-            }
-        }
-    }
-    fn unmark(&mut self, seq: u64) {
-        if let Some(h) = self.highest {
-            if seq <= h && h - seq < DEDUPE_WINDOW {
-                self.set(seq, false);
-            }
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Session {
-    epoch: u32,
-    window: SeqWindow,
-    host_name: String,
-    agent_version: String,
-    capabilities: u64,
-    interval_ms: u32,
-    transport: Transport,
-    last_seen_ms: u64,
-    frames: u64,
-    records: u64,
-    lost: u64,
-    duplicates: u64,
-    /// FlowBatch frames whose interval start was off the interval grid (clock skew): within
-    /// [`SKEW_TOLERANCE_MS`] moved onto it, beyond it kept where the agent put it.
-    skew_aligned: u64,
-    misaligned: u64,
-    rejected: BTreeMap<&'static str, u64>,
-    stats: Option<nfm_wire::AgentStats>,
-    goodbye: Option<String>,
-    /// Batches handed to the store and not yet durable.
-    in_store: HashSet<u64>,
-}
-
-impl Session {
-    fn new(epoch: u32, transport: Transport) -> Session {
-        Session {
-            epoch,
-            window: SeqWindow::new(),
-            host_name: String::new(),
-            agent_version: String::new(),
-            capabilities: 0,
-            interval_ms: 0,
-            transport,
-            last_seen_ms: 0,
-            frames: 0,
-            records: 0,
-            lost: 0,
-            duplicates: 0,
-            skew_aligned: 0,
-            misaligned: 0,
-            rejected: BTreeMap::new(),
-            stats: None,
-            goodbye: None,
-            in_store: HashSet::default(),
-        }
-    }
 }
 
 /// How far an agent's clock may be off before its interval bounds stop being moved onto the
@@ -233,14 +101,57 @@ pub enum Outcome {
     },
     /// Seen before (a resend). Ack like the original.
     Duplicate { agent_id: u64, epoch: u32, seq: u64 },
-    /// Refused. On TCP every reason but `replayed` is fatal: send an Error frame and close.
-    /// A replay (an old epoch, or a sequence older than the dedupe window, such as the session's
-    /// Hello rewritten on every reconnect) is dropped and counted but leaves the stream usable.
+    /// Refused. On TCP most reasons are fatal: send an Error frame and close. A replay (an old
+    /// epoch, or a sequence older than the dedupe window, such as the session's Hello rewritten
+    /// on every reconnect) and a batch whose interval is refused (`future_interval`,
+    /// `bad_interval`) are dropped and counted but leave the stream usable
+    /// ([`Outcome::is_fatal`]).
     Rejected {
         agent_id: Option<u64>,
         reason: &'static str,
         message: String,
     },
+}
+
+impl Outcome {
+    /// On TCP, is this refusal fatal (Error frame, then close)? Replays and batches whose
+    /// interval is refused leave the stream usable: later frames are acked past them, so the
+    /// agent drops them from its spool instead of resending them forever.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Outcome::Rejected { reason, .. }
+            if !NON_FATAL.contains(reason))
+    }
+}
+
+/// Refusal reasons that do not close a TCP connection (see [`Outcome::is_fatal`]).
+const NON_FATAL: [&str; 3] = ["replayed", "future_interval", "bad_interval"];
+
+/// Records a new sequence number in the session's window, with loss accounting: a gap counts
+/// its skipped numbers as lost, filling one un-counts it.
+fn note_seq(session: &mut Session, seq: u64, metrics: &Metrics) {
+    if let SeqCheck::New { gap, filled } = session.window.check(seq) {
+        // Only a gap that was counted is un-counted (a restored window's numbers below its
+        // marked range were never counted as lost).
+        if filled && session.lost > 0 {
+            session.lost -= 1;
+            metrics.lost_frames.fetch_sub(1, Ordering::Relaxed);
+        }
+        if gap > 0 {
+            session.lost += gap;
+            metrics.lost_frames.fetch_add(gap, Ordering::Relaxed);
+        }
+        session.window.mark(seq);
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file, fsynced, then renamed over it.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 fn now_ms() -> u64 {
@@ -253,7 +164,9 @@ fn now_ms() -> u64 {
 /// Sessions, dedupe and decoding, without sockets.
 pub struct IngestCore {
     pub(super) cfg: IngestConfig,
-    sessions: HashMap<u64, Session>,
+    sessions: Sessions,
+    last_expiry: std::time::Instant,
+    last_persist: std::time::Instant,
     /// Refusals by reason, all agents (including frames whose agent is unknown).
     rejected: BTreeMap<&'static str, u64>,
     to_resolver: SyncSender<ResolverMsg>,
@@ -273,9 +186,17 @@ impl IngestCore {
         to_store: SyncSender<StoreMsg>,
         metrics: Arc<Metrics>,
     ) -> IngestCore {
+        let limits = TableLimits {
+            max_agents: cfg.max_agents,
+            max_unproven: cfg.max_unproven,
+            unproven_ttl_ms: cfg.unproven_ttl.as_millis() as u64,
+            session_ttl_ms: cfg.session_ttl.as_millis() as u64,
+        };
         IngestCore {
             cfg,
-            sessions: HashMap::default(),
+            sessions: Sessions::new(limits),
+            last_expiry: std::time::Instant::now(),
+            last_persist: std::time::Instant::now(),
             rejected: BTreeMap::new(),
             to_resolver,
             to_store,
@@ -287,25 +208,58 @@ impl IngestCore {
         }
     }
 
-    /// Restores dedupe state from the WAL (batches durable before a restart).
     /// Numbers batches on from above `max_n` (the highest a previous run used).
     pub fn number_from(&mut self, max_n: u64) {
         self.next_n = self.next_n.max(max_n + 1);
     }
 
+    /// Restores replay marks: the state file (`IngestConfig::state_path`), then the WAL's ids
+    /// of durable batches (in arrival order).
     pub fn restore_seen(&mut self, seen: &[(u64, u32, u64)]) {
-        for &(agent, epoch, seq) in seen {
-            let s = self
-                .sessions
-                .entry(agent)
-                .or_insert_with(|| Session::new(epoch, Transport::Tcp));
-            if epoch > s.epoch {
-                *s = Session::new(epoch, Transport::Tcp);
-            }
-            if epoch == s.epoch {
-                s.window.mark(seq);
+        let text = match &self.cfg.state_path {
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => {
+                    log::warn!("ingest: reading {}: {e}", p.display());
+                    String::new()
+                }
+            },
+            None => String::new(),
+        };
+        let bad = self.sessions.restore(&text, seen);
+        if bad > 0 {
+            log::warn!("ingest: {bad} unreadable lines in the replay marks file skipped");
+        }
+    }
+
+    /// Periodic upkeep from the socket loop: expires silent sessions (every 5 s) and writes
+    /// the replay marks when they changed (every 2 s), or now with `force` (shutdown).
+    pub fn housekeeping(&mut self, force: bool) {
+        let now = std::time::Instant::now();
+        if force || now.duration_since(self.last_expiry) >= std::time::Duration::from_secs(5) {
+            self.last_expiry = now;
+            let n = self.sessions.expire(now_ms(), &self.metrics);
+            if n > 0 {
+                log::debug!("ingest: {n} silent agent sessions expired");
+                self.sessions.dirty = true;
             }
         }
+        let due = now.duration_since(self.last_persist) >= std::time::Duration::from_secs(2);
+        if (force || due) && self.sessions.dirty {
+            self.last_persist = now;
+            if let Some(p) = self.cfg.state_path.clone() {
+                let text = self.sessions.marks_text();
+                if let Err(e) = write_atomically(&p, text.as_bytes()) {
+                    log::warn!("ingest: writing {}: {e}", p.display());
+                    self.sessions.dirty = true;
+                }
+            }
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The key that signs collector-to-agent frames (Ack, Error): the newest, when keys are set.
@@ -385,6 +339,28 @@ impl IngestCore {
                 );
             }
         }
+        // Interval bounds against the collector's clock, before the frame can create or move
+        // a session: a batch stamped ahead would close every open interval downstream.
+        if let Message::FlowBatch(b) = &packet.message {
+            let now = now_ms();
+            if let Err((reason, message)) =
+                check_interval(b.interval_start_ms, b.interval_end_ms, now)
+            {
+                let known = match self.sessions.get_mut(&h.agent_id) {
+                    Some(s) => {
+                        // Received and refused, not lost: a resend is a duplicate (acked, so
+                        // the agent drops it) and no gap is counted.
+                        if s.epoch == h.epoch {
+                            note_seq(s, h.seq, &self.metrics);
+                        }
+                        s.last_seen_ms = now;
+                        Some(h.agent_id)
+                    }
+                    None => None,
+                };
+                return self.reject(known, reason, message);
+            }
+        }
         // The store's backlog budget (a stalled disk), checked before the frame can touch a
         // session: a batch refused here is neither aggregated nor marked seen, so the agent's
         // resend once space returns counts exactly once.
@@ -405,29 +381,42 @@ impl IngestCore {
                 );
             }
         }
-        let tracked = self.sessions.len();
-        let session = match self.sessions.entry(h.agent_id) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                if tracked >= self.cfg.max_agents {
-                    return self.reject(
-                        None,
-                        "too_many_agents",
-                        format!("already tracking {} agents", self.cfg.max_agents),
-                    );
-                }
-                e.insert(Session::new(h.epoch, transport))
-            }
+        let now = now_ms();
+        // The time this frame carries, to tell a restarted agent from a replay (session.rs).
+        let frame_time = match &packet.message {
+            // A Hello's start time counts at most up to the collector's clock.
+            Message::Hello(hello) => Some(hello.started_at_ms.min(now + SKEW_TOLERANCE_MS)),
+            Message::FlowBatch(b) => Some(b.interval_end_ms),
+            _ => None,
         };
-        if h.epoch < session.epoch {
-            let cur = session.epoch;
-            return self.reject(
-                Some(h.agent_id),
-                "replayed",
-                format!("epoch {} is older than the session's epoch {cur}", h.epoch),
-            );
-        }
-        if h.epoch > session.epoch {
+        let with_data = matches!(packet.message, Message::FlowBatch(_));
+        let mut restarted = false;
+        let session =
+            match self
+                .sessions
+                .admit(h.agent_id, h.epoch, transport, with_data, &self.metrics)
+            {
+                Ok(s) => s,
+                Err(message) => return self.reject(None, "too_many_agents", message),
+            };
+        if h.epoch != session.epoch {
+            if !is_restart(session.newest_ms, frame_time) {
+                let (cur, newest) = (session.epoch, session.newest_ms);
+                return self.reject(
+                    Some(h.agent_id),
+                    "replayed",
+                    match frame_time {
+                        Some(t) => format!(
+                            "epoch {} (time {t}) is not newer than the agent's session {cur} (time {newest})",
+                            h.epoch
+                        ),
+                        None => format!(
+                            "a frame of epoch {} without a time cannot start a session (session {cur}); a Hello or FlowBatch can",
+                            h.epoch
+                        ),
+                    },
+                );
+            }
             log::info!(
                 "ingest: agent {} started epoch {} (was {})",
                 h.agent_id,
@@ -437,10 +426,14 @@ impl IngestCore {
             let mut fresh = Session::new(h.epoch, transport);
             fresh.rejected = std::mem::take(&mut session.rejected);
             fresh.host_name = std::mem::take(&mut session.host_name);
+            fresh.newest_ms = session.newest_ms;
+            if session.proven {
+                fresh.proven = true;
+            }
             *session = fresh;
+            restarted = true;
         }
         session.transport = transport;
-        let now = now_ms();
         session.last_seen_ms = now;
         match session.window.check(h.seq) {
             SeqCheck::Duplicate => {
@@ -459,19 +452,15 @@ impl IngestCore {
                     format!("sequence {} is older than the dedupe window", h.seq),
                 );
             }
-            SeqCheck::New { gap, filled } => {
-                if filled {
-                    session.lost = session.lost.saturating_sub(1);
-                    self.metrics.lost_frames.fetch_sub(1, Ordering::Relaxed);
-                }
-                if gap > 0 {
-                    session.lost += gap;
-                    self.metrics.lost_frames.fetch_add(gap, Ordering::Relaxed);
-                }
-                session.window.mark(h.seq);
+            SeqCheck::New { .. } => {
+                note_seq(session, h.seq, &self.metrics);
             }
         }
         session.frames += 1;
+        if let Some(t) = frame_time {
+            session.newest_ms = session.newest_ms.max(t);
+        }
+        let proves = with_data && !session.proven;
         let mut awaiting_store = false;
         match packet.message {
             Message::Hello(hello) => {
@@ -529,6 +518,10 @@ impl IngestCore {
             // Refused above, before the session was touched.
             Message::Ack(_) | Message::Error(_) => {}
         }
+        if proves {
+            self.sessions.prove(h.agent_id);
+        }
+        self.sessions.dirty |= restarted;
         Outcome::Accepted {
             agent_id: h.agent_id,
             epoch: h.epoch,
@@ -578,6 +571,8 @@ impl IngestCore {
                     if let Some(sess) = self.sessions.get_mut(&a) {
                         if sess.epoch == e && sess.in_store.remove(&s) {
                             advanced.push(a);
+                            sess.durable = widen(sess.durable, s);
+                            self.sessions.dirty = true;
                         }
                     }
                 }
@@ -733,6 +728,104 @@ mod test {
         assert_eq!(a.rejected.get("unexpected_message"), Some(&3));
     }
 
+    /// Regression (issue 19 item 1): a batch stamped an hour or ten years ahead of the
+    /// collector's clock was accepted and sent downstream, where it moved the watermark past
+    /// every open interval. Now it is refused (not fatal on TCP), counted per agent and by
+    /// reason, and nothing of it reaches the store or the aggregator.
+    #[test]
+    fn test_future_batches_are_refused_and_never_sent_downstream() {
+        let (mut c, r, s) = core(None);
+        let now = now_ms();
+        let frame = |seq: u64, start: u64, end: u64| {
+            let b = FlowBatch {
+                interval_start_ms: start,
+                interval_end_ms: end,
+                records: vec![FlowRecord::default()],
+            };
+            let h = Header {
+                agent_id: 5,
+                epoch: 1,
+                seq,
+            };
+            encode_to_vec(&h, &Message::FlowBatch(b), None)
+        };
+        let aligned = now / 5_000 * 5_000;
+        let ok = c.on_frame(&frame(0, aligned - 5_000, aligned), Transport::Tcp, None);
+        assert!(matches!(ok, Outcome::Accepted { .. }), "{ok:?}");
+        let hour = 3_600_000;
+        let decade = 10 * 365 * 86_400_000;
+        for (seq, ahead) in [(1, hour), (2, decade)] {
+            let o = c.on_frame(
+                &frame(seq, aligned + ahead, aligned + ahead + 5_000),
+                Transport::Tcp,
+                Some(5),
+            );
+            assert!(
+                matches!(
+                    o,
+                    Outcome::Rejected {
+                        reason: "future_interval",
+                        agent_id: Some(5),
+                        ..
+                    }
+                ),
+                "{o:?}"
+            );
+            assert!(!o.is_fatal());
+        }
+        let o = c.on_frame(&frame(3, aligned, aligned - 1), Transport::Tcp, Some(5));
+        assert!(
+            matches!(
+                o,
+                Outcome::Rejected {
+                    reason: "bad_interval",
+                    ..
+                }
+            ),
+            "{o:?}"
+        );
+        // The stream goes on: the next good batch is accepted, and no frame counted as lost.
+        let o = c.on_frame(&frame(4, aligned, aligned + 5_000), Transport::Tcp, Some(5));
+        assert!(matches!(o, Outcome::Accepted { seq: 4, .. }), "{o:?}");
+        c.flush();
+        let mut ends = Vec::new();
+        while let Ok(ResolverMsg::Batches(bs)) = r.try_recv() {
+            ends.extend(bs.iter().map(|b| b.interval_end_ms));
+        }
+        assert_eq!(ends, vec![aligned, aligned + 5_000]);
+        let StoreMsg::Batches(stored) = s.try_recv().unwrap() else {
+            panic!()
+        };
+        assert_eq!(stored.iter().map(|b| b.seq).collect::<Vec<_>>(), vec![0, 4]);
+        let snap = c.snapshot();
+        let a = &snap.agents[0];
+        assert_eq!(a.rejected.get("future_interval"), Some(&2));
+        assert_eq!(a.rejected.get("bad_interval"), Some(&1));
+        assert_eq!((a.lost, a.records), (0, 2));
+        assert_eq!(snap.rejected.get("future_interval"), Some(&2));
+        // An agent never seen is refused too, without a session being created for it.
+        let h = Header {
+            agent_id: 6,
+            epoch: 1,
+            seq: 0,
+        };
+        let b = FlowBatch {
+            interval_start_ms: aligned + hour,
+            interval_end_ms: aligned + hour + 5_000,
+            records: vec![],
+        };
+        let o = c.on_frame(
+            &encode_to_vec(&h, &Message::FlowBatch(b), None),
+            Transport::Udp,
+            None,
+        );
+        assert!(
+            matches!(o, Outcome::Rejected { agent_id: None, .. }),
+            "{o:?}"
+        );
+        assert_eq!(c.snapshot().agents.len(), 1);
+    }
+
     #[test]
     fn test_align_interval() {
         let t = 1_764_000_000_000u64;
@@ -813,51 +906,6 @@ mod test {
     }
 
     #[test]
-    fn test_seq_window_boundaries() {
-        let mut w = SeqWindow::new();
-        assert_eq!(
-            w.check(5),
-            SeqCheck::New {
-                gap: 0,
-                filled: false
-            }
-        );
-        w.mark(5);
-        assert_eq!(w.check(5), SeqCheck::Duplicate);
-        assert_eq!(
-            w.check(8),
-            SeqCheck::New {
-                gap: 2,
-                filled: false
-            }
-        );
-        w.mark(8);
-        assert_eq!(
-            w.check(6),
-            SeqCheck::New {
-                gap: 0,
-                filled: true
-            }
-        );
-        // Window − 1 behind: still remembered; window behind: too old.
-        w.mark(5 + DEDUPE_WINDOW - 1);
-        assert_eq!(w.check(5), SeqCheck::Duplicate);
-        w.mark(5 + DEDUPE_WINDOW);
-        assert_eq!(w.check(5), SeqCheck::TooOld);
-        // Still inside the window: 8 was seen, 6 never was.
-        assert_eq!(w.check(8), SeqCheck::Duplicate);
-        assert_eq!(
-            w.check(6),
-            SeqCheck::New {
-                gap: 0,
-                filled: true
-            }
-        );
-        // The slide cleared the bit of seq 5 for its new owner, 5 + window.
-        assert_eq!(w.check(5 + DEDUPE_WINDOW), SeqCheck::Duplicate);
-    }
-
-    #[test]
     fn test_frames_in_batches_out_dedupe_and_gaps() {
         let (mut c, rrx, srx) = core(None);
         let hello = encode_to_vec(
@@ -910,8 +958,23 @@ mod test {
         let (adv, _) = c.on_store_reply(StoreReply::Durable(vec![(9, 1, 1)]));
         assert_eq!(adv, vec![9]);
         assert!(!c.in_store(9, 1, 1));
-        // An older epoch is a replay.
-        c.on_frame(&batch_frame(9, 2, 0, None), Transport::Udp, None);
+        // A restart (a frame of another epoch, stamped later) starts a new session; a frame
+        // of the earlier session is then a replay, whatever the epochs' numbers.
+        let later = |agent: u64, epoch: u32, seq: u64, end: u64| {
+            let b = FlowBatch {
+                interval_start_ms: end - 10_000,
+                interval_end_ms: end,
+                records: vec![FlowRecord::default()],
+            };
+            let h = Header {
+                agent_id: agent,
+                epoch,
+                seq,
+            };
+            encode_to_vec(&h, &Message::FlowBatch(b), None)
+        };
+        let o = c.on_frame(&later(9, 0, 0, 20_000), Transport::Udp, None);
+        assert!(matches!(o, Outcome::Accepted { epoch: 0, .. }), "{o:?}");
         let o = c.on_frame(&batch_frame(9, 1, 7, None), Transport::Udp, None);
         assert!(matches!(
             o,

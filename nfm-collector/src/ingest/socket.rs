@@ -2,16 +2,18 @@
 //! and a waker for the store's durability replies; every frame goes to the protocol core.
 
 use super::core::{IngestCore, Outcome, Transport};
-use crate::metrics::Metrics;
+use super::FD_RESERVE;
+use crate::metrics::{Metrics, TcpClose};
 use crate::pipeline::ApiMsg;
 use crate::pipeline::StoreReply;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
+use nfm_wire::stream::READ_CHUNK;
 use nfm_wire::{encode, Ack, ErrorMsg, Header, Message, StreamDecoder};
 use rustc_hash::FxHashMap as HashMap;
 use slab::Slab;
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -38,6 +40,13 @@ struct Conn {
     acked: Option<u64>,
     out: Vec<u8>,
     closing: bool,
+    accepted: Instant,
+    /// Last time bytes arrived.
+    last_rx: Instant,
+    /// Since when bytes of an incomplete frame have been buffered.
+    partial_since: Option<Instant>,
+    /// Bytes charged to the buffer budget for this connection.
+    charge: usize,
 }
 
 /// The socket side: owns the poll, sockets and connections.
@@ -53,6 +62,27 @@ pub struct IngestLoop {
     control: Receiver<IngestControl>,
     inject: Option<Receiver<Injected>>,
     metrics: Arc<Metrics>,
+    /// `max_connections` lowered to the descriptor limit.
+    max_conns: usize,
+    /// Bytes all connections hold in partial frames (see `IngestConfig::buffer_budget`).
+    buffered: usize,
+    /// The one buffer every connection is read through.
+    rbuf: Vec<u8>,
+}
+
+/// The soft limit on open descriptors (RLIMIT_NOFILE), from /proc/self/limits.
+pub fn nofile_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// `max_connections` kept below the descriptor limit, less [`FD_RESERVE`].
+pub fn connection_cap(configured: usize, nofile: Option<usize>) -> usize {
+    match nofile {
+        Some(n) => configured.min(n.saturating_sub(FD_RESERVE)).max(1),
+        None => configured.max(1),
+    }
 }
 
 /// Messages to a running ingest loop (with the waker).
@@ -143,6 +173,13 @@ impl IngestLoop {
         control: Receiver<IngestControl>,
         metrics: Arc<Metrics>,
     ) -> IngestLoop {
+        let max_conns = connection_cap(core.cfg.max_connections, nofile_limit());
+        if max_conns < core.cfg.max_connections {
+            log::info!(
+                "ingest: at most {max_conns} agent TCP connections (descriptor limit {:?} less {FD_RESERVE})",
+                nofile_limit()
+            );
+        }
         IngestLoop {
             poll: sockets.poll,
             udp: sockets.udp,
@@ -155,6 +192,9 @@ impl IngestLoop {
             control,
             inject: None,
             metrics,
+            max_conns,
+            buffered: 0,
+            rbuf: vec![0; READ_CHUNK],
         }
     }
 
@@ -220,6 +260,12 @@ impl IngestLoop {
                         let mut verdict = ConnVerdict::Keep;
                         if ev.is_readable() || ev.is_read_closed() {
                             verdict = self.read_conn(key);
+                            if matches!(verdict, ConnVerdict::Keep) {
+                                self.account(key);
+                                if !self.conns.contains(key) {
+                                    continue; // closed to keep within the buffer budget
+                                }
+                            }
                         }
                         if matches!(verdict, ConnVerdict::Keep) && ev.is_writable() {
                             verdict = self.write_conn(key);
@@ -256,6 +302,8 @@ impl IngestLoop {
             }
             if last_snapshot.elapsed() >= Duration::from_millis(250) {
                 last_snapshot = Instant::now();
+                self.sweep(last_snapshot);
+                self.core.housekeeping(false);
                 self.metrics
                     .tcp_connections
                     .store(self.conns.len() as u64, Ordering::Relaxed);
@@ -265,6 +313,7 @@ impl IngestLoop {
             }
         }
         self.core.flush();
+        self.core.housekeeping(true);
         let _ = self
             .to_api
             .send(ApiMsg::Ingest(Box::new(self.core.snapshot())));
@@ -294,17 +343,18 @@ impl IngestLoop {
     }
 
     fn accept(&mut self) {
-        let Some(l) = self.listener.as_ref() else {
-            return;
-        };
         loop {
+            let Some(l) = self.listener.as_ref() else {
+                return;
+            };
             match l.accept() {
                 Ok((mut stream, peer)) => {
-                    if self.conns.len() >= self.core.cfg.max_connections {
+                    if self.conns.len() >= self.max_conns && !self.evict_one() {
                         log::warn!(
                             "ingest: refusing {peer}: {} connections open",
                             self.conns.len()
                         );
+                        self.count(TcpClose::Refused);
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
@@ -328,6 +378,10 @@ impl IngestLoop {
                         acked: None,
                         out: Vec::new(),
                         closing: false,
+                        accepted: Instant::now(),
+                        last_rx: Instant::now(),
+                        partial_since: None,
+                        charge: 0,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -340,15 +394,28 @@ impl IngestLoop {
         }
     }
 
+    /// Reads through the loop's one read buffer and appends only what arrived to the
+    /// connection's decoder: a connection holds exactly its unread bytes (a decoder reading
+    /// from the socket itself keeps a read chunk per connection and doubles its buffer at the
+    /// end of a large frame).
     fn read_conn(&mut self, key: usize) -> ConnVerdict {
+        let mut rbuf = std::mem::take(&mut self.rbuf);
+        rbuf.resize(READ_CHUNK, 0);
+        let v = self.read_conn_into(key, &mut rbuf);
+        self.rbuf = rbuf;
+        v
+    }
+
+    fn read_conn_into(&mut self, key: usize, rbuf: &mut [u8]) -> ConnVerdict {
         loop {
             let conn = &mut self.conns[key];
-            let n = {
-                let Conn {
-                    stream, decoder, ..
-                } = conn;
-                decoder.read_from(stream)
-            };
+            let n = conn.stream.read(rbuf);
+            if let Ok(m) = n {
+                if m > 0 {
+                    conn.decoder.push(&rbuf[..m]);
+                    conn.last_rx = Instant::now();
+                }
+            }
             match n {
                 Ok(0) => {
                     // Peer closed; handle what it sent first.
@@ -408,9 +475,7 @@ impl IngestLoop {
                     conn.unacked.push_back(seq);
                     self.advance_acks(key);
                 }
-                Outcome::Rejected {
-                    reason: "replayed", ..
-                } => {}
+                Outcome::Rejected { .. } if !outcome.is_fatal() => {}
                 Outcome::Rejected { .. } => return self.fatal(key, outcome),
             }
             if self.conns.get(key).is_none_or(|c| c.closing) {
@@ -521,6 +586,7 @@ impl IngestLoop {
             return;
         }
         let mut conn = self.conns.remove(key);
+        self.buffered -= conn.charge;
         let _ = self.poll.registry().deregister(&mut conn.stream);
         if let Some((a, _)) = conn.agent {
             if let Some(v) = self.by_agent.get_mut(&a) {
@@ -531,5 +597,100 @@ impl IngestLoop {
             }
         }
         log::debug!("ingest: closed {}", conn.peer);
+    }
+
+    fn count(&self, why: TcpClose) {
+        self.metrics.tcp_closed[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// After a read: frees a drained connection's buffer, charges a partial frame's bytes to
+    /// the budget and keeps the total within the budget by closing the connections with the
+    /// oldest partial frames.
+    fn account(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let held = conn.decoder.buffered();
+        let charge = if held == 0 {
+            // Nothing pending: drop the buffer (a read chunk, or a large frame's room).
+            conn.decoder = StreamDecoder::new(self.core.cfg.max_frame_len);
+            conn.partial_since = None;
+            0
+        } else {
+            conn.partial_since.get_or_insert_with(Instant::now);
+            held
+        };
+        self.buffered = self.buffered - conn.charge + charge;
+        conn.charge = charge;
+        while self.buffered > self.core.cfg.buffer_budget {
+            let oldest = self
+                .conns
+                .iter()
+                .filter_map(|(k, c)| c.partial_since.map(|t| (t, k)))
+                .min();
+            let Some((_, k)) = oldest else { break };
+            log::warn!(
+                "ingest: closing {}: partial frames over the buffer budget ({} bytes)",
+                self.conns[k].peer,
+                self.core.cfg.buffer_budget
+            );
+            self.count(TcpClose::Budget);
+            self.close(k);
+        }
+        self.metrics
+            .ingest_buffered_bytes
+            .store(self.buffered as u64, Ordering::Relaxed);
+    }
+
+    /// Closes connections past their handshake, idle or partial-frame timeout.
+    fn sweep(&mut self, now: Instant) {
+        let cfg = &self.core.cfg;
+        let due: Vec<(usize, TcpClose)> = self
+            .conns
+            .iter()
+            .filter_map(|(k, c)| {
+                let why = if c
+                    .partial_since
+                    .is_some_and(|t| now.duration_since(t) >= cfg.tcp_partial_timeout)
+                {
+                    TcpClose::Partial
+                } else if c.agent.is_none()
+                    && now.duration_since(c.accepted) >= cfg.tcp_handshake_timeout
+                {
+                    TcpClose::Handshake
+                } else if now.duration_since(c.last_rx) >= cfg.tcp_idle_timeout {
+                    TcpClose::Idle
+                } else {
+                    return None;
+                };
+                Some((k, why))
+            })
+            .collect();
+        for (k, why) in due {
+            log::debug!("ingest: closing {} ({})", self.conns[k].peer, why.as_str());
+            self.count(why);
+            self.close(k);
+        }
+        self.metrics
+            .ingest_buffered_bytes
+            .store(self.buffered as u64, Ordering::Relaxed);
+    }
+
+    /// At `max_connections`: closes the oldest connection that has not sent a valid frame yet.
+    fn evict_one(&mut self) -> bool {
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.agent.is_none())
+            .min_by_key(|(_, c)| c.accepted)
+            .map(|(k, _)| k);
+        match victim {
+            Some(k) => {
+                self.count(TcpClose::Evicted);
+                self.close(k);
+                true
+            }
+            None => false,
+        }
     }
 }

@@ -38,6 +38,44 @@ impl Chan {
 #[repr(align(64))]
 struct Pad;
 
+/// Why ingest closed (or refused) an agent TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpClose {
+    /// No valid frame within the handshake timeout.
+    Handshake,
+    /// An agent's connection silent for the idle timeout.
+    Idle,
+    /// A frame begun and not completed within the partial-frame timeout.
+    Partial,
+    /// The oldest partial frame, closed to keep all buffers within the budget.
+    Budget,
+    /// A connection without a valid frame, closed to make room at `max_connections`.
+    Evicted,
+    /// A new connection refused at `max_connections` (nothing to evict).
+    Refused,
+}
+
+impl TcpClose {
+    pub const ALL: [TcpClose; 6] = [
+        TcpClose::Handshake,
+        TcpClose::Idle,
+        TcpClose::Partial,
+        TcpClose::Budget,
+        TcpClose::Evicted,
+        TcpClose::Refused,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcpClose::Handshake => "handshake_timeout",
+            TcpClose::Idle => "idle_timeout",
+            TcpClose::Partial => "partial_frame_timeout",
+            TcpClose::Budget => "buffer_budget",
+            TcpClose::Evicted => "evicted",
+            TcpClose::Refused => "refused",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 #[repr(C)]
 pub struct Metrics {
@@ -52,6 +90,13 @@ pub struct Metrics {
     pub backpressure_waits: AtomicU64,
     /// Wall clock minus the interval end of the latest batch, ms (meaningless for replayed time).
     pub ingest_lag_ms: AtomicI64,
+    /// Agent TCP connections closed by ingest's limits, by [`TcpClose`] reason.
+    pub tcp_closed: [AtomicU64; TcpClose::ALL.len()],
+    /// Bytes the TCP connections hold in partial frames (the buffer budget's use).
+    pub ingest_buffered_bytes: AtomicU64,
+    /// Agent sessions dropped from the agent table (expired or evicted for room).
+    pub sessions_expired: AtomicU64,
+    pub sessions_evicted: AtomicU64,
     _pad_ingest: Pad,
     // resolver
     pub resolver_cache_resets: AtomicU64,

@@ -231,6 +231,36 @@ pub fn render(
     );
     family(
         &mut o,
+        "nfm_tcp_closed_total",
+        "counter",
+        "Agent TCP connections closed or refused by ingest's limits, by reason.",
+        super::TcpClose::ALL
+            .iter()
+            .map(|r| {
+                let v = m.tcp_closed[*r as usize].load(Ordering::Relaxed);
+                (format!("reason=\"{}\"", r.as_str()), v.to_string())
+            })
+            .collect(),
+    );
+    family(
+        &mut o,
+        "nfm_ingest_buffered_bytes",
+        "gauge",
+        "Bytes agent TCP connections hold in partial frames (within the ingest buffer budget).",
+        vec![(String::new(), c(&m.ingest_buffered_bytes))],
+    );
+    family(
+        &mut o,
+        "nfm_agent_sessions_dropped_total",
+        "counter",
+        "Agent sessions dropped from the agent table: expired after silence, or evicted for room.",
+        vec![
+            ("why=\"expired\"".into(), c(&m.sessions_expired)),
+            ("why=\"evicted\"".into(), c(&m.sessions_evicted)),
+        ],
+    );
+    family(
+        &mut o,
         "nfm_agents",
         "gauge",
         "Agents with a session.",
