@@ -71,6 +71,10 @@ pub struct Settings {
     /// Frame bytes that may wait for a stalled store before ingest refuses batches
     /// (`store_full`: the agent resends them later; a refused batch is never aggregated).
     pub max_store_backlog_mib: usize,
+    /// Resident memory the collector keeps under: above 90 % of it ingest refuses new batches
+    /// (`overloaded`; agents resend them later) until it is below 75 % (`memory::Governor`).
+    /// 0: no budget.
+    pub memory_budget_mib: usize,
     pub tick_ms: u64,
     /// Run the health evaluator (default). Off: intervals are summarized unjudged and no
     /// HealthIndicator is stored (a benchmark baseline).
@@ -103,6 +107,7 @@ impl Default for Settings {
             max_connections: IngestConfig::default().max_connections,
             ingest_buffer_mib: IngestConfig::default().buffer_budget >> 20,
             max_store_backlog_mib: 256,
+            memory_budget_mib: 1024,
             tick_ms: 250,
             health: true,
         }
@@ -384,11 +389,13 @@ impl Collector {
             let stop = stop_ticker.clone();
             let (rtx, stx, m) = (to_resolver.clone(), to_store.clone(), metrics.clone());
             let period = Duration::from_millis(s.tick_ms.max(10));
+            let governor = crate::memory::Governor::new((s.memory_budget_mib as u64) << 20);
             threads.push(
                 spawn("ticker", move || {
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(period); // a clock, not synchronization
+                        governor.update(&m);
                         let now = Instant::now();
                         m.sent(Chan::Resolver);
                         if rtx.try_send(ResolverMsg::Tick(now)).is_err() {

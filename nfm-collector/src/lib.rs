@@ -12,7 +12,8 @@
 //! - Actors, in pipeline order: `ingest` → `resolver` → `aggregator` → `health_stage` (owns the
 //!   `health` evaluator) → `store` → `api` (HTTP, `/metrics`; `ui` is the dashboard hook).
 //! - `collector`: settings and wiring; `metrics`: shared counters; `http`: the API's HTTP front;
-//!   `alloc`: allocator tuning for the binaries.
+//!   `alloc`: allocator tuning for the binaries; `memory`: the memory budget (back-pressure when
+//!   resident memory is over it).
 
 pub mod aggregator;
 pub mod alloc;
@@ -24,6 +25,7 @@ pub mod health_stage;
 pub mod http;
 pub mod ingest;
 pub mod interval;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod monitor;

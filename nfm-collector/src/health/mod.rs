@@ -660,3 +660,5 @@ pub fn monitor_indicator_with<'p>(
 
 #[cfg(test)]
 mod test;
+#[cfg(test)]
+mod test_endpoints;

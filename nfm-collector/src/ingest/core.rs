@@ -365,6 +365,18 @@ impl IngestCore {
         // session: a batch refused here is neither aggregated nor marked seen, so the agent's
         // resend once space returns counts exactly once.
         if matches!(packet.message, Message::FlowBatch(_)) {
+            // The memory budget (`memory::Governor`): overload meets back-pressure, not growth.
+            if self.metrics.memory_pressure.load(Ordering::Relaxed) == 1 {
+                let known = self
+                    .sessions
+                    .contains_key(&h.agent_id)
+                    .then_some(h.agent_id);
+                return self.reject(
+                    known,
+                    "overloaded",
+                    "the collector is over its memory budget: resend later".into(),
+                );
+            }
             let pending = self.metrics.store_pending_bytes.load(Ordering::Relaxed);
             if pending + bytes.len() as u64 > self.cfg.max_store_backlog as u64 {
                 let known = self
@@ -1064,6 +1076,26 @@ mod test {
         assert!(matches!(
             c.on_frame(&f, Transport::Tcp, None),
             Outcome::Duplicate { .. }
+        ));
+    }
+
+    /// Over the memory budget (`memory::Governor`) a batch is refused before it is aggregated
+    /// or marked seen, and accepted again once memory is back under it (issue 19 item 12).
+    #[test]
+    fn test_memory_pressure_refuses_before_aggregating() {
+        let (mut c, r, _s) = core(None);
+        let f = batch_frame(6, 1, 1, None);
+        c.metrics.memory_pressure.store(1, Ordering::Relaxed);
+        match c.on_frame(&f, Transport::Tcp, None) {
+            Outcome::Rejected { reason, .. } => assert_eq!(reason, "overloaded"),
+            o => panic!("{o:?}"),
+        }
+        c.flush();
+        assert!(r.try_recv().is_err(), "nothing aggregated");
+        c.metrics.memory_pressure.store(0, Ordering::Relaxed);
+        assert!(matches!(
+            c.on_frame(&f, Transport::Tcp, None),
+            Outcome::Accepted { .. }
         ));
     }
 }

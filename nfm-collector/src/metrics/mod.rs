@@ -123,6 +123,10 @@ pub struct Metrics {
     pub store_summaries: AtomicU64,
     /// Frame bytes handed to the store, not yet durable (ingest's backlog budget).
     pub store_pending_bytes: AtomicU64,
+    /// Resident memory at the last tick, and 1 while it is over the budget (ingest refuses
+    /// batches as `overloaded`): `memory::Governor`.
+    pub memory_resident_bytes: AtomicU64,
+    pub memory_pressure: AtomicU64,
     /// Records handed to the resolver and not yet aggregated: while any are in flight the
     /// aggregator does not close an interval by the clock (a backlog is not lateness).
     pub records_in_flight: AtomicU64,

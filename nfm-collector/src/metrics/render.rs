@@ -351,6 +351,20 @@ pub fn render(
     );
     family(
         &mut o,
+        "nfm_memory_resident_bytes",
+        "gauge",
+        "Resident memory of the collector at the last tick.",
+        vec![(String::new(), c(&m.memory_resident_bytes))],
+    );
+    family(
+        &mut o,
+        "nfm_memory_pressure",
+        "gauge",
+        "1 while resident memory is over the memory budget: new batches are refused as overloaded.",
+        vec![(String::new(), c(&m.memory_pressure))],
+    );
+    family(
+        &mut o,
         "nfm_store_errors_total",
         "counter",
         "Failed store writes or fsyncs.",
