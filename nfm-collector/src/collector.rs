@@ -389,7 +389,7 @@ impl Collector {
             let stop = stop_ticker.clone();
             let (rtx, stx, m) = (to_resolver.clone(), to_store.clone(), metrics.clone());
             let period = Duration::from_millis(s.tick_ms.max(10));
-            let governor = crate::memory::Governor::new((s.memory_budget_mib as u64) << 20);
+            let mut governor = crate::memory::Governor::new((s.memory_budget_mib as u64) << 20);
             threads.push(
                 spawn("ticker", move || {
                     let mut n = 0u64;

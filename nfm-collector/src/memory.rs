@@ -13,10 +13,19 @@ const HIGH: f64 = 0.90;
 /// allocator's purge delay, `alloc::PURGE_DELAY_MS`).
 const LOW: f64 = 0.75;
 
+/// Refusing that frees nothing is not back-pressure: after this long over the budget with
+/// nothing in flight (memory held by what the collector keeps, such as a flood's flows and
+/// caches, not by work in progress), it stops refusing and takes the present level as its floor
+/// (logged as an error: the budget is too small for what this collector holds).
+const STUCK: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Reads resident memory and sets `Metrics::memory_pressure`.
 #[derive(Debug, Clone, Copy)]
 pub struct Governor {
     budget: u64,
+    /// Resident memory the collector holds at rest, once refusing did not bring it down.
+    floor: u64,
+    since: Option<std::time::Instant>,
 }
 
 impl Governor {
@@ -24,6 +33,8 @@ impl Governor {
     pub fn new(budget_bytes: u64) -> Governor {
         Governor {
             budget: budget_bytes,
+            floor: 0,
+            since: None,
         }
     }
 
@@ -36,25 +47,47 @@ impl Governor {
     }
 
     /// One reading: publishes it and moves the pressure flag. Returns whether ingest refuses.
-    pub fn update(&self, m: &Metrics) -> bool {
+    pub fn update(&mut self, m: &Metrics) -> bool {
         let Some(rss) = self.resident() else {
             return false;
         };
         m.memory_resident_bytes.store(rss, Ordering::Relaxed);
-        self.judge(rss, m)
+        self.judge(rss, m, std::time::Instant::now())
     }
 
-    fn judge(&self, rss: u64, m: &Metrics) -> bool {
+    fn judge(&mut self, rss: u64, m: &Metrics, at: std::time::Instant) -> bool {
         if self.budget == 0 {
             m.memory_pressure.store(0, Ordering::Relaxed);
             return false;
         }
         let was = m.memory_pressure.load(Ordering::Relaxed) == 1;
-        let now = if was {
-            rss as f64 > LOW * self.budget as f64
+        // The floor (what it holds at rest) moves the thresholds up by as much.
+        let (high, low) = (
+            HIGH * self.budget as f64 + self.floor as f64,
+            LOW * self.budget as f64 + self.floor as f64,
+        );
+        let mut now = if was {
+            rss as f64 > low
         } else {
-            rss as f64 > HIGH * self.budget as f64
+            rss as f64 > high
         };
+        if now {
+            let since = *self.since.get_or_insert(at);
+            let idle = m.records_in_flight.load(Ordering::Relaxed) == 0
+                && m.store_pending_bytes.load(Ordering::Relaxed) == 0;
+            if idle && at.saturating_duration_since(since) >= STUCK {
+                self.floor = rss.saturating_sub((LOW * self.budget as f64) as u64);
+                log::error!(
+                    "memory: {} MiB resident after {}s of refusing with nothing in flight: what the collector holds does not fit the {} MiB budget; accepting again above that",
+                    rss >> 20,
+                    STUCK.as_secs(),
+                    self.budget >> 20
+                );
+                now = false;
+            }
+        } else {
+            self.since = None;
+        }
         if now != was {
             if now {
                 log::warn!(
@@ -82,16 +115,35 @@ mod test {
     #[test]
     fn test_pressure_has_hysteresis() {
         let m = Metrics::default();
-        let g = Governor::new(1000 << 20);
-        assert!(!g.judge(850 << 20, &m));
-        assert!(g.judge(910 << 20, &m));
+        let mut g = Governor::new(1000 << 20);
+        let t = std::time::Instant::now();
+        // Work in flight: refusing is back-pressure, however long it takes.
+        m.records_in_flight.store(10, Ordering::Relaxed);
+        assert!(!g.judge(850 << 20, &m, t));
+        assert!(g.judge(910 << 20, &m, t));
         // Still refusing until well below the budget.
-        assert!(g.judge(800 << 20, &m));
-        assert!(!g.judge(700 << 20, &m));
+        assert!(g.judge(800 << 20, &m, t + STUCK * 2));
+        assert!(!g.judge(700 << 20, &m, t + STUCK * 2));
         assert_eq!(m.memory_pressure.load(Ordering::Relaxed), 0);
         // No budget: never.
-        assert!(!Governor::new(0).judge(u64::MAX, &m));
+        assert!(!Governor::new(0).judge(u64::MAX, &m, t));
         // This process has resident memory.
         assert!(g.resident().is_some_and(|r| r > 0));
+    }
+
+    /// Over the budget with nothing in flight (held, not in progress): refusing stops after
+    /// `STUCK` and the level held becomes the floor, so a flood's leftovers cannot lock agents
+    /// out; growth above it is refused again.
+    #[test]
+    fn test_refusing_that_frees_nothing_stops() {
+        let m = Metrics::default();
+        let mut g = Governor::new(1000 << 20);
+        let t = std::time::Instant::now();
+        assert!(g.judge(950 << 20, &m, t));
+        assert!(g.judge(950 << 20, &m, t + STUCK / 2));
+        assert!(!g.judge(950 << 20, &m, t + STUCK));
+        assert!(!g.judge(1_000 << 20, &m, t + STUCK * 2));
+        // 200 MiB more than it held: refused again.
+        assert!(g.judge(1_150 << 20, &m, t + STUCK * 3));
     }
 }
