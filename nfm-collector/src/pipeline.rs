@@ -129,10 +129,8 @@ pub enum StoreMsg {
 /// Reply to ingest about batches it handed over, by (agent, epoch, seq).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreReply {
-    /// Fsynced: ack them.
+    /// Fsynced: ack them. (The store never drops a batch: ingest bounds its backlog.)
     Durable(Vec<(u64, u32, u64)>),
-    /// Dropped while the disk refused writes and the backlog was full: never ack them.
-    Dropped(Vec<(u64, u32, u64)>),
 }
 
 // ---- into the API

@@ -574,38 +574,21 @@ impl IngestCore {
     }
 
     /// A durability reply: returns the agents whose connections may now ack further.
-    pub fn on_store_reply(&mut self, r: StoreReply) -> (Vec<u64>, Vec<u64>) {
+    pub fn on_store_reply(&mut self, r: StoreReply) -> Vec<u64> {
         let mut advanced = Vec::new();
-        let mut dropped = Vec::new();
-        match r {
-            StoreReply::Durable(ids) => {
-                for (a, e, s) in ids {
-                    if let Some(sess) = self.sessions.get_mut(&a) {
-                        if sess.epoch == e && sess.in_store.remove(&s) {
-                            advanced.push(a);
-                            sess.durable = widen(sess.durable, s);
-                            self.sessions.dirty = true;
-                        }
-                    }
-                }
-            }
-            StoreReply::Dropped(ids) => {
-                for (a, e, s) in ids {
-                    if let Some(sess) = self.sessions.get_mut(&a) {
-                        if sess.epoch == e {
-                            sess.in_store.remove(&s);
-                            sess.window.unmark(s);
-                            dropped.push(a);
-                        }
-                    }
+        let StoreReply::Durable(ids) = r;
+        for (a, e, s) in ids {
+            if let Some(sess) = self.sessions.get_mut(&a) {
+                if sess.epoch == e && sess.in_store.remove(&s) {
+                    advanced.push(a);
+                    sess.durable = widen(sess.durable, s);
+                    self.sessions.dirty = true;
                 }
             }
         }
         advanced.sort_unstable();
         advanced.dedup();
-        dropped.sort_unstable();
-        dropped.dedup();
-        (advanced, dropped)
+        advanced
     }
 
     /// Is this batch still waiting for the store?
@@ -967,7 +950,7 @@ mod test {
         assert_eq!(a.host_name, "web-1");
         // Durable reply clears the in-store state.
         assert!(c.in_store(9, 1, 1));
-        let (adv, _) = c.on_store_reply(StoreReply::Durable(vec![(9, 1, 1)]));
+        let adv = c.on_store_reply(StoreReply::Durable(vec![(9, 1, 1)]));
         assert_eq!(adv, vec![9]);
         assert!(!c.in_store(9, 1, 1));
         // A restart (a frame of another epoch, stamped later) starts a new session; a frame

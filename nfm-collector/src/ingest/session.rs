@@ -100,13 +100,6 @@ impl SeqWindow {
             }
         }
     }
-    pub(super) fn unmark(&mut self, seq: u64) {
-        if let Some(h) = self.highest {
-            if seq <= h && h - seq < DEDUPE_WINDOW {
-                self.set(seq, false);
-            }
-        }
-    }
 }
 
 #[derive(Debug)]

@@ -284,16 +284,9 @@ impl IngestLoop {
             // Replies from the store (also after a waker event), every round: input is read in
             // budgets so that a flood can never keep acks and durability bookkeeping waiting.
             while let Ok(r) = self.replies.try_recv() {
-                let (advanced, dropped) = self.core.on_store_reply(r);
-                for a in advanced {
+                for a in self.core.on_store_reply(r) {
                     for key in self.by_agent.get(&a).cloned().unwrap_or_default() {
                         self.advance_acks(key);
-                    }
-                }
-                for a in dropped {
-                    log::warn!("ingest: store dropped batches of agent {a}; closing its connections so it resends");
-                    for key in self.by_agent.get(&a).cloned().unwrap_or_default() {
-                        self.close(key);
                     }
                 }
             }
