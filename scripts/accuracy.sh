@@ -42,11 +42,12 @@ COLLECTOR=$TGT/$PROFILE/nfm-collector
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
-# Starts a fresh collector (empty data directory) and waits, bounded, until its API answers.
+# Starts a fresh collector (empty data directory) on the scenario's interval ($2, e.g. 60s) and
+# waits, bounded, until its API answers.
 start_collector() {
   local dir=$WORK/data-$1
   TCP_PORT=$(free_port); HTTP_PORT=$(free_port)
-  "$COLLECTOR" --topology "$FLEET" --data-dir "$dir" --listen-udp off \
+  "$COLLECTOR" --topology "$FLEET" --data-dir "$dir" --listen-udp off --interval "$2" \
     --listen-tcp "127.0.0.1:$TCP_PORT" --http "127.0.0.1:$HTTP_PORT" --idle-close-ms 1000 \
     >"$WORK/collector-$1.log" 2>&1 &
   COLLECTOR_PID=$!
@@ -76,7 +77,8 @@ LIVE=$WORK/live.md
 first=1
 for f in "$SCEN_DIR"/*.toml; do
   name=$(basename "$f" .toml)
-  start_collector "$name"
+  iv=$(sed -n 's/^interval *= *"\(.*\)"/\1/p' "$f" | head -1)
+  start_collector "$name" "${iv:-60s}"
   set +e
   "$SIM" score --fleet "$FLEET" --scenario "$f" --seed 1 --collector "127.0.0.1:$TCP_PORT" \
     --api "http://127.0.0.1:$HTTP_PORT" --transport tcp --close-wait 3s --settle 1s --timeout 120s \

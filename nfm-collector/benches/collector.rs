@@ -249,6 +249,8 @@ fn main() {
         monitors: Some(mons),
         // The whole run is one burst of simulated time: no interval may close for idleness.
         idle_close_ms: 3_600_000,
+        // The generator's frames are 10 s intervals.
+        interval_ms: 10_000,
         // Summaries kept in memory for queries are capped (default 256 MiB); a small cap here
         // lets a short run reach its steady state, so RSS samples show whether memory is flat.
         max_history_mib: 16,

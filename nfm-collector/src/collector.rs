@@ -75,6 +75,10 @@ pub struct Settings {
     /// (`overloaded`; agents resend them later) until it is below 75 % (`memory::Governor`).
     /// 0: no budget.
     pub memory_budget_mib: usize,
+    /// The collector's interval (ms): agents' batches are placed on its grid; a shorter agent
+    /// interval that divides it is added into it, any other is refused (`interval_mismatch`).
+    /// 0: every agent's own interval.
+    pub interval_ms: u64,
     pub tick_ms: u64,
     /// Run the health evaluator (default). Off: intervals are summarized unjudged and no
     /// HealthIndicator is stored (a benchmark baseline).
@@ -108,6 +112,7 @@ impl Default for Settings {
             ingest_buffer_mib: IngestConfig::default().buffer_budget >> 20,
             max_store_backlog_mib: 256,
             memory_budget_mib: 1024,
+            interval_ms: 5_000,
             tick_ms: 250,
             health: true,
         }
@@ -324,6 +329,7 @@ impl Collector {
                 state_path: Some(s.data_dir.join("sessions")),
                 buffer_budget: s.ingest_buffer_mib << 20,
                 max_store_backlog: s.max_store_backlog_mib.max(1) << 20,
+                interval_ms: (s.interval_ms > 0).then_some(s.interval_ms),
                 ..Default::default()
             },
             to_resolver.clone(),
@@ -332,14 +338,22 @@ impl Collector {
         );
         core.restore_seen(&recovered.seen);
         core.number_from(recovered.max_n);
+        let grid = (s.interval_ms > 0).then_some(s.interval_ms);
         let mut replay = Vec::new();
         for b in recovered.batches {
             match nfm_wire::decode(&b.frame, &nfm_wire::DecodeOptions::default()) {
                 Ok(p) => {
                     if let nfm_wire::Message::FlowBatch(fb) = p.message {
-                        // The same interval as when it arrived live.
+                        // The same interval as when it arrived live (it was accepted, so a grid
+                        // changed since then places it on its own rather than losing it).
                         let (start, end, _) =
-                            crate::ingest::align_interval(fb.interval_start_ms, fb.interval_end_ms);
+                            crate::ingest::place(fb.interval_start_ms, fb.interval_end_ms, grid)
+                                .unwrap_or_else(|_| {
+                                    crate::ingest::align_interval(
+                                        fb.interval_start_ms,
+                                        fb.interval_end_ms,
+                                    )
+                                });
                         replay.push(DecodedBatch {
                             n: b.n,
                             agent_id: b.agent_id,

@@ -55,6 +55,28 @@ struct Cli {
     /// clock (ms; 0: off).
     #[arg(long)]
     close_after_ms: Option<u64>,
+    /// The collector's interval (5s, 60s, 500ms; 0: every agent's own): agents' batches are
+    /// placed on its grid, shorter agent intervals that divide it are added into it, others are
+    /// refused as interval_mismatch.
+    #[arg(long, value_parser = interval)]
+    interval: Option<u64>,
+}
+
+fn interval(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mul) = if let Some(v) = s.strip_suffix("ms") {
+        (v, 1)
+    } else if let Some(v) = s.strip_suffix('s') {
+        (v, 1_000)
+    } else if let Some(v) = s.strip_suffix('m') {
+        (v, 60_000)
+    } else {
+        (s, 1)
+    };
+    num.trim()
+        .parse::<u64>()
+        .map(|n| n * mul)
+        .map_err(|_| format!("`{s}` is not an interval (e.g. 5s, 60s, 500ms, 0)"))
 }
 
 fn addr(s: &str) -> Result<Option<SocketAddr>> {
@@ -110,6 +132,9 @@ fn main() -> Result<()> {
     }
     if let Some(v) = cli.close_after_ms {
         s.close_after_ms = v;
+    }
+    if let Some(v) = cli.interval {
+        s.interval_ms = v;
     }
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
         .context("installing signal handlers")?;

@@ -59,6 +59,7 @@ mkdir -p "$WORK/data" "$SHOTS"
 rm -f "$SHOTS"/*.png
 "$TARGET/debug/nfm-collector" --topology "$FLEET" --data-dir "$WORK/data" \
   --listen-udp "127.0.0.1:$UDP_PORT" --listen-tcp "127.0.0.1:$TCP_PORT" --http "127.0.0.1:$HTTP_PORT" \
+  --interval 60s \
   >"$WORK/collector.log" 2>&1 &
 COLLECTOR_PID=$!
 

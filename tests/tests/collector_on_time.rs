@@ -40,6 +40,7 @@ fn collector_closes_a_live_interval_on_time() {
     let s = nfm_collector::collector::Settings {
         // Idleness and the watermark cannot be what closes it.
         idle_close_ms: 60_000,
+        interval_ms: T,
         ..settings(&dir.0)
     };
     let c = start(&s);

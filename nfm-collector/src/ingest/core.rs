@@ -3,6 +3,7 @@
 //! TCP frames in order once the store made them durable. No sockets: the socket loop and the
 //! tests feed it frames.
 
+use super::grid::{place, Alignment, SKEW_TOLERANCE_MS};
 use super::session::{is_restart, widen, SeqCheck, Session, Sessions, TableLimits};
 use super::stamp::check_interval;
 use super::IngestConfig;
@@ -28,65 +29,6 @@ const FLUSH_RECORDS: usize = 16_384;
 pub enum Transport {
     Udp,
     Tcp,
-}
-
-/// How far an agent's clock may be off before its interval bounds stop being moved onto the
-/// interval grid: agents end intervals on wall-clock multiples of their interval, so hosts
-/// whose clocks differ by up to this much still report the same interval (a quarter of the
-/// interval for intervals under 4 s).
-pub const SKEW_TOLERANCE_MS: u64 = 1_000;
-
-/// Where a FlowBatch's interval goes (see [`align_interval`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Alignment {
-    /// On the grid already.
-    OnGrid,
-    /// Moved by at most the tolerance onto the grid.
-    Aligned,
-    /// Too far off the grid to say which interval it is: kept as sent, counted.
-    Misaligned,
-}
-
-/// Moves a batch's interval `[start, end)` onto the grid of its nominal length (the agent's
-/// interval: agents end intervals on wall-clock multiples of it; a stamped length within
-/// [`LENGTH_JITTER_MS`] of whole seconds is taken as those seconds) when its start is within the
-/// skew tolerance of a multiple; the moved interval has the nominal length. Ingest and WAL replay use this one rule, so a batch lands in the same
-/// interval live and after a restart.
-pub fn align_interval(start: u64, end: u64) -> (u64, u64, Alignment) {
-    let len = end.saturating_sub(start);
-    if len == 0 {
-        return (start, end, Alignment::OnGrid);
-    }
-    let nominal = nominal_len(len);
-    let off = start % nominal;
-    if off == 0 && len == nominal {
-        return (start, end, Alignment::OnGrid);
-    }
-    let tol = SKEW_TOLERANCE_MS.min(nominal / 4);
-    if off <= tol {
-        (start - off, start - off + nominal, Alignment::Aligned)
-    } else if nominal - off <= tol {
-        let s = start + (nominal - off);
-        (s, s + nominal, Alignment::Aligned)
-    } else {
-        (start, end, Alignment::Misaligned)
-    }
-}
-
-/// How far an interval's length may be off a whole number of seconds and still be that many
-/// seconds: an agent's tick is late or early by a few ms, so its stamped lengths jitter.
-pub const LENGTH_JITTER_MS: u64 = 100;
-
-/// The agent's nominal interval behind a stamped length `len`: the nearest whole second when
-/// within [`LENGTH_JITTER_MS`] of it, else the length itself.
-fn nominal_len(len: u64) -> u64 {
-    if len >= 1_000 {
-        let whole = (len + 500) / 1_000 * 1_000;
-        if whole.abs_diff(len) <= LENGTH_JITTER_MS {
-            return whole;
-        }
-    }
-    len
 }
 
 /// What became of one frame.
@@ -124,7 +66,12 @@ impl Outcome {
 }
 
 /// Refusal reasons that do not close a TCP connection (see [`Outcome::is_fatal`]).
-const NON_FATAL: [&str; 3] = ["replayed", "future_interval", "bad_interval"];
+const NON_FATAL: [&str; 4] = [
+    "replayed",
+    "future_interval",
+    "bad_interval",
+    "interval_mismatch",
+];
 
 /// Records a new sequence number in the session's window, with loss accounting: a gap counts
 /// its skipped numbers as lost, filling one un-counts it.
@@ -341,11 +288,14 @@ impl IngestCore {
         }
         // Interval bounds against the collector's clock, before the frame can create or move
         // a session: a batch stamped ahead would close every open interval downstream.
+        // Where the batch's interval lands on the grid, decided with the clock check.
+        let mut placed = None;
         if let Message::FlowBatch(b) = &packet.message {
             let now = now_ms();
-            if let Err((reason, message)) =
-                check_interval(b.interval_start_ms, b.interval_end_ms, now)
-            {
+            let checked = check_interval(b.interval_start_ms, b.interval_end_ms, now)
+                .and_then(|()| place(b.interval_start_ms, b.interval_end_ms, self.cfg.interval_ms));
+            placed = checked.as_ref().ok().copied();
+            if let Err((reason, message)) = checked {
                 let known = match self.sessions.get_mut(&h.agent_id) {
                     Some(s) => {
                         // Received and refused, not lost: a resend is a duplicate (acked, so
@@ -482,11 +432,13 @@ impl IngestCore {
                 session.interval_ms = hello.interval_ms;
             }
             Message::FlowBatch(mut b) => {
-                let (start, end, how) = align_interval(b.interval_start_ms, b.interval_end_ms);
+                let (start, end, how) =
+                    placed.unwrap_or((b.interval_start_ms, b.interval_end_ms, Alignment::OnGrid));
                 match how {
                     Alignment::OnGrid => {}
                     Alignment::Aligned => session.skew_aligned += 1,
                     Alignment::Misaligned => session.misaligned += 1,
+                    Alignment::Rebucketed => session.rebucketed += 1,
                 }
                 (b.interval_start_ms, b.interval_end_ms) = (start, end);
                 let n = b.records.len();
@@ -623,6 +575,7 @@ impl IngestCore {
                     duplicates: s.duplicates,
                     skew_aligned: s.skew_aligned,
                     misaligned: s.misaligned,
+                    rebucketed: s.rebucketed,
                     rejected: s
                         .rejected
                         .iter()
@@ -821,47 +774,6 @@ mod test {
         assert_eq!(c.snapshot().agents.len(), 1);
     }
 
-    #[test]
-    fn test_align_interval() {
-        let t = 1_764_000_000_000u64;
-        assert_eq!(
-            align_interval(t, t + 5_000),
-            (t, t + 5_000, Alignment::OnGrid)
-        );
-        // Clock 700 ms behind or ahead: the same interval.
-        assert_eq!(
-            align_interval(t - 700, t + 4_300),
-            (t, t + 5_000, Alignment::Aligned)
-        );
-        assert_eq!(
-            align_interval(t + 700, t + 5_700),
-            (t, t + 5_000, Alignment::Aligned)
-        );
-        // Exactly at the tolerance, and past it.
-        assert_eq!(align_interval(t + 1_000, t + 6_000).2, Alignment::Aligned);
-        assert_eq!(
-            align_interval(t + 2_400, t + 7_400),
-            (t + 2_400, t + 7_400, Alignment::Misaligned)
-        );
-        // A 1 s interval tolerates a quarter of it.
-        assert_eq!(align_interval(t + 200, t + 1_200).2, Alignment::Aligned);
-        assert_eq!(align_interval(t + 400, t + 1_400).2, Alignment::Misaligned);
-        // A tick a few ms late or early: the length is the agent's nominal 5 s, on its grid.
-        assert_eq!(
-            align_interval(t - 600 + 4, t + 4_400 - 3),
-            (t, t + 5_000, Alignment::Aligned)
-        );
-        assert_eq!(
-            align_interval(t + 2, t + 60_000 - 5),
-            (t, t + 60_000, Alignment::Aligned)
-        );
-        // Empty or reversed bounds are left alone.
-        assert_eq!(align_interval(t + 3, t + 3).2, Alignment::OnGrid);
-        assert_eq!(align_interval(t + 9, t + 3).2, Alignment::OnGrid);
-    }
-
-    /// Agents whose clocks differ by up to the tolerance report into one interval; one too far
-    /// off is counted per agent and kept as sent (issue 12 item 1).
     #[test]
     fn test_skewed_agents_share_an_interval() {
         let (mut c, r, _s) = core(None);
@@ -1080,5 +992,62 @@ mod test {
             c.on_frame(&f, Transport::Tcp, None),
             Outcome::Accepted { .. }
         ));
+    }
+
+    /// Under a 5 s collector interval: a 1 s agent's batch is added into the 5 s interval that
+    /// holds it (counted), a 60 s agent's is refused with the reason, without closing its
+    /// connection (issue 12 item 1).
+    #[test]
+    fn test_agent_intervals_rebucketed_or_refused() {
+        let (rtx, r) = sync_channel(64);
+        let (stx, _s) = sync_channel(64);
+        let cfg = IngestConfig {
+            interval_ms: Some(5_000),
+            ..Default::default()
+        };
+        let mut c = IngestCore::new(cfg, rtx, stx, Arc::new(Metrics::default()));
+        let t = (now_ms() / 5_000 - 10) * 5_000;
+        let frame = |seq: u64, s: u64, e: u64| {
+            encode_to_vec(
+                &Header {
+                    agent_id: 8,
+                    epoch: 1,
+                    seq,
+                },
+                &Message::FlowBatch(FlowBatch {
+                    interval_start_ms: s,
+                    interval_end_ms: e,
+                    records: vec![FlowRecord::default()],
+                }),
+                None,
+            )
+        };
+        assert!(matches!(
+            c.on_frame(&frame(1, t + 2_000, t + 3_000), Transport::Tcp, None),
+            Outcome::Accepted { .. }
+        ));
+        let refused = c.on_frame(&frame(2, t - 60_000, t), Transport::Tcp, None);
+        match &refused {
+            Outcome::Rejected {
+                reason, message, ..
+            } => {
+                assert_eq!(*reason, "interval_mismatch");
+                assert!(message.contains("60000 ms"), "{message}");
+            }
+            o => panic!("{o:?}"),
+        }
+        assert!(!refused.is_fatal());
+        c.flush();
+        let Ok(ResolverMsg::Batches(b)) = r.try_recv() else {
+            panic!("the 1 s batch is aggregated");
+        };
+        assert_eq!(b.len(), 1);
+        assert_eq!(
+            (b[0].interval_start_ms, b[0].interval_end_ms),
+            (t, t + 5_000)
+        );
+        let snap = c.snapshot();
+        assert_eq!(snap.agents[0].rebucketed, 1);
+        assert_eq!(snap.agents[0].rejected.get("interval_mismatch"), Some(&1));
     }
 }

@@ -19,17 +19,18 @@
 //! - `session`: sessions and the agent table (the restart-or-replay rule, budget, expiry, replay
 //!   marks kept across restarts);
 //! - `stamp`: interval timestamps checked against the collector's clock ([`check_interval`]);
+//! - `grid`: where a batch's interval lands (skew, jitter, the collector's interval: [`place`]);
 //! - `socket`: [`IngestLoop`], the mio loop that owns the UDP socket, the TCP listener and
 //!   connections, and hands every frame to the core.
 
 mod core;
+mod grid;
 mod session;
 mod socket;
 mod stamp;
 
-pub use self::core::{
-    align_interval, Alignment, IngestCore, Outcome, Transport, DEDUPE_WINDOW, SKEW_TOLERANCE_MS,
-};
+pub use self::core::{IngestCore, Outcome, Transport, DEDUPE_WINDOW};
+pub use self::grid::{align_interval, place, Alignment, LENGTH_JITTER_MS, SKEW_TOLERANCE_MS};
 pub use self::socket::{
     connection_cap, nofile_limit, IngestControl, IngestLoop, IngestSockets, Injected,
 };
@@ -70,6 +71,9 @@ pub struct IngestConfig {
     pub buffer_budget: usize,
     /// SO_RCVBUF for the UDP socket.
     pub udp_recv_buffer: usize,
+    /// The collector's interval: batches of shorter agent intervals that divide it are moved
+    /// into it, others refused (`interval_mismatch`); `None`: every agent's own ([`place`]).
+    pub interval_ms: Option<u64>,
     /// Frame bytes that may wait for the store (a stalled disk); beyond it FlowBatch frames are
     /// refused as `store_full` before they are aggregated.
     pub max_store_backlog: usize,
@@ -95,6 +99,7 @@ impl Default for IngestConfig {
             tcp_partial_timeout: Duration::from_secs(30),
             buffer_budget: 256 << 20,
             udp_recv_buffer: 8 << 20,
+            interval_ms: None,
             max_store_backlog: 256 << 20,
         }
     }

@@ -120,6 +120,8 @@ pub(super) struct Session {
     /// [`SKEW_TOLERANCE_MS`] moved onto it, beyond it kept where the agent put it.
     pub(super) skew_aligned: u64,
     pub(super) misaligned: u64,
+    /// FlowBatch frames of a shorter agent interval moved into the collector's interval.
+    pub(super) rebucketed: u64,
     pub(super) rejected: BTreeMap<&'static str, u64>,
     pub(super) stats: Option<nfm_wire::AgentStats>,
     pub(super) goodbye: Option<String>,
@@ -153,6 +155,7 @@ impl Session {
             lost: 0,
             duplicates: 0,
             skew_aligned: 0,
+            rebucketed: 0,
             misaligned: 0,
             rejected: BTreeMap::new(),
             stats: None,

@@ -3,7 +3,7 @@
 //! watermark past every open interval (closing them all, and making every good agent's records
 //! late), and stay in the WAL to do it again after a restart.
 
-use super::core::SKEW_TOLERANCE_MS;
+use super::grid::SKEW_TOLERANCE_MS;
 
 /// The longest interval a batch may claim (agents report every 500 ms to a few minutes).
 pub const MAX_INTERVAL_MS: u64 = 3_600_000;

@@ -140,6 +140,18 @@ pub fn render(
     );
     family(
         &mut o,
+        "nfm_frames_rebucketed_total",
+        "counter",
+        "FlowBatch frames of a shorter agent interval moved into the collector's interval, by agent.",
+        ingest
+            .agents
+            .iter()
+            .filter(|a| a.rebucketed > 0)
+            .map(|a| (format!("agent=\"{}\"", a.agent_id), a.rebucketed.to_string()))
+            .collect(),
+    );
+    family(
+        &mut o,
         "nfm_frames_lost_total",
         "counter",
         "Sequence gaps: frames never received.",

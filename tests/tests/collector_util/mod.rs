@@ -43,6 +43,8 @@ pub fn settings(dir: &Path) -> Settings {
         topology: Some(PathBuf::from(TOPOLOGY)),
         idle_close_ms: 300,
         tick_ms: 50,
+        // The frames these tests build are 10 s intervals.
+        interval_ms: 10_000,
         ..Settings::default()
     }
 }
