@@ -46,13 +46,19 @@ impl HealthStage {
         // have moved past their interval.
         let judge = self.evaluator.as_mut().filter(|_| !w.late);
         let evaluated = judge.is_some();
-        let report = match judge {
+        let (report, open) = match judge {
             // Paths are the rows' resolutions (the closed-interval contract).
-            Some(e) => e.evaluate_paths(&w.interval, &ResolvedPaths::of_rows(&w.resolved)),
-            None => HealthReport {
-                interval_start_ms: w.interval.start_ms,
-                ..Default::default()
-            },
+            Some(e) => (
+                e.evaluate_paths(&w.interval, &ResolvedPaths::of_rows(&w.resolved)),
+                e.open_network_incidents(),
+            ),
+            None => (
+                HealthReport {
+                    interval_start_ms: w.interval.start_ms,
+                    ..Default::default()
+                },
+                Vec::new(),
+            ),
         };
         self.metrics
             .health_eval_us
@@ -60,7 +66,7 @@ impl HealthStage {
         self.metrics
             .verdicts
             .fetch_add(report.verdicts.len() as u64, Ordering::Relaxed);
-        let (summary, mut flows) = summarize(w, &report, evaluated);
+        let (summary, mut flows) = summarize(w, &report, evaluated, &open);
         if let Some(tx) = &self.recycle {
             flows.clear();
             let _ = tx.try_send(flows);
@@ -191,11 +197,32 @@ mod test {
             }],
             degraded_flows: vec![0],
         };
-        let s = summarize(work(), &report, true).0;
+        let s = summarize(work(), &report, true, &[]).0;
         assert_eq!(s.monitors[0].health_indicator, Some(1));
         assert_eq!(s.monitors[0].flows_top.len(), 2);
         assert!(s.monitors[0].flows_top.iter().any(|f| f.degraded));
         assert_eq!(s.verdicts.len(), 1);
+    }
+
+    /// A flap's good interval: no verdict and nothing degraded, but an open network incident
+    /// on the path of the monitor's flows keeps its HealthIndicator raised; an incident
+    /// elsewhere, or none, does not.
+    #[test]
+    fn test_open_incident_keeps_the_indicator_through_a_flap() {
+        let quiet = HealthReport::default();
+        let az = ComponentId::new(crate::model::ComponentKind::Az, "x");
+        let other = ComponentId::new(crate::model::ComponentKind::Az, "y");
+        let hi = |open: &[ComponentId]| {
+            summarize(work(), &quiet, true, open).0.monitors[0].health_indicator
+        };
+        assert_eq!(hi(&[az]), Some(1));
+        assert_eq!(hi(&[other]), Some(0));
+        assert_eq!(hi(&[]), Some(0));
+        // Not evaluated: no indicator at all.
+        assert_eq!(
+            summarize(work(), &quiet, false, &[]).0.monitors[0].health_indicator,
+            None
+        );
     }
 
     /// Samples carry no paths; each row's path is its resolution's, in the evaluator's input and

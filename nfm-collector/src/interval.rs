@@ -12,7 +12,7 @@
 
 use crate::flow_table::Resolutions;
 use crate::health::{monitor_indicator_with, Paths, ResolvedPaths};
-use crate::model::{Category, ClosedInterval, FlowSample, HealthReport};
+use crate::model::{Category, ClosedInterval, ComponentId, FlowSample, HealthReport};
 use crate::summary::{Counters, IntervalSummary, MonitorPoint, PairStat, TopFlow};
 
 /// Counted by the aggregator over every record of an interval.
@@ -95,10 +95,14 @@ fn top_flow<P: Paths + ?Sized>(
 /// `evaluated`: false when no evaluator judged the interval (late amendments, `--no-health`);
 /// then no HealthIndicator is stored, never a made-up one. Also gives back the interval's sample
 /// vector for reuse.
+/// `open_incidents`: network components with an open incident (`Evaluator::
+/// open_network_incidents`): a monitor whose flows cross one keeps HealthIndicator 1 through a
+/// flap's good intervals.
 pub fn summarize(
     w: ClosedWork,
     report: &HealthReport,
     evaluated: bool,
+    open_incidents: &[ComponentId],
 ) -> (IntervalSummary, Vec<FlowSample>) {
     let ClosedWork {
         interval,
@@ -134,8 +138,16 @@ pub fn summarize(
             idx.sort_unstable();
             idx.dedup();
             MonitorPoint {
-                health_indicator: evaluated
-                    .then(|| indicator(&interval, paths, report, &degraded, &m.flows)),
+                health_indicator: evaluated.then(|| {
+                    indicator(
+                        &interval,
+                        paths,
+                        report,
+                        &degraded,
+                        &m.flows,
+                        open_incidents,
+                    )
+                }),
                 monitor: m.name,
                 flows: m.flows.len() as u64,
                 counters: m.counters,
@@ -169,15 +181,19 @@ fn indicator<P: Paths + ?Sized>(
     report: &HealthReport,
     degraded: &[bool],
     monitor_flows: &[usize],
+    open_incidents: &[ComponentId],
 ) -> u8 {
-    if report
+    let named = report
         .verdicts
         .iter()
-        .all(|v| v.blame != crate::model::Blame::Network)
-    {
-        return 0;
-    }
-    monitor_indicator_with(report, monitor_flows, |i| {
-        (i < iv.flows.len() && degraded[i]).then(|| paths.path(i))
-    })
+        .any(|v| v.blame == crate::model::Blame::Network)
+        && monitor_indicator_with(report, monitor_flows, |i| {
+            (i < iv.flows.len() && degraded[i]).then(|| paths.path(i))
+        }) == 1;
+    // A flap's good interval: an open network incident still on the path of its flows.
+    let open = !open_incidents.is_empty()
+        && monitor_flows.iter().any(|&i| {
+            i < iv.flows.len() && paths.path(i).iter().any(|c| open_incidents.contains(c))
+        });
+    u8::from(named || open)
 }

@@ -232,9 +232,15 @@ pub struct Verdict {
     pub degraded_flows: u64,
     pub healthy_flows: u64,
     pub evidence: Vec<MetricChange>,
-    /// Start of the first interval of the run of consecutive intervals with this verdict.
+    /// Start of the first interval of this component's incident: the run of intervals naming it
+    /// with gaps no longer than [`INCIDENT_HOLD_DOWN_MS`] (a flapping component is one incident;
+    /// its flap count is in `evidence` as metric `flaps`).
     pub first_seen_ms: u64,
 }
+
+/// How long an incident stays open after the last interval that named its component: named
+/// again within it, it is the same incident (same `first_seen_ms`, one more flap).
+pub const INCIDENT_HOLD_DOWN_MS: u64 = 300_000;
 
 /// What the health evaluator returns for one closed interval.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -266,6 +266,7 @@ impl Api {
             ("GET", ["api", "status"]) => Ok(self.status()),
             ("GET", ["api", "insights"]) => self.insights(&p),
             ("GET", ["api", "verdicts"]) => self.verdicts(&p),
+            ("GET", ["api", "incidents"]) => self.incidents(&p),
             ("GET", ["api", "agents"]) => Ok(Reply::json(200, &self.ingest)),
             ("GET", ["api", "topology"]) => Ok(self.topology_json()),
             ("POST", ["api", "topology", "reload"]) => self
@@ -544,6 +545,58 @@ mod test {
         a.add_interval(Arc::new(older));
         assert_eq!(a.totals["app"].last_indicator, Some(0));
         assert_eq!(a.totals["app"].counters.bytes, 132);
+    }
+
+    /// `/api/incidents`: a flapping component named in intervals 0, 1 and 3 with one
+    /// `first_seen_ms` is one incident (1 flap, 3 intervals), ongoing while the newest interval
+    /// is within the hold-down of its last naming; a component named once long before is a
+    /// separate, resolved incident.
+    #[test]
+    fn test_incidents_group_a_flap_into_one() {
+        use crate::model::{Blame, ComponentId, MetricChange, Verdict};
+        let (mut a, _r, _m) = api(None);
+        let iv = 10_000;
+        let verdict = |start: u64, first: u64, comp: &str, flaps: f64| Verdict {
+            interval_start_ms: start,
+            component: comp.parse::<ComponentId>().unwrap(),
+            blame: Blame::Network,
+            confidence: 0.8,
+            degraded_flows: 4,
+            healthy_flows: 1,
+            evidence: (flaps > 0.0)
+                .then(|| MetricChange {
+                    metric: "flaps".into(),
+                    baseline: 0.0,
+                    observed: flaps,
+                })
+                .into_iter()
+                .collect(),
+            first_seen_ms: first,
+        };
+        let t0 = 10 * 3_600_000;
+        let at = |k: u64, v: Vec<Verdict>| {
+            let mut s = (*summary(t0 + k * iv, 1, 0)).clone();
+            s.verdicts = v;
+            Arc::new(s)
+        };
+        a.add_interval(at(0, vec![verdict(t0, t0, "az-pair:a|b", 0.0)]));
+        a.add_interval(at(1, vec![verdict(t0 + iv, t0, "az-pair:a|b", 0.0)]));
+        a.add_interval(at(2, vec![]));
+        a.add_interval(at(3, vec![verdict(t0 + 3 * iv, t0, "az-pair:a|b", 1.0)]));
+        let old = t0 - 3_000_000;
+        let mut s = (*summary(old, 1, 0)).clone();
+        s.verdicts = vec![verdict(old, old, "subnet:s1", 0.0)];
+        a.add_interval(Arc::new(s));
+        let v = a.route("GET", "/api/incidents", None, b"").json_value();
+        let list = v["incidents"].as_array().unwrap();
+        assert_eq!(list.len(), 2, "{v}");
+        assert_eq!(list[0]["component"], "az-pair:a|b");
+        assert_eq!(list[0]["intervals_named"], 3);
+        assert_eq!(list[0]["flaps"], 1);
+        assert_eq!(list[0]["state"], "ongoing");
+        assert_eq!(list[0]["first_seen_ms"], t0);
+        assert_eq!(list[1]["component"], "subnet:s1");
+        assert_eq!(list[1]["state"], "resolved");
     }
 
     #[test]

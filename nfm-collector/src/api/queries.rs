@@ -100,6 +100,62 @@ impl Api {
         ))
     }
 
+    /// Incidents in the window: verdicts grouped by component and `first_seen_ms` (the
+    /// evaluator keeps one `first_seen_ms` per incident through its flaps). An incident is
+    /// `ongoing` while the newest interval is within the hold-down of its last naming, else
+    /// `resolved`; newest first.
+    pub(super) fn incidents(&self, p: &HashMap<String, String>) -> Result<Reply, ApiError> {
+        let (from, to) = self.window(p)?;
+        let newest_end = self.history.values().next_back().map_or(0, |s| s.end_ms);
+        // (component, first seen) -> (verdicts, last interval start, its end, flaps, confidence)
+        let mut by: BTreeMap<(String, u64), IncidentAcc> = BTreeMap::new();
+        for s in self.in_window(from, to) {
+            for v in &s.verdicts {
+                let a = by
+                    .entry((v.component.to_string(), v.first_seen_ms))
+                    .or_insert_with(|| IncidentAcc {
+                        kind: v.component.kind,
+                        blame: v.blame,
+                        ..IncidentAcc::default()
+                    });
+                a.intervals += 1;
+                if v.interval_start_ms >= a.last_start_ms {
+                    a.last_start_ms = v.interval_start_ms;
+                    a.last_end_ms = s.end_ms;
+                }
+                a.confidence = a.confidence.max(v.confidence);
+                a.degraded_flows = a.degraded_flows.max(v.degraded_flows);
+                let f = v.evidence.iter().find(|e| e.metric == "flaps");
+                a.flaps = a.flaps.max(f.map_or(0, |e| e.observed as u64));
+            }
+        }
+        let mut list: Vec<serde_json::Value> = by
+            .into_iter()
+            .map(|((component, first_seen_ms), a)| {
+                let ongoing = newest_end
+                    <= a.last_end_ms
+                        .saturating_add(crate::model::INCIDENT_HOLD_DOWN_MS);
+                json!({
+                    "component": component,
+                    "kind": a.kind,
+                    "blame": a.blame,
+                    "first_seen_ms": first_seen_ms,
+                    "last_named_ms": a.last_start_ms,
+                    "intervals_named": a.intervals,
+                    "flaps": a.flaps,
+                    "max_confidence": a.confidence,
+                    "max_degraded_flows": a.degraded_flows,
+                    "state": if ongoing { "ongoing" } else { "resolved" },
+                })
+            })
+            .collect();
+        list.sort_by_key(|i| std::cmp::Reverse(i["first_seen_ms"].as_u64().unwrap_or(0)));
+        Ok(Reply::json(
+            200,
+            &json!({"from": from, "to": to, "hold_down_ms": crate::model::INCIDENT_HOLD_DOWN_MS, "incidents": list}),
+        ))
+    }
+
     pub(super) fn overview(
         &self,
         name: &str,
@@ -262,5 +318,33 @@ impl Api {
                 "verdicts": latest_verdicts,
             }),
         )
+    }
+}
+
+/// One incident's sums over its verdicts (`/api/incidents`).
+#[derive(Debug)]
+struct IncidentAcc {
+    kind: crate::model::ComponentKind,
+    blame: crate::model::Blame,
+    intervals: u64,
+    last_start_ms: u64,
+    last_end_ms: u64,
+    flaps: u64,
+    confidence: f64,
+    degraded_flows: u64,
+}
+
+impl Default for IncidentAcc {
+    fn default() -> Self {
+        IncidentAcc {
+            kind: crate::model::ComponentKind::Host,
+            blame: crate::model::Blame::Endpoint,
+            intervals: 0,
+            last_start_ms: 0,
+            last_end_ms: 0,
+            flaps: 0,
+            confidence: 0.0,
+            degraded_flows: 0,
+        }
     }
 }

@@ -187,6 +187,11 @@ pub struct HealthConfig {
     pub keep_min_llr: f32,
     /// At most this many components named per interval and symptom family.
     pub max_verdicts: usize,
+    /// A named component's incident stays open this long after the last interval that named it
+    /// (docs/health.md §5): named again within it, the incident goes on (same `first_seen_ms`,
+    /// one more flap), and monitors whose flows cross an open network incident keep their
+    /// HealthIndicator raised through the good intervals of a flap.
+    pub incident_hold_down_ms: u64,
     /// Paths unseen this many intervals are forgotten; at most `max_paths` are learned.
     pub path_idle_intervals: u32,
     pub max_paths: usize,
@@ -229,6 +234,7 @@ impl Default for HealthConfig {
             keep_min_purity: 0.2,
             keep_min_llr: 4.0,
             max_verdicts: 16,
+            incident_hold_down_ms: crate::model::INCIDENT_HOLD_DOWN_MS,
             path_idle_intervals: 1440,
             max_paths: 2_000_000,
         }
@@ -255,8 +261,8 @@ pub struct Evaluator {
     baselines: Baselines,
     seq: u32,
     prev_start: Option<u64>,
-    /// Verdicts of the previous interval: component → first_seen_ms of their run.
-    active: HashMap<ComponentId, u64>,
+    /// Open incidents: components named within the hold-down.
+    active: HashMap<ComponentId, Incident>,
     /// Component ids and shared paths.
     tables: Tables,
     reuse: Reuse,
@@ -267,6 +273,16 @@ impl Default for Evaluator {
     fn default() -> Self {
         Evaluator::new(HealthConfig::default())
     }
+}
+
+/// An open incident of one component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Incident {
+    first_seen_ms: u64,
+    /// Start of the last interval that named it.
+    last_named_ms: u64,
+    /// Times it was named again after at least one interval without.
+    flaps: u32,
 }
 
 /// The per-interval vectors, kept for their capacity.
@@ -384,6 +400,19 @@ impl Evaluator {
         &self.config
     }
 
+    /// Network components with an open incident (named within the hold-down): monitors whose
+    /// flows cross one keep their HealthIndicator raised through a flap's good intervals.
+    pub fn open_network_incidents(&self) -> Vec<ComponentId> {
+        let mut v: Vec<ComponentId> = self
+            .active
+            .keys()
+            .filter(|c| c.kind.is_network())
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
     pub fn stats(&self) -> EvaluatorStats {
         EvaluatorStats {
             paths: self.baselines.path_count(),
@@ -431,7 +460,10 @@ impl Evaluator {
 
         // Components named in the previous interval (looser rules: hysteresis), by local id.
         let mut was_active = vec![false; graph.comps.len()];
-        for c in self.active.keys() {
+        for (c, inc) in &self.active {
+            if Some(inc.last_named_ms) != self.prev_start {
+                continue;
+            }
             if let Some(l) = interner.local_of(c) {
                 was_active[l as usize] = true;
             }
@@ -513,8 +545,8 @@ impl Evaluator {
         }
 
         let mut verdicts = Vec::with_capacity(named.len());
-        let mut next_active = HashMap::with_capacity(named.len());
-        let consecutive = self.prev_start.is_some_and(|p| p < interval.start_ms);
+        let len = interval.end_ms.saturating_sub(interval.start_ms);
+        let hold = self.config.incident_hold_down_ms;
         for (k, (c, conf, mut covered)) in named.into_iter().enumerate() {
             covered.sort_unstable();
             covered.dedup();
@@ -528,11 +560,34 @@ impl Evaluator {
                 confidence += (1.0 - confidence) * 0.5 * ev.agree as f64 / ev.two_view as f64;
             }
             let component = interner.name(graph.comps[c as usize]).clone();
-            let first_seen_ms = match self.active.get(&component) {
-                Some(&first) if consecutive => first,
-                _ => interval.start_ms,
+            // An open incident goes on: named again within the hold-down after its last
+            // interval (a gap in between is one more flap); otherwise a new one starts.
+            let inc = match self.active.get(&component) {
+                Some(inc) if interval.start_ms <= inc.last_named_ms + len + hold => Incident {
+                    first_seen_ms: inc.first_seen_ms,
+                    last_named_ms: interval.start_ms.max(inc.last_named_ms),
+                    flaps: inc.flaps
+                        + u32::from(
+                            interval.start_ms > inc.last_named_ms
+                                && self.prev_start != Some(inc.last_named_ms),
+                        ),
+                },
+                _ => Incident {
+                    first_seen_ms: interval.start_ms,
+                    last_named_ms: interval.start_ms,
+                    flaps: 0,
+                },
             };
-            next_active.insert(component.clone(), first_seen_ms);
+            self.active.insert(component.clone(), inc);
+            let first_seen_ms = inc.first_seen_ms;
+            let mut evidence = ev.changes();
+            if inc.flaps > 0 {
+                evidence.push(MetricChange {
+                    metric: "flaps".into(),
+                    baseline: 0.0,
+                    observed: inc.flaps as f64,
+                });
+            }
             verdicts.push(Verdict {
                 interval_start_ms: interval.start_ms,
                 blame: if component.kind.is_network() {
@@ -544,7 +599,7 @@ impl Evaluator {
                 confidence: confidence.clamp(0.0, 1.0),
                 degraded_flows: deg[k],
                 healthy_flows: ok[k],
-                evidence: ev.changes(),
+                evidence,
                 first_seen_ms,
             });
         }
@@ -569,7 +624,9 @@ impl Evaluator {
                 t.cache.clear();
             }
         }
-        self.active = next_active;
+        // Incidents whose hold-down has run out are resolved.
+        self.active
+            .retain(|_, inc| interval.end_ms <= inc.last_named_ms + len + hold);
         self.prev_start = Some(interval.start_ms);
         let last_observations = obs.len();
         self.reuse = Reuse {

@@ -289,8 +289,31 @@ fn test_first_seen_tracks_runs() {
     assert_eq!(b.verdicts[0].interval_start_ms, 660_000);
     let gap = ev.evaluate(&f.interval(12, &[]));
     assert!(gap.verdicts.is_empty(), "{:#?}", gap.verdicts);
+    // Back within the 5-minute hold-down: the same incident (a flapping component is one
+    // incident), with its flap counted in the evidence.
     let c = ev.evaluate(&f.interval(13, &fault));
-    assert_eq!(c.verdicts[0].first_seen_ms, 780_000);
+    assert_eq!(c.verdicts[0].first_seen_ms, 600_000);
+    let flaps = |r: &HealthReport| {
+        r.verdicts[0]
+            .evidence
+            .iter()
+            .find(|e| e.metric == "flaps")
+            .map(|e| e.observed)
+    };
+    assert_eq!(flaps(&c), Some(1.0));
+    assert_eq!(
+        ev.open_network_incidents(),
+        vec![id("subnet:app-1")],
+        "open while named"
+    );
+    // Six healthy minutes: past the hold-down, resolved; the next fault is a new incident.
+    for i in 14..20 {
+        assert!(ev.evaluate(&f.interval(i, &[])).verdicts.is_empty());
+    }
+    assert!(ev.open_network_incidents().is_empty(), "resolved");
+    let d = ev.evaluate(&f.interval(20, &fault));
+    assert_eq!(d.verdicts[0].first_seen_ms, 1_200_000);
+    assert_eq!(flaps(&d), None);
 }
 
 #[test]

@@ -196,6 +196,20 @@ export const api = {
     const r = await request('GET', `/api/monitors/${enc(name)}/topology${qs({ from, to })}`);
     return { flows: arr(r.flows).map(flow), verdicts: arr(r.verdicts).map(verdict), components: arr(r.components) };
   },
+  /** Incidents: verdicts grouped per component through its flaps (`/api/incidents`). */
+  async incidents({ from, to }) {
+    const r = await request('GET', `/api/incidents${qs({ from, to })}`);
+    return arr(r.incidents).map((i) => ({
+      component: String(i.component),
+      blame: String(i.blame),
+      state: String(i.state),
+      first_seen_ms: num(i.first_seen_ms),
+      last_named_ms: num(i.last_named_ms),
+      intervals_named: num(i.intervals_named),
+      flaps: num(i.flaps),
+      max_confidence: Number(i.max_confidence) || 0,
+    }));
+  },
   async verdicts({ from, to }) {
     const r = await request('GET', `/api/verdicts${qs({ from, to })}`);
     return arr(r.verdicts).map(verdict);

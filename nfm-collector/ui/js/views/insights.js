@@ -9,10 +9,11 @@ export async function render(ctx) {
   const metric = metricById(ctx.params.get('metric') || 'data-transferred');
   const category = ctx.params.get('category') || '';
   const limit = Number(ctx.params.get('limit')) || 20;
-  const [res, fleetSimulated, verdicts] = await Promise.all([
+  const [res, fleetSimulated, verdicts, incidents] = await Promise.all([
     api.insights({ metric: metric.id, category, from: ctx.range.from, to: ctx.range.to, limit }),
     api.fleetSimulated(ctx.status).catch(() => false),
     api.verdicts(ctx.range).catch(() => []),
+    api.incidents(ctx.range).catch(() => []),
   ]);
   // What is blamed right now: verdicts of the newest interval that has any.
   const newestV = Math.max(0, ...verdicts.map((v) => v.interval_start_ms));
@@ -77,8 +78,22 @@ export async function render(ctx) {
     title: `All ${categoryLabel(x.category)} flows in range, not only the top contributors`,
   }, h('span', { class: `cat cat-${x.category}` }, categoryLabel(x.category)), h('strong', {}, metric.fmt(metricValue(x.counters, metric.id)))))) : null;
   const top = flows[0];
+  // Incidents: one line per component through its flaps, ongoing first.
+  const incidentCard = incidents.length ? h('div', { class: 'card', id: 'incidents' },
+    h('div', { class: 'card-title' }, 'Incidents', h('span', { class: 'muted card-sub' }, `${incidents.length} in the ${ctx.range.label}; one stays open 5 minutes after the last interval that named it`)),
+    h('table', { class: 'table', id: 'incidents-table' },
+      h('thead', {}, h('tr', {}, h('th', {}, 'State'), h('th', {}, 'Component'), h('th', {}, 'Blame'), h('th', {}, 'Since (UTC)'), h('th', {}, 'Last named'), h('th', { class: 'num' }, 'Intervals'), h('th', { class: 'num' }, 'Flaps'))),
+      h('tbody', {}, [...incidents].sort((a, b) => (a.state === 'ongoing' ? 0 : 1) - (b.state === 'ongoing' ? 0 : 1) || b.first_seen_ms - a.first_seen_ms).slice(0, 10).map((i) => h('tr', { dataset: { component: i.component, state: i.state } },
+        h('td', {}, h('span', { class: `badge ${i.state === 'ongoing' ? 'badge-bad' : ''}` }, i.state)),
+        h('td', {}, h('span', { class: `chip ${i.blame === 'network' ? 'chip-blamed' : 'chip-blamed-endpoint'}` }, h('span', { class: 'chip-kind' }, splitComponent(i.component).kind), splitComponent(i.component).name)),
+        h('td', {}, i.blame),
+        h('td', {}, fmtTime(i.first_seen_ms, true)),
+        h('td', {}, fmtTime(i.last_named_ms)),
+        h('td', { class: 'num' }, fmtCount(i.intervals_named)),
+        h('td', { class: 'num' }, fmtCount(i.flaps))))))) : null;
   return h('div', {},
     blamedNow,
+    incidentCard,
     controls,
     totalStrip,
     h('div', { class: 'summary-line' },
