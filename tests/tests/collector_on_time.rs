@@ -76,6 +76,7 @@ fn collector_closes_a_live_interval_on_time() {
     // Both agents' records landed in one interval, and it was served by end + T + 1 s.
     assert_eq!(seen_at.1, 1_234, "both agents in one interval");
     let late_by = seen_at.0 - end;
+    eprintln!("summary of the interval ending at {end} visible {late_by} ms after its end");
     assert!(
         late_by <= T + 1_000,
         "summary of the interval ending at {end} appeared {late_by} ms after its end"
