@@ -267,10 +267,7 @@ impl IngestCore {
         // Collector-to-agent messages coming from an agent are a protocol violation: refused
         // before the frame can touch a session (its epoch or sequence window).
         if matches!(packet.message, Message::Ack(_) | Message::Error(_)) {
-            let known = self
-                .sessions
-                .contains_key(&h.agent_id)
-                .then_some(h.agent_id);
+            let known = self.known(h.agent_id);
             return self.reject(
                 known,
                 "unexpected_message",
@@ -287,8 +284,8 @@ impl IngestCore {
             }
         }
         // Interval bounds against the collector's clock, before the frame can create or move
-        // a session: a batch stamped ahead would close every open interval downstream.
-        // Where the batch's interval lands on the grid, decided with the clock check.
+        // a session (a batch stamped ahead would close every open interval downstream), and
+        // where the batch's interval lands on the grid.
         let mut placed = None;
         if let Message::FlowBatch(b) = &packet.message {
             let now = now_ms();
@@ -311,36 +308,10 @@ impl IngestCore {
                 return self.reject(known, reason, message);
             }
         }
-        // The store's backlog budget (a stalled disk), checked before the frame can touch a
-        // session: a batch refused here is neither aggregated nor marked seen, so the agent's
-        // resend once space returns counts exactly once.
         if matches!(packet.message, Message::FlowBatch(_)) {
-            // The memory budget (`memory::Governor`): overload meets back-pressure, not growth.
-            if self.metrics.memory_pressure.load(Ordering::Relaxed) == 1 {
-                let known = self
-                    .sessions
-                    .contains_key(&h.agent_id)
-                    .then_some(h.agent_id);
-                return self.reject(
-                    known,
-                    "overloaded",
-                    "the collector is over its memory budget: resend later".into(),
-                );
-            }
-            let pending = self.metrics.store_pending_bytes.load(Ordering::Relaxed);
-            if pending + bytes.len() as u64 > self.cfg.max_store_backlog as u64 {
-                let known = self
-                    .sessions
-                    .contains_key(&h.agent_id)
-                    .then_some(h.agent_id);
-                return self.reject(
-                    known,
-                    "store_full",
-                    format!(
-                        "{pending} bytes wait for the store (budget {}): resend later",
-                        self.cfg.max_store_backlog
-                    ),
-                );
+            if let Some((reason, message)) = self.load_refusal(bytes.len()) {
+                let known = self.known(h.agent_id);
+                return self.reject(known, reason, message);
             }
         }
         let now = now_ms();
@@ -523,6 +494,34 @@ impl IngestCore {
             }
             Err(TrySendError::Disconnected(_)) => {}
         }
+    }
+
+    /// `agent` when it has a session (a refusal is counted against it), else `None`.
+    fn known(&self, agent: u64) -> Option<u64> {
+        self.sessions.contains_key(&agent).then_some(agent)
+    }
+
+    /// Why a FlowBatch of `len` bytes must wait, if it must: over the memory budget
+    /// (`memory::Governor`: overload meets back-pressure, not growth) or the store's backlog
+    /// budget (a stalled disk). Checked before the frame can touch a session: a batch refused
+    /// here is neither aggregated nor marked seen, so the agent's resend counts exactly once.
+    fn load_refusal(&self, len: usize) -> Option<(&'static str, String)> {
+        if self.metrics.memory_pressure.load(Ordering::Relaxed) == 1 {
+            return Some((
+                "overloaded",
+                "the collector is over its memory budget: resend later".into(),
+            ));
+        }
+        let pending = self.metrics.store_pending_bytes.load(Ordering::Relaxed);
+        (pending + len as u64 > self.cfg.max_store_backlog as u64).then(|| {
+            (
+                "store_full",
+                format!(
+                    "{pending} bytes wait for the store (budget {}): resend later",
+                    self.cfg.max_store_backlog
+                ),
+            )
+        })
     }
 
     /// A durability reply: returns the agents whose connections may now ack further.
