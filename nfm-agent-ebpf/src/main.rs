@@ -13,7 +13,7 @@ mod prog {
         bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         helpers::{bpf_get_smp_processor_id, bpf_get_socket_cookie, bpf_ktime_get_ns},
         macros::{map, sock_ops},
-        maps::{HashMap, PerCpuArray, RingBuf},
+        maps::{Array, HashMap, PerCpuArray, RingBuf},
         programs::SockOpsContext,
         EbpfContext,
     };
@@ -47,6 +47,11 @@ mod prog {
     /// Callback flags enabled on tracked sockets; set by the loader (0 = the default set).
     #[no_mangle]
     static CB_FLAGS: u32 = 0;
+
+    /// The agent's current interval number (written by user space before each map read): tags
+    /// the per-interval RTT minimum and maximum.
+    #[map]
+    static EPOCH: Array<u32> = Array::with_max_entries(1, 0);
 
     /// Wake the reader only when this many bytes are waiting (0 = on every event). Events are
     /// otherwise picked up by the agent's interval drain, which saves a wakeup (an irq_work and
@@ -161,6 +166,37 @@ mod prog {
             field!(self, total_retrans)
         }
         #[inline(always)]
+        fn bytes_received(&self) -> u64 {
+            field!(self, bytes_received)
+        }
+        #[inline(always)]
+        fn data_segs_out(&self) -> u32 {
+            field!(self, data_segs_out)
+        }
+        #[inline(always)]
+        fn skb_len(&self) -> u32 {
+            field!(self, skb_len)
+        }
+        #[inline(always)]
+        fn skb_tcp_flags(&self) -> u32 {
+            field!(self, skb_tcp_flags)
+        }
+        #[inline(always)]
+        fn skb_ack_seq(&self) -> Option<u32> {
+            // The received segment's TCP header (PARSE_HDR_OPT_CB): a packet pointer the
+            // verifier lets the program read after a bounds check against skb_data_end.
+            let data = unsafe { read_volatile(addr_of!((*self.0.ops).__bindgen_anon_3.skb_data)) };
+            let end =
+                unsafe { read_volatile(addr_of!((*self.0.ops).__bindgen_anon_4.skb_data_end)) };
+            let data = data as *const u8;
+            if unsafe { data.add(12) } > end as *const u8 {
+                return None;
+            }
+            // SAFETY: bytes 8..12 of the TCP header (ack_seq, network order), bounds-checked.
+            let raw = unsafe { core::ptr::read_unaligned(data.add(8) as *const u32) };
+            Some(u32::from_be(raw))
+        }
+        #[inline(always)]
         fn cookie(&self) -> u64 {
             unsafe { bpf_get_socket_cookie(self.0.as_ptr()) }
         }
@@ -219,6 +255,10 @@ mod prog {
             } else {
                 f
             }
+        }
+        #[inline(always)]
+        fn epoch(&self) -> u32 {
+            EPOCH.get(0).copied().unwrap_or(0)
         }
         #[inline(always)]
         fn lookup(&self, cookie: u64) -> Option<*mut SockStats> {

@@ -86,6 +86,8 @@ pub struct Agent {
     seen: Seen,
     /// Closes waiting for their socket's open event.
     held: Held,
+    /// The interval number the program tags RTT minima and maxima with.
+    epoch: u32,
 }
 
 impl Agent {
@@ -161,6 +163,7 @@ impl Agent {
                 ring_events: 0,
                 seen: Seen::new(),
                 held: Held::default(),
+                epoch: 0,
             },
             waker,
         ))
@@ -354,6 +357,12 @@ impl Agent {
         self.drain_ring();
         self.read_stages();
         self.insert_open();
+        // Samples from now on belong to the next interval: the entries' minimum and maximum
+        // read below are this interval's.
+        self.epoch = self.epoch.wrapping_add(1);
+        if let Err(e) = self.probe.set_epoch(self.epoch) {
+            log::warn!("{e:#}");
+        }
         self.read_map();
         // Closes submitted while the map was read (their entries already gone from it).
         self.drain_ring();

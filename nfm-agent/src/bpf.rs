@@ -10,7 +10,7 @@
 //! 1 s interval is the difference between ~0.1 % and ~2 % of a core.
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::{CgroupAttachMode, SockOps};
 use aya::{include_bytes_aligned, Ebpf, EbpfLoader};
 use nfm_agent_common::{
@@ -62,6 +62,7 @@ pub struct Probe {
     open_stage: PerCpuArray<MapData, stage::Stage<OpenEvent>>,
     open4_stage: PerCpuArray<MapData, stage::Stage<OpenEvent4>>,
     close_stage: PerCpuArray<MapData, stage::Stage<CloseEvent>>,
+    epoch: Array<MapData, u32>,
     ebpf: Ebpf,
     pub cgroup: PathBuf,
 }
@@ -177,7 +178,12 @@ impl Probe {
             ebpf.take_map("CLOSE_STAGE")
                 .ok_or_else(|| anyhow!("no CLOSE_STAGE map"))?,
         )?;
+        let epoch = Array::try_from(
+            ebpf.take_map("EPOCH")
+                .ok_or_else(|| anyhow!("no EPOCH map"))?,
+        )?;
         Ok(Probe {
+            epoch,
             ring,
             socks,
             counters,
@@ -187,6 +193,14 @@ impl Probe {
             ebpf,
             cgroup: cgroup.to_path_buf(),
         })
+    }
+
+    /// Tells the program which interval samples belong to from now on (the per-interval RTT
+    /// minimum and maximum restart at the first sample of each).
+    pub fn set_epoch(&mut self, epoch: u32) -> Result<()> {
+        self.epoch
+            .set(0, epoch, 0)
+            .context("writing the interval epoch")
     }
 
     /// Detaches the program (also done by Drop).

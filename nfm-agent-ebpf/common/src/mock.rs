@@ -16,6 +16,9 @@ pub(crate) struct Ctx {
     pub(crate) c: Counters,
     pub(crate) cookie: u64,
     pub(crate) flags_set: Cell<u32>,
+    pub(crate) skb_len: u32,
+    pub(crate) skb_flags: u32,
+    pub(crate) skb_ack: Option<u32>,
 }
 
 impl Ctx {
@@ -28,6 +31,9 @@ impl Ctx {
             c: Counters::default(),
             cookie,
             flags_set: Cell::new(0),
+            skb_len: 0,
+            skb_flags: 0,
+            skb_ack: None,
         }
     }
 }
@@ -64,6 +70,15 @@ impl SockOps for Ctx {
     fn cb_flags(&self) -> u32 {
         self.flags_set.get()
     }
+    fn skb_len(&self) -> u32 {
+        self.skb_len
+    }
+    fn skb_tcp_flags(&self) -> u32 {
+        self.skb_flags
+    }
+    fn skb_ack_seq(&self) -> Option<u32> {
+        self.skb_ack
+    }
     fn set_cb_flags(&self, flags: u32) -> i64 {
         self.flags_set.set(flags);
         0
@@ -79,6 +94,7 @@ pub(crate) struct Mock {
     pub(crate) counters: RefCell<[u64; counter::COUNT as usize]>,
     /// Open events staged as [`OpenEvent4`].
     pub(crate) opens4: Cell<u32>,
+    pub(crate) epoch: Cell<u32>,
 }
 
 impl Mock {
@@ -91,6 +107,7 @@ impl Mock {
             ring_cap,
             counters: RefCell::new([0; counter::COUNT as usize]),
             opens4: Cell::new(0),
+            epoch: Cell::new(0),
         }
     }
     pub(crate) fn get(&self, cookie: u64) -> Option<SockStats> {
@@ -107,6 +124,9 @@ impl Env for Mock {
     }
     fn cb_flags(&self) -> u32 {
         cb_flag::DEFAULT
+    }
+    fn epoch(&self) -> u32 {
+        self.epoch.get()
     }
     fn lookup(&self, cookie: u64) -> Option<*mut SockStats> {
         self.map

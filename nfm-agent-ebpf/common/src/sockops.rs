@@ -39,6 +39,29 @@ pub trait SockOps {
     fn total_retrans(&self) -> u32 {
         self.counters().total_retrans
     }
+    /// `bytes_received` alone.
+    fn bytes_received(&self) -> u64 {
+        self.counters().bytes_received
+    }
+    /// `data_segs_out` alone.
+    fn data_segs_out(&self) -> u32 {
+        self.counters().data_segs_out
+    }
+    /// PARSE_HDR_OPT_CB: length of the received segment (TCP header and payload).
+    fn skb_len(&self) -> u32;
+    /// PARSE_HDR_OPT_CB: TCP flags of the received segment.
+    fn skb_tcp_flags(&self) -> u32;
+    /// PARSE_HDR_OPT_CB: the acknowledgment number of the received segment (host order), if
+    /// its header is readable.
+    fn skb_ack_seq(&self) -> Option<u32>;
+    /// `snd_una` alone.
+    fn snd_una(&self) -> u32 {
+        self.counters().snd_una
+    }
+    /// `bytes_acked` alone.
+    fn bytes_acked(&self) -> u64 {
+        self.counters().bytes_acked
+    }
     fn cookie(&self) -> u64;
     /// The socket's callback flags now.
     fn cb_flags(&self) -> u32;
@@ -55,6 +78,9 @@ pub trait Env {
     fn now_ns(&self) -> u64;
     /// The callback flags to enable on tracked sockets ([`cb_flag`]).
     fn cb_flags(&self) -> u32;
+    /// The interval user space is in (bumped just before it reads the map): tags the
+    /// per-interval RTT minimum and maximum ([`SockStats::rtt_epoch`]).
+    fn epoch(&self) -> u32;
     /// A pointer into the map value for `cookie`, valid for the rest of this program run.
     fn lookup(&self, cookie: u64) -> Option<*mut SockStats>;
     /// Inserts a new entry (BPF_NOEXIST); a negative errno on failure.
@@ -89,6 +115,7 @@ pub fn on_sock_ops<C: SockOps, E: Env>(ctx: &C, env: &E) -> u32 {
             tcp_state::FIN_WAIT1 | tcp_state::LAST_ACK => on_fin_sent(ctx),
             _ => {}
         },
+        op::PARSE_HDR_OPT_CB => on_rx(ctx, env),
         op::RTT_CB => on_rtt(ctx, env),
         op::RETRANS_CB => on_retrans(ctx, env),
         op::RTO_CB => on_rto(ctx, env),
@@ -242,11 +269,33 @@ fn register<C: SockOps, E: Env>(ctx: &C, env: &E, role: u8) {
 /// Data segments (in + out) a socket must have carried before its RTT samples are kept.
 ///
 /// Why a gate: RTT_CB fires about once per round trip, also on a connection that lives for two
-/// round trips; such a socket has no map entry (user space inserts entries only for sockets
-/// still open when it reads their open event), and a hash lookup that misses a cold bucket
-/// costs ~150 ns. Its handshake RTT is in the open event and its final srtt in the close event,
-/// so nothing is lost by not looking. Longer connections pass the gate after a few exchanges.
+/// round trips, and keeping a sample needs the socket's map entry: a hash lookup that misses a
+/// cold bucket costs ~150 ns, an insert ~350 ns. A connection that closes below the gate is
+/// reported with its final smoothed RTT as its one sample (user space, from the close event:
+/// [`SockStats::srtt_us`]), which is what the kernel's own estimate converged to over all its
+/// samples. Past the gate the program keeps every sample, creating the entry if user space has
+/// not inserted it yet, so a socket's samples never depend on when an interval ended.
 pub const RTT_GATE_SEGS: u32 = 16;
+
+/// Adds one RTT sample to an entry: sum and count, and the minimum and maximum of the interval
+/// `epoch` (the first sample of a new interval restarts them).
+#[inline(always)]
+pub fn add_rtt_sample(s: &mut SockStats, sample: u32, epoch: u32) {
+    s.rtt_sum_us += sample as u64;
+    if s.rtt_epoch != epoch || s.rtt_count == 0 {
+        s.rtt_epoch = epoch;
+        s.rtt_min_us = sample;
+        s.rtt_max_us = sample;
+    } else {
+        if sample < s.rtt_min_us {
+            s.rtt_min_us = sample;
+        }
+        if sample > s.rtt_max_us {
+            s.rtt_max_us = sample;
+        }
+    }
+    s.rtt_count += 1;
+}
 
 #[inline(always)]
 fn on_rtt<C: SockOps, E: Env>(ctx: &C, env: &E) {
@@ -254,40 +303,100 @@ fn on_rtt<C: SockOps, E: Env>(ctx: &C, env: &E) {
     if c.data_segs_in.wrapping_add(c.data_segs_out) < RTT_GATE_SEGS {
         return;
     }
-    let Some(p) = env.lookup(ctx.cookie()) else {
+    let cookie = ctx.cookie();
+    let state = ctx.state();
+    let Some(p) = env
+        .lookup(cookie)
+        .or_else(|| adopt(ctx, env, cookie, state))
+    else {
         return;
     };
     // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
     let s = unsafe { &mut *p };
-    // Since Linux 6.10, arg0 is the measured RTT (µs) and arg1 the new srtt (8×). Older kernels
-    // pass nothing: fall back to the smoothed RTT.
-    let mut sample = ctx.arg(0);
-    if sample == 0 {
-        sample = c.srtt_us8 >> 3;
+    // The sample is the kernel's smoothed RTT after this measurement (what `ss` and TCP_INFO
+    // show, and what a connection below the gate reports at its close), not the raw
+    // measurement: a raw sample is one ACK's view (delayed ACKs, a queue's momentary depth) and
+    // a mean of raw samples runs far from the kernel's estimate while a queue builds (156 ms
+    // against an srtt of 35 ms in the kernel test). Since Linux 6.10 arg1 is the new srtt
+    // (8×); older kernels pass nothing and the context's srtt is already updated.
+    let mut srtt8 = ctx.arg(1);
+    if srtt8 == 0 {
+        srtt8 = c.srtt_us8;
     }
-    s.rtt_sum_us += sample as u64;
-    if s.rtt_count == 0 || sample < s.rtt_min_us {
-        s.rtt_min_us = sample;
-    }
-    if sample > s.rtt_max_us {
-        s.rtt_max_us = sample;
-    }
-    s.rtt_count += 1;
-    refresh(s, &c, ctx.state());
-    let srtt8 = ctx.arg(1);
-    if srtt8 != 0 {
-        s.srtt_us = srtt8 >> 3;
-    }
+    let sample = srtt8 >> 3;
+    add_rtt_sample(s, sample, env.epoch());
+    refresh(s, &c, state);
+    s.srtt_us = sample;
 }
 
-/// This end sent its FIN: no more RTT samples are taken (the ACK of the FIN, or of data still in
-/// flight behind it, would cost a callback each on every connection, and a short connection's
-/// close carries the final smoothed RTT anyway). Half-closed servers (CLOSE_WAIT) that still
-/// send keep their samples: the flag goes at their own FIN (LAST_ACK).
+/// The received segment acknowledges data across a multiple of 2^[`RX_REFRESH_SHIFT`] of the
+/// bytes this end has had acknowledged.
+#[inline(always)]
+fn acks_across<C: SockOps>(ctx: &C) -> bool {
+    let Some(ack) = ctx.skb_ack_seq() else {
+        return false;
+    };
+    let advance = ack.wrapping_sub(ctx.snd_una());
+    if advance as i32 <= 0 {
+        return false;
+    }
+    let acked = ctx.bytes_acked();
+    (acked ^ (acked + advance as u64)) >> RX_REFRESH_SHIFT != 0
+}
+
+/// Live counters of a receiving socket are refreshed once per this many bytes received
+/// (2^14 = 16 KiB): the refresh costs a hash lookup (and, the first time, an insert), the
+/// gate two context loads. Between refreshes the entry lags the kernel by less than 16 KiB
+/// plus the segment being received.
+pub const RX_REFRESH_SHIFT: u32 = 14;
+
+/// Bytes taken off a received segment's length as its header (TCP header with options: at most
+/// 60 bytes), so that pure ACKs never pass the refresh gate.
+pub const RX_HEADER_MAX: u64 = 60;
+
+/// A segment arrived ([`cb_flag::RX`]). The only callback a pure receiver gets while it lives
+/// (RTT samples come from ACKs of data this end sent), so its live bytes are refreshed here,
+/// each time the bytes received cross a multiple of 2^[`RX_REFRESH_SHIFT`]; a sender's too,
+/// each time an ACK takes its bytes acknowledged across one (RTT samples alone can be a round
+/// trip apart: 100 KB at 8 Mbit/s in the kernel test). The counters read are those before this
+/// segment is processed. The peer's FIN ends
+/// the callback (nothing more can arrive).
+#[inline(always)]
+fn on_rx<C: SockOps, E: Env>(ctx: &C, env: &E) {
+    if ctx.skb_tcp_flags() & tcp_flag::FIN != 0 {
+        let f = ctx.cb_flags();
+        let _ = ctx.set_cb_flags(f & !cb_flag::RX);
+        return;
+    }
+    let before = ctx.bytes_received();
+    let after = before + (ctx.skb_len() as u64).saturating_sub(RX_HEADER_MAX);
+    if (before ^ after) >> RX_REFRESH_SHIFT == 0 && !acks_across(ctx) {
+        return;
+    }
+    let cookie = ctx.cookie();
+    let state = ctx.state();
+    let Some(p) = env
+        .lookup(cookie)
+        .or_else(|| adopt(ctx, env, cookie, state))
+    else {
+        return;
+    };
+    // The close must look the entry up (a receiver may be below the RTT gate).
+    mark(ctx);
+    // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
+    let s = unsafe { &mut *p };
+    refresh(s, &ctx.counters(), state);
+}
+
+/// This end sent its FIN. A socket below the RTT gate takes no more RTT samples (the ACK of the
+/// FIN would cost a callback on every short connection, whose close carries the final smoothed
+/// RTT anyway). A socket past the gate keeps them: a sender that shuts its write side down
+/// right after its last write has most of its data still in flight, and those round trips are
+/// its RTT. Half-closed servers (CLOSE_WAIT) that still send keep their samples too.
 #[inline(always)]
 fn on_fin_sent<C: SockOps>(ctx: &C) {
     let f = ctx.cb_flags();
-    if f & cb_flag::RTT != 0 {
+    if f & cb_flag::RTT != 0 && ctx.data_segs_out() < RTT_GATE_SEGS {
         let _ = ctx.set_cb_flags(f & !cb_flag::RTT);
     }
 }
@@ -302,8 +411,8 @@ fn mark<C: SockOps>(ctx: &C) {
 }
 
 /// The entry of an established socket user space has not inserted yet: created here (flag
-/// ADOPTED) so a retransmission or timeout is never lost. Rare: only sockets that retransmit
-/// within their first ring-buffer drain get here.
+/// ADOPTED) so a retransmission, a timeout, an RTT sample past the gate or a receiver's refresh
+/// is never lost. Its per-phase counts start at zero (user space adds the open event's).
 #[inline(always)]
 fn adopt<C: SockOps, E: Env>(ctx: &C, env: &E, cookie: u64, state: u32) -> Option<*mut SockStats> {
     if state == tcp_state::SYN_SENT || state == tcp_state::SYN_RECV {
@@ -529,8 +638,12 @@ mod test {
         assert_eq!((s.local_port, s.remote_port), (40000, 80));
         assert_eq!(s.local_addr[0], 0x0100_a8c0);
         assert_eq!(s.handshake_us, 240);
-        assert_eq!((s.srtt_us, s.rtt_count, s.rtt_min_us), (240, 1, 240));
-        // RTT samples before user space adopts the socket are not kept.
+        assert_eq!(
+            (s.srtt_us, s.rtt_count),
+            (240, 0),
+            "the handshake is not an RTT sample"
+        );
+        // RTT samples below the gate are not kept (the close's srtt stands for them).
         let mut r = Ctx::new(op::RTT_CB, 7);
         r.args = [100, 800, 0, 0];
         run(&r, &env);
@@ -581,13 +694,13 @@ mod test {
         run(&r, &env);
         assert_eq!(
             env.get(7).unwrap().rtt_count,
-            1,
+            0,
             "gated: too few segments yet"
         );
         r.c.data_segs_out = RTT_GATE_SEGS - 1;
         r.c.data_segs_in = 1;
         run(&r, &env);
-        assert_eq!(env.get(7).unwrap().rtt_count, 2);
+        assert_eq!(env.get(7).unwrap().rtt_count, 1);
         run(
             &state_cb(
                 7,
@@ -602,7 +715,7 @@ mod test {
         );
         let close = events(&env, event::CLOSE);
         assert_eq!(close[0].flags & sflag::UNTRACKED, 0);
-        assert_eq!(close[0].rtt_count, 2);
+        assert_eq!(close[0].rtt_count, 1);
         let kept = env.get(7).unwrap();
         assert_eq!(
             kept.flags & sflag::CLOSED,
@@ -703,19 +816,95 @@ mod test {
             r.c.srtt_us8 = 8 * 999; // the old value: arg1 wins
             run(&r, &env);
         }
+        // The samples are the smoothed RTT after each measurement (arg1), not the raw one.
         let s = env.get(1).unwrap();
         assert_eq!(
             (s.rtt_count, s.rtt_sum_us, s.rtt_min_us, s.rtt_max_us),
-            (4, 650, 50, 300)
+            (3, 340, 100, 125)
         );
         assert_eq!(s.srtt_us, 115);
-        // Old kernels pass no arguments: the smoothed RTT is the sample.
+        // Old kernels pass no arguments: the smoothed RTT is the sample. A new interval
+        // (epoch) restarts the minimum and maximum; sum and count go on.
+        env.epoch.set(1);
         let mut r = Ctx::new(op::RTT_CB, 1);
         r.c.data_segs_in = RTT_GATE_SEGS;
-        r.c.srtt_us8 = 8 * 40;
+        r.c.srtt_us8 = 8 * 70;
         run(&r, &env);
         let s = env.get(1).unwrap();
-        assert_eq!((s.rtt_count, s.rtt_min_us, s.srtt_us), (5, 40, 40));
+        assert_eq!((s.rtt_count, s.rtt_sum_us, s.srtt_us), (4, 410, 70));
+        assert_eq!((s.rtt_epoch, s.rtt_min_us, s.rtt_max_us), (1, 70, 70));
+    }
+
+    /// Past the gate a socket's samples are kept from the first one, also before user space
+    /// inserted its entry (the program creates it).
+    #[test]
+    fn test_rtt_past_gate_adopts_the_socket() {
+        let env = Mock::new(16, 16);
+        established_client(&env, 1, 200, 0);
+        let mut r = Ctx::new(op::RTT_CB, 1);
+        r.c.data_segs_out = RTT_GATE_SEGS;
+        r.c.bytes_acked = 30_000;
+        r.args = [30_000, 8 * 26_000, 0, 0];
+        run(&r, &env);
+        let s = env.get(1).expect("adopted");
+        assert_eq!(s.flags & sflag::ADOPTED, sflag::ADOPTED);
+        assert_eq!(
+            (s.rtt_count, s.rtt_sum_us, s.bytes_acked),
+            (1, 26_000, 30_000)
+        );
+    }
+
+    /// A pure receiver's counters are refreshed once per 16 KiB received (the entry is created
+    /// the first time); pure ACKs and segments within the same 16 KiB do nothing; the peer's
+    /// FIN turns the callback off.
+    #[test]
+    fn test_receiver_refreshes_every_16k_and_fin_ends_it() {
+        let env = Mock::new(16, 16);
+        established_client(&env, 1, 200, 0);
+        let rx = |received: u64, len: u32, flags: u32| {
+            let mut c = Ctx::new(op::PARSE_HDR_OPT_CB, 1);
+            c.c.bytes_received = received;
+            c.c.data_segs_in = (received / 1448) as u32;
+            c.skb_len = len;
+            c.skb_flags = flags;
+            c.flags_set.set(cb_flag::DEFAULT);
+            run(&c, &env);
+            c
+        };
+        rx(1, 32 + 1448, 0x10);
+        rx(14_000, 32 + 1448, 0x10);
+        assert!(env.get(1).is_none(), "below the first 16 KiB: nothing");
+        // Pure ACKs never pass, even right below a boundary.
+        rx(16_380, 32, 0x10);
+        assert!(env.get(1).is_none());
+        let c = rx(16_000, 32 + 1448, 0x10);
+        let s = env.get(1).expect("crossing 16 KiB creates the entry");
+        assert_eq!(s.bytes_received, 16_000);
+        assert_eq!(c.flags_set.get() & cb_flag::MARK, cb_flag::MARK);
+        rx(20_000, 32 + 1448, 0x10);
+        assert_eq!(env.get(1).unwrap().bytes_received, 16_000, "same 16 KiB");
+        rx(32_000, 32 + 65_000, 0x10);
+        assert_eq!(env.get(1).unwrap().bytes_received, 32_000);
+        // A sender: an ACK that takes its bytes acknowledged across 16 KiB refreshes it; one
+        // within the same 16 KiB, or a duplicate ACK, does not.
+        let ack = |acked: u64, una: u32, ack: u32| {
+            let mut c = Ctx::new(op::PARSE_HDR_OPT_CB, 1);
+            c.c.bytes_received = 97_000;
+            c.c.bytes_acked = acked;
+            c.c.snd_una = una;
+            c.skb_len = 32;
+            c.skb_flags = 0x10;
+            c.skb_ack = Some(ack);
+            run(&c, &env);
+        };
+        ack(40_000, 5_000, 5_000 + 2_000);
+        assert_eq!(env.get(1).unwrap().bytes_acked, 0, "same 16 KiB");
+        ack(40_000, 5_000, 5_000);
+        assert_eq!(env.get(1).unwrap().bytes_acked, 0, "duplicate ACK");
+        ack(48_000, u32::MAX - 10, 2_000); // across 48 KiB, and across the sequence wrap
+        assert_eq!(env.get(1).unwrap().bytes_acked, 48_000);
+        let fin = rx(97_001, 32, 0x11);
+        assert_eq!(fin.flags_set.get() & cb_flag::RX, 0, "FIN: RX off");
     }
 
     /// A connect refused or timed out never touches the map: its close event says it all.
@@ -964,7 +1153,7 @@ mod test {
 
     #[test]
     fn test_layout_is_stable() {
-        assert_eq!(SOCK_STATS_LEN, 144);
+        assert_eq!(SOCK_STATS_LEN, 152);
         assert_eq!(SOCK_STATS_LEN % 8, 0);
         // seq first and seq_end last: the torn-read check depends on it.
         assert_eq!(core::mem::offset_of!(SockStats, seq), 0);
@@ -987,7 +1176,7 @@ mod test {
             stage::OPEN4_BATCH_LEN,
             stage::CLOSE_BATCH_LEN,
         ];
-        assert_eq!(lens, [144, 576, 384, 448]);
+        assert_eq!(lens, [152, 576, 384, 448]);
         assert_eq!(core::mem::offset_of!(OpenEvent4, seq), 0);
         assert_eq!(
             core::mem::offset_of!(OpenEvent4, seq_end),
