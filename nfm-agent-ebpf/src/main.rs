@@ -48,6 +48,10 @@ mod prog {
     #[no_mangle]
     static CB_FLAGS: u32 = 0;
 
+    /// `net.ipv4.tcp_syn_linear_timeouts` as the loader read it (0: every SYN timeout doubles).
+    #[no_mangle]
+    static SYN_LINEAR: u32 = 0;
+
     /// The agent's current interval number (written by user space before each map read): tags
     /// the per-interval RTT minimum and maximum.
     #[map]
@@ -255,6 +259,10 @@ mod prog {
             } else {
                 f
             }
+        }
+        #[inline(always)]
+        fn syn_linear_timeouts(&self) -> u32 {
+            unsafe { read_volatile(&SYN_LINEAR) }
         }
         #[inline(always)]
         fn epoch(&self) -> u32 {

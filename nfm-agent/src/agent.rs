@@ -118,6 +118,7 @@ impl Agent {
                 wakeup_bytes: cfg.ring_wakeup_bytes,
                 noop: cfg.bpf_noop,
                 profile: cfg.bpf_profile,
+                syn_linear: crate::bpf::syn_linear_timeouts(),
             },
         )?;
         log::info!("attached sock_ops program to {}", cgroup.display());

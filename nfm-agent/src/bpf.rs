@@ -38,6 +38,19 @@ pub struct LoadOptions {
     pub noop: bool,
     /// Measurement only: the program times itself per op (see the program's `PROFILE`).
     pub profile: bool,
+    /// `net.ipv4.tcp_syn_linear_timeouts` ([`syn_linear_timeouts`]).
+    pub syn_linear: u32,
+}
+
+/// The kernel's `net.ipv4.tcp_syn_linear_timeouts` as this process's network namespace has it
+/// (Linux 6.5+, default 4): how many SYN timeouts are not backed off, which the client's
+/// handshake time depends on. Older kernels have no such setting and back off every time (0).
+/// Clamped to 255: past the retransmissions the program counts it changes nothing.
+pub fn syn_linear_timeouts() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_syn_linear_timeouts")
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .map_or(0, |n| n.min(255))
 }
 
 /// Summed per-CPU counters ([`counter`]).
@@ -123,6 +136,7 @@ impl Probe {
             .map_max_entries("SOCKS", opts.max_sockets)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .override_global("CB_FLAGS", &opts.cb_flags, true)
+            .override_global("SYN_LINEAR", &opts.syn_linear, true)
             .override_global("WAKEUP_BYTES", &opts.wakeup_bytes, true)
             .override_global("NOOP", &noop, true)
             .override_global("PROFILE", &profile, true);

@@ -94,6 +94,8 @@ pub(crate) struct Mock {
     pub(crate) counters: RefCell<[u64; counter::COUNT as usize]>,
     /// Open events staged as [`OpenEvent4`].
     pub(crate) opens4: Cell<u32>,
+    /// `tcp_syn_linear_timeouts` as the loader would set it.
+    pub(crate) linear: Cell<u32>,
     pub(crate) epoch: Cell<u32>,
 }
 
@@ -107,6 +109,7 @@ impl Mock {
             ring_cap,
             counters: RefCell::new([0; counter::COUNT as usize]),
             opens4: Cell::new(0),
+            linear: Cell::new(4),
             epoch: Cell::new(0),
         }
     }
@@ -124,6 +127,9 @@ impl Env for Mock {
     }
     fn cb_flags(&self) -> u32 {
         cb_flag::DEFAULT
+    }
+    fn syn_linear_timeouts(&self) -> u32 {
+        self.linear.get()
     }
     fn epoch(&self) -> u32 {
         self.epoch.get()

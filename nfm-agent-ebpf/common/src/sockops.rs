@@ -78,6 +78,8 @@ pub trait Env {
     fn now_ns(&self) -> u64;
     /// The callback flags to enable on tracked sockets ([`cb_flag`]).
     fn cb_flags(&self) -> u32;
+    /// `net.ipv4.tcp_syn_linear_timeouts` (0 before Linux 6.5: every SYN timeout doubles).
+    fn syn_linear_timeouts(&self) -> u32;
     /// The interval user space is in (bumped just before it reads the map): tags the
     /// per-interval RTT minimum and maximum ([`SockStats::rtt_epoch`]).
     fn epoch(&self) -> u32;
@@ -177,13 +179,33 @@ fn fin_sent(state: u32) -> bool {
 /// The initial SYN retransmission timeout (`TCP_TIMEOUT_INIT`), µs.
 pub const SYN_RTO_US: u32 = 1_000_000;
 
+/// SYN retransmissions counted by [`client_handshake_us`] (the kernel's default
+/// `tcp_syn_retries` is 6; more cannot be told apart from an RTO cap anyway).
+pub const MAX_SYN_RETRANS: u32 = 12;
+
 /// Client handshake time from what the kernel knows at ACTIVE_ESTABLISHED: the first RTT sample
-/// (SYN → SYN-ACK; with timestamps, measured from the SYN that was answered) plus the back-off
-/// of the SYNs that timed out: 1 s, 2 s, 4 s … for `syn_retrans` retransmissions.
+/// (SYN → SYN-ACK; with timestamps, measured from the SYN that was answered) plus the waits of
+/// the SYNs that timed out. Since Linux 6.5 the first `linear` timeouts
+/// (`net.ipv4.tcp_syn_linear_timeouts`, default 4) do not back off: the SYN is resent 1 s apart
+/// until the timeout that follows the `linear`-th, then the wait doubles (2 s, 4 s …). Before 6.5
+/// (`linear` = 0) every wait doubles: 1 s, 2 s, 4 s …. So the waits before resends 1..=n are
+/// 1 s × 2^max(0, k − 1 − linear), whose sum is min(n, linear + 1) s plus, past that,
+/// (2^(n − linear) − 2) s.
 #[inline(always)]
-pub fn client_handshake_us(srtt_us: u32, syn_retrans: u32) -> u32 {
-    let n = if syn_retrans > 6 { 6 } else { syn_retrans };
-    srtt_us.saturating_add(SYN_RTO_US.saturating_mul((1u32 << n) - 1))
+pub fn client_handshake_us(srtt_us: u32, syn_retrans: u32, linear: u32) -> u32 {
+    let n = if syn_retrans > MAX_SYN_RETRANS {
+        MAX_SYN_RETRANS
+    } else {
+        syn_retrans
+    };
+    let flat = if n < linear + 1 { n } else { linear + 1 };
+    let backed_off = if n > linear + 1 {
+        // n − linear ≤ 12 here (linear ≥ 0, n ≤ 12): no overflow.
+        (1u32 << (n - linear)) - 2
+    } else {
+        0
+    };
+    srtt_us.saturating_add(SYN_RTO_US.saturating_mul(flat + backed_off))
 }
 
 /// A client's connect: only enable the callbacks that matter before the handshake completes
@@ -233,7 +255,7 @@ fn register<C: SockOps, E: Env>(ctx: &C, env: &E, role: u8) {
         flags: sflag::ESTABLISHED,
         event: event::OPEN,
         handshake_us: if role == role::CLIENT {
-            client_handshake_us(rtt, total_retrans)
+            client_handshake_us(rtt, total_retrans, env.syn_linear_timeouts())
         } else {
             // The child socket exists only once the handshake is done: its first RTT sample
             // is the SYN-ACK → ACK round trip.
@@ -725,16 +747,42 @@ mod test {
         assert_eq!(kept.event, 0);
     }
 
+    /// SYN timeouts: linear for the first `tcp_syn_linear_timeouts` (Linux 6.5+, default 4:
+    /// connect() took 3.07 s with three resends, the old exponential formula said 7 s), then
+    /// doubling; all doubling with 0 (older kernels).
     #[test]
-    fn test_client_handshake_includes_syn_backoff() {
-        assert_eq!(client_handshake_us(500, 0), 500);
-        assert_eq!(client_handshake_us(500, 1), 1_000_500);
-        assert_eq!(client_handshake_us(500, 2), 3_000_500);
+    fn test_client_handshake_includes_syn_timeouts() {
+        let s = 1_000_000;
+        for (n, linear4, exponential) in [
+            (0, 0, 0),
+            (1, 1, 1),
+            (2, 2, 3),
+            (3, 3, 7),
+            (4, 4, 15),
+            (5, 5, 31),
+            (6, 7, 63),
+            (7, 11, 127),
+        ] {
+            assert_eq!(
+                client_handshake_us(500, n, 4),
+                500 + linear4 * s,
+                "{n} linear"
+            );
+            assert_eq!(
+                client_handshake_us(500, n, 0),
+                500 + exponential * s,
+                "{n} exp"
+            );
+        }
+        // Boundaries: linear 1 (one flat wait after the first timeout), and no overflow.
+        assert_eq!(client_handshake_us(0, 3, 1), (1 + 1 + 2) * s);
+        assert_eq!(client_handshake_us(0, 1000, 0), 4_095 * s);
+        assert_eq!(client_handshake_us(7, 1000, u32::MAX - 1), 7 + 12 * s);
         let env = Mock::new(16, 16);
-        established_client(&env, 1, 700, 2);
-        let s = events(&env, event::OPEN)[0];
-        assert_eq!(s.handshake_us, 3_000_700);
-        assert_eq!((s.retrans, s.rto), ([2, 0, 0], [2, 0, 0]));
+        established_client(&env, 1, 700, 3);
+        let o = events(&env, event::OPEN)[0];
+        assert_eq!(o.handshake_us, 3_000_700);
+        assert_eq!((o.retrans, o.rto), ([3, 0, 0], [3, 0, 0]));
     }
 
     #[test]
