@@ -87,7 +87,8 @@ impl Base {
 }
 
 /// The socket's cumulative counters as if one entry had seen everything: an ADOPTED entry or an
-/// UNTRACKED close is combined with the open event, and a close is reconciled
+/// UNTRACKED close is combined with the open event (an adopted entry's retransmissions that the
+/// kernel had counted when it was created go to its adoption phase), and a close is reconciled
 /// with the kernel's total retransmissions. A connection that closes without a kept RTT sample
 /// (below the program's RTT gate) gets its final smoothed RTT as its one sample.
 fn effective(s: &SockStats, base: Option<&Base>, role: Option<u8>) -> SockStats {
@@ -110,6 +111,12 @@ fn effective(s: &SockStats, base: Option<&Base>, role: Option<u8>) -> SockStats 
             for i in 0..3 {
                 e.retrans[i] = b.retrans[i] + s.retrans[i];
                 e.rto[i] = b.rto[i] + s.rto[i];
+            }
+            if s.flags & sflag::ADOPTED != 0 {
+                let seen: u32 = e.retrans.iter().sum();
+                if let Some(slot) = e.retrans.get_mut(s.adopt_phase as usize) {
+                    *slot += s.total_retrans.saturating_sub(seen);
+                }
             }
             e.flags |= sflag::ESTABLISHED;
         }
@@ -765,6 +772,45 @@ mod test {
         let mut empty = Tracker::new();
         empty.finish_interval(t0);
         assert_eq!(empty.last, IntervalSummary::default());
+    }
+
+    /// An entry the program created at a retransmission holds the kernel's total as of then:
+    /// what its own per-phase counts and the open event's do not explain goes to the phase it
+    /// was adopted in, once (later reads do not move it).
+    #[test]
+    fn test_adopted_retransmission_attributed_once() {
+        let mut t = Tracker::new();
+        let now = Instant::now();
+        let mut open = established(sock(6, role::CLIENT), 0, 0);
+        open.retrans = [1, 0, 0];
+        open.rto = [1, 0, 0];
+        open.total_retrans = 1;
+        t.observe_open(&open, now);
+        let mut a = established(sock(6, role::CLIENT), 50, 0);
+        a.flags = sflag::ADOPTED | sflag::ESTABLISHED;
+        a.adopt_phase = 1;
+        a.total_retrans = 3; // the handshake's one and this retransmission of 2 segments
+        t.observe_map(&a, now);
+        let r = t.finish_interval(now);
+        assert_eq!((r[0].retrans.handshake, r[0].retrans.established), (1, 2));
+        a.retrans = [0, 4, 0];
+        a.total_retrans = 7;
+        t.observe_map(&a, now);
+        let r = t.finish_interval(now);
+        assert_eq!(r[0].retrans.established, 4);
+        let mut c = closed(a);
+        c.flags |= sflag::CLOSED;
+        c.last_state = tcp_state::FIN_WAIT2 as u8;
+        t.observe_close(&c, now);
+        let r = t.finish_interval(now);
+        assert_eq!(
+            (
+                r[0].retrans.handshake,
+                r[0].retrans.established,
+                r[0].retrans.closing
+            ),
+            (0, 0, 0)
+        );
     }
 
     /// A connection closing without a kept RTT sample reports its final srtt as its one

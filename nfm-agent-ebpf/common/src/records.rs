@@ -153,7 +153,10 @@ pub struct SockStats {
     pub fin_acked: u8,
     /// [`event`] kind of a ring-buffer record; 0 in the map.
     pub event: u8,
-    pub _pad: u8,
+    /// [`phase`] the socket was in when the program created its entry ([`sflag::ADOPTED`]):
+    /// where user space attributes the retransmissions the kernel had counted by then beyond
+    /// the handshake's.
+    pub adopt_phase: u8,
     /// The low 32 bits of `seq`, written first: a staged record read while it was being
     /// written has `seq_end != seq as u32` (see [`stage`]).
     pub seq_end: u32,

@@ -434,7 +434,11 @@ fn mark<C: SockOps>(ctx: &C) {
 
 /// The entry of an established socket user space has not inserted yet: created here (flag
 /// ADOPTED) so a retransmission, a timeout, an RTT sample past the gate or a receiver's refresh
-/// is never lost. Its per-phase counts start at zero (user space adds the open event's).
+/// is never lost. Its per-phase counts start at zero and its `total_retrans` at the kernel's
+/// total now, so every later retransmission is counted exactly (see [`on_retrans`]); what the
+/// kernel counted before (the handshake's, in the open event, and the retransmission being
+/// reported if the entry is created for it) is attributed by user space, to the handshake and
+/// to [`SockStats::adopt_phase`].
 #[inline(always)]
 fn adopt<C: SockOps, E: Env>(ctx: &C, env: &E, cookie: u64, state: u32) -> Option<*mut SockStats> {
     if state == tcp_state::SYN_SENT || state == tcp_state::SYN_RECV {
@@ -446,6 +450,7 @@ fn adopt<C: SockOps, E: Env>(ctx: &C, env: &E, cookie: u64, state: u32) -> Optio
     let role = if lp > rp { role::CLIENT } else { role::SERVER };
     let mut s = identity(ctx, cookie, role);
     s.flags = sflag::ADOPTED | sflag::ESTABLISHED;
+    s.adopt_phase = phase_of(state) as u8;
     refresh(&mut s, &ctx.counters(), state);
     let r = env.insert(cookie, &s);
     if r == E2BIG {
@@ -456,9 +461,9 @@ fn adopt<C: SockOps, E: Env>(ctx: &C, env: &E, cookie: u64, state: u32) -> Optio
     env.lookup(cookie)
 }
 
-/// The entry a retransmit or RTO event counts into: the socket's own, or one adopted for a socket
-/// the program has no entry for; the socket is marked so its close is looked up. Also returns
-/// the TCP state the event happened in. `None`: the socket cannot be tracked (counted by `adopt`).
+/// The entry an RTO event counts into: the socket's own, or one adopted for a socket the program
+/// has no entry for; the socket is marked so its close is looked up. Also returns the TCP state
+/// the event happened in. `None`: the socket cannot be tracked (counted by `adopt`).
 #[inline(always)]
 fn event_entry<C: SockOps, E: Env>(ctx: &C, env: &E) -> Option<(*mut SockStats, u32)> {
     let cookie = ctx.cookie();
@@ -470,21 +475,39 @@ fn event_entry<C: SockOps, E: Env>(ctx: &C, env: &E) -> Option<(*mut SockStats, 
     Some((p, state))
 }
 
+/// A retransmission: counted as the kernel counts it in `total_retrans` (what TCP_INFO's
+/// `tcpi_total_retrans` and the namespace's `RetransSegs` show). The kernel adds the skb's
+/// segments to its total before it transmits, so a retransmission the qdisc then drops (arg2
+/// non-zero: a full queue at a bottleneck) is counted, and one it never tried (`-EBUSY`: the
+/// original still in the host queue) is not. Rather than decode arg2, the program adds the
+/// increase of `total_retrans` since this entry last saw it, in the phase the socket is in.
 #[inline(always)]
 fn on_retrans<C: SockOps, E: Env>(ctx: &C, env: &E) {
-    // arg0: sequence number, arg1: segments in the skb, arg2: transmit result (0 = sent; the
-    // kernel only counts successful retransmissions in total_retrans).
-    if ctx.arg(2) != 0 {
-        return;
-    }
-    let Some((p, state)) = event_entry(ctx, env) else {
-        return;
+    let cookie = ctx.cookie();
+    let state = ctx.state();
+    let total = ctx.total_retrans();
+    let p = match env.lookup(cookie) {
+        Some(p) => {
+            // SAFETY: the pointer is a map value, valid for this program run.
+            let s = unsafe { &mut *p };
+            let new = total.wrapping_sub(s.total_retrans);
+            if (new as i32) > 0 {
+                if let Some(slot) = s.retrans.get_mut(phase_of(state)) {
+                    *slot += new;
+                }
+            }
+            p
+        }
+        // Created with the total as it is now: user space attributes this one (see `adopt`).
+        None => match adopt(ctx, env, cookie, state) {
+            Some(p) => p,
+            None => return,
+        },
     };
-    // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
+    mark(ctx);
+    // SAFETY: as above.
     let s = unsafe { &mut *p };
-    if let Some(slot) = s.retrans.get_mut(phase_of(state)) {
-        *slot += ctx.arg(1);
-    }
+    s.total_retrans = total;
 }
 
 #[inline(always)]
@@ -800,32 +823,38 @@ mod test {
         assert_eq!(ctx.flags_set.get(), cb_flag::DEFAULT);
     }
 
+    /// Retransmissions count as the kernel's total_retrans does: one the qdisc dropped (arg2
+    /// non-zero, total increased) counts, one never tried (-EBUSY, total unchanged) does not.
     #[test]
     fn test_retrans_and_rto_split_by_phase() {
         let env = Mock::new(16, 16);
         established_client(&env, 1, 100, 1);
         adopt_open(&env, 1);
-        for (state, segs) in [
-            (tcp_state::ESTABLISHED, 3),
-            (tcp_state::ESTABLISHED, 2),
-            (tcp_state::FIN_WAIT1, 1),
-            (tcp_state::LAST_ACK, 1),
+        let mut total = 1;
+        for (state, segs, err) in [
+            (tcp_state::ESTABLISHED, 3, 0),
+            (tcp_state::ESTABLISHED, 2, 1), // NET_XMIT_DROP: counted by the kernel
+            (tcp_state::ESTABLISHED, 4, (-16i32) as u32), // -EBUSY: not counted
+            (tcp_state::FIN_WAIT1, 1, 0),
+            (tcp_state::LAST_ACK, 1, (-105i32) as u32), // -ENOBUFS after the count
         ] {
+            if err != (-16i32) as u32 {
+                total += segs;
+            }
             let mut r = Ctx::new(op::RETRANS_CB, 1);
             r.state = state;
-            r.args = [1234, segs, 0, 0];
+            r.args = [1234, segs, err, 0];
+            r.c.total_retrans = total;
             run(&r, &env);
             let mut t = Ctx::new(op::RTO_CB, 1);
             t.state = state;
             run(&t, &env);
         }
-        // A failed transmit is not a retransmission (the kernel does not count it either).
-        let mut r = Ctx::new(op::RETRANS_CB, 1);
-        r.args = [1, 5, (-105i32) as u32, 0];
-        run(&r, &env);
         let s = env.get(1).unwrap();
         assert_eq!(s.retrans, [1, 5, 2]);
-        assert_eq!(s.rto, [1, 2, 2]);
+        assert_eq!(s.retrans.iter().sum::<u32>(), total);
+        assert_eq!(s.total_retrans, total);
+        assert_eq!(s.rto, [1, 3, 2]);
     }
 
     /// A retransmission before user space inserted the entry: the program creates it.
@@ -835,10 +864,17 @@ mod test {
         established_client(&env, 1, 100, 0);
         let mut r = Ctx::new(op::RETRANS_CB, 1);
         r.args = [1234, 2, 0, 0];
+        r.c.total_retrans = 2;
         run(&r, &env);
         let s = env.get(1).unwrap();
         assert_eq!(s.flags & sflag::ADOPTED, sflag::ADOPTED);
-        assert_eq!(s.retrans, [0, 2, 0]);
+        // This one is in the total: user space attributes it to the adoption's phase.
+        assert_eq!((s.retrans, s.total_retrans), ([0, 0, 0], 2));
+        assert_eq!(s.adopt_phase as usize, phase::ESTABLISHED);
+        // The next one is counted by the program.
+        r.c.total_retrans = 3;
+        run(&r, &env);
+        assert_eq!(env.get(1).unwrap().retrans, [0, 1, 0]);
         assert_eq!(
             r.flags_set.get() & cb_flag::MARK,
             cb_flag::MARK,
