@@ -1571,6 +1571,47 @@ fn handshake_time_with_syn_retransmissions() {
     }
 }
 
+/// A reset after our half-close (issue 13 item 4): the client sends and shuts its write side
+/// (FIN_WAIT2), the server answers 50,000 bytes and then resets instead of closing. The
+/// client's connection is severed, not completed, and its bytes received are exactly the
+/// 50,000 it read (no FIN that never came is taken off). A normal close on the same link is
+/// completed with exact bytes.
+#[test]
+#[ignore = "needs root (eBPF, cgroups, network namespaces); scripts/test.sh runs it"]
+fn reset_after_half_close_is_severed() {
+    let mut lab = Lab::new(45);
+    lab.server(7045, &["--reset"]);
+    lab.server(7145, &[]);
+    let agent = lab.agent(&["--stdout", "--interval", "500ms"]);
+    let srv = format!("{}:7045", lab.server_ip);
+    let r = lab.client(&[
+        "client",
+        &srv,
+        "--send",
+        "1000",
+        "--reply",
+        "50000",
+        "--expect-reset",
+    ]);
+    assert_eq!(r[0]["reset"], true, "the server reset: {r:?}");
+    let normal = format!("{}:7145", lab.server_ip);
+    lab.client(&["client", &normal, "--send", "1000", "--reply", "50000"]);
+    let out = agent.stop();
+    let m = sums(&out);
+    let c = flow(&m, Role::Client, lab.client_ip, lab.server_ip, 7045);
+    assert_eq!((c.attempts, c.completed, c.severed), (1, 0, 1), "{c:?}");
+    assert_eq!(
+        (c.bytes_sent, c.bytes_received),
+        (1008, field(&r[0], &["received"]))
+    );
+    assert_eq!(c.bytes_received, 50_000);
+    let s = flow(&m, Role::Server, lab.server_ip, lab.client_ip, 7045);
+    assert_eq!((s.completed, s.severed), (0, 1));
+    let n = flow(&m, Role::Client, lab.client_ip, lab.server_ip, 7145);
+    assert_eq!((n.completed, n.severed), (1, 0));
+    assert_eq!((n.bytes_sent, n.bytes_received), (1008, 50_000));
+}
+
 /// Retransmissions that fail locally (issue 13 item 5): four uploads share a tbf queue of a few
 /// packets on the sender, with 5 % loss at the receiver, so some retransmissions are dropped by
 /// the full qdisc (the namespace's TCPRetransFail grows). The kernel counts them in

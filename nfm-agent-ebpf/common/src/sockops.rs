@@ -382,7 +382,8 @@ pub const RX_HEADER_MAX: u64 = 60;
 /// each time an ACK takes its bytes acknowledged across one (RTT samples alone can be a round
 /// trip apart: 100 KB at 8 Mbit/s in the kernel test). The counters read are those before this
 /// segment is processed. The peer's FIN ends
-/// the callback (nothing more can arrive).
+/// the callback (nothing more can arrive); that the flag is off then also tells the close that
+/// the FIN came (see [`close_kind_at`]).
 #[inline(always)]
 fn on_rx<C: SockOps, E: Env>(ctx: &C, env: &E) {
     if ctx.skb_tcp_flags() & tcp_flag::FIN != 0 {
@@ -546,7 +547,7 @@ fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
         Some(p) => {
             // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
             let s = unsafe { &mut *p };
-            finish(s, &c, old);
+            finish(s, &c, old, close_kind_at(ctx, env, old));
             s.flags |= sflag::CLOSED;
             if env.emit(s) {
                 env.count(counter::CLOSE_EVENTS);
@@ -577,7 +578,7 @@ fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
                     total_retrans: c.total_retrans,
                     srtt_us: c.srtt_us8 >> 3,
                     role,
-                    close_kind: close_kind_of(old),
+                    close_kind: close_kind_at(ctx, env, old),
                     last_state: old as u8,
                     fin_acked: (fin_sent(old) && c.snd_una == c.snd_nxt) as u8,
                     seq_end: 0,
@@ -588,7 +589,7 @@ fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
             }
             let mut s = identity(ctx, cookie, role);
             s.flags = sflag::UNTRACKED | sflag::CLOSED;
-            finish(&mut s, &c, old);
+            finish(&mut s, &c, old, close_kind_at(ctx, env, old));
             if established {
                 // Stage full of records the ring buffer did not take: to the map below.
             } else if env.emit(&s) {
@@ -606,12 +607,28 @@ fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
     }
 }
 
+/// How a socket closed, from the state it left ([`close_kind_of`]) and, for FIN_WAIT2, whether
+/// the peer's FIN arrived: FIN_WAIT2 → CLOSE is the normal end after the peer's FIN (the socket
+/// becomes a time-wait socket), but also a reset after our half-close, or the orphan timeout of
+/// a peer that never sent its FIN. The program turns [`cb_flag::RX`] off when the FIN arrives
+/// ([`on_rx`]), so with RX enabled a FIN_WAIT2 socket that still has it was severed.
+#[inline(always)]
+pub fn close_kind_at<C: SockOps, E: Env>(ctx: &C, env: &E, old: u32) -> u8 {
+    if old == tcp_state::FIN_WAIT2
+        && env.cb_flags() & cb_flag::RX != 0
+        && ctx.cb_flags() & cb_flag::RX != 0
+    {
+        return close_kind::SEVERED;
+    }
+    close_kind_of(old)
+}
+
 /// Final counters and close kind. Retransmissions are reconciled with the kernel's total in user
 /// space (see [`reconcile`]), which also knows the socket's open event.
 #[inline(always)]
-fn finish(s: &mut SockStats, c: &Counters, old: u32) {
+fn finish(s: &mut SockStats, c: &Counters, old: u32, kind: u8) {
     refresh(s, c, old);
-    s.close_kind = close_kind_of(old);
+    s.close_kind = kind;
     s.event = event::CLOSE;
     if old != tcp_state::SYN_SENT && old != tcp_state::SYN_RECV {
         s.flags |= sflag::ESTABLISHED;
@@ -647,13 +664,13 @@ pub fn payload(s: &SockStats) -> (u64, u64) {
     let fin_out = s.fin_acked as u64;
     let st = s.last_state as u32;
     // The peer's FIN has arrived in these states; FIN_WAIT2 → CLOSE happens on the peer's FIN
-    // (TIME_WAIT), or after tcp_fin_timeout on an orphan whose peer never sent one (then this
-    // under-counts by one byte; rare, and documented).
+    // (then the close is COMPLETED), or on a reset or the orphan timeout (SEVERED: no FIN came;
+    // see `close_kind_at`).
     let fin_in = match st {
         tcp_state::CLOSE_WAIT | tcp_state::LAST_ACK | tcp_state::CLOSING | tcp_state::TIME_WAIT => {
             1
         }
-        tcp_state::FIN_WAIT2 if s.close_kind != close_kind::OPEN => 1,
+        tcp_state::FIN_WAIT2 if s.close_kind == close_kind::COMPLETED => 1,
         _ => 0,
     };
     (
@@ -989,6 +1006,37 @@ mod test {
         assert_eq!(env.get(1).unwrap().bytes_acked, 48_000);
         let fin = rx(97_001, 32, 0x11);
         assert_eq!(fin.flags_set.get() & cb_flag::RX, 0, "FIN: RX off");
+    }
+
+    /// FIN_WAIT2 → CLOSE: completed if the peer's FIN arrived (RX turned off), severed if RX is
+    /// still on (a reset after our half-close, or an orphan timeout): then no FIN is taken off
+    /// the bytes received.
+    #[test]
+    fn test_reset_after_half_close_is_severed() {
+        for (rx_on, kind, received) in [
+            (false, close_kind::COMPLETED, 100),
+            (true, close_kind::SEVERED, 101),
+        ] {
+            let env = Mock::new(16, 16);
+            let c = Counters {
+                bytes_acked: 10,
+                bytes_received: 101,
+                snd_una: 7,
+                snd_nxt: 7,
+                ..Counters::default()
+            };
+            let ctx = state_cb(1, tcp_state::FIN_WAIT2, tcp_state::CLOSE, c);
+            let f = if rx_on {
+                cb_flag::DEFAULT
+            } else {
+                cb_flag::DEFAULT & !cb_flag::RX
+            };
+            ctx.flags_set.set(f);
+            run(&ctx, &env);
+            let ev = env.ring.borrow()[0];
+            assert_eq!(ev.close_kind, kind);
+            assert_eq!(payload(&ev).1, received);
+        }
     }
 
     /// A connect refused or timed out never touches the map: its close event says it all.
