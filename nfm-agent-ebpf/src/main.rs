@@ -20,7 +20,7 @@ mod prog {
     use core::ptr::{addr_of, read_volatile};
     use nfm_agent_common::{
         counter, on_sock_ops, stage, CloseEvent, Counters, Env, OpenEvent, OpenEvent4, SockOps,
-        SockStats, AF_INET,
+        SockStats, TcpHeader, AF_INET,
     };
 
     /// Live sockets by cookie. The size here is a placeholder: the agent sets it at load time.
@@ -186,19 +186,32 @@ mod prog {
             field!(self, skb_tcp_flags)
         }
         #[inline(always)]
-        fn skb_ack_seq(&self) -> Option<u32> {
+        fn skb_header(&self) -> Option<TcpHeader> {
             // The received segment's TCP header (PARSE_HDR_OPT_CB): a packet pointer the
             // verifier lets the program read after a bounds check against skb_data_end.
             let data = unsafe { read_volatile(addr_of!((*self.0.ops).__bindgen_anon_3.skb_data)) };
             let end =
                 unsafe { read_volatile(addr_of!((*self.0.ops).__bindgen_anon_4.skb_data_end)) };
             let data = data as *const u8;
-            if unsafe { data.add(12) } > end as *const u8 {
+            if unsafe { data.add(13) } > end as *const u8 {
                 return None;
             }
-            // SAFETY: bytes 8..12 of the TCP header (ack_seq, network order), bounds-checked.
-            let raw = unsafe { core::ptr::read_unaligned(data.add(8) as *const u32) };
-            Some(u32::from_be(raw))
+            // SAFETY: bytes 4..13 of the TCP header (seq, ack_seq in network order, data
+            // offset in the high nibble of byte 12), bounds-checked above.
+            unsafe {
+                let seq = core::ptr::read_unaligned(data.add(4) as *const u32);
+                let ack = core::ptr::read_unaligned(data.add(8) as *const u32);
+                let doff = core::ptr::read_volatile(data.add(12)) >> 4;
+                Some(TcpHeader {
+                    seq: u32::from_be(seq),
+                    ack: u32::from_be(ack),
+                    len: (doff as u32) * 4,
+                })
+            }
+        }
+        #[inline(always)]
+        fn rcv_nxt(&self) -> u32 {
+            field!(self, rcv_nxt)
         }
         #[inline(always)]
         fn cookie(&self) -> u64 {

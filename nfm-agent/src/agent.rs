@@ -46,6 +46,9 @@ pub const TCP_FRAME: usize = 256 * 1024;
 struct StdoutLine<'a> {
     interval_start_ms: u64,
     interval_end_ms: u64,
+    /// Wall clock when the socket map was read for this interval (the live counters' moment;
+    /// just after `interval_end_ms` unless the agent was descheduled).
+    map_read_ms: u64,
     agent_id: u64,
     epoch: u32,
     records: &'a [FlowRecord],
@@ -364,6 +367,7 @@ impl Agent {
         if let Err(e) = self.probe.set_epoch(self.epoch) {
             log::warn!("{e:#}");
         }
+        let map_read_ms = sys::unix_ms();
         self.read_map();
         // Closes submitted while the map was read (their entries already gone from it).
         self.drain_ring();
@@ -400,6 +404,7 @@ impl Agent {
             let line = StdoutLine {
                 interval_start_ms: start_ms,
                 interval_end_ms: end_ms,
+                map_read_ms,
                 agent_id: self.seq.agent_id,
                 epoch: self.seq.epoch,
                 records: &records,

@@ -18,7 +18,8 @@ pub(crate) struct Ctx {
     pub(crate) flags_set: Cell<u32>,
     pub(crate) skb_len: u32,
     pub(crate) skb_flags: u32,
-    pub(crate) skb_ack: Option<u32>,
+    pub(crate) skb_hdr: Option<TcpHeader>,
+    pub(crate) rcv_nxt: u32,
 }
 
 impl Ctx {
@@ -33,7 +34,8 @@ impl Ctx {
             flags_set: Cell::new(0),
             skb_len: 0,
             skb_flags: 0,
-            skb_ack: None,
+            skb_hdr: None,
+            rcv_nxt: 0,
         }
     }
 }
@@ -76,8 +78,11 @@ impl SockOps for Ctx {
     fn skb_tcp_flags(&self) -> u32 {
         self.skb_flags
     }
-    fn skb_ack_seq(&self) -> Option<u32> {
-        self.skb_ack
+    fn skb_header(&self) -> Option<TcpHeader> {
+        self.skb_hdr
+    }
+    fn rcv_nxt(&self) -> u32 {
+        self.rcv_nxt
     }
     fn set_cb_flags(&self, flags: u32) -> i64 {
         self.flags_set.set(flags);

@@ -4,6 +4,15 @@
 
 use crate::*;
 
+/// The fields of a received segment's TCP header the RX callback uses (host order).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpHeader {
+    pub seq: u32,
+    pub ack: u32,
+    /// Header length with options, bytes (data offset × 4).
+    pub len: u32,
+}
+
 /// Counters read from `bpf_sock_ops` in one go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -51,12 +60,17 @@ pub trait SockOps {
     fn skb_len(&self) -> u32;
     /// PARSE_HDR_OPT_CB: TCP flags of the received segment.
     fn skb_tcp_flags(&self) -> u32;
-    /// PARSE_HDR_OPT_CB: the acknowledgment number of the received segment (host order), if
-    /// its header is readable.
-    fn skb_ack_seq(&self) -> Option<u32>;
+    /// PARSE_HDR_OPT_CB: the received segment's TCP header, if readable.
+    fn skb_header(&self) -> Option<TcpHeader>;
+    /// `rcv_nxt` alone.
+    fn rcv_nxt(&self) -> u32;
     /// `snd_una` alone.
     fn snd_una(&self) -> u32 {
         self.counters().snd_una
+    }
+    /// `snd_nxt` alone.
+    fn snd_nxt(&self) -> u32 {
+        self.counters().snd_nxt
     }
     /// `bytes_acked` alone.
     fn bytes_acked(&self) -> u64 {
@@ -351,37 +365,22 @@ fn on_rtt<C: SockOps, E: Env>(ctx: &C, env: &E) {
     s.srtt_us = sample;
 }
 
-/// The received segment acknowledges data across a multiple of 2^[`RX_REFRESH_SHIFT`] of the
-/// bytes this end has had acknowledged.
-#[inline(always)]
-fn acks_across<C: SockOps>(ctx: &C) -> bool {
-    let Some(ack) = ctx.skb_ack_seq() else {
-        return false;
-    };
-    let advance = ack.wrapping_sub(ctx.snd_una());
-    if advance as i32 <= 0 {
-        return false;
-    }
-    let acked = ctx.bytes_acked();
-    (acked ^ (acked + advance as u64)) >> RX_REFRESH_SHIFT != 0
-}
-
 /// Live counters of a receiving socket are refreshed once per this many bytes received
 /// (2^14 = 16 KiB): the refresh costs a hash lookup (and, the first time, an insert), the
 /// gate two context loads. Between refreshes the entry lags the kernel by less than 16 KiB
 /// plus the segment being received.
 pub const RX_REFRESH_SHIFT: u32 = 14;
 
-/// Bytes taken off a received segment's length as its header (TCP header with options: at most
-/// 60 bytes), so that pure ACKs never pass the refresh gate.
-pub const RX_HEADER_MAX: u64 = 60;
-
 /// A segment arrived ([`cb_flag::RX`]). The only callback a pure receiver gets while it lives
 /// (RTT samples come from ACKs of data this end sent), so its live bytes are refreshed here,
 /// each time the bytes received cross a multiple of 2^[`RX_REFRESH_SHIFT`]; a sender's too,
 /// each time an ACK takes its bytes acknowledged across one (RTT samples alone can be a round
-/// trip apart: 100 KB at 8 Mbit/s in the kernel test). The counters read are those before this
-/// segment is processed. The peer's FIN ends
+/// trip apart: 100 KB at 8 Mbit/s in the kernel test). The callback runs before the kernel
+/// processes the segment, so the entry gets the counters as this segment leaves them: in-order
+/// data (sequence = `rcv_nxt`) is added to bytes received, a valid ACK's advance (past
+/// `snd_una`, not past `snd_nxt`) to bytes acknowledged, exactly as the kernel is about to
+/// (a segment the kernel then drops for want of receive memory is over-reported until the next
+/// refresh; a 64 KB segment would otherwise leave the entry 64 KB behind). The peer's FIN ends
 /// the callback (nothing more can arrive); that the flag is off then also tells the close that
 /// the FIN came (see [`close_kind_at`]).
 #[inline(always)]
@@ -391,9 +390,27 @@ fn on_rx<C: SockOps, E: Env>(ctx: &C, env: &E) {
         let _ = ctx.set_cb_flags(f & !cb_flag::RX);
         return;
     }
-    let before = ctx.bytes_received();
-    let after = before + (ctx.skb_len() as u64).saturating_sub(RX_HEADER_MAX);
-    if (before ^ after) >> RX_REFRESH_SHIFT == 0 && !acks_across(ctx) {
+    let Some(h) = ctx.skb_header() else {
+        return;
+    };
+    let received = ctx.bytes_received();
+    let payload = ctx.skb_len().saturating_sub(h.len) as u64;
+    let rx_after = if payload > 0 && h.seq == ctx.rcv_nxt() {
+        received + payload
+    } else {
+        received
+    };
+    let acked = ctx.bytes_acked();
+    let una = ctx.snd_una();
+    let nxt = ctx.snd_nxt();
+    let advance = h.ack.wrapping_sub(una);
+    let valid_ack = advance as i32 > 0 && advance <= nxt.wrapping_sub(una);
+    let tx_after = if valid_ack {
+        acked + advance as u64
+    } else {
+        acked
+    };
+    if ((received ^ rx_after) | (acked ^ tx_after)) >> RX_REFRESH_SHIFT == 0 {
         return;
     }
     let cookie = ctx.cookie();
@@ -409,6 +426,11 @@ fn on_rx<C: SockOps, E: Env>(ctx: &C, env: &E) {
     // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
     let s = unsafe { &mut *p };
     refresh(s, &ctx.counters(), state);
+    s.bytes_received = rx_after;
+    s.bytes_acked = tx_after;
+    if valid_ack {
+        s.fin_acked = (fin_sent(state) && h.ack == nxt) as u8;
+    }
 }
 
 /// This end sent its FIN. A socket below the RTT gate takes no more RTT samples (the ACK of the
@@ -955,56 +977,80 @@ mod test {
         );
     }
 
-    /// A pure receiver's counters are refreshed once per 16 KiB received (the entry is created
-    /// the first time); pure ACKs and segments within the same 16 KiB do nothing; the peer's
-    /// FIN turns the callback off.
+    /// A pure receiver's counters are refreshed each time in-order data takes its bytes
+    /// received across a 16 KiB multiple (the entry is created the first time), with the
+    /// segment counted as the kernel is about to; pure ACKs, out-of-order data and segments
+    /// within the same 16 KiB do nothing; a sender is refreshed likewise by a valid ACK; the
+    /// peer's FIN turns the callback off.
     #[test]
     fn test_receiver_refreshes_every_16k_and_fin_ends_it() {
         let env = Mock::new(16, 16);
         established_client(&env, 1, 200, 0);
-        let rx = |received: u64, len: u32, flags: u32| {
+        // (bytes received, rcv_nxt, segment seq, payload, flags)
+        let rx = |received: u64, rcv_nxt: u32, seq: u32, payload: u32, flags: u32| {
             let mut c = Ctx::new(op::PARSE_HDR_OPT_CB, 1);
             c.c.bytes_received = received;
-            c.c.data_segs_in = (received / 1448) as u32;
-            c.skb_len = len;
+            c.rcv_nxt = rcv_nxt;
+            c.skb_len = 32 + payload;
             c.skb_flags = flags;
+            c.skb_hdr = Some(TcpHeader {
+                seq,
+                ack: 0,
+                len: 32,
+            });
             c.flags_set.set(cb_flag::DEFAULT);
             run(&c, &env);
             c
         };
-        rx(1, 32 + 1448, 0x10);
-        rx(14_000, 32 + 1448, 0x10);
+        rx(1, 1, 1, 1448, 0x10);
+        rx(14_000, 900, 900, 1448, 0x10);
         assert!(env.get(1).is_none(), "below the first 16 KiB: nothing");
-        // Pure ACKs never pass, even right below a boundary.
-        rx(16_380, 32, 0x10);
+        // Pure ACKs never pass, even right below a boundary; nor out-of-order data.
+        rx(16_380, 7, 7, 0, 0x10);
+        rx(16_000, 7, 9_000, 1448, 0x10);
         assert!(env.get(1).is_none());
-        let c = rx(16_000, 32 + 1448, 0x10);
+        let c = rx(16_000, 7, 7, 1448, 0x10);
         let s = env.get(1).expect("crossing 16 KiB creates the entry");
-        assert_eq!(s.bytes_received, 16_000);
+        assert_eq!(s.bytes_received, 17_448, "this segment included");
         assert_eq!(c.flags_set.get() & cb_flag::MARK, cb_flag::MARK);
-        rx(20_000, 32 + 1448, 0x10);
-        assert_eq!(env.get(1).unwrap().bytes_received, 16_000, "same 16 KiB");
-        rx(32_000, 32 + 65_000, 0x10);
-        assert_eq!(env.get(1).unwrap().bytes_received, 32_000);
-        // A sender: an ACK that takes its bytes acknowledged across 16 KiB refreshes it; one
-        // within the same 16 KiB, or a duplicate ACK, does not.
-        let ack = |acked: u64, una: u32, ack: u32| {
+        rx(20_000, 7, 7, 1448, 0x10);
+        assert_eq!(env.get(1).unwrap().bytes_received, 17_448, "same 16 KiB");
+        rx(32_000, u32::MAX - 5, u32::MAX - 5, 65_000, 0x10);
+        assert_eq!(
+            env.get(1).unwrap().bytes_received,
+            97_000,
+            "a 64 KB segment, seq wrap"
+        );
+        // A sender: a valid ACK taking its bytes acknowledged across 16 KiB refreshes it; one
+        // within the same 16 KiB, a duplicate ACK, or one past snd_nxt does not.
+        let ack = |acked: u64, una: u32, nxt: u32, ack: u32| {
             let mut c = Ctx::new(op::PARSE_HDR_OPT_CB, 1);
             c.c.bytes_received = 97_000;
             c.c.bytes_acked = acked;
             c.c.snd_una = una;
+            c.c.snd_nxt = nxt;
             c.skb_len = 32;
             c.skb_flags = 0x10;
-            c.skb_ack = Some(ack);
+            c.skb_hdr = Some(TcpHeader {
+                seq: 0,
+                ack,
+                len: 32,
+            });
             run(&c, &env);
         };
-        ack(40_000, 5_000, 5_000 + 2_000);
+        ack(40_000, 5_000, 50_000, 5_000 + 2_000);
         assert_eq!(env.get(1).unwrap().bytes_acked, 0, "same 16 KiB");
-        ack(40_000, 5_000, 5_000);
+        ack(40_000, 5_000, 50_000, 5_000);
         assert_eq!(env.get(1).unwrap().bytes_acked, 0, "duplicate ACK");
-        ack(48_000, u32::MAX - 10, 2_000); // across 48 KiB, and across the sequence wrap
-        assert_eq!(env.get(1).unwrap().bytes_acked, 48_000);
-        let fin = rx(97_001, 32, 0x11);
+        ack(40_000, 5_000, 6_000, 5_000 + 9_000);
+        assert_eq!(
+            env.get(1).unwrap().bytes_acked,
+            0,
+            "acks what was never sent"
+        );
+        ack(48_000, u32::MAX - 10, 30_000, 2_000); // across 48 KiB and the sequence wrap
+        assert_eq!(env.get(1).unwrap().bytes_acked, 48_000 + 2_011);
+        let fin = rx(97_001, 7, 7, 0, 0x11);
         assert_eq!(fin.flags_set.get() & cb_flag::RX, 0, "FIN: RX off");
     }
 
