@@ -13,14 +13,14 @@ mod prog {
         bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         helpers::{bpf_get_smp_processor_id, bpf_get_socket_cookie, bpf_ktime_get_ns},
         macros::{map, sock_ops},
-        maps::{HashMap, PerCpuArray, RingBuf},
+        maps::{Array, HashMap, PerCpuArray, RingBuf},
         programs::SockOpsContext,
         EbpfContext,
     };
     use core::ptr::{addr_of, read_volatile};
     use nfm_agent_common::{
         counter, on_sock_ops, stage, CloseEvent, Counters, Env, OpenEvent, OpenEvent4, SockOps,
-        SockStats, AF_INET,
+        SockStats, TcpHeader, AF_INET,
     };
 
     /// Live sockets by cookie. The size here is a placeholder: the agent sets it at load time.
@@ -47,6 +47,15 @@ mod prog {
     /// Callback flags enabled on tracked sockets; set by the loader (0 = the default set).
     #[no_mangle]
     static CB_FLAGS: u32 = 0;
+
+    /// `net.ipv4.tcp_syn_linear_timeouts` as the loader read it (0: every SYN timeout doubles).
+    #[no_mangle]
+    static SYN_LINEAR: u32 = 0;
+
+    /// The agent's current interval number (written by user space before each map read): tags
+    /// the per-interval RTT minimum and maximum.
+    #[map]
+    static EPOCH: Array<u32> = Array::with_max_entries(1, 0);
 
     /// Wake the reader only when this many bytes are waiting (0 = on every event). Events are
     /// otherwise picked up by the agent's interval drain, which saves a wakeup (an irq_work and
@@ -161,6 +170,50 @@ mod prog {
             field!(self, total_retrans)
         }
         #[inline(always)]
+        fn bytes_received(&self) -> u64 {
+            field!(self, bytes_received)
+        }
+        #[inline(always)]
+        fn data_segs_out(&self) -> u32 {
+            field!(self, data_segs_out)
+        }
+        #[inline(always)]
+        fn skb_len(&self) -> u32 {
+            field!(self, skb_len)
+        }
+        #[inline(always)]
+        fn skb_tcp_flags(&self) -> u32 {
+            field!(self, skb_tcp_flags)
+        }
+        #[inline(always)]
+        fn skb_header(&self) -> Option<TcpHeader> {
+            // The received segment's TCP header (PARSE_HDR_OPT_CB): a packet pointer the
+            // verifier lets the program read after a bounds check against skb_data_end.
+            let data = unsafe { read_volatile(addr_of!((*self.0.ops).__bindgen_anon_3.skb_data)) };
+            let end =
+                unsafe { read_volatile(addr_of!((*self.0.ops).__bindgen_anon_4.skb_data_end)) };
+            let data = data as *const u8;
+            if unsafe { data.add(13) } > end as *const u8 {
+                return None;
+            }
+            // SAFETY: bytes 4..13 of the TCP header (seq, ack_seq in network order, data
+            // offset in the high nibble of byte 12), bounds-checked above.
+            unsafe {
+                let seq = core::ptr::read_unaligned(data.add(4) as *const u32);
+                let ack = core::ptr::read_unaligned(data.add(8) as *const u32);
+                let doff = core::ptr::read_volatile(data.add(12)) >> 4;
+                Some(TcpHeader {
+                    seq: u32::from_be(seq),
+                    ack: u32::from_be(ack),
+                    len: (doff as u32) * 4,
+                })
+            }
+        }
+        #[inline(always)]
+        fn rcv_nxt(&self) -> u32 {
+            field!(self, rcv_nxt)
+        }
+        #[inline(always)]
         fn cookie(&self) -> u64 {
             unsafe { bpf_get_socket_cookie(self.0.as_ptr()) }
         }
@@ -219,6 +272,14 @@ mod prog {
             } else {
                 f
             }
+        }
+        #[inline(always)]
+        fn syn_linear_timeouts(&self) -> u32 {
+            unsafe { read_volatile(&SYN_LINEAR) }
+        }
+        #[inline(always)]
+        fn epoch(&self) -> u32 {
+            EPOCH.get(0).copied().unwrap_or(0)
         }
         #[inline(always)]
         fn lookup(&self, cookie: u64) -> Option<*mut SockStats> {

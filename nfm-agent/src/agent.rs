@@ -46,6 +46,9 @@ pub const TCP_FRAME: usize = 256 * 1024;
 struct StdoutLine<'a> {
     interval_start_ms: u64,
     interval_end_ms: u64,
+    /// Wall clock when the socket map was read for this interval (the live counters' moment;
+    /// just after `interval_end_ms` unless the agent was descheduled).
+    map_read_ms: u64,
     agent_id: u64,
     epoch: u32,
     records: &'a [FlowRecord],
@@ -86,6 +89,8 @@ pub struct Agent {
     seen: Seen,
     /// Closes waiting for their socket's open event.
     held: Held,
+    /// The interval number the program tags RTT minima and maxima with.
+    epoch: u32,
 }
 
 impl Agent {
@@ -116,6 +121,7 @@ impl Agent {
                 wakeup_bytes: cfg.ring_wakeup_bytes,
                 noop: cfg.bpf_noop,
                 profile: cfg.bpf_profile,
+                syn_linear: crate::bpf::syn_linear_timeouts(),
             },
         )?;
         log::info!("attached sock_ops program to {}", cgroup.display());
@@ -161,6 +167,7 @@ impl Agent {
                 ring_events: 0,
                 seen: Seen::new(),
                 held: Held::default(),
+                epoch: 0,
             },
             waker,
         ))
@@ -354,6 +361,13 @@ impl Agent {
         self.drain_ring();
         self.read_stages();
         self.insert_open();
+        // Samples from now on belong to the next interval: the entries' minimum and maximum
+        // read below are this interval's.
+        self.epoch = self.epoch.wrapping_add(1);
+        if let Err(e) = self.probe.set_epoch(self.epoch) {
+            log::warn!("{e:#}");
+        }
+        let map_read_ms = sys::unix_ms();
         self.read_map();
         // Closes submitted while the map was read (their entries already gone from it).
         self.drain_ring();
@@ -390,6 +404,7 @@ impl Agent {
             let line = StdoutLine {
                 interval_start_ms: start_ms,
                 interval_end_ms: end_ms,
+                map_read_ms,
                 agent_id: self.seq.agent_id,
                 epoch: self.seq.epoch,
                 records: &records,

@@ -10,7 +10,7 @@
 //! 1 s interval is the difference between ~0.1 % and ~2 % of a core.
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::{CgroupAttachMode, SockOps};
 use aya::{include_bytes_aligned, Ebpf, EbpfLoader};
 use nfm_agent_common::{
@@ -38,6 +38,19 @@ pub struct LoadOptions {
     pub noop: bool,
     /// Measurement only: the program times itself per op (see the program's `PROFILE`).
     pub profile: bool,
+    /// `net.ipv4.tcp_syn_linear_timeouts` ([`syn_linear_timeouts`]).
+    pub syn_linear: u32,
+}
+
+/// The kernel's `net.ipv4.tcp_syn_linear_timeouts` as this process's network namespace has it
+/// (Linux 6.5+, default 4): how many SYN timeouts are not backed off, which the client's
+/// handshake time depends on. Older kernels have no such setting and back off every time (0).
+/// Clamped to 255: past the retransmissions the program counts it changes nothing.
+pub fn syn_linear_timeouts() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_syn_linear_timeouts")
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .map_or(0, |n| n.min(255))
 }
 
 /// Summed per-CPU counters ([`counter`]).
@@ -62,6 +75,7 @@ pub struct Probe {
     open_stage: PerCpuArray<MapData, stage::Stage<OpenEvent>>,
     open4_stage: PerCpuArray<MapData, stage::Stage<OpenEvent4>>,
     close_stage: PerCpuArray<MapData, stage::Stage<CloseEvent>>,
+    epoch: Array<MapData, u32>,
     ebpf: Ebpf,
     pub cgroup: PathBuf,
 }
@@ -122,6 +136,7 @@ impl Probe {
             .map_max_entries("SOCKS", opts.max_sockets)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .override_global("CB_FLAGS", &opts.cb_flags, true)
+            .override_global("SYN_LINEAR", &opts.syn_linear, true)
             .override_global("WAKEUP_BYTES", &opts.wakeup_bytes, true)
             .override_global("NOOP", &noop, true)
             .override_global("PROFILE", &profile, true);
@@ -177,7 +192,12 @@ impl Probe {
             ebpf.take_map("CLOSE_STAGE")
                 .ok_or_else(|| anyhow!("no CLOSE_STAGE map"))?,
         )?;
+        let epoch = Array::try_from(
+            ebpf.take_map("EPOCH")
+                .ok_or_else(|| anyhow!("no EPOCH map"))?,
+        )?;
         Ok(Probe {
+            epoch,
             ring,
             socks,
             counters,
@@ -187,6 +207,14 @@ impl Probe {
             ebpf,
             cgroup: cgroup.to_path_buf(),
         })
+    }
+
+    /// Tells the program which interval samples belong to from now on (the per-interval RTT
+    /// minimum and maximum restart at the first sample of each).
+    pub fn set_epoch(&mut self, epoch: u32) -> Result<()> {
+        self.epoch
+            .set(0, epoch, 0)
+            .context("writing the interval epoch")
     }
 
     /// Detaches the program (also done by Drop).

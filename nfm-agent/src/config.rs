@@ -74,7 +74,7 @@ pub struct Cli {
     /// Log level: error, warn, info, debug, trace (also RUST_LOG).
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
-    /// sock_ops callbacks to enable, comma-separated from rto,retrans,state,rtt (default: all).
+    /// sock_ops callbacks to enable, comma-separated from rto,retrans,state,rtt,rx (default: all).
     /// For measurements only: without `state` closes are never seen.
     #[arg(long, value_name = "LIST", hide = true)]
     pub callbacks: Option<String>,
@@ -192,8 +192,9 @@ fn parse_callbacks(s: &str) -> Result<u32> {
             "retrans" => cb_flag::RETRANS,
             "state" => cb_flag::STATE,
             "rtt" => cb_flag::RTT,
+            "rx" => cb_flag::RX,
             "none" => 0,
-            _ => bail!("unknown callback `{part}` (rto, retrans, state, rtt)"),
+            _ => bail!("unknown callback `{part}` (rto, retrans, state, rtt, rx)"),
         };
     }
     // 0 means "default" to the program; a real empty set is expressed with an unused bit.

@@ -87,8 +87,10 @@ impl Base {
 }
 
 /// The socket's cumulative counters as if one entry had seen everything: an ADOPTED entry or an
-/// UNTRACKED close is combined with the open event, and a close is reconciled with the kernel's
-/// total retransmissions.
+/// UNTRACKED close is combined with the open event (an adopted entry's retransmissions that the
+/// kernel had counted when it was created go to its adoption phase), and a close is reconciled
+/// with the kernel's total retransmissions. A connection that closes without a kept RTT sample
+/// (below the program's RTT gate) gets its final smoothed RTT as its one sample.
 fn effective(s: &SockStats, base: Option<&Base>, role: Option<u8>) -> SockStats {
     let mut e = *s;
     if let Some(r) = role {
@@ -110,11 +112,23 @@ fn effective(s: &SockStats, base: Option<&Base>, role: Option<u8>) -> SockStats 
                 e.retrans[i] = b.retrans[i] + s.retrans[i];
                 e.rto[i] = b.rto[i] + s.rto[i];
             }
+            if s.flags & sflag::ADOPTED != 0 {
+                let seen: u32 = e.retrans.iter().sum();
+                if let Some(slot) = e.retrans.get_mut(s.adopt_phase as usize) {
+                    *slot += s.total_retrans.saturating_sub(seen);
+                }
+            }
             e.flags |= sflag::ESTABLISHED;
         }
     }
     if s.flags & sflag::CLOSED != 0 {
         nfm_agent_common::reconcile(&mut e);
+        if e.rtt_count == 0 && e.srtt_us != 0 && e.flags & sflag::ESTABLISHED != 0 {
+            e.rtt_count = 1;
+            e.rtt_sum_us = e.srtt_us as u64;
+            e.rtt_min_us = e.srtt_us;
+            e.rtt_max_us = e.srtt_us;
+        }
     }
     e
 }
@@ -375,7 +389,8 @@ impl Tracker {
         let dcount = s.rtt_count.saturating_sub(rep.rtt_count) as u64;
         if dcount > 0 {
             let dsum = s.rtt_sum_us.saturating_sub(rep.rtt_sum);
-            // The kernel keeps min/max over the socket's life; with one new sample they are exact.
+            // The program keeps min/max of the interval (its epoch) in the entry; with one new
+            // sample they are that sample.
             let (lo, hi) = if dcount == 1 {
                 (dsum, dsum)
             } else {
@@ -757,6 +772,73 @@ mod test {
         let mut empty = Tracker::new();
         empty.finish_interval(t0);
         assert_eq!(empty.last, IntervalSummary::default());
+    }
+
+    /// An entry the program created at a retransmission holds the kernel's total as of then:
+    /// what its own per-phase counts and the open event's do not explain goes to the phase it
+    /// was adopted in, once (later reads do not move it).
+    #[test]
+    fn test_adopted_retransmission_attributed_once() {
+        let mut t = Tracker::new();
+        let now = Instant::now();
+        let mut open = established(sock(6, role::CLIENT), 0, 0);
+        open.retrans = [1, 0, 0];
+        open.rto = [1, 0, 0];
+        open.total_retrans = 1;
+        t.observe_open(&open, now);
+        let mut a = established(sock(6, role::CLIENT), 50, 0);
+        a.flags = sflag::ADOPTED | sflag::ESTABLISHED;
+        a.adopt_phase = 1;
+        a.total_retrans = 3; // the handshake's one and this retransmission of 2 segments
+        t.observe_map(&a, now);
+        let r = t.finish_interval(now);
+        assert_eq!((r[0].retrans.handshake, r[0].retrans.established), (1, 2));
+        a.retrans = [0, 4, 0];
+        a.total_retrans = 7;
+        t.observe_map(&a, now);
+        let r = t.finish_interval(now);
+        assert_eq!(r[0].retrans.established, 4);
+        let mut c = closed(a);
+        c.flags |= sflag::CLOSED;
+        c.last_state = tcp_state::FIN_WAIT2 as u8;
+        t.observe_close(&c, now);
+        let r = t.finish_interval(now);
+        assert_eq!(
+            (
+                r[0].retrans.handshake,
+                r[0].retrans.established,
+                r[0].retrans.closing
+            ),
+            (0, 0, 0)
+        );
+    }
+
+    /// A connection closing without a kept RTT sample reports its final srtt as its one
+    /// sample; one with samples does not get another; min/max come from the entry's interval
+    /// extremes.
+    #[test]
+    fn test_close_srtt_is_the_sample_of_a_short_connection() {
+        let mut t = Tracker::new();
+        let now = Instant::now();
+        let mut c = closed(established(sock(1, role::CLIENT), 10, 10));
+        c.flags |= sflag::CLOSED;
+        c.srtt_us = 26_000;
+        t.observe_close(&c, now);
+        let mut long = established(sock(2, role::CLIENT), 10, 10);
+        long.rtt_count = 3;
+        long.rtt_sum_us = 90_000;
+        long.rtt_min_us = 20_000;
+        long.rtt_max_us = 40_000;
+        long.srtt_us = 33_000;
+        t.observe_map(&long, now);
+        let r = t.finish_interval(now);
+        assert_eq!((r[0].rtt.count, r[0].rtt.sum_us), (4, 116_000));
+        assert_eq!((r[0].rtt.min_us, r[0].rtt.max_us), (20_000, 40_000));
+        let mut lc = closed(long);
+        lc.flags |= sflag::CLOSED;
+        t.observe_close(&lc, now);
+        let r = t.finish_interval(now);
+        assert_eq!(r[0].rtt.count, 0, "no new sample, none made up");
     }
 
     #[test]

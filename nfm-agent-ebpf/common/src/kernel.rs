@@ -10,6 +10,9 @@ pub mod op {
     pub const RETRANS_CB: u32 = 9;
     pub const STATE_CB: u32 = 10;
     pub const RTT_CB: u32 = 12;
+    /// A segment arrived on an established (or closing) socket
+    /// (`BPF_SOCK_OPS_PARSE_HDR_OPT_CB`, with [`cb_flag::RX`](super::cb_flag::RX)).
+    pub const PARSE_HDR_OPT_CB: u32 = 13;
 }
 
 /// `bpf_sock_ops_cb_flags_set` flags.
@@ -18,8 +21,13 @@ pub mod cb_flag {
     pub const RETRANS: u32 = 1 << 1;
     pub const STATE: u32 = 1 << 2;
     pub const RTT: u32 = 1 << 3;
+    /// Every segment received (BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG): the only callback a
+    /// pure receiver gets while it lives. The program refreshes the socket's live counters from
+    /// it once per [`RX_REFRESH_SHIFT`](super::RX_REFRESH_SHIFT) of bytes and turns it off when
+    /// the peer's FIN arrives.
+    pub const RX: u32 = 1 << 4;
     /// What the program enables on every tracked socket unless the loader overrides it.
-    pub const DEFAULT: u32 = RTO | RETRANS | STATE | RTT;
+    pub const DEFAULT: u32 = RTO | RETRANS | STATE | RTT | RX;
     /// Marker, not a callback we use: "this socket's map entry holds counts its events do not"
     /// (a retransmission, a timeout, or an entry inserted because the ring buffer was full). Lets
     /// the close skip the hash lookup for the common short connection. The kernel calls the
@@ -42,6 +50,12 @@ pub mod tcp_state {
     pub const LISTEN: u32 = 10;
     pub const CLOSING: u32 = 11;
     pub const NEW_SYN_RECV: u32 = 12;
+}
+
+/// TCP header flags (`skb_tcp_flags`).
+pub mod tcp_flag {
+    pub const FIN: u32 = 0x01;
+    pub const RST: u32 = 0x04;
 }
 
 /// Address families as the kernel reports them.

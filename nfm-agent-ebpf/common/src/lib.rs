@@ -20,20 +20,22 @@
 //! # What the program does (and why so little)
 //! Every callback costs CPU on the workload's own thread, so the program enables only the
 //! callbacks whose events cannot be read later: STATE (to catch the close and snapshot the final
-//! counters), RETRANS and RTO (retransmissions and timeouts, split by phase) and RTT (one sample
-//! per round trip; since Linux 6.10 the kernel calls it once per RTT window, not per ACK; turned
-//! off once this end has sent its FIN). Every
-//! other counter (bytes, segments, smoothed RTT, total retransmissions) is read from
-//! `bpf_sock_ops` when one of those callbacks fires anyway.
+//! counters), RETRANS and RTO (retransmissions and timeouts, split by phase), RTT (RTT samples
+//! past a 16-segment gate; turned off at this end's FIN below the gate) and RX (every segment
+//! received until the peer's FIN: the only callback a pure receiver gets, so its live counters
+//! are refreshed from it once per 16 KiB, and a sender's on ACKs). Every other counter (bytes,
+//! segments, smoothed RTT, total retransmissions) is read from `bpf_sock_ops` when one of those
+//! callbacks fires anyway.
 //!
 //! A socket's life in the program: the established callback stages an open event (no map insert:
 //! a hash insert costs ~350 ns here); user space inserts the map entry for sockets still open at
-//! the end of the interval in which it read the event, and from then on RTT/RETRANS/RTO callbacks
-//! update the entry in place. The close stages a close event with the final counters from the
-//! context or, for a socket with an entry, sends the entry whole; the entry is flagged CLOSED and
-//! user space deletes it in batches. Whenever the ring buffer is full the program falls back to
-//! the map, so nothing is lost unless the map is full too, and that is counted. See
-//! `nfm-agent/README.md`.
+//! the end of the interval in which it read the event, unless the program created it first (at a
+//! retransmission or timeout, an RTT sample past the gate or a 16 KiB refresh), and from then on
+//! the callbacks update the entry in place. The close stages a close event with the final
+//! counters from the context or, for a socket with an entry, sends the entry whole; the entry is
+//! flagged CLOSED and user space deletes it in batches. Whenever the ring buffer is full the
+//! program falls back to the map, so nothing is lost unless the map is full too, and that is
+//! counted. See `nfm-agent/README.md`.
 #![no_std]
 
 mod kernel;

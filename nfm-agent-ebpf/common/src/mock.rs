@@ -16,6 +16,10 @@ pub(crate) struct Ctx {
     pub(crate) c: Counters,
     pub(crate) cookie: u64,
     pub(crate) flags_set: Cell<u32>,
+    pub(crate) skb_len: u32,
+    pub(crate) skb_flags: u32,
+    pub(crate) skb_hdr: Option<TcpHeader>,
+    pub(crate) rcv_nxt: u32,
 }
 
 impl Ctx {
@@ -28,6 +32,10 @@ impl Ctx {
             c: Counters::default(),
             cookie,
             flags_set: Cell::new(0),
+            skb_len: 0,
+            skb_flags: 0,
+            skb_hdr: None,
+            rcv_nxt: 0,
         }
     }
 }
@@ -64,6 +72,18 @@ impl SockOps for Ctx {
     fn cb_flags(&self) -> u32 {
         self.flags_set.get()
     }
+    fn skb_len(&self) -> u32 {
+        self.skb_len
+    }
+    fn skb_tcp_flags(&self) -> u32 {
+        self.skb_flags
+    }
+    fn skb_header(&self) -> Option<TcpHeader> {
+        self.skb_hdr
+    }
+    fn rcv_nxt(&self) -> u32 {
+        self.rcv_nxt
+    }
     fn set_cb_flags(&self, flags: u32) -> i64 {
         self.flags_set.set(flags);
         0
@@ -79,6 +99,9 @@ pub(crate) struct Mock {
     pub(crate) counters: RefCell<[u64; counter::COUNT as usize]>,
     /// Open events staged as [`OpenEvent4`].
     pub(crate) opens4: Cell<u32>,
+    /// `tcp_syn_linear_timeouts` as the loader would set it.
+    pub(crate) linear: Cell<u32>,
+    pub(crate) epoch: Cell<u32>,
 }
 
 impl Mock {
@@ -91,6 +114,8 @@ impl Mock {
             ring_cap,
             counters: RefCell::new([0; counter::COUNT as usize]),
             opens4: Cell::new(0),
+            linear: Cell::new(4),
+            epoch: Cell::new(0),
         }
     }
     pub(crate) fn get(&self, cookie: u64) -> Option<SockStats> {
@@ -107,6 +132,12 @@ impl Env for Mock {
     }
     fn cb_flags(&self) -> u32 {
         cb_flag::DEFAULT
+    }
+    fn syn_linear_timeouts(&self) -> u32 {
+        self.linear.get()
+    }
+    fn epoch(&self) -> u32 {
+        self.epoch.get()
     }
     fn lookup(&self, cookie: u64) -> Option<*mut SockStats> {
         self.map

@@ -111,11 +111,14 @@ pub struct SockStats {
     pub cookie: u64,
     pub bytes_acked: u64,
     pub bytes_received: u64,
-    /// Sum of RTT samples, µs.
+    /// Sum of RTT samples, µs (every sample of the socket's life).
     pub rtt_sum_us: u64,
     pub data_segs_in: u32,
     pub data_segs_out: u32,
+    /// RTT samples (every sample of the socket's life).
     pub rtt_count: u32,
+    /// Minimum and maximum of the samples taken while user space's interval was `rtt_epoch`
+    /// (see [`add_rtt_sample`]): not the socket's lifetime extremes.
     pub rtt_min_us: u32,
     pub rtt_max_us: u32,
     /// Smoothed RTT at the last callback, µs (the kernel's `srtt_us >> 3`).
@@ -124,6 +127,9 @@ pub struct SockStats {
     pub total_retrans: u32,
     /// Connect → established (client), or the SYN-ACK → ACK round trip (server), µs.
     pub handshake_us: u32,
+    /// The interval ([`Env::epoch`]) of `rtt_min_us` / `rtt_max_us`.
+    pub rtt_epoch: u32,
+    pub _pad32: u32,
     /// Retransmitted segments by phase ([`phase`]).
     pub retrans: [u32; 3],
     /// Retransmission timeouts by phase.
@@ -147,7 +153,10 @@ pub struct SockStats {
     pub fin_acked: u8,
     /// [`event`] kind of a ring-buffer record; 0 in the map.
     pub event: u8,
-    pub _pad: u8,
+    /// [`phase`] the socket was in when the program created its entry ([`sflag::ADOPTED`]):
+    /// where user space attributes the retransmissions the kernel had counted by then beyond
+    /// the handshake's.
+    pub adopt_phase: u8,
     /// The low 32 bits of `seq`, written first: a staged record read while it was being
     /// written has `seq_end != seq as u32` (see [`stage`]).
     pub seq_end: u32,
@@ -178,7 +187,7 @@ pub struct OpenEvent {
     /// Always [`event::OPEN`].
     pub event: u8,
     pub handshake_us: u32,
-    /// The handshake's RTT sample, µs (also the socket's first RTT sample).
+    /// The handshake's round trip, µs (the kernel's srtt at establishment).
     pub srtt_us: u32,
     /// SYN (client) or SYN-ACK (server) retransmissions: each was also a timeout.
     pub total_retrans: u32,
@@ -277,17 +286,15 @@ pub const OPEN_EVENT4_LEN: usize = core::mem::size_of::<OpenEvent4>();
 pub const CLOSE_EVENT_LEN: usize = core::mem::size_of::<CloseEvent>();
 
 impl OpenEvent {
-    /// The socket's cumulative record as of its open (what a map entry starts from).
+    /// The socket's cumulative record as of its open (what a map entry starts from). The
+    /// handshake's round trip is the handshake time, not an RTT sample: a connection's RTT
+    /// samples are those of its data (see [`RTT_GATE_SEGS`]).
     pub fn to_stats(&self) -> SockStats {
         let rtt = self.srtt_us;
         SockStats {
             seq: self.seq,
             seq_end: self.seq_end,
             cookie: self.cookie,
-            rtt_sum_us: rtt as u64,
-            rtt_count: 1,
-            rtt_min_us: rtt,
-            rtt_max_us: rtt,
             srtt_us: rtt,
             total_retrans: self.total_retrans,
             handshake_us: self.handshake_us,

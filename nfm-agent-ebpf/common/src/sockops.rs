@@ -4,6 +4,15 @@
 
 use crate::*;
 
+/// The fields of a received segment's TCP header the RX callback uses (host order).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpHeader {
+    pub seq: u32,
+    pub ack: u32,
+    /// Header length with options, bytes (data offset × 4).
+    pub len: u32,
+}
+
 /// Counters read from `bpf_sock_ops` in one go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -39,6 +48,34 @@ pub trait SockOps {
     fn total_retrans(&self) -> u32 {
         self.counters().total_retrans
     }
+    /// `bytes_received` alone.
+    fn bytes_received(&self) -> u64 {
+        self.counters().bytes_received
+    }
+    /// `data_segs_out` alone.
+    fn data_segs_out(&self) -> u32 {
+        self.counters().data_segs_out
+    }
+    /// PARSE_HDR_OPT_CB: length of the received segment (TCP header and payload).
+    fn skb_len(&self) -> u32;
+    /// PARSE_HDR_OPT_CB: TCP flags of the received segment.
+    fn skb_tcp_flags(&self) -> u32;
+    /// PARSE_HDR_OPT_CB: the received segment's TCP header, if readable.
+    fn skb_header(&self) -> Option<TcpHeader>;
+    /// `rcv_nxt` alone.
+    fn rcv_nxt(&self) -> u32;
+    /// `snd_una` alone.
+    fn snd_una(&self) -> u32 {
+        self.counters().snd_una
+    }
+    /// `snd_nxt` alone.
+    fn snd_nxt(&self) -> u32 {
+        self.counters().snd_nxt
+    }
+    /// `bytes_acked` alone.
+    fn bytes_acked(&self) -> u64 {
+        self.counters().bytes_acked
+    }
     fn cookie(&self) -> u64;
     /// The socket's callback flags now.
     fn cb_flags(&self) -> u32;
@@ -55,6 +92,11 @@ pub trait Env {
     fn now_ns(&self) -> u64;
     /// The callback flags to enable on tracked sockets ([`cb_flag`]).
     fn cb_flags(&self) -> u32;
+    /// `net.ipv4.tcp_syn_linear_timeouts` (0 before Linux 6.5: every SYN timeout doubles).
+    fn syn_linear_timeouts(&self) -> u32;
+    /// The interval user space is in (bumped just before it reads the map): tags the
+    /// per-interval RTT minimum and maximum ([`SockStats::rtt_epoch`]).
+    fn epoch(&self) -> u32;
     /// A pointer into the map value for `cookie`, valid for the rest of this program run.
     fn lookup(&self, cookie: u64) -> Option<*mut SockStats>;
     /// Inserts a new entry (BPF_NOEXIST); a negative errno on failure.
@@ -89,6 +131,7 @@ pub fn on_sock_ops<C: SockOps, E: Env>(ctx: &C, env: &E) -> u32 {
             tcp_state::FIN_WAIT1 | tcp_state::LAST_ACK => on_fin_sent(ctx),
             _ => {}
         },
+        op::PARSE_HDR_OPT_CB => on_rx(ctx, env),
         op::RTT_CB => on_rtt(ctx, env),
         op::RETRANS_CB => on_retrans(ctx, env),
         op::RTO_CB => on_rto(ctx, env),
@@ -150,13 +193,33 @@ fn fin_sent(state: u32) -> bool {
 /// The initial SYN retransmission timeout (`TCP_TIMEOUT_INIT`), µs.
 pub const SYN_RTO_US: u32 = 1_000_000;
 
+/// SYN retransmissions counted by [`client_handshake_us`] (the kernel's default
+/// `tcp_syn_retries` is 6; more cannot be told apart from an RTO cap anyway).
+pub const MAX_SYN_RETRANS: u32 = 12;
+
 /// Client handshake time from what the kernel knows at ACTIVE_ESTABLISHED: the first RTT sample
-/// (SYN → SYN-ACK; with timestamps, measured from the SYN that was answered) plus the back-off
-/// of the SYNs that timed out: 1 s, 2 s, 4 s … for `syn_retrans` retransmissions.
+/// (SYN → SYN-ACK; with timestamps, measured from the SYN that was answered) plus the waits of
+/// the SYNs that timed out. Since Linux 6.5 the first `linear` timeouts
+/// (`net.ipv4.tcp_syn_linear_timeouts`, default 4) do not back off: the SYN is resent 1 s apart
+/// until the timeout that follows the `linear`-th, then the wait doubles (2 s, 4 s …). Before 6.5
+/// (`linear` = 0) every wait doubles: 1 s, 2 s, 4 s …. So the waits before resends 1..=n are
+/// 1 s × 2^max(0, k − 1 − linear), whose sum is min(n, linear + 1) s plus, past that,
+/// (2^(n − linear) − 2) s.
 #[inline(always)]
-pub fn client_handshake_us(srtt_us: u32, syn_retrans: u32) -> u32 {
-    let n = if syn_retrans > 6 { 6 } else { syn_retrans };
-    srtt_us.saturating_add(SYN_RTO_US.saturating_mul((1u32 << n) - 1))
+pub fn client_handshake_us(srtt_us: u32, syn_retrans: u32, linear: u32) -> u32 {
+    let n = if syn_retrans > MAX_SYN_RETRANS {
+        MAX_SYN_RETRANS
+    } else {
+        syn_retrans
+    };
+    let flat = if n < linear + 1 { n } else { linear + 1 };
+    let backed_off = if n > linear + 1 {
+        // n − linear ≤ 12 here (linear ≥ 0, n ≤ 12): no overflow.
+        (1u32 << (n - linear)) - 2
+    } else {
+        0
+    };
+    srtt_us.saturating_add(SYN_RTO_US.saturating_mul(flat + backed_off))
 }
 
 /// A client's connect: only enable the callbacks that matter before the handshake completes
@@ -206,7 +269,7 @@ fn register<C: SockOps, E: Env>(ctx: &C, env: &E, role: u8) {
         flags: sflag::ESTABLISHED,
         event: event::OPEN,
         handshake_us: if role == role::CLIENT {
-            client_handshake_us(rtt, total_retrans)
+            client_handshake_us(rtt, total_retrans, env.syn_linear_timeouts())
         } else {
             // The child socket exists only once the handshake is done: its first RTT sample
             // is the SYN-ACK → ACK round trip.
@@ -242,11 +305,33 @@ fn register<C: SockOps, E: Env>(ctx: &C, env: &E, role: u8) {
 /// Data segments (in + out) a socket must have carried before its RTT samples are kept.
 ///
 /// Why a gate: RTT_CB fires about once per round trip, also on a connection that lives for two
-/// round trips; such a socket has no map entry (user space inserts entries only for sockets
-/// still open when it reads their open event), and a hash lookup that misses a cold bucket
-/// costs ~150 ns. Its handshake RTT is in the open event and its final srtt in the close event,
-/// so nothing is lost by not looking. Longer connections pass the gate after a few exchanges.
+/// round trips, and keeping a sample needs the socket's map entry: a hash lookup that misses a
+/// cold bucket costs ~150 ns, an insert ~350 ns. A connection that closes below the gate is
+/// reported with its final smoothed RTT as its one sample (user space, from the close event:
+/// [`SockStats::srtt_us`]), which is what the kernel's own estimate converged to over all its
+/// samples. Past the gate the program keeps every sample, creating the entry if user space has
+/// not inserted it yet, so a socket's samples never depend on when an interval ended.
 pub const RTT_GATE_SEGS: u32 = 16;
+
+/// Adds one RTT sample to an entry: sum and count, and the minimum and maximum of the interval
+/// `epoch` (the first sample of a new interval restarts them).
+#[inline(always)]
+pub fn add_rtt_sample(s: &mut SockStats, sample: u32, epoch: u32) {
+    s.rtt_sum_us += sample as u64;
+    if s.rtt_epoch != epoch || s.rtt_count == 0 {
+        s.rtt_epoch = epoch;
+        s.rtt_min_us = sample;
+        s.rtt_max_us = sample;
+    } else {
+        if sample < s.rtt_min_us {
+            s.rtt_min_us = sample;
+        }
+        if sample > s.rtt_max_us {
+            s.rtt_max_us = sample;
+        }
+    }
+    s.rtt_count += 1;
+}
 
 #[inline(always)]
 fn on_rtt<C: SockOps, E: Env>(ctx: &C, env: &E) {
@@ -254,40 +339,109 @@ fn on_rtt<C: SockOps, E: Env>(ctx: &C, env: &E) {
     if c.data_segs_in.wrapping_add(c.data_segs_out) < RTT_GATE_SEGS {
         return;
     }
-    let Some(p) = env.lookup(ctx.cookie()) else {
+    let cookie = ctx.cookie();
+    let state = ctx.state();
+    let Some(p) = env
+        .lookup(cookie)
+        .or_else(|| adopt(ctx, env, cookie, state))
+    else {
         return;
     };
     // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
     let s = unsafe { &mut *p };
-    // Since Linux 6.10, arg0 is the measured RTT (µs) and arg1 the new srtt (8×). Older kernels
-    // pass nothing: fall back to the smoothed RTT.
-    let mut sample = ctx.arg(0);
-    if sample == 0 {
-        sample = c.srtt_us8 >> 3;
+    // The sample is the kernel's smoothed RTT after this measurement (what `ss` and TCP_INFO
+    // show, and what a connection below the gate reports at its close), not the raw
+    // measurement: a raw sample is one ACK's view (delayed ACKs, a queue's momentary depth) and
+    // a mean of raw samples runs far from the kernel's estimate while a queue builds (156 ms
+    // against an srtt of 35 ms in the kernel test). Since Linux 6.10 arg1 is the new srtt
+    // (8×); older kernels pass nothing and the context's srtt is already updated.
+    let mut srtt8 = ctx.arg(1);
+    if srtt8 == 0 {
+        srtt8 = c.srtt_us8;
     }
-    s.rtt_sum_us += sample as u64;
-    if s.rtt_count == 0 || sample < s.rtt_min_us {
-        s.rtt_min_us = sample;
+    let sample = srtt8 >> 3;
+    add_rtt_sample(s, sample, env.epoch());
+    refresh(s, &c, state);
+    s.srtt_us = sample;
+}
+
+/// Live counters of a receiving socket are refreshed once per this many bytes received
+/// (2^14 = 16 KiB): the refresh costs a hash lookup (and, the first time, an insert), the
+/// gate two context loads. Between refreshes the entry lags the kernel by less than 16 KiB
+/// plus the segment being received.
+pub const RX_REFRESH_SHIFT: u32 = 14;
+
+/// A segment arrived ([`cb_flag::RX`]). The only callback a pure receiver gets while it lives
+/// (RTT samples come from ACKs of data this end sent), so its live bytes are refreshed here,
+/// each time the bytes received cross a multiple of 2^[`RX_REFRESH_SHIFT`]; a sender's too,
+/// each time an ACK takes its bytes acknowledged across one (RTT samples alone can be a round
+/// trip apart: 100 KB at 8 Mbit/s in the kernel test). The callback runs before the kernel
+/// processes the segment, so the entry gets the counters as this segment leaves them: in-order
+/// data (sequence = `rcv_nxt`) is added to bytes received, a valid ACK's advance (past
+/// `snd_una`, not past `snd_nxt`) to bytes acknowledged, exactly as the kernel is about to
+/// (a segment the kernel then drops for want of receive memory is over-reported until the next
+/// refresh; a 64 KB segment would otherwise leave the entry 64 KB behind). The peer's FIN ends
+/// the callback (nothing more can arrive); that the flag is off then also tells the close that
+/// the FIN came (see [`close_kind_at`]).
+#[inline(always)]
+fn on_rx<C: SockOps, E: Env>(ctx: &C, env: &E) {
+    if ctx.skb_tcp_flags() & tcp_flag::FIN != 0 {
+        let f = ctx.cb_flags();
+        let _ = ctx.set_cb_flags(f & !cb_flag::RX);
+        return;
     }
-    if sample > s.rtt_max_us {
-        s.rtt_max_us = sample;
+    let Some(h) = ctx.skb_header() else {
+        return;
+    };
+    let received = ctx.bytes_received();
+    let payload = ctx.skb_len().saturating_sub(h.len) as u64;
+    let rx_after = if payload > 0 && h.seq == ctx.rcv_nxt() {
+        received + payload
+    } else {
+        received
+    };
+    let acked = ctx.bytes_acked();
+    let una = ctx.snd_una();
+    let nxt = ctx.snd_nxt();
+    let advance = h.ack.wrapping_sub(una);
+    let valid_ack = advance as i32 > 0 && advance <= nxt.wrapping_sub(una);
+    let tx_after = if valid_ack {
+        acked + advance as u64
+    } else {
+        acked
+    };
+    if ((received ^ rx_after) | (acked ^ tx_after)) >> RX_REFRESH_SHIFT == 0 {
+        return;
     }
-    s.rtt_count += 1;
-    refresh(s, &c, ctx.state());
-    let srtt8 = ctx.arg(1);
-    if srtt8 != 0 {
-        s.srtt_us = srtt8 >> 3;
+    let cookie = ctx.cookie();
+    let state = ctx.state();
+    let Some(p) = env
+        .lookup(cookie)
+        .or_else(|| adopt(ctx, env, cookie, state))
+    else {
+        return;
+    };
+    // The close must look the entry up (a receiver may be below the RTT gate).
+    mark(ctx);
+    // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
+    let s = unsafe { &mut *p };
+    refresh(s, &ctx.counters(), state);
+    s.bytes_received = rx_after;
+    s.bytes_acked = tx_after;
+    if valid_ack {
+        s.fin_acked = (fin_sent(state) && h.ack == nxt) as u8;
     }
 }
 
-/// This end sent its FIN: no more RTT samples are taken (the ACK of the FIN, or of data still in
-/// flight behind it, would cost a callback each on every connection, and a short connection's
-/// close carries the final smoothed RTT anyway). Half-closed servers (CLOSE_WAIT) that still
-/// send keep their samples: the flag goes at their own FIN (LAST_ACK).
+/// This end sent its FIN. A socket below the RTT gate takes no more RTT samples (the ACK of the
+/// FIN would cost a callback on every short connection, whose close carries the final smoothed
+/// RTT anyway). A socket past the gate keeps them: a sender that shuts its write side down
+/// right after its last write has most of its data still in flight, and those round trips are
+/// its RTT. Half-closed servers (CLOSE_WAIT) that still send keep their samples too.
 #[inline(always)]
 fn on_fin_sent<C: SockOps>(ctx: &C) {
     let f = ctx.cb_flags();
-    if f & cb_flag::RTT != 0 {
+    if f & cb_flag::RTT != 0 && ctx.data_segs_out() < RTT_GATE_SEGS {
         let _ = ctx.set_cb_flags(f & !cb_flag::RTT);
     }
 }
@@ -302,8 +456,12 @@ fn mark<C: SockOps>(ctx: &C) {
 }
 
 /// The entry of an established socket user space has not inserted yet: created here (flag
-/// ADOPTED) so a retransmission or timeout is never lost. Rare: only sockets that retransmit
-/// within their first ring-buffer drain get here.
+/// ADOPTED) so a retransmission, a timeout, an RTT sample past the gate or a receiver's refresh
+/// is never lost. Its per-phase counts start at zero and its `total_retrans` at the kernel's
+/// total now, so every later retransmission is counted exactly (see [`on_retrans`]); what the
+/// kernel counted before (the handshake's, in the open event, and the retransmission being
+/// reported if the entry is created for it) is attributed by user space, to the handshake and
+/// to [`SockStats::adopt_phase`].
 #[inline(always)]
 fn adopt<C: SockOps, E: Env>(ctx: &C, env: &E, cookie: u64, state: u32) -> Option<*mut SockStats> {
     if state == tcp_state::SYN_SENT || state == tcp_state::SYN_RECV {
@@ -315,6 +473,7 @@ fn adopt<C: SockOps, E: Env>(ctx: &C, env: &E, cookie: u64, state: u32) -> Optio
     let role = if lp > rp { role::CLIENT } else { role::SERVER };
     let mut s = identity(ctx, cookie, role);
     s.flags = sflag::ADOPTED | sflag::ESTABLISHED;
+    s.adopt_phase = phase_of(state) as u8;
     refresh(&mut s, &ctx.counters(), state);
     let r = env.insert(cookie, &s);
     if r == E2BIG {
@@ -325,9 +484,9 @@ fn adopt<C: SockOps, E: Env>(ctx: &C, env: &E, cookie: u64, state: u32) -> Optio
     env.lookup(cookie)
 }
 
-/// The entry a retransmit or RTO event counts into: the socket's own, or one adopted for a socket
-/// the program has no entry for; the socket is marked so its close is looked up. Also returns
-/// the TCP state the event happened in. `None`: the socket cannot be tracked (counted by `adopt`).
+/// The entry an RTO event counts into: the socket's own, or one adopted for a socket the program
+/// has no entry for; the socket is marked so its close is looked up. Also returns the TCP state
+/// the event happened in. `None`: the socket cannot be tracked (counted by `adopt`).
 #[inline(always)]
 fn event_entry<C: SockOps, E: Env>(ctx: &C, env: &E) -> Option<(*mut SockStats, u32)> {
     let cookie = ctx.cookie();
@@ -339,21 +498,39 @@ fn event_entry<C: SockOps, E: Env>(ctx: &C, env: &E) -> Option<(*mut SockStats, 
     Some((p, state))
 }
 
+/// A retransmission: counted as the kernel counts it in `total_retrans` (what TCP_INFO's
+/// `tcpi_total_retrans` and the namespace's `RetransSegs` show). The kernel adds the skb's
+/// segments to its total before it transmits, so a retransmission the qdisc then drops (arg2
+/// non-zero: a full queue at a bottleneck) is counted, and one it never tried (`-EBUSY`: the
+/// original still in the host queue) is not. Rather than decode arg2, the program adds the
+/// increase of `total_retrans` since this entry last saw it, in the phase the socket is in.
 #[inline(always)]
 fn on_retrans<C: SockOps, E: Env>(ctx: &C, env: &E) {
-    // arg0: sequence number, arg1: segments in the skb, arg2: transmit result (0 = sent; the
-    // kernel only counts successful retransmissions in total_retrans).
-    if ctx.arg(2) != 0 {
-        return;
-    }
-    let Some((p, state)) = event_entry(ctx, env) else {
-        return;
+    let cookie = ctx.cookie();
+    let state = ctx.state();
+    let total = ctx.total_retrans();
+    let p = match env.lookup(cookie) {
+        Some(p) => {
+            // SAFETY: the pointer is a map value, valid for this program run.
+            let s = unsafe { &mut *p };
+            let new = total.wrapping_sub(s.total_retrans);
+            if (new as i32) > 0 {
+                if let Some(slot) = s.retrans.get_mut(phase_of(state)) {
+                    *slot += new;
+                }
+            }
+            p
+        }
+        // Created with the total as it is now: user space attributes this one (see `adopt`).
+        None => match adopt(ctx, env, cookie, state) {
+            Some(p) => p,
+            None => return,
+        },
     };
-    // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
+    mark(ctx);
+    // SAFETY: as above.
     let s = unsafe { &mut *p };
-    if let Some(slot) = s.retrans.get_mut(phase_of(state)) {
-        *slot += ctx.arg(1);
-    }
+    s.total_retrans = total;
 }
 
 #[inline(always)]
@@ -392,7 +569,7 @@ fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
         Some(p) => {
             // SAFETY: the pointer is a map value, valid for this program run (see `Env::lookup`).
             let s = unsafe { &mut *p };
-            finish(s, &c, old);
+            finish(s, &c, old, close_kind_at(ctx, env, old));
             s.flags |= sflag::CLOSED;
             if env.emit(s) {
                 env.count(counter::CLOSE_EVENTS);
@@ -423,7 +600,7 @@ fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
                     total_retrans: c.total_retrans,
                     srtt_us: c.srtt_us8 >> 3,
                     role,
-                    close_kind: close_kind_of(old),
+                    close_kind: close_kind_at(ctx, env, old),
                     last_state: old as u8,
                     fin_acked: (fin_sent(old) && c.snd_una == c.snd_nxt) as u8,
                     seq_end: 0,
@@ -434,7 +611,7 @@ fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
             }
             let mut s = identity(ctx, cookie, role);
             s.flags = sflag::UNTRACKED | sflag::CLOSED;
-            finish(&mut s, &c, old);
+            finish(&mut s, &c, old, close_kind_at(ctx, env, old));
             if established {
                 // Stage full of records the ring buffer did not take: to the map below.
             } else if env.emit(&s) {
@@ -452,12 +629,28 @@ fn on_close<C: SockOps, E: Env>(ctx: &C, env: &E) {
     }
 }
 
+/// How a socket closed, from the state it left ([`close_kind_of`]) and, for FIN_WAIT2, whether
+/// the peer's FIN arrived: FIN_WAIT2 → CLOSE is the normal end after the peer's FIN (the socket
+/// becomes a time-wait socket), but also a reset after our half-close, or the orphan timeout of
+/// a peer that never sent its FIN. The program turns [`cb_flag::RX`] off when the FIN arrives
+/// ([`on_rx`]), so with RX enabled a FIN_WAIT2 socket that still has it was severed.
+#[inline(always)]
+pub fn close_kind_at<C: SockOps, E: Env>(ctx: &C, env: &E, old: u32) -> u8 {
+    if old == tcp_state::FIN_WAIT2
+        && env.cb_flags() & cb_flag::RX != 0
+        && ctx.cb_flags() & cb_flag::RX != 0
+    {
+        return close_kind::SEVERED;
+    }
+    close_kind_of(old)
+}
+
 /// Final counters and close kind. Retransmissions are reconciled with the kernel's total in user
 /// space (see [`reconcile`]), which also knows the socket's open event.
 #[inline(always)]
-fn finish(s: &mut SockStats, c: &Counters, old: u32) {
+fn finish(s: &mut SockStats, c: &Counters, old: u32, kind: u8) {
     refresh(s, c, old);
-    s.close_kind = close_kind_of(old);
+    s.close_kind = kind;
     s.event = event::CLOSE;
     if old != tcp_state::SYN_SENT && old != tcp_state::SYN_RECV {
         s.flags |= sflag::ESTABLISHED;
@@ -493,13 +686,13 @@ pub fn payload(s: &SockStats) -> (u64, u64) {
     let fin_out = s.fin_acked as u64;
     let st = s.last_state as u32;
     // The peer's FIN has arrived in these states; FIN_WAIT2 → CLOSE happens on the peer's FIN
-    // (TIME_WAIT), or after tcp_fin_timeout on an orphan whose peer never sent one (then this
-    // under-counts by one byte; rare, and documented).
+    // (then the close is COMPLETED), or on a reset or the orphan timeout (SEVERED: no FIN came;
+    // see `close_kind_at`).
     let fin_in = match st {
         tcp_state::CLOSE_WAIT | tcp_state::LAST_ACK | tcp_state::CLOSING | tcp_state::TIME_WAIT => {
             1
         }
-        tcp_state::FIN_WAIT2 if s.close_kind != close_kind::OPEN => 1,
+        tcp_state::FIN_WAIT2 if s.close_kind == close_kind::COMPLETED => 1,
         _ => 0,
     };
     (
@@ -529,8 +722,12 @@ mod test {
         assert_eq!((s.local_port, s.remote_port), (40000, 80));
         assert_eq!(s.local_addr[0], 0x0100_a8c0);
         assert_eq!(s.handshake_us, 240);
-        assert_eq!((s.srtt_us, s.rtt_count, s.rtt_min_us), (240, 1, 240));
-        // RTT samples before user space adopts the socket are not kept.
+        assert_eq!(
+            (s.srtt_us, s.rtt_count),
+            (240, 0),
+            "the handshake is not an RTT sample"
+        );
+        // RTT samples below the gate are not kept (the close's srtt stands for them).
         let mut r = Ctx::new(op::RTT_CB, 7);
         r.args = [100, 800, 0, 0];
         run(&r, &env);
@@ -581,13 +778,13 @@ mod test {
         run(&r, &env);
         assert_eq!(
             env.get(7).unwrap().rtt_count,
-            1,
+            0,
             "gated: too few segments yet"
         );
         r.c.data_segs_out = RTT_GATE_SEGS - 1;
         r.c.data_segs_in = 1;
         run(&r, &env);
-        assert_eq!(env.get(7).unwrap().rtt_count, 2);
+        assert_eq!(env.get(7).unwrap().rtt_count, 1);
         run(
             &state_cb(
                 7,
@@ -602,7 +799,7 @@ mod test {
         );
         let close = events(&env, event::CLOSE);
         assert_eq!(close[0].flags & sflag::UNTRACKED, 0);
-        assert_eq!(close[0].rtt_count, 2);
+        assert_eq!(close[0].rtt_count, 1);
         let kept = env.get(7).unwrap();
         assert_eq!(
             kept.flags & sflag::CLOSED,
@@ -612,16 +809,42 @@ mod test {
         assert_eq!(kept.event, 0);
     }
 
+    /// SYN timeouts: linear for the first `tcp_syn_linear_timeouts` (Linux 6.5+, default 4:
+    /// connect() took 3.07 s with three resends, the old exponential formula said 7 s), then
+    /// doubling; all doubling with 0 (older kernels).
     #[test]
-    fn test_client_handshake_includes_syn_backoff() {
-        assert_eq!(client_handshake_us(500, 0), 500);
-        assert_eq!(client_handshake_us(500, 1), 1_000_500);
-        assert_eq!(client_handshake_us(500, 2), 3_000_500);
+    fn test_client_handshake_includes_syn_timeouts() {
+        let s = 1_000_000;
+        for (n, linear4, exponential) in [
+            (0, 0, 0),
+            (1, 1, 1),
+            (2, 2, 3),
+            (3, 3, 7),
+            (4, 4, 15),
+            (5, 5, 31),
+            (6, 7, 63),
+            (7, 11, 127),
+        ] {
+            assert_eq!(
+                client_handshake_us(500, n, 4),
+                500 + linear4 * s,
+                "{n} linear"
+            );
+            assert_eq!(
+                client_handshake_us(500, n, 0),
+                500 + exponential * s,
+                "{n} exp"
+            );
+        }
+        // Boundaries: linear 1 (one flat wait after the first timeout), and no overflow.
+        assert_eq!(client_handshake_us(0, 3, 1), (1 + 1 + 2) * s);
+        assert_eq!(client_handshake_us(0, 1000, 0), 4_095 * s);
+        assert_eq!(client_handshake_us(7, 1000, u32::MAX - 1), 7 + 12 * s);
         let env = Mock::new(16, 16);
-        established_client(&env, 1, 700, 2);
-        let s = events(&env, event::OPEN)[0];
-        assert_eq!(s.handshake_us, 3_000_700);
-        assert_eq!((s.retrans, s.rto), ([2, 0, 0], [2, 0, 0]));
+        established_client(&env, 1, 700, 3);
+        let o = events(&env, event::OPEN)[0];
+        assert_eq!(o.handshake_us, 3_000_700);
+        assert_eq!((o.retrans, o.rto), ([3, 0, 0], [3, 0, 0]));
     }
 
     #[test]
@@ -639,32 +862,38 @@ mod test {
         assert_eq!(ctx.flags_set.get(), cb_flag::DEFAULT);
     }
 
+    /// Retransmissions count as the kernel's total_retrans does: one the qdisc dropped (arg2
+    /// non-zero, total increased) counts, one never tried (-EBUSY, total unchanged) does not.
     #[test]
     fn test_retrans_and_rto_split_by_phase() {
         let env = Mock::new(16, 16);
         established_client(&env, 1, 100, 1);
         adopt_open(&env, 1);
-        for (state, segs) in [
-            (tcp_state::ESTABLISHED, 3),
-            (tcp_state::ESTABLISHED, 2),
-            (tcp_state::FIN_WAIT1, 1),
-            (tcp_state::LAST_ACK, 1),
+        let mut total = 1;
+        for (state, segs, err) in [
+            (tcp_state::ESTABLISHED, 3, 0),
+            (tcp_state::ESTABLISHED, 2, 1), // NET_XMIT_DROP: counted by the kernel
+            (tcp_state::ESTABLISHED, 4, (-16i32) as u32), // -EBUSY: not counted
+            (tcp_state::FIN_WAIT1, 1, 0),
+            (tcp_state::LAST_ACK, 1, (-105i32) as u32), // -ENOBUFS after the count
         ] {
+            if err != (-16i32) as u32 {
+                total += segs;
+            }
             let mut r = Ctx::new(op::RETRANS_CB, 1);
             r.state = state;
-            r.args = [1234, segs, 0, 0];
+            r.args = [1234, segs, err, 0];
+            r.c.total_retrans = total;
             run(&r, &env);
             let mut t = Ctx::new(op::RTO_CB, 1);
             t.state = state;
             run(&t, &env);
         }
-        // A failed transmit is not a retransmission (the kernel does not count it either).
-        let mut r = Ctx::new(op::RETRANS_CB, 1);
-        r.args = [1, 5, (-105i32) as u32, 0];
-        run(&r, &env);
         let s = env.get(1).unwrap();
         assert_eq!(s.retrans, [1, 5, 2]);
-        assert_eq!(s.rto, [1, 2, 2]);
+        assert_eq!(s.retrans.iter().sum::<u32>(), total);
+        assert_eq!(s.total_retrans, total);
+        assert_eq!(s.rto, [1, 3, 2]);
     }
 
     /// A retransmission before user space inserted the entry: the program creates it.
@@ -674,10 +903,17 @@ mod test {
         established_client(&env, 1, 100, 0);
         let mut r = Ctx::new(op::RETRANS_CB, 1);
         r.args = [1234, 2, 0, 0];
+        r.c.total_retrans = 2;
         run(&r, &env);
         let s = env.get(1).unwrap();
         assert_eq!(s.flags & sflag::ADOPTED, sflag::ADOPTED);
-        assert_eq!(s.retrans, [0, 2, 0]);
+        // This one is in the total: user space attributes it to the adoption's phase.
+        assert_eq!((s.retrans, s.total_retrans), ([0, 0, 0], 2));
+        assert_eq!(s.adopt_phase as usize, phase::ESTABLISHED);
+        // The next one is counted by the program.
+        r.c.total_retrans = 3;
+        run(&r, &env);
+        assert_eq!(env.get(1).unwrap().retrans, [0, 1, 0]);
         assert_eq!(
             r.flags_set.get() & cb_flag::MARK,
             cb_flag::MARK,
@@ -703,19 +939,150 @@ mod test {
             r.c.srtt_us8 = 8 * 999; // the old value: arg1 wins
             run(&r, &env);
         }
+        // The samples are the smoothed RTT after each measurement (arg1), not the raw one.
         let s = env.get(1).unwrap();
         assert_eq!(
             (s.rtt_count, s.rtt_sum_us, s.rtt_min_us, s.rtt_max_us),
-            (4, 650, 50, 300)
+            (3, 340, 100, 125)
         );
         assert_eq!(s.srtt_us, 115);
-        // Old kernels pass no arguments: the smoothed RTT is the sample.
+        // Old kernels pass no arguments: the smoothed RTT is the sample. A new interval
+        // (epoch) restarts the minimum and maximum; sum and count go on.
+        env.epoch.set(1);
         let mut r = Ctx::new(op::RTT_CB, 1);
         r.c.data_segs_in = RTT_GATE_SEGS;
-        r.c.srtt_us8 = 8 * 40;
+        r.c.srtt_us8 = 8 * 70;
         run(&r, &env);
         let s = env.get(1).unwrap();
-        assert_eq!((s.rtt_count, s.rtt_min_us, s.srtt_us), (5, 40, 40));
+        assert_eq!((s.rtt_count, s.rtt_sum_us, s.srtt_us), (4, 410, 70));
+        assert_eq!((s.rtt_epoch, s.rtt_min_us, s.rtt_max_us), (1, 70, 70));
+    }
+
+    /// Past the gate a socket's samples are kept from the first one, also before user space
+    /// inserted its entry (the program creates it).
+    #[test]
+    fn test_rtt_past_gate_adopts_the_socket() {
+        let env = Mock::new(16, 16);
+        established_client(&env, 1, 200, 0);
+        let mut r = Ctx::new(op::RTT_CB, 1);
+        r.c.data_segs_out = RTT_GATE_SEGS;
+        r.c.bytes_acked = 30_000;
+        r.args = [30_000, 8 * 26_000, 0, 0];
+        run(&r, &env);
+        let s = env.get(1).expect("adopted");
+        assert_eq!(s.flags & sflag::ADOPTED, sflag::ADOPTED);
+        assert_eq!(
+            (s.rtt_count, s.rtt_sum_us, s.bytes_acked),
+            (1, 26_000, 30_000)
+        );
+    }
+
+    /// A pure receiver's counters are refreshed each time in-order data takes its bytes
+    /// received across a 16 KiB multiple (the entry is created the first time), with the
+    /// segment counted as the kernel is about to; pure ACKs, out-of-order data and segments
+    /// within the same 16 KiB do nothing; a sender is refreshed likewise by a valid ACK; the
+    /// peer's FIN turns the callback off.
+    #[test]
+    fn test_receiver_refreshes_every_16k_and_fin_ends_it() {
+        let env = Mock::new(16, 16);
+        established_client(&env, 1, 200, 0);
+        // (bytes received, rcv_nxt, segment seq, payload, flags)
+        let rx = |received: u64, rcv_nxt: u32, seq: u32, payload: u32, flags: u32| {
+            let mut c = Ctx::new(op::PARSE_HDR_OPT_CB, 1);
+            c.c.bytes_received = received;
+            c.rcv_nxt = rcv_nxt;
+            c.skb_len = 32 + payload;
+            c.skb_flags = flags;
+            c.skb_hdr = Some(TcpHeader {
+                seq,
+                ack: 0,
+                len: 32,
+            });
+            c.flags_set.set(cb_flag::DEFAULT);
+            run(&c, &env);
+            c
+        };
+        rx(1, 1, 1, 1448, 0x10);
+        rx(14_000, 900, 900, 1448, 0x10);
+        assert!(env.get(1).is_none(), "below the first 16 KiB: nothing");
+        // Pure ACKs never pass, even right below a boundary; nor out-of-order data.
+        rx(16_380, 7, 7, 0, 0x10);
+        rx(16_000, 7, 9_000, 1448, 0x10);
+        assert!(env.get(1).is_none());
+        let c = rx(16_000, 7, 7, 1448, 0x10);
+        let s = env.get(1).expect("crossing 16 KiB creates the entry");
+        assert_eq!(s.bytes_received, 17_448, "this segment included");
+        assert_eq!(c.flags_set.get() & cb_flag::MARK, cb_flag::MARK);
+        rx(20_000, 7, 7, 1448, 0x10);
+        assert_eq!(env.get(1).unwrap().bytes_received, 17_448, "same 16 KiB");
+        rx(32_000, u32::MAX - 5, u32::MAX - 5, 65_000, 0x10);
+        assert_eq!(
+            env.get(1).unwrap().bytes_received,
+            97_000,
+            "a 64 KB segment, seq wrap"
+        );
+        // A sender: a valid ACK taking its bytes acknowledged across 16 KiB refreshes it; one
+        // within the same 16 KiB, a duplicate ACK, or one past snd_nxt does not.
+        let ack = |acked: u64, una: u32, nxt: u32, ack: u32| {
+            let mut c = Ctx::new(op::PARSE_HDR_OPT_CB, 1);
+            c.c.bytes_received = 97_000;
+            c.c.bytes_acked = acked;
+            c.c.snd_una = una;
+            c.c.snd_nxt = nxt;
+            c.skb_len = 32;
+            c.skb_flags = 0x10;
+            c.skb_hdr = Some(TcpHeader {
+                seq: 0,
+                ack,
+                len: 32,
+            });
+            run(&c, &env);
+        };
+        ack(40_000, 5_000, 50_000, 5_000 + 2_000);
+        assert_eq!(env.get(1).unwrap().bytes_acked, 0, "same 16 KiB");
+        ack(40_000, 5_000, 50_000, 5_000);
+        assert_eq!(env.get(1).unwrap().bytes_acked, 0, "duplicate ACK");
+        ack(40_000, 5_000, 6_000, 5_000 + 9_000);
+        assert_eq!(
+            env.get(1).unwrap().bytes_acked,
+            0,
+            "acks what was never sent"
+        );
+        ack(48_000, u32::MAX - 10, 30_000, 2_000); // across 48 KiB and the sequence wrap
+        assert_eq!(env.get(1).unwrap().bytes_acked, 48_000 + 2_011);
+        let fin = rx(97_001, 7, 7, 0, 0x11);
+        assert_eq!(fin.flags_set.get() & cb_flag::RX, 0, "FIN: RX off");
+    }
+
+    /// FIN_WAIT2 → CLOSE: completed if the peer's FIN arrived (RX turned off), severed if RX is
+    /// still on (a reset after our half-close, or an orphan timeout): then no FIN is taken off
+    /// the bytes received.
+    #[test]
+    fn test_reset_after_half_close_is_severed() {
+        for (rx_on, kind, received) in [
+            (false, close_kind::COMPLETED, 100),
+            (true, close_kind::SEVERED, 101),
+        ] {
+            let env = Mock::new(16, 16);
+            let c = Counters {
+                bytes_acked: 10,
+                bytes_received: 101,
+                snd_una: 7,
+                snd_nxt: 7,
+                ..Counters::default()
+            };
+            let ctx = state_cb(1, tcp_state::FIN_WAIT2, tcp_state::CLOSE, c);
+            let f = if rx_on {
+                cb_flag::DEFAULT
+            } else {
+                cb_flag::DEFAULT & !cb_flag::RX
+            };
+            ctx.flags_set.set(f);
+            run(&ctx, &env);
+            let ev = env.ring.borrow()[0];
+            assert_eq!(ev.close_kind, kind);
+            assert_eq!(payload(&ev).1, received);
+        }
     }
 
     /// A connect refused or timed out never touches the map: its close event says it all.
@@ -964,7 +1331,7 @@ mod test {
 
     #[test]
     fn test_layout_is_stable() {
-        assert_eq!(SOCK_STATS_LEN, 144);
+        assert_eq!(SOCK_STATS_LEN, 152);
         assert_eq!(SOCK_STATS_LEN % 8, 0);
         // seq first and seq_end last: the torn-read check depends on it.
         assert_eq!(core::mem::offset_of!(SockStats, seq), 0);
@@ -987,7 +1354,7 @@ mod test {
             stage::OPEN4_BATCH_LEN,
             stage::CLOSE_BATCH_LEN,
         ];
-        assert_eq!(lens, [144, 576, 384, 448]);
+        assert_eq!(lens, [152, 576, 384, 448]);
         assert_eq!(core::mem::offset_of!(OpenEvent4, seq), 0);
         assert_eq!(
             core::mem::offset_of!(OpenEvent4, seq_end),

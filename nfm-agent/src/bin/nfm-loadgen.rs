@@ -8,10 +8,16 @@
 //! and TCP_INFO holds the connection's final counters.
 //!
 //! Modes (every mode is bounded by a count or a duration):
-//! - `serve ADDR [--threads N] [--seconds S]`: accept and answer (prints one JSON line per
-//!   connection with --verbose).
-//! - `client ADDR --send N --reply M [--count K]`: K sequential connections, one JSON line each.
-//! - `connect ADDR --timeout-ms T`: one connect attempt; prints the outcome.
+//! - `serve ADDR [--threads N] [--seconds S] [--reset]`: accept and answer (prints one JSON line
+//!   per connection with --verbose); with `--reset` the answer ends with a reset instead of a
+//!   FIN (SO_LINGER 0).
+//! - `client ADDR --send N --reply M [--count K] [--snapshot-ms T] [--expect-reset]`: K
+//!   sequential connections, one JSON line each (with `end_ms`, the wall clock at its end);
+//!   `--snapshot-ms` adds a line with the socket's TCP_INFO and the wall clock every T ms while
+//!   it runs (`{"t_ms":…,"snapshot":{…}}`); `--expect-reset` takes a reset as the end;
+//!   `--pause-ms P` waits P ms between connect() and the first write.
+//! - `connect ADDR --timeout-ms T`: one connect attempt; prints the outcome and how long
+//!   connect() took (`connected US` / `failed KIND US`).
 //! - `rate ADDR --seconds S [--threads T]`: short connections (8-byte request, no reply) as fast
 //!   as possible; prints `conns N seconds S rate R`.
 //! - `hold ADDR_BASE PORT --count N --seconds S`: N connections to N loopback addresses
@@ -26,8 +32,8 @@ use std::time::{Duration, Instant};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: nfm-loadgen serve ADDR [--threads N] [--seconds S] [--verbose]\n\
-         \x20      nfm-loadgen client ADDR --send N --reply M [--count K]\n\
+        "usage: nfm-loadgen serve ADDR [--threads N] [--seconds S] [--verbose] [--reset]\n\
+         \x20      nfm-loadgen client ADDR --send N --reply M [--count K] [--snapshot-ms T] [--expect-reset] [--pause-ms P]\n\
          \x20      nfm-loadgen connect ADDR --timeout-ms T\n\
          \x20      nfm-loadgen rate ADDR --seconds S [--threads T]\n\
          \x20      nfm-loadgen hold PORT --count N --seconds S"
@@ -126,20 +132,52 @@ struct ConnReport {
     remote: String,
     sent: u64,
     received: u64,
+    /// Wall clock (Unix ms) when the connection ended (TCP_INFO read).
+    end_ms: u64,
+    reset: bool,
     info: TcpInfo,
 }
 
-fn read_to_end(s: &mut TcpStream) -> std::io::Result<u64> {
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Reads until EOF; with `reset_ok`, a reset also ends the stream (returns true then).
+fn read_to_end_or_reset(s: &mut TcpStream, reset_ok: bool) -> std::io::Result<(u64, bool)> {
     let mut buf = [0u8; 65536];
     let mut n = 0u64;
     loop {
         match s.read(&mut buf) {
-            Ok(0) => return Ok(n),
+            Ok(0) => return Ok((n, false)),
             Ok(k) => n += k as u64,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if reset_ok && e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Ok((n, true))
+            }
             Err(e) => return Err(e),
         }
     }
+}
+
+fn read_to_end(s: &mut TcpStream) -> std::io::Result<u64> {
+    read_to_end_or_reset(s, false).map(|(n, _)| n)
+}
+
+/// Prints the socket's TCP_INFO every `every` until `stop` (a thread of its own: the
+/// connection's thread is blocked in read or write).
+fn snapshots(fd: i32, every: Duration, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let info = tcp_info(fd);
+            let t_ms = unix_ms();
+            let line = serde_json::json!({ "t_ms": t_ms, "snapshot": info });
+            println!("{line}");
+            std::thread::sleep(every);
+        }
+    })
 }
 
 fn write_n(s: &mut TcpStream, mut n: u64) -> std::io::Result<()> {
@@ -152,7 +190,7 @@ fn write_n(s: &mut TcpStream, mut n: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-fn serve_one(mut s: TcpStream, verbose: bool) -> std::io::Result<()> {
+fn serve_one(mut s: TcpStream, verbose: bool, reset: bool) -> std::io::Result<()> {
     let _ = s.set_nodelay(true);
     let (local, remote) = (s.local_addr()?.to_string(), s.peer_addr()?.to_string());
     let mut hdr = [0u8; 8];
@@ -166,11 +204,52 @@ fn serve_one(mut s: TcpStream, verbose: bool) -> std::io::Result<()> {
             remote,
             sent: reply,
             received,
+            end_ms: unix_ms(),
+            reset,
             info: tcp_info(s.as_raw_fd()),
         };
         println!("{}", serde_json::to_string(&r).unwrap_or_default());
     }
+    if reset {
+        // Let the reply reach the peer first (a reset discards what is still unsent), then
+        // close with SO_LINGER 0: a reset instead of a FIN.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tcp_info_unacked(s.as_raw_fd()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let l = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt reads the struct.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&l as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+    }
     Ok(())
+}
+
+/// True while the socket has data in flight (TCP_INFO `tcpi_unacked`, offset 24).
+fn tcp_info_unacked(fd: i32) -> bool {
+    let mut buf = [0u8; 256];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into buf.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    r == 0 && u32::from_ne_bytes([buf[24], buf[25], buf[26], buf[27]]) != 0
 }
 
 fn serve(a: &Args) {
@@ -178,6 +257,7 @@ fn serve(a: &Args) {
     let threads: usize = a.opt("--threads", 4);
     let seconds: u64 = a.opt("--seconds", 600);
     let verbose = a.flag("--verbose");
+    let reset = a.flag("--reset");
     let l = TcpListener::bind(addr).unwrap_or_else(|e| {
         eprintln!("bind {addr}: {e}");
         std::process::exit(1)
@@ -191,7 +271,7 @@ fn serve(a: &Args) {
         std::thread::spawn(move || loop {
             match l.accept() {
                 Ok((s, _)) => {
-                    if let Err(e) = serve_one(s, verbose) {
+                    if let Err(e) = serve_one(s, verbose, reset) {
                         eprintln!("serve: {e}");
                     }
                 }
@@ -208,22 +288,43 @@ fn client(a: &Args) {
     let reply: u64 = a.opt("--reply", 1000);
     let count: u64 = a.opt("--count", 1);
     let quiet = a.flag("--quiet");
+    let snapshot_ms: u64 = a.opt("--snapshot-ms", 0);
+    let expect_reset = a.flag("--expect-reset");
+    let pause_ms: u64 = a.opt("--pause-ms", 0);
     let mut ok = 0;
     for _ in 0..count {
         let r = (|| -> std::io::Result<ConnReport> {
             let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
             s.set_nodelay(true)?;
+            let stop = Arc::new(AtomicBool::new(false));
+            let snap = (snapshot_ms > 0).then(|| {
+                snapshots(
+                    s.as_raw_fd(),
+                    Duration::from_millis(snapshot_ms),
+                    stop.clone(),
+                )
+            });
             // Addresses first: once the peer's FIN is in, the socket is closed (ENOTCONN).
             let (local, remote) = (s.local_addr()?.to_string(), s.peer_addr()?.to_string());
+            if pause_ms > 0 {
+                // Scenario timing (an idle connected socket), not synchronization.
+                std::thread::sleep(Duration::from_millis(pause_ms));
+            }
             s.write_all(&reply.to_le_bytes())?;
             write_n(&mut s, send)?;
             s.shutdown(Shutdown::Write)?;
-            let received = read_to_end(&mut s)?;
+            let (received, reset) = read_to_end_or_reset(&mut s, expect_reset)?;
+            stop.store(true, Ordering::Relaxed);
+            if let Some(h) = snap {
+                let _ = h.join();
+            }
             Ok(ConnReport {
                 local,
                 remote,
                 sent: 8 + send,
                 received,
+                end_ms: unix_ms(),
+                reset,
                 info: tcp_info(s.as_raw_fd()),
             })
         })();
@@ -248,9 +349,12 @@ fn client(a: &Args) {
 fn connect(a: &Args) {
     let addr: SocketAddr = a.pos(2).parse().unwrap_or_else(|_| usage());
     let t: u64 = a.opt("--timeout-ms", 1000);
-    match TcpStream::connect_timeout(&addr, Duration::from_millis(t)) {
-        Ok(_) => println!("connected"),
-        Err(e) => println!("failed {:?}", e.kind()),
+    let t0 = Instant::now();
+    let r = TcpStream::connect_timeout(&addr, Duration::from_millis(t));
+    let us = t0.elapsed().as_micros();
+    match r {
+        Ok(_) => println!("connected {us}"),
+        Err(e) => println!("failed {:?} {us}", e.kind()),
     }
 }
 
