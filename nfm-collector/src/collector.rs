@@ -75,9 +75,9 @@ pub struct Settings {
     /// (`overloaded`; agents resend them later) until it is below 75 % (`memory::Governor`).
     /// 0: no budget.
     pub memory_budget_mib: usize,
-    /// The collector's interval (ms): agents' batches are placed on its grid; a shorter agent
-    /// interval that divides it is added into it, any other is refused (`interval_mismatch`).
-    /// 0: every agent's own interval.
+    /// The collector's interval (ms): agents' batches are placed on its grid; a shorter batch is
+    /// added into the interval holding its midpoint, a longer one is refused
+    /// (`interval_mismatch`). 0: every agent's own interval.
     pub interval_ms: u64,
     pub tick_ms: u64,
     /// Run the health evaluator (default). Off: intervals are summarized unjudged and no

@@ -56,8 +56,8 @@ struct Cli {
     #[arg(long)]
     close_after_ms: Option<u64>,
     /// The collector's interval (5s, 60s, 500ms; 0: every agent's own): agents' batches are
-    /// placed on its grid, shorter agent intervals that divide it are added into it, others are
-    /// refused as interval_mismatch.
+    /// placed on its grid, shorter batches are added into the interval holding their midpoint,
+    /// longer ones are refused as interval_mismatch.
     #[arg(long, value_parser = interval)]
     interval: Option<u64>,
 }

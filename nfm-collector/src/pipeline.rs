@@ -155,8 +155,8 @@ pub struct AgentView {
     /// off it to place (counted, kept as sent).
     pub skew_aligned: u64,
     pub misaligned: u64,
-    /// Batches of a shorter agent interval moved into the collector's interval (one that does
-    /// not divide it is refused: `rejected["interval_mismatch"]`).
+    /// Batches shorter than the collector's interval moved into the one holding their midpoint
+    /// (a longer one is refused: `rejected["interval_mismatch"]`).
     pub rebucketed: u64,
     pub rejected: BTreeMap<String, u64>,
     pub stats: Option<nfm_wire::AgentStats>,

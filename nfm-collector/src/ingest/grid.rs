@@ -73,10 +73,11 @@ fn nominal_len(len: u64) -> u64 {
 /// Places a batch's interval on the collector's grid of `grid_ms` (`None`: the batch's own
 /// nominal length, see [`align_interval`]). The batch's own grid first (skew and jitter); then:
 /// - the same length as the collector's: as is;
-/// - a length that divides the collector's (a 1 s agent under a 5 s collector): moved into the
-///   collector interval that holds it ([`Alignment::Rebucketed`]; the records add up there);
-/// - anything else (longer, or not a divisor): refused as `interval_mismatch` — its records
-///   cannot be split across the collector's intervals without inventing numbers.
+/// - shorter (a 1 s agent under a 5 s collector, or the partial last interval of an agent that
+///   is stopping): moved into the collector interval that holds its midpoint
+///   ([`Alignment::Rebucketed`]; the records add up there);
+/// - longer: refused as `interval_mismatch` — its records cannot be split across the
+///   collector's intervals without inventing numbers.
 pub fn place(
     start: u64,
     end: u64,
@@ -90,14 +91,15 @@ pub fn place(
     if len == grid {
         return Ok((s, e, how));
     }
-    if len > 0 && len < grid && grid % len == 0 {
-        let at = s - s % grid;
+    if len < grid {
+        let mid = s + len / 2;
+        let at = mid - mid % grid;
         return Ok((at, at + grid, Alignment::Rebucketed));
     }
     Err((
         "interval_mismatch",
         format!(
-            "the agent's interval of {len} ms does not divide the collector's interval of {grid} ms: set the agent's --interval to {grid} ms or a divisor of it"
+            "the agent's interval of {len} ms is longer than the collector's interval of {grid} ms: set the agent's --interval to {grid} ms or less"
         ),
     ))
 }
@@ -164,8 +166,22 @@ mod test {
             place(t + 4_500, t + 5_000, Some(5_000)).unwrap(),
             (t, t + 5_000, Alignment::Rebucketed)
         );
-        // Longer, or not a divisor: refused with the reason.
-        for (s, e) in [(t, t + 60_000), (t, t + 3_000), (t, t + 10_000)] {
+        // A stopping agent's partial last interval (17 ms), and a 3 s agent's interval: into
+        // the 5 s interval holding their midpoint.
+        assert_eq!(
+            place(t + 6_483, t + 6_500, Some(5_000)).unwrap(),
+            (t + 5_000, t + 10_000, Alignment::Rebucketed)
+        );
+        assert_eq!(
+            place(t + 3_000, t + 6_000, Some(5_000)).unwrap(),
+            (t, t + 5_000, Alignment::Rebucketed)
+        );
+        assert_eq!(
+            place(t + 6_000, t + 9_000, Some(5_000)).unwrap(),
+            (t + 5_000, t + 10_000, Alignment::Rebucketed)
+        );
+        // Longer: refused with the reason.
+        for (s, e) in [(t, t + 60_000), (t, t + 10_000)] {
             let err = place(s, e, Some(5_000)).unwrap_err();
             assert_eq!(err.0, "interval_mismatch");
             assert!(err.1.contains("5000 ms"), "{}", err.1);

@@ -71,8 +71,8 @@ pub struct IngestConfig {
     pub buffer_budget: usize,
     /// SO_RCVBUF for the UDP socket.
     pub udp_recv_buffer: usize,
-    /// The collector's interval: batches of shorter agent intervals that divide it are moved
-    /// into it, others refused (`interval_mismatch`); `None`: every agent's own ([`place`]).
+    /// The collector's interval: shorter batches are moved into the one holding their midpoint,
+    /// longer ones refused (`interval_mismatch`); `None`: every agent's own ([`place`]).
     pub interval_ms: Option<u64>,
     /// Frame bytes that may wait for the store (a stalled disk); beyond it FlowBatch frames are
     /// refused as `store_full` before they are aggregated.
