@@ -51,6 +51,9 @@ pub struct Obs {
     pub rto: u64,
     pub attempts: u64,
     pub failed: u64,
+    /// Retransmissions and timeouts while connecting (SYN, SYN-ACK): with failed connects and
+    /// nothing else, the symptom of an endpoint refusing work, not of loss on the path.
+    pub handshake_events: u64,
     pub rtt_sum_us: f64,
     pub rtt_count: u64,
     /// Per view (retransmissions + timeouts, segments sent), for the two-view agreement.
@@ -91,6 +94,9 @@ impl Obs {
             .attempts
             .saturating_add(r.conn_attempts.max(r.conn_failed));
         self.failed = self.failed.saturating_add(r.conn_failed);
+        self.handshake_events = self
+            .handshake_events
+            .saturating_add(r.retrans.handshake.saturating_add(r.rto.handshake));
         if r.rtt.count > 0 {
             self.rtt_sum_us += r.rtt.sum_us as f64;
             self.rtt_count = self.rtt_count.saturating_add(r.rtt.count);

@@ -647,8 +647,9 @@ impl Evaluator {
 }
 
 /// Per component: does its loss look like an endpoint refusing work rather than the network
-/// losing packets? Every degraded flow through it failed to connect and retransmitted nothing
-/// on established connections, while flows through it that moved data are healthy: the path
+/// losing packets? Every degraded flow through it failed to connect and lost nothing outside
+/// its handshakes (a connect that gives up has retransmitted its SYN and timed out: that is the
+/// failure, not loss on the path), while flows through it that moved data are healthy: the path
 /// carries established traffic fine, only new connections fail (a full listen queue).
 fn refusing_work(graph: &Graph, obs: &[judge::Obs], judged: &[Judged]) -> Vec<bool> {
     let n = graph.comps.len();
@@ -657,7 +658,11 @@ fn refusing_work(graph: &Graph, obs: &[judge::Obs], judged: &[Judged]) -> Vec<bo
     let mut seen = vec![0u8; n];
     for (i, (o, j)) in obs.iter().zip(judged).enumerate() {
         let bit = match j.loss {
-            State::Degraded if j.metrics & (metric::RETRANS | metric::TIMEOUT) == 0 => 1,
+            State::Degraded
+                if o.failed > 0 && o.retrans.saturating_add(o.rto) <= o.handshake_events =>
+            {
+                1
+            }
             State::Degraded => 2,
             State::Healthy if o.segs > o.attempts.saturating_mul(3) => 4,
             _ => continue,

@@ -74,6 +74,10 @@ mod endpoint_rules {
             short.record.conn_attempts = 10;
             short.record.conn_completed = if f.refuse { 4 } else { 10 };
             short.record.conn_failed = 10 - short.record.conn_completed;
+            // A connect that gives up has retransmitted its SYN and timed out (as the kernel
+            // fleet's clients did): handshake events, not loss on the path.
+            short.record.retrans.handshake = short.record.conn_failed;
+            short.record.rto.handshake = short.record.conn_failed;
             short.record.bytes_sent = 300 * short.record.conn_completed;
             short.record.segs_out = 4 * short.record.conn_completed + 10;
             short.record.rtt.sum_us += 20 * slow;
