@@ -18,17 +18,25 @@
 #   kernel-fleet.sh [--short]        --short: fewer intervals per phase (the CI gate)
 # Env: NFM_FLEET_BIN (dir with nfm-agent and nfm-collector; default target/release),
 #      NFM_FLEET_OUT (default target/kernel-fleet), FLEET_HEALTHY/FLEET_FAULT/FLEET_HEALED
-#      (intervals per phase).
+#      (intervals per phase); for diagnosis: FLEET_FAULTS (subset of loss,lq,bottleneck, in
+#      order), FLEET_LQ_CLIENTS (hosts hammering h8:9000, default all seven others),
+#      FLEET_CONNECT_TIMEOUT (short connections' connect timeout, default 1.5 s),
+#      FLEET_LQ_OTHER_TRAFFIC (h8's traffic besides the listen-queue port: stream (default),
+#      all, none; see scripts/kernel-fleet/fleet.py).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HELPER="$ROOT/scripts/kernel-fleet/fleet.py"
 BIN=${NFM_FLEET_BIN:-$ROOT/target/release}
 OUT=${NFM_FLEET_OUT:-$ROOT/target/kernel-fleet}
 IV_MS=5000
+FAULTS=${FLEET_FAULTS:-loss,lq,bottleneck}
 SETTLE=2 HEALTHY=${FLEET_HEALTHY:-6} FAULT=${FLEET_FAULT:-8} HEALED=${FLEET_HEALED:-4}
 if [ "${1:-}" = "--short" ]; then
   HEALTHY=${FLEET_HEALTHY:-4} FAULT=${FLEET_FAULT:-5} HEALED=${FLEET_HEALED:-3}
 fi
+for f in ${FAULTS//,/ }; do
+  case "$f" in loss | lq | bottleneck) ;; *) echo "kernel-fleet: unknown fault $f (loss, lq, bottleneck)" >&2; exit 2 ;; esac
+done
 PY=$(python3 -c 'import sys; print(sys.executable)')
 RT=nfmf-rt
 NS_PREFIX=nfmf-h
@@ -199,7 +207,8 @@ iv_at() { echo $((T0 + $1 * IV_MS)); }
 SCORED_FROM=$(iv_at "$SETTLE")
 FIRST_FAULT=$((SETTLE + HEALTHY + 1))
 STEP=$((FAULT + 2 + HEALED))
-END_IV=$((FIRST_FAULT + 3 * STEP - 1))
+NFAULTS=$(echo "${FAULTS//,/ }" | wc -w)
+END_IV=$((FIRST_FAULT + NFAULTS * STEP - 1))
 END_MS=$(iv_at "$END_IV")
 "$PY" - "$TRUTH" <<PY
 import json, sys
@@ -208,7 +217,7 @@ open(sys.argv[1], "w").write(json.dumps({"type": "run", "version": 1, "scenario"
   "start_ms": $T0, "end_ms": $END_MS, "interval_ms": $IV_MS, "agents": ${#HOSTS[@]},
   "scored_from_ms": $SCORED_FROM}) + "\n")
 PY
-echo "kernel-fleet: $(( (END_MS - $(now_ms)) / 1000 )) s to go: settle $SETTLE, healthy $HEALTHY, then 3 × (fault $FAULT + healed $HEALED) intervals of 5 s"
+echo "kernel-fleet: $(( (END_MS - $(now_ms)) / 1000 )) s to go: settle $SETTLE, healthy $HEALTHY, then $NFAULTS × (fault $FAULT + healed $HEALED) intervals of 5 s ($FAULTS)"
 
 ACCEPT=$("$PY" "$HELPER" truth-components)
 # Faults start 0.2 s before the grid line of their first full interval and end 0.2 s after the
@@ -269,9 +278,16 @@ bn_evidence() {
   echo "tbf dropped $(ip netns exec "$RT" tc -s qdisc show dev r3 | awk '/dropped/ { gsub(",", ""); print $7; exit }') (router side) + $(ip netns exec "${NS_PREFIX}h3" tc -s qdisc show dev eth0 | awk '/dropped/ { gsub(",", ""); print $7; exit }') (host side) packets"
 }
 
-run_fault "loss use1-az1|use1-az2 3 %" loss network "$FIRST_FAULT" loss_on loss_off loss_evidence
-run_fault "listen-queue overflow h8:9000" listen-overflow endpoint $((FIRST_FAULT + STEP)) lq_on lq_off lq_evidence
-run_fault "bottleneck h3 (tbf 1 Mbit/s)" bottleneck endpoint $((FIRST_FAULT + 2 * STEP)) bn_on bn_off bn_evidence
+k=0
+for f in ${FAULTS//,/ }; do
+  first=$((FIRST_FAULT + k * STEP))
+  case "$f" in
+    loss) run_fault "loss use1-az1|use1-az2 3 %" loss network "$first" loss_on loss_off loss_evidence ;;
+    lq) run_fault "listen-queue overflow h8:9000" listen-overflow endpoint "$first" lq_on lq_off lq_evidence ;;
+    bottleneck) run_fault "bottleneck h3 (tbf 1 Mbit/s)" bottleneck endpoint "$first" bn_on bn_off bn_evidence ;;
+  esac
+  k=$((k + 1))
+done
 
 sleep_until "$END_MS"
 echo "{\"type\": \"end\", \"end_ms\": $END_MS, \"intervals\": $(( (END_MS - T0) / IV_MS ))}" >> "$TRUTH"
