@@ -406,11 +406,14 @@ def score(truth_path, api):
            "| first named (intervals after onset) | changes of named set (of top one) | network verdicts "
            "in fault | monitors with HealthIndicator 1 | other components named |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    def cell(x):  # component ids hold "|" (az-pair:a|b): escaped for markdown tables
+        return x.replace("|", "\\|")
+
     for r in rows:
-        out.append(f"| {r['fault']} | {r['component']} | {r['full']} | {r['named']} | "
+        out.append(f"| {cell(r['fault'])} | {cell(r['component'])} | {r['full']} | {r['named']} | "
                    f"{fmt(r['share'])} | {fmt(r['precision'])} | {fmt(r['delay'])} | "
                    f"{r['changes']} ({r['prim_changes']}) | {r['net']} | {', '.join(r['hi_monitors']) or 'none'} | "
-                   f"{', '.join(r['others']) or 'none'} |")
+                   f"{cell(', '.join(r['others'])) or 'none'} |")
     out.append(f"| healthy + healed | - | {len(scored_healthy)} intervals | - | - | - | - | - | "
                f"{healthy_net} | - | "
                f"{', '.join(sorted({c for _, c in healthy_detail})) or 'none'} |")
