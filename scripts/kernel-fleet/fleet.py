@@ -13,6 +13,7 @@ Everything is stdlib; every loop is bounded by the process's lifetime or an expl
 
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -279,7 +280,6 @@ def host(name, state):
             threading.Thread(target=rr_client, args=(host_ip(s), port, st), daemon=True).start()
     print(f"{name}: serving on {ip}", flush=True)
     # Runs until SIGTERM (the lab kills it); a hard cap keeps a forgotten one from living on.
-    import signal
     signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     STOP.wait(3600)
     STOP.set()
@@ -397,7 +397,7 @@ def score(truth_path, api):
         misses.append(f"{healthy_net} network verdicts in {len(scored_healthy)} healthy/healed "
                       f"intervals: {healthy_detail[:6]}")
 
-    def fmt(x, pct=False):
+    def fmt(x):
         if x is None:
             return "-"
         return f"{x:.2f}" if isinstance(x, float) else str(x)
@@ -432,9 +432,11 @@ def score(truth_path, api):
         for m in misses:
             print(f"  - {m}")
         return 1
-    print("bar met: loss named ≥90 % (precision ≥0.9, within 2 intervals); listen-queue overflow "
-          "never on the network and its host named ≥50 %; bottleneck as its host or subnet with "
-          "≤1 change; no network verdict in healthy/healed intervals")
+    bars = {"loss": "loss named ≥90 % (precision ≥0.9, within 2 intervals)",
+            "listen-overflow": "listen-queue overflow never on the network, its host named ≥50 %",
+            "bottleneck": "bottleneck as its host or subnet with ≤1 change"}
+    print("bar met: " + "; ".join(bars[f["kind"]] for f in faults)
+          + ("; " if faults else "") + "no network verdict in healthy/healed intervals")
     return 0
 
 
