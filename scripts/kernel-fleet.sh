@@ -43,9 +43,15 @@ NS_PREFIX=nfmf-h
 
 die() { echo "kernel-fleet: $*" >&2; exit 2; }
 now_ms() { date +%s%3N; }
-sleep_until() {
+SLEEP_PID=""
+sleep_until() { # in the background: a signal's trap runs at once, not after a long sleep
   local d=$(($1 - $(now_ms)))
-  if [ "$d" -gt 0 ]; then sleep "$(printf '%d.%03d' $((d / 1000)) $((d % 1000)))"; fi
+  if [ "$d" -gt 0 ]; then
+    sleep "$(printf '%d.%03d' $((d / 1000)) $((d % 1000)))" &
+    SLEEP_PID=$!
+    wait "$SLEEP_PID" || true
+    SLEEP_PID=""
+  fi
 }
 
 [ "$(id -u)" -eq 0 ] || die "needs root (netns, cgroups, eBPF)"
@@ -94,6 +100,7 @@ cleanup() {
   local status=$?
   set +e
   trap - EXIT INT TERM
+  [ -n "$SLEEP_PID" ] && kill "$SLEEP_PID" 2>/dev/null
   [ "${#WORK_PIDS[@]}" -gt 0 ] && stop_pids "${WORK_PIDS[@]}"
   # Agents detach their programs when they exit on SIGTERM: wait for them before the cgroups go.
   [ "${#AGENT_PIDS[@]}" -gt 0 ] && stop_pids "${AGENT_PIDS[@]}"
