@@ -5,11 +5,12 @@
 # host's workload runs in its own child cgroup, watched by its own agent (5 s intervals, TCP to
 # a real collector in the root namespace over a separate management veth). Real bounded traffic:
 # long-lived paced streams in both directions and short request/response connections, every AZ
-# pair carrying some. After a healthy phase, three faults, each followed by healed intervals:
+# pair carrying some. After a healthy phase, four faults, each followed by healed intervals:
 #   1. 3 % random loss between use1-az1 and use1-az2 (nftables in the router),
 #   2. listen-queue overflow on h8:9000 (the server stops accepting; its kernel drops SYNs; h8's
 #      other ports stay healthy),
-#   3. a one-link bottleneck on h3 (tc tbf both ways: queueing delay and tail drops).
+#   3. a one-link bottleneck on h3 (tc tbf both ways: queueing delay and tail drops),
+#   4. a blackholed subnet: subnet-h5 cut off in the router (nftables drop both ways).
 # Ground truth goes to truth.jsonl (nfm-sim's JSON-lines shape plus the lab's fields), the
 # verdicts and monitor HealthIndicators are read from the collector's API and scored against
 # issue 12's bar by scripts/kernel-fleet/fleet.py; exits 1 when the bar is missed, 2 on a lab
@@ -18,8 +19,9 @@
 #   kernel-fleet.sh [--short]        --short: fewer intervals per phase (the CI gate)
 # Env: NFM_FLEET_BIN (dir with nfm-agent and nfm-collector; default target/release),
 #      NFM_FLEET_OUT (default target/kernel-fleet), FLEET_HEALTHY/FLEET_FAULT/FLEET_HEALED
-#      (intervals per phase); for diagnosis: FLEET_FAULTS (subset of loss,lq,bottleneck, in
-#      order), FLEET_LQ_CLIENTS (hosts hammering h8:9000, default all seven others),
+#      (intervals per phase); FLEET_FAULTS (a subset of loss,lq,bottleneck,blackhole, run in
+#      the order given; default all four); for diagnosis:
+#      FLEET_LQ_CLIENTS (hosts hammering h8:9000, default all seven others),
 #      FLEET_CONNECT_TIMEOUT (short connections' connect timeout, default 1.5 s),
 #      FLEET_LQ_OTHER_TRAFFIC (h8's traffic besides the listen-queue port: stream (default),
 #      all, none; see scripts/kernel-fleet/fleet.py).
@@ -29,13 +31,13 @@ HELPER="$ROOT/scripts/kernel-fleet/fleet.py"
 BIN=${NFM_FLEET_BIN:-$ROOT/target/release}
 OUT=${NFM_FLEET_OUT:-$ROOT/target/kernel-fleet}
 IV_MS=5000
-FAULTS=${FLEET_FAULTS:-loss,lq,bottleneck}
+FAULTS=${FLEET_FAULTS:-loss,lq,bottleneck,blackhole}
 SETTLE=2 HEALTHY=${FLEET_HEALTHY:-6} FAULT=${FLEET_FAULT:-8} HEALED=${FLEET_HEALED:-4}
 if [ "${1:-}" = "--short" ]; then
   HEALTHY=${FLEET_HEALTHY:-4} FAULT=${FLEET_FAULT:-5} HEALED=${FLEET_HEALED:-3}
 fi
 for f in ${FAULTS//,/ }; do
-  case "$f" in loss | lq | bottleneck) ;; *) echo "kernel-fleet: unknown fault $f (loss, lq, bottleneck)" >&2; exit 2 ;; esac
+  case "$f" in loss | lq | bottleneck | blackhole) ;; *) echo "kernel-fleet: unknown fault $f (loss, lq, bottleneck, blackhole)" >&2; exit 2 ;; esac
 done
 PY=$(python3 -c 'import sys; print(sys.executable)')
 RT=nfmf-rt
@@ -285,6 +287,22 @@ bn_evidence() {
   echo "tbf dropped $(ip netns exec "$RT" tc -s qdisc show dev r3 | awk '/dropped/ { gsub(",", ""); print $7; exit }') (router side) + $(ip netns exec "${NS_PREFIX}h3" tc -s qdisc show dev eth0 | awk '/dropped/ { gsub(",", ""); print $7; exit }') (host side) packets"
 }
 
+BH_NET=$(awk -F'\t' '$1 == "h5" { split($2, a, "."); print a[1] "." a[2] "." a[3] ".0/24" }' "$STATE/hosts.tsv")
+bh_on() {
+  ip netns exec "$RT" nft -f - <<NFT
+table inet nfmfleetbh {
+  chain blackhole { type filter hook forward priority 0;
+    ip saddr $BH_NET counter drop
+    ip daddr $BH_NET counter drop
+  }
+}
+NFT
+}
+bh_off() { ip netns exec "$RT" nft delete table inet nfmfleetbh; }
+bh_evidence() {
+  echo "dropped $(ip netns exec "$RT" nft list table inet nfmfleetbh | awk '/counter/ { for (i = 1; i < NF; i++) if ($i == "packets") s += $(i+1) } END { print s + 0 }') packets"
+}
+
 k=0
 for f in ${FAULTS//,/ }; do
   first=$((FIRST_FAULT + k * STEP))
@@ -292,6 +310,7 @@ for f in ${FAULTS//,/ }; do
     loss) run_fault "loss use1-az1|use1-az2 3 %" loss network "$first" loss_on loss_off loss_evidence ;;
     lq) run_fault "listen-queue overflow h8:9000" listen-overflow endpoint "$first" lq_on lq_off lq_evidence ;;
     bottleneck) run_fault "bottleneck h3 (tbf 1 Mbit/s)" bottleneck endpoint "$first" bn_on bn_off bn_evidence ;;
+    blackhole) run_fault "blackhole subnet-h5" blackhole network "$first" bh_on bh_off bh_evidence ;;
   esac
   k=$((k + 1))
 done

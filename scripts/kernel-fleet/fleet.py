@@ -53,6 +53,7 @@ LQ_ISOLATED = LQ_OTHER != "all"
 LQ_KEEP_STREAM = LQ_OTHER == "stream"
 BOTTLENECK_HOST = "h3"
 LOSS_AZS = ("use1-az1", "use1-az2")
+BLACKHOLE_HOST = "h5"  # its /24 is cut off in the router (optional fault)
 
 # Long-lived streams: (client, server, direction) — "up": client sends, "down": server sends.
 STREAMS = [
@@ -371,7 +372,7 @@ def score(truth_path, api):
                "others": others, "seq": seq}
         rows.append(row)
         share, p = row["share"] or 0.0, prec if prec is not None else 0.0
-        if f["kind"] == "loss":
+        if f["kind"] in ("loss", "blackhole"):
             if share < 0.9:
                 misses.append(f"{f['name']}: named in {share:.0%} of full-fault intervals (< 90 %)")
             if p < 0.9:
@@ -433,6 +434,7 @@ def score(truth_path, api):
             print(f"  - {m}")
         return 1
     bars = {"loss": "loss named ≥90 % (precision ≥0.9, within 2 intervals)",
+            "blackhole": "blackhole named ≥90 % (precision ≥0.9, within 2 intervals)",
             "listen-overflow": "listen-queue overflow never on the network, its host named ≥50 %",
             "bottleneck": "bottleneck as its host or subnet with ≤1 change"}
     print("bar met: " + "; ".join(bars[f["kind"]] for f in faults)
@@ -458,6 +460,7 @@ def main():
             "loss": [f"az-pair:{LOSS_AZS[0]}|{LOSS_AZS[1]}", f"az-pair:{LOSS_AZS[1]}|{LOSS_AZS[0]}"],
             "listen-overflow": [f"host:{LQ_HOST}"],
             "bottleneck": [f"host:{BOTTLENECK_HOST}", f"subnet:{subnet_of(BOTTLENECK_HOST)}"],
+            "blackhole": [f"subnet:{subnet_of(BLACKHOLE_HOST)}"],
         }))
     else:
         sys.exit(__doc__)
