@@ -32,9 +32,11 @@ BIN=${NFM_FLEET_BIN:-$ROOT/target/release}
 OUT=${NFM_FLEET_OUT:-$ROOT/target/kernel-fleet}
 IV_MS=5000
 FAULTS=${FLEET_FAULTS:-loss,lq,bottleneck,blackhole}
-SETTLE=2 HEALTHY=${FLEET_HEALTHY:-6} FAULT=${FLEET_FAULT:-8} HEALED=${FLEET_HEALED:-4}
+# Faults are further apart than an incident's hold-down (3 intervals after the last one that
+# named it, docs/health.md §5): each fault's HealthIndicator is its own, not the one before's.
+SETTLE=2 HEALTHY=${FLEET_HEALTHY:-6} FAULT=${FLEET_FAULT:-8} HEALED=${FLEET_HEALED:-6}
 if [ "${1:-}" = "--short" ]; then
-  HEALTHY=${FLEET_HEALTHY:-4} FAULT=${FLEET_FAULT:-5} HEALED=${FLEET_HEALED:-3}
+  HEALTHY=${FLEET_HEALTHY:-4} FAULT=${FLEET_FAULT:-5} HEALED=${FLEET_HEALED:-5}
 fi
 for f in ${FAULTS//,/ }; do
   case "$f" in loss | lq | bottleneck | blackhole) ;; *) echo "kernel-fleet: unknown fault $f (loss, lq, bottleneck, blackhole)" >&2; exit 2 ;; esac

@@ -233,14 +233,16 @@ pub struct Verdict {
     pub healthy_flows: u64,
     pub evidence: Vec<MetricChange>,
     /// Start of the first interval of this component's incident: the run of intervals naming it
-    /// with gaps no longer than [`INCIDENT_HOLD_DOWN_MS`] (a flapping component is one incident;
+    /// with gaps no longer than [`INCIDENT_HOLD_DOWN_INTERVALS`] (a flapping component is one incident;
     /// its flap count is in `evidence` as metric `flaps`).
     pub first_seen_ms: u64,
 }
 
-/// How long an incident stays open after the last interval that named its component: named
-/// again within it, it is the same incident (same `first_seen_ms`, one more flap).
-pub const INCIDENT_HOLD_DOWN_MS: u64 = 300_000;
+/// How many intervals an incident stays open after the last interval that named its component:
+/// named again within them, it is the same incident (same `first_seen_ms`, one more flap). Three
+/// bridge a link that flaps 2 intervals bad, 3 good; at 5 s an incident resolves 15 s after the
+/// evidence stops, at 60 s three minutes after.
+pub const INCIDENT_HOLD_DOWN_INTERVALS: u64 = 3;
 
 /// What the health evaluator returns for one closed interval.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

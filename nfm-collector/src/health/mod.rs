@@ -187,11 +187,11 @@ pub struct HealthConfig {
     pub keep_min_llr: f32,
     /// At most this many components named per interval and symptom family.
     pub max_verdicts: usize,
-    /// A named component's incident stays open this long after the last interval that named it
-    /// (docs/health.md §5): named again within it, the incident goes on (same `first_seen_ms`,
-    /// one more flap), and monitors whose flows cross an open network incident keep their
-    /// HealthIndicator raised through the good intervals of a flap.
-    pub incident_hold_down_ms: u64,
+    /// A named component's incident stays open this many intervals after the last interval that
+    /// named it (docs/health.md §5): named again within them, the incident goes on (same
+    /// `first_seen_ms`, one more flap), and monitors whose flows cross an open network incident
+    /// keep their HealthIndicator raised through the good intervals of a flap.
+    pub incident_hold_down_intervals: u64,
     /// Paths unseen this many intervals are forgotten; at most `max_paths` are learned.
     pub path_idle_intervals: u32,
     pub max_paths: usize,
@@ -234,7 +234,7 @@ impl Default for HealthConfig {
             keep_min_purity: 0.2,
             keep_min_llr: 4.0,
             max_verdicts: 16,
-            incident_hold_down_ms: crate::model::INCIDENT_HOLD_DOWN_MS,
+            incident_hold_down_intervals: crate::model::INCIDENT_HOLD_DOWN_INTERVALS,
             path_idle_intervals: 1440,
             max_paths: 2_000_000,
         }
@@ -546,7 +546,7 @@ impl Evaluator {
 
         let mut verdicts = Vec::with_capacity(named.len());
         let len = interval.end_ms.saturating_sub(interval.start_ms);
-        let hold = self.config.incident_hold_down_ms;
+        let hold = self.config.incident_hold_down_intervals.saturating_mul(len);
         for (k, (c, conf, mut covered)) in named.into_iter().enumerate() {
             covered.sort_unstable();
             covered.dedup();

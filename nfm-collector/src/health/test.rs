@@ -289,7 +289,7 @@ fn test_first_seen_tracks_runs() {
     assert_eq!(b.verdicts[0].interval_start_ms, 660_000);
     let gap = ev.evaluate(&f.interval(12, &[]));
     assert!(gap.verdicts.is_empty(), "{:#?}", gap.verdicts);
-    // Back within the 5-minute hold-down: the same incident (a flapping component is one
+    // Back within the 3-interval hold-down: the same incident (a flapping component is one
     // incident), with its flap counted in the evidence.
     let c = ev.evaluate(&f.interval(13, &fault));
     assert_eq!(c.verdicts[0].first_seen_ms, 600_000);
@@ -306,7 +306,7 @@ fn test_first_seen_tracks_runs() {
         vec![id("subnet:app-1")],
         "open while named"
     );
-    // Six healthy minutes: past the hold-down, resolved; the next fault is a new incident.
+    // Six healthy intervals: past the hold-down, resolved; the next fault is a new incident.
     for i in 14..20 {
         assert!(ev.evaluate(&f.interval(i, &[])).verdicts.is_empty());
     }

@@ -80,7 +80,7 @@ export async function render(ctx) {
   const top = flows[0];
   // Incidents: one line per component through its flaps, ongoing first.
   const incidentCard = incidents.length ? h('div', { class: 'card', id: 'incidents' },
-    h('div', { class: 'card-title' }, 'Incidents', h('span', { class: 'muted card-sub' }, `${incidents.length} in the ${ctx.range.label}; one stays open 5 minutes after the last interval that named it`)),
+    h('div', { class: 'card-title' }, 'Incidents', h('span', { class: 'muted card-sub' }, `${incidents.length} in the ${ctx.range.label}; one stays open 3 intervals after the last one that named it`)),
     h('table', { class: 'table', id: 'incidents-table' },
       h('thead', {}, h('tr', {}, h('th', {}, 'State'), h('th', {}, 'Component'), h('th', {}, 'Blame'), h('th', {}, 'Since (UTC)'), h('th', {}, 'Last named'), h('th', { class: 'num' }, 'Intervals'), h('th', { class: 'num' }, 'Flaps'))),
       h('tbody', {}, [...incidents].sort((a, b) => (a.state === 'ongoing' ? 0 : 1) - (b.state === 'ongoing' ? 0 : 1) || b.first_seen_ms - a.first_seen_ms).slice(0, 10).map((i) => h('tr', { dataset: { component: i.component, state: i.state } },
