@@ -149,7 +149,7 @@ impl Aggregator {
             table: FlowTable::default(),
             generation: None,
             now: Instant::now(),
-            wall: wall_ms,
+            wall: crate::now_ms,
             total_flows: 0,
             late_flows: 0,
             spare_tables: Vec::new(),
@@ -249,11 +249,7 @@ impl Aggregator {
             .iter()
             .map(|b| b.batch.records.len() as u64)
             .sum();
-        let _ = self.metrics.records_in_flight.fetch_update(
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-            |n| Some(n.saturating_sub(arrived)),
-        );
+        crate::metrics::take_off(&self.metrics.records_in_flight, arrived);
         let wall = (self.wall)();
         let close_after = self.cfg.close_after_ms;
         for rb in msg.batches {
@@ -637,13 +633,6 @@ impl Aggregator {
             }
         }
     }
-}
-
-/// The system's wall clock, Unix ms.
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Monitor membership of a resolution (bit i: monitor i; the first 64 monitors).

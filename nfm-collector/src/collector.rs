@@ -320,7 +320,8 @@ impl Collector {
         let tx = to_agg.clone();
         threads.push(spawn("resolver", move || resolver.run(resolver_rx, tx)).map_err(io)?);
 
-        // Re-aggregate batches the store holds for intervals without a summary.
+        // Re-aggregate the WAL batches no durable summary holds.
+        let grid = (s.interval_ms > 0).then_some(s.interval_ms);
         let mut core = IngestCore::new(
             IngestConfig {
                 max_frame_len: s.max_frame_len,
@@ -329,7 +330,7 @@ impl Collector {
                 state_path: Some(s.data_dir.join("sessions")),
                 buffer_budget: s.ingest_buffer_mib << 20,
                 max_store_backlog: s.max_store_backlog_mib.max(1) << 20,
-                interval_ms: (s.interval_ms > 0).then_some(s.interval_ms),
+                interval_ms: grid,
                 ..Default::default()
             },
             to_resolver.clone(),
@@ -338,7 +339,15 @@ impl Collector {
         );
         core.restore_seen(&recovered.seen);
         core.number_from(recovered.max_n);
-        let grid = (s.interval_ms > 0).then_some(s.interval_ms);
+        // Counted in flight like ingest's batches (the aggregator counts them off).
+        let send_replay = |batches: Vec<DecodedBatch>| {
+            let records: usize = batches.iter().map(|b| b.records.len()).sum();
+            metrics
+                .records_in_flight
+                .fetch_add(records as u64, Ordering::Relaxed);
+            metrics.sent(Chan::Resolver);
+            let _ = to_resolver.send(ResolverMsg::Batches(batches));
+        };
         let mut replay = Vec::new();
         for b in recovered.batches {
             match nfm_wire::decode(&b.frame, &nfm_wire::DecodeOptions::default()) {
@@ -367,21 +376,11 @@ impl Collector {
                 Err(e) => log::warn!("store: WAL batch does not decode ({e}); skipped"),
             }
             if replay.len() >= 256 {
-                metrics.sent(Chan::Resolver);
-                let n: usize = replay.iter().map(|b| b.records.len()).sum();
-                metrics
-                    .records_in_flight
-                    .fetch_add(n as u64, Ordering::Relaxed);
-                let _ = to_resolver.send(ResolverMsg::Batches(std::mem::take(&mut replay)));
+                send_replay(std::mem::take(&mut replay));
             }
         }
         if !replay.is_empty() {
-            metrics.sent(Chan::Resolver);
-            let n: usize = replay.iter().map(|b| b.records.len()).sum();
-            metrics
-                .records_in_flight
-                .fetch_add(n as u64, Ordering::Relaxed);
-            let _ = to_resolver.send(ResolverMsg::Batches(replay));
+            send_replay(replay);
         }
 
         // In-process frames: at most 8 blocks of a few thousand frames each in flight.

@@ -36,3 +36,11 @@ pub mod store;
 pub mod summary;
 pub mod topology;
 pub mod ui;
+
+/// The wall clock, Unix ms (0 before 1970): what ingest checks stamps against, the aggregator
+/// closes live intervals by and the API reports its start with.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

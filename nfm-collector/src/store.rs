@@ -607,11 +607,7 @@ impl Store {
                 _ => {}
             }
         }
-        let _ = self.metrics.store_pending_bytes.fetch_update(
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-            |p| Some(p.saturating_sub(freed)),
-        );
+        crate::metrics::take_off(&self.metrics.store_pending_bytes, freed);
         self.metrics
             .store_batches
             .fetch_add(durable.len() as u64, Ordering::Relaxed);

@@ -23,6 +23,7 @@ pub use monitors::load_monitors;
 use crate::http::Reply;
 use crate::metrics::{render, Chan, Metrics, MonitorTotals};
 use crate::monitor::Monitor;
+use crate::now_ms;
 use crate::pipeline::AggMsg;
 use crate::pipeline::ResolverMsg;
 use crate::pipeline::{ApiMsg, IngestSnapshot};
@@ -63,13 +64,6 @@ pub struct Api {
     to_resolver: SyncSender<ResolverMsg>,
     to_aggregator: SyncSender<AggMsg>,
     started_ms: u64,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Query string parameters (percent-decoded).

@@ -8,6 +8,7 @@ use super::session::{is_restart, widen, SeqCheck, Session, Sessions, TableLimits
 use super::stamp::check_interval;
 use super::IngestConfig;
 use crate::metrics::{Chan, Metrics};
+use crate::now_ms;
 use crate::pipeline::ResolverMsg;
 use crate::pipeline::{AgentView, IngestSnapshot};
 use crate::pipeline::{StoreMsg, StoreReply, WalBatch};
@@ -17,7 +18,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Sequence numbers remembered per session for dedupe (a bitmap of this many bits).
 pub const DEDUPE_WINDOW: u64 = 8192;
@@ -99,13 +99,6 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Sessions, dedupe and decoding, without sockets.

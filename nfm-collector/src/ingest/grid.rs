@@ -23,16 +23,15 @@ pub enum Alignment {
     Aligned,
     /// Too far off the grid to say which interval it is: kept as sent, counted.
     Misaligned,
-    /// Shorter than the collector's interval (a divisor of it): moved into the one that holds
-    /// it, counted.
+    /// Shorter than the collector's interval: moved into the one that holds its midpoint,
+    /// counted.
     Rebucketed,
 }
 
 /// Moves a batch's interval `[start, end)` onto the grid of its nominal length (the agent's
 /// interval: agents end intervals on wall-clock multiples of it; a stamped length within
 /// [`LENGTH_JITTER_MS`] of whole seconds is taken as those seconds) when its start is within the
-/// skew tolerance of a multiple; the moved interval has the nominal length. Ingest and WAL replay use this one rule, so a batch lands in the same
-/// interval live and after a restart.
+/// skew tolerance of a multiple; the moved interval has the nominal length.
 pub fn align_interval(start: u64, end: u64) -> (u64, u64, Alignment) {
     let len = end.saturating_sub(start);
     if len == 0 {

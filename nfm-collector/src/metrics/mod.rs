@@ -9,6 +9,14 @@ pub use render::{render, MonitorTotals};
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+/// Takes `n` off a gauge that counts work handed over and not yet done, never below 0 (a
+/// replayed or foreign hand-over may not have been counted on).
+pub fn take_off(gauge: &AtomicU64, n: u64) {
+    let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(n))
+    });
+}
+
 /// Data-path channels whose depth `/metrics` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chan {
