@@ -201,7 +201,14 @@ pub fn count_records(frame: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
-fn goodbye(sender: &mut Sender, agents: &mut [VirtualAgent], who: &[bool], buf: &mut Vec<u8>) {
+/// A Goodbye from each agent `who` marks, with `reason`.
+fn goodbye(
+    sender: &mut Sender,
+    agents: &mut [VirtualAgent],
+    who: &[bool],
+    reason: &str,
+    buf: &mut Vec<u8>,
+) {
     for (a, agent) in agents.iter_mut().enumerate() {
         if !who[a] {
             continue;
@@ -211,7 +218,7 @@ fn goodbye(sender: &mut Sender, agents: &mut [VirtualAgent], who: &[bool], buf: 
         encode(
             &h,
             &Message::Goodbye(Goodbye {
-                reason: "nfm-sim run finished".into(),
+                reason: reason.into(),
             }),
             None,
             buf,
@@ -330,7 +337,13 @@ pub fn run(fleet: &Fleet, scenario: Scenario, opts: &RunOptions) -> anyhow::Resu
         // Agents going down for a restart say Goodbye first, as a stopped agent does.
         let leaving: Vec<bool> = clocks.iter().map(|c| c.leaves_before(k)).collect();
         if leaving.contains(&true) {
-            goodbye(&mut sender, &mut agents, &leaving, &mut buf);
+            goodbye(
+                &mut sender,
+                &mut agents,
+                &leaving,
+                "nfm-sim agent restarting",
+                &mut buf,
+            );
         }
         records += engine.interval(k) as u64;
         let plans = plan_interval(&clocks, &mut agents, k, (s, e), start_ms);
@@ -359,7 +372,13 @@ pub fn run(fleet: &Fleet, scenario: Scenario, opts: &RunOptions) -> anyhow::Resu
         k += 1;
     }
     let up: Vec<bool> = clocks.iter().map(|c| c.up(k.saturating_sub(1))).collect();
-    goodbye(&mut sender, &mut agents, &up, &mut buf);
+    goodbye(
+        &mut sender,
+        &mut agents,
+        &up,
+        "nfm-sim run finished",
+        &mut buf,
+    );
     let complete = sender.finish(Instant::now() + opts.ack_wait, true);
     if !complete {
         log::warn!(
@@ -557,7 +576,13 @@ pub fn load(fleet: &Fleet, opts: &LoadOptions) -> anyhow::Result<LoadReport> {
     // Achieved = what left the generator during the timed phase, not what the final flush adds.
     let sent_in_time = sender.stats().records_sent;
     let cpu_s = (cpu_seconds() - cpu_began).max(1e-9);
-    goodbye(&mut sender, &mut agents, &vec![true; n_agents], &mut buf);
+    goodbye(
+        &mut sender,
+        &mut agents,
+        &vec![true; n_agents],
+        "nfm-sim run finished",
+        &mut buf,
+    );
     sender.finish(Instant::now() + opts.ack_wait, true);
     let s = sender.stats();
     Ok(LoadReport {
