@@ -67,6 +67,8 @@ impl Args {
 struct TcpInfo {
     state: u8,
     rto_us: u32,
+    /// `tcpi_unacked`: segments in flight.
+    unacked: u32,
     rtt_us: u32,
     total_retrans: u32,
     bytes_acked: u64,
@@ -112,6 +114,7 @@ fn tcp_info(fd: i32) -> TcpInfo {
     TcpInfo {
         state: buf[0],
         rto_us: u32at(8),
+        unacked: u32at(24),
         rtt_us: u32at(68),
         total_retrans: u32at(100),
         bytes_acked: u64at(120),
@@ -235,21 +238,9 @@ fn serve_one(mut s: TcpStream, verbose: bool, reset: bool) -> std::io::Result<()
     Ok(())
 }
 
-/// True while the socket has data in flight (TCP_INFO `tcpi_unacked`, offset 24).
+/// True while the socket has data in flight (TCP_INFO `tcpi_unacked`).
 fn tcp_info_unacked(fd: i32) -> bool {
-    let mut buf = [0u8; 256];
-    let mut len = buf.len() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into buf.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            buf.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    r == 0 && u32::from_ne_bytes([buf[24], buf[25], buf[26], buf[27]]) != 0
+    tcp_info(fd).unacked != 0
 }
 
 fn serve(a: &Args) {
