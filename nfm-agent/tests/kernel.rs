@@ -189,6 +189,17 @@ impl Lab {
         assert!(c.wait().unwrap().success(), "nft {rules}");
     }
 
+    /// Random loss of `pct` % of the segments arriving at the server's `port` (nftables).
+    fn server_loss(&self, port: u16, pct: u8) {
+        self.nft(
+            &self.ns_s,
+            &format!(
+                "table inet nfmloss {{\n chain in {{\n type filter hook input priority 0;\n \
+                 tcp dport {port} numgen random mod 100 < {pct} drop\n }}\n}}\n"
+            ),
+        );
+    }
+
     /// A TCP counter of the client namespace from /proc/net/snmp or /proc/net/netstat.
     fn net_counter(&self, file: &str, group: &str, name: &str) -> u64 {
         let text = sh(&format!("ip netns exec {} cat /proc/net/{file}", self.ns_c));
@@ -484,12 +495,7 @@ fn exact_bytes_segments_and_clean_detach() {
 fn loss_retransmissions_and_rtt_match_kernel() {
     let mut lab = Lab::new(32);
     lab.server(7002, &[]);
-    let ns_s = lab.ns_s.clone();
-    lab.nft(
-        &ns_s,
-        "table inet nfmloss {\n chain in {\n type filter hook input priority 0;\n \
-         tcp dport 7002 numgen random mod 100 < 5 drop\n }\n}\n",
-    );
+    lab.server_loss(7002, 5);
     let dev = lab.client_dev(32);
     sh(&format!(
         "ip netns exec {} tc qdisc add dev {dev} root tbf rate 20mbit burst 10kb latency 50ms",
@@ -1645,12 +1651,7 @@ fn reset_after_half_close_is_severed() {
 fn failed_retransmissions_counted_like_the_kernel() {
     let mut lab = Lab::new(46);
     lab.server(7046, &[]);
-    let ns_s = lab.ns_s.clone();
-    lab.nft(
-        &ns_s,
-        "table inet nfmloss {\n chain in {\n type filter hook input priority 0;\n \
-         tcp dport 7046 numgen random mod 100 < 5 drop\n }\n}\n",
-    );
+    lab.server_loss(7046, 5);
     let nc = lab.ns_c.clone();
     lab.tbf(&nc, &lab.client_dev(46), "rate 4mbit burst 6kb limit 6000");
     let agent = lab.agent(&["--stdout", "--interval", "500ms"]);
