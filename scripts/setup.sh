@@ -5,10 +5,11 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 # Debian packages: LLVM 22 for bpf-linker; network tools and real peers for the kernel tests;
-# prometheus for the scrape test; chromium for the dashboard test; nodejs/npm for playwright-core.
+# prometheus, alertmanager and victoria-metrics for the scrape, alerting and remote-write tests;
+# chromium for the dashboard test; nodejs/npm for playwright-core; python3-venv for moto.
 APT_PKGS=(llvm-22-dev libzstd-dev zlib1g-dev libpolly-22-dev
-          iproute2 nftables iperf3 bpftrace bpftool prometheus
-          chromium curl ca-certificates python3)
+          iproute2 nftables iperf3 bpftrace bpftool prometheus prometheus-alertmanager
+          victoria-metrics chromium curl ca-certificates openssl python3 python3-venv)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -51,5 +52,12 @@ fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ -f "$ROOT/tests/e2e/package.json" ] && [ ! -d "$ROOT/tests/e2e/node_modules/playwright-core" ]; then
   (cd "$ROOT/tests/e2e" && npm install --no-audit --no-fund --silent)
+fi
+# moto[server] (EC2 API and instance-metadata emulation) and boto3 for the AWS import test, in a
+# virtualenv of their own: Debian's python refuses pip installs into the system (PEP 668).
+NFM_PY=/opt/nfm-py
+if [ ! -x "$NFM_PY/bin/moto_server" ] || ! "$NFM_PY/bin/python" -c 'import boto3, moto' 2>/dev/null; then
+  python3 -m venv "$NFM_PY"
+  "$NFM_PY/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6' boto3
 fi
 echo "setup: ok"
