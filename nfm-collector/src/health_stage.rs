@@ -298,6 +298,39 @@ mod test {
         );
     }
 
+    /// Issue 15: an interval in a maintenance window is judged but not learned into baselines
+    /// (and counted); after the window, intervals are learned again.
+    #[test]
+    fn test_maintenance_intervals_are_not_learned() {
+        let m = Arc::new(Metrics::default());
+        let mut windows = crate::maintenance::Windows::default();
+        let new = crate::maintenance::NewWindow {
+            start_ms: Some(0),
+            end_ms: Some(10),
+            ..Default::default()
+        };
+        windows.add(new, 0).unwrap();
+        let mut h = HealthStage::new(Some(Evaluator::default()), m.clone())
+            .with_maintenance(Arc::new(windows));
+        let paths = |h: &HealthStage| h.evaluator.as_ref().unwrap().stats().paths;
+        let StoreMsg::Interval { summary, .. } = h.handle(work()) else {
+            panic!("expected an interval")
+        };
+        assert_eq!(
+            summary.monitors[0].health_indicator,
+            Some(0),
+            "still judged"
+        );
+        assert_eq!(paths(&h), 0, "nothing learned in the window");
+        assert_eq!(m.alerting.maintenance_intervals.load(Ordering::Relaxed), 1);
+        let mut later = work();
+        later.interval.start_ms = 10;
+        later.interval.end_ms = 20;
+        h.handle(later);
+        assert!(paths(&h) > 0, "learned after the window");
+        assert_eq!(m.alerting.maintenance_intervals.load(Ordering::Relaxed), 1);
+    }
+
     /// Samples carry no paths; each row's path is its resolution's, in the evaluator's input and
     /// in the summary.
     #[test]

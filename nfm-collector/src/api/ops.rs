@@ -221,3 +221,100 @@ impl Api {
         )
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::api::ApiConfig;
+    use crate::metrics::Metrics;
+    use crate::topology::Topology;
+    use std::sync::mpsc::{sync_channel, Receiver};
+
+    fn api(dir: &std::path::Path) -> (Api, Receiver<HealthMsg>) {
+        let (rtx, _) = sync_channel(16);
+        let (atx, _) = sync_channel(16);
+        let (htx, hrx) = sync_channel(1);
+        let cfg = ApiConfig {
+            token: Some("admin".into()),
+            topology_path: None,
+            monitors_path: None,
+            retention_ms: 7 * 86_400_000,
+            max_history_intervals: 100,
+            max_history_bytes: 1 << 30,
+            top_k: 20,
+        };
+        let t = Arc::new(Topology::parse(include_str!("../../examples/topology.toml")).unwrap());
+        let a = Api::new(cfg, t, vec![], Arc::new(Metrics::default()), rtx, atx).with_ops(Ops {
+            maintenance_path: Some(dir.join("maintenance.json")),
+            to_health: Some(htx),
+            ..Ops::default()
+        });
+        (a, hrx)
+    }
+
+    /// Create, list, delete; bad bodies get a 400 with a reason; writes need the token; every
+    /// change reaches the health stage (retried when its channel was full) and the file.
+    #[test]
+    fn test_maintenance_crud_persists_and_reaches_the_health_stage() {
+        let dir = std::env::temp_dir().join(format!("nfm-ops-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut a, hrx) = api(&dir);
+        let tok = Some("Bearer admin");
+        assert!(matches!(hrx.try_recv(), Ok(HealthMsg::Maintenance(w)) if w.windows.is_empty()));
+        let body = br#"{"duration_ms": 60000, "reason": "switch upgrade"}"#;
+        assert_eq!(a.route("POST", "/api/maintenance", None, body).status, 401);
+        let r = a.route("POST", "/api/maintenance", tok, body);
+        assert_eq!(r.status, 201);
+        let w = r.json_value();
+        assert_eq!(w["id"], 1);
+        assert_eq!(w["reason"], "switch upgrade");
+        let Ok(HealthMsg::Maintenance(sent)) = hrx.try_recv() else {
+            panic!("the windows were not sent to the health stage")
+        };
+        assert_eq!(sent.windows.len(), 1);
+        for bad in [
+            &b"{"[..],
+            br#"{"end_ms": 1}"#,
+            br#"{"duration_ms": 0}"#,
+            br#"{"duration_ms": 5, "bogus": 1}"#,
+        ] {
+            let r = a.route("POST", "/api/maintenance", tok, bad);
+            assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(bad));
+            assert!(r.json_value()["error"].is_string());
+        }
+        let v = a.route("GET", "/api/maintenance", tok, b"").json_value();
+        assert_eq!(v["active"], true);
+        assert_eq!(v["windows"][0]["active"], true);
+        let text = a.prometheus();
+        assert!(text.contains("\nnfm_maintenance_active 1\n"), "{text}");
+        // The health stage's channel is full: the next change waits and goes on a later message.
+        let r = a.route("POST", "/api/maintenance", tok, body);
+        assert_eq!(r.status, 201);
+        assert_eq!(
+            a.route("DELETE", "/api/maintenance/1", tok, b"").status,
+            200
+        );
+        assert_eq!(
+            a.route("DELETE", "/api/maintenance/1", tok, b"").status,
+            404
+        );
+        assert_eq!(
+            a.route("DELETE", "/api/maintenance/x", tok, b"").status,
+            400
+        );
+        let Ok(HealthMsg::Maintenance(sent)) = hrx.try_recv() else {
+            panic!("expected the second set")
+        };
+        assert_eq!(sent.windows.len(), 2, "the set sent when there was room");
+        a.publish_maintenance();
+        let Ok(HealthMsg::Maintenance(sent)) = hrx.try_recv() else {
+            panic!("expected the latest set after a retry")
+        };
+        assert_eq!(sent.windows.len(), 1);
+        assert_eq!(sent.windows[0].id, 2);
+        let saved = crate::maintenance::Windows::load(&dir.join("maintenance.json")).unwrap();
+        assert_eq!(saved.windows.len(), 1);
+        assert_eq!(saved.windows[0].id, 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
