@@ -68,7 +68,7 @@ fn free_port() -> u16 {
 
 fn event(k: u64) -> IncidentEvent {
     IncidentEvent {
-        state: if k % 2 == 0 {
+        state: if k.is_multiple_of(2) {
             IncidentState::Opened
         } else {
             IncidentState::Resolved
