@@ -247,18 +247,40 @@ impl Registry {
             }
             list.push(v);
         }
+        // Remembered agents without a session: the same fields (counters of this run: none).
         for r in self
             .agents
             .values()
             .filter(|r| !listed.contains(&r.agent_id))
         {
-            list.push(serde_json::json!({
-                "agent_id": r.agent_id, "host_name": r.host_name, "agent_version": r.agent_version,
-                "transport": r.transport, "simulated": r.simulated, "capabilities": r.capabilities,
-                "interval_ms": r.interval_ms, "last_seen_ms": r.last_seen_ms,
-                "first_seen_ms": r.first_seen_ms,
-                "silent": self.is_silent(r, now_ms), "session": false,
-            }));
+            let a = AgentView {
+                agent_id: r.agent_id,
+                host_name: r.host_name.clone(),
+                agent_version: r.agent_version.clone(),
+                epoch: 0,
+                transport: r.transport.clone(),
+                simulated: r.simulated,
+                capabilities: r.capabilities,
+                interval_ms: r.interval_ms,
+                last_seen_ms: r.last_seen_ms,
+                frames: 0,
+                records: 0,
+                lost: 0,
+                duplicates: 0,
+                skew_aligned: 0,
+                misaligned: 0,
+                rebucketed: 0,
+                rejected: Default::default(),
+                stats: None,
+                goodbye: None,
+            };
+            let mut v = serde_json::to_value(&a).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("first_seen_ms".into(), r.first_seen_ms.into());
+                o.insert("silent".into(), self.is_silent(r, now_ms).into());
+                o.insert("session".into(), false.into());
+            }
+            list.push(v);
         }
         serde_json::json!({
             "agents": list,
@@ -337,6 +359,7 @@ mod test {
         assert_eq!(list[0]["silent"], true);
         assert_eq!(list[1]["host_name"], "db-1");
         assert_eq!(list[1]["session"], false);
+        assert_eq!(list[1]["records"], 0, "the same fields as a session's");
         assert_eq!(v["silent"], 2);
         // Within three intervals: not silent.
         assert!(r.silent(t + 15_000).is_empty());
