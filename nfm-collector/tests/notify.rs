@@ -260,3 +260,13 @@ fn test_malformed_webhook_url_is_a_config_error_at_start() {
     assert!(e.contains("config line"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The example config (with its notification keys and commented webhooks) parses.
+#[test]
+fn test_example_config_parses() {
+    let s =
+        nfm_collector::collector::Settings::parse_toml(include_str!("../examples/collector.toml"))
+            .unwrap();
+    assert_eq!(s.notify_queue_len, 1000);
+    assert!(s.webhooks.is_empty());
+}
