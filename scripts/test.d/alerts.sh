@@ -9,7 +9,9 @@
 #      (component az-pair:use1-az1|use1-az2) FIRING, then RESOLVED after the fault ends;
 #   2. the collector's own [[webhook]]s post incident.opened and incident.resolved for the
 #      az-pair (JSON with a bearer token, and Slack format);
-#   3. after a collector restart /api/agents still names every agent (host, version,
+#   3. a maintenance window over a second fault: the incident opens, nothing is sent (counted as
+#      suppressed), no health alert fires;
+#   4. after a collector restart /api/agents still names every agent (host, version,
 #      capabilities), marks them silent once the simulator stopped, and /metrics counts them;
 #      a maintenance window posted before the restart is still listed.
 # Free ports, a temporary directory, every process stopped on exit. Prints PASS or FAIL.
@@ -195,6 +197,13 @@ kind = "loss"
 at = "20s"
 duration = "30s"
 loss = 0.10
+
+[[fault]]
+component = "$FAULT"
+kind = "loss"
+at = "95s"
+duration = "20s"
+loss = 0.10
 EOF
 "$TARGET/debug/nfm-sim" run --fleet "$FLEET" --scenario "$WORK/scenario.toml" \
   --collector "127.0.0.1:$TCP_PORT" --transport tcp --aligned-clocks --restart-share 0 \
@@ -255,9 +264,42 @@ sent=$(echo "$m" | awk '/^nfm_notifications_sent_total /{print $2}')
 echo "alerts: collector notifications sent: $sent"
 [ "${sent:-0}" -ge 4 ] || fail "nfm_notifications_sent_total is ${sent:-absent}, expected at least 4"
 
-# A maintenance window (item 7), then a restart: agents and the window are remembered.
+# A maintenance window (item 7) over the second fault (95 s to 115 s): the incident opens (it is
+# in /metrics) but the collector sends no notification (counted as suppressed) and the health
+# alerts stay quiet in Prometheus.
 curl -sf -X POST "http://127.0.0.1:$HTTP_PORT/api/maintenance" \
   -d '{"duration_ms": 3600000, "reason": "alerts e2e"}' >/dev/null || fail "POST /api/maintenance failed"
+deadline=$(( $(date +%s) + 60 ))
+while :; do
+  m=$(curl -sf "http://127.0.0.1:$HTTP_PORT/metrics")
+  supp=$(echo "$m" | awk '/^nfm_notifications_suppressed_total /{print $2}')
+  [ "${supp:-0}" -ge 1 ] && break
+  [ "$(date +%s)" -ge "$deadline" ] && fail "no suppressed notification for the fault in the maintenance window"
+  sleep 1
+done
+echo "$m" | grep -q "^nfm_incident_open{component=\"$FAULT\"" || fail "the second incident is not open in /metrics"
+learned_not=$(echo "$m" | awk '/^nfm_maintenance_intervals_total /{print $2}')
+[ "${learned_not:-0}" -ge 1 ] || fail "nfm_maintenance_intervals_total is ${learned_not:-absent}"
+sleep 3  # would-be notifications and alerts have had time to arrive (a check of absence)
+[ "$(count /nfm "$NFM_OPENED")" -eq 1 ] || fail "a notification was sent during the maintenance window"
+[ "$(count /slack "$SLACK_OPENED")" -eq 1 ] || fail "a Slack notification was sent during the maintenance window"
+firing_net=$(count /alertmanager "b['status'] == 'firing' and any(a['status'] == 'firing' and a['labels'].get('alertname') == 'NfmNetworkComponentBlamed' for a in b['alerts'])")
+first_ids=$(python3 - "$WORK/posts.jsonl" <<'PY'
+import json, sys
+ids = set()
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r["path"] == "/alertmanager":
+        for a in r["body"]["alerts"]:
+            if a["labels"].get("alertname") == "NfmNetworkComponentBlamed" and a["status"] == "firing":
+                ids.add(a["labels"].get("first_seen_ms"))
+print(len(ids))
+PY
+)
+[ "$first_ids" -eq 1 ] || fail "Alertmanager was sent the incident in the maintenance window ($first_ids incidents firing)"
+echo "alerts: maintenance window: incident open, $supp notification(s) suppressed, $learned_not interval(s) not learned, no alert ($firing_net firing POSTs, all of the first incident)"
+
+# A restart: agents and the maintenance window are remembered.
 stop_pid "$SIM_PID"
 stop_pid "$COLLECTOR_PID"
 agents_before=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["agents"]))' "$WORK/data/agents.json")
