@@ -358,7 +358,7 @@ impl Collector {
         .with_recycling(recycle_tx)
         .with_maintenance(Arc::new(maintenance));
         let health = match &to_notify {
-            Some(tx) => health.with_notify(tx.clone()),
+            Some(tx) => health.with_notify(tx.clone(), Some(s.data_dir.join("incidents.json"))),
             None => health,
         };
         let tx = to_store.clone();

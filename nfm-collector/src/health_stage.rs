@@ -45,9 +45,17 @@ impl HealthStage {
         }
     }
 
-    /// Issue 15: sends incident open/resolve events to the notifier.
-    pub fn with_notify(mut self, tx: SyncSender<NotifyMsg>) -> HealthStage {
+    /// Issue 15: sends incident open/resolve events to the notifier; the announced open
+    /// incidents are kept in `state` (`DATA_DIR/incidents.json`) across restarts.
+    pub fn with_notify(
+        mut self,
+        tx: SyncSender<NotifyMsg>,
+        state: Option<std::path::PathBuf>,
+    ) -> HealthStage {
         self.notify = Some(tx);
+        if let Some(p) = state {
+            self.incidents = Tracker::persistent(p);
+        }
         self
     }
 
@@ -142,6 +150,9 @@ impl HealthStage {
         );
         a.notify_suppressed
             .fetch_add(self.incidents.suppressed - before, Ordering::Relaxed);
+        if self.incidents.save_failed {
+            a.state_save_errors.fetch_add(1, Ordering::Relaxed);
+        }
         for e in events {
             if tx.try_send(NotifyMsg::Incident(Box::new(e))).is_err() {
                 a.notify_dropped_channel.fetch_add(1, Ordering::Relaxed);

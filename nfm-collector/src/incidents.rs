@@ -9,12 +9,20 @@
 //! announced; if it is still open at the first interval outside every window, it is announced
 //! then. One never announced is not announced as resolved either. Each event kept back is
 //! counted as suppressed.
+//!
+//! Restarts: the announced open incidents are saved (`DATA_DIR/incidents.json`, crash-safe)
+//! whenever they change. After a restart the evaluator starts afresh and gives a component it
+//! names again a new `first_seen_ms`; a restored incident named again within the hold-down of
+//! its last naming goes on (no second `opened`), and one not named again is resolved (its
+//! `resolved` is sent), so every `opened` gets its `resolved` across restarts.
 
 use crate::model::{ComponentId, Verdict};
 use crate::pipeline::{IncidentEvent, IncidentState};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Open {
     first_seen_ms: u64,
     last_named_ms: u64,
@@ -22,6 +30,9 @@ struct Open {
     verdict: Verdict,
     announced: bool,
     simulated: bool,
+    /// Restored after a restart: the evaluator's `first_seen_ms` for it will differ.
+    #[serde(default)]
+    restored: bool,
 }
 
 /// Open incidents by component.
@@ -30,9 +41,52 @@ pub struct Tracker {
     open: BTreeMap<ComponentId, Open>,
     /// Events kept back by maintenance windows.
     pub suppressed: u64,
+    /// Where the announced open incidents are saved (None: not saved).
+    path: Option<PathBuf>,
+    /// The last save failed (counted by the caller, retried at the next interval).
+    pub save_failed: bool,
+    /// An announced incident changed since the last save.
+    dirty: bool,
 }
 
 impl Tracker {
+    /// A tracker whose announced open incidents are saved in `path`, restored from it if it
+    /// exists (an unreadable file is logged and ignored).
+    pub fn persistent(path: PathBuf) -> Tracker {
+        let mut t = Tracker {
+            path: Some(path.clone()),
+            ..Tracker::default()
+        };
+        match std::fs::read(&path) {
+            Ok(b) => match serde_json::from_slice::<Vec<Open>>(&b) {
+                Ok(list) => {
+                    for mut o in list {
+                        o.restored = true;
+                        t.open.insert(o.verdict.component.clone(), o);
+                    }
+                }
+                Err(e) => log::error!("incidents {}: {e}; ignored", path.display()),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::error!("incidents {}: {e}; ignored", path.display()),
+        }
+        t
+    }
+
+    fn save(&mut self) {
+        let Some(p) = &self.path else {
+            return;
+        };
+        let list: Vec<&Open> = self.open.values().filter(|o| o.announced).collect();
+        let r = serde_json::to_vec(&list)
+            .map_err(std::io::Error::other)
+            .and_then(|b| crate::persist::write_atomic(p, &b));
+        self.save_failed = r.is_err();
+        if let Err(e) = r {
+            log::error!("incidents: cannot save {}: {e}", p.display());
+        }
+    }
+
     /// Open incidents.
     pub fn open_count(&self) -> usize {
         self.open.len()
@@ -55,10 +109,15 @@ impl Tracker {
         let mut out = Vec::new();
         for v in verdicts {
             match self.open.get_mut(&v.component) {
-                Some(o) if o.first_seen_ms == v.first_seen_ms => {
+                Some(o)
+                    if o.first_seen_ms == v.first_seen_ms
+                        || (o.restored && v.interval_start_ms <= o.last_named_ms + len + hold) =>
+                {
+                    self.dirty |= o.announced;
                     o.last_named_ms = o.last_named_ms.max(v.interval_start_ms);
                     o.intervals_named += 1;
                     o.verdict = v.clone();
+                    o.verdict.first_seen_ms = o.first_seen_ms;
                     o.simulated |= simulated;
                 }
                 _ => {
@@ -76,6 +135,7 @@ impl Tracker {
                             verdict: v.clone(),
                             announced: false,
                             simulated,
+                            restored: false,
                         },
                     );
                 }
@@ -104,6 +164,10 @@ impl Tracker {
             o.announced = true;
             out.push(event(IncidentState::Opened, o, end_ms));
         }
+        if self.dirty || !out.is_empty() || self.save_failed {
+            self.dirty = false;
+            self.save();
+        }
         out
     }
 
@@ -111,6 +175,7 @@ impl Tracker {
         if !o.announced {
             return;
         }
+        self.dirty = true;
         if maintenance {
             self.suppressed += 1;
             return;
@@ -175,6 +240,47 @@ mod test {
         );
         assert_eq!(t.open_count(), 0);
         assert_eq!(t.suppressed, 0);
+    }
+
+    /// A restart: the announced open incident is restored; the fresh evaluator names the
+    /// component again within the hold-down with a new `first_seen_ms`: no second `opened`;
+    /// quiet after that: one `resolved`, with the original `first_seen_ms`. Restored and never
+    /// named again: resolved at the first interval past the hold-down.
+    #[test]
+    fn test_restart_keeps_one_open_and_one_resolve() {
+        let dir = std::env::temp_dir().join(format!("nfm-incidents-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("incidents.json");
+        let _ = std::fs::remove_file(&p);
+        let mut t = Tracker::persistent(p.clone());
+        let e = t.update(2 * IV, 3 * IV, &[v(2, 2)], 3, false, false);
+        assert_eq!(e.len(), 1);
+        t.update(3 * IV, 4 * IV, &[v(3, 2)], 3, false, false);
+        drop(t);
+
+        let mut t = Tracker::persistent(p.clone());
+        assert_eq!(t.open_count(), 1);
+        let mut events = Vec::new();
+        for k in 4..12u64 {
+            let verdicts = if k == 5 { vec![v(k, 5)] } else { vec![] };
+            for e in t.update(k * IV, (k + 1) * IV, &verdicts, 3, false, false) {
+                events.push((k, e.state, e.first_seen_ms, e.intervals_named));
+            }
+        }
+        assert_eq!(events, vec![(9, IncidentState::Resolved, 2 * IV, 3)]);
+        assert!(!t.save_failed);
+        drop(t);
+
+        // Saved with nothing open: a restart restores nothing.
+        assert_eq!(Tracker::persistent(p.clone()).open_count(), 0);
+        let mut t = Tracker::persistent(p.clone());
+        t.update(0, IV, &[v(0, 0)], 3, false, false);
+        drop(t);
+        let mut t = Tracker::persistent(p.clone());
+        let e = t.update(20 * IV, 21 * IV, &[], 3, false, false);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].state, IncidentState::Resolved);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// An incident opening in a maintenance window is announced at the first interval after it
