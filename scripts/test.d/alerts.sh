@@ -13,7 +13,10 @@
 #      suppressed), no health alert fires;
 #   4. after a collector restart /api/agents still names every agent (host, version,
 #      capabilities), marks them silent once the simulator stopped, and /metrics counts them;
-#      a maintenance window posted before the restart is still listed.
+#      a maintenance window posted before the restart is still listed; Alertmanager delivers
+#      NfmAgentSilent for every agent.
+# Before all that, `promtool test rules deploy/prometheus/nfm-alerts.test.yml` tests every rule
+# (collector down, store stalled, ...) on synthetic series.
 # Free ports, a temporary directory, every process stopped on exit. Prints PASS or FAIL.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -56,8 +59,9 @@ for tool in prometheus promtool prometheus-alertmanager python3 curl; do
   command -v "$tool" >/dev/null || fail "$tool is missing (run scripts/setup.sh)"
 done
 
-echo "alerts: promtool check rules"
+echo "alerts: promtool check rules, promtool test rules (every rule on synthetic series)"
 promtool check rules "$RULES" || fail "promtool check rules failed"
+(cd "$(dirname "$RULES")" && promtool test rules nfm-alerts.test.yml) || fail "promtool test rules failed"
 
 echo "alerts: building nfm-collector and nfm-sim"
 cargo build -q -p nfm-collector --bin nfm-collector -p nfm-sim --bin nfm-sim
@@ -327,4 +331,6 @@ echo "$m" | grep -q '^nfm_maintenance_active 1$' || fail "nfm_maintenance_active
 curl -sf "http://127.0.0.1:$HTTP_PORT/api/maintenance" | grep -q '"alerts e2e"' \
   || fail "the maintenance window did not survive the restart"
 echo "alerts: after the restart: $agents_before agents named and silent, maintenance window kept"
+SILENT_ALERT="b['status'] == 'firing' and sum(1 for a in b['alerts'] if a['status'] == 'firing' and a['labels'].get('alertname') == 'NfmAgentSilent' and a['labels'].get('host')) == $agents_before"
+wait_for "Alertmanager FIRING NfmAgentSilent for every agent" 30 /alertmanager "$SILENT_ALERT"
 echo "alerts: PASS ($(( $(date +%s) - T0 )) s)"
