@@ -4,8 +4,10 @@
 //! went silent, and `/metrics` counts them (`nfm_agents_silent`).
 //!
 //! Owned by the API actor, fed by ingest's snapshots, saved to `DATA_DIR/agents.json` crash-safely
-//! (`persist::write_atomic`): soon after a new agent or a changed identity, else at most every
-//! 30 s while last-seen times move, and at shutdown. Agents silent longer than the retention
+//! (`persist::write_atomic`): soon after a new agent or a changed identity (1 s after it, and
+//! at most once per second per thousand agents, up to 30 s, so a large fleet joining does not
+//! rewrite a large file many times a second), else at most every 30 s while last-seen times
+//! move, and at shutdown. Agents silent longer than the retention
 //! period are forgotten; at most [`MAX_AGENTS`] are kept (the longest silent go first).
 
 use crate::pipeline::{AgentView, IngestSnapshot};
@@ -175,10 +177,12 @@ impl Registry {
         let Some(p) = self.path.clone() else {
             return Ok(false);
         };
+        // A large registry is rewritten less often: 1 s per thousand agents, at most 30 s.
+        let spacing = Duration::from_millis((self.agents.len() as u64).min(30_000));
         let due = force && (self.identity_dirty.is_some() || self.seen_dirty)
-            || self
-                .identity_dirty
-                .is_some_and(|t| t.elapsed() >= SAVE_IDENTITY_AFTER)
+            || self.identity_dirty.is_some_and(|t| {
+                t.elapsed() >= SAVE_IDENTITY_AFTER && self.last_save.elapsed() >= spacing
+            })
             || (self.seen_dirty && self.last_save.elapsed() >= SAVE_LAST_SEEN_EVERY);
         if !due {
             return Ok(false);
