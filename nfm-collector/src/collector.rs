@@ -20,9 +20,11 @@ use crate::health::{Evaluator, HealthConfig};
 use crate::health_stage::HealthStage;
 use crate::ingest::{IngestConfig, IngestControl, IngestCore, IngestLoop, IngestSockets, Injected};
 use crate::metrics::{Chan, Metrics};
+use crate::notify::{Notifier, NotifyConfig};
 use crate::pipeline::AggMsg;
 use crate::pipeline::ApiMsg;
 use crate::pipeline::HealthMsg;
+use crate::pipeline::NotifyMsg;
 use crate::pipeline::ResolverMsg;
 use crate::pipeline::StoreMsg;
 use crate::resolution::DecodedBatch;
@@ -83,6 +85,16 @@ pub struct Settings {
     /// Run the health evaluator (default). Off: intervals are summarized unjudged and no
     /// HealthIndicator is stored (a benchmark baseline).
     pub health: bool,
+    // ---- issue 15: notifications
+    /// `[[webhook]]` entries: one POST per incident opened and resolved (`crate::notify`).
+    #[serde(rename = "webhook")]
+    pub webhooks: Vec<crate::notify::WebhookConfig>,
+    /// The dashboard's address in notifications' links (default: `http://` + the API address).
+    pub dashboard_url: Option<String>,
+    /// Notifications each webhook holds while its receiver is down (the oldest go beyond).
+    pub notify_queue_len: usize,
+    /// Longest wait between two attempts of a failing notification (back-off doubles from 1 s).
+    pub notify_retry_max_ms: u64,
 }
 
 impl Default for Settings {
@@ -115,6 +127,10 @@ impl Default for Settings {
             interval_ms: 5_000,
             tick_ms: 250,
             health: true,
+            webhooks: Vec::new(),
+            dashboard_url: None,
+            notify_queue_len: 1000,
+            notify_retry_max_ms: 60_000,
         }
     }
 }
@@ -146,6 +162,8 @@ pub struct Collector {
     to_agg: SyncSender<AggMsg>,
     to_health: SyncSender<HealthMsg>,
     to_store: SyncSender<StoreMsg>,
+    /// Issue 15: the notifier, when webhooks are configured.
+    to_notify: Option<SyncSender<NotifyMsg>>,
     threads: Vec<(&'static str, JoinHandle<()>)>,
     http: Option<crate::http::Server>,
     stop_ticker: Arc<AtomicBool>,
@@ -209,8 +227,17 @@ impl Collector {
                 ));
             }
         }
+        // Issue 15: webhooks are checked before anything starts.
+        let webhooks = s
+            .webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, w)| w.validate(i))
+            .collect::<Result<Vec<_>, String>>()?;
         std::fs::create_dir_all(&s.data_dir)
             .map_err(|e| format!("data dir {}: {e}", s.data_dir.display()))?;
+        let maintenance_path = s.data_dir.join("maintenance.json");
+        let maintenance = crate::maintenance::Windows::load(&maintenance_path)?;
         let monitors_path = s.data_dir.join("monitors.json");
         let monitors = load_monitors(Some(&monitors_path), s.monitors.as_deref(), &topology)?;
 
@@ -281,6 +308,39 @@ impl Collector {
         for summary in recovered.summaries {
             api.add_interval(Arc::new(summary));
         }
+        // Issue 15: agent registry and maintenance windows.
+        let api = api.with_ops(crate::api::Ops {
+            registry: crate::agent_registry::Registry::open(
+                Some(s.data_dir.join("agents.json")),
+                if s.interval_ms > 0 {
+                    s.interval_ms
+                } else {
+                    5_000
+                },
+                s.retention_days * 86_400_000,
+            ),
+            maintenance: maintenance.clone(),
+            maintenance_path: Some(maintenance_path),
+            to_health: Some(to_health.clone()),
+            unsent: true,
+        });
+        // Issue 15: the notifier, fed by the health stage.
+        let to_notify = if webhooks.is_empty() {
+            None
+        } else {
+            let (tx, rx) = sync_channel::<NotifyMsg>(256);
+            let mut ncfg = NotifyConfig::new(webhooks);
+            ncfg.queue_len = s.notify_queue_len.max(1);
+            ncfg.retry_max = Duration::from_millis(s.notify_retry_max_ms.max(1));
+            ncfg.retry_initial = ncfg.retry_initial.min(ncfg.retry_max);
+            ncfg.dashboard_url = s
+                .dashboard_url
+                .clone()
+                .or_else(|| s.http.map(|h| format!("http://{h}/")));
+            let n = Notifier::new(ncfg, metrics.clone());
+            threads.push(spawn("notify", move || n.run(rx)).map_err(io)?);
+            Some(tx)
+        };
         threads.push(spawn("api", move || api.run(api_rx)).map_err(io)?);
 
         let m = metrics.clone();
@@ -295,7 +355,12 @@ impl Collector {
             s.health.then(|| Evaluator::new(HealthConfig::default())),
             m.clone(),
         )
-        .with_recycling(recycle_tx);
+        .with_recycling(recycle_tx)
+        .with_maintenance(Arc::new(maintenance));
+        let health = match &to_notify {
+            Some(tx) => health.with_notify(tx.clone(), Some(s.data_dir.join("incidents.json"))),
+            None => health,
+        };
         let tx = to_store.clone();
         threads.push(spawn("health", move || health.run(health_rx, tx)).map_err(io)?);
         let agg = Aggregator::new(
@@ -453,6 +518,7 @@ impl Collector {
             to_agg,
             to_health,
             to_store,
+            to_notify,
             threads,
             http,
             stop_ticker,
@@ -510,6 +576,13 @@ impl Collector {
             if let Some(i) = threads.iter().position(|(n, _)| n == name) {
                 let (_, h) = threads.remove(i);
                 let _ = h.join();
+            }
+        }
+        // Issue 15: the notifier after the health stage (its last events are queued).
+        if let Some(tx) = self.to_notify.take() {
+            let _ = tx.send(NotifyMsg::Shutdown);
+            if let Some(i) = threads.iter().position(|(n, _)| *n == "notify") {
+                let _ = threads.remove(i).1.join();
             }
         }
         if let Some(h) = &self.http {

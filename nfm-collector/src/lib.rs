@@ -36,6 +36,12 @@ pub mod store;
 pub mod summary;
 pub mod topology;
 pub mod ui;
+// Issue 15: alerts, notifications, agent registry, maintenance windows.
+pub mod agent_registry;
+pub mod incidents;
+pub mod maintenance;
+pub mod notify;
+pub mod persist;
 
 /// The wall clock, Unix ms (0 before 1970): what ingest checks stamps against, the aggregator
 /// closes live intervals by and the API reports its start with.

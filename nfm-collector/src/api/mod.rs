@@ -15,10 +15,13 @@
 
 mod error;
 mod monitors;
+// Issue 15: maintenance windows, the agent registry, alerting metrics.
+mod ops;
 mod queries;
 
 pub use error::ApiError;
 pub use monitors::load_monitors;
+pub use ops::Ops;
 
 use crate::http::Reply;
 use crate::metrics::{render, Chan, Metrics, MonitorTotals};
@@ -64,6 +67,8 @@ pub struct Api {
     to_resolver: SyncSender<ResolverMsg>,
     to_aggregator: SyncSender<AggMsg>,
     started_ms: u64,
+    /// Issue 15: maintenance windows and the agent registry.
+    ops: Ops,
 }
 
 /// Query string parameters (percent-decoded).
@@ -114,6 +119,7 @@ impl Api {
             to_resolver,
             to_aggregator,
             started_ms: now_ms(),
+            ops: Ops::default(),
         }
     }
 
@@ -173,6 +179,7 @@ impl Api {
 
     pub fn set_ingest(&mut self, s: IngestSnapshot) {
         self.ingest = s;
+        self.observe_agents(false);
     }
 
     fn publish_monitors(&mut self) {
@@ -261,7 +268,11 @@ impl Api {
             ("GET", ["api", "insights"]) => self.insights(&p),
             ("GET", ["api", "verdicts"]) => self.verdicts(&p),
             ("GET", ["api", "incidents"]) => self.incidents(&p),
-            ("GET", ["api", "agents"]) => Ok(Reply::json(200, &self.ingest)),
+            ("GET", ["api", "agents"]) => Ok(self.agents_json()),
+            // Issue 15: maintenance windows.
+            ("GET", ["api", "maintenance"]) => Ok(self.maintenance_list()),
+            ("POST", ["api", "maintenance"]) => self.maintenance_create(body),
+            ("DELETE", ["api", "maintenance", id]) => self.maintenance_delete(id),
             ("GET", ["api", "topology"]) => Ok(self.topology_json()),
             ("POST", ["api", "topology", "reload"]) => self
                 .reload_topology()
@@ -323,7 +334,9 @@ impl Api {
     pub fn prometheus(&self) -> String {
         let mut names: Vec<&String> = self.monitors.keys().collect();
         names.sort();
-        render(&self.metrics, &names, &self.totals, &self.ingest)
+        let mut text = render(&self.metrics, &names, &self.totals, &self.ingest);
+        text.push_str(&self.alerting_metrics()); // issue 15
+        text
     }
 
     fn handle_http(&mut self, req: crate::http::Request) {
@@ -342,6 +355,7 @@ impl Api {
 
     pub fn run(mut self, rx: Receiver<ApiMsg>) {
         while let Ok(m) = rx.recv() {
+            self.publish_maintenance(); // issue 15: a change the health stage had no room for
             match m {
                 ApiMsg::Interval(s) => self.add_interval(s),
                 ApiMsg::Ingest(s) => self.set_ingest(*s),
@@ -349,7 +363,10 @@ impl Api {
                 ApiMsg::ReloadTopology => {
                     let _ = self.reload_topology();
                 }
-                ApiMsg::Shutdown => break,
+                ApiMsg::Shutdown => {
+                    self.observe_agents(true); // issue 15: save the agent registry
+                    break;
+                }
             }
         }
     }

@@ -289,6 +289,9 @@ pub struct Evaluator {
     pooled: pooled::Pooled,
     reuse: Reuse,
     stats: EvaluatorStats,
+    /// Issue 15: false while a maintenance window covers the intervals being judged (they are
+    /// judged, but not learned into baselines).
+    learning: bool,
 }
 
 impl Default for Evaluator {
@@ -350,7 +353,13 @@ impl Evaluator {
             pooled: pooled::Pooled::default(),
             reuse: Reuse::default(),
             stats: EvaluatorStats::default(),
+            learning: true,
         }
+    }
+
+    /// Issue 15 (maintenance windows): while off, intervals are judged but nothing is learned.
+    pub fn set_learning(&mut self, on: bool) {
+        self.learning = on;
     }
 
     pub fn config(&self) -> &HealthConfig {
@@ -642,8 +651,10 @@ impl Evaluator {
         }
         degraded_flows.sort_unstable();
 
-        self.baselines
-            .learn(&obs, &judged, &skip, seq, &self.config);
+        if self.learning {
+            self.baselines
+                .learn(&obs, &judged, &skip, seq, &self.config);
+        }
         if seq.is_multiple_of(64) {
             let t = &mut self.tables;
             t.cache.evict(seq);

@@ -6,6 +6,9 @@
 
 mod render;
 pub use render::{render, MonitorTotals};
+// Issue 15: notification, maintenance and alerting families.
+mod alerting;
+pub use alerting::{render_alerting, AlertingMetrics, AlertingView, OpenIncident, SilentAgent};
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -152,6 +155,9 @@ pub struct Metrics {
     _pad_topology: Pad,
     /// Messages sent minus received, per [`Chan`].
     pub depth: [AtomicI64; 4],
+    _pad_depth: Pad,
+    /// Issue 15: webhook notifications and maintenance windows (notifier, health stage, API).
+    pub alerting: AlertingMetrics,
 }
 
 impl Metrics {
