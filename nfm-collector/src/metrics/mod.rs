@@ -5,6 +5,7 @@
 //! (per-agent tables, rejects by reason) is owned by its actor and sent as a snapshot.
 
 mod render;
+mod security;
 pub use render::{render, MonitorTotals};
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -152,6 +153,9 @@ pub struct Metrics {
     _pad_topology: Pad,
     /// Messages sent minus received, per [`Chan`].
     pub depth: [AtomicI64; 4],
+    // issue 15: the HTTP front's and TLS's counters (theirs; set once at start when in use).
+    pub auth: std::sync::OnceLock<std::sync::Arc<crate::auth::AuthCounters>>,
+    pub tls: std::sync::OnceLock<std::sync::Arc<crate::tls::TlsCounters>>,
 }
 
 impl Metrics {
