@@ -412,7 +412,8 @@ impl Collector {
             ctl_rx,
             metrics.clone(),
         )
-        .with_injector(inject_rx);
+        .with_injector(inject_rx)
+        .with_tls(tls.clone().filter(|_| s.ingest_tls)); // issue 15
         threads.push(spawn("ingest", move || ingest.run()).map_err(io)?);
 
         // Ticker.
