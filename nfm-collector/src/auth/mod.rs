@@ -11,7 +11,8 @@
 //!   the dashboard's JavaScript: it sends the cookie.
 //! - Without credentials the dashboard's pages redirect to `/login` (never a 401 a browser
 //!   cannot act on); the API and `/metrics` answer 401. The dashboard's static files are
-//!   public (they hold no data).
+//!   public (they hold no data). `GET /api/session` tells the dashboard whether sign-in is on
+//!   and the caller's role.
 //!
 //! Wrong tokens, expired or unknown sessions and viewer writes are counted ([`AuthCounters`],
 //! `nfm_auth_rejected_total`).
@@ -186,6 +187,15 @@ fn login_token(h: &Head) -> Option<String> {
     })
 }
 
+/// `GET /api/session`: whether sign-in is on and the caller's role (the dashboard shows it
+/// with a logout button).
+fn session_answer(auth: bool, role: Role) -> Answer {
+    Answer::json(
+        200,
+        serde_json::json!({ "auth": auth, "role": role.as_str() }),
+    )
+}
+
 impl Auth {
     pub fn new(cfg: AuthConfig) -> Auth {
         Auth {
@@ -300,6 +310,7 @@ impl Auth {
         if !self.enabled() {
             return match path {
                 "/login" | "/logout" => Decision::Answer(Answer::redirect("/")),
+                "/api/session" => Decision::Answer(session_answer(false, Role::Admin)),
                 _ => Decision::Forward(Some(Role::Admin)),
             };
         }
@@ -381,6 +392,9 @@ impl Auth {
                 .push(("WWW-Authenticate", "Bearer realm=\"nfm\"".into()));
             return Decision::Answer(r);
         };
+        if path == "/api/session" && read {
+            return Decision::Answer(session_answer(true, role));
+        }
         if role == Role::Viewer && !read {
             self.counters.forbidden.fetch_add(1, Ordering::Relaxed);
             return Decision::Answer(Answer::error(

@@ -116,6 +116,8 @@ fn test_login_session_logout() {
         a.decide(&with("GET", "/")),
         Decision::Forward(Some(Role::Viewer))
     ));
+    let r = answer(a.decide(&with("GET", "/api/session")));
+    assert_eq!(r.body, br#"{"auth":true,"role":"viewer"}"#);
     // The session carries the role: a viewer's session cannot write.
     assert_eq!(answer(a.decide(&with("POST", "/api/monitors"))).status, 403);
     // Signed in: /login goes to the dashboard.
