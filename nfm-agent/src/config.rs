@@ -368,6 +368,16 @@ mod test {
         assert!(e(&["--stdout", "--transport", "quic"]).contains("udp or tcp"));
         assert!(e(&["--stdout", "--ring-bytes", "5000"]).contains("power of two"));
         assert!(e(&["--stdout", "--agent-id", "xyz"]).contains("u64"));
+        // TLS runs over the TCP stream only; a CA file that is not there is named.
+        assert!(e(&["--stdout", "--tls-ca", "/nonexistent.pem"]).contains("--transport tcp"));
+        let msg = e(&[
+            "--stdout",
+            "--transport",
+            "tcp",
+            "--tls-ca",
+            "/nonexistent.pem",
+        ]);
+        assert!(msg.contains("/nonexistent.pem"), "{msg}");
     }
 
     /// The example shipped in deploy/ stays valid.
