@@ -45,8 +45,14 @@ for s in ss: s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in ss))' "$1"; }
 read -r P_TCP P_HTTP T_TCP T_HTTP HOLD_PORT < <(free_ports 5)
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
-  -addext "subjectAltName=IP:127.0.0.1" -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+# A CA and a server certificate it signs (webpki refuses a CA certificate as the server's own).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=nfm-bench-ca \
+  -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=collector \
+  -keyout "$WORK/key.pem" -out "$WORK/req.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$WORK/ext"
+openssl x509 -req -in "$WORK/req.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial \
+  -days 2 -extfile "$WORK/ext" -out "$WORK/cert.pem" 2>/dev/null
 
 "$COLLECTOR" --data-dir "$WORK/plain" --listen-udp off --listen-tcp "127.0.0.1:$P_TCP" \
   --http "127.0.0.1:$P_HTTP" > "$WORK/plain.log" 2>&1 &
@@ -62,7 +68,7 @@ wait_for "$WORK/tls.log" "ingest: running"
   --log-level info 2> "$WORK/agent-plain.err" &
 PLAIN=$!; PIDS+=($PLAIN)
 "$AGENT" --cgroup "$CG" --collector "127.0.0.1:$T_TCP" --transport tcp --interval 1s \
-  --tls-ca "$WORK/cert.pem" --log-level info 2> "$WORK/agent-tls.err" &
+  --tls-ca "$WORK/ca.pem" --log-level info 2> "$WORK/agent-tls.err" &
 TLS=$!; PIDS+=($TLS)
 wait_for "$WORK/agent-plain.err" "connected to collector"
 wait_for "$WORK/agent-tls.err" "connected to collector"
@@ -78,13 +84,13 @@ sleep 20  # the measurement window
 p1=$(ticks $PLAIN); t1=$(ticks $TLS); s1=$(date +%s.%N)
 rss() { awk '/^VmRSS/{printf "%.1f", $2/1024}' "/proc/$1/status"; }
 cpu() { awk -v k="$1" -v hz="$HZ" -v a="$s0" -v b="$s1" 'BEGIN{printf "%.2f", 100*k/hz/(b-a)}'; }
-records() { curl -s "http://127.0.0.1:$1/metrics" | awk '$1=="nfm_records_received_total"{print $2}'; }
-if grep -qi "tls" "$WORK/agent-tls.err" && grep -qiE "error|refus" "$WORK/agent-tls.err"; then
-  echo "agent-tls bench: the TLS agent logged errors:" >&2; cat "$WORK/agent-tls.err" >&2
+records() { curl -s --cacert "$WORK/ca.pem" "$1/metrics" | awk '$1=="nfm_records_received_total"{print $2}'; }
+if grep -q "ERROR" "$WORK/agent-tls.err"; then
+  echo "agent-tls bench: the TLS agent logged errors:" >&2; grep ERROR "$WORK/agent-tls.err" | tail -3 >&2; exit 1
 fi
 echo "agent-tls.plain_rss_mib $(rss $PLAIN) MiB"
 echo "agent-tls.tls_rss_mib $(rss $TLS) MiB"
 echo "agent-tls.plain_cpu_pct $(cpu $((p1 - p0))) %"
 echo "agent-tls.tls_cpu_pct $(cpu $((t1 - t0))) %"
-echo "agent-tls.plain_records $(records $P_HTTP) records"
-echo "agent-tls.tls_records $(records $T_HTTP) records"
+echo "agent-tls.plain_records $(records "http://127.0.0.1:$P_HTTP") records"
+echo "agent-tls.tls_records $(records "https://127.0.0.1:$T_HTTP") records"
