@@ -166,6 +166,11 @@ fn test_wrong_ca_is_refused_and_counted_on_both_sides() {
         "the frame stays spooled for a later connection"
     );
     assert_eq!(c.metrics.records_received.load(Ordering::Relaxed), 0);
+    // The refused agent did not stop ingest: one with the right CA still delivers.
+    let ca = TlsClient::load(&d.0.join("collector.crt"), None).unwrap();
+    let mut good = transport(&c, Some(ca));
+    assert!(drive(&mut good, 20, |t| t.stats.frames_acked >= 1 && t.drained()));
+    assert_eq!(c.metrics.records_received.load(Ordering::Relaxed), 2);
     c.shutdown();
 }
 
