@@ -287,7 +287,10 @@ impl Server {
                                 };
                                 match &front.tls {
                                     Some(tls) => serve_tls(stream, tls, &*deliver, &conn),
-                                    None => serve(&mut stream, &*deliver, &conn),
+                                    None => {
+                                        let deadline = Instant::now() + limits.request_deadline;
+                                        serve(&mut stream, &*deliver, &conn, deadline)
+                                    }
                                 }
                                 lock(&slots).open.remove(&id);
                             });
@@ -395,7 +398,7 @@ struct Conn<'a> {
 /// The first byte of every TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
 
-/// TLS first (within the request deadline), then [`serve`] over it. A client speaking plain
+/// TLS first, then [`serve`] over it, the handshake and the request within one deadline. A client speaking plain
 /// HTTP gets a clear plain-text 400; a failed handshake gets rustls's alert; both are counted.
 fn serve_tls<F: Fn(Request) -> bool>(mut stream: TcpStream, tls: &Tls, deliver: &F, c: &Conn) {
     let deadline = Instant::now() + c.limits.request_deadline;
@@ -434,7 +437,7 @@ fn serve_tls<F: Fn(Request) -> bool>(mut stream: TcpStream, tls: &Tls, deliver: 
         }
     }
     let mut s = StreamOwned::new(conn, stream);
-    serve(&mut s, deliver, c);
+    serve(&mut s, deliver, c, deadline);
     s.conn.send_close_notify();
     let _ = s.conn.complete_io(&mut s.sock);
 }
@@ -449,8 +452,8 @@ fn refuse<S: Io>(stream: &mut S, resp: &Response, extra: &[(&'static str, String
     let _ = io::copy(&mut stream.take(MAX_BODY as u64), &mut io::sink());
 }
 
-fn serve<S: Io, F: Fn(Request) -> bool>(stream: &mut S, deliver: &F, c: &Conn) {
-    let deadline = Instant::now() + c.limits.request_deadline;
+/// Reads one request (whole before `deadline`), has it decided and answered, writes the answer.
+fn serve<S: Io, F: Fn(Request) -> bool>(stream: &mut S, deliver: &F, c: &Conn, deadline: Instant) {
     let mut extra = Vec::new();
     let resp = match read_request(stream, deadline) {
         Ok(Some(p)) => {

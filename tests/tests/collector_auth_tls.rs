@@ -193,13 +193,23 @@ fn test_bar_login_page_roles_and_https() {
     assert_eq!(r.status, 400);
     assert!(r.body.contains("https://"), "{}", r.body);
 
+    // A TLS record that is garbage: rustls's alert, the connection closed, counted; the
+    // server goes on serving.
+    let mut bad = TcpStream::connect(addr).unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    bad.write_all(b"\x16\x03\x01\x00\x05hello").unwrap();
+    let mut out = Vec::new();
+    let _ = bad.read_to_end(&mut out);
+    assert!(out.first() == Some(&0x15) || out.is_empty(), "{out:?}"); // 0x15: an alert
+    assert_eq!(req("GET", "/api/status", &viewer, "").status, 200);
+
     // Everything counted.
     let metrics = req("GET", "/metrics", &admin, "").body;
     for line in [
         "nfm_auth_rejected_total{reason=\"forbidden\"} 3",
         "nfm_auth_rejected_total{reason=\"wrong_token\"} 1",
         "nfm_auth_rejected_total{reason=\"missing\"} 4",
-        "nfm_tls_errors_total{listener=\"http\"} 1",
+        "nfm_tls_errors_total{listener=\"http\"} 2",
     ] {
         assert!(metrics.contains(line), "{line} missing in:\n{metrics}");
     }
