@@ -230,3 +230,14 @@ fn test_constant_time_eq() {
     assert!(!constant_time_eq(b"abc", b"abd"));
     assert!(!constant_time_eq(b"abc", b"abcd"));
 }
+
+/// The login page works offline like the dashboard: nothing from another host, no script
+/// (a plain form POST), and the token field is a password field.
+#[test]
+fn test_login_page_is_self_contained() {
+    for bad in ["http://", "https://", "//cdn", "<script", "localStorage"] {
+        assert!(!LOGIN_PAGE.contains(bad), "login.html contains `{bad}`");
+    }
+    assert!(LOGIN_PAGE.contains("type=\"password\""));
+    assert!(LOGIN_PAGE.contains("method=\"post\" action=\"/login\""));
+}
