@@ -95,6 +95,17 @@ pub struct Settings {
     pub notify_queue_len: usize,
     /// Longest wait between two attempts of a failing notification (back-off doubles from 1 s).
     pub notify_retry_max_ms: u64,
+    // issue 15 (auth, roles, TLS)
+    /// Read-only bearer token (GET, including /metrics); needs `api_token`.
+    pub viewer_token: Option<String>,
+    /// How long a dashboard session lasts after login (seconds).
+    pub session_ttl_s: u64,
+    /// PEM certificate chain and private key: the API and dashboard are served over HTTPS;
+    /// both reloaded on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The agents' TCP stream over TLS too, with the same certificate (docs/wire.md).
+    pub ingest_tls: bool,
 }
 
 impl Default for Settings {
@@ -131,6 +142,12 @@ impl Default for Settings {
             dashboard_url: None,
             notify_queue_len: 1000,
             notify_retry_max_ms: 60_000,
+            // issue 15
+            viewer_token: None,
+            session_ttl_s: 12 * 3600,
+            tls_cert: None,
+            tls_key: None,
+            ingest_tls: false,
         }
     }
 }
@@ -168,6 +185,8 @@ pub struct Collector {
     http: Option<crate::http::Server>,
     stop_ticker: Arc<AtomicBool>,
     inject: SyncSender<Injected>,
+    /// The certificate of the API (and of ingest with `ingest_tls`), when configured.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 /// Feeds frames to a running collector in-process (see [`Collector::injector`]).
@@ -234,6 +253,7 @@ impl Collector {
             .enumerate()
             .map(|(i, w)| w.validate(i))
             .collect::<Result<Vec<_>, String>>()?;
+        let (tls, auth) = security(s, &metrics)?; // issue 15
         std::fs::create_dir_all(&s.data_dir)
             .map_err(|e| format!("data dir {}: {e}", s.data_dir.display()))?;
         let maintenance_path = s.data_dir.join("maintenance.json");
@@ -291,7 +311,6 @@ impl Collector {
         // API first, so replayed summaries have somewhere to go.
         let mut api = Api::new(
             ApiConfig {
-                token: s.api_token.clone(),
                 topology_path: s.topology.clone(),
                 monitors_path: Some(monitors_path),
                 retention_ms: s.retention_days * 86_400_000,
@@ -458,7 +477,8 @@ impl Collector {
             ctl_rx,
             metrics.clone(),
         )
-        .with_injector(inject_rx);
+        .with_injector(inject_rx)
+        .with_tls(tls.clone().filter(|_| s.ingest_tls)); // issue 15
         threads.push(spawn("ingest", move || ingest.run()).map_err(io)?);
 
         // Ticker.
@@ -496,9 +516,17 @@ impl Collector {
         let (http, http_addr) = match s.http {
             Some(addr) => {
                 let tx = to_api.clone();
-                let (server, h) =
-                    crate::http::Server::start(addr, move |req| tx.send(ApiMsg::Http(req)).is_ok())
-                        .map_err(|e| format!("binding the API on {addr}: {e}"))?;
+                let front = crate::http::Front {
+                    auth: Some(auth),
+                    tls: tls.clone(),
+                };
+                let (server, h) = crate::http::Server::start_front(
+                    addr,
+                    crate::http::Limits::default(),
+                    front,
+                    move |req| tx.send(ApiMsg::Http(req)).is_ok(),
+                )
+                .map_err(|e| format!("binding the API on {addr}: {e}"))?;
                 let bound = Some(server.local_addr());
                 threads.push(("http", h));
                 (Some(server), bound)
@@ -523,6 +551,7 @@ impl Collector {
             http,
             stop_ticker,
             inject: inject_tx,
+            tls,
         })
     }
 
@@ -543,6 +572,15 @@ impl Collector {
     /// Asks the API actor to reload the topology file (what SIGHUP does).
     pub fn reload_topology(&self) {
         let _ = self.to_api.send(ApiMsg::ReloadTopology);
+    }
+
+    /// Re-reads `tls_cert` and `tls_key` (what SIGHUP does): new handshakes use the new
+    /// certificate; on error the old one stays (logged and counted in `nfm_tls_reloads_total`).
+    pub fn reload_tls(&self) -> Result<(), String> {
+        match &self.tls {
+            Some(t) => t.reload(),
+            None => Ok(()),
+        }
     }
 
     /// Stops every actor in pipeline order and waits for them.
@@ -593,4 +631,46 @@ impl Collector {
             let _ = h.join();
         }
     }
+}
+
+/// Checks the token and TLS settings, loads the certificate and builds the HTTP front's
+/// authorization (issue 15); both register their counters for `/metrics`.
+fn security(
+    s: &Settings,
+    metrics: &Metrics,
+) -> Result<(Option<crate::tls::Tls>, Arc<crate::auth::Auth>), String> {
+    if s.viewer_token.is_some() && s.api_token.is_none() {
+        return Err("`viewer_token` needs `api_token` (the admin's) to be set too".into());
+    }
+    if s.viewer_token.is_some() && s.viewer_token == s.api_token {
+        return Err("`viewer_token` must differ from `api_token`".into());
+    }
+    for (k, t) in [
+        ("api_token", &s.api_token),
+        ("viewer_token", &s.viewer_token),
+    ] {
+        if t.as_ref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(format!("`{k}` is empty"));
+        }
+    }
+    let tls = match (&s.tls_cert, &s.tls_key) {
+        (Some(c), Some(k)) => Some(crate::tls::Tls::load(c, k)?),
+        (None, None) => None,
+        _ => return Err("set both `tls_cert` and `tls_key` (PEM files), or neither".into()),
+    };
+    if s.ingest_tls && tls.is_none() {
+        return Err("`ingest_tls` needs `tls_cert` and `tls_key`".into());
+    }
+    let auth = Arc::new(crate::auth::Auth::new(crate::auth::AuthConfig {
+        admin_token: s.api_token.clone(),
+        viewer_token: s.viewer_token.clone(),
+        session_ttl: Duration::from_secs(s.session_ttl_s.max(1)),
+        secure_cookie: tls.is_some(),
+        ..Default::default()
+    }));
+    let _ = metrics.auth.set(auth.counters.clone());
+    if let Some(t) = &tls {
+        let _ = metrics.tls.set(t.counters.clone());
+    }
+    Ok((tls, auth))
 }

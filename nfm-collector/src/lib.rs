@@ -50,3 +50,6 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+// issue 15 (auth, roles, TLS)
+pub mod auth;
+pub mod tls;

@@ -39,9 +39,8 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
+/// Who may ask is decided before a request gets here, by the HTTP front (`crate::auth`).
 pub struct ApiConfig {
-    /// Required as `Authorization: Bearer TOKEN` on every request when set.
-    pub token: Option<String>,
     pub topology_path: Option<PathBuf>,
     /// `monitors.json` in the data directory: monitors created through the API.
     pub monitors_path: Option<PathBuf>,
@@ -243,19 +242,9 @@ impl Api {
         self.history.range(from..to).map(|(_, s)| s)
     }
 
-    /// The one place requests are routed. `auth`: the Authorization header, if any.
-    pub fn route(&mut self, method: &str, url: &str, auth: Option<&str>, body: &[u8]) -> Reply {
-        if let Some(tok) = &self.cfg.token {
-            let ok = auth
-                .and_then(|a| a.strip_prefix("Bearer "))
-                .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), tok.as_bytes()));
-            if !ok {
-                return Reply::error(
-                    401,
-                    "missing or wrong bearer token (Authorization: Bearer TOKEN)",
-                );
-            }
-        }
+    /// The one place requests are routed. `_auth`: the Authorization header, if any (already
+    /// checked by the HTTP front, `crate::auth`, with the token's role).
+    pub fn route(&mut self, method: &str, url: &str, _auth: Option<&str>, body: &[u8]) -> Reply {
         let (path, query) = url.split_once('?').unwrap_or((url, ""));
         let p = match params(query) {
             Ok(p) => p,
@@ -392,10 +381,6 @@ fn summary_bytes(s: &IntervalSummary) -> usize {
     256 + s.top.iter().map(flow).sum::<usize>() + monitors + s.verdicts.len() * 256
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod test {
     use super::*;
@@ -409,8 +394,8 @@ mod test {
     fn api(token: Option<&str>) -> (Api, Receiver<ResolverMsg>, Receiver<AggMsg>) {
         let (rtx, rrx) = sync_channel(16);
         let (atx, arx) = sync_channel(16);
+        let _ = token; // tokens are the HTTP front's (crate::auth)
         let cfg = ApiConfig {
-            token: token.map(String::from),
             topology_path: None,
             monitors_path: None,
             retention_ms: 7 * 86_400_000,
@@ -680,26 +665,5 @@ mod test {
         );
         assert!(text.contains("nfm_monitor_data_transferred_bytes_total{monitor=\"app\"} 150"));
         assert!(text.contains("nfm_monitor_health_indicator{monitor=\"app\"} 0"));
-    }
-
-    #[test]
-    fn test_bearer_token_required() {
-        let (mut a, _r, _m) = api(Some("s3cret"));
-        assert_eq!(a.route("GET", "/api/monitors", None, b"").status, 401);
-        assert_eq!(
-            a.route("GET", "/api/monitors", Some("Bearer nope"), b"")
-                .status,
-            401
-        );
-        assert_eq!(
-            a.route("GET", "/api/monitors", Some("Bearer s3cret"), b"")
-                .status,
-            200
-        );
-        assert_eq!(
-            a.route("GET", "/metrics", Some("Bearer s3cret"), b"")
-                .status,
-            200
-        );
     }
 }

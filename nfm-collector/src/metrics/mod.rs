@@ -5,6 +5,7 @@
 //! (per-agent tables, rejects by reason) is owned by its actor and sent as a snapshot.
 
 mod render;
+mod security;
 pub use render::{render, MonitorTotals};
 // Issue 15: notification, maintenance and alerting families.
 mod alerting;
@@ -158,6 +159,9 @@ pub struct Metrics {
     _pad_depth: Pad,
     /// Issue 15: webhook notifications and maintenance windows (notifier, health stage, API).
     pub alerting: AlertingMetrics,
+    // issue 15: the HTTP front's and TLS's counters (theirs; set once at start when in use).
+    pub auth: std::sync::OnceLock<std::sync::Arc<crate::auth::AuthCounters>>,
+    pub tls: std::sync::OnceLock<std::sync::Arc<crate::tls::TlsCounters>>,
 }
 
 impl Metrics {

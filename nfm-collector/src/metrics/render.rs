@@ -399,5 +399,6 @@ pub fn render(
             ("result=\"error\"".into(), c(&m.topology_reload_errors)),
         ],
     );
+    super::security::render(m, &mut o); // issue 15
     o
 }
