@@ -83,6 +83,9 @@ pub struct Settings {
     /// Run the health evaluator (default). Off: intervals are summarized unjudged and no
     /// HealthIndicator is stored (a benchmark baseline).
     pub health: bool,
+    /// issue 17: re-import the topology from the EC2 API on a schedule (`[aws_import]`); the
+    /// result is written to `topology` and reloaded when it changed.
+    pub aws_import: Option<crate::discovery::AwsImportSettings>,
 }
 
 impl Default for Settings {
@@ -115,6 +118,7 @@ impl Default for Settings {
             interval_ms: 5_000,
             tick_ms: 250,
             health: true,
+            aws_import: None,
         }
     }
 }
@@ -422,6 +426,28 @@ impl Collector {
                             }
                         }
                     }
+                })
+                .map_err(io)?,
+            );
+        }
+
+        // issue 17: the scheduled AWS import writes the topology file and reloads it (the
+        // SIGHUP path) when it changed; errors keep the previous topology.
+        if let Some(a) = &s.aws_import {
+            let Some(path) = s.topology.clone() else {
+                return Err("[aws_import] needs `topology`: the file the import writes".into());
+            };
+            crate::discovery::parse_every(&a.every)
+                .map_err(|e| format!("[aws_import] every: {e}"))?;
+            let (a, stop, tx) = (a.clone(), stop_ticker.clone(), to_api.clone());
+            threads.push(
+                spawn("aws-import", move || {
+                    crate::discovery::run_schedule(
+                        &a,
+                        path,
+                        || drop(tx.send(ApiMsg::ReloadTopology)),
+                        stop,
+                    )
                 })
                 .map_err(io)?,
             );
