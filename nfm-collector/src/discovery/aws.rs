@@ -544,3 +544,283 @@ pub fn import(o: &AwsOptions) -> Result<Inventory, ImportError> {
     let c = Client::new(&t, o.clone());
     read_inventory(&c, &o.region)
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    fn fixture(name: &str) -> String {
+        let p = format!(
+            "{}/src/discovery/testdata/{name}.xml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+    }
+
+    /// Answers each action from a queue of scripted replies (the last one repeats), recording
+    /// every request's parameters.
+    struct Replay {
+        replies: RefCell<HashMap<String, VecDeque<Result<(u16, String), String>>>>,
+        calls: RefCell<Vec<Vec<(String, String)>>>,
+    }
+    use std::collections::HashMap;
+
+    impl Replay {
+        fn recorded() -> Replay {
+            let r = Replay {
+                replies: RefCell::new(HashMap::new()),
+                calls: RefCell::new(Vec::new()),
+            };
+            for a in [
+                "DescribeAvailabilityZones",
+                "DescribeVpcs",
+                "DescribeSubnets",
+                "DescribeInstances",
+                "DescribeTransitGateways",
+                "DescribeTransitGatewayAttachments",
+                "DescribeVpcPeeringConnections",
+                "DescribeManagedPrefixLists",
+            ] {
+                r.set(a, vec![Ok((200, fixture(a)))]);
+            }
+            r
+        }
+        fn set(&self, action: &str, replies: Vec<Result<(u16, String), String>>) {
+            self.replies
+                .borrow_mut()
+                .insert(action.into(), replies.into());
+        }
+        fn count(&self, action: &str) -> usize {
+            self.calls
+                .borrow()
+                .iter()
+                .filter(|c| c.iter().any(|(k, v)| k == "Action" && v == action))
+                .count()
+        }
+    }
+
+    impl Transport for Replay {
+        fn call(&self, params: &[(String, String)]) -> Result<(u16, String), String> {
+            self.calls.borrow_mut().push(params.to_vec());
+            let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let action = get("Action").unwrap();
+            if action == "GetManagedPrefixListEntries" {
+                let id = get("PrefixListId").unwrap();
+                let lists = fixture("DescribeManagedPrefixLists");
+                let at = lists.find(&id).unwrap();
+                let which = if lists[at..]
+                    .split("</item>")
+                    .next()
+                    .unwrap()
+                    .contains(".s3<")
+                {
+                    "s3"
+                } else {
+                    "dynamodb"
+                };
+                return Ok((
+                    200,
+                    fixture(&format!("GetManagedPrefixListEntries-{which}")),
+                ));
+            }
+            let mut r = self.replies.borrow_mut();
+            let q = r.get_mut(&action).unwrap();
+            if q.len() > 1 {
+                q.pop_front().unwrap()
+            } else {
+                q.front().unwrap().clone()
+            }
+        }
+    }
+
+    fn client(t: &Replay) -> Client<'_> {
+        Client::new(t, AwsOptions::new("us-east-1")).without_waiting()
+    }
+
+    #[test]
+    fn test_recorded_account_imports_and_renders() {
+        let t = Replay::recorded();
+        let inv = read_inventory(&client(&t), "us-east-1").unwrap();
+        assert_eq!((inv.vpcs.len(), inv.instances.len()), (4, 5));
+        assert_eq!(inv.prefix_lists.len(), 2);
+        let text = crate::discovery::render(&inv).unwrap();
+        let topo = crate::topology::Topology::parse(&text).unwrap();
+        let e = topo.resolve("10.10.2.10".parse().unwrap());
+        assert_eq!(e.host, Some("web-2"));
+        assert_eq!(e.az, Some("use1-az1"));
+        assert!(e.subnet.is_some() && e.vpc.is_some());
+        let s3 = topo.resolve("52.216.1.1".parse().unwrap());
+        assert_eq!(s3.service, Some("s3"));
+        assert_eq!(topo.gateways().len(), 2);
+        // Every action asked for a page size except the AZ list (which has none).
+        let calls = t.calls.borrow();
+        for c in calls.iter() {
+            let paged = c.iter().any(|(k, _)| k == "MaxResults");
+            let azs = c.iter().any(|(_, v)| v == "DescribeAvailabilityZones");
+            assert_eq!(paged, !azs, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn test_pages_follow_next_token() {
+        let t = Replay::recorded();
+        let full = fixture("DescribeInstances");
+        // Page 1: the whole recorded page plus a token; page 2: an empty page.
+        let first = full.replace(
+            "</reservationSet>",
+            "</reservationSet><nextToken>p2</nextToken>",
+        );
+        let second = full.split("<reservationSet>").next().unwrap().to_string()
+            + "<reservationSet/></DescribeInstancesResponse>";
+        t.set(
+            "DescribeInstances",
+            vec![Ok((200, first)), Ok((200, second))],
+        );
+        let inv = read_inventory(&client(&t), "us-east-1").unwrap();
+        assert_eq!(inv.instances.len(), 5);
+        assert_eq!(t.count("DescribeInstances"), 2);
+        let calls = t.calls.borrow();
+        let second_call = calls
+            .iter()
+            .filter(|c| c.iter().any(|(_, v)| v == "DescribeInstances"))
+            .nth(1)
+            .unwrap();
+        assert!(second_call.contains(&("NextToken".into(), "p2".into())));
+    }
+
+    #[test]
+    fn test_a_token_that_repeats_is_an_error_not_a_hang() {
+        let t = Replay::recorded();
+        let looped =
+            fixture("DescribeVpcs").replace("</vpcSet>", "</vpcSet><nextToken>x</nextToken>");
+        t.set("DescribeVpcs", vec![Ok((200, looped))]);
+        let e = read_inventory(&client(&t), "us-east-1").unwrap_err();
+        assert!(e.to_string().contains("came back twice"), "{e}");
+        assert_eq!(t.count("DescribeVpcs"), 2);
+    }
+
+    #[test]
+    fn test_throttling_is_retried_with_backoff_then_given_up() {
+        let throttled = r#"<?xml version="1.0"?><Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>x</RequestID></Response>"#;
+        let t = Replay::recorded();
+        t.set(
+            "DescribeSubnets",
+            vec![
+                Ok((503, throttled.into())),
+                Err("connection reset".into()),
+                Ok((200, fixture("DescribeSubnets"))),
+            ],
+        );
+        let c = client(&t);
+        read_inventory(&c, "us-east-1").unwrap();
+        assert_eq!(c.retries.get(), 2);
+        assert_eq!(t.count("DescribeSubnets"), 3);
+
+        // Throttled every time: a clear error after the configured attempts.
+        let t = Replay::recorded();
+        t.set("DescribeSubnets", vec![Ok((503, throttled.into()))]);
+        let c = client(&t);
+        let e = read_inventory(&c, "us-east-1").unwrap_err();
+        assert!(
+            matches!(&e, ImportError::Api { code, .. } if code == "RequestLimitExceeded"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("gave up after 5 attempts"), "{e}");
+        assert_eq!(t.count("DescribeSubnets"), 5);
+    }
+
+    #[test]
+    fn test_api_errors_are_not_retried() {
+        let t = Replay::recorded();
+        t.set("DescribeVpcs", vec![Ok((403, r#"<?xml version="1.0"?><Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not authorized to perform this operation.</Message></Error></Errors></Response>"#.into()))]);
+        let e = read_inventory(&client(&t), "us-east-1").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "aws import: DescribeVpcs failed: UnauthorizedOperation: You are not authorized to perform this operation."
+        );
+        assert_eq!(t.count("DescribeVpcs"), 1);
+    }
+
+    #[test]
+    fn test_a_cut_off_page_fails_the_import() {
+        let t = Replay::recorded();
+        let full = fixture("DescribeInstances");
+        let first = full.replace(
+            "</reservationSet>",
+            "</reservationSet><nextToken>p2</nextToken>",
+        );
+        t.set(
+            "DescribeInstances",
+            vec![
+                Ok((200, first)),
+                Ok((200, full[..full.len() - 40].to_string())),
+            ],
+        );
+        let e = read_inventory(&client(&t), "us-east-1").unwrap_err();
+        assert!(
+            matches!(&e, ImportError::Response { action, .. } if action == "DescribeInstances"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn test_profile_credentials() {
+        let text = "[default]\naws_access_key_id = A\naws_secret_access_key = S\n\n[ci]\naws_access_key_id=B\naws_secret_access_key=T\naws_session_token = X\n";
+        let c = profile_credentials(text, "ci").unwrap();
+        assert_eq!(
+            (
+                c.access_key.as_str(),
+                c.secret_key.as_str(),
+                c.session_token.as_deref()
+            ),
+            ("B", "T", Some("X"))
+        );
+        assert_eq!(
+            profile_credentials(text, "default").unwrap().access_key,
+            "A"
+        );
+        assert!(profile_credentials(text, "nope")
+            .unwrap_err()
+            .contains("profile `nope`"));
+        assert!(
+            !format!("{c:?}").contains('T'),
+            "the secret is never printed"
+        );
+    }
+
+    #[test]
+    fn test_requests_are_signed() {
+        let o = AwsOptions::new("us-east-1");
+        let t = HttpTransport::new(
+            &o,
+            Credentials {
+                access_key: "AKIDEXAMPLE".into(),
+                secret_key: "secret".into(),
+                session_token: Some("tok".into()),
+            },
+        )
+        .unwrap();
+        let h: HashMap<String, String> = t
+            .sign("Action=DescribeVpcs&Version=2016-11-15")
+            .unwrap()
+            .into_iter()
+            .collect();
+        let auth = &h["authorization"];
+        assert!(
+            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"),
+            "{auth}"
+        );
+        assert!(auth.contains("/us-east-1/ec2/aws4_request"), "{auth}");
+        assert!(
+            auth.contains("SignedHeaders=content-type;host;x-amz-date"),
+            "{auth}"
+        );
+        assert_eq!(h["x-amz-security-token"], "tok");
+        assert_eq!(
+            form(&[("NextToken".into(), "a+b/c=".into())]),
+            "NextToken=a%2Bb%2Fc%3D"
+        );
+    }
+}

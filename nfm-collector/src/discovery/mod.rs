@@ -428,3 +428,215 @@ pub fn run_import_cli(a: &ImportAwsArgs) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use ec2_xml::*;
+
+    fn inv() -> Inventory {
+        Inventory {
+            region: "eu-west-1".into(),
+            zones: vec![
+                Zone {
+                    name: "eu-west-1a".into(),
+                    id: "euw1-az1".into(),
+                    region: "eu-west-1".into(),
+                },
+                Zone {
+                    name: "eu-west-1b".into(),
+                    id: "euw1-az2".into(),
+                    region: "eu-west-1".into(),
+                },
+            ],
+            vpcs: vec![
+                Vpc {
+                    id: "vpc-a".into(),
+                    cidrs: vec!["10.0.0.0/16".into()],
+                    name: Some("a".into()),
+                },
+                Vpc {
+                    id: "vpc-b".into(),
+                    cidrs: vec!["10.1.0.0/16".into()],
+                    name: None,
+                },
+            ],
+            subnets: vec![
+                Subnet {
+                    id: "subnet-a1".into(),
+                    vpc: "vpc-a".into(),
+                    cidr: "10.0.1.0/24".into(),
+                    az_name: Some("eu-west-1a".into()),
+                    az_id: Some("euw1-az1".into()),
+                },
+                Subnet {
+                    id: "subnet-b2".into(),
+                    vpc: "vpc-b".into(),
+                    cidr: "10.1.2.0/24".into(),
+                    // No AZ id: found through the zone list.
+                    az_name: Some("eu-west-1b".into()),
+                    az_id: None,
+                },
+            ],
+            instances: vec![
+                Instance {
+                    id: "i-1".into(),
+                    name: Some("web".into()),
+                    state: "running".into(),
+                    addresses: vec!["10.0.1.5".into(), "10.0.1.6".into()],
+                },
+                Instance {
+                    id: "i-2".into(),
+                    name: Some("web".into()),
+                    state: "stopped".into(),
+                    addresses: vec!["10.1.2.5".into()],
+                },
+                Instance {
+                    id: "i-3".into(),
+                    name: None,
+                    state: "terminated".into(),
+                    addresses: vec!["10.1.2.6".into()],
+                },
+            ],
+            tgws: vec![TransitGateway {
+                id: "tgw-1".into(),
+                state: "available".into(),
+            }],
+            attachments: vec![
+                TgwAttachment {
+                    tgw: "tgw-1".into(),
+                    resource_type: "vpc".into(),
+                    resource_id: "vpc-a".into(),
+                    state: "available".into(),
+                },
+                TgwAttachment {
+                    tgw: "tgw-1".into(),
+                    resource_type: "vpc".into(),
+                    resource_id: "vpc-b".into(),
+                    state: "available".into(),
+                },
+                TgwAttachment {
+                    tgw: "tgw-1".into(),
+                    resource_type: "vpn".into(),
+                    resource_id: "vpn-1".into(),
+                    state: "available".into(),
+                },
+            ],
+            peerings: vec![Peering {
+                id: "pcx-x".into(),
+                status: "active".into(),
+                requester_vpc: "vpc-a".into(),
+                requester_region: Some("eu-west-1".into()),
+                accepter_vpc: "vpc-far".into(),
+                accepter_region: Some("us-east-1".into()),
+            }],
+            prefix_lists: vec![(
+                PrefixList {
+                    id: "pl-1".into(),
+                    name: "com.amazonaws.eu-west-1.s3".into(),
+                },
+                vec!["52.218.0.0/17".into()],
+            )],
+        }
+    }
+
+    #[test]
+    fn test_render_makes_a_valid_topology() {
+        let text = render(&inv()).unwrap();
+        let t = Topology::parse(&text).unwrap();
+        assert_eq!(t.subnet("subnet-b2").unwrap().az, "euw1-az2");
+        assert_eq!(t.gateways().len(), 1, "{text}");
+        assert_eq!(t.gateways()[0].vpcs, ["vpc-a", "vpc-b"]);
+        assert!(
+            text.contains("# peering pcx-x reaches a VPC outside"),
+            "{text}"
+        );
+        let names: Vec<&str> = t.hosts().iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["web", "web (10.0.1.6)", "web (i-2)"]);
+        assert_eq!(t.service("s3").unwrap().kind, "object-storage");
+        // Stable: the same inventory in another order renders the same bytes.
+        let mut shuffled = inv();
+        shuffled.vpcs.reverse();
+        shuffled.subnets.reverse();
+        assert_eq!(render(&shuffled).unwrap(), text);
+        assert!(diff(&text, &text, "cur").is_empty());
+    }
+
+    #[test]
+    fn test_unknown_az_id_is_an_error() {
+        let mut i = inv();
+        i.subnets[0].az_id = Some("euw1-az9".into());
+        let e = render(&i).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("AZ id `euw1-az9` is not an AZ of region eu-west-1"),
+            "{e}"
+        );
+        let mut i = inv();
+        i.subnets[1].az_name = Some("eu-west-1z".into());
+        assert!(render(&i).unwrap_err().to_string().contains("eu-west-1z"));
+    }
+
+    #[test]
+    fn test_data_the_topology_refuses_is_an_error() {
+        let mut i = inv();
+        i.vpcs[1].cidrs = vec!["10.0.128.0/17".into()];
+        let e = render(&i).unwrap_err();
+        assert!(
+            e.to_string().contains("does not make a valid topology"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("overlaps"), "{e}");
+        let mut i = inv();
+        i.subnets[0].vpc = "vpc-gone".into();
+        assert!(render(&i).unwrap_err().to_string().contains("vpc-gone"));
+    }
+
+    #[test]
+    fn test_diff_shows_what_changed() {
+        let old = render(&inv()).unwrap();
+        let mut i = inv();
+        i.instances[0].addresses.pop();
+        let new = render(&i).unwrap();
+        let d = diff(&old, &new, "topology.toml");
+        assert!(d.starts_with("--- topology.toml\n+++ imported\n"), "{d}");
+        assert!(d.contains("-ip = \"10.0.1.6\""), "{d}");
+        assert!(!d.contains("+ip"), "{d}");
+    }
+
+    #[test]
+    fn test_schedule_settings() {
+        assert_eq!(parse_every("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_every("90s").unwrap(), Duration::from_secs(90));
+        assert!(parse_every("0s").is_err() && parse_every("soon").is_err());
+        let s: crate::collector::Settings = crate::collector::Settings::parse_toml(
+            "topology = \"t.toml\"\n[aws_import]\nregion = \"us-east-1\"\nevery = \"1h\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.aws_import.unwrap().region, "us-east-1");
+        let e =
+            crate::collector::Settings::parse_toml("[aws_import]\nregion = \"x\"\nevry = \"1h\"\n")
+                .unwrap_err();
+        assert!(e.contains("evry"), "{e}");
+    }
+
+    /// A failed import writes nothing: the previous file stays byte for byte.
+    #[test]
+    fn test_failed_import_keeps_the_file() {
+        let dir = std::env::temp_dir().join(format!("nfm-aws-keep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("topology.toml");
+        std::fs::write(&path, "# previous\n").unwrap();
+        let mut o = AwsOptions::new("us-east-1");
+        // Nothing listens there (port 9 of loopback): every attempt fails fast.
+        o.endpoint_url = Some("http://127.0.0.1:9/".into());
+        o.attempts = 2;
+        o.backoff = Duration::from_millis(1);
+        std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+        let e = import_to_file(&o, &path).unwrap_err();
+        assert!(matches!(e, ImportError::Transport { .. }), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "# previous\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
