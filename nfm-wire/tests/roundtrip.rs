@@ -518,7 +518,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 started_at_ms: s,
                 instance_id: inst,
                 az,
-                addresses: ips.into_iter().map(|a| std::net::IpAddr::from(a)).collect(),
+                addresses: ips.into_iter().map(std::net::IpAddr::from).collect(),
                 ..Hello::default()
             })),
         (
