@@ -561,8 +561,10 @@ mod test {
 
     /// Answers each action from a queue of scripted replies (the last one repeats), recording
     /// every request's parameters.
+    type Reply = Result<(u16, String), String>;
+
     struct Replay {
-        replies: RefCell<HashMap<String, VecDeque<Result<(u16, String), String>>>>,
+        replies: RefCell<HashMap<String, VecDeque<Reply>>>,
         calls: RefCell<Vec<Vec<(String, String)>>>,
     }
     use std::collections::HashMap;
@@ -587,7 +589,7 @@ mod test {
             }
             r
         }
-        fn set(&self, action: &str, replies: Vec<Result<(u16, String), String>>) {
+        fn set(&self, action: &str, replies: Vec<Reply>) {
             self.replies
                 .borrow_mut()
                 .insert(action.into(), replies.into());

@@ -2,6 +2,7 @@
 //! API says exists, so that VPCs, subnets, AZs, gateways, prefix lists and hosts need not be
 //! typed in by hand and do not drift from reality.
 //!
+//! - `agents`: the addresses agents place themselves (Hello, wire 1.1);
 //! - `aws`: credentials, SigV4, retries and pagination over the EC2 Query API;
 //! - `ec2_xml`: the API's XML responses read into plain structs;
 //! - this file: the inventory → topology text (validated by the one topology parser before
@@ -11,6 +12,7 @@
 //! Any failure (API error, throttling past the retries, a cut-off page, an unknown AZ id, data
 //! the topology refuses) is one error and nothing is written: the previous topology stays.
 
+pub mod agents;
 pub mod aws;
 pub mod ec2_xml;
 
