@@ -328,6 +328,8 @@ pub struct Client<'t> {
     /// Back-off waits (a test hook: tests count them instead of sleeping).
     sleep: fn(Duration),
     pub retries: std::cell::Cell<u32>,
+    /// Set when the collector stops: no further attempt, the back-off ends early.
+    stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Pages at most per action: a loop that never ends is an error, not a hang.
@@ -340,6 +342,31 @@ impl<'t> Client<'t> {
             opts,
             sleep: std::thread::sleep,
             retries: std::cell::Cell::new(0),
+            stop: None,
+        }
+    }
+
+    /// Gives up (as a transport error) once `stop` is set, also during a back-off.
+    pub fn with_stop(mut self, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The back-off, in slices of at most 100 ms so that a stop ends it.
+    fn wait(&self, d: Duration) {
+        let until = std::time::Instant::now() + d;
+        while !self.stopped() {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            (self.sleep)(left.min(Duration::from_millis(100)));
         }
     }
 
@@ -359,6 +386,12 @@ impl<'t> Client<'t> {
         let mut wait = self.opts.backoff;
         let attempts = self.opts.attempts.max(1);
         for attempt in 1..=attempts {
+            if attempt > 1 && self.stopped() {
+                return Err(ImportError::Transport {
+                    action: action.into(),
+                    message: "the collector is stopping".into(),
+                });
+            }
             let last = attempt == attempts;
             let (retry, err) = match self.transport.call(&params) {
                 Ok((200, body)) => return Ok(body),
@@ -403,7 +436,7 @@ impl<'t> Client<'t> {
             }
             log::warn!("aws import: {err}; retrying in {wait:?}");
             self.retries.set(self.retries.get() + 1);
-            (self.sleep)(wait);
+            self.wait(wait);
             wait = (wait * 2).min(Duration::from_secs(20));
         }
         unreachable!("the last attempt returns")
@@ -526,8 +559,12 @@ pub fn read_inventory(c: &Client<'_>, region: &str) -> Result<Inventory, ImportE
     })
 }
 
-/// Credentials, transport and every call: the inventory of `o.region`.
-pub fn import(o: &AwsOptions) -> Result<Inventory, ImportError> {
+/// Credentials, transport and every call: the inventory of `o.region`. `stop` ends retries
+/// early (the collector stopping).
+pub fn import(
+    o: &AwsOptions,
+    stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+) -> Result<Inventory, ImportError> {
     if o.region.is_empty()
         || !o
             .region
@@ -541,7 +578,10 @@ pub fn import(o: &AwsOptions) -> Result<Inventory, ImportError> {
     }
     let creds = credentials(o.profile.as_deref())?;
     let t = HttpTransport::new(o, creds)?;
-    let c = Client::new(&t, o.clone());
+    let mut c = Client::new(&t, o.clone());
+    if let Some(s) = stop {
+        c = c.with_stop(s);
+    }
     read_inventory(&c, &o.region)
 }
 
@@ -731,6 +771,27 @@ mod test {
         );
         assert!(e.to_string().contains("gave up after 5 attempts"), "{e}");
         assert_eq!(t.count("DescribeSubnets"), 5);
+    }
+
+    /// A stop ends a back-off at once: the collector's shutdown never waits out the retries.
+    #[test]
+    fn test_stop_ends_the_backoff() {
+        let t = Replay::recorded();
+        t.set("DescribeAvailabilityZones", vec![Err("refused".into())]);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut o = AwsOptions::new("us-east-1");
+        o.backoff = Duration::from_secs(3600);
+        let c = Client::new(&t, o).with_stop(stop.clone());
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50)); // the shutdown comes later
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let t0 = std::time::Instant::now();
+        let e = read_inventory(&c, "us-east-1").unwrap_err();
+        setter.join().unwrap();
+        assert!(e.to_string().contains("stopping"), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        assert_eq!(t.count("DescribeAvailabilityZones"), 1);
     }
 
     #[test]

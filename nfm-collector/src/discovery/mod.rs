@@ -325,8 +325,12 @@ impl AwsImportSettings {
 }
 
 /// Imports and writes `path` if the result differs from it. Ok(true): written (reload).
-pub fn import_to_file(o: &AwsOptions, path: &Path) -> Result<bool, ImportError> {
-    let inv = aws::import(o)?;
+pub fn import_to_file(
+    o: &AwsOptions,
+    path: &Path,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<bool, ImportError> {
+    let inv = aws::import(o, stop)?;
     let text = render(&inv)?;
     if std::fs::read_to_string(path).ok().as_deref() == Some(text.as_str()) {
         return Ok(false);
@@ -348,7 +352,7 @@ pub fn run_schedule(
     let every = parse_every(&s.every).unwrap_or(Duration::from_secs(900));
     let o = s.options();
     while !stop.load(Ordering::Relaxed) {
-        match import_to_file(&o, &path) {
+        match import_to_file(&o, &path, Some(stop.clone())) {
             Ok(true) => {
                 log::info!("aws import: {} changed; reloading", path.display());
                 reload();
@@ -394,7 +398,7 @@ pub fn run_import_cli(a: &ImportAwsArgs) -> i32 {
     o.profile = a.profile.clone();
     o.endpoint_url = a.endpoint_url.clone();
     o.page_size = a.page_size.max(1);
-    let text = match aws::import(&o).and_then(|inv| render(&inv)) {
+    let text = match aws::import(&o, None).and_then(|inv| render(&inv)) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("nfm-collector: {e}");
@@ -636,7 +640,7 @@ mod test {
         o.backoff = Duration::from_millis(1);
         std::env::set_var("AWS_ACCESS_KEY_ID", "test");
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
-        let e = import_to_file(&o, &path).unwrap_err();
+        let e = import_to_file(&o, &path, None).unwrap_err();
         assert!(matches!(e, ImportError::Transport { .. }), "{e}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "# previous\n");
         std::fs::remove_dir_all(&dir).unwrap();
