@@ -439,7 +439,12 @@ impl Collector {
             };
             crate::discovery::parse_every(&a.every)
                 .map_err(|e| format!("[aws_import] every: {e}"))?;
-            let (a, stop, tx) = (a.clone(), stop_ticker.clone(), to_api.clone());
+            let (a, stop, tx, m) = (
+                a.clone(),
+                stop_ticker.clone(),
+                to_api.clone(),
+                metrics.clone(),
+            );
             threads.push(
                 spawn("aws-import", move || {
                     crate::discovery::run_schedule(
@@ -447,6 +452,7 @@ impl Collector {
                         path,
                         || drop(tx.send(ApiMsg::ReloadTopology)),
                         stop,
+                        &m,
                     )
                 })
                 .map_err(io)?,

@@ -258,4 +258,10 @@ done
 [ "$(cat "$WORK/topology.toml")" = "$before" ] || fail "a failed re-import changed the file"
 curl -sf "$API/api/topology" | grep -q '"cache-1"' || fail "the collector lost its topology"
 kill -0 "$COLLECTOR_PID" 2>/dev/null || fail "the collector died"
+curl -sf "$API/metrics" >"$WORK/metrics.txt" || fail "no /metrics"
+for r in changed error; do
+  n=$(awk -v r="nfm_aws_imports_total{result=\"$r\"}" '$1 == r {print $2}' "$WORK/metrics.txt")
+  [ "${n:-0}" -ge 1 ] || fail "nfm_aws_imports_total{result=\"$r\"} is ${n:-missing}"
+done
+grep '^nfm_aws_imports_total' "$WORK/metrics.txt" | tr '\n' ' '; echo
 echo "aws-import: PASS"

@@ -348,17 +348,27 @@ pub fn run_schedule(
     path: PathBuf,
     reload: impl Fn(),
     stop: Arc<AtomicBool>,
+    metrics: &crate::metrics::Metrics,
 ) {
     let every = parse_every(&s.every).unwrap_or(Duration::from_secs(900));
     let o = s.options();
     while !stop.load(Ordering::Relaxed) {
         match import_to_file(&o, &path, Some(stop.clone())) {
             Ok(true) => {
+                metrics.aws_imports_changed.fetch_add(1, Ordering::Relaxed);
                 log::info!("aws import: {} changed; reloading", path.display());
                 reload();
             }
-            Ok(false) => log::info!("aws import: no change"),
-            Err(e) => log::error!("{e}; the previous topology stays"),
+            Ok(false) => {
+                metrics
+                    .aws_imports_unchanged
+                    .fetch_add(1, Ordering::Relaxed);
+                log::info!("aws import: no change");
+            }
+            Err(e) => {
+                metrics.aws_import_errors.fetch_add(1, Ordering::Relaxed);
+                log::error!("{e}; the previous topology stays");
+            }
         }
         let until = Instant::now() + every;
         while Instant::now() < until && !stop.load(Ordering::Relaxed) {

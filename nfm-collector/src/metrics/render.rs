@@ -399,5 +399,17 @@ pub fn render(
             ("result=\"error\"".into(), c(&m.topology_reload_errors)),
         ],
     );
+    // issue 17
+    family(
+        &mut o,
+        "nfm_aws_imports_total",
+        "counter",
+        "Scheduled AWS topology imports ([aws_import]), by result.",
+        vec![
+            ("result=\"unchanged\"".into(), c(&m.aws_imports_unchanged)),
+            ("result=\"changed\"".into(), c(&m.aws_imports_changed)),
+            ("result=\"error\"".into(), c(&m.aws_import_errors)),
+        ],
+    );
     o
 }
