@@ -146,9 +146,8 @@ impl Agent {
             )
         });
         // At most imds::BUDGET (1 s) when no metadata service answers.
-        let placement = crate::imds::IMDS_ADDR
-            .parse()
-            .ok()
+        let placement = cfg
+            .imds
             .and_then(|a| crate::imds::discover(a, crate::imds::BUDGET))
             .unwrap_or_default();
         let now_ms = sys::unix_ms();
