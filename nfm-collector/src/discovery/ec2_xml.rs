@@ -50,7 +50,8 @@ pub struct Vpc {
 pub struct Subnet {
     pub id: String,
     pub vpc: String,
-    pub cidr: String,
+    /// None for an IPv6-only subnet.
+    pub cidr: Option<String>,
     pub az_name: Option<String>,
     pub az_id: Option<String>,
 }
@@ -226,7 +227,7 @@ pub fn subnets(xml: &str) -> Result<Page<Subnet>, XmlError> {
         Ok(Subnet {
             id: need(n, "subnetId")?,
             vpc: need(n, "vpcId")?,
-            cidr: need(n, "cidrBlock")?,
+            cidr: text(n, "cidrBlock"),
             az_name: text(n, "availabilityZone"),
             az_id: text(n, "availabilityZoneId"),
         })
@@ -380,7 +381,11 @@ mod test {
         assert_eq!(v.next_token, None);
 
         let s = subnets(&fixture("DescribeSubnets")).unwrap();
-        let a = s.items.iter().find(|s| s.cidr == "10.10.1.0/24").unwrap();
+        let a = s
+            .items
+            .iter()
+            .find(|s| s.cidr.as_deref() == Some("10.10.1.0/24"))
+            .unwrap();
         assert_eq!(a.az_id.as_deref(), Some("use1-az6"));
         assert_eq!(a.az_name.as_deref(), Some("us-east-1a"));
         assert_eq!(a.vpc, app.id);

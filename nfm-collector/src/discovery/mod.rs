@@ -86,7 +86,8 @@ pub fn render(inv: &Inventory) -> Result<String, ImportError> {
     let vpc_ids: BTreeSet<&str> = vpcs.iter().map(|v| v.id.as_str()).collect();
     for v in &vpcs {
         if let Some(n) = &v.name {
-            out.push_str(&format!("# {}\n", n.replace('\n', " ")));
+            let n: String = n.chars().filter(|c| !c.is_control()).collect();
+            out.push_str(&format!("# {n}\n"));
         }
         out.push_str(&format!(
             "[[vpc]]\nid = {}\nregion = {}\ncidrs = {}\n\n",
@@ -120,6 +121,13 @@ pub fn render(inv: &Inventory) -> Result<String, ImportError> {
                 )))
             }
         };
+        let Some(cidr) = &s.cidr else {
+            out.push_str(&format!(
+                "# subnet {} is IPv6-only: not imported (a subnet entry has one CIDR)\n\n",
+                s.id
+            ));
+            continue;
+        };
         if !zone_ids.contains(az) {
             return Err(ImportError::Inconsistent(format!(
                 "subnet {}: AZ id `{az}` is not an AZ of region {region} (DescribeAvailabilityZones lists {})",
@@ -132,7 +140,7 @@ pub fn render(inv: &Inventory) -> Result<String, ImportError> {
             q(&s.id),
             q(&s.vpc),
             q(az),
-            q(&s.cidr)
+            q(cidr)
         ));
     }
 
@@ -481,14 +489,14 @@ mod test {
                 Subnet {
                     id: "subnet-a1".into(),
                     vpc: "vpc-a".into(),
-                    cidr: "10.0.1.0/24".into(),
+                    cidr: Some("10.0.1.0/24".into()),
                     az_name: Some("eu-west-1a".into()),
                     az_id: Some("euw1-az1".into()),
                 },
                 Subnet {
                     id: "subnet-b2".into(),
                     vpc: "vpc-b".into(),
-                    cidr: "10.1.2.0/24".into(),
+                    cidr: Some("10.1.2.0/24".into()),
                     // No AZ id: found through the zone list.
                     az_name: Some("eu-west-1b".into()),
                     az_id: None,
@@ -567,6 +575,16 @@ mod test {
             text.contains("# peering pcx-x reaches a VPC outside"),
             "{text}"
         );
+        // An IPv6-only subnet is skipped, control characters of a Name tag dropped.
+        let mut odd = inv();
+        odd.subnets[0].cidr = None;
+        odd.vpcs[0].name = Some("a\r\nb\u{7}".into());
+        let odd_text = render(&odd).unwrap();
+        assert!(Topology::parse(&odd_text)
+            .unwrap()
+            .subnet("subnet-a1")
+            .is_none());
+        assert!(odd_text.contains("# ab\n") && odd_text.contains("subnet-a1 is IPv6-only"));
         let names: Vec<&str> = t.hosts().iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["web", "web (10.0.1.6)", "web (i-2)"]);
         assert_eq!(t.service("s3").unwrap().kind, "object-storage");
