@@ -360,20 +360,12 @@ impl<'t> Client<'t> {
 
     /// The back-off, in slices of at most 100 ms so that a stop ends it.
     fn wait(&self, d: Duration) {
-        let until = std::time::Instant::now() + d;
-        while !self.stopped() {
-            let left = until.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            (self.sleep)(left.min(Duration::from_millis(100)));
+        let mut left = d;
+        while !left.is_zero() && !self.stopped() {
+            let slice = left.min(Duration::from_millis(100));
+            (self.sleep)(slice);
+            left -= slice;
         }
-    }
-
-    /// A client whose back-off does not wait (tests).
-    pub fn without_waiting(mut self) -> Self {
-        self.sleep = |_| {};
-        self
     }
 
     /// One request with retries; the body of a 200 answer.
