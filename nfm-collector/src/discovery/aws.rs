@@ -368,6 +368,12 @@ impl<'t> Client<'t> {
         }
     }
 
+    /// A client whose back-off does not wait (tests).
+    pub fn without_waiting(mut self) -> Self {
+        self.sleep = |_| {};
+        self
+    }
+
     /// One request with retries; the body of a 200 answer.
     fn request(&self, action: &str, extra: &[(String, String)]) -> Result<String, ImportError> {
         let mut params = vec![
