@@ -6,7 +6,8 @@
 # scheduled re-import, feeds it flow records (a FlowBatch encoded from docs/wire.md by a small
 # Python encoder) and checks that the collector resolves the addresses through the imported
 # topology: hosts, subnets, AZ ids, the transit gateway, the peering and the S3 prefix list.
-# Then it changes the account and checks the scheduled import reloads the topology, and that a
+# Then it changes the account and checks that `--diff` shows the change, that the scheduled
+# import reloads the topology, and that a
 # failed import keeps it. Every process it starts is stopped on exit, also on failure.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -149,6 +150,7 @@ set +e
 rc=$?
 set -e
 [ "$rc" -eq 0 ] && [ ! -s "$WORK/diff.txt" ] || fail "--diff against the same account: exit $rc, $(head -5 "$WORK/diff.txt")"
+cp "$WORK/topology.toml" "$WORK/first.toml"
 
 echo "aws-import: starting the collector on the import, re-importing every 2 s"
 cat >"$WORK/collector.toml" <<EOF
@@ -245,6 +247,13 @@ for _ in $(seq 1 100); do
 done
 [ -n "$ok" ] || fail "the scheduled import did not reload the topology with cache-1"
 grep -q 'name = "cache-1"' "$WORK/topology.toml" || fail "cache-1 is not in the topology file"
+set +e
+"$BIN" topology import-aws --region "$REGION" --endpoint-url "$EP" --diff "$WORK/first.toml" >"$WORK/diff.txt"
+rc=$?
+set -e
+[ "$rc" -eq 1 ] && grep -q '^+name = "cache-1"' "$WORK/diff.txt" && grep -q '^+ip = "10.20.1.20"' "$WORK/diff.txt" \
+  || fail "--diff after a change: exit $rc, $(cat "$WORK/diff.txt" | head -20)"
+echo "aws-import: --diff shows the new instance ($(grep -c '^[+-][^+-]' "$WORK/diff.txt") changed lines)"
 
 echo "aws-import: stopping moto; a failing re-import keeps the topology"
 before=$(cat "$WORK/topology.toml")
