@@ -7,8 +7,8 @@
 # Python encoder) and checks that the collector resolves the addresses through the imported
 # topology: hosts, subnets, AZ ids, the transit gateway, the peering and the S3 prefix list.
 # Then it changes the account and checks that `--diff` shows the change, that the scheduled
-# import reloads the topology, and that a
-# failed import keeps it. Every process it starts is stopped on exit, also on failure.
+# import reloads the topology, and that a failed import keeps it. Every process it starts is
+# stopped on exit, also on failure.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
