@@ -106,6 +106,9 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     /// The agents' TCP stream over TLS too, with the same certificate (docs/wire.md).
     pub ingest_tls: bool,
+    /// issue 17: re-import the topology from the EC2 API on a schedule (`[aws_import]`); the
+    /// result is written to `topology` and reloaded when it changed.
+    pub aws_import: Option<crate::discovery::AwsImportSettings>,
 }
 
 impl Default for Settings {
@@ -148,6 +151,7 @@ impl Default for Settings {
             tls_cert: None,
             tls_key: None,
             ingest_tls: false,
+            aws_import: None,
         }
     }
 }
@@ -507,6 +511,34 @@ impl Collector {
                             }
                         }
                     }
+                })
+                .map_err(io)?,
+            );
+        }
+
+        // issue 17: the scheduled AWS import writes the topology file and reloads it (the
+        // SIGHUP path) when it changed; errors keep the previous topology.
+        if let Some(a) = &s.aws_import {
+            let Some(path) = s.topology.clone() else {
+                return Err("[aws_import] needs `topology`: the file the import writes".into());
+            };
+            crate::discovery::parse_every(&a.every)
+                .map_err(|e| format!("[aws_import] every: {e}"))?;
+            let (a, stop, tx, m) = (
+                a.clone(),
+                stop_ticker.clone(),
+                to_api.clone(),
+                metrics.clone(),
+            );
+            threads.push(
+                spawn("aws-import", move || {
+                    crate::discovery::run_schedule(
+                        &a,
+                        path,
+                        || drop(tx.send(ApiMsg::ReloadTopology)),
+                        stop,
+                        &m,
+                    )
                 })
                 .map_err(io)?,
             );

@@ -400,5 +400,17 @@ pub fn render(
         ],
     );
     super::security::render(m, &mut o); // issue 15
+                                        // issue 17
+    family(
+        &mut o,
+        "nfm_aws_imports_total",
+        "counter",
+        "Scheduled AWS topology imports ([aws_import]), by result.",
+        vec![
+            ("result=\"unchanged\"".into(), c(&m.aws_imports_unchanged)),
+            ("result=\"changed\"".into(), c(&m.aws_imports_changed)),
+            ("result=\"error\"".into(), c(&m.aws_import_errors)),
+        ],
+    );
     o
 }
