@@ -533,6 +533,7 @@ fn cmd_score(a: ScoreArgs) -> anyhow::Result<i32> {
             max_time_to_detect: a.max_time_to_detect,
             max_false_flips_per_day: a.max_false_flips_per_day,
             max_network_blame_slow_host: a.max_network_blame_slow_host,
+            ..Thresholds::default()
         },
         start_ms,
         target,

@@ -399,6 +399,7 @@ fn offline_run(
                 component: v.component,
                 blame: v.blame,
                 confidence: v.confidence,
+                first_seen_ms: v.first_seen_ms,
             });
         }
     }

@@ -90,6 +90,7 @@ fn perfect_api(dir: PathBuf, stop: Arc<AtomicBool>) -> (String, std::thread::Joi
                                 component: f.component.clone(),
                                 blame: f.blame,
                                 confidence: 1.0,
+                                first_seen_ms: 0,
                             });
                             at += t;
                         }
