@@ -158,6 +158,8 @@ struct ScenarioFile {
     interval: Option<u64>,
     #[serde(default)]
     repeat: bool,
+    #[serde(default)]
+    diurnal: Option<f64>,
     #[serde(default, rename = "fault")]
     faults: Vec<FaultFile>,
 }
@@ -286,6 +288,9 @@ pub struct Scenario {
     pub interval_ms: Option<u64>,
     /// Replay the timeline forever (real-time demo runs).
     pub repeat: bool,
+    /// Overrides the fleet's day/night swing (0..=0.9; 0.82 is a ×10 swing between night and
+    /// day: (1 + d) / (1 − d)).
+    pub diurnal: Option<f64>,
     pub faults: Vec<Fault>,
 }
 
@@ -309,6 +314,7 @@ impl Scenario {
             duration_ms,
             interval_ms: None,
             repeat: false,
+            diurnal: None,
             faults: Vec::new(),
         }
     }
@@ -333,6 +339,9 @@ impl Scenario {
         }
         if f.interval == Some(0) {
             return Err(ScenarioError("interval must be > 0".into()));
+        }
+        if f.diurnal.is_some_and(|d| !(0.0..=0.9).contains(&d)) {
+            return Err(ScenarioError("diurnal must be in 0..=0.9".into()));
         }
         let mut faults = Vec::new();
         for (i, ff) in f.faults.into_iter().enumerate() {
@@ -415,6 +424,7 @@ impl Scenario {
             duration_ms: f.duration,
             interval_ms: f.interval,
             repeat: f.repeat,
+            diurnal: f.diurnal,
             faults,
         })
     }
@@ -450,14 +460,35 @@ impl Scenario {
             } else {
                 None
             };
-            // Observable: at least 3 flows cross it.
+            // Observable: at least 3 flows cross it (that open connections, for faults that
+            // only touch new connections; to it, for a slow handshake).
+            let kind = f.kind;
+            let observable = |i: usize, c: &ComponentId| {
+                let flows = &fleet.flows_by_component[i];
+                match kind {
+                    FaultKind::ConnectFail | FaultKind::SlowHandshake => {
+                        flows
+                            .iter()
+                            .filter(|&&fi| {
+                                let fl = &fleet.flows[fi as usize];
+                                fl.connections_per_s > 0.0
+                                    && (kind == FaultKind::ConnectFail
+                                        || matches!(fl.server, crate::fleet::Remote::Host(h)
+                                            if fleet.hosts[h].name == c.name))
+                            })
+                            .count()
+                            >= 3
+                    }
+                    _ => flows.len() >= 3,
+                }
+            };
             let candidates: Vec<&ComponentId> = fleet
                 .components
                 .iter()
                 .enumerate()
                 .filter(|(i, c)| {
                     c.kind == f.component.kind
-                        && fleet.flows_by_component[*i].len() >= 3
+                        && observable(*i, c)
                         && (want_tier.is_none() || tier_of(c) == want_tier)
                         && (c.kind != ComponentKind::Host || tier_of(c).is_some())
                         && fleet.equivalents(c).is_empty()

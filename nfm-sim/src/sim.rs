@@ -136,7 +136,7 @@ impl<'f> Engine<'f> {
 
     /// Day/night swing of traffic at absolute time `t_ms` (lowest at midnight UTC).
     fn load(&self, t_ms: u64) -> f64 {
-        let d = self.fleet.traffic.diurnal;
+        let d = self.scenario.diurnal.unwrap_or(self.fleet.traffic.diurnal);
         let phase = (t_ms % DAY_MS) as f64 / DAY_MS as f64;
         1.0 - d * (2.0 * std::f64::consts::PI * phase).cos()
     }
