@@ -4,7 +4,8 @@
 //! Guarantee: a loaded scenario only names components some simulated flow crosses (checked by
 //! [`Scenario::check`]), so every fault is observable and its ground truth is meaningful.
 //! Placement (`--place random`) moves each fault to another component of the same kind that
-//! at least 3 flows cross (for hosts: of the same tier) and that shares its exact set of flows
+//! at least 3 flows cross and show to some agent (for hosts: of the same tier; see
+//! [`crate::sim::observable_flows`]) and that shares its exact set of flows
 //! with no other component (an ambiguity no evaluator could resolve), drawn from the seed:
 //! faults the evaluator was not tuned on.
 //!
@@ -460,26 +461,18 @@ impl Scenario {
             } else {
                 None
             };
-            // Observable: at least 3 flows cross it (that open connections, for faults that
-            // only touch new connections; to it, for a slow handshake).
-            let kind = f.kind;
+            // Observable: at least 3 flows it touches would show it to some agent
+            // ([`crate::sim::observable_flows`]).
+            let probe = f.clone();
+            // An elephant touches one flow, of a host that at least 3 flows cross.
             let observable = |i: usize, c: &ComponentId| {
-                let flows = &fleet.flows_by_component[i];
-                match kind {
-                    FaultKind::ConnectFail | FaultKind::SlowHandshake => {
-                        flows
-                            .iter()
-                            .filter(|&&fi| {
-                                let fl = &fleet.flows[fi as usize];
-                                fl.connections_per_s > 0.0
-                                    && (kind == FaultKind::ConnectFail
-                                        || matches!(fl.server, crate::fleet::Remote::Host(h)
-                                            if fleet.hosts[h].name == c.name))
-                            })
-                            .count()
-                            >= 3
-                    }
-                    _ => flows.len() >= 3,
+                let mut g = probe.clone();
+                g.component = c.clone();
+                let shown = crate::sim::observable_flows(fleet, &g);
+                if g.kind == FaultKind::ElephantRetrans {
+                    shown >= 1 && fleet.flows_by_component[i].len() >= 3
+                } else {
+                    shown >= 3
                 }
             };
             let candidates: Vec<&ComponentId> = fleet

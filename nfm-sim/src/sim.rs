@@ -196,6 +196,42 @@ pub fn affected_flows(fleet: &Fleet, f: &Fault) -> u64 {
         .count() as u64
 }
 
+/// Flows fault `f` touches that would show it to some agent: a loss on segments whose sender
+/// runs an agent (the sender's retransmissions are what agents report), a delay or drift to
+/// either end's agent, a blackhole to the client's agent (or the server's on long-lived
+/// sockets, whose timeouts it sees), dropped SYNs to the client's agent on flows that open
+/// connections, slow handshakes on flows that open connections. A fault at a subnet of
+/// agent-less clients, or on one direction sent only by hosts without agents, shows to no
+/// agent at all: random placement avoids such components (no evaluator could see it).
+pub fn observable_flows(fleet: &Fleet, f: &Fault) -> u64 {
+    let Some(ci) = fleet.component_index(&f.component) else {
+        return 0;
+    };
+    let Some(full) = f.conditions(f.at_ms, f.at_ms + f.duration_ms) else {
+        return 0;
+    };
+    fleet.flows_by_component[ci as usize]
+        .iter()
+        .filter(|&&fi| {
+            let flow = &fleet.flows[fi as usize];
+            let Some(c) = shape(fleet, f, fi as usize, &full) else {
+                return false;
+            };
+            let client = fleet.hosts[flow.client].agent.is_some();
+            let server = matches!(flow.server, Remote::Host(h) if fleet.hosts[h].agent.is_some());
+            let conns = flow.connections_per_s > 0.0;
+            (c.loss > 0.0 && (client || server))
+                || (c.loss_up > 0.0 && client)
+                || (c.loss_down > 0.0 && server)
+                || ((c.delay_us > 0.0 || c.rtt_factor > 0.0 || c.slow_rtt_us > 0.0)
+                    && (client || server))
+                || (c.down > 0.0 && (client || (server && flow.long_lived > 0)))
+                || (c.syn_drop > 0.0 && client && conns)
+                || (c.slow_handshake_us > 0.0 && conns && (client || server))
+        })
+        .count() as u64
+}
+
 /// The one flow an `elephant-retrans` fault at `host` touches (see [`Engine::elephant`]).
 pub fn elephant(fleet: &Fleet, host: &nfm_collector::model::ComponentId) -> Option<usize> {
     let ci = fleet.component_index(host)?;

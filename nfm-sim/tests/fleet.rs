@@ -27,7 +27,11 @@ fn test_every_shipped_scenario_fits_the_small_fleet() {
     for e in std::fs::read_dir(format!("{DIR}/scenarios")).unwrap() {
         let p = e.unwrap().path();
         // wide-*: the wide fleet's (tests/issue14.rs checks them against it).
-        if p.file_name().unwrap().to_string_lossy().starts_with("wide-") {
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("wide-")
+        {
             continue;
         }
         let s = Scenario::load(&p).unwrap();

@@ -475,3 +475,38 @@ fn test_no_verdict_fault_scores_only_network_blame() {
     assert_eq!(s.overall.network_blame_host_only, 1);
     assert!(!s.overall.failures(&Thresholds::default()).is_empty());
 }
+
+#[test]
+fn test_random_placement_only_where_some_agent_would_see_it() {
+    // A blackholed subnet of agent-less clients (users, short connections only) or a refusing
+    // lb host (whose only clients run no agent) shows to no agent: placement never goes there.
+    let text = "name = \"t\"\nduration = \"1h\"\n[[fault]]\ncomponent = \"subnet:subnet-db-3\"\nkind = \"blackhole\"\nat = \"10m\"\nduration = \"10m\"\n[[fault]]\ncomponent = \"host:10.20.1.10\"\nkind = \"connect-fail\"\nat = \"30m\"\nduration = \"10m\"\n";
+    let mut subnets = HashSet::new();
+    for seed in 1..=40 {
+        let fl = fleet("wide", seed);
+        let mut s = Scenario::parse(text).unwrap();
+        s.place_random(&fl, seed);
+        let sub = &s.faults[0].component;
+        assert!(!sub.name.starts_with("subnet-users"), "seed {seed}: {sub}");
+        subnets.insert(sub.name.clone());
+        let host = &s.faults[1].component;
+        assert!(
+            host.name.starts_with("10.20."),
+            "seed {seed}: an api host, {host}"
+        );
+        for f in &s.faults {
+            assert!(
+                nfm_sim::sim::observable_flows(&fl, f) >= 3,
+                "seed {seed}: {}",
+                f.component
+            );
+        }
+    }
+    assert!(subnets.len() >= 5, "placement still varies: {subnets:?}");
+    // The rule itself: the users subnets are crossed by flows, but none would show a blackhole.
+    let fl = fleet("wide", 1);
+    let mut s = Scenario::parse(text).unwrap();
+    s.faults[0].component = "subnet:subnet-users-1".parse().unwrap();
+    assert!(fl.component_index(&s.faults[0].component).is_some());
+    assert_eq!(nfm_sim::sim::observable_flows(&fl, &s.faults[0]), 0);
+}

@@ -176,7 +176,12 @@ fn test_offline_scoring_of_every_shipped_scenario() {
     let mut all: Vec<PathBuf> = std::fs::read_dir(format!("{DIR}/scenarios"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with("wide-"))
+        .filter(|p| {
+            !p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("wide-")
+        })
         .collect();
     all.sort();
     let scores = score(&options(
