@@ -552,10 +552,8 @@ fn check_issue14(f: &mut Fault, ff: &FaultFile) -> Result<(), String> {
                 );
             }
         }
-        FaultKind::SlowHandshake => {
-            if f.extra_handshake_ms <= 0.0 || f.extra_rtt_ms > 0.0 {
-                return Err("kind slow-handshake needs extra_handshake and no extra_rtt".into());
-            }
+        FaultKind::SlowHandshake if f.extra_handshake_ms <= 0.0 || f.extra_rtt_ms > 0.0 => {
+            return Err("kind slow-handshake needs extra_handshake and no extra_rtt".into());
         }
         FaultKind::ElephantRetrans => {
             if f.component.kind != K::Host {
