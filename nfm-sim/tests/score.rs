@@ -232,3 +232,33 @@ fn test_offline_scoring_of_every_shipped_scenario() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn test_offline_score_does_not_depend_on_the_runs_before() {
+    // Issue 14: offline runs with a fresh evaluator all start at the same time, so a scenario's
+    // verdicts are the same alone or after others (they used to follow the wall clock and the
+    // runs before them through the time of day).
+    let offline = || Target::Offline {
+        health: Default::default(),
+        shared: false,
+    };
+    let mut o = options(scenarios(&["rtt-drift"]), offline(), None);
+    o.start_ms = None;
+    o.seeds = vec![1, 2];
+    let alone = score(&o).unwrap();
+    o.scenarios = scenarios(&["az-pair-loss", "rtt-drift"]);
+    let after = score(&o).unwrap();
+    let (a, b) = (&alone[0], &after[1]);
+    assert_eq!(b.scenario, "rtt-drift");
+    let starts = |s: &nfm_sim::score::ScenarioScore| -> Vec<u64> {
+        s.runs.iter().map(|r| r.start_ms).collect()
+    };
+    assert_eq!(starts(a), vec![nfm_sim::scorer::OFFLINE_START_MS; 2]);
+    assert_eq!(starts(a), starts(b));
+    let verdicts = |s: &nfm_sim::score::ScenarioScore| -> Vec<u64> {
+        s.runs.iter().map(|r| r.verdicts).collect()
+    };
+    assert_eq!(verdicts(a), verdicts(b));
+    assert!(verdicts(a).iter().all(|&v| v > 0), "the ramp is named");
+    assert_eq!(a.overall, b.overall);
+}
