@@ -11,8 +11,8 @@
 # offline over SEEDS seeds with random placement, at 5 s and at 60 s.
 #
 # The gate (--check, and the tables above) covers nfm-sim/scenarios/*.toml except wide-*.toml (the
-# wide fleet's) and the PENDING scenarios (issue 14's, which the current evaluator does not all
-# meet yet: the lead moves each into the gate by deleting it from PENDING once it passes).
+# wide fleet's) and the PENDING scenarios (issue 14's that the current evaluator does not meet
+# yet: the lead moves each into the gate by deleting it from PENDING once it passes).
 #
 # Usage: scripts/accuracy.sh            regenerate docs/accuracy.md (release build)
 #        scripts/accuracy.sh --check    no file written; exit 1 if any scenario misses the bar
@@ -29,7 +29,9 @@ TGT=${CARGO_TARGET_DIR:-$ROOT/target}
 FLEET=nfm-sim/fleets/small.toml
 SCEN_DIR=nfm-sim/scenarios
 WIDE_FLEET=nfm-sim/fleets/wide.toml
-PENDING="connect-fail directional-loss elephant-retrans healthy-day-swing low-grade-loss rtt-drift slow-handshake"
+# Issue 14's scenarios that the current evaluator misses at 60 s (offline, 10 seeds, random
+# placement): the ramp is first named past +30 %, slow handshakes are never named.
+PENDING="rtt-drift slow-handshake"
 # Gate scenarios: every shipped one but the wide fleet's and the pending ones.
 GATE=()
 PENDING_FILES=()
@@ -167,6 +169,7 @@ fi
 
 if [ $CHECK = 1 ]; then
   cat "$LIVE" "$OFF"
+  [ -n "$ISSUE14_MD" ] && echo "$ISSUE14_MD"
   [ $FAILED = 0 ] && echo "accuracy: every scenario meets the bar" || echo "accuracy: below the bar" >&2
   exit $FAILED
 fi

@@ -342,7 +342,7 @@ impl Tally {
         }
         if self.ramp_unnamed + self.ramp_not_held > 0 {
             f.push(format!(
-                "{} of {} ramps never named, {} not held to their end",
+                "ramps: {} of {} never named, {} named but not held to their end",
                 self.ramp_unnamed, self.ramp_faults, self.ramp_not_held
             ));
         }
