@@ -306,6 +306,33 @@ fn main() {
         );
     }
     let frame_bytes: usize = templates.iter().map(Vec::len).sum();
+    // How many monitors a flow belongs to on average: what a run's monitor cost scales with.
+    let monitors_per_flow = {
+        let t = nfm_collector::topology::Topology::parse(&std::fs::read_to_string(&topo).unwrap())
+            .expect("bench topology");
+        let list = nfm_collector::monitor::parse_monitors(&std::fs::read_to_string(&mons).unwrap())
+            .expect("bench monitors");
+        for m in &list {
+            m.validate(&t).expect("bench monitor fits the topology");
+        }
+        let ix = nfm_collector::monitor_index::MonitorIndex::new(&list);
+        let (mut out, mut scratch, mut n) = (Vec::new(), Vec::new(), 0usize);
+        for f in &templates {
+            let p = nfm_wire::decode(f, &Default::default()).expect("template decodes");
+            if let nfm_wire::Message::FlowBatch(b) = p.message {
+                for r in &b.records {
+                    ix.members(
+                        &t.resolve(r.local),
+                        &t.resolve(r.remote),
+                        &mut out,
+                        &mut scratch,
+                    );
+                    n += out.len();
+                }
+            }
+        }
+        n as f64 / flows as f64
+    };
 
     let rss_before = rss_bytes();
     let settings = Settings {
@@ -455,6 +482,7 @@ fn main() {
         "collector.cpu_us_per_record{sfx} {:.2} us",
         cpu * 1e6 / total as f64
     );
+    println!("collector.monitors_per_flow{sfx} {monitors_per_flow:.2} monitors");
     c.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -526,18 +526,44 @@ impl Aggregator {
                 }
             }
         }
+        // Totals and resource pairs per distinct monitor set first, then per monitor of each
+        // set: one hash probe per flow, not one per flow and monitor it belongs to.
+        let mut set_pairs: HashMap<(u32, (u64, u64)), (Counters, usize)> = HashMap::default();
+        let mut set_totals: HashMap<u32, Counters> = HashMap::default();
+        for (i, &m) in masks.iter().enumerate() {
+            if m == 0 {
+                continue;
+            }
+            set_totals.entry(m).or_default().add(&counters[i]);
+            let e = set_pairs
+                .entry((m, pair_key(i)))
+                .or_insert((Counters::default(), i));
+            e.0.add(&counters[i]);
+        }
+        let mut mon_totals = vec![Counters::default(); nm];
+        for (set, c) in &set_totals {
+            for &m in self.membership.sets.get(*set) {
+                if let Some(t) = mon_totals.get_mut(m as usize) {
+                    t.add(c);
+                }
+            }
+        }
+        // (label ids) -> (counters, a flow of that pair), per monitor.
+        let mut mon_pairs: Vec<HashMap<(u64, u64), (Counters, usize)>> =
+            (0..nm).map(|_| HashMap::default()).collect();
+        for ((set, key), (c, i)) in set_pairs {
+            for &m in self.membership.sets.get(set) {
+                if let Some(p) = mon_pairs.get_mut(m as usize) {
+                    p.entry(key).or_insert((Counters::default(), i)).0.add(&c);
+                }
+            }
+        }
         let monitors = mon_flows
             .into_iter()
+            .zip(mon_totals)
+            .zip(mon_pairs)
             .enumerate()
-            .map(|(mi, idx)| {
-                let mut total = Counters::default();
-                // (label ids) -> (counters, a flow of that pair)
-                let mut pairs: HashMap<(u64, u64), (Counters, usize)> = HashMap::default();
-                for &i in &idx {
-                    total.add(&counters[i]);
-                    let e = pairs.entry(pair_key(i)).or_insert((Counters::default(), i));
-                    e.0.add(&counters[i]);
-                }
+            .map(|(mi, ((idx, total), pairs))| {
                 let pairs: Vec<(Counters, usize)> = pairs.into_values().collect();
                 let pair_counters: Vec<Counters> = pairs.iter().map(|p| p.0).collect();
                 let pidx: Vec<usize> = (0..pairs.len()).collect();
