@@ -40,8 +40,8 @@ pub struct Cli {
     /// TOML config file; flags override its values.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Collector address HOST:PORT (repeatable; one is picked by a stable hash of the agent id,
-    /// the next on failure).
+    /// Collector address HOST:PORT (repeatable: the agent ranks them by rendezvous hash of its
+    /// id, ships to the first that answers, and returns to it when it is back; docs/scale.md).
     #[arg(long = "collector", value_name = "ADDR")]
     pub collectors: Vec<String>,
     /// udp (fire and forget) or tcp (acked, spooled, resent).
@@ -240,6 +240,15 @@ impl Config {
             .iter()
             .map(|a| resolve(a))
             .collect::<Result<Vec<_>>>()?;
+        // issue 16 item 3: a collector named twice would count twice in the rendezvous ranking.
+        for (i, c) in collectors.iter().enumerate() {
+            if collectors[..i].contains(c) {
+                bail!(
+                    "collector `{}` ({c}) is listed twice: each collector once",
+                    collectors_raw[i]
+                );
+            }
+        }
         if collectors.is_empty() && !stdout {
             bail!(
                 "no collector configured: pass --collector HOST:PORT (or --stdout to print flows)"
@@ -420,6 +429,22 @@ mod test {
         let c = Config::from_cli(Cli::parse_from(["nfm-agent", "--config", p])).unwrap();
         assert_eq!(c.transport, Kind::Tcp);
         assert_eq!(c.interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn test_collector_listed_twice_is_refused() {
+        let cli = Cli::try_parse_from([
+            "nfm-agent",
+            "--collector",
+            "127.0.0.1:7700",
+            "--collector",
+            "127.0.0.2:7700",
+            "--collector",
+            "127.0.0.1:7700",
+        ])
+        .unwrap();
+        let e = Config::from_cli(cli).unwrap_err().to_string();
+        assert!(e.contains("listed twice"), "{e}");
     }
 
     #[test]

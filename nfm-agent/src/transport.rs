@@ -7,12 +7,19 @@
 //! that dedupes on the triple receives every record exactly once.
 //!
 //! Reconnects back off exponentially (100 ms doubling to 10 s) with ±25 % jitter so a fleet does
-//! not reconnect in lockstep after a collector restart. The collector is chosen by a stable hash
-//! of the agent id; on failure the next configured one is tried.
+//! not reconnect in lockstep after a collector restart.
 //!
 //! TLS (`--tls-ca`, issue 15): the same stream inside a rustls client connection
 //! (`crate::tls`); the spool counts a frame written once rustls has taken it, so a connection
 //! lost mid-handshake or mid-record resends exactly as a plain one does.
+//!
+//! Several collectors (issue 16 item 3): the agent ranks them by rendezvous hash of its id
+//! (`nfm_wire::rendezvous`, the same split as nfm-sim) and ships to the first. When a connect or
+//! connection fails it moves to the next in its own ranking (counted in `failovers`), so losing
+//! one of N collectors moves only that collector's agents, spread over the others. While on a
+//! fallback it tries its first choice again every `return_after` (30 s), at a moment when every
+//! frame is acked (so nothing is sent to two collectors), and stays there when it answers
+//! (counted in `returns`).
 
 use crate::tls::{read_step, write_tls, Step, TlsClient};
 use mio::net::{TcpStream, UdpSocket};
@@ -48,7 +55,14 @@ pub struct TransportStats {
     pub frames_acked: u64,
     /// Connections that failed TLS (an untrusted collector certificate, a plain-text port).
     pub tls_errors: u64,
+    /// Moves to the next collector of this agent's ranking after a failure.
+    pub failovers: u64,
+    /// Moves back to the first choice from a fallback.
+    pub returns: u64,
 }
+
+/// How long an agent ships to a fallback collector before trying its first choice again.
+pub const RETURN_AFTER: Duration = Duration::from_secs(30);
 
 /// One spooled frame.
 #[derive(Debug)]
@@ -199,7 +213,12 @@ enum Tcp {
 pub struct Transport {
     kind: Kind,
     collectors: Vec<SocketAddr>,
+    /// `collectors` indices in this agent's rendezvous order, and the position in it in use.
+    order: Vec<usize>,
     current: usize,
+    /// On a fallback: when to try the first choice again.
+    return_at: Option<Instant>,
+    return_after: Duration,
     epoch: u32,
     keys: Option<Keyring>,
     udp: Option<UdpSocket>,
@@ -233,12 +252,13 @@ impl Transport {
         spool_bytes: usize,
         keys: Option<Keyring>,
     ) -> Transport {
-        let n = collectors.len().max(1);
-        let current = (fnv1a(&agent_id.to_le_bytes()) % n as u64) as usize;
         Transport {
             kind,
+            order: nfm_wire::rendezvous::rank(agent_id, &collectors),
             collectors,
-            current,
+            current: 0,
+            return_at: None,
+            return_after: RETURN_AFTER,
             epoch,
             keys,
             udp: None,
@@ -266,7 +286,59 @@ impl Transport {
     }
 
     pub fn collector(&self) -> Option<SocketAddr> {
-        self.collectors.get(self.current).copied()
+        self.order
+            .get(self.current)
+            .and_then(|&i| self.collectors.get(i))
+            .copied()
+    }
+
+    /// Tries the first choice again after `d` on a fallback instead of [`RETURN_AFTER`].
+    pub fn set_return_after(&mut self, d: Duration) {
+        self.return_after = d;
+    }
+
+    /// Moves to the next collector of the ranking after a failure (no-op with one collector).
+    fn fail_over(&mut self, now: Instant) {
+        if self.collectors.len() < 2 {
+            return;
+        }
+        let from = self.collector();
+        self.current = (self.current + 1) % self.collectors.len();
+        self.stats.failovers += 1;
+        if self.current == 0 {
+            self.return_at = None;
+        } else if self.return_at.is_none() {
+            self.return_at = Some(now + self.return_after);
+        }
+        log::warn!(
+            "collector {} unreachable: moving to {} (choice {} of {})",
+            from.map(|a| a.to_string()).unwrap_or_default(),
+            self.collector().map(|a| a.to_string()).unwrap_or_default(),
+            self.current + 1,
+            self.collectors.len()
+        );
+    }
+
+    /// On a fallback whose return time passed, with nothing unacked: back to the first choice
+    /// (if it still fails, `fail` moves on and schedules the next try).
+    fn maybe_return(&mut self, registry: &Registry, now: Instant) {
+        let due = self.current != 0 && self.return_at.is_some_and(|t| now >= t);
+        if !due || !self.spool.is_empty() {
+            return;
+        }
+        self.current = 0;
+        self.return_at = None;
+        self.stats.returns += 1;
+        log::info!(
+            "trying first-choice collector {} again",
+            self.collector().map(|a| a.to_string()).unwrap_or_default()
+        );
+        self.udp = None;
+        let old = std::mem::replace(&mut self.tcp, Tcp::Idle { retry_at: now });
+        if let Tcp::Connecting(mut s) | Tcp::Connected { stream: mut s, .. } = old {
+            let _ = registry.deregister(&mut s);
+        }
+        self.backoff = BACKOFF_MIN;
     }
 
     pub fn connected(&self) -> bool {
@@ -290,9 +362,15 @@ impl Transport {
 
     /// When the loop must wake up for this transport (a pending reconnect).
     pub fn next_wakeup(&self) -> Option<Instant> {
-        match self.tcp {
+        let retry = match self.tcp {
             Tcp::Idle { retry_at } if self.kind == Kind::Tcp => Some(retry_at),
             _ => None,
+        };
+        // A due return waits for the spool to empty, which an ack event reports: no busy wake.
+        let back = self.return_at.filter(|_| self.spool.is_empty());
+        match (retry, back) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -344,7 +422,7 @@ impl Transport {
                     log::warn!("udp send to {addr}: {e}");
                     self.stats.send_errors += 1;
                     if e.kind() == ErrorKind::ConnectionRefused && self.collectors.len() > 1 {
-                        self.current = (self.current + 1) % self.collectors.len();
+                        self.fail_over(Instant::now());
                         self.udp = None;
                     }
                     return;
@@ -355,6 +433,7 @@ impl Transport {
 
     /// Starts a connection when one is due.
     pub fn on_tick(&mut self, registry: &Registry, now: Instant) {
+        self.maybe_return(registry, now);
         if self.kind != Kind::Tcp {
             return;
         }
@@ -389,9 +468,7 @@ impl Transport {
         self.stats.send_errors += 1;
         let wait = self.jitter(self.backoff);
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        if self.collectors.len() > 1 {
-            self.current = (self.current + 1) % self.collectors.len();
-        }
+        self.fail_over(now);
         self.tcp = Tcp::Idle {
             retry_at: now + wait,
         };

@@ -8,8 +8,12 @@
 //! Prints `collector.records_per_s`, `collector.rss_mib`, `collector.bytes_per_active_flow`,
 //! plus RSS samples over the run to show whether memory stays flat.
 //!
-//! Usage: `cargo bench -p nfm-collector --bench collector -- [--secs N] [--agents N] [--flows-per-agent N]`
-//! (`NFM_BENCH_SECS` also sets the duration; default 20 s).
+//! Usage: `cargo bench -p nfm-collector --bench collector -- [--secs N] [--agents N] [--flows-per-agent N] [--monitors N]`
+//! (`NFM_BENCH_SECS` also sets the duration; default 20 s). `--monitors N` (or
+//! `NFM_BENCH_MONITORS`) runs with N monitors instead of the default 3 (issue 17 item 3): the
+//! topology gains an idle VPC of 1,000 subnets, most monitors watch one of them, every 100th
+//! watches the active traffic (so a flow belongs to a handful of monitors, as with real
+//! per-team monitors), and every name gets the suffix `_N_monitors`.
 
 use nfm_collector::collector::{Collector, Settings};
 use nfm_collector::ingest::Injected;
@@ -85,6 +89,57 @@ local = ["vpc:vpc-app"]
 remote = ["vpc:vpc-data"]
 "#;
 
+/// The extra topology and monitors of a `--monitors N` run (N > 3): 1,000 idle subnets.
+fn many_monitors(n: u64) -> (String, String) {
+    let mut topo =
+        String::from("[[vpc]]\nid = \"vpc-idle\"\nregion = \"r1\"\ncidrs = [\"10.2.0.0/16\"]\n");
+    for i in 0..1000u32 {
+        topo.push_str(&format!(
+            "[[subnet]]\nid = \"idle-{i}\"\nvpc = \"vpc-idle\"\naz = \"az{}\"\ncidr = \"10.2.{}.{}/26\"\n",
+            1 + i % 2,
+            i / 4,
+            (i % 4) * 64
+        ));
+    }
+    let active_local = [
+        "az:az1",
+        "az:az2",
+        "vpc:vpc-app",
+        "subnet:app-a",
+        "region:r1",
+    ];
+    let active_remote = [
+        "",
+        "vpc:vpc-data",
+        "service:object-store",
+        "region:r1",
+        "az:az2",
+    ];
+    let mut mons = String::from(MONITORS);
+    for j in 0..n.saturating_sub(3) {
+        let (local, remote) = if j % 100 == 0 {
+            let k = (j / 100) as usize;
+            (
+                active_local[k % 5].to_string(),
+                active_remote[(k / 5 + k) % 5].to_string(),
+            )
+        } else {
+            let r = if j % 3 == 0 { "vpc:vpc-app" } else { "" };
+            (format!("subnet:idle-{}", j % 1000), r.to_string())
+        };
+        let remote = if remote.is_empty() {
+            String::new()
+        } else {
+            format!("remote = [\"{remote}\"]\n")
+        };
+        mons.push_str(&format!(
+            "[[monitor]]\nname = \"gen-{j}\"\nlocal = [\"{local}\"]\n{remote}tags = {{ team = \"t{}\" }}\n",
+            j % 20
+        ));
+    }
+    (topo, mons)
+}
+
 fn rss_bytes() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     s.lines()
@@ -133,14 +188,27 @@ fn main() {
     let agents = arg("--agents").unwrap_or(10_000);
     let per_agent = arg("--flows-per-agent").unwrap_or(10);
     let health = arg("--health").unwrap_or(1) != 0;
+    let monitors = arg("--monitors")
+        .or_else(|| {
+            std::env::var("NFM_BENCH_MONITORS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(3);
     nfm_collector::alloc::tune();
     let flows = agents * per_agent;
     let dir = std::env::temp_dir().join(format!("nfm-bench-collector-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let topo = dir.join("topology.toml");
-    std::fs::write(&topo, TOPOLOGY).unwrap();
     let mons = dir.join("monitors.toml");
-    std::fs::write(&mons, MONITORS).unwrap();
+    if monitors > 3 {
+        let (extra, list) = many_monitors(monitors);
+        std::fs::write(&topo, format!("{TOPOLOGY}{extra}")).unwrap();
+        std::fs::write(&mons, list).unwrap();
+    } else {
+        std::fs::write(&topo, TOPOLOGY).unwrap();
+        std::fs::write(&mons, MONITORS).unwrap();
+    }
 
     // Templates: one frame per agent with its flows; intra-AZ, inter-AZ, inter-VPC, service and
     // unclassified remotes, some retransmissions and timeouts.
@@ -238,6 +306,33 @@ fn main() {
         );
     }
     let frame_bytes: usize = templates.iter().map(Vec::len).sum();
+    // How many monitors a flow belongs to on average: what a run's monitor cost scales with.
+    let monitors_per_flow = {
+        let t = nfm_collector::topology::Topology::parse(&std::fs::read_to_string(&topo).unwrap())
+            .expect("bench topology");
+        let list = nfm_collector::monitor::parse_monitors(&std::fs::read_to_string(&mons).unwrap())
+            .expect("bench monitors");
+        for m in &list {
+            m.validate(&t).expect("bench monitor fits the topology");
+        }
+        let ix = nfm_collector::monitor_index::MonitorIndex::new(&list);
+        let (mut out, mut scratch, mut n) = (Vec::new(), Vec::new(), 0usize);
+        for f in &templates {
+            let p = nfm_wire::decode(f, &Default::default()).expect("template decodes");
+            if let nfm_wire::Message::FlowBatch(b) = p.message {
+                for r in &b.records {
+                    ix.members(
+                        &t.resolve(r.local),
+                        &t.resolve(r.remote),
+                        &mut out,
+                        &mut scratch,
+                    );
+                    n += out.len();
+                }
+            }
+        }
+        n as f64 / flows as f64
+    };
 
     let rss_before = rss_bytes();
     let settings = Settings {
@@ -292,7 +387,7 @@ fn main() {
     };
 
     eprintln!(
-        "collector bench: {agents} agents x {per_agent} flows = {flows} active flows, {} B of frames per round, {secs} s, health evaluator {}",
+        "collector bench: {agents} agents x {per_agent} flows = {flows} active flows, {} B of frames per round, {secs} s, health evaluator {}, {monitors} monitors",
         frame_bytes,
         if health { "on" } else { "off" }
     );
@@ -367,7 +462,10 @@ fn main() {
         );
     }
     // Without the evaluator every name carries a suffix, so one script can print both runs.
-    let sfx = if health { "" } else { "_without_health" };
+    let mut sfx = if health { "" } else { "_without_health" }.to_string();
+    if monitors > 3 {
+        sfx.push_str(&format!("_{monitors}_monitors"));
+    }
     println!(
         "collector.records_per_s{sfx} {:.0} records/s",
         total as f64 / elapsed
@@ -384,6 +482,7 @@ fn main() {
         "collector.cpu_us_per_record{sfx} {:.2} us",
         cpu * 1e6 / total as f64
     );
+    println!("collector.monitors_per_flow{sfx} {monitors_per_flow:.2} monitors");
     c.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -14,11 +14,12 @@
 //! health stage passes through unjudged and the API folds into the interval's summary
 //! (`IntervalSummary::absorb`). Only records older than `max_late_ms` are dropped, and counted.
 
-use crate::flow_table::{label_key, row_resolution, FlowSlot, FlowTable, Resolutions};
+use crate::flow_table::{label_key, row_resolution, FlowSlot, FlowTable, Resolutions, NO_SET};
 use crate::interval::{ClosedWork, IntervalTotals, MonitorWork};
 use crate::metrics::Metrics;
 use crate::model::{Category, ClosedInterval, FlowSample};
 use crate::monitor::Monitor;
+use crate::monitor_index::{MonitorIndex, MonitorSets};
 use crate::pipeline::AggMsg;
 use crate::resolution::{FlowKey, Resolved, ResolvedBatches};
 use crate::summary::top_union;
@@ -72,9 +73,9 @@ struct OpenInterval {
     by_key: Option<HashMap<FlowKey, u32>>,
     samples: Vec<FlowSample>,
     counters: Vec<Counters>,
-    /// Monitor membership of each row, computed when the flow first appears (its resolution is
-    /// then hot in cache).
-    masks: Vec<u64>,
+    /// Monitor membership of each row (a `MonitorSets` id), computed when the flow first
+    /// appears (its resolution is then hot in cache).
+    masks: Vec<u32>,
     /// Each row's flow id.
     ids: Vec<u32>,
     /// Resolutions of the first rows, taken when the resolver voided the ids they were
@@ -113,6 +114,8 @@ pub struct Aggregator {
     /// holds of its interval (the store keeps it, so replay re-aggregates exactly the rest).
     last_n: u64,
     monitors: Arc<Vec<Monitor>>,
+    /// Matches flows to `monitors` (see [`Membership`]).
+    membership: Membership,
     /// Flows by the resolver's ids, of generation `generation`.
     table: FlowTable,
     generation: Option<u32>,
@@ -145,6 +148,7 @@ impl Aggregator {
             watermark_ms: 0,
             closed_before_ms,
             last_n: 0,
+            membership: Membership::new(&monitors),
             monitors,
             table: FlowTable::default(),
             generation: None,
@@ -172,19 +176,20 @@ impl Aggregator {
     }
 
     pub fn set_monitors(&mut self, m: Arc<Vec<Monitor>>) {
+        self.membership = Membership::new(&m);
         self.monitors = m;
         for c in &mut self.table.chunks {
             for s in Arc::make_mut(c) {
-                s.mask = None;
+                s.monitors = NO_SET;
             }
         }
-        // Rows already open were matched against the old list (bit i: old monitor i): match
+        // Rows already open were matched against the old list (ids: positions in it): match
         // them again, or a deleted or reordered monitor would get another's flows.
-        let (monitors, table) = (&self.monitors, &self.table);
+        let (membership, table) = (&mut self.membership, &self.table);
         for iv in self.open.values_mut() {
             for row in 0..iv.masks.len() {
                 let r = row_resolution(&iv.pinned, &iv.ids, table, row);
-                iv.masks[row] = r.map_or(0, |r| mask_of(monitors, r));
+                iv.masks[row] = r.map_or(0, |r| membership.of(r));
             }
         }
     }
@@ -367,15 +372,15 @@ impl Aggregator {
                 *per_agent += 1;
                 *budget += 1;
                 let category = slot.category;
-                let mask = match slot.mask {
-                    Some(m) => m,
-                    None => {
-                        let m = mask_of(&self.monitors, &slot.resolved);
+                let mask = match slot.monitors {
+                    NO_SET => {
+                        let m = self.membership.of(&slot.resolved);
                         if let Some(s) = self.table.get_mut(id) {
-                            s.mask = Some(m);
+                            s.monitors = m;
                         }
                         m
                     }
+                    m => m,
                 };
                 let new_row = iv.samples.len() as u32;
                 if let Some(x) = iv.by_id.get_mut(id as usize) {
@@ -512,30 +517,53 @@ impl Aggregator {
         top.sort_unstable();
         top.dedup();
         // Monitors.
-        let nm = self.monitors.len().min(64);
+        let nm = self.monitors.len();
         let mut mon_flows: Vec<Vec<usize>> = vec![Vec::new(); nm];
         for (i, &m) in masks.iter().enumerate() {
-            let mut m = m;
-            while m != 0 {
-                let b = m.trailing_zeros() as usize;
-                if let Some(f) = mon_flows.get_mut(b) {
+            for &b in self.membership.sets.get(m) {
+                if let Some(f) = mon_flows.get_mut(b as usize) {
                     f.push(i);
                 }
-                m &= m - 1;
+            }
+        }
+        // Totals and resource pairs per distinct monitor set first, then per monitor of each
+        // set: one hash probe per flow, not one per flow and monitor it belongs to.
+        let mut set_pairs: HashMap<(u32, (u64, u64)), (Counters, usize)> = HashMap::default();
+        let mut set_totals: HashMap<u32, Counters> = HashMap::default();
+        for (i, &m) in masks.iter().enumerate() {
+            if m == 0 {
+                continue;
+            }
+            set_totals.entry(m).or_default().add(&counters[i]);
+            let e = set_pairs
+                .entry((m, pair_key(i)))
+                .or_insert((Counters::default(), i));
+            e.0.add(&counters[i]);
+        }
+        let mut mon_totals = vec![Counters::default(); nm];
+        for (set, c) in &set_totals {
+            for &m in self.membership.sets.get(*set) {
+                if let Some(t) = mon_totals.get_mut(m as usize) {
+                    t.add(c);
+                }
+            }
+        }
+        // (label ids) -> (counters, a flow of that pair), per monitor.
+        let mut mon_pairs: Vec<HashMap<(u64, u64), (Counters, usize)>> =
+            (0..nm).map(|_| HashMap::default()).collect();
+        for ((set, key), (c, i)) in set_pairs {
+            for &m in self.membership.sets.get(set) {
+                if let Some(p) = mon_pairs.get_mut(m as usize) {
+                    p.entry(key).or_insert((Counters::default(), i)).0.add(&c);
+                }
             }
         }
         let monitors = mon_flows
             .into_iter()
+            .zip(mon_totals)
+            .zip(mon_pairs)
             .enumerate()
-            .map(|(mi, idx)| {
-                let mut total = Counters::default();
-                // (label ids) -> (counters, a flow of that pair)
-                let mut pairs: HashMap<(u64, u64), (Counters, usize)> = HashMap::default();
-                for &i in &idx {
-                    total.add(&counters[i]);
-                    let e = pairs.entry(pair_key(i)).or_insert((Counters::default(), i));
-                    e.0.add(&counters[i]);
-                }
+            .map(|(mi, ((idx, total), pairs))| {
                 let pairs: Vec<(Counters, usize)> = pairs.into_values().collect();
                 let pair_counters: Vec<Counters> = pairs.iter().map(|p| p.0).collect();
                 let pidx: Vec<usize> = (0..pairs.len()).collect();
@@ -635,16 +663,33 @@ impl Aggregator {
     }
 }
 
-/// Monitor membership of a resolution (bit i: monitor i; the first 64 monitors).
-fn mask_of(monitors: &[Monitor], r: &Resolved) -> u64 {
-    let (l, rm) = (r.local.view(r.local_ip), r.remote.view(r.remote_ip));
-    let mut m = 0u64;
-    for (i, mon) in monitors.iter().take(64).enumerate() {
-        if mon.matches(&l, &rm) {
-            m |= 1 << i;
+/// Monitor membership of resolutions against one monitor list: the index, the distinct
+/// member sets (a flow keeps a set's id), and buffers reused between flows.
+struct Membership {
+    index: MonitorIndex,
+    sets: MonitorSets,
+    buf: (Vec<u32>, Vec<u32>),
+}
+
+impl Membership {
+    fn new(monitors: &[Monitor]) -> Membership {
+        Membership {
+            index: MonitorIndex::new(monitors),
+            sets: MonitorSets::default(),
+            buf: Default::default(),
         }
     }
-    m
+
+    /// The set id of the monitors (positions in the list) a resolution belongs to.
+    fn of(&mut self, r: &Resolved) -> u32 {
+        if self.index.is_empty() {
+            return 0;
+        }
+        let (l, rm) = (r.local.view(r.local_ip), r.remote.view(r.remote_ip));
+        let (out, scratch) = &mut self.buf;
+        self.index.members(&l, &rm, out, scratch);
+        self.sets.intern(out)
+    }
 }
 
 #[cfg(test)]
@@ -976,6 +1021,39 @@ mod test {
         assert_eq!(c[0].monitors[0].counters.bytes, 20);
     }
 
+    /// Issue 17 item 3: past 64 monitors (a 64-bit mask kept only the first 64), every monitor
+    /// gets its flows, including one by region.
+    #[test]
+    fn test_more_than_64_monitors() {
+        let mut text = String::new();
+        for i in 0..200 {
+            let local = match i % 3 {
+                0 => "subnet:subnet-app-a",
+                1 => "subnet:subnet-app-b",
+                _ => "region:us-east-1",
+            };
+            text.push_str(&format!(
+                "[[monitor]]\nname=\"m{i}\"\nlocal=[\"{local}\"]\n"
+            ));
+        }
+        let ms = crate::monitor::parse_monitors(&text).unwrap();
+        let (mut res, mut agg) = setup(AggregatorConfig::default(), ms);
+        agg.add(res.handle(vec![batch(
+            1,
+            0,
+            vec![
+                rec("10.0.1.10", "10.0.2.10", 10, 0),
+                rec("10.0.2.10", "10.0.1.10", 20, 0),
+            ],
+        )]));
+        let c = agg.flush();
+        assert_eq!(c[0].monitors.len(), 200);
+        for (i, m) in c[0].monitors.iter().enumerate() {
+            let want = [10, 20, 30][i % 3];
+            assert_eq!(m.counters.bytes, want, "monitor {i}");
+        }
+    }
+
     /// At most MAX_LATE_OPEN late intervals stay open; closing one never moves the closed mark.
     #[test]
     fn test_late_intervals_are_capped_and_keep_the_mark() {
@@ -1025,11 +1103,11 @@ mod test {
             live.push(FlowSlot::new(res(i)));
         }
         let snap = live.clone();
-        live.get_mut(3).unwrap().mask = Some(7);
+        live.get_mut(3).unwrap().monitors = 7;
         live.push(FlowSlot::new(res(99_999)));
         assert_eq!((snap.len(), live.len()), (CHUNK + 10, CHUNK + 11));
-        assert_eq!(snap.get(3).unwrap().mask, None);
-        assert_eq!(live.get(3).unwrap().mask, Some(7));
+        assert_eq!(snap.get(3).unwrap().monitors, crate::flow_table::NO_SET);
+        assert_eq!(live.get(3).unwrap().monitors, 7);
         assert!(snap.get(CHUNK as u32 + 10).is_none());
     }
 

@@ -15,9 +15,13 @@ pub(crate) struct FlowSlot {
     pub(crate) category: Category,
     /// The pair labels' ids: equal labels, equal keys.
     pub(crate) labels: (u64, u64),
-    /// Monitor membership for the current monitor list, computed on first use.
-    pub(crate) mask: Option<u64>,
+    /// Monitor membership for the current monitor list: an id of the aggregator's
+    /// `MonitorSets`, computed on first use ([`NO_SET`] until then).
+    pub(crate) monitors: u32,
 }
+
+/// A [`FlowSlot::monitors`] not computed yet.
+pub(crate) const NO_SET: u32 = u32::MAX;
 
 impl FlowSlot {
     pub(crate) fn new(resolved: Arc<Resolved>) -> FlowSlot {
@@ -25,7 +29,7 @@ impl FlowSlot {
             category: resolved.category,
             labels: label_key(&resolved),
             resolved,
-            mask: None,
+            monitors: NO_SET,
         }
     }
 }

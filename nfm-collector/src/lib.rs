@@ -31,6 +31,8 @@ pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod monitor;
+// issue 17 item 3: monitors past 64, matched through an inverted index.
+pub mod monitor_index;
 pub mod pipeline;
 pub mod resolution;
 pub mod resolver;

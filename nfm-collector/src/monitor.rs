@@ -1,19 +1,24 @@
-//! Monitors: a named selection of flows by local resources (subnets, VPCs, AZs) and remote
-//! resources (Everywhere, or subnets, VPCs, AZs, services), and the file that declares them.
+//! Monitors: a named selection of flows by local resources (subnets, VPCs, AZs, regions) and
+//! remote resources (Everywhere, or subnets, VPCs, AZs, regions, services), with optional
+//! key/value tags, and the file that declares them. Matching many monitors is
+//! `crate::monitor_index`'s job.
 //!
 //! A monitor is validated against the current topology when it is created or changed, so a typo
 //! is a 400 with a message rather than a monitor that silently matches nothing.
 
 use crate::topology::{Endpoint, Topology};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
-/// A resource a monitor names, written `subnet:ID`, `vpc:ID`, `az:NAME` or `service:NAME`.
+/// A resource a monitor names, written `subnet:ID`, `vpc:ID`, `az:NAME`, `region:NAME` or
+/// `service:NAME`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Resource {
     Subnet(String),
     Vpc(String),
     Az(String),
+    Region(String),
     Service(String),
 }
 
@@ -23,6 +28,7 @@ impl fmt::Display for Resource {
             Resource::Subnet(s) => write!(f, "subnet:{s}"),
             Resource::Vpc(s) => write!(f, "vpc:{s}"),
             Resource::Az(s) => write!(f, "az:{s}"),
+            Resource::Region(s) => write!(f, "region:{s}"),
             Resource::Service(s) => write!(f, "service:{s}"),
         }
     }
@@ -32,7 +38,7 @@ impl std::str::FromStr for Resource {
     type Err = String;
     fn from_str(s: &str) -> Result<Resource, String> {
         let (k, n) = s.split_once(':').ok_or_else(|| {
-            format!("resource `{s}` is not `kind:name` (subnet:, vpc:, az:, service:)")
+            format!("resource `{s}` is not `kind:name` (subnet:, vpc:, az:, region:, service:)")
         })?;
         if n.is_empty() {
             return Err(format!("resource `{s}` has an empty name"));
@@ -41,10 +47,11 @@ impl std::str::FromStr for Resource {
             "subnet" => Resource::Subnet(n.into()),
             "vpc" => Resource::Vpc(n.into()),
             "az" => Resource::Az(n.into()),
+            "region" => Resource::Region(n.into()),
             "service" => Resource::Service(n.into()),
             _ => {
                 return Err(format!(
-                    "resource kind `{k}` is not one of subnet, vpc, az, service"
+                    "resource kind `{k}` is not one of subnet, vpc, az, region, service"
                 ))
             }
         })
@@ -66,13 +73,23 @@ impl<'de> Deserialize<'de> for Resource {
 }
 
 impl Resource {
-    fn matches(&self, e: &Endpoint<'_>) -> bool {
+    /// The kind's index in [`Resource::KINDS`] and the name.
+    pub fn kind_name(&self) -> (usize, &str) {
         match self {
-            Resource::Subnet(s) => e.subnet == Some(s),
-            Resource::Vpc(s) => e.vpc == Some(s),
-            Resource::Az(s) => e.az == Some(s),
-            Resource::Service(s) => e.service == Some(s),
+            Resource::Subnet(s) => (0, s),
+            Resource::Vpc(s) => (1, s),
+            Resource::Az(s) => (2, s),
+            Resource::Region(s) => (3, s),
+            Resource::Service(s) => (4, s),
         }
+    }
+
+    /// Kinds of resource, in the order of [`Resource::kind_name`] and [`endpoint_names`].
+    pub const KINDS: usize = 5;
+
+    fn matches(&self, e: &Endpoint<'_>) -> bool {
+        let (k, n) = self.kind_name();
+        endpoint_names(e)[k] == Some(n)
     }
 
     fn exists_in(&self, t: &Topology) -> bool {
@@ -80,9 +97,15 @@ impl Resource {
             Resource::Subnet(s) => t.subnet(s).is_some(),
             Resource::Vpc(s) => t.vpc(s).is_some(),
             Resource::Az(s) => t.az(s).is_some(),
+            Resource::Region(s) => t.regions().iter().any(|r| r.name == *s),
             Resource::Service(s) => t.service(s).is_some(),
         }
     }
+}
+
+/// An endpoint's resource names by kind (subnet, VPC, AZ, region, service).
+pub fn endpoint_names<'a>(e: &Endpoint<'a>) -> [Option<&'a str>; Resource::KINDS] {
+    [e.subnet, e.vpc, e.az, e.region, e.service]
 }
 
 /// A monitor as created through the API or the monitors file.
@@ -95,6 +118,27 @@ pub struct Monitor {
     /// Empty means Everywhere; else one or more subnets, VPCs, AZs or services.
     #[serde(default)]
     pub remote: Vec<Resource>,
+    /// Key/value labels for finding monitors (`GET /api/monitors?tag=team:payments`); they do
+    /// not change what a monitor matches.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Monitors a collector holds at most (API and files). Matching goes through an inverted index
+/// (`crate::monitor_index`), so its cost grows with the monitors a flow belongs to, not with
+/// this number.
+pub const MAX_MONITORS: usize = 10_000;
+
+/// Tags per monitor, and the longest tag key and value.
+pub const MAX_TAGS: usize = 32;
+const MAX_TAG_KEY: usize = 64;
+const MAX_TAG_VALUE: usize = 256;
+
+fn tag_key_ok(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= MAX_TAG_KEY
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
 }
 
 /// Resources a monitor may list on each side. Matching costs a comparison per listed resource
@@ -133,6 +177,24 @@ impl Monitor {
                 return Err(format!("{side} resource `{dup}` is listed twice"));
             }
         }
+        if self.tags.len() > MAX_TAGS {
+            return Err(format!(
+                "{} tags: at most {MAX_TAGS} per monitor",
+                self.tags.len()
+            ));
+        }
+        for (k, v) in &self.tags {
+            if !tag_key_ok(k) {
+                return Err(format!(
+                    "tag key `{k}` must be 1 to {MAX_TAG_KEY} characters of A-Z a-z 0-9 - _ . /"
+                ));
+            }
+            if v.len() > MAX_TAG_VALUE || v.chars().any(char::is_control) {
+                return Err(format!(
+                    "tag `{k}`: the value must be at most {MAX_TAG_VALUE} bytes without control characters"
+                ));
+            }
+        }
         for r in &self.local {
             if matches!(r, Resource::Service(_)) {
                 return Err(format!("local resource `{r}`: a service cannot be local"));
@@ -147,6 +209,14 @@ impl Monitor {
             }
         }
         Ok(())
+    }
+
+    /// Does this monitor carry tag `k:v` (`filter` is `KEY:VALUE`, or `KEY` for any value)?
+    pub fn has_tag(&self, filter: &str) -> bool {
+        match filter.split_once(':') {
+            Some((k, v)) => self.tags.get(k).is_some_and(|x| x == v),
+            None => self.tags.contains_key(filter),
+        }
     }
 
     /// Does a flow between these endpoints belong to this monitor?
@@ -170,6 +240,7 @@ struct MonitorsFile {
 /// name = "app-to-data"
 /// local = ["subnet:subnet-app-a", "az:use1-az2"]
 /// remote = ["vpc:vpc-data", "service:object-store"]   # omit for Everywhere
+/// tags = { team = "payments", tier = "1" }             # optional
 /// ```
 pub fn parse_monitors(text: &str) -> Result<Vec<Monitor>, String> {
     let f: MonitorsFile = toml::from_str(text).map_err(|e| {
@@ -181,6 +252,12 @@ pub fn parse_monitors(text: &str) -> Result<Vec<Monitor>, String> {
             None => format!("monitors: {}", e.message()),
         }
     })?;
+    if f.monitor.len() > MAX_MONITORS {
+        return Err(format!(
+            "monitors: {} monitors, at most {MAX_MONITORS}",
+            f.monitor.len()
+        ));
+    }
     let mut names = std::collections::HashSet::new();
     for m in &f.monitor {
         if !names.insert(m.name.clone()) {
@@ -223,6 +300,7 @@ mod test {
             name: "m".into(),
             local: vec!["subnet:subnet-app-a".parse().unwrap(); n],
             remote: vec![],
+            tags: Default::default(),
         };
         assert!(one(1).validate(&t).is_ok());
         let e = one(MAX_RESOURCES_PER_SIDE + 1).validate(&t).unwrap_err();
@@ -244,6 +322,7 @@ mod test {
             name: name.into(),
             local: local.iter().map(|s| s.parse().unwrap()).collect(),
             remote: remote.iter().map(|s| s.parse().unwrap()).collect(),
+            tags: Default::default(),
         };
         assert!(m("a", &[], &[])
             .validate(&t)

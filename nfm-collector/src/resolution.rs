@@ -22,7 +22,7 @@ pub struct DecodedBatch {
 }
 
 /// An endpoint's names, owned (an [`Endpoint`] borrows from a topology that may be replaced).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct OwnedEndpoint {
     pub host: Option<String>,
     pub subnet: Option<String>,
@@ -33,7 +33,7 @@ pub struct OwnedEndpoint {
 }
 
 impl OwnedEndpoint {
-    fn of(e: &Endpoint<'_>) -> OwnedEndpoint {
+    pub fn of(e: &Endpoint<'_>) -> OwnedEndpoint {
         let o = |s: Option<&str>| s.map(str::to_string);
         OwnedEndpoint {
             host: o(e.host),
@@ -107,8 +107,11 @@ pub struct Resolved {
     pub remote_ip: IpAddr,
     pub category: Category,
     pub path: Vec<ComponentId>,
-    pub local: OwnedEndpoint,
-    pub remote: OwnedEndpoint,
+    /// Shared by every flow with the same names (the resolver interns them: most flows differ
+    /// only in their addresses, and a copy of the names per flow was ~0.5 KB of each flow's
+    /// memory; issue 16 item 4).
+    pub local: Arc<OwnedEndpoint>,
+    pub remote: Arc<OwnedEndpoint>,
     /// Resource-pair labels for the historical explorer: `subnet:..` or `host:IP` locally;
     /// `subnet:..`, `vpc:..`, `service:..` or `external:IP` remotely.
     pub local_label: PairLabel,
@@ -117,17 +120,25 @@ pub struct Resolved {
 
 impl Resolved {
     pub fn new(id: u64, t: &Topology, local: IpAddr, remote: IpAddr) -> Resolved {
-        Resolved::new_interned(id, t, local, remote, &mut |s| PairLabel::hashed(&s))
+        Resolved::new_interned(
+            id,
+            t,
+            local,
+            remote,
+            &mut |s| PairLabel::hashed(&s),
+            &mut Arc::new,
+        )
     }
 
     /// Like [`Resolved::new`], with labels drawn from `intern` (equal labels, one id and one
-    /// allocation).
+    /// allocation) and endpoint names from `endpoint` (equal names, one allocation).
     pub fn new_interned(
         id: u64,
         t: &Topology,
         local: IpAddr,
         remote: IpAddr,
         intern: &mut dyn FnMut(String) -> PairLabel,
+        endpoint: &mut dyn FnMut(OwnedEndpoint) -> Arc<OwnedEndpoint>,
     ) -> Resolved {
         let (l, r) = (t.resolve(local), t.resolve(remote));
         let local_label = intern(match l.subnet {
@@ -146,8 +157,8 @@ impl Resolved {
             remote_ip: remote,
             category: classify_endpoints(&l, &r),
             path: t.path_of(&l, &r),
-            local: OwnedEndpoint::of(&l),
-            remote: OwnedEndpoint::of(&r),
+            local: endpoint(OwnedEndpoint::of(&l)),
+            remote: endpoint(OwnedEndpoint::of(&r)),
             local_label,
             remote_label,
         }

@@ -16,7 +16,7 @@
 use crate::metrics::Metrics;
 use crate::pipeline::ResolverMsg;
 use crate::resolution::{
-    DecodedBatch, FlowKey, PairLabel, Resolved, ResolvedBatch, ResolvedBatches,
+    DecodedBatch, FlowKey, OwnedEndpoint, PairLabel, Resolved, ResolvedBatch, ResolvedBatches,
 };
 use crate::topology::Topology;
 use rustc_hash::FxHashMap as HashMap;
@@ -31,6 +31,8 @@ pub struct Resolver {
     /// `Resolved::new_interned`). Kept across generations and topology reloads; bounded in
     /// `reset`.
     labels: HashMap<String, PairLabel>,
+    /// Endpoint names, one allocation per distinct set (issue 16 item 4); bounded like labels.
+    endpoints: HashMap<OwnedEndpoint, Arc<OwnedEndpoint>>,
     /// The last label id given out (ids count up for the collector's lifetime).
     next_label: u64,
     /// Resolutions by address pair (flows of one pair share one).
@@ -54,6 +56,7 @@ impl Resolver {
         Resolver {
             topology,
             labels: HashMap::default(),
+            endpoints: HashMap::default(),
             next_label: 0,
             cache: HashMap::default(),
             flows: HashMap::default(),
@@ -70,7 +73,8 @@ impl Resolver {
         if let Some(r) = self.cache.get(&(local, remote)) {
             return r.clone();
         }
-        let (labels, next_label) = (&mut self.labels, &mut self.next_label);
+        let (labels, next_label, endpoints) =
+            (&mut self.labels, &mut self.next_label, &mut self.endpoints);
         let r = Arc::new(Resolved::new_interned(
             self.next_id,
             &self.topology,
@@ -88,6 +92,12 @@ impl Resolver {
                     })
                     .clone()
             },
+            &mut |e| {
+                endpoints
+                    .entry(e)
+                    .or_insert_with_key(|k| Arc::new(k.clone()))
+                    .clone()
+            },
         ));
         self.next_id += 1;
         self.cache.insert((local, remote), r.clone());
@@ -101,6 +111,9 @@ impl Resolver {
         // never takes an id that an open interval still groups by.
         if self.labels.len() > 2 * self.max_cache {
             self.labels.clear();
+        }
+        if self.endpoints.len() > 2 * self.max_cache {
+            self.endpoints.clear();
         }
         self.cache.clear();
         self.flows.clear();

@@ -169,8 +169,10 @@ struct RunArgs {
 struct LoadArgs {
     #[command(flatten)]
     common: Common,
+    /// Collector ingest address; repeat for several (each agent ships to its rendezvous
+    /// choice, like nfm-agent; docs/scale.md).
     #[arg(long, default_value = "127.0.0.1:7700")]
-    collector: SocketAddr,
+    collector: Vec<SocketAddr>,
     #[arg(long, value_enum, default_value = "udp")]
     transport: Transport,
     /// Target flow records per second (0 = as fast as possible).
@@ -415,7 +417,8 @@ fn cmd_load(a: LoadArgs) -> anyhow::Result<i32> {
     let fleet = Fleet::load(&a.common.fleet, a.common.seed)?;
     let opts = LoadOptions {
         transport: a.transport.into(),
-        collector: a.collector,
+        collector: a.collector[0],
+        collectors: a.collector.clone(),
         udp_sockets: a.sockets,
         rate: a.rate,
         duration: Duration::from_millis(a.duration),

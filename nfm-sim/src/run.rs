@@ -409,6 +409,9 @@ pub fn run(fleet: &Fleet, scenario: Scenario, opts: &RunOptions) -> anyhow::Resu
 pub struct LoadOptions {
     pub transport: Kind,
     pub collector: SocketAddr,
+    /// Several collectors (issue 16 item 3): each agent ships to its rendezvous choice; empty
+    /// means `collector` alone.
+    pub collectors: Vec<SocketAddr>,
     pub udp_sockets: usize,
     /// Target records per second; 0 = as fast as possible.
     pub rate: f64,
@@ -512,6 +515,10 @@ pub fn load(fleet: &Fleet, opts: &LoadOptions) -> anyhow::Result<LoadReport> {
         anyhow::bail!("the chosen agents report no records");
     }
     let mut sender = Sender::new(opts.transport, opts.collector, n_agents, opts.udp_sockets)?;
+    if opts.collectors.len() > 1 {
+        let ids: Vec<u64> = agents.iter().map(|a| a.agent_id()).collect();
+        sender.set_collectors(&opts.collectors, &ids)?;
+    }
     // Up to 16 KiB per write (several rounds of one agent's frames per system call), within
     // 32 MiB of queued bytes over all connections.
     sender.set_coalesce((32 << 20) / n_agents);

@@ -10,6 +10,9 @@
 //!   `HIGH_WATER` buffered bytes `send` drives the loop until the peer catches up: backpressure
 //!   instead of unbounded memory. A broken connection is counted, its queued frames are lost,
 //!   and it reconnects (at most once a second) re-sending the agent's Hello first.
+//! - Several collectors ([`Sender::set_collectors`], issue 16 item 3): each agent ships to its
+//!   first choice by rendezvous hash of its id (`nfm_wire::rendezvous`, the same split as
+//!   nfm-agent); a TCP agent whose connection fails reconnects to the next of its ranking.
 
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
@@ -86,12 +89,22 @@ struct Conn {
     written_total: u64,
     hello: Vec<u8>,
     last_attempt: Option<Instant>,
+    /// Several collectors: indices into `Sender::collectors` in this agent's rendezvous order,
+    /// and the position in use.
+    order: Box<[u16]>,
+    pos: usize,
 }
 
 /// A sender for one transport.
 pub struct Sender {
     kind: Kind,
     addr: SocketAddr,
+    /// Every collector (just `addr` unless `set_collectors` gave several).
+    collectors: Vec<SocketAddr>,
+    /// UDP: sockets per collector (agent `i` of collector `c` on `udp[c * per + i % per]`), and
+    /// each agent's collector.
+    udp_per: usize,
+    udp_choice: Vec<u16>,
     poll: Poll,
     events: Events,
     udp: Vec<UdpSocket>,
@@ -157,13 +170,19 @@ impl Sender {
                         written_total: 0,
                         hello: Vec::new(),
                         last_attempt: None,
+                        order: Box::new([]),
+                        pos: 0,
                     });
                 }
             }
         }
+        let udp_per = udp.len();
         Ok(Sender {
             kind,
             addr,
+            collectors: vec![addr],
+            udp_per,
+            udp_choice: Vec::new(),
             poll,
             events: Events::with_capacity(1024),
             udp,
@@ -174,6 +193,57 @@ impl Sender {
             losses: 0,
             coalesce: 0,
         })
+    }
+
+    /// Ships to several collectors: agent `i` (id `agent_ids[i]`) to its first choice by
+    /// rendezvous hash, TCP failing over along its ranking. An empty or repeated list is an error.
+    pub fn set_collectors(&mut self, addrs: &[SocketAddr], agent_ids: &[u64]) -> io::Result<()> {
+        let bad = |m: String| io::Error::new(ErrorKind::InvalidInput, m);
+        if addrs.is_empty() || addrs.len() > u16::MAX as usize {
+            return Err(bad(format!("{} collectors: 1 to 65535", addrs.len())));
+        }
+        for (i, a) in addrs.iter().enumerate() {
+            if addrs[..i].contains(a) {
+                return Err(bad(format!("collector {a} is listed twice")));
+            }
+        }
+        self.collectors = addrs.to_vec();
+        self.addr = addrs[0];
+        match self.kind {
+            Kind::Tcp => {
+                for (c, &id) in self.conns.iter_mut().zip(agent_ids) {
+                    c.order = nfm_wire::rendezvous::rank(id, addrs)
+                        .into_iter()
+                        .map(|i| i as u16)
+                        .collect();
+                    c.pos = 0;
+                }
+            }
+            Kind::Udp => {
+                let per = self.udp_per.max(1);
+                let mut udp = Vec::new();
+                for (c, &a) in addrs.iter().enumerate() {
+                    for k in 0..per {
+                        let mut s = udp_socket(a)?;
+                        self.poll.registry().register(
+                            &mut s,
+                            Token(c * per + k),
+                            Interest::WRITABLE,
+                        )?;
+                        udp.push(s);
+                    }
+                }
+                for mut s in std::mem::replace(&mut self.udp, udp) {
+                    let _ = self.poll.registry().deregister(&mut s);
+                }
+                self.udp_per = per;
+                self.udp_choice = agent_ids
+                    .iter()
+                    .map(|&id| nfm_wire::rendezvous::pick(id, addrs).unwrap_or(0) as u16)
+                    .collect();
+            }
+        }
+        Ok(())
     }
 
     /// TCP: batch frames per connection into writes of at least `bytes` (a load test's many
@@ -220,7 +290,10 @@ impl Sender {
     }
 
     fn send_udp(&mut self, agent: usize, records: u64, frame: &[u8]) {
-        let i = agent % self.udp.len();
+        let i = match self.udp_choice.get(agent) {
+            Some(&c) => c as usize * self.udp_per + agent % self.udp_per,
+            None => agent % self.udp.len(),
+        };
         let deadline = Instant::now() + UDP_WAIT;
         loop {
             match self.udp[i].send(frame) {
@@ -257,6 +330,10 @@ impl Sender {
     /// a new connection was opened, with the agent's Hello already queued on it.
     fn connect(&mut self, agent: usize) -> bool {
         let c = &mut self.conns[agent];
+        let addr = match c.order.get(c.pos % c.order.len().max(1)) {
+            Some(&i) => self.collectors[i as usize],
+            None => self.addr,
+        };
         if c.stream.is_some() {
             return false;
         }
@@ -267,7 +344,7 @@ impl Sender {
         }
         c.last_attempt = Some(Instant::now());
         self.connecting += 1;
-        match TcpStream::connect(self.addr) {
+        match TcpStream::connect(addr) {
             Ok(mut s) => {
                 let _ = s.set_nodelay(true);
                 if let Err(e) = self.poll.registry().register(
@@ -292,7 +369,8 @@ impl Sender {
                 true
             }
             Err(e) => {
-                log::debug!("connect {}: {e}", self.addr);
+                log::debug!("connect {addr}: {e}");
+                c.pos += 1;
                 self.stats.send_errors += 1;
                 self.connecting -= 1;
                 false
@@ -364,6 +442,8 @@ impl Sender {
         let c = &mut self.conns[agent];
         if let Some(mut s) = c.stream.take() {
             let _ = self.poll.registry().deregister(&mut s);
+            // Several collectors: the next connection goes to the next of this agent's ranking.
+            c.pos += 1;
             if !c.connected {
                 self.connecting -= 1;
             }

@@ -352,6 +352,7 @@ fn load_opts(kind: Kind, addr: std::net::SocketAddr, rate: f64) -> LoadOptions {
     LoadOptions {
         transport: kind,
         collector: addr,
+        collectors: Vec::new(),
         udp_sockets: 2,
         rate,
         duration: Duration::from_millis(300),

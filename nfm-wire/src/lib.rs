@@ -12,6 +12,7 @@
 //! - [`stream`]: the incremental decoder for TCP.
 //! - [`auth`]: HMAC-SHA256 keys and the key file.
 //! - [`error`]: the one error type.
+//! - [`rendezvous`]: which of several collectors an agent ships to (issue 16 item 3).
 
 pub mod auth;
 pub mod batch;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod header;
 pub mod message;
 pub mod record;
+pub mod rendezvous;
 pub mod stream;
 
 pub use auth::{Key, KeyFileError, Keyring};

@@ -297,7 +297,7 @@ impl Api {
                 .reload_topology()
                 .map(|()| Reply::json(200, &json!({"reloaded": true})))
                 .map_err(ApiError::BadRequest),
-            ("GET", ["api", "monitors"]) => Ok(Reply::json(200, &self.monitors())),
+            ("GET", ["api", "monitors"]) => self.list_monitors(&p),
             ("POST", ["api", "monitors"]) => self.create_monitor(body),
             ("GET", ["api", "monitors", name]) => self
                 .monitors
@@ -527,6 +527,48 @@ mod test {
             a.route("DELETE", "/api/monitors/app", None, b"").status,
             404
         );
+    }
+
+    /// Issue 17 item 3: tags on monitors, `?tag=KEY:VALUE` and `?tag=KEY` filters, bad tags
+    /// refused with a reason, more than 64 monitors accepted.
+    #[test]
+    fn test_monitor_tags_and_many_monitors() {
+        let (mut a, _r, arx) = api(None);
+        for i in 0..100 {
+            // Each change is published to the aggregator (a bounded channel): drain it.
+            while arx.try_recv().is_ok() {}
+            let team = if i % 2 == 0 { "pay" } else { "search" };
+            let body = format!(
+                r#"{{"name":"m{i}","local":["region:us-east-1"],"tags":{{"team":"{team}"}}}}"#
+            );
+            let r = a.route("POST", "/api/monitors", None, body.as_bytes());
+            assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        }
+        let plain = br#"{"name":"untagged","local":["vpc:vpc-app"]}"#;
+        assert_eq!(a.route("POST", "/api/monitors", None, plain).status, 201);
+        let last = std::iter::from_fn(|| arx.try_recv().ok()).last();
+        assert!(matches!(last, Some(AggMsg::Monitors(m)) if m.len() == 101));
+        let list = |a: &mut Api, q: &str| {
+            let v = a
+                .route("GET", &format!("/api/monitors{q}"), None, b"")
+                .json_value();
+            v.as_array().map_or(0, |l| l.len())
+        };
+        assert_eq!(list(&mut a, ""), 101);
+        assert_eq!(list(&mut a, "?tag=team:pay"), 50);
+        assert_eq!(list(&mut a, "?tag=team%3Asearch"), 50);
+        assert_eq!(list(&mut a, "?tag=team"), 100);
+        assert_eq!(list(&mut a, "?tag=team:none"), 0);
+        assert_eq!(a.route("GET", "/api/monitors?tag=", None, b"").status, 400);
+        let v = a.route("GET", "/api/monitors/m0", None, b"").json_value();
+        assert_eq!(v["tags"]["team"], "pay");
+        let bad = br#"{"name":"b","local":["vpc:vpc-app"],"tags":{"a b":"x"}}"#;
+        let r = a.route("POST", "/api/monitors", None, bad);
+        assert_eq!(r.status, 400);
+        assert!(r.json_value()["error"]
+            .as_str()
+            .unwrap()
+            .contains("tag key"));
     }
 
     /// A second summary for an interval held is a late amendment: folded in, not a replacement;

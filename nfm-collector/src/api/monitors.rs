@@ -3,7 +3,7 @@
 
 use super::{Api, ApiError};
 use crate::http::Reply;
-use crate::monitor::{parse_monitors, Monitor};
+use crate::monitor::{parse_monitors, Monitor, MAX_MONITORS};
 use crate::topology::Topology;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -22,12 +22,31 @@ impl Api {
                 m.name
             )));
         }
-        if self.monitors.len() >= 64 {
-            return Err(ApiError::BadRequest("at most 64 monitors".into()));
+        if self.monitors.len() >= MAX_MONITORS {
+            return Err(ApiError::BadRequest(format!(
+                "at most {MAX_MONITORS} monitors"
+            )));
         }
         self.monitors.insert(m.name.clone(), m.clone());
         self.publish_monitors();
         Ok(Reply::json(201, &m))
+    }
+
+    /// `GET /api/monitors[?tag=KEY:VALUE | ?tag=KEY]`: every monitor, or those with the tag.
+    pub(super) fn list_monitors(
+        &self,
+        p: &std::collections::HashMap<String, String>,
+    ) -> Result<Reply, ApiError> {
+        match p.get("tag") {
+            None => Ok(Reply::json(200, &self.monitors())),
+            Some(t) if t.is_empty() || t.starts_with(':') => Err(ApiError::BadRequest(format!(
+                "tag filter `{t}` is not KEY:VALUE or KEY"
+            ))),
+            Some(t) => {
+                let list: Vec<&Monitor> = self.monitors.values().filter(|m| m.has_tag(t)).collect();
+                Ok(Reply::json(200, &list))
+            }
+        }
     }
 
     pub(super) fn put_monitor(&mut self, name: &str, body: &[u8]) -> Result<Reply, ApiError> {
@@ -82,6 +101,12 @@ pub fn load_monitors(
                 .map_err(|e| format!("{}: monitor `{}`: {e}", p.display(), m.name))?;
             all.insert(m.name.clone(), m);
         }
+    }
+    if all.len() > MAX_MONITORS {
+        return Err(format!(
+            "{} monitors (saved and from the file): at most {MAX_MONITORS}",
+            all.len()
+        ));
     }
     Ok(all.into_values().collect())
 }
