@@ -217,6 +217,10 @@ impl Collector {
         let mut scfg = StoreConfig::new(&s.data_dir);
         scfg.segment_bytes = s.segment_mib.max(1) << 20;
         scfg.retention_ms = s.retention_days * 86_400_000;
+        // issue 16: replay hands back only what the API holds (older history is read from disk
+        // by queries), and rollups keep the aggregator's top K.
+        scfg.replay_keep = s.max_history_intervals;
+        scfg.top_k = s.top_k;
         let (store, recovered) = Store::open(scfg, metrics.clone())
             .map_err(|e| format!("store {}: {e}", s.data_dir.display()))?;
         log::info!(
@@ -277,7 +281,8 @@ impl Collector {
             metrics.clone(),
             to_resolver.clone(),
             to_agg.clone(),
-        );
+        )
+        .with_history_dir(&s.data_dir); // issue 16: queries read older history from disk
         for summary in recovered.summaries {
             api.add_interval(Arc::new(summary));
         }

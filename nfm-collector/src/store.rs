@@ -39,10 +39,17 @@
 //! unsynced work in memory, stops acking, and retries on every tick until space returns.
 
 use crate::pipeline::{StoreMsg, StoreReply, WalBatch};
+// The record layout and codecs live in `record` (shared with the API's disk reader).
+pub use crate::record::{
+    decode_history, encode_summary, HistoryError, KIND_BATCH, KIND_BATCH_N, KIND_COVER,
+    KIND_ROLLUP, KIND_SUMMARY, KIND_SUMMARY_UNVERSIONED, SUMMARY_VERSION,
+};
+use crate::record::{read_segment, segment_paths};
+use crate::rollup::{decode_rollup, encode_rollup, Level, RollupRecord, Rollups};
 use crate::summary::IntervalSummary;
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
@@ -50,20 +57,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::metrics::Metrics;
-pub const KIND_BATCH: u8 = 1;
-/// A batch with its ingest number (see the module doc).
-pub const KIND_BATCH_N: u8 = 4;
-/// Interval start, end and the highest batch number a summary holds, written before it.
-pub const KIND_COVER: u8 = 5;
-/// A summary written before history records carried a version (the version-1 layout).
-pub const KIND_SUMMARY_UNVERSIONED: u8 = 2;
-/// A summary with its layout version first.
-pub const KIND_SUMMARY: u8 = 3;
-/// The layout version this build writes.
-pub const SUMMARY_VERSION: u16 = 1;
-const RECORD_HEADER: usize = 9;
-/// A record larger than this is corruption, not data (frames are ≤ 1 MiB; summaries far less).
-const MAX_RECORD: usize = 64 << 20;
 
 /// One segmented log in one directory.
 #[derive(Debug)]
@@ -89,64 +82,6 @@ pub struct ReplayStats {
     pub segments: u64,
     /// Bytes cut off torn or corrupt tails.
     pub truncated_bytes: u64,
-}
-
-fn segment_paths(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let mut v = Vec::new();
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some(num) = name.strip_suffix(".seg") else {
-            continue;
-        };
-        if let Ok(n) = num.parse::<u64>() {
-            v.push((n, e.path()));
-        }
-    }
-    v.sort();
-    Ok(v)
-}
-
-/// Reads records from one segment; returns the byte length of the valid prefix.
-fn read_segment(
-    path: &Path,
-    f: &mut dyn FnMut(u8, &[u8]),
-    records: &mut u64,
-) -> io::Result<(u64, u64)> {
-    let file = File::open(path)?;
-    let file_len = file.metadata()?.len();
-    let mut r = BufReader::with_capacity(1 << 20, file);
-    let mut good = 0u64;
-    let mut head = [0u8; RECORD_HEADER];
-    let mut payload = Vec::new();
-    loop {
-        if good + RECORD_HEADER as u64 > file_len {
-            break;
-        }
-        if r.read_exact(&mut head).is_err() {
-            break;
-        }
-        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        if len > MAX_RECORD || good + (RECORD_HEADER + len) as u64 > file_len {
-            break;
-        }
-        payload.resize(len, 0);
-        if r.read_exact(&mut payload).is_err() {
-            break;
-        }
-        let mut h = crc32fast::Hasher::new();
-        h.update(&head[8..9]);
-        h.update(&payload);
-        if h.finalize() != crc {
-            break;
-        }
-        f(head[8], &payload);
-        *records += 1;
-        good += (RECORD_HEADER + len) as u64;
-    }
-    Ok((good, file_len))
 }
 
 impl Log {
@@ -308,58 +243,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// A history record's payload (kind [`KIND_SUMMARY`]): the version, then the summary.
-pub fn encode_summary(s: &IntervalSummary) -> Vec<u8> {
-    let mut out = SUMMARY_VERSION.to_le_bytes().to_vec();
-    bincode::serde::encode_into_std_write(s, &mut out, bincode::config::standard())
-        .expect("summary encodes");
-    out
-}
-
-/// Why a history record was not read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HistoryError {
-    /// Not a summary record.
-    Kind(u8),
-    /// Written by a newer collector: this build does not know the layout.
-    Version(u16),
-    /// The bytes do not decode as the layout their version names.
-    Corrupt,
-}
-
-impl std::fmt::Display for HistoryError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HistoryError::Kind(k) => write!(f, "record kind {k} is not a summary"),
-            HistoryError::Version(v) => write!(
-                f,
-                "summary layout version {v} is newer than this collector's ({SUMMARY_VERSION})"
-            ),
-            HistoryError::Corrupt => f.write_str("summary does not decode"),
-        }
-    }
-}
-
-/// Reads a history record of any version this build knows.
-pub fn decode_history(kind: u8, p: &[u8]) -> Result<IntervalSummary, HistoryError> {
-    let v1 = |b: &[u8]| {
-        bincode::serde::decode_from_slice::<IntervalSummary, _>(b, bincode::config::standard())
-            .map(|(s, _)| s)
-            .map_err(|_| HistoryError::Corrupt)
-    };
-    match kind {
-        KIND_SUMMARY_UNVERSIONED => v1(p),
-        KIND_SUMMARY => {
-            let (v, rest) = p.split_at_checked(2).ok_or(HistoryError::Corrupt)?;
-            match u16::from_le_bytes([v[0], v[1]]) {
-                1 => v1(rest),
-                other => Err(HistoryError::Version(other)),
-            }
-        }
-        other => Err(HistoryError::Kind(other)),
-    }
-}
-
 /// Where the store sends its results.
 pub struct StoreOutputs {
     /// Durable batch ids, to ingest. Ingest's mio loop is woken with `waker`.
@@ -375,6 +258,11 @@ pub struct StoreConfig {
     pub segment_bytes: u64,
     /// History older than this (data time, behind the newest summary) is deleted.
     pub retention_ms: u64,
+    /// Summaries handed back by replay (the newest ones; issue 16): older ones are read from
+    /// disk by the API when a query needs them, so a start does not hold 7 days in memory.
+    pub replay_keep: usize,
+    /// Top contributors kept per metric in rollups (the aggregator's `top_k`).
+    pub top_k: usize,
 }
 
 impl StoreConfig {
@@ -383,6 +271,8 @@ impl StoreConfig {
             dir: dir.into(),
             segment_bytes: 64 << 20,
             retention_ms: 7 * 24 * 3600 * 1000,
+            replay_keep: usize::MAX,
+            top_k: 20,
         }
     }
 }
@@ -414,7 +304,29 @@ fn decode_cover(p: &[u8]) -> Option<(u64, u64, u64)> {
     Some((u(0..8)?, u(8..16)?, u(16..24)?))
 }
 
-/// The store actor: owns both logs.
+/// Opens a rollup log, handing each record to `f`; returns it and the end of its newest record.
+fn open_rollup_log(
+    cfg: &StoreConfig,
+    level: Level,
+    f: &mut dyn FnMut(&RollupRecord),
+) -> io::Result<(Log, u64)> {
+    let mut end = 0;
+    let (log, _) = Log::open(
+        &cfg.dir.join(level.dir()),
+        cfg.segment_bytes,
+        &mut |k, p| match decode_rollup(k, p) {
+            Ok(r) => {
+                end = end.max(r.end_ms);
+                f(&r)
+            }
+            Err(e) => log::warn!("store: {} record skipped: {e}", level.dir()),
+        },
+        &|k, p| crate::record::record_span(k, p).map_or(u64::MAX, |(_, end)| end),
+    )?;
+    Ok((log, end))
+}
+
+/// The store actor: owns the logs.
 pub struct Store {
     cfg: StoreConfig,
     wal: Log,
@@ -427,12 +339,29 @@ pub struct Store {
     newest_ms: u64,
     scratch: Vec<u8>,
     payload: Vec<u8>,
+    /// Rollup logs (1 min, 1 h), the open rollups and closed ones not yet durable (issue 16).
+    rollup_logs: [Log; 2],
+    rollups: Rollups,
+    pending_rollups: Vec<RollupRecord>,
 }
 
 impl Store {
     /// Opens both logs and replays them.
     pub fn open(cfg: StoreConfig, metrics: Arc<Metrics>) -> io::Result<(Store, Recovered)> {
         let mut rec = Recovered::default();
+        // Rollups first: the open hour is rebuilt from the minutes after the last closed hour,
+        // the open minute from the summaries after the last closed minute.
+        let mut rollups = Rollups::new(cfg.top_k);
+        let mut pending = Vec::new();
+        let (hour_log, hour_end) = open_rollup_log(&cfg, Level::Hour, &mut |_| {})?;
+        let (minute_log, minute_end) = open_rollup_log(&cfg, Level::Minute, &mut |r| {
+            if r.start_ms >= hour_end {
+                rollups.fold_minute(r, &mut pending);
+            }
+        })?;
+        let mut kept = VecDeque::new();
+        let mut summarized = std::collections::HashSet::new();
+        let mut newest_ms = 0;
         // Interval start -> the highest batch number its durable summaries hold.
         let mut covers: std::collections::HashMap<u64, u64> = Default::default();
         let (history, hstats) = Log::open(
@@ -447,7 +376,17 @@ impl Store {
                     return;
                 }
                 match decode_history(k, p) {
-                    Ok(s) => rec.summaries.push(s),
+                    Ok(s) => {
+                        summarized.insert(s.start_ms);
+                        newest_ms = newest_ms.max(s.end_ms);
+                        if s.start_ms >= minute_end {
+                            pending.extend(rollups.fold(&s));
+                        }
+                        kept.push_back(s);
+                        if kept.len() > cfg.replay_keep {
+                            kept.pop_front();
+                        }
+                    }
                     Err(e) => log::warn!("store: history record skipped: {e}"),
                 }
             },
@@ -456,12 +395,11 @@ impl Store {
                 if k == KIND_COVER {
                     return decode_cover(p).map_or(u64::MAX, |(_, end, _)| end);
                 }
-                decode_history(k, p).map(|s| s.end_ms).unwrap_or(u64::MAX)
+                crate::record::record_span(k, p).map_or(u64::MAX, |(_, end)| end)
             },
         )?;
         rec.history = hstats;
-        let summarized: std::collections::HashSet<u64> =
-            rec.summaries.iter().map(|s| s.start_ms).collect();
+        rec.summaries = kept.into();
         // A cover counts only with its summary (a crash between the two leaves a cover alone).
         let mut max_n = covers.values().copied().max().unwrap_or(0);
         covers.retain(|start, _| summarized.contains(start));
@@ -494,8 +432,7 @@ impl Store {
         rec.batches = batches;
         rec.seen = seen;
         rec.wal = wstats;
-        let newest_ms = rec.summaries.iter().map(|s| s.end_ms).max().unwrap_or(0);
-        let store = Store {
+        let mut store = Store {
             cfg,
             wal,
             history,
@@ -506,19 +443,62 @@ impl Store {
             newest_ms,
             scratch: Vec::new(),
             payload: Vec::new(),
+            rollup_logs: [minute_log, hour_log],
+            rollups,
+            pending_rollups: pending,
         };
+        // Rollups that closed during replay (their writes did not survive a crash).
+        store.write_rollups()?;
         store.publish_sizes();
         Ok((store, rec))
     }
 
     fn publish_sizes(&self) {
+        let logs = [
+            &self.wal,
+            &self.history,
+            &self.rollup_logs[0],
+            &self.rollup_logs[1],
+        ];
         self.metrics
             .store_bytes
-            .store(self.wal.bytes() + self.history.bytes(), Ordering::Relaxed);
+            .store(logs.iter().map(|l| l.bytes()).sum(), Ordering::Relaxed);
         self.metrics.store_segments.store(
-            (self.wal.segments() + self.history.segments()) as u64,
+            logs.iter().map(|l| l.segments() as u64).sum(),
             Ordering::Relaxed,
         );
+    }
+
+    /// Writes and syncs the closed rollups not yet durable; on an error they stay pending (and
+    /// are retried with the next flush or tick) and the rollup logs roll back.
+    fn write_rollups(&mut self) -> io::Result<()> {
+        if self.pending_rollups.is_empty() {
+            return Ok(());
+        }
+        let r = (|| {
+            for r in &self.pending_rollups {
+                let log = &mut self.rollup_logs[usize::from(r.resolution_ms > 60_000)];
+                log.append(KIND_ROLLUP, &encode_rollup(r), r.end_ms, &mut self.scratch)?;
+            }
+            self.rollup_logs[0].sync()?;
+            self.rollup_logs[1].sync()
+        })();
+        match r {
+            Ok(()) => {
+                self.metrics
+                    .store_rollups
+                    .fetch_add(self.pending_rollups.len() as u64, Ordering::Relaxed);
+                self.pending_rollups.clear();
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                for l in &mut self.rollup_logs {
+                    let _ = l.rollback();
+                }
+                Err(e)
+            }
+        }
     }
 
     fn msg_bytes(m: &StoreMsg) -> usize {
@@ -598,6 +578,9 @@ impl Store {
                 } => {
                     self.newest_ms = self.newest_ms.max(summary.end_ms);
                     self.metrics.store_summaries.fetch_add(1, Ordering::Relaxed);
+                    // Durable: folded into the rollups exactly once (written after this loop).
+                    let closed = self.rollups.fold(&summary);
+                    self.pending_rollups.extend(closed);
                     closed_before = Some(closed_before_ms);
                     // Blocking send: the API must see every durable summary.
                     let _ = out
@@ -616,6 +599,9 @@ impl Store {
             if let Some(w) = &out.waker {
                 let _ = w.wake();
             }
+        }
+        if let Err(e) = self.write_rollups() {
+            log::warn!("store: rollups not written yet ({e}); retrying on the next tick");
         }
         if let Some(cb) = closed_before {
             match self.wal.delete_before(cb) {
@@ -684,10 +670,16 @@ impl Store {
 
     fn retention(&mut self) {
         let cutoff = self.newest_ms.saturating_sub(self.cfg.retention_ms);
-        match self.history.delete_before(cutoff) {
-            Ok(0) => {}
-            Ok(n) => log::info!("store: retention deleted {n} history segments"),
-            Err(e) => log::warn!("store: retention: {e}"),
+        let [m, h] = &mut self.rollup_logs;
+        for log in [&mut self.history, m, h] {
+            match log.delete_before(cutoff) {
+                Ok(0) => {}
+                Ok(n) => log::info!(
+                    "store: retention deleted {n} segments of {}",
+                    log.dir.display()
+                ),
+                Err(e) => log::warn!("store: retention: {e}"),
+            }
         }
     }
 
@@ -718,6 +710,9 @@ impl Store {
             }
             if tick {
                 self.retention();
+                if self.stalled.is_none() {
+                    let _ = self.write_rollups();
+                }
             }
             if last_sizes.elapsed().as_millis() >= 500 {
                 self.publish_sizes();

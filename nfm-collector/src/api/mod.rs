@@ -16,6 +16,7 @@
 mod error;
 mod monitors;
 mod queries;
+mod range;
 
 pub use error::ApiError;
 pub use monitors::load_monitors;
@@ -64,6 +65,8 @@ pub struct Api {
     to_resolver: SyncSender<ResolverMsg>,
     to_aggregator: SyncSender<AggMsg>,
     started_ms: u64,
+    /// issue 16: the history on disk (older than what is held in memory, and rollups).
+    disk: Option<std::cell::RefCell<crate::history_index::HistoryReader>>,
 }
 
 /// Query string parameters (percent-decoded).
@@ -114,7 +117,16 @@ impl Api {
             to_resolver,
             to_aggregator,
             started_ms: now_ms(),
+            disk: None,
         }
+    }
+
+    /// Queries read the history under `data_dir` (raw summaries and rollups) for ranges older
+    /// than what is held in memory (issue 16).
+    pub fn with_history_dir(mut self, data_dir: impl Into<PathBuf>) -> Api {
+        let r = crate::history_index::HistoryReader::new(data_dir);
+        self.disk = Some(std::cell::RefCell::new(r));
+        self
     }
 
     pub fn monitors(&self) -> Vec<Monitor> {

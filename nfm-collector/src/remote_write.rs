@@ -1,0 +1,1 @@
+//! Prometheus remote write (issue 16): placeholder replaced below.
