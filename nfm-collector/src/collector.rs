@@ -220,6 +220,7 @@ impl Collector {
         // issue 16: replay hands back only what the API holds (older history is read from disk
         // by queries), and rollups keep the aggregator's top K.
         scfg.replay_keep = s.max_history_intervals;
+        scfg.replay_keep_bytes = s.max_history_mib << 20;
         scfg.top_k = s.top_k;
         let (store, recovered) = Store::open(scfg, metrics.clone())
             .map_err(|e| format!("store {}: {e}", s.data_dir.display()))?;

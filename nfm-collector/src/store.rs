@@ -261,6 +261,8 @@ pub struct StoreConfig {
     /// Summaries handed back by replay (the newest ones; issue 16): older ones are read from
     /// disk by the API when a query needs them, so a start does not hold 7 days in memory.
     pub replay_keep: usize,
+    /// And at most about this many bytes of them in memory (4 × their encoded size).
+    pub replay_keep_bytes: usize,
     /// Top contributors kept per metric in rollups (the aggregator's `top_k`).
     pub top_k: usize,
 }
@@ -272,6 +274,7 @@ impl StoreConfig {
             segment_bytes: 64 << 20,
             retention_ms: 7 * 24 * 3600 * 1000,
             replay_keep: usize::MAX,
+            replay_keep_bytes: usize::MAX,
             top_k: 20,
         }
     }
@@ -360,6 +363,7 @@ impl Store {
             }
         })?;
         let mut kept = VecDeque::new();
+        let mut kept_bytes = 0usize;
         let mut summarized = std::collections::HashSet::new();
         let mut newest_ms = 0;
         // Interval start -> the highest batch number its durable summaries hold.
@@ -382,9 +386,13 @@ impl Store {
                         if s.start_ms >= minute_end {
                             pending.extend(rollups.fold(&s));
                         }
-                        kept.push_back(s);
-                        if kept.len() > cfg.replay_keep {
-                            kept.pop_front();
+                        kept.push_back((s, p.len() * 4));
+                        kept_bytes += p.len() * 4;
+                        while kept.len() > cfg.replay_keep
+                            || (kept_bytes > cfg.replay_keep_bytes && kept.len() > 1)
+                        {
+                            let (_, b) = kept.pop_front().expect("not empty");
+                            kept_bytes -= b;
                         }
                     }
                     Err(e) => log::warn!("store: history record skipped: {e}"),
@@ -399,7 +407,7 @@ impl Store {
             },
         )?;
         rec.history = hstats;
-        rec.summaries = kept.into();
+        rec.summaries = kept.into_iter().map(|(s, _)| s).collect();
         // A cover counts only with its summary (a crash between the two leaves a cover alone).
         let mut max_n = covers.values().copied().max().unwrap_or(0);
         covers.retain(|start, _| summarized.contains(start));
