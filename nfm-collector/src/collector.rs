@@ -83,6 +83,10 @@ pub struct Settings {
     /// Run the health evaluator (default). Off: intervals are summarized unjudged and no
     /// HealthIndicator is stored (a benchmark baseline).
     pub health: bool,
+    /// issue 16: `[remote_write]` (or `[[remote_write]]` for several): send each interval's
+    /// numbers to a TSDB (docs/collector.md).
+    #[serde(deserialize_with = "crate::remote_write::one_or_many")]
+    pub remote_write: Vec<crate::remote_write::RemoteWriteConfig>,
 }
 
 impl Default for Settings {
@@ -115,6 +119,7 @@ impl Default for Settings {
             interval_ms: 5_000,
             tick_ms: 250,
             health: true,
+            remote_write: Vec::new(),
         }
     }
 }
@@ -209,6 +214,9 @@ impl Collector {
                 ));
             }
         }
+        for rw in &s.remote_write {
+            rw.validate()?; // issue 16
+        }
         std::fs::create_dir_all(&s.data_dir)
             .map_err(|e| format!("data dir {}: {e}", s.data_dir.display()))?;
         let monitors_path = s.data_dir.join("monitors.json");
@@ -295,6 +303,15 @@ impl Collector {
             waker: Some(waker.clone()),
             summaries: to_api.clone(),
         };
+        // issue 16: remote write, fed by the store through a bounded channel; it stops when the
+        // store (its only sender) has stopped.
+        let mut store = store;
+        for rw in &s.remote_write {
+            let writer = crate::remote_write::RemoteWriter::new(rw.clone(), metrics.clone())?;
+            let (tx, rx) = sync_channel(1024);
+            threads.push(spawn("remote-write", move || writer.run(rx)).map_err(io)?);
+            store = store.with_remote_write(tx);
+        }
         threads.push(spawn("store", move || store.run(store_rx, store_out)).map_err(io)?);
         let (recycle_tx, recycle_rx) = sync_channel(2);
         let health = HealthStage::new(

@@ -33,6 +33,7 @@ pub mod model;
 pub mod monitor;
 pub mod pipeline;
 pub mod record;
+pub mod remote_series;
 pub mod remote_write;
 pub mod resolution;
 pub mod resolver;

@@ -180,3 +180,12 @@ pub enum ApiMsg {
     ReloadTopology,
     Shutdown,
 }
+
+// ---- into the remote writer (issue 16)
+
+/// Messages into the remote-write actor (`remote_write`), from the store.
+pub enum RemoteWriteMsg {
+    /// A durable interval summary.
+    Interval(Arc<IntervalSummary>),
+    Shutdown,
+}

@@ -346,6 +346,8 @@ pub struct Store {
     rollup_logs: [Log; 2],
     rollups: Rollups,
     pending_rollups: Vec<RollupRecord>,
+    /// issue 16: durable summaries also go to the remote writer (never blocking on it).
+    remote_write: Vec<std::sync::mpsc::SyncSender<crate::pipeline::RemoteWriteMsg>>,
 }
 
 impl Store {
@@ -379,23 +381,29 @@ impl Store {
                     }
                     return;
                 }
-                match decode_history(k, p) {
-                    Ok(s) => {
-                        summarized.insert(s.start_ms);
-                        newest_ms = newest_ms.max(s.end_ms);
-                        if s.start_ms >= minute_end {
-                            pending.extend(rollups.fold(&s));
-                        }
-                        kept.push_back((s, p.len() * 4));
-                        kept_bytes += p.len() * 4;
-                        while kept.len() > cfg.replay_keep
-                            || (kept_bytes > cfg.replay_keep_bytes && kept.len() > 1)
-                        {
-                            let (_, b) = kept.pop_front().expect("not empty");
-                            kept_bytes -= b;
-                        }
+                // Decoded only when needed (the open rollups, and the newest kept): a start
+                // replays days of history by its spans, not by decoding all of it.
+                let Some((start, end)) = crate::record::record_span(k, p) else {
+                    if let Err(e) = decode_history(k, p) {
+                        log::warn!("store: history record skipped: {e}");
                     }
-                    Err(e) => log::warn!("store: history record skipped: {e}"),
+                    return;
+                };
+                summarized.insert(start);
+                newest_ms = newest_ms.max(end);
+                if start >= minute_end {
+                    match decode_history(k, p) {
+                        Ok(s) => pending.extend(rollups.fold(&s)),
+                        Err(e) => log::warn!("store: history record skipped: {e}"),
+                    }
+                }
+                kept.push_back((k, p.to_vec()));
+                kept_bytes += p.len() * 4;
+                while kept.len() > cfg.replay_keep
+                    || (kept_bytes > cfg.replay_keep_bytes && kept.len() > 1)
+                {
+                    let (_, b) = kept.pop_front().expect("not empty");
+                    kept_bytes -= b.len() * 4;
                 }
             },
             // A record this build cannot read is kept (never aged out by a key it cannot know).
@@ -407,7 +415,14 @@ impl Store {
             },
         )?;
         rec.history = hstats;
-        rec.summaries = kept.into_iter().map(|(s, _)| s).collect();
+        rec.summaries = kept
+            .into_iter()
+            .filter_map(|(k, p)| {
+                decode_history(k, &p)
+                    .map_err(|e| log::warn!("store: history record skipped: {e}"))
+                    .ok()
+            })
+            .collect();
         // A cover counts only with its summary (a crash between the two leaves a cover alone).
         let mut max_n = covers.values().copied().max().unwrap_or(0);
         covers.retain(|start, _| summarized.contains(start));
@@ -454,6 +469,7 @@ impl Store {
             rollup_logs: [minute_log, hour_log],
             rollups,
             pending_rollups: pending,
+            remote_write: Vec::new(),
         };
         // Rollups that closed during replay (their writes did not survive a crash).
         store.write_rollups()?;
@@ -475,6 +491,34 @@ impl Store {
             logs.iter().map(|l| l.segments() as u64).sum(),
             Ordering::Relaxed,
         );
+    }
+
+    /// Durable summaries also go to `tx`, the remote writer's bounded channel (issue 16).
+    pub fn with_remote_write(
+        mut self,
+        tx: std::sync::mpsc::SyncSender<crate::pipeline::RemoteWriteMsg>,
+    ) -> Store {
+        self.remote_write.push(tx);
+        self
+    }
+
+    /// Hands a durable summary to the remote writer; when its channel is full the interval is
+    /// dropped there and counted (the store never waits for a TSDB).
+    fn to_remote_write(
+        txs: &[std::sync::mpsc::SyncSender<crate::pipeline::RemoteWriteMsg>],
+        metrics: &Metrics,
+        s: &Arc<IntervalSummary>,
+    ) {
+        for tx in txs {
+            if let Err(std::sync::mpsc::TrySendError::Full(_)) =
+                tx.try_send(crate::pipeline::RemoteWriteMsg::Interval(s.clone()))
+            {
+                let n = crate::remote_series::points_of(s, &Default::default()).len();
+                metrics
+                    .remote_write_dropped_full
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Writes and syncs the closed rollups not yet durable; on an error they stay pending (and
@@ -590,10 +634,12 @@ impl Store {
                     let closed = self.rollups.fold(&summary);
                     self.pending_rollups.extend(closed);
                     closed_before = Some(closed_before_ms);
+                    let summary = Arc::new(*summary);
+                    Self::to_remote_write(&self.remote_write, &self.metrics, &summary);
                     // Blocking send: the API must see every durable summary.
                     let _ = out
                         .summaries
-                        .send(crate::pipeline::ApiMsg::Interval(Arc::new(*summary)));
+                        .send(crate::pipeline::ApiMsg::Interval(summary));
                 }
                 _ => {}
             }

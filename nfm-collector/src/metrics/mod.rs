@@ -166,6 +166,8 @@ pub struct Metrics {
     pub remote_write_dropped_rejected: AtomicU64,
     pub remote_write_dropped_full: AtomicU64,
     pub remote_write_pending: AtomicU64,
+    /// Late amendments not sent (the TSDB holds the interval's samples already).
+    pub remote_write_skipped_late: AtomicU64,
 }
 
 impl Metrics {
