@@ -159,7 +159,7 @@ fn counters(f: &Flow, n: f64, r: &mut Rng) -> Counters {
     Counters {
         bytes,
         retransmissions: bytes / 200_000 + r.next() % 3,
-        timeouts: u64::from(r.next() % 500 == 0),
+        timeouts: u64::from(r.next().is_multiple_of(500)),
         rtt_sum_us: (200 + r.next() % 5_000) * 4,
         rtt_count: 4,
         records: 1,
@@ -202,7 +202,7 @@ fn summary(
         c[f] = counters(&fleet[f], n * r.noise(), r);
     }
     let c = &*c;
-    let degraded = |f: usize| i % 720 < 24 && fleet[f].subnet == 1 && f % 3 == 0;
+    let degraded = |f: usize| i % 720 < 24 && fleet[f].subnet == 1 && f.is_multiple_of(3);
     let flow = |f: usize| TopFlow {
         counters: c[f],
         degraded: degraded(f),

@@ -47,7 +47,7 @@ fn summary(i: u64) -> IntervalSummary {
         category: Category::InterAz,
         counters: c(bytes, 1_000 + i % 10),
         path: vec!["host:web-1".parse().unwrap()],
-        degraded: i % 7 == 0 && remote == 1,
+        degraded: i.is_multiple_of(7) && remote == 1,
     };
     let (a, b) = (100 + i % 13, 50 + i % 29);
     let mut total = c(a, 1_000 + i % 10);
@@ -63,7 +63,7 @@ fn summary(i: u64) -> IntervalSummary {
             monitor: "app".into(),
             flows: 2,
             counters: total,
-            health_indicator: Some(u8::from(i % 7 == 0)),
+            health_indicator: Some(u8::from(i.is_multiple_of(7))),
             pairs: vec![PairStat {
                 local: "subnet:subnet-app-a".into(),
                 remote: "subnet:subnet-app-b".into(),
