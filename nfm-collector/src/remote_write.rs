@@ -516,6 +516,22 @@ mod test {
                 .contains("label name")
         );
         assert!(ok("url = \"http://x\"\nfoo = 1").is_err());
+        // In the collector's config: one table or an array of tables.
+        let one = crate::collector::Settings::parse_toml(
+            "[remote_write]\nurl = \"http://a/api/v1/write\"\nexternal_labels = { collector = \"c\", replica = \"b\" }",
+        )
+        .unwrap();
+        assert_eq!(one.remote_write.len(), 1);
+        assert_eq!(one.remote_write[0].external_labels["replica"], "b");
+        let two = crate::collector::Settings::parse_toml(
+            "[[remote_write]]\nurl = \"http://a\"\n[[remote_write]]\nurl = \"http://b\"\nevery = \"1s\"",
+        )
+        .unwrap();
+        assert_eq!(two.remote_write[1].every, "1s");
+        assert!(crate::collector::Settings::parse_toml("")
+            .unwrap()
+            .remote_write
+            .is_empty());
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));

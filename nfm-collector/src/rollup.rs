@@ -426,3 +426,92 @@ impl Rollups {
         self.minute.as_ref().map(|a| a.start_ms)
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn s(start: u64, bytes: u64, indicator: Option<u8>) -> IntervalSummary {
+        let c = Counters {
+            bytes,
+            rtt_sum_us: bytes * 10,
+            rtt_count: bytes,
+            records: 1,
+            ..Default::default()
+        };
+        IntervalSummary {
+            start_ms: start,
+            end_ms: start + 5_000,
+            flows: bytes,
+            categories: vec![(Category::Service, c)],
+            monitors: vec![MonitorPoint {
+                monitor: "m".into(),
+                flows: bytes,
+                counters: c,
+                health_indicator: indicator,
+                pairs: vec![],
+                flows_top: vec![],
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// Minutes close when a later minute starts, hours when a later hour's minute closes; a late
+    /// amendment of a closed minute becomes a record of its own; the record round-trips.
+    #[test]
+    fn test_minutes_hours_and_late_amendments() {
+        let mut r = Rollups::new(5);
+        let mut out = Vec::new();
+        for i in 0..12 {
+            out.extend(r.fold(&s(i * 5_000, 1 + i % 2, Some(u8::from(i == 3)))));
+        }
+        assert!(out.is_empty(), "the first minute is still open");
+        out.extend(r.fold(&s(60_000, 4, None)));
+        assert_eq!(out.len(), 1);
+        let m = &out[0];
+        assert_eq!((m.start_ms, m.end_ms, m.intervals), (0, 60_000, 12));
+        assert_eq!(m.summary.monitors[0].counters.bytes, 18);
+        assert_eq!(m.summary.monitors[0].flows, 2, "peak, not sum");
+        assert_eq!(m.summary.monitors[0].health_indicator, Some(1));
+        assert_eq!(
+            m.health,
+            vec![MonitorHealth {
+                monitor: "m".into(),
+                evaluated: 12,
+                degraded: 1
+            }]
+        );
+        // A late amendment of minute 0: a record of its own.
+        let late = r.fold(&s(10_000, 7, None));
+        assert_eq!(late.len(), 1);
+        assert_eq!((late[0].start_ms, late[0].intervals), (0, 1));
+        assert_eq!(
+            late[0].health[0].evaluated, 0,
+            "late records are not judged"
+        );
+        assert_eq!(r.open_minute(), Some(60_000));
+        // The next hour: minute 60_000 closes, and with the first minute of hour 1 the hour 0.
+        let out = r.fold(&s(3_600_000, 1, Some(0)));
+        assert_eq!(out.len(), 1, "minute 1 closed; hour 0 still open");
+        let out = r.fold(&s(3_660_000, 1, Some(0)));
+        let hour = out.iter().find(|x| x.resolution_ms == 3_600_000).unwrap();
+        assert_eq!(
+            hour.intervals,
+            12 + 1 + 1,
+            "minute 0, its late amendment, minute 1"
+        );
+        assert_eq!(hour.summary.monitors[0].counters.bytes, 18 + 7 + 4);
+        assert_eq!(hour.health[0].degraded, 1);
+        let p = encode_rollup(hour);
+        assert_eq!(
+            crate::record::record_span(KIND_ROLLUP, &p),
+            Some((0, 65_000)),
+            "the end of its last interval"
+        );
+        assert_eq!(decode_rollup(KIND_ROLLUP, &p).as_ref(), Ok(hour));
+        assert_eq!(
+            decode_rollup(KIND_ROLLUP, &[9, 0, 1]),
+            Err(HistoryError::Version(9))
+        );
+    }
+}
