@@ -303,10 +303,12 @@ impl RemoteWriter {
             match rx.recv_timeout(wait) {
                 Ok(RemoteWriteMsg::Interval(s)) => self.take(&s),
                 Ok(RemoteWriteMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {
-                    let retry = self.send_buffered();
-                    next = Instant::now() + retry.unwrap_or(self.every);
-                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            // Due (also while summaries keep coming): send, or wait out the back-off.
+            if Instant::now() >= next {
+                let retry = self.send_buffered();
+                next = Instant::now() + retry.unwrap_or(self.every);
             }
         }
         if self.send_buffered().is_some() {
@@ -361,7 +363,16 @@ mod test {
         String,
         std::thread::JoinHandle<Vec<(String, proto::WriteRequest)>>,
     ) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        tsdb_on(TcpListener::bind("127.0.0.1:0").unwrap(), script)
+    }
+
+    fn tsdb_on(
+        l: TcpListener,
+        script: Vec<u16>,
+    ) -> (
+        String,
+        std::thread::JoinHandle<Vec<(String, proto::WriteRequest)>>,
+    ) {
         let url = format!("http://{}/api/v1/write", l.local_addr().unwrap());
         let h = std::thread::spawn(move || {
             let mut got = Vec::new();
@@ -496,6 +507,13 @@ mod test {
         w.take(&summary(5_000, 1));
         assert_eq!(w.pending(), 15);
         assert_eq!(m.remote_write_dropped_full.load(Ordering::Relaxed), 3);
+        // The TSDB comes back: everything kept is delivered and acknowledged.
+        let (_, h) = tsdb_on(TcpListener::bind(port).unwrap(), vec![200]);
+        assert_eq!(w.send_buffered(), None);
+        assert_eq!(m.remote_write_samples.load(Ordering::Relaxed), 15);
+        let got = h.join().unwrap();
+        let n: usize = got[0].1.timeseries.iter().map(|t| t.samples.len()).sum();
+        assert_eq!(n, 15);
     }
 
     #[test]

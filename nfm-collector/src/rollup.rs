@@ -76,12 +76,13 @@ impl Level {
             Level::Hour => Some(Level::Minute),
         }
     }
-    /// The level a query over `span_ms` reads: raw up to 6 h (≤ 4,320 summaries at 5 s), 1-minute
-    /// rollups up to 3 days (≤ 4,320), 1-hour rollups beyond (168 for 7 days).
+    /// The level a query over `span_ms` reads: raw up to 6 h (≤ 4,320 summaries at 5 s, the
+    /// newest of them in memory), 1-minute rollups up to 36 h (≤ 2,160), 1-hour rollups beyond
+    /// (168 for 7 days).
     pub fn for_span(span_ms: u64) -> Level {
         if span_ms <= 6 * 3_600_000 {
             Level::Raw
-        } else if span_ms <= 3 * 86_400_000 {
+        } else if span_ms <= 36 * 3_600_000 {
             Level::Minute
         } else {
             Level::Hour

@@ -220,7 +220,7 @@ fn test_rollups_answer_old_ranges_at_every_resolution() {
     // The mean RTT of an hour is over all its samples.
     let rtt: u64 = (0..720).map(|i| 1_000 + i % 10).sum::<u64>() * 4 / (720 * 4);
     assert_eq!(points[0]["round_trip_time_us"], rtt);
-    // The range's length picks the level: 3 h → raw; 2 days → 1m; 7 days → 1h.
+    // The range's length picks the level: 3 h → raw; 1 day → 1m; 2 and 7 days → 1h.
     let v = get(
         &mut a,
         &format!("/api/monitors/app/overview?from={from}&to={to}"),
@@ -230,10 +230,19 @@ fn test_rollups_answer_old_ranges_at_every_resolution() {
         &mut a,
         &format!(
             "/api/monitors/app/overview?from={}&to={to}",
-            to - 2 * 86_400_000
+            to - 86_400_000
         ),
     );
     assert_eq!(v["resolution"], "1m");
+    assert_eq!(v["totals"]["data_transferred"], want_bytes);
+    let v = get(
+        &mut a,
+        &format!(
+            "/api/monitors/app/overview?from={}&to={to}",
+            to - 2 * 86_400_000
+        ),
+    );
+    assert_eq!(v["resolution"], "1h");
     assert_eq!(v["clipped_from"], Value::Null);
     assert_eq!(v["totals"]["data_transferred"], want_bytes);
     let v = get(
