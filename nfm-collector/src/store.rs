@@ -1,4 +1,4 @@
-//! The embedded store: two append-only segmented logs under `--data-dir`, with a CRC per
+//! The embedded store: append-only segmented logs under `--data-dir`, with a CRC per
 //! record, group fsync, replay on start and retention by whole segments.
 //!
 //! - `wal/`: every accepted FlowBatch frame, as received. A TCP batch is acked only after the
@@ -6,6 +6,10 @@
 //!   A WAL segment is deleted once every interval its batches belong to has a durable summary.
 //! - `history/`: one [`IntervalSummary`] per closed interval, kept for the retention period
 //!   (default 7 days of data time), then deleted a whole segment at a time.
+//! - `rollup-1m/`, `rollup-1h/` (issue 16): every durable summary is folded into the open
+//!   1-minute rollup, every closed minute into the open hour (`crate::rollup`); closed rollups
+//!   are written with the next group commit and age out like the history. Replay rebuilds the
+//!   open minute and hour, and hands back only the newest summaries (`replay_keep`, decoded last).
 //!
 //! Record layout (all little-endian), written by [`Log::append`]:
 //!
@@ -13,7 +17,8 @@
 //! 0..4   len    u32, bytes of payload
 //! 4..8   crc    u32, CRC-32 of kind byte + payload
 //! 8      kind   u8 (1 = batch before numbers, 2 = interval summary before versions,
-//!                   3 = versioned summary, 4 = numbered batch, 5 = a summary's cover)
+//!                   3 = versioned summary, 4 = numbered batch, 5 = a summary's cover,
+//!                   6 = a rollup, in `rollup-1m/` and `rollup-1h/`: `crate::rollup`)
 //! 9..    payload
 //! ```
 //!

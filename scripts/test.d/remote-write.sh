@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Remote-write end-to-end test (issue 16): a collector fed by nfm-sim (small fleet, healthy
-# traffic, 5 s intervals, real time) remote-writes to a real VictoriaMetrics and a real
-# Prometheus (--web.enable-remote-write-receiver), and to a third URL where nothing listens.
-# For one closed interval and one monitor, the values PromQL returns from both TSDBs
-# (/api/v1/query at the interval's end) must equal what the collector's API shows: the four
-# metrics and HealthIndicator of the monitor, and a category's totals, with the external labels
-# set. The dead TSDB must show up as retried requests in /metrics, not as lost samples. Free
-# ports, every process stopped on exit, one PASS/FAIL line.
+# Remote-write end-to-end test (issue 16): a collector fed by nfm-sim (small fleet, 5 s
+# intervals, real time, 3 % loss between two AZs from 10 s on, so retransmissions are not zero)
+# remote-writes to a real VictoriaMetrics and a real Prometheus
+# (--web.enable-remote-write-receiver), and to a third URL where nothing listens. For one closed
+# interval and one monitor, the values PromQL returns from both TSDBs (/api/v1/query at the
+# interval's end) must equal what the collector's API shows: the four metrics and
+# HealthIndicator of the monitor, a category's totals and a blamed component's confidence, with
+# the external labels set. The dead TSDB must show up as retried requests in /metrics, not as
+# lost samples. Free ports, every process stopped on exit, one PASS/FAIL line.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -101,24 +102,38 @@ wait_for "http://127.0.0.1:$PROM/-/ready" "Prometheus"
 curl -sf -X POST "$API/api/monitors" -H 'content-type: application/json' \
   -d '{"name":"web","local":["subnet:subnet-web-a"]}' >/dev/null || fail "cannot create monitor web"
 
-echo "$NAME: nfm-sim plays the small fleet for 30 s at 5 s intervals"
-"$TARGET/debug/nfm-sim" run --fleet "$FLEET" --collector "127.0.0.1:$UDP" --interval 5s \
-  --duration 30s --aligned-clocks >"$WORK/sim.log" 2>&1 &
+cat >"$WORK/scenario.toml" <<'EOF'
+name = "remote-write-loss"
+description = "3% loss between use1-az1 and use1-az2 from 10 s on, so retransmissions are not all zero"
+duration = "45s"
+interval = "5s"
+
+[[fault]]
+component = "az-pair:use1-az1|use1-az2"
+kind = "loss"
+at = "10s"
+duration = "35s"
+loss = 0.03
+EOF
+echo "$NAME: nfm-sim plays the small fleet for 45 s at 5 s intervals (loss from 10 s)"
+"$TARGET/debug/nfm-sim" run --fleet "$FLEET" --scenario "$WORK/scenario.toml" \
+  --collector "127.0.0.1:$UDP" --aligned-clocks >"$WORK/sim.log" 2>&1 &
 SIM=$!
 PIDS+=($SIM)
 
-# The newest interval the API shows for the monitor with traffic, once 3 have closed.
+# The newest interval but one the API shows for the monitor with traffic, once 6 have closed
+# (so it is in the fault).
 POINT=""
-for i in $(seq 1 90); do
+for i in $(seq 1 120); do
   POINT=$(curl -sf "$API/api/monitors/web/overview?resolution=raw" | python3 -c '
 import json, sys
 pts = [p for p in json.load(sys.stdin)["points"] if p["data_transferred"] > 0 and p["round_trip_time_us"] is not None]
-if len(pts) >= 3:
+if len(pts) >= 6:
     p = pts[-2]
     print(p["start_ms"], p["end_ms"], p["data_transferred"], p["retransmissions"], p["timeouts"], p["round_trip_time_us"], p["health_indicator"])
 ') || true
   [ -n "$POINT" ] && break
-  [ "$i" -eq 90 ] && fail "the API showed no 3 closed intervals with traffic within 45 s"
+  [ "$i" -eq 120 ] && fail "the API showed no 6 closed intervals with traffic within 60 s"
   sleep 0.5
 done
 read -r START END BYTES RETRANS TIMEOUTS RTT HEALTH <<<"$POINT"
@@ -149,7 +164,9 @@ check() { # TSDB-NAME BASE QUERY WANT
     [ -n "$got" ] && break
     sleep 0.5
   done
-  [ "$got" = "$4" ] || fail "$1: $3 = '$got', the API shows $4"
+  # Equal; a fraction within 1e-9 (VictoriaMetrics keeps 12 significant digits of a float).
+  [ -n "$got" ] && python3 -c 'import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(abs(a - b) > 1e-9 * max(1.0, abs(b)))' "$got" "$4" ||
+    fail "$1: $3 = '$got', the API shows $4"
   echo "$NAME: $1: $3 = $got (API: $4)"
 }
 SEL='monitor="web",collector="nfm-e2e",replica="a"'
@@ -163,6 +180,24 @@ for tsdb in "victoria-metrics http://127.0.0.1:$VM" "prometheus http://127.0.0.1
   check "$1" "$2" "nfm_category_interval_data_transferred_bytes{category=\"$CATEGORY\",replica=\"a\"}" "$CAT_BYTES"
   check "$1" "$2" "nfm_category_interval_retransmissions{category=\"$CATEGORY\",replica=\"a\"}" "$CAT_RETRANS"
 done
+
+# A blamed component of that interval (when the evaluator named one): its confidence.
+VERDICT=$(curl -sf "$API/api/verdicts?from=$START&to=$((START + 1))" | python3 -c '
+import json, sys
+v = [x for x in json.load(sys.stdin)["verdicts"]]
+if v:
+    c = v[0]["confidence"]
+    print(v[0]["component"], v[0]["blame"], int(c) if c == int(c) else c)
+')
+if [ -n "$VERDICT" ]; then
+  read -r COMP BLAME CONF <<<"$VERDICT"
+  for tsdb in "victoria-metrics http://127.0.0.1:$VM" "prometheus http://127.0.0.1:$PROM"; do
+    set -- $tsdb
+    check "$1" "$2" "nfm_blamed_component_confidence{component=\"$COMP\",blame=\"$BLAME\",replica=\"a\"}" "$CONF"
+  done
+else
+  echo "$NAME: no verdict in that interval (HealthIndicator $HEALTH): blamed components not compared"
+fi
 
 # The dead TSDB: retried and counted; the live ones rejected nothing.
 METRICS=$(curl -sf "$API/metrics")
