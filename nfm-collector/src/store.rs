@@ -312,6 +312,20 @@ fn decode_cover(p: &[u8]) -> Option<(u64, u64, u64)> {
     Some((u(0..8)?, u(8..16)?, u(16..24)?))
 }
 
+/// Appends rollups to their logs (`logs`: minute, hour) and syncs both.
+fn append_rollups(
+    logs: &mut [Log; 2],
+    recs: &[RollupRecord],
+    scratch: &mut Vec<u8>,
+) -> io::Result<()> {
+    for r in recs {
+        let log = &mut logs[usize::from(r.resolution_ms > 60_000)];
+        log.append(KIND_ROLLUP, &encode_rollup(r), r.end_ms, scratch)?;
+    }
+    logs[0].sync()?;
+    logs[1].sync()
+}
+
 /// Opens a rollup log, handing each record to `f`; returns it and the end of its newest record.
 fn open_rollup_log(
     cfg: &StoreConfig,
@@ -369,6 +383,11 @@ impl Store {
                 rollups.fold_minute(r, &mut pending);
             }
         })?;
+        let mut rollup_logs = [minute_log, hour_log];
+        // A history written before rollups is rolled up here, once: written as it goes, so
+        // days of rollups are never held at once.
+        let mut backfill: io::Result<()> = Ok(());
+        let mut scratch = Vec::new();
         let mut kept = VecDeque::new();
         let mut kept_bytes = 0usize;
         let mut summarized = std::collections::HashSet::new();
@@ -401,6 +420,10 @@ impl Store {
                         Ok(s) => pending.extend(rollups.fold(&s)),
                         Err(e) => log::warn!("store: history record skipped: {e}"),
                     }
+                    if pending.len() >= 256 && backfill.is_ok() {
+                        backfill = append_rollups(&mut rollup_logs, &pending, &mut scratch);
+                        pending.clear();
+                    }
                 }
                 kept.push_back((k, p.to_vec()));
                 kept_bytes += p.len() * 4;
@@ -419,6 +442,7 @@ impl Store {
                 crate::record::record_span(k, p).map_or(u64::MAX, |(_, end)| end)
             },
         )?;
+        backfill?;
         rec.history = hstats;
         rec.summaries = kept
             .into_iter()
@@ -471,7 +495,7 @@ impl Store {
             newest_ms,
             scratch: Vec::new(),
             payload: Vec::new(),
-            rollup_logs: [minute_log, hour_log],
+            rollup_logs,
             rollups,
             pending_rollups: pending,
             remote_write: Vec::new(),
@@ -532,14 +556,11 @@ impl Store {
         if self.pending_rollups.is_empty() {
             return Ok(());
         }
-        let r = (|| {
-            for r in &self.pending_rollups {
-                let log = &mut self.rollup_logs[usize::from(r.resolution_ms > 60_000)];
-                log.append(KIND_ROLLUP, &encode_rollup(r), r.end_ms, &mut self.scratch)?;
-            }
-            self.rollup_logs[0].sync()?;
-            self.rollup_logs[1].sync()
-        })();
+        let r = append_rollups(
+            &mut self.rollup_logs,
+            &self.pending_rollups,
+            &mut self.scratch,
+        );
         match r {
             Ok(()) => {
                 self.metrics

@@ -263,5 +263,24 @@ fn test_rollups_answer_old_ranges_at_every_resolution() {
     assert_eq!(v["buckets"][0]["pairs"][0]["value"], want_bytes);
     let r = a.route("GET", "/api/insights?resolution=2h", None, b"");
     assert_eq!(r.status, 400);
+    // A history written before rollups (no rollup logs) is rolled up at the next start.
+    std::fs::remove_dir_all(dir.join("rollup-1m")).unwrap();
+    std::fs::remove_dir_all(dir.join("rollup-1h")).unwrap();
+    let mut cfg = StoreConfig::new(&dir);
+    cfg.replay_keep = 10;
+    let (_, rec) = Store::open(cfg, Arc::new(Metrics::default())).unwrap();
+    let mut a = api(&dir, rec.summaries);
+    for res in ["1m", "1h"] {
+        let v = get(
+            &mut a,
+            &format!("/api/monitors/app/overview?from={from}&to={to}&resolution={res}"),
+        );
+        assert_eq!(
+            v["totals"]["data_transferred"], want_bytes,
+            "backfilled {res}"
+        );
+        let points = v["points"].as_array().unwrap();
+        assert_eq!(points[0]["intervals"], if res == "1h" { 720 } else { 12 });
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
