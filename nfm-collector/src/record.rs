@@ -155,3 +155,17 @@ pub fn record_span(kind: u8, p: &[u8]) -> Option<(u64, u64)> {
         .ok()
         .map(|(span, _)| span)
 }
+
+/// A cover record's payload (kind [`KIND_COVER`]): interval start, end, highest batch number.
+pub fn encode_cover(start_ms: u64, end_ms: u64, covers_n: u64) -> [u8; 24] {
+    let mut b = [0u8; 24];
+    b[..8].copy_from_slice(&start_ms.to_le_bytes());
+    b[8..16].copy_from_slice(&end_ms.to_le_bytes());
+    b[16..].copy_from_slice(&covers_n.to_le_bytes());
+    b
+}
+
+pub fn decode_cover(p: &[u8]) -> Option<(u64, u64, u64)> {
+    let u = |r: std::ops::Range<usize>| Some(u64::from_le_bytes(p.get(r)?.try_into().ok()?));
+    Some((u(0..8)?, u(8..16)?, u(16..24)?))
+}

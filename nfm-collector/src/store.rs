@@ -45,11 +45,11 @@
 
 use crate::pipeline::{StoreMsg, StoreReply, WalBatch};
 // The record layout and codecs live in `record` (shared with the API's disk reader).
+use crate::record::{decode_cover, encode_cover, read_segment, segment_paths};
 pub use crate::record::{
     decode_history, encode_summary, HistoryError, KIND_BATCH, KIND_BATCH_N, KIND_COVER,
     KIND_ROLLUP, KIND_SUMMARY, KIND_SUMMARY_UNVERSIONED, SUMMARY_VERSION,
 };
-use crate::record::{read_segment, segment_paths};
 use crate::rollup::{decode_rollup, encode_rollup, Level, RollupRecord, Rollups};
 use crate::summary::IntervalSummary;
 use std::collections::VecDeque;
@@ -297,19 +297,6 @@ pub struct Recovered {
     pub max_n: u64,
     pub wal: ReplayStats,
     pub history: ReplayStats,
-}
-
-fn encode_cover(start_ms: u64, end_ms: u64, covers_n: u64) -> [u8; 24] {
-    let mut b = [0u8; 24];
-    b[..8].copy_from_slice(&start_ms.to_le_bytes());
-    b[8..16].copy_from_slice(&end_ms.to_le_bytes());
-    b[16..].copy_from_slice(&covers_n.to_le_bytes());
-    b
-}
-
-fn decode_cover(p: &[u8]) -> Option<(u64, u64, u64)> {
-    let u = |r: std::ops::Range<usize>| Some(u64::from_le_bytes(p.get(r)?.try_into().ok()?));
-    Some((u(0..8)?, u(8..16)?, u(16..24)?))
 }
 
 /// Appends rollups to their logs (`logs`: minute, hour) and syncs both.
