@@ -142,6 +142,7 @@ impl Agent {
                 cfg.spool_bytes,
                 keys.clone(),
             )
+            .with_tls(cfg.tls.clone())
         });
         let now_ms = sys::unix_ms();
         let cfg_interval_ms = cfg.interval.as_millis() as u64;

@@ -91,6 +91,13 @@ pub struct Cli {
     /// Measurement only: the program times itself per op; printed on stderr at exit.
     #[arg(long, hide = true)]
     pub bpf_profile: bool,
+    /// CA certificate(s) (PEM) to verify the collector with: the TCP stream runs over TLS
+    /// (the collector's `ingest_tls`). Needs --transport tcp.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Name the collector's certificate must carry (default: the collector's IP address).
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags, snake_case.
@@ -109,6 +116,8 @@ pub struct FileConfig {
     pub spool_bytes: Option<usize>,
     pub log_level: Option<String>,
     pub host_name: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_server_name: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +139,8 @@ pub struct Config {
     pub ring_wakeup_bytes: u64,
     pub bpf_noop: bool,
     pub bpf_profile: bool,
+    /// TLS to the collector (`--tls-ca`).
+    pub tls: Option<crate::tls::TlsClient>,
 }
 
 /// Parses `5s`, `500ms`, `1m`, `2h` or a bare number of seconds.
@@ -265,6 +276,16 @@ impl Config {
         if spool_bytes < 64 * 1024 {
             bail!("--spool-bytes {spool_bytes}: use at least 65536");
         }
+        let tls = match cli.tls_ca.or(file.tls_ca) {
+            Some(ca) => {
+                if transport != Kind::Tcp {
+                    bail!("--tls-ca needs --transport tcp (TLS runs over the TCP stream)");
+                }
+                let name = cli.tls_server_name.or(file.tls_server_name);
+                Some(crate::tls::TlsClient::load(&ca, name.as_deref())?)
+            }
+            None => None,
+        };
         let cb_flags = match cli.callbacks {
             Some(s) => parse_callbacks(&s)?,
             None => 0,
@@ -289,6 +310,7 @@ impl Config {
             ring_wakeup_bytes: cli.ring_wakeup_bytes.unwrap_or(ring_bytes as u64 / 4),
             bpf_noop: cli.bpf_noop,
             bpf_profile: cli.bpf_profile,
+            tls,
         })
     }
 }
@@ -346,6 +368,16 @@ mod test {
         assert!(e(&["--stdout", "--transport", "quic"]).contains("udp or tcp"));
         assert!(e(&["--stdout", "--ring-bytes", "5000"]).contains("power of two"));
         assert!(e(&["--stdout", "--agent-id", "xyz"]).contains("u64"));
+        // TLS runs over the TCP stream only; a CA file that is not there is named.
+        assert!(e(&["--stdout", "--tls-ca", "/nonexistent.pem"]).contains("--transport tcp"));
+        let msg = e(&[
+            "--stdout",
+            "--transport",
+            "tcp",
+            "--tls-ca",
+            "/nonexistent.pem",
+        ]);
+        assert!(msg.contains("/nonexistent.pem"), "{msg}");
     }
 
     /// The example shipped in deploy/ stays valid.

@@ -7,6 +7,7 @@
 //! - [`bpf`]: load, attach, batch-read the socket map, per-CPU counters (the only kernel I/O).
 //! - [`flows`]: per-socket deltas folded into service-level flows (pure, unit-tested).
 //! - [`staged`]: dedupes close records read both from the per-CPU stages and the ring buffer.
+//! - [`tls`]: TLS to the collector (`--tls-ca`), rustls driven by the mio loop.
 //! - [`transport`]: UDP and TCP senders, the bounded spool, acks, reconnect with back-off.
 //! - [`agent`]: the mio event loop tying them together.
 //! - [`sys`]: agent id, host name, CPU/RSS, dropping capabilities.
@@ -17,4 +18,5 @@ pub mod config;
 pub mod flows;
 pub mod staged;
 pub mod sys;
+pub mod tls;
 pub mod transport;

@@ -9,10 +9,16 @@
 //! Reconnects back off exponentially (100 ms doubling to 10 s) with ±25 % jitter so a fleet does
 //! not reconnect in lockstep after a collector restart. The collector is chosen by a stable hash
 //! of the agent id; on failure the next configured one is tried.
+//!
+//! TLS (`--tls-ca`, issue 15): the same stream inside a rustls client connection
+//! (`crate::tls`); the spool counts a frame written once rustls has taken it, so a connection
+//! lost mid-handshake or mid-record resends exactly as a plain one does.
 
+use crate::tls::{read_step, write_tls, Step, TlsClient};
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
 use nfm_wire::{DecodeOptions, Keyring, Message, StreamDecoder, MAX_FRAME_LEN};
+use rustls::ClientConnection;
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
@@ -40,6 +46,8 @@ pub struct TransportStats {
     pub spool_dropped_records: u64,
     pub connects: u64,
     pub frames_acked: u64,
+    /// Connections that failed TLS (an untrusted collector certificate, a plain-text port).
+    pub tls_errors: u64,
 }
 
 /// One spooled frame.
@@ -184,6 +192,7 @@ enum Tcp {
     Connected {
         stream: TcpStream,
         dec: StreamDecoder,
+        tls: Option<Box<ClientConnection>>,
     },
 }
 
@@ -202,6 +211,7 @@ pub struct Transport {
     hello_off: usize,
     pub spool: Spool,
     pub stats: TransportStats,
+    tls: Option<TlsClient>,
 }
 
 /// FNV-1a, the stable hash used to pick a collector (same on every host and version).
@@ -241,7 +251,14 @@ impl Transport {
             hello_off: 0,
             spool: Spool::new(spool_bytes),
             stats: TransportStats::default(),
+            tls: None,
         }
+    }
+
+    /// TCP connections over TLS, verifying the collector against this CA (issue 15).
+    pub fn with_tls(mut self, tls: Option<TlsClient>) -> Transport {
+        self.tls = tls;
+        self
     }
 
     pub fn kind(&self) -> Kind {
@@ -428,6 +445,18 @@ impl Transport {
             );
             if let Tcp::Connecting(stream) = old {
                 let _ = stream.set_nodelay(true);
+                let tls = match (&self.tls, self.collector()) {
+                    (Some(t), Some(addr)) => match t.connect(addr.ip()) {
+                        Ok(c) => Some(Box::new(c)),
+                        Err(e) => {
+                            self.stats.tls_errors += 1;
+                            self.tcp = Tcp::Connecting(stream);
+                            self.disconnect(registry, &format!("TLS: {e}"));
+                            return;
+                        }
+                    },
+                    _ => None,
+                };
                 log::info!(
                     "connected to collector {}",
                     self.collector().map(|a| a.to_string()).unwrap_or_default()
@@ -439,6 +468,7 @@ impl Transport {
                 self.tcp = Tcp::Connected {
                     stream,
                     dec: StreamDecoder::new(MAX_FRAME_LEN),
+                    tls,
                 };
             }
         }
@@ -450,8 +480,38 @@ impl Transport {
 
     fn read_acks(&mut self, registry: &Registry) {
         let mut closed: Option<String> = None;
-        if let Tcp::Connected { stream, dec } = &mut self.tcp {
+        if let Tcp::Connected {
+            stream,
+            dec,
+            tls: Some(tls),
+        } = &mut self.tcp
+        {
+            let mut buf = [0u8; 4096];
             loop {
+                match read_step(tls, stream, &mut buf, &mut |b| dec.push(b)) {
+                    Ok(Step::More) => {}
+                    Ok(Step::Blocked) => break,
+                    Ok(Step::Eof) => {
+                        closed = Some("closed by the collector".into());
+                        break;
+                    }
+                    Err(e) => {
+                        self.stats.tls_errors += 1;
+                        log::error!(
+                            "collector {}: {e}",
+                            self.collectors
+                                .get(self.current)
+                                .map(|a| a.to_string())
+                                .unwrap_or_default()
+                        );
+                        closed = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if let Tcp::Connected { stream, dec, tls } = &mut self.tcp {
+            while tls.is_none() {
                 match dec.read_from(stream) {
                     Ok(0) => {
                         closed = Some("closed by the collector".into());
@@ -501,7 +561,54 @@ impl Transport {
     /// Writes the Hello and unwritten spool frames until the socket would block.
     pub fn flush(&mut self, registry: &Registry) {
         let mut err: Option<String> = None;
-        if let Tcp::Connected { stream, .. } = &mut self.tcp {
+        if let Tcp::Connected {
+            stream,
+            tls: Some(tls),
+            ..
+        } = &mut self.tcp
+        {
+            // Plaintext into rustls while it takes it, ciphertext out until the socket blocks.
+            loop {
+                let mut took = false;
+                loop {
+                    let chunk: &[u8] = if self.hello_off < self.hello.len() {
+                        &self.hello[self.hello_off..]
+                    } else {
+                        match self.spool.next_chunk() {
+                            Some(c) => c,
+                            None => break,
+                        }
+                    };
+                    match tls.writer().write(chunk) {
+                        Ok(0) => break, // rustls's buffer is full: send first
+                        Ok(n) => {
+                            took = true;
+                            if self.hello_off < self.hello.len() {
+                                self.hello_off += n;
+                            } else {
+                                self.stats.frames_acked += self.spool.advance(n);
+                            }
+                        }
+                        Err(e) => {
+                            err = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                match write_tls(tls, stream) {
+                    Ok(false) if took && err.is_none() => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        err = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        if let Tcp::Connected {
+            stream, tls: None, ..
+        } = &mut self.tcp
+        {
             loop {
                 let chunk: &[u8] = if self.hello_off < self.hello.len() {
                     &self.hello[self.hello_off..]

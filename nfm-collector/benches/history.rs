@@ -417,7 +417,6 @@ fn query(dir: &Path) {
         .collect();
     let mut api = Api::new(
         ApiConfig {
-            token: None,
             topology_path: None,
             monitors_path: None,
             retention_ms: s.retention_days * 86_400_000,

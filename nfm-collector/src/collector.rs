@@ -20,9 +20,11 @@ use crate::health::{Evaluator, HealthConfig};
 use crate::health_stage::HealthStage;
 use crate::ingest::{IngestConfig, IngestControl, IngestCore, IngestLoop, IngestSockets, Injected};
 use crate::metrics::{Chan, Metrics};
+use crate::notify::{Notifier, NotifyConfig};
 use crate::pipeline::AggMsg;
 use crate::pipeline::ApiMsg;
 use crate::pipeline::HealthMsg;
+use crate::pipeline::NotifyMsg;
 use crate::pipeline::ResolverMsg;
 use crate::pipeline::StoreMsg;
 use crate::resolution::DecodedBatch;
@@ -83,6 +85,27 @@ pub struct Settings {
     /// Run the health evaluator (default). Off: intervals are summarized unjudged and no
     /// HealthIndicator is stored (a benchmark baseline).
     pub health: bool,
+    // ---- issue 15: notifications
+    /// `[[webhook]]` entries: one POST per incident opened and resolved (`crate::notify`).
+    #[serde(rename = "webhook")]
+    pub webhooks: Vec<crate::notify::WebhookConfig>,
+    /// The dashboard's address in notifications' links (default: `http://` + the API address).
+    pub dashboard_url: Option<String>,
+    /// Notifications each webhook holds while its receiver is down (the oldest go beyond).
+    pub notify_queue_len: usize,
+    /// Longest wait between two attempts of a failing notification (back-off doubles from 1 s).
+    pub notify_retry_max_ms: u64,
+    // issue 15 (auth, roles, TLS)
+    /// Read-only bearer token (GET, including /metrics); needs `api_token`.
+    pub viewer_token: Option<String>,
+    /// How long a dashboard session lasts after login (seconds).
+    pub session_ttl_s: u64,
+    /// PEM certificate chain and private key: the API and dashboard are served over HTTPS;
+    /// both reloaded on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The agents' TCP stream over TLS too, with the same certificate (docs/wire.md).
+    pub ingest_tls: bool,
     /// issue 16: `[remote_write]` (or `[[remote_write]]` for several): send each interval's
     /// numbers to a TSDB (docs/collector.md).
     #[serde(deserialize_with = "crate::remote_write::one_or_many")]
@@ -119,6 +142,16 @@ impl Default for Settings {
             interval_ms: 5_000,
             tick_ms: 250,
             health: true,
+            webhooks: Vec::new(),
+            dashboard_url: None,
+            notify_queue_len: 1000,
+            notify_retry_max_ms: 60_000,
+            // issue 15
+            viewer_token: None,
+            session_ttl_s: 12 * 3600,
+            tls_cert: None,
+            tls_key: None,
+            ingest_tls: false,
             remote_write: Vec::new(),
         }
     }
@@ -151,10 +184,14 @@ pub struct Collector {
     to_agg: SyncSender<AggMsg>,
     to_health: SyncSender<HealthMsg>,
     to_store: SyncSender<StoreMsg>,
+    /// Issue 15: the notifier, when webhooks are configured.
+    to_notify: Option<SyncSender<NotifyMsg>>,
     threads: Vec<(&'static str, JoinHandle<()>)>,
     http: Option<crate::http::Server>,
     stop_ticker: Arc<AtomicBool>,
     inject: SyncSender<Injected>,
+    /// The certificate of the API (and of ingest with `ingest_tls`), when configured.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 /// Feeds frames to a running collector in-process (see [`Collector::injector`]).
@@ -214,11 +251,21 @@ impl Collector {
                 ));
             }
         }
+        // Issue 15: webhooks are checked before anything starts.
+        let webhooks = s
+            .webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, w)| w.validate(i))
+            .collect::<Result<Vec<_>, String>>()?;
+        let (tls, auth) = security(s, &metrics)?; // issue 15
         for rw in &s.remote_write {
             rw.validate()?; // issue 16
         }
         std::fs::create_dir_all(&s.data_dir)
             .map_err(|e| format!("data dir {}: {e}", s.data_dir.display()))?;
+        let maintenance_path = s.data_dir.join("maintenance.json");
+        let maintenance = crate::maintenance::Windows::load(&maintenance_path)?;
         let monitors_path = s.data_dir.join("monitors.json");
         let monitors = load_monitors(Some(&monitors_path), s.monitors.as_deref(), &topology)?;
 
@@ -277,7 +324,6 @@ impl Collector {
         // API first, so replayed summaries have somewhere to go.
         let mut api = Api::new(
             ApiConfig {
-                token: s.api_token.clone(),
                 topology_path: s.topology.clone(),
                 monitors_path: Some(monitors_path),
                 retention_ms: s.retention_days * 86_400_000,
@@ -295,6 +341,39 @@ impl Collector {
         for summary in recovered.summaries {
             api.add_interval(Arc::new(summary));
         }
+        // Issue 15: agent registry and maintenance windows.
+        let api = api.with_ops(crate::api::Ops {
+            registry: crate::agent_registry::Registry::open(
+                Some(s.data_dir.join("agents.json")),
+                if s.interval_ms > 0 {
+                    s.interval_ms
+                } else {
+                    5_000
+                },
+                s.retention_days * 86_400_000,
+            ),
+            maintenance: maintenance.clone(),
+            maintenance_path: Some(maintenance_path),
+            to_health: Some(to_health.clone()),
+            unsent: true,
+        });
+        // Issue 15: the notifier, fed by the health stage.
+        let to_notify = if webhooks.is_empty() {
+            None
+        } else {
+            let (tx, rx) = sync_channel::<NotifyMsg>(256);
+            let mut ncfg = NotifyConfig::new(webhooks);
+            ncfg.queue_len = s.notify_queue_len.max(1);
+            ncfg.retry_max = Duration::from_millis(s.notify_retry_max_ms.max(1));
+            ncfg.retry_initial = ncfg.retry_initial.min(ncfg.retry_max);
+            ncfg.dashboard_url = s
+                .dashboard_url
+                .clone()
+                .or_else(|| s.http.map(|h| format!("http://{h}/")));
+            let n = Notifier::new(ncfg, metrics.clone());
+            threads.push(spawn("notify", move || n.run(rx)).map_err(io)?);
+            Some(tx)
+        };
         threads.push(spawn("api", move || api.run(api_rx)).map_err(io)?);
 
         let m = metrics.clone();
@@ -318,7 +397,12 @@ impl Collector {
             s.health.then(|| Evaluator::new(HealthConfig::default())),
             m.clone(),
         )
-        .with_recycling(recycle_tx);
+        .with_recycling(recycle_tx)
+        .with_maintenance(Arc::new(maintenance));
+        let health = match &to_notify {
+            Some(tx) => health.with_notify(tx.clone(), Some(s.data_dir.join("incidents.json"))),
+            None => health,
+        };
         let tx = to_store.clone();
         threads.push(spawn("health", move || health.run(health_rx, tx)).map_err(io)?);
         let agg = Aggregator::new(
@@ -416,7 +500,8 @@ impl Collector {
             ctl_rx,
             metrics.clone(),
         )
-        .with_injector(inject_rx);
+        .with_injector(inject_rx)
+        .with_tls(tls.clone().filter(|_| s.ingest_tls)); // issue 15
         threads.push(spawn("ingest", move || ingest.run()).map_err(io)?);
 
         // Ticker.
@@ -454,9 +539,17 @@ impl Collector {
         let (http, http_addr) = match s.http {
             Some(addr) => {
                 let tx = to_api.clone();
-                let (server, h) =
-                    crate::http::Server::start(addr, move |req| tx.send(ApiMsg::Http(req)).is_ok())
-                        .map_err(|e| format!("binding the API on {addr}: {e}"))?;
+                let front = crate::http::Front {
+                    auth: Some(auth),
+                    tls: tls.clone(),
+                };
+                let (server, h) = crate::http::Server::start_front(
+                    addr,
+                    crate::http::Limits::default(),
+                    front,
+                    move |req| tx.send(ApiMsg::Http(req)).is_ok(),
+                )
+                .map_err(|e| format!("binding the API on {addr}: {e}"))?;
                 let bound = Some(server.local_addr());
                 threads.push(("http", h));
                 (Some(server), bound)
@@ -476,10 +569,12 @@ impl Collector {
             to_agg,
             to_health,
             to_store,
+            to_notify,
             threads,
             http,
             stop_ticker,
             inject: inject_tx,
+            tls,
         })
     }
 
@@ -500,6 +595,15 @@ impl Collector {
     /// Asks the API actor to reload the topology file (what SIGHUP does).
     pub fn reload_topology(&self) {
         let _ = self.to_api.send(ApiMsg::ReloadTopology);
+    }
+
+    /// Re-reads `tls_cert` and `tls_key` (what SIGHUP does): new handshakes use the new
+    /// certificate; on error the old one stays (logged and counted in `nfm_tls_reloads_total`).
+    pub fn reload_tls(&self) -> Result<(), String> {
+        match &self.tls {
+            Some(t) => t.reload(),
+            None => Ok(()),
+        }
     }
 
     /// Stops every actor in pipeline order and waits for them.
@@ -535,6 +639,13 @@ impl Collector {
                 let _ = h.join();
             }
         }
+        // Issue 15: the notifier after the health stage (its last events are queued).
+        if let Some(tx) = self.to_notify.take() {
+            let _ = tx.send(NotifyMsg::Shutdown);
+            if let Some(i) = threads.iter().position(|(n, _)| *n == "notify") {
+                let _ = threads.remove(i).1.join();
+            }
+        }
         if let Some(h) = &self.http {
             h.unblock();
         }
@@ -543,4 +654,46 @@ impl Collector {
             let _ = h.join();
         }
     }
+}
+
+/// Checks the token and TLS settings, loads the certificate and builds the HTTP front's
+/// authorization (issue 15); both register their counters for `/metrics`.
+fn security(
+    s: &Settings,
+    metrics: &Metrics,
+) -> Result<(Option<crate::tls::Tls>, Arc<crate::auth::Auth>), String> {
+    if s.viewer_token.is_some() && s.api_token.is_none() {
+        return Err("`viewer_token` needs `api_token` (the admin's) to be set too".into());
+    }
+    if s.viewer_token.is_some() && s.viewer_token == s.api_token {
+        return Err("`viewer_token` must differ from `api_token`".into());
+    }
+    for (k, t) in [
+        ("api_token", &s.api_token),
+        ("viewer_token", &s.viewer_token),
+    ] {
+        if t.as_ref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(format!("`{k}` is empty"));
+        }
+    }
+    let tls = match (&s.tls_cert, &s.tls_key) {
+        (Some(c), Some(k)) => Some(crate::tls::Tls::load(c, k)?),
+        (None, None) => None,
+        _ => return Err("set both `tls_cert` and `tls_key` (PEM files), or neither".into()),
+    };
+    if s.ingest_tls && tls.is_none() {
+        return Err("`ingest_tls` needs `tls_cert` and `tls_key`".into());
+    }
+    let auth = Arc::new(crate::auth::Auth::new(crate::auth::AuthConfig {
+        admin_token: s.api_token.clone(),
+        viewer_token: s.viewer_token.clone(),
+        session_ttl: Duration::from_secs(s.session_ttl_s.max(1)),
+        secure_cookie: tls.is_some(),
+        ..Default::default()
+    }));
+    let _ = metrics.auth.set(auth.counters.clone());
+    if let Some(t) = &tls {
+        let _ = metrics.tls.set(t.counters.clone());
+    }
+    Ok((tls, auth))
 }

@@ -7,10 +7,13 @@
 //! invents one.
 
 use crate::health::{Evaluator, ResolvedPaths};
+use crate::incidents::Tracker;
 use crate::interval::{summarize, ClosedWork};
+use crate::maintenance::Windows;
 use crate::metrics::Metrics;
 use crate::model::HealthReport;
 use crate::pipeline::HealthMsg;
+use crate::pipeline::NotifyMsg;
 use crate::pipeline::StoreMsg;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -23,6 +26,11 @@ pub struct HealthStage {
     /// HealthIndicator is then absent, never made up.
     evaluator: Option<Evaluator>,
     metrics: Arc<Metrics>,
+    /// Issue 15: incident open/resolve events to the notifier (try_send: never blocks), the
+    /// tracker that finds them, and the maintenance windows in force.
+    notify: Option<SyncSender<NotifyMsg>>,
+    incidents: Tracker,
+    maintenance: Arc<Windows>,
 }
 
 impl HealthStage {
@@ -31,7 +39,30 @@ impl HealthStage {
             recycle: None,
             evaluator,
             metrics,
+            notify: None,
+            incidents: Tracker::default(),
+            maintenance: Arc::default(),
         }
+    }
+
+    /// Issue 15: sends incident open/resolve events to the notifier; the announced open
+    /// incidents are kept in `state` (`DATA_DIR/incidents.json`) across restarts.
+    pub fn with_notify(
+        mut self,
+        tx: SyncSender<NotifyMsg>,
+        state: Option<std::path::PathBuf>,
+    ) -> HealthStage {
+        self.notify = Some(tx);
+        if let Some(p) = state {
+            self.incidents = Tracker::persistent(p);
+        }
+        self
+    }
+
+    /// Issue 15: the maintenance windows in force (later changes come as messages).
+    pub fn with_maintenance(mut self, w: Arc<Windows>) -> HealthStage {
+        self.maintenance = w;
+        self
     }
 
     pub fn with_recycling(mut self, tx: SyncSender<Vec<crate::model::FlowSample>>) -> HealthStage {
@@ -44,8 +75,21 @@ impl HealthStage {
         let t = std::time::Instant::now();
         // Late records are summarized but not judged: the evaluator's baselines and hysteresis
         // have moved past their interval.
-        let judge = self.evaluator.as_mut().filter(|_| !w.late);
+        let mut judge = self.evaluator.as_mut().filter(|_| !w.late);
         let evaluated = judge.is_some();
+        // Issue 15: intervals in a maintenance window are judged but not learned from.
+        let (start_ms, end_ms) = (w.interval.start_ms, w.interval.end_ms);
+        let in_maintenance = self.maintenance.covers(start_ms, end_ms);
+        if let Some(e) = judge.as_mut() {
+            e.set_learning(!in_maintenance);
+            if in_maintenance {
+                let a = &self.metrics.alerting;
+                a.maintenance_intervals.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let hold_down = judge
+            .as_ref()
+            .map_or(0, |e| e.config().incident_hold_down_intervals);
         let (report, open) = match judge {
             // Paths are the rows' resolutions (the closed-interval contract).
             Some(e) => (
@@ -66,6 +110,9 @@ impl HealthStage {
         self.metrics
             .verdicts
             .fetch_add(report.verdicts.len() as u64, Ordering::Relaxed);
+        if evaluated {
+            self.announce(&report, start_ms, end_ms, hold_down, in_maintenance, &w);
+        }
         let (summary, mut flows) = summarize(w, &report, evaluated, &open);
         if let Some(tx) = &self.recycle {
             flows.clear();
@@ -75,6 +122,42 @@ impl HealthStage {
             summary: Box::new(summary),
             closed_before_ms,
             covers_n,
+        }
+    }
+
+    /// Issue 15: incident events of a judged interval to the notifier, if there is one.
+    fn announce(
+        &mut self,
+        report: &HealthReport,
+        start_ms: u64,
+        end_ms: u64,
+        hold_down: u64,
+        in_maintenance: bool,
+        w: &ClosedWork,
+    ) {
+        let Some(tx) = &self.notify else {
+            return;
+        };
+        let a = &self.metrics.alerting;
+        let before = self.incidents.suppressed;
+        let events = self.incidents.update(
+            start_ms,
+            end_ms,
+            &report.verdicts,
+            hold_down,
+            in_maintenance,
+            w.totals.simulated,
+        );
+        a.notify_suppressed
+            .fetch_add(self.incidents.suppressed - before, Ordering::Relaxed);
+        if self.incidents.save_failed {
+            a.state_save_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        for e in events {
+            if tx.try_send(NotifyMsg::Incident(Box::new(e))).is_err() {
+                a.notify_dropped_channel.fetch_add(1, Ordering::Relaxed);
+                log::warn!("notify: the notifier is behind; an incident event was dropped");
+            }
         }
     }
 
@@ -90,6 +173,7 @@ impl HealthStage {
                         break;
                     }
                 }
+                HealthMsg::Maintenance(w) => self.maintenance = w,
                 HealthMsg::Shutdown => break,
             }
         }
@@ -223,6 +307,39 @@ mod test {
             summarize(work(), &quiet, false, &[]).0.monitors[0].health_indicator,
             None
         );
+    }
+
+    /// Issue 15: an interval in a maintenance window is judged but not learned into baselines
+    /// (and counted); after the window, intervals are learned again.
+    #[test]
+    fn test_maintenance_intervals_are_not_learned() {
+        let m = Arc::new(Metrics::default());
+        let mut windows = crate::maintenance::Windows::default();
+        let new = crate::maintenance::NewWindow {
+            start_ms: Some(0),
+            end_ms: Some(10),
+            ..Default::default()
+        };
+        windows.add(new, 0).unwrap();
+        let mut h = HealthStage::new(Some(Evaluator::default()), m.clone())
+            .with_maintenance(Arc::new(windows));
+        let paths = |h: &HealthStage| h.evaluator.as_ref().unwrap().stats().paths;
+        let StoreMsg::Interval { summary, .. } = h.handle(work()) else {
+            panic!("expected an interval")
+        };
+        assert_eq!(
+            summary.monitors[0].health_indicator,
+            Some(0),
+            "still judged"
+        );
+        assert_eq!(paths(&h), 0, "nothing learned in the window");
+        assert_eq!(m.alerting.maintenance_intervals.load(Ordering::Relaxed), 1);
+        let mut later = work();
+        later.interval.start_ms = 10;
+        later.interval.end_ms = 20;
+        h.handle(later);
+        assert!(paths(&h) > 0, "learned after the window");
+        assert_eq!(m.alerting.maintenance_intervals.load(Ordering::Relaxed), 1);
     }
 
     /// Samples carry no paths; each row's path is its resolution's, in the evaluator's input and

@@ -10,7 +10,14 @@
 //! byte every few seconds does not keep a slot), one peer address holds a bounded share of the
 //! slots, and when slots run out the client that has spent longest reading or being written to
 //! is evicted for the newcomer.
+//!
+//! In front of the API actor ([`Front`], issue 15): TLS (rustls, `crate::tls`) when a
+//! certificate is configured, and `crate::auth`'s decision for each request (login, logout,
+//! tokens, sessions, roles), so only authorized requests reach the actor.
 
+use crate::auth::{Answer, Auth, Decision, Head};
+use crate::tls::Tls;
+use rustls::{ServerConnection, StreamOwned};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -168,6 +175,30 @@ impl Reply {
     }
 }
 
+/// What stands between a connection and the API actor: TLS and authorization (both optional).
+#[derive(Clone, Default)]
+pub struct Front {
+    pub auth: Option<Arc<Auth>>,
+    pub tls: Option<Tls>,
+}
+
+/// A connection the request is read from and the answer written to: plain TCP or TLS over it.
+trait Io: Read + Write {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Io for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Io for StreamOwned<ServerConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
 /// The listening socket and its accept thread's stop flag.
 pub struct Server {
     addr: SocketAddr,
@@ -198,6 +229,19 @@ impl Server {
     where
         F: Fn(Request) -> bool + Send + Sync + 'static,
     {
+        Server::start_front(addr, limits, Front::default(), deliver)
+    }
+
+    /// [`Server::start_with`] behind a [`Front`] (TLS, authorization).
+    pub fn start_front<F>(
+        addr: SocketAddr,
+        limits: Limits,
+        front: Front,
+        deliver: F,
+    ) -> io::Result<(Server, std::thread::JoinHandle<()>)>
+    where
+        F: Fn(Request) -> bool + Send + Sync + 'static,
+    {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -219,19 +263,35 @@ impl Server {
                     let Some((id, (phase, base))) =
                         admit(&slots2, &limits, &stream, peer.ip(), &evicted2)
                     else {
-                        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-                        let _ = write_response(
-                            &mut stream,
-                            &Response::text(503, "too many API connections; retry"),
-                        );
+                        // Under TLS a plain-text answer would be garbage to the client: close.
+                        if front.tls.is_none() {
+                            let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                            let _ = write_response(
+                                &mut stream,
+                                &Response::text(503, "too many API connections; retry"),
+                                &[],
+                            );
+                        }
                         continue;
                     };
-                    let (slots, deliver) = (slots2.clone(), deliver.clone());
+                    let (slots, deliver, front) = (slots2.clone(), deliver.clone(), front.clone());
                     let spawned =
                         std::thread::Builder::new()
                             .name("http-conn".into())
                             .spawn(move || {
-                                serve(stream, &*deliver, &limits, &phase, base);
+                                let conn = Conn {
+                                    limits: &limits,
+                                    phase: &phase,
+                                    base,
+                                    auth: front.auth.as_deref(),
+                                };
+                                match &front.tls {
+                                    Some(tls) => serve_tls(stream, tls, &*deliver, &conn),
+                                    None => {
+                                        let deadline = Instant::now() + limits.request_deadline;
+                                        serve(&mut stream, &*deliver, &conn, deadline)
+                                    }
+                                }
                                 lock(&slots).open.remove(&id);
                             });
                     if spawned.is_err() {
@@ -327,51 +387,135 @@ impl Response {
     }
 }
 
-fn serve<F: Fn(Request) -> bool>(
-    mut stream: TcpStream,
-    deliver: &F,
-    limits: &Limits,
-    phase: &Phase,
+/// What a connection thread serves with.
+struct Conn<'a> {
+    limits: &'a Limits,
+    phase: &'a Phase,
     base: Instant,
-) {
-    let deadline = Instant::now() + limits.request_deadline;
-    let resp = match read_request(&mut stream, deadline) {
-        Ok(Some((method, url, authorization, body))) => {
-            let (tx, rx): (SyncSender<Response>, Receiver<Response>) = sync_channel(1);
-            let req = Request {
-                method,
-                url,
-                authorization,
+    auth: Option<&'a Auth>,
+}
+
+/// The first byte of every TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// TLS first, then [`serve`] over it, the handshake and the request within one deadline. A client speaking plain
+/// HTTP gets a clear plain-text 400; a failed handshake gets rustls's alert; both are counted.
+fn serve_tls<F: Fn(Request) -> bool>(mut stream: TcpStream, tls: &Tls, deliver: &F, c: &Conn) {
+    let deadline = Instant::now() + c.limits.request_deadline;
+    let mut first = [0u8; 1];
+    let _ = stream.set_read_timeout(left(deadline));
+    match stream.peek(&mut first) {
+        Ok(1) if first[0] == TLS_HANDSHAKE => {}
+        Ok(1) => {
+            tls.counters.http_errors.fetch_add(1, Ordering::Relaxed);
+            log::debug!("api: plain HTTP on the HTTPS port refused");
+            let r = Response::text(400, "this port speaks HTTPS: use an https:// URL");
+            refuse(&mut stream, &r, &[]);
+            return;
+        }
+        _ => return, // closed, or nothing within the deadline
+    }
+    let mut conn = match ServerConnection::new(tls.config()) {
+        Ok(conn) => conn,
+        Err(e) => {
+            log::error!("api: cannot start a TLS connection: {e}");
+            return;
+        }
+    };
+    while conn.is_handshaking() {
+        let Some(t) = left(deadline) else {
+            tls.counters.http_errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let _ = stream.set_read_timeout(Some(t));
+        let _ = stream.set_write_timeout(Some(t));
+        if let Err(e) = conn.complete_io(&mut stream) {
+            tls.counters.http_errors.fetch_add(1, Ordering::Relaxed);
+            log::debug!("api: TLS handshake failed: {e}");
+            let _ = conn.write_tls(&mut stream); // the alert, if any
+            return;
+        }
+    }
+    let mut s = StreamOwned::new(conn, stream);
+    serve(&mut s, deliver, c, deadline);
+    s.conn.send_close_notify();
+    let _ = s.conn.complete_io(&mut s.sock);
+}
+
+/// Answers a request refused before it reached the API, then drains (bounded) what the client
+/// is still sending, so closing does not reset the connection before it reads the answer.
+fn refuse<S: Io>(stream: &mut S, resp: &Response, extra: &[(&'static str, String)]) {
+    let _ = stream.tcp().set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = write_response(stream, resp, extra);
+    let _ = stream.tcp().shutdown(std::net::Shutdown::Write);
+    let _ = stream.tcp().set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = io::copy(&mut stream.take(MAX_BODY as u64), &mut io::sink());
+}
+
+/// Reads one request (whole before `deadline`), has it decided and answered, writes the answer.
+fn serve<S: Io, F: Fn(Request) -> bool>(stream: &mut S, deliver: &F, c: &Conn, deadline: Instant) {
+    let mut extra = Vec::new();
+    let resp = match read_request(stream, deadline) {
+        Ok(Some(p)) => {
+            let decision = c.auth.map(|a| {
+                a.decide(&Head {
+                    method: &p.method,
+                    url: &p.url,
+                    authorization: p.authorization.as_deref(),
+                    cookie: p.cookie.as_deref(),
+                    content_type: p.content_type.as_deref(),
+                    body: &p.body,
+                })
+            });
+            if let Some(Decision::Answer(Answer {
+                status,
+                content_type,
                 body,
-                reply: tx,
-            };
-            phase.evictable.store(false, Ordering::Release);
-            let resp = if !deliver(req) {
-                Response::text(503, "collector is shutting down")
+                headers,
+            })) = decision
+            {
+                extra = headers;
+                Response {
+                    status,
+                    content_type: content_type.to_string(),
+                    body,
+                }
             } else {
-                rx.recv_timeout(REPLY_TIMEOUT)
-                    .unwrap_or_else(|_| Response::text(503, "the API did not answer in time"))
-            };
-            phase
-                .since_ms
-                .store(base.elapsed().as_millis() as u64, Ordering::Release);
-            phase.evictable.store(true, Ordering::Release);
-            resp
+                let (tx, rx): (SyncSender<Response>, Receiver<Response>) = sync_channel(1);
+                let req = Request {
+                    method: p.method,
+                    url: p.url,
+                    authorization: p.authorization,
+                    body: p.body,
+                    reply: tx,
+                };
+                c.phase.evictable.store(false, Ordering::Release);
+                let resp = if !deliver(req) {
+                    Response::text(503, "collector is shutting down")
+                } else {
+                    rx.recv_timeout(REPLY_TIMEOUT)
+                        .unwrap_or_else(|_| Response::text(503, "the API did not answer in time"))
+                };
+                c.phase
+                    .since_ms
+                    .store(c.base.elapsed().as_millis() as u64, Ordering::Release);
+                c.phase.evictable.store(true, Ordering::Release);
+                resp
+            }
         }
         Ok(None) => return, // closed before a request
         Err(resp) => {
-            // Refused mid-request: answer, then drain (bounded) what the client is still
-            // sending, so closing does not reset the connection before it reads the answer.
-            let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-            let _ = write_response(&mut stream, &resp);
-            let _ = stream.shutdown(std::net::Shutdown::Write);
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-            let _ = io::copy(&mut (&mut stream).take(MAX_BODY as u64), &mut io::sink());
+            refuse(stream, &resp, &[]);
             return;
         }
     };
     // The answer gets as long as the request had to be read, in total.
-    let _ = write_within(&mut stream, &resp, Instant::now() + limits.request_deadline);
+    let _ = write_within(
+        stream,
+        &resp,
+        &extra,
+        Instant::now() + c.limits.request_deadline,
+    );
 }
 
 /// The time left before `deadline`, as a socket timeout (never zero, which means "none").
@@ -381,13 +525,18 @@ fn left(deadline: Instant) -> Option<Duration> {
 }
 
 /// Writes the response, giving up at `deadline` however slowly the client reads.
-fn write_within(stream: &mut TcpStream, r: &Response, deadline: Instant) -> io::Result<()> {
-    let mut bytes = head(r).into_bytes();
+fn write_within<S: Io>(
+    stream: &mut S,
+    r: &Response,
+    extra: &[(&'static str, String)],
+    deadline: Instant,
+) -> io::Result<()> {
+    let mut bytes = head(r, extra).into_bytes();
     bytes.extend_from_slice(&r.body);
     let mut at = 0;
     while at < bytes.len() {
         let t = left(deadline).ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))?;
-        stream.set_write_timeout(Some(t))?;
+        stream.tcp().set_write_timeout(Some(t))?;
         match stream.write(&bytes[at..(at + 64 * 1024).min(bytes.len())]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => at += n,
@@ -398,16 +547,24 @@ fn write_within(stream: &mut TcpStream, r: &Response, deadline: Instant) -> io::
     stream.flush()
 }
 
-type Parsed = (String, String, Option<String>, Vec<u8>);
+/// One request as read off the wire.
+struct Parsed {
+    method: String,
+    url: String,
+    authorization: Option<String>,
+    cookie: Option<String>,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
 
 /// Reads one request. `Ok(None)`: the peer closed without sending one; `Err`: the reply to send.
 /// The whole request must arrive before `deadline` (then a 408), however it trickles in.
-fn read_request(stream: &mut TcpStream, deadline: Instant) -> Result<Option<Parsed>, Response> {
+fn read_request<S: Io>(stream: &mut S, deadline: Instant) -> Result<Option<Parsed>, Response> {
     let late = || Response::text(408, "request not received in time");
     // Each read waits at most until the deadline.
-    let read = |stream: &mut TcpStream, chunk: &mut [u8]| -> Result<io::Result<usize>, Response> {
+    let read = |stream: &mut S, chunk: &mut [u8]| -> Result<io::Result<usize>, Response> {
         let t = left(deadline).ok_or_else(late)?;
-        let _ = stream.set_read_timeout(Some(t));
+        let _ = stream.tcp().set_read_timeout(Some(t));
         match stream.read(chunk) {
             Err(e)
                 if matches!(
@@ -470,7 +627,14 @@ fn read_request(stream: &mut TcpStream, deadline: Instant) -> Result<Option<Pars
                     let take = n.min(len - body.len());
                     body.extend_from_slice(&chunk[..take]);
                 }
-                return Ok(Some((method, url, authorization, body)));
+                return Ok(Some(Parsed {
+                    method,
+                    url,
+                    authorization,
+                    cookie: header("Cookie"),
+                    content_type: header("Content-Type"),
+                    body,
+                }));
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
             Ok(httparse::Status::Partial) => {
@@ -486,8 +650,10 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         201 => "Created",
         204 => "No Content",
+        303 => "See Other",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -501,18 +667,30 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn head(r: &Response) -> String {
-    format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
+fn head(r: &Response, extra: &[(&'static str, String)]) -> String {
+    let mut h = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n",
         r.status,
         reason(r.status),
         r.content_type,
         r.body.len()
-    )
+    );
+    for (k, v) in extra {
+        // Values are the front's own (cookie, path); a line break would split the header.
+        if !v.contains(['\r', '\n']) {
+            h.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    h.push_str("\r\n");
+    h
 }
 
-fn write_response(stream: &mut TcpStream, r: &Response) -> io::Result<()> {
-    stream.write_all(head(r).as_bytes())?;
+fn write_response<S: Write>(
+    stream: &mut S,
+    r: &Response,
+    extra: &[(&'static str, String)],
+) -> io::Result<()> {
+    stream.write_all(head(r, extra).as_bytes())?;
     stream.write_all(&r.body)?;
     stream.flush()
 }

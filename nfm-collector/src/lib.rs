@@ -42,6 +42,12 @@ pub mod store;
 pub mod summary;
 pub mod topology;
 pub mod ui;
+// Issue 15: alerts, notifications, agent registry, maintenance windows.
+pub mod agent_registry;
+pub mod incidents;
+pub mod maintenance;
+pub mod notify;
+pub mod persist;
 
 /// The wall clock, Unix ms (0 before 1970): what ingest checks stamps against, the aggregator
 /// closes live intervals by and the API reports its start with.
@@ -50,3 +56,6 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+// issue 15 (auth, roles, TLS)
+pub mod auth;
+pub mod tls;

@@ -60,6 +60,16 @@ struct Cli {
     /// longer ones are refused as interval_mismatch.
     #[arg(long, value_parser = interval)]
     interval: Option<u64>,
+    /// PEM certificate chain: serve the API and dashboard over HTTPS (with --tls-key);
+    /// reloaded on SIGHUP.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Agents' TCP stream over TLS too (same certificate).
+    #[arg(long)]
+    ingest_tls: bool,
 }
 
 fn interval(s: &str) -> Result<u64, String> {
@@ -136,6 +146,14 @@ fn main() -> Result<()> {
     if let Some(v) = cli.interval {
         s.interval_ms = v;
     }
+    // issue 15
+    if let Some(v) = cli.tls_cert {
+        s.tls_cert = Some(v);
+    }
+    if let Some(v) = cli.tls_key {
+        s.tls_key = Some(v);
+    }
+    s.ingest_tls |= cli.ingest_tls;
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
         .context("installing signal handlers")?;
     let c = Collector::start(&s).map_err(anyhow::Error::msg)?;
@@ -146,7 +164,10 @@ fn main() -> Result<()> {
         println!("nfm-collector: agents: tcp://{a}");
     }
     if let Some(a) = c.http_addr {
-        println!("nfm-collector: dashboard and API: http://{a}/  (metrics: http://{a}/metrics)");
+        let scheme = if c.tls.is_some() { "https" } else { "http" };
+        println!(
+            "nfm-collector: dashboard and API: {scheme}://{a}/  (metrics: {scheme}://{a}/metrics)"
+        );
     }
     println!("nfm-collector: data in {}", s.data_dir.display());
     for sig in signals.forever() {
@@ -154,6 +175,10 @@ fn main() -> Result<()> {
             SIGHUP => {
                 log::info!("SIGHUP: reloading the topology");
                 c.reload_topology();
+                if c.tls.is_some() {
+                    log::info!("SIGHUP: reloading the TLS certificate");
+                    let _ = c.reload_tls(); // logged and counted; the old one stays on error
+                }
             }
             _ => break,
         }

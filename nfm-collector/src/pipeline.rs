@@ -46,6 +46,9 @@ pub enum AggMsg {
 /// Messages into the health stage.
 pub enum HealthMsg {
     Closed(Box<ClosedWork>),
+    /// The maintenance windows now in force (issue 15; from the API): intervals overlapping one
+    /// are not learned into baselines and their incidents are not announced.
+    Maintenance(Arc<crate::maintenance::Windows>),
     Shutdown,
 }
 
@@ -178,6 +181,43 @@ pub enum ApiMsg {
     Http(crate::http::Request),
     /// Reload the topology file (SIGHUP).
     ReloadTopology,
+    Shutdown,
+}
+
+// ---- into the notifier (issue 15: webhook notifications, maintenance windows)
+
+/// What happened to an incident (a component named by the health evaluator, through its
+/// flaps, until the hold-down after its last naming runs out: docs/health.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncidentState {
+    Opened,
+    Resolved,
+}
+
+/// One incident opening or resolving, with the evidence of its latest verdict. Sent by the
+/// health stage to the notifier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentEvent {
+    pub state: IncidentState,
+    /// The incident's identity: its component and the start of its first interval.
+    pub first_seen_ms: u64,
+    /// Start of the last interval that named it.
+    pub last_named_ms: u64,
+    /// End of the interval at which it opened (was announced) or resolved.
+    pub at_ms: u64,
+    /// Intervals that named it so far.
+    pub intervals_named: u64,
+    /// The latest verdict naming it: component, blame, confidence, degraded and healthy flows,
+    /// baseline against observed.
+    pub verdict: crate::model::Verdict,
+    /// Any of its intervals held simulated flows (nfm-sim).
+    pub simulated: bool,
+}
+
+/// Messages into the notifier actor (`notify`).
+pub enum NotifyMsg {
+    Incident(Box<IncidentEvent>),
     Shutdown,
 }
 

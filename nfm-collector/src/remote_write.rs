@@ -167,7 +167,12 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 impl RemoteWriter {
     pub fn new(cfg: RemoteWriteConfig, metrics: Arc<Metrics>) -> Result<RemoteWriter, String> {
         let (every, timeout) = cfg.validate()?;
-        let agent = ureq::AgentBuilder::new().timeout(timeout).build();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .user_agent(concat!("nfm-collector/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
         Ok(RemoteWriter {
             cfg,
             every,
@@ -214,23 +219,18 @@ impl RemoteWriter {
         let mut req = self
             .agent
             .post(&self.cfg.url)
-            .set("Content-Encoding", "snappy")
-            .set("Content-Type", "application/x-protobuf")
-            .set("X-Prometheus-Remote-Write-Version", "0.1.0")
-            .set(
-                "User-Agent",
-                concat!("nfm-collector/", env!("CARGO_PKG_VERSION")),
-            );
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0");
         if let Some(t) = &self.cfg.bearer_token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
+            req = req.header("Authorization", format!("Bearer {t}"));
         }
-        match req.send_bytes(&body) {
-            Ok(_) => Outcome::Acked,
-            Err(ureq::Error::Status(code, r)) => {
-                let msg = format!(
-                    "HTTP {code}: {}",
-                    r.into_string().unwrap_or_default().trim()
-                );
+        match req.send(&body[..]) {
+            Ok(r) if r.status().is_success() => Outcome::Acked,
+            Ok(mut r) => {
+                let code = r.status().as_u16();
+                let text = r.body_mut().read_to_string().unwrap_or_default();
+                let msg = format!("HTTP {code}: {}", text.trim());
                 if code == 429 || code >= 500 {
                     Outcome::Retry(msg)
                 } else {

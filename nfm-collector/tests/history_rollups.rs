@@ -119,7 +119,6 @@ fn api(dir: &Path, recovered: Vec<IntervalSummary>) -> Api {
     std::mem::forget((_rrx, _arx));
     let mut a = Api::new(
         ApiConfig {
-            token: None,
             topology_path: None,
             monitors_path: None,
             retention_ms: 7 * 86_400_000,

@@ -15,11 +15,14 @@
 
 mod error;
 mod monitors;
+// Issue 15: maintenance windows, the agent registry, alerting metrics.
+mod ops;
 mod queries;
 mod range;
 
 pub use error::ApiError;
 pub use monitors::load_monitors;
+pub use ops::Ops;
 
 use crate::http::Reply;
 use crate::metrics::{render, Chan, Metrics, MonitorTotals};
@@ -37,9 +40,8 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
+/// Who may ask is decided before a request gets here, by the HTTP front (`crate::auth`).
 pub struct ApiConfig {
-    /// Required as `Authorization: Bearer TOKEN` on every request when set.
-    pub token: Option<String>,
     pub topology_path: Option<PathBuf>,
     /// `monitors.json` in the data directory: monitors created through the API.
     pub monitors_path: Option<PathBuf>,
@@ -65,6 +67,8 @@ pub struct Api {
     to_resolver: SyncSender<ResolverMsg>,
     to_aggregator: SyncSender<AggMsg>,
     started_ms: u64,
+    /// Issue 15: maintenance windows and the agent registry.
+    ops: Ops,
     /// issue 16: the history on disk (older than what is held in memory, and rollups).
     disk: Option<std::cell::RefCell<crate::history_index::HistoryReader>>,
 }
@@ -117,6 +121,7 @@ impl Api {
             to_resolver,
             to_aggregator,
             started_ms: now_ms(),
+            ops: Ops::default(),
             disk: None,
         }
     }
@@ -185,6 +190,7 @@ impl Api {
 
     pub fn set_ingest(&mut self, s: IngestSnapshot) {
         self.ingest = s;
+        self.observe_agents(false);
     }
 
     fn publish_monitors(&mut self) {
@@ -248,19 +254,9 @@ impl Api {
         self.history.range(from..to).map(|(_, s)| s)
     }
 
-    /// The one place requests are routed. `auth`: the Authorization header, if any.
-    pub fn route(&mut self, method: &str, url: &str, auth: Option<&str>, body: &[u8]) -> Reply {
-        if let Some(tok) = &self.cfg.token {
-            let ok = auth
-                .and_then(|a| a.strip_prefix("Bearer "))
-                .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), tok.as_bytes()));
-            if !ok {
-                return Reply::error(
-                    401,
-                    "missing or wrong bearer token (Authorization: Bearer TOKEN)",
-                );
-            }
-        }
+    /// The one place requests are routed. `_auth`: the Authorization header, if any (already
+    /// checked by the HTTP front, `crate::auth`, with the token's role).
+    pub fn route(&mut self, method: &str, url: &str, _auth: Option<&str>, body: &[u8]) -> Reply {
         let (path, query) = url.split_once('?').unwrap_or((url, ""));
         let p = match params(query) {
             Ok(p) => p,
@@ -273,7 +269,11 @@ impl Api {
             ("GET", ["api", "insights"]) => self.insights(&p),
             ("GET", ["api", "verdicts"]) => self.verdicts(&p),
             ("GET", ["api", "incidents"]) => self.incidents(&p),
-            ("GET", ["api", "agents"]) => Ok(Reply::json(200, &self.ingest)),
+            ("GET", ["api", "agents"]) => Ok(self.agents_json()),
+            // Issue 15: maintenance windows.
+            ("GET", ["api", "maintenance"]) => Ok(self.maintenance_list()),
+            ("POST", ["api", "maintenance"]) => self.maintenance_create(body),
+            ("DELETE", ["api", "maintenance", id]) => self.maintenance_delete(id),
             ("GET", ["api", "topology"]) => Ok(self.topology_json()),
             ("POST", ["api", "topology", "reload"]) => self
                 .reload_topology()
@@ -335,7 +335,9 @@ impl Api {
     pub fn prometheus(&self) -> String {
         let mut names: Vec<&String> = self.monitors.keys().collect();
         names.sort();
-        render(&self.metrics, &names, &self.totals, &self.ingest)
+        let mut text = render(&self.metrics, &names, &self.totals, &self.ingest);
+        text.push_str(&self.alerting_metrics()); // issue 15
+        text
     }
 
     fn handle_http(&mut self, req: crate::http::Request) {
@@ -354,6 +356,7 @@ impl Api {
 
     pub fn run(mut self, rx: Receiver<ApiMsg>) {
         while let Ok(m) = rx.recv() {
+            self.publish_maintenance(); // issue 15: a change the health stage had no room for
             match m {
                 ApiMsg::Interval(s) => self.add_interval(s),
                 ApiMsg::Ingest(s) => self.set_ingest(*s),
@@ -361,7 +364,10 @@ impl Api {
                 ApiMsg::ReloadTopology => {
                     let _ = self.reload_topology();
                 }
-                ApiMsg::Shutdown => break,
+                ApiMsg::Shutdown => {
+                    self.observe_agents(true); // issue 15: save the agent registry
+                    break;
+                }
             }
         }
     }
@@ -387,10 +393,6 @@ fn summary_bytes(s: &IntervalSummary) -> usize {
     256 + s.top.iter().map(flow).sum::<usize>() + monitors + s.verdicts.len() * 256
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod test {
     use super::*;
@@ -404,8 +406,8 @@ mod test {
     fn api(token: Option<&str>) -> (Api, Receiver<ResolverMsg>, Receiver<AggMsg>) {
         let (rtx, rrx) = sync_channel(16);
         let (atx, arx) = sync_channel(16);
+        let _ = token; // tokens are the HTTP front's (crate::auth)
         let cfg = ApiConfig {
-            token: token.map(String::from),
             topology_path: None,
             monitors_path: None,
             retention_ms: 7 * 86_400_000,
@@ -675,26 +677,5 @@ mod test {
         );
         assert!(text.contains("nfm_monitor_data_transferred_bytes_total{monitor=\"app\"} 150"));
         assert!(text.contains("nfm_monitor_health_indicator{monitor=\"app\"} 0"));
-    }
-
-    #[test]
-    fn test_bearer_token_required() {
-        let (mut a, _r, _m) = api(Some("s3cret"));
-        assert_eq!(a.route("GET", "/api/monitors", None, b"").status, 401);
-        assert_eq!(
-            a.route("GET", "/api/monitors", Some("Bearer nope"), b"")
-                .status,
-            401
-        );
-        assert_eq!(
-            a.route("GET", "/api/monitors", Some("Bearer s3cret"), b"")
-                .status,
-            200
-        );
-        assert_eq!(
-            a.route("GET", "/metrics", Some("Bearer s3cret"), b"")
-                .status,
-            200
-        );
     }
 }

@@ -16,8 +16,10 @@
 //! - `synth`: a deterministic synthetic fleet for tests and the benchmark.
 
 mod attribute;
+mod evidence;
 mod intern;
 mod judge;
+mod pooled;
 pub mod stats;
 pub mod synth;
 
@@ -27,8 +29,9 @@ use crate::model::{
 };
 use crate::resolution::Resolved;
 use attribute::{greedy, Graph, GraphParts, Pick, Rules};
+use evidence::EvidenceAcc;
 use intern::Tables;
-use judge::{metric, Baselines, Judged, Obs, State};
+use judge::{Baselines, Judged, Obs, State};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -192,6 +195,17 @@ pub struct HealthConfig {
     /// `first_seen_ms`, one more flap), and monitors whose flows cross an open network incident
     /// keep their HealthIndicator raised through the good intervals of a flap.
     pub incident_hold_down_intervals: u64,
+    /// Pooled loss evidence (docs/health.md §4, "Low-grade loss"): the extra loss rate the per-component CUSUM
+    /// tests for, the level at which it names a component, the cap on the level (× threshold,
+    /// and at most this many healthy intervals above the threshold), the flows a component
+    /// needs in an interval to gain evidence, and the share of the threshold above which its
+    /// flows are not learned from (under suspicion).
+    pub pooled_loss_rate: f64,
+    pub pooled_threshold: f64,
+    pub pooled_cap: f64,
+    pub pooled_linger: f64,
+    pub pooled_min_flows: u32,
+    pub pooled_suspicion: f64,
     /// Paths unseen this many intervals are forgotten; at most `max_paths` are learned.
     pub path_idle_intervals: u32,
     pub max_paths: usize,
@@ -235,6 +249,12 @@ impl Default for HealthConfig {
             keep_min_llr: 4.0,
             max_verdicts: 16,
             incident_hold_down_intervals: crate::model::INCIDENT_HOLD_DOWN_INTERVALS,
+            pooled_loss_rate: 0.004,
+            pooled_threshold: 14.0,
+            pooled_cap: 1.5,
+            pooled_linger: 1.5,
+            pooled_min_flows: 5,
+            pooled_suspicion: 0.5,
             path_idle_intervals: 1440,
             max_paths: 2_000_000,
         }
@@ -265,8 +285,13 @@ pub struct Evaluator {
     active: HashMap<ComponentId, Incident>,
     /// Component ids and shared paths.
     tables: Tables,
+    /// Loss evidence accumulated per component over intervals.
+    pooled: pooled::Pooled,
     reuse: Reuse,
     stats: EvaluatorStats,
+    /// Issue 15: false while a maintenance window covers the intervals being judged (they are
+    /// judged, but not learned into baselines).
+    learning: bool,
 }
 
 impl Default for Evaluator {
@@ -291,72 +316,6 @@ struct Reuse {
     obs: Vec<Obs>,
     judged: Vec<Judged>,
     graph: GraphParts,
-}
-
-/// Evidence sums over the degraded flows a verdict explains.
-#[derive(Debug, Default, Clone, Copy)]
-struct EvidenceAcc {
-    rtt_n: f64,
-    rtt_base: f64,
-    rtt_obs: f64,
-    segs_r: f64,
-    exp_r: f64,
-    obs_r: f64,
-    segs_t: f64,
-    exp_t: f64,
-    obs_t: f64,
-    att: f64,
-    exp_f: f64,
-    obs_f: f64,
-    two_view: u32,
-    agree: u32,
-}
-
-impl EvidenceAcc {
-    fn add(&mut self, o: &Obs, j: &Judged) {
-        if j.metrics & metric::RTT != 0 {
-            self.rtt_n += 1.0;
-            self.rtt_base += j.rtt_base as f64;
-            self.rtt_obs += o.rtt_us().unwrap_or(0.0);
-        }
-        if j.metrics & metric::RETRANS != 0 {
-            self.segs_r += o.segs as f64;
-            self.exp_r += o.segs as f64 * j.p_retrans as f64;
-            self.obs_r += o.retrans as f64;
-        }
-        if j.metrics & metric::TIMEOUT != 0 {
-            self.segs_t += o.segs as f64;
-            self.exp_t += o.segs as f64 * j.p_timeout as f64;
-            self.obs_t += o.rto as f64;
-        }
-        if j.metrics & metric::FAILED != 0 {
-            self.att += o.attempts as f64;
-            self.exp_f += o.attempts as f64 * j.p_failed as f64;
-            self.obs_f += o.failed as f64;
-        }
-        if o.views == 2 && j.loss == State::Degraded {
-            self.two_view += 1;
-            self.agree += j.views_agree as u32;
-        }
-    }
-
-    fn changes(&self) -> Vec<MetricChange> {
-        let mut v = Vec::new();
-        let mut push = |metric: &str, n: f64, base: f64, obs: f64| {
-            if n > 0.0 {
-                v.push(MetricChange {
-                    metric: metric.to_string(),
-                    baseline: base / n,
-                    observed: obs / n,
-                });
-            }
-        };
-        push("rtt_us", self.rtt_n, self.rtt_base, self.rtt_obs);
-        push("retrans_rate", self.segs_r, self.exp_r, self.obs_r);
-        push("timeout_rate", self.segs_t, self.exp_t, self.obs_t);
-        push("failed_connect_rate", self.att, self.exp_f, self.obs_f);
-        v
-    }
 }
 
 /// Tie-break between components that explain exactly the same flows (lower wins; the
@@ -391,9 +350,16 @@ impl Evaluator {
             prev_start: None,
             active: HashMap::new(),
             tables: Tables::default(),
+            pooled: pooled::Pooled::default(),
             reuse: Reuse::default(),
             stats: EvaluatorStats::default(),
+            learning: true,
         }
+    }
+
+    /// Issue 15 (maintenance windows): while off, intervals are judged but nothing is learned.
+    pub fn set_learning(&mut self, on: bool) {
+        self.learning = on;
     }
 
     pub fn config(&self) -> &HealthConfig {
@@ -508,10 +474,46 @@ impl Evaluator {
             cfg.max_verdicts,
         );
 
+        // Loss pooled over each component's flows and over intervals (`pooled`): names what no
+        // flow shows alone, on flows the per-flow verdicts leave unexplained.
+        let mut already = vec![false; graph.comps.len()];
+        for p in loss_picks.iter().chain(&lat_picks) {
+            already[p.comp as usize] = true;
+        }
+        let mut explained = vec![false; obs.len()];
+        if !loss_picks.is_empty() || !lat_picks.is_empty() {
+            for (i, e) in explained.iter_mut().enumerate() {
+                *e = graph.of(i).iter().any(|&c| already[c as usize]);
+            }
+        }
+        let pooled = self.pooled.evaluate(
+            &graph,
+            &obs,
+            &judged,
+            interner,
+            &already,
+            &explained,
+            |c| tie(c, refusing[c as usize]),
+            seq,
+            cfg,
+        );
+        // A per-flow loss verdict whose flows all cross a pooled one is that one's symptom.
+        let mut by_pooled = vec![false; graph.comps.len()];
+        for (c, _, _) in &pooled.named {
+            by_pooled[*c as usize] = true;
+        }
+        let subsumed = |p: &Pick| {
+            !pooled.named.is_empty()
+                && p.covered
+                    .iter()
+                    .all(|&i| graph.of(i as usize).iter().any(|&c| by_pooled[c as usize]))
+        };
+
         // One verdict per component, whichever families named it.
         let mut slot = vec![usize::MAX; graph.comps.len()];
         let mut named: Vec<(u32, f64, Vec<u32>)> = Vec::new();
-        for p in loss_picks.iter().chain(&lat_picks) {
+        let loss_kept = loss_picks.iter().filter(|p| !subsumed(p));
+        for p in loss_kept.chain(&lat_picks) {
             let conf = family_confidence(p);
             let s = &mut slot[p.comp as usize];
             if *s == usize::MAX {
@@ -524,19 +526,49 @@ impl Evaluator {
             }
         }
 
-        // Counts through each named component, and which flows are not to be learned from.
+        // Flows a pooled verdict counts as degraded: their retransmissions exceed expectation.
+        let mut pooled_deg = vec![false; obs.len()];
+        for (c, level, elevated) in &pooled.named {
+            for &i in elevated {
+                pooled_deg[i as usize] = true;
+            }
+            let s = &mut slot[*c as usize];
+            let conf = 1.0 - (-(level / cfg.pooled_threshold)).exp();
+            if *s == usize::MAX {
+                *s = named.len();
+                named.push((*c, conf, elevated.clone()));
+            } else {
+                let n = &mut named[*s];
+                n.1 = n.1.max(conf);
+                n.2.extend_from_slice(elevated);
+            }
+        }
+
+        // Counts through each named component, and which flows are not to be learned from (those
+        // through a named component or one under pooled suspicion).
         let mut deg = vec![0u64; named.len()];
         let mut ok = vec![0u64; named.len()];
         let mut skip = vec![false; obs.len()];
-        // Nothing named (most intervals): nothing to count, every flow learned from.
-        for (i, j) in judged.iter().enumerate().filter(|_| !named.is_empty()) {
+        let suspect: Vec<bool> = pooled
+            .level
+            .iter()
+            .map(|&l| l >= cfg.pooled_suspicion * cfg.pooled_threshold)
+            .collect();
+        let any_suspect = suspect.iter().any(|&s| s);
+        // Nothing named or suspected (most intervals): nothing to count, every flow learned from.
+        for (i, j) in judged
+            .iter()
+            .enumerate()
+            .filter(|_| !named.is_empty() || any_suspect)
+        {
             for &c in graph.of(i) {
+                skip[i] |= suspect[c as usize];
                 let s = slot[c as usize];
                 if s == usize::MAX {
                     continue;
                 }
                 skip[i] = true;
-                if j.degraded() {
+                if j.degraded() || pooled_deg[i] {
                     deg[s] += 1;
                 } else if j.healthy() {
                     ok[s] += 1;
@@ -552,7 +584,11 @@ impl Evaluator {
             covered.dedup();
             let mut ev = EvidenceAcc::default();
             for &i in &covered {
-                ev.add(&obs[i as usize], &judged[i as usize]);
+                let (o, j) = (&obs[i as usize], &judged[i as usize]);
+                ev.add(o, j);
+                if pooled_deg[i as usize] {
+                    ev.add_pooled(o, j);
+                }
             }
             let mut confidence = conf;
             if ev.two_view > 0 {
@@ -605,8 +641,8 @@ impl Evaluator {
         }
 
         let mut degraded_flows = Vec::new();
-        for (o, j) in obs.iter().zip(&judged) {
-            if j.degraded() {
+        for ((o, j), &p) in obs.iter().zip(&judged).zip(&pooled_deg) {
+            if j.degraded() || p {
                 degraded_flows.push(o.samples[0] as usize);
                 if o.views == 2 {
                     degraded_flows.push(o.samples[1] as usize);
@@ -615,8 +651,10 @@ impl Evaluator {
         }
         degraded_flows.sort_unstable();
 
-        self.baselines
-            .learn(&obs, &judged, &skip, seq, &self.config);
+        if self.learning {
+            self.baselines
+                .learn(&obs, &judged, &skip, seq, &self.config);
+        }
         if seq.is_multiple_of(64) {
             let t = &mut self.tables;
             t.cache.evict(seq);

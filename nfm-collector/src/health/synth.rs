@@ -49,6 +49,9 @@ pub struct FleetSpec {
     pub base_loss: f64,
     /// Healthy RTT jitter (relative standard deviation of one interval's mean RTT).
     pub jitter: f64,
+    /// Multiplies every flow's segments per interval (below 1: a fleet of short intervals or
+    /// quiet flows, where no single flow shows low-grade loss).
+    pub segs_scale: f64,
 }
 
 impl Default for FleetSpec {
@@ -59,6 +62,7 @@ impl Default for FleetSpec {
             flows_per_host: 6,
             base_loss: 0.001,
             jitter: 0.08,
+            segs_scale: 1.0,
         }
     }
 }
@@ -238,7 +242,7 @@ impl Fleet {
             let loss = loss.min(0.9);
             let rtt_mean = flow.base_rtt_us + delay + slow;
             let conns = self.rng.poisson(flow.conns).max(1);
-            let segs = flow.segs * (0.7 + 0.6 * self.rng.f64());
+            let segs = flow.segs * self.spec.segs_scale * (0.7 + 0.6 * self.rng.f64());
             let flow = self.flows[fi].clone();
             let client = self.view(
                 &flow,

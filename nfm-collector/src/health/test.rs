@@ -329,6 +329,77 @@ fn test_fault_does_not_become_baseline() {
     assert_eq!(names(reps.last().unwrap()), vec!["az-pair:az1|az2"]);
 }
 
+/// Low-grade loss (1 %) on an AZ pair crossed by quiet flows (a few to a few hundred segments
+/// per interval: no flow shows it alone) is named by the pooled evidence within 12 intervals,
+/// stays named to its end without being learned, and is no longer named 3 intervals after it
+/// ends. Without the pooled stage it is never named.
+#[test]
+fn test_low_grade_loss_named_by_pooled_evidence_and_held() {
+    let pair = ComponentId::pair(ComponentKind::AzPair, "az1", "az2");
+    let faults = [Fault::Loss {
+        component: pair.clone(),
+        rate: 0.01,
+    }];
+    let quiet = |seed| {
+        Fleet::new(FleetSpec {
+            seed,
+            segs_scale: 0.01,
+            ..FleetSpec::default()
+        })
+    };
+    for seed in [3, 4] {
+        let mut f = quiet(seed);
+        let mut ev = Evaluator::default();
+        let reps = run(&mut f, &mut ev, 30, 60, &faults);
+        let named = |r: &HealthReport| r.verdicts.iter().any(|v| v.component == pair);
+        let first = reps.iter().position(named).expect("never named");
+        assert!(
+            first < 12,
+            "seed {seed}: first named in faulty interval {first}"
+        );
+        let held = reps[first..].iter().filter(|r| named(r)).count();
+        assert!(
+            held * 10 >= (reps.len() - first) * 9,
+            "seed {seed}: named in {held} of {} intervals after the first",
+            reps.len() - first
+        );
+        // Attribution precision ≥ 0.9 over the fault's verdicts.
+        let all: Vec<&Verdict> = reps.iter().flat_map(|r| &r.verdicts).collect();
+        let wrong = all.iter().filter(|v| v.component != pair).count();
+        assert!(
+            wrong * 10 <= all.len(),
+            "seed {seed}: {wrong} of {} verdicts elsewhere",
+            all.len()
+        );
+        let v = reps
+            .last()
+            .unwrap()
+            .verdicts
+            .iter()
+            .find(|v| v.component == pair);
+        let v = v.expect("named at the end");
+        assert_eq!(v.blame, Blame::Network);
+        assert!(v.degraded_flows >= 1 && v.evidence[0].observed > v.evidence[0].baseline);
+        // Healed: not named from the third interval on.
+        let after: Vec<bool> = (90..100)
+            .map(|i| named(&ev.evaluate(&f.interval(i, &[]))))
+            .collect();
+        assert!(after[2..].iter().all(|n| !n), "seed {seed}: {after:?}");
+
+        // The per-flow stage alone does not see it.
+        let mut f = quiet(seed);
+        let mut ev = Evaluator::new(HealthConfig {
+            pooled_threshold: f64::INFINITY,
+            ..HealthConfig::default()
+        });
+        let reps = run(&mut f, &mut ev, 30, 60, &faults);
+        assert!(
+            !reps.iter().any(named),
+            "seed {seed}: per-flow stage named it"
+        );
+    }
+}
+
 #[test]
 fn test_one_noisy_flow_never_names_anything() {
     let mut f = fleet(11);

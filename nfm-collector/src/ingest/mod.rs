@@ -21,13 +21,15 @@
 //! - `stamp`: interval timestamps checked against the collector's clock ([`check_interval`]);
 //! - `grid`: where a batch's interval lands (skew, jitter, the collector's interval: [`place`]);
 //! - `socket`: [`IngestLoop`], the mio loop that owns the UDP socket, the TCP listener and
-//!   connections, and hands every frame to the core.
+//!   connections, and hands every frame to the core;
+//! - `tls_io`: TLS on an agent connection (`ingest_tls`): rustls driven by the socket loop.
 
 mod core;
 mod grid;
 mod session;
 mod socket;
 mod stamp;
+mod tls_io;
 
 pub use self::core::{IngestCore, Outcome, Transport, DEDUPE_WINDOW};
 pub use self::grid::{align_interval, place, Alignment, LENGTH_JITTER_MS, SKEW_TOLERANCE_MS};

@@ -1,7 +1,9 @@
 //! The ingest socket loop: one mio poll over the UDP socket, the TCP listener, its connections
 //! and a waker for the store's durability replies; every frame goes to the protocol core.
+//! With `ingest_tls` each connection is a rustls server connection (`tls_io`).
 
 use super::core::{IngestCore, Outcome, Transport};
+use super::tls_io::{read_step, write_out, Step};
 use super::FD_RESERVE;
 use crate::metrics::{Metrics, TcpClose};
 use crate::pipeline::ApiMsg;
@@ -47,6 +49,8 @@ struct Conn {
     partial_since: Option<Instant>,
     /// Bytes charged to the buffer budget for this connection.
     charge: usize,
+    /// TLS over this connection (`ingest_tls`).
+    tls: Option<Box<rustls::ServerConnection>>,
 }
 
 /// The socket side: owns the poll, sockets and connections.
@@ -68,6 +72,8 @@ pub struct IngestLoop {
     buffered: usize,
     /// The one buffer every connection is read through.
     rbuf: Vec<u8>,
+    /// Agents' connections over TLS (`ingest_tls`), with the API's certificate.
+    tls: Option<crate::tls::Tls>,
 }
 
 /// The soft limit on open descriptors (RLIMIT_NOFILE), from /proc/self/limits.
@@ -195,7 +201,14 @@ impl IngestLoop {
             max_conns,
             buffered: 0,
             rbuf: vec![0; READ_CHUNK],
+            tls: None,
         }
+    }
+
+    /// Agents' TCP connections over TLS with this certificate (issue 15).
+    pub fn with_tls(mut self, tls: Option<crate::tls::Tls>) -> IngestLoop {
+        self.tls = tls;
+        self
     }
 
     /// Also takes frames from this channel (wake the loop's waker after each send).
@@ -351,6 +364,16 @@ impl IngestLoop {
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
+                    let tls = match &self.tls {
+                        Some(t) => match rustls::ServerConnection::new(t.config()) {
+                            Ok(c) => Some(Box::new(c)),
+                            Err(e) => {
+                                log::error!("ingest: cannot start TLS for {peer}: {e}");
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     if let Err(e) = self.poll.registry().register(
@@ -375,6 +398,7 @@ impl IngestLoop {
                         last_rx: Instant::now(),
                         partial_since: None,
                         charge: 0,
+                        tls,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -400,6 +424,9 @@ impl IngestLoop {
     }
 
     fn read_conn_into(&mut self, key: usize, rbuf: &mut [u8]) -> ConnVerdict {
+        if self.conns[key].tls.is_some() {
+            return self.read_tls_into(key, rbuf);
+        }
         loop {
             let conn = &mut self.conns[key];
             let n = conn.stream.read(rbuf);
@@ -427,6 +454,44 @@ impl IngestLoop {
                     log::debug!("ingest: read from {}: {e}", conn.peer);
                     return ConnVerdict::Close;
                 }
+            }
+        }
+    }
+
+    /// [`Self::read_conn_into`] through TLS: each step's plaintext is decoded before the next
+    /// read, as on a plain connection. A TLS failure is logged, counted and closes.
+    fn read_tls_into(&mut self, key: usize, rbuf: &mut [u8]) -> ConnVerdict {
+        loop {
+            let conn = &mut self.conns[key];
+            let Some(tls) = conn.tls.as_mut() else {
+                return ConnVerdict::Close;
+            };
+            let (decoder, last_rx) = (&mut conn.decoder, &mut conn.last_rx);
+            let step = read_step(tls, &mut conn.stream, rbuf, &mut |b| {
+                decoder.push(b);
+                *last_rx = Instant::now();
+            });
+            let step = match step {
+                Ok(s) => s,
+                Err(e) => {
+                    if let Some(t) = &self.tls {
+                        t.counters.ingest_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    log::warn!("ingest: closing {}: {e}", conn.peer);
+                    return ConnVerdict::Close;
+                }
+            };
+            if let ConnVerdict::Close = self.drain_frames(key) {
+                return ConnVerdict::Close;
+            }
+            // Handshake messages and acks rustls has to send.
+            if let ConnVerdict::Close = self.write_conn(key) {
+                return ConnVerdict::Close;
+            }
+            match step {
+                Step::More => {}
+                Step::Blocked => return ConnVerdict::Keep,
+                Step::Eof => return ConnVerdict::Close,
             }
         }
     }
@@ -500,7 +565,14 @@ impl IngestLoop {
         });
         let key_ = self.core.signing_key();
         encode(&header, &msg, key_.as_ref(), &mut conn.out);
-        let _ = conn.stream.write(&conn.out);
+        match conn.tls.as_mut() {
+            Some(tls) => {
+                let _ = write_out(tls, &mut conn.stream, &mut conn.out);
+            }
+            None => {
+                let _ = conn.stream.write(&conn.out);
+            }
+        }
         conn.out.clear();
         ConnVerdict::Close
     }
@@ -547,7 +619,14 @@ impl IngestLoop {
 
     fn write_conn(&mut self, key: usize) -> ConnVerdict {
         let conn = &mut self.conns[key];
-        while !conn.out.is_empty() {
+        let mut pending = false;
+        if let Some(tls) = conn.tls.as_mut() {
+            match write_out(tls, &mut conn.stream, &mut conn.out) {
+                Ok(p) => pending = p,
+                Err(_) => return ConnVerdict::Close,
+            }
+        }
+        while !conn.out.is_empty() && conn.tls.is_none() {
             match conn.stream.write(&conn.out) {
                 Ok(0) => return ConnVerdict::Close,
                 Ok(n) => {
@@ -558,7 +637,7 @@ impl IngestLoop {
                 Err(_) => return ConnVerdict::Close,
             }
         }
-        let interest = if conn.out.is_empty() {
+        let interest = if conn.out.is_empty() && !pending {
             Interest::READABLE
         } else {
             Interest::READABLE | Interest::WRITABLE

@@ -5,7 +5,11 @@
 //! (per-agent tables, rejects by reason) is owned by its actor and sent as a snapshot.
 
 mod render;
+mod security;
 pub use render::{render, MonitorTotals};
+// Issue 15: notification, maintenance and alerting families.
+mod alerting;
+pub use alerting::{render_alerting, AlertingMetrics, AlertingView, OpenIncident, SilentAgent};
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -152,6 +156,12 @@ pub struct Metrics {
     _pad_topology: Pad,
     /// Messages sent minus received, per [`Chan`].
     pub depth: [AtomicI64; 4],
+    _pad_depth: Pad,
+    /// Issue 15: webhook notifications and maintenance windows (notifier, health stage, API).
+    pub alerting: AlertingMetrics,
+    // issue 15: the HTTP front's and TLS's counters (theirs; set once at start when in use).
+    pub auth: std::sync::OnceLock<std::sync::Arc<crate::auth::AuthCounters>>,
+    pub tls: std::sync::OnceLock<std::sync::Arc<crate::tls::TlsCounters>>,
     // ---- issue 16: rollups, history from disk, remote write
     /// Rollup records (1 min, 1 h) made durable by the store.
     pub store_rollups: AtomicU64,

@@ -399,7 +399,8 @@ pub fn render(
             ("result=\"error\"".into(), c(&m.topology_reload_errors)),
         ],
     );
-    // ---- issue 16: rollups, history from disk, remote write
+    super::security::render(m, &mut o); // issue 15
+                                        // ---- issue 16: rollups, history from disk, remote write
     family(
         &mut o,
         "nfm_store_rollups_total",
@@ -446,6 +447,13 @@ pub fn render(
                 c(&m.remote_write_dropped_full),
             ),
         ],
+    );
+    family(
+        &mut o,
+        "nfm_remote_write_skipped_late_intervals_total",
+        "counter",
+        "Late amendments not remote-written (the TSDB has the interval's samples).",
+        vec![(String::new(), c(&m.remote_write_skipped_late))],
     );
     family(
         &mut o,

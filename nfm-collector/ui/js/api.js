@@ -57,6 +57,9 @@ async function send(method, path, body) {
     const safe = text.replace(/"agent_id":\s*(\d+)/g, '"agent_id":"$1"');
     try { json = JSON.parse(safe); } catch { json = null; }
   }
+  // Signed out or the session expired (issue 15): back to the login page. The session is an
+  // HttpOnly cookie the browser sends by itself; this code never sees a token.
+  if (res.status === 401 && typeof location !== 'undefined') location.assign('/login');
   if (!res.ok) {
     const msg = (json && (json.error || json.message)) || text || res.statusText;
     const err = new ApiError(String(msg), { status: res.status, path });
@@ -156,6 +159,10 @@ export const api = {
   /** {newest_interval_ms, intervals, agents, monitors, started_ms, version}. */
   status() {
     return request('GET', '/api/status');
+  },
+  /** {auth, role}: whether sign-in is on, and this session's role (admin or viewer). */
+  session() {
+    return request('GET', '/api/session');
   },
   async insights({ metric, category, from, to, limit }) {
     const r = await request('GET', `/api/insights${qs({ metric, category, from, to, limit })}`);

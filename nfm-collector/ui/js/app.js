@@ -212,7 +212,19 @@ function shell() {
     els.main);
 }
 
+/** With sign-in on: who is signed in, and a logout button (a form POST: the session cookie is HttpOnly). */
+async function sessionFoot() {
+  try {
+    const s = await api.session();
+    if (!s || !s.auth) return;
+    document.querySelector('.sidebar-foot')?.prepend(h('form', { method: 'post', action: '/logout', class: 'session', id: 'session' },
+      h('span', {}, `Signed in (${s.role === 'viewer' ? 'viewer: read only' : 'admin'}) `),
+      h('button', { type: 'submit', class: 'btn btn-small', id: 'logout' }, 'Log out')));
+  } catch { /* an older collector without /api/session: no sign-in to show */ }
+}
+
 shell();
+sessionFoot();
 window.addEventListener('hashchange', render);
 render();
 

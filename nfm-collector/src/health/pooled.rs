@@ -1,0 +1,310 @@
+//! Loss evidence pooled over a component's flows and accumulated over intervals (a CUSUM per
+//! component), so that low-grade loss that no single flow shows in one interval is still named,
+//! and stays named for as long as it lasts instead of being learned into the baselines.
+//!
+//! Why: at 5 s intervals a flow of 50 segments crossing a link with 1 % loss retransmits about
+//! once every two intervals, never the two retransmissions beyond its baseline a per-flow verdict
+//! needs; twenty such flows together retransmit ten times where their baselines expect one.
+//!
+//! Method (docs/health.md §4, "Low-grade loss"). Per interval and component, each flow crossing
+//! it adds the log-likelihood ratio of "loss adds `δ` to its rate" against "it keeps its
+//! baseline `p_i`": `R_i·ln(1 + δ/p_i) − δ·S_i` (Poisson; `S_i` segments, `R_i`
+//! retransmissions). The statistic is `C ← clamp(C + Σ, 0, cap)` and the component is named
+//! while `C ≥ h`. Guards:
+//! - only flows the per-flow stage does not find degraded count (those are its business, and it
+//!   needs several of them); each counts at most `E_i + 2 + 3δ·S_i` retransmissions and no more
+//!   than the runner-up flow;
+//! - a component crossed by fewer than `pooled_min_flows` flows gains nothing in the interval;
+//! - the cap bounds how long a component stays named after its loss ends: `C` falls by `D`, the
+//!   sum's value when every flow is at its baseline, per healthy interval, and is capped at `h`
+//!   plus `pooled_linger` times `D` (and at `pooled_cap·h`);
+//! - nested components: the one with the largest recent gains claims the flows through it; a
+//!   component whose flows another claimed must gain half the threshold on the rest in the
+//!   interval to be named too; a per-flow loss verdict all of whose flows cross a pooled one is
+//!   dropped (a VPC behind a lossy region pair is not named as well).
+
+use super::attribute::Graph;
+use super::intern::Interner;
+use super::judge::{Judged, Obs, State};
+use super::HealthConfig;
+use crate::model::ComponentId;
+use rustc_hash::FxHashMap;
+
+/// One component's accumulated evidence.
+#[derive(Debug, Clone)]
+struct Cusum {
+    id: ComponentId,
+    c: f64,
+    /// Recent increments, uncapped and decaying by [`RECENT_DECAY`] per interval: which of
+    /// nested components over the threshold carries the loss.
+    recent: f64,
+    /// Evaluator interval in which it last changed (states idle for long are dropped).
+    seq: u32,
+}
+
+/// Decay of [`Cusum::recent`] per interval (a memory of about five intervals): long enough
+/// that one noisy interval does not decide between a component and its parent, short enough to
+/// follow a fault that moves.
+const RECENT_DECAY: f64 = 0.8;
+
+/// The per-component statistics, kept across intervals (only for components with `C > 0`).
+#[derive(Debug, Default)]
+pub struct Pooled {
+    states: FxHashMap<u64, Cusum>,
+}
+
+/// One component's evidence in one interval: per flow `i` with `S_i` segments, `R_i`
+/// retransmissions and expected rate `p_i`, the log-likelihood ratio `R_i·ln(1 + δ/p_i) − δS_i`
+/// of "`δ` more loss on this flow" against "its baseline", summed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sums {
+    inc: f64,
+    /// What the sum would be were every flow at its baseline (`R_i = p_i·S_i`): the fall of the
+    /// statistic in a healthy interval, as a positive number.
+    drop: f64,
+    flows: u32,
+    /// The two largest positive per-flow terms: no flow counts for more than the runner-up.
+    top: [f64; 2],
+}
+
+impl Sums {
+    fn add(&mut self, (inc, drop): (f64, f64)) {
+        self.inc += inc;
+        self.drop += drop;
+        self.flows += 1;
+        if inc > self.top[0] {
+            self.top = [inc, self.top[0]];
+        } else if inc > self.top[1] {
+            self.top[1] = inc;
+        }
+    }
+
+    /// The fall of the statistic in an interval in which the flows keep their baselines.
+    fn healthy_drop(&self) -> f64 {
+        self.drop
+    }
+
+    /// The interval's increment of the statistic.
+    fn increment(&self, min_flows: u32) -> f64 {
+        let inc = self.inc - (self.top[0] - self.top[1]);
+        if self.flows < min_flows {
+            inc.min(0.0)
+        } else {
+            inc
+        }
+    }
+}
+
+/// A flow's terms (increment, healthy drop), or `None` when it does not count: no segments, or
+/// degraded on its own (the per-flow stage's business).
+fn contribution(o: &Obs, j: &Judged, delta: f64) -> Option<(f64, f64)> {
+    if o.segs == 0 || j.loss == State::Degraded {
+        return None;
+    }
+    let s = o.segs as f64;
+    let p = (j.p_retrans as f64).max(1e-9);
+    let e = s * p;
+    let r = (o.retrans as f64).min(e + 2.0 + 3.0 * delta * s);
+    let gain = (1.0 + delta / p).ln();
+    Some((r * gain - delta * s, delta * s - e * gain))
+}
+
+/// What the pooled stage says about one interval.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Per local component: its statistic after this interval.
+    pub level: Vec<f64>,
+    /// Components named by pooled evidence (local ids), strongest first, each with its level and
+    /// the observations through it whose retransmissions exceed their expectation.
+    pub named: Vec<(u32, f64, Vec<u32>)>,
+}
+
+impl Pooled {
+    /// Updates every component's statistic with interval `seq` and names the components whose
+    /// statistic is over the threshold and not explained by another's, except those in
+    /// `already` (named by the per-flow stage; `explained` are the flows through them).
+    /// `rank(c)` breaks exact ties (lower wins), as in the per-flow stage.
+    #[allow(clippy::too_many_arguments)]
+    pub fn evaluate(
+        &mut self,
+        graph: &Graph,
+        obs: &[Obs],
+        judged: &[Judged],
+        interner: &Interner,
+        already: &[bool],
+        explained: &[bool],
+        rank: impl Fn(u32) -> (u8, u64),
+        seq: u32,
+        cfg: &HealthConfig,
+    ) -> Outcome {
+        let delta = cfg.pooled_loss_rate;
+        let h = cfg.pooled_threshold;
+        let n = graph.comps.len();
+        let mut sums = vec![Sums::default(); n];
+        for (i, (o, j)) in obs.iter().zip(judged).enumerate() {
+            let Some(t) = contribution(o, j, delta) else {
+                continue;
+            };
+            for &c in graph.of(i) {
+                sums[c as usize].add(t);
+            }
+        }
+        let inc: Vec<f64> = sums
+            .iter()
+            .map(|x| x.increment(cfg.pooled_min_flows))
+            .collect();
+
+        // Previous levels of the components seen now; states of components not seen in this
+        // interval keep their level.
+        let mut prev = vec![0f64; n];
+        let mut recent = vec![0f64; n];
+        let mut known = vec![false; n];
+        self.states.retain(|_, st| {
+            if let Some(l) = interner.local_of(&st.id) {
+                prev[l as usize] = st.c;
+                recent[l as usize] = st.recent * RECENT_DECAY;
+                known[l as usize] = true;
+            }
+            // Idle for a day of 60 s intervals: forget.
+            seq.saturating_sub(st.seq) < 1440
+        });
+        let mut level = vec![0f64; n];
+        for l in 0..n {
+            // Capped so that healthy intervals bring it under the threshold within
+            // `pooled_linger` of them, however few segments the component carries.
+            let cap = (h + cfg.pooled_linger * sums[l].healthy_drop()).min(cfg.pooled_cap * h);
+            let c = (prev[l] + inc[l]).clamp(0.0, cap);
+            recent[l] += inc[l];
+            level[l] = c;
+            if c <= 0.0 && !known[l] {
+                continue;
+            }
+            let g = graph.comps[l];
+            let d = interner.digest_of(g);
+            if c <= 0.0 {
+                self.states.remove(&d);
+                continue;
+            }
+            let st = self.states.entry(d).or_insert_with(|| Cusum {
+                id: interner.name(g).clone(),
+                c: 0.0,
+                recent: 0.0,
+                seq,
+            });
+            st.c = c;
+            st.recent = recent[l];
+            st.seq = seq;
+        }
+
+        // Naming. Components under suspicion, strongest recent gains first, claim the flows
+        // through them: the component whose flows carry the loss gains most; its parents gain
+        // less, diluted by their healthy flows. One whose flows an earlier one claimed must
+        // still gain on the rest, by half the threshold in this interval (a parent's level may
+        // come from its child's flows alone, and the child may be just under the threshold).
+        // Flows through a per-flow verdict are claimed by it, more loosely: a component with
+        // some of them must gain on the rest and stay over the threshold. Claimants over the
+        // threshold are named.
+        let mut cand: Vec<(f64, (u8, u64), u32)> = (0..n)
+            .filter(|&l| level[l] >= cfg.pooled_suspicion * h && !already[l])
+            .map(|l| (recent[l], rank(l as u32), l as u32))
+            .collect();
+        let mut named = Vec::new();
+        if !cand.iter().any(|&(_, _, l)| level[l as usize] >= h) {
+            return Outcome { level, named };
+        }
+        cand.sort_by(|a, b| {
+            let tie = (a.0 - b.0).abs() <= 1e-9 * a.0.abs().max(b.0.abs());
+            if tie {
+                a.1.cmp(&b.1)
+            } else {
+                b.0.total_cmp(&a.0)
+            }
+        });
+        // 0: free; 1: through a per-flow verdict; 2: claimed by a component here.
+        let mut claimed: Vec<u8> = explained.iter().map(|&e| u8::from(e)).collect();
+        for &(_, _, l) in &cand {
+            if named.len() >= cfg.max_verdicts {
+                break;
+            }
+            let mut rest = Sums::default();
+            let mut elevated = Vec::new();
+            let mut through = Vec::new();
+            let mut touched = 0u8;
+            for (i, (o, j)) in obs.iter().zip(judged).enumerate() {
+                if !graph.of(i).contains(&l) {
+                    continue;
+                }
+                if claimed[i] > 0 {
+                    touched = touched.max(claimed[i]);
+                    continue;
+                }
+                through.push(i);
+                let Some(t) = contribution(o, j, delta) else {
+                    continue;
+                };
+                rest.add(t);
+                if o.retrans as f64 > o.segs as f64 * j.p_retrans as f64 {
+                    elevated.push(i as u32);
+                }
+            }
+            let gain = rest.increment(cfg.pooled_min_flows);
+            let explained_away = match touched {
+                0 => false,
+                1 => gain <= 0.0 || prev[l as usize] + gain < h,
+                _ => gain < 0.5 * h,
+            };
+            if explained_away {
+                continue;
+            }
+            for i in through {
+                claimed[i] = 2;
+            }
+            if level[l as usize] >= h && !elevated.is_empty() {
+                named.push((l, level[l as usize], elevated));
+            }
+        }
+        Outcome { level, named }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_increment_rewards_spread_excess_and_ignores_one_flow() {
+        let delta: f64 = 0.004;
+        let p: f64 = 0.0005;
+        let flow = |segs: f64, r: f64| {
+            let gain = (1.0 + delta / p).ln();
+            (r * gain - delta * segs, delta * segs - segs * p * gain)
+        };
+        // Twenty flows of 50 segments at 1 % loss against a 0.05 % baseline.
+        let mut spread = Sums::default();
+        for k in 0..20 {
+            spread.add(flow(50.0, if k % 2 == 0 { 1.0 } else { 0.0 }));
+        }
+        assert!(spread.increment(5) > 5.0);
+        // The same excess in one flow counts no more than the runner-up.
+        let mut one = Sums::default();
+        one.add(flow(1000.0, 10.0));
+        for _ in 0..19 {
+            one.add(flow(50.0, 0.0));
+        }
+        assert!(one.increment(5) < 0.0);
+        // Healthy flows at their baseline: the statistic falls by the healthy drop.
+        let mut healthy = Sums::default();
+        for _ in 0..20 {
+            healthy.add(flow(1000.0, 0.5));
+        }
+        assert!(healthy.increment(5) < 0.0);
+        assert!((healthy.increment(5) + healthy.healthy_drop()).abs() < 1e-9);
+        // Too few flows gain nothing.
+        let mut few = Sums::default();
+        for _ in 0..3 {
+            few.add(flow(1000.0, 10.0));
+        }
+        assert!(few.increment(0) > 0.0);
+        assert_eq!(few.increment(5), 0.0);
+    }
+}
