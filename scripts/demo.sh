@@ -70,7 +70,7 @@ if [ -z "$why_not" ]; then
   if bash scripts/demo/lab.sh up "$CGROUP" 2>"$DIR/lab.log"; then
     LAB=1
     "$BIN/nfm-agent" --cgroup "$CGROUP" --collector "$INGEST" --transport tcp --interval 5s \
-      --host-name this-host >"$DIR/agent.log" 2>&1 &
+      --host-name this-host --imds off >"$DIR/agent.log" 2>&1 &
     PIDS+=($!)
     # Real loss on the link: 20 s clean, 20 s with 5 % random drop, repeating.
     ( while true; do sleep 20; bash scripts/demo/lab.sh loss 5; sleep 20; bash scripts/demo/lab.sh loss 0; done ) &

@@ -177,7 +177,7 @@ for h in "${HOSTS[@]}"; do
   # nsenter switches only the network namespace (ip netns exec would remount /sys and hide the
   # cgroup2 mount under it).
   nsenter --net="/run/netns/$NS_PREFIX$h" "$BIN/nfm-agent" --collector "$MGMT_IP:$COLLECTOR_PORT" \
-    --transport tcp --interval 5s --cgroup "$CG/$h" --agent-id "$n" --host-name "$h" \
+    --transport tcp --interval 5s --cgroup "$CG/$h" --agent-id "$n" --host-name "$h" --imds off \
     >"$OUT/agent-$h.log" 2>&1 &
   AGENT_PIDS+=($!)
 done

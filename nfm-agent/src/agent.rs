@@ -72,6 +72,8 @@ pub struct Agent {
     seq: Sequencer,
     key: Option<Key>,
     host_name: String,
+    /// Where this host runs (issue 17; empty off-cloud), sent in every Hello.
+    placement: crate::imds::Placement,
     started: Instant,
     started_ms: u64,
     interval_start_ms: u64,
@@ -144,11 +146,17 @@ impl Agent {
             )
             .with_tls(cfg.tls.clone())
         });
+        // At most imds::BUDGET (1 s) when no metadata service answers.
+        let placement = cfg
+            .imds
+            .and_then(|a| crate::imds::discover(a, crate::imds::BUDGET))
+            .unwrap_or_default();
         let now_ms = sys::unix_ms();
         let cfg_interval_ms = cfg.interval.as_millis() as u64;
         Ok((
             Agent {
                 host_name: cfg.host_name.clone().unwrap_or_else(sys::host_name),
+                placement,
                 cfg,
                 probe,
                 poll,
@@ -189,6 +197,12 @@ impl Agent {
             interval_ms: self.cfg.interval.as_millis() as u32,
             capabilities: caps,
             started_at_ms: self.started_ms,
+            instance_id: self.placement.instance_id.clone(),
+            region: self.placement.region.clone(),
+            az: self.placement.az.clone(),
+            subnet_id: self.placement.subnet_id.clone(),
+            vpc_id: self.placement.vpc_id.clone(),
+            addresses: self.placement.addresses.clone(),
         });
         let h = self.header();
         encode_to_vec(&h, &msg, self.key.as_ref())

@@ -85,6 +85,10 @@ pub struct Cli {
     /// 0: on every event). For tests and measurements.
     #[arg(long, value_name = "BYTES", hide = true)]
     pub ring_wakeup_bytes: Option<u64>,
+    /// Instance metadata service asked at start for where the host runs (issue 17): HOST:PORT,
+    /// or `off` (default 169.254.169.254:80; at most 1 s when nothing answers).
+    #[arg(long, value_name = "ADDR|off")]
+    pub imds: Option<String>,
     /// Measurement only: attach a program that returns at once (the kernel's invocation cost).
     #[arg(long, hide = true)]
     pub bpf_noop: bool,
@@ -118,6 +122,7 @@ pub struct FileConfig {
     pub host_name: Option<String>,
     pub tls_ca: Option<PathBuf>,
     pub tls_server_name: Option<String>,
+    pub imds: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +141,8 @@ pub struct Config {
     pub log_level: String,
     pub cb_flags: u32,
     pub host_name: Option<String>,
+    /// issue 17: the metadata service's address; None: off.
+    pub imds: Option<SocketAddr>,
     pub ring_wakeup_bytes: u64,
     pub bpf_noop: bool,
     pub bpf_profile: bool,
@@ -286,6 +293,14 @@ impl Config {
             }
             None => None,
         };
+        let imds = match cli.imds.or(file.imds).as_deref() {
+            Some("off") => None,
+            Some(a) => Some(
+                a.parse::<SocketAddr>()
+                    .map_err(|_| anyhow!("--imds `{a}` is not HOST:PORT (an IP address) or off"))?,
+            ),
+            None => crate::imds::IMDS_ADDR.parse().ok(),
+        };
         let cb_flags = match cli.callbacks {
             Some(s) => parse_callbacks(&s)?,
             None => 0,
@@ -307,6 +322,7 @@ impl Config {
                 .unwrap_or_else(|| "info".into()),
             cb_flags,
             host_name: cli.host_name.or(file.host_name),
+            imds,
             ring_wakeup_bytes: cli.ring_wakeup_bytes.unwrap_or(ring_bytes as u64 / 4),
             bpf_noop: cli.bpf_noop,
             bpf_profile: cli.bpf_profile,
@@ -378,6 +394,23 @@ mod test {
             "/nonexistent.pem",
         ]);
         assert!(msg.contains("/nonexistent.pem"), "{msg}");
+        assert!(e(&["--stdout", "--imds", "metadata"]).contains("--imds"));
+    }
+
+    /// issue 17: the metadata service is asked at 169.254.169.254:80 unless turned off.
+    #[test]
+    fn test_imds_address() {
+        let c = |args: &[&str]| {
+            let mut v = vec!["nfm-agent", "--stdout"];
+            v.extend_from_slice(args);
+            Config::from_cli(Cli::parse_from(v)).unwrap().imds
+        };
+        assert_eq!(c(&[]), Some("169.254.169.254:80".parse().unwrap()));
+        assert_eq!(c(&["--imds", "off"]), None);
+        assert_eq!(
+            c(&["--imds", "127.0.0.1:8111"]),
+            Some("127.0.0.1:8111".parse().unwrap())
+        );
     }
 
     /// The example shipped in deploy/ stays valid.

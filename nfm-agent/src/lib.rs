@@ -11,11 +11,14 @@
 //! - [`transport`]: UDP and TCP senders, the bounded spool, acks, reconnect with back-off.
 //! - [`agent`]: the mio event loop tying them together.
 //! - [`sys`]: agent id, host name, CPU/RSS, dropping capabilities.
+//! - [`imds`]: instance id, region, AZ, subnet, VPC and addresses from the metadata service.
 
 pub mod agent;
 pub mod bpf;
 pub mod config;
 pub mod flows;
+// issue 17: where the host runs (IMDSv2), sent in Hello
+pub mod imds;
 pub mod staged;
 pub mod sys;
 pub mod tls;

@@ -253,6 +253,8 @@ impl AgentProc {
         let mut child = Command::new(AGENT)
             .arg("--cgroup")
             .arg(cgroup)
+            // issue 17: test agents never ask the test machine's metadata service.
+            .args(["--imds", "off"])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())

@@ -277,6 +277,7 @@ impl Registry {
                 rejected: Default::default(),
                 stats: None,
                 goodbye: None,
+                placement: None,
             };
             let mut v = serde_json::to_value(&a).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
@@ -324,6 +325,7 @@ mod test {
             rejected: Default::default(),
             stats: None,
             goodbye: None,
+            placement: None,
         }
     }
 

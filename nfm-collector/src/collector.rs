@@ -106,6 +106,9 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     /// The agents' TCP stream over TLS too, with the same certificate (docs/wire.md).
     pub ingest_tls: bool,
+    /// issue 17: re-import the topology from the EC2 API on a schedule (`[aws_import]`); the
+    /// result is written to `topology` and reloaded when it changed.
+    pub aws_import: Option<crate::discovery::AwsImportSettings>,
     /// issue 16: `[remote_write]` (or `[[remote_write]]` for several): send each interval's
     /// numbers to a TSDB (docs/collector.md).
     #[serde(deserialize_with = "crate::remote_write::one_or_many")]
@@ -152,6 +155,7 @@ impl Default for Settings {
             tls_cert: None,
             tls_key: None,
             ingest_tls: false,
+            aws_import: None,
             remote_write: Vec::new(),
         }
     }
@@ -530,6 +534,34 @@ impl Collector {
                             }
                         }
                     }
+                })
+                .map_err(io)?,
+            );
+        }
+
+        // issue 17: the scheduled AWS import writes the topology file and reloads it (the
+        // SIGHUP path) when it changed; errors keep the previous topology.
+        if let Some(a) = &s.aws_import {
+            let Some(path) = s.topology.clone() else {
+                return Err("[aws_import] needs `topology`: the file the import writes".into());
+            };
+            crate::discovery::parse_every(&a.every)
+                .map_err(|e| format!("[aws_import] every: {e}"))?;
+            let (a, stop, tx, m) = (
+                a.clone(),
+                stop_ticker.clone(),
+                to_api.clone(),
+                metrics.clone(),
+            );
+            threads.push(
+                spawn("aws-import", move || {
+                    crate::discovery::run_schedule(
+                        &a,
+                        path,
+                        || drop(tx.send(ApiMsg::ReloadTopology)),
+                        stop,
+                        &m,
+                    )
                 })
                 .map_err(io)?,
             );

@@ -19,6 +19,8 @@ pub mod aggregator;
 pub mod alloc;
 pub mod api;
 pub mod collector;
+// issue 17: topology import from the EC2 API
+pub mod discovery;
 pub mod flow_table;
 pub mod health;
 pub mod health_stage;

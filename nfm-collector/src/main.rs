@@ -18,6 +18,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
+    // issue 17: `nfm-collector topology import-aws ...`
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML config file.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -72,6 +75,23 @@ struct Cli {
     ingest_tls: bool,
 }
 
+// issue 17: subcommands (without one, the collector runs).
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Topology file tools (docs/topology.md).
+    Topology {
+        #[command(subcommand)]
+        command: TopologyCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum TopologyCommand {
+    /// Write a topology file from a region's EC2 API (VPCs, subnets, AZ ids, instances,
+    /// transit gateways, peerings, the S3 and DynamoDB prefix lists), or diff it against one.
+    ImportAws(nfm_collector::discovery::ImportAwsArgs),
+}
+
 fn interval(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, mul) = if let Some(v) = s.strip_suffix("ms") {
@@ -102,6 +122,13 @@ fn main() -> Result<()> {
     nfm_collector::alloc::tune();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    // issue 17
+    if let Some(Command::Topology {
+        command: TopologyCommand::ImportAws(a),
+    }) = &cli.command
+    {
+        std::process::exit(nfm_collector::discovery::run_import_cli(a));
+    }
     let mut s = match &cli.config {
         Some(p) => {
             let text =

@@ -253,6 +253,19 @@ pub struct HealthReport {
     pub degraded_flows: Vec<usize>,
 }
 
+/// issue 17: an address an agent announced as its own (Hello, wire 1.1), placed where the
+/// agent said it runs. Used only where the topology file says nothing: file entries win.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentPlace {
+    pub ip: std::net::IpAddr,
+    /// The agent's host name.
+    pub host: String,
+    pub subnet: Option<String>,
+    pub vpc: Option<String>,
+    pub az: Option<String>,
+    pub region: Option<String>,
+}
+
 #[cfg(test)]
 mod test {
     use super::*;

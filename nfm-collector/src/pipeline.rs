@@ -164,6 +164,42 @@ pub struct AgentView {
     pub rejected: BTreeMap<String, u64>,
     pub stats: Option<nfm_wire::AgentStats>,
     pub goodbye: Option<String>,
+    /// issue 17: where the agent runs, from its Hello (wire 1.1); None when it said nothing.
+    pub placement: Option<AgentPlacement>,
+}
+
+/// issue 17: an agent's placement from the instance metadata service (Hello, wire 1.1).
+/// Empty strings are unknown; at most [`AgentPlacement::MAX_ADDRESSES`] addresses are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AgentPlacement {
+    pub instance_id: String,
+    pub region: String,
+    pub az: String,
+    pub subnet_id: String,
+    pub vpc_id: String,
+    pub addresses: Vec<std::net::IpAddr>,
+}
+
+impl AgentPlacement {
+    pub const MAX_ADDRESSES: usize = 64;
+
+    /// The placement a Hello announces, None when it announces none.
+    pub fn of(h: &nfm_wire::Hello) -> Option<AgentPlacement> {
+        let p = AgentPlacement {
+            instance_id: h.instance_id.clone(),
+            region: h.region.clone(),
+            az: h.az.clone(),
+            subnet_id: h.subnet_id.clone(),
+            vpc_id: h.vpc_id.clone(),
+            addresses: h
+                .addresses
+                .iter()
+                .take(Self::MAX_ADDRESSES)
+                .copied()
+                .collect(),
+        };
+        (p != AgentPlacement::default()).then_some(p)
+    }
 }
 
 /// Ingest's periodic snapshot.

@@ -7,6 +7,7 @@
 //! address family), never a hand-written trie. The collector's resolver and nfm-sim both build on
 //! this one parser so that they can never disagree about what a file means.
 
+pub use crate::model::AgentPlace; // issue 17
 use crate::model::{Category, ComponentId, ComponentKind};
 use ip_network::IpNetwork;
 use ip_network_table::IpNetworkTable;
@@ -144,6 +145,9 @@ pub struct Topology {
     gateway_by_pair: HashMap<(usize, usize), usize>,
     /// Top-level tables the collector does not interpret (e.g. nfm-sim's `[traffic]`).
     extra: toml::Table,
+    /// issue 17: the file's text and agents' own addresses (`discovery::agents::place`).
+    pub(crate) source: String,
+    pub(crate) agent_places: HashMap<IpAddr, AgentPlace>,
 }
 
 impl fmt::Debug for Topology {
@@ -326,6 +330,8 @@ impl Topology {
             vpc_index: HashMap::new(),
             gateway_by_pair: HashMap::new(),
             extra: def.extra,
+            source: text.to_string(),
+            agent_places: HashMap::new(),
         };
 
         let mut region_index: HashMap<String, usize> = HashMap::new();
@@ -686,6 +692,14 @@ impl Topology {
                 e.region = Some(&s.region);
             }
             None => {}
+        }
+        // issue 17: an agent's own address the file does not place (or name).
+        if let Some(p) = self.agent_places.get(&ip) {
+            if !e.is_known() {
+                (e.subnet, e.vpc) = (p.subnet.as_deref(), p.vpc.as_deref());
+                (e.az, e.region) = (p.az.as_deref(), p.region.as_deref());
+            }
+            e.host = e.host.or((!p.host.is_empty()).then_some(p.host.as_str()));
         }
         e
     }

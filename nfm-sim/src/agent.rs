@@ -63,6 +63,8 @@ impl VirtualAgent {
             interval_ms,
             capabilities: cap::SIMULATED | cap::HANDSHAKE_TIME,
             started_at_ms: self.started_at_ms,
+            // wire 1.1 placement fields (issue 17): a virtual agent runs nowhere.
+            ..Hello::default()
         });
         encode(&h, &msg, None, out);
         self.frames_built += 1;

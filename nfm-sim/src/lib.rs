@@ -16,6 +16,8 @@
 //! - [`run`]: real-time and virtual-time runs, and the load test.
 //! - [`sink`]: a counting receiver (tests and the benchmark).
 //! - [`score`]: scoring verdicts against ground truth; fetching verdicts from the API.
+//! - [`score_fault`]: per-fault measures (time to name, held, ramp rise, incidents per fault).
+//! - [`score_table`]: the score tables (text and Markdown).
 //! - [`scorer`]: the `score` driver: scenarios × seeds, live against a collector or offline.
 //!
 //! Errors: parsers (`duration`, `traffic`/`fleet`, `scenario`, `truth`) return small
@@ -31,6 +33,8 @@ pub mod model;
 pub mod run;
 pub mod scenario;
 pub mod score;
+pub mod score_fault;
+pub mod score_table;
 pub mod scorer;
 pub mod sim;
 pub mod sink;

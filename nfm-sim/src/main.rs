@@ -200,6 +200,8 @@ struct ScoreArgs {
     #[command(flatten)]
     clocks: ClockArgs,
     /// Scenario file or directory of *.toml (repeatable; default nfm-sim/scenarios/ beside the fleet).
+    /// From a directory a fleet FLEET.toml takes its own FLEET-*.toml when there are any, else
+    /// every scenario but the other fleets' own (wide-* for wide.toml, the rest for small.toml).
     #[arg(long)]
     scenario: Vec<PathBuf>,
     /// Seeds to run each scenario with (repeatable, or comma-separated).
@@ -460,6 +462,26 @@ fn scenario_files(paths: &[PathBuf], fleet: &Path) -> anyhow::Result<Vec<PathBuf
             ),
         }
     }
+    // Scenarios named `FLEET-*.toml` belong to the fleet file `FLEET.toml` beside this one (the
+    // wide fleet's `wide-*`): a directory gives a fleet its own when it has any, else every
+    // scenario but the other fleets' own.
+    let stem = |p: &Path| {
+        p.file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default()
+    };
+    let own = format!("{}-", stem(fleet));
+    let others: Vec<String> = fleet
+        .parent()
+        .and_then(|d| std::fs::read_dir(d).ok())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                .map(|p| format!("{}-", stem(&p)))
+                .filter(|s| *s != own)
+                .collect()
+        })
+        .unwrap_or_default();
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -469,6 +491,11 @@ fn scenario_files(paths: &[PathBuf], fleet: &Path) -> anyhow::Result<Vec<PathBuf
                 .filter(|p| p.extension().is_some_and(|e| e == "toml"))
                 .collect();
             v.sort();
+            if v.iter().any(|f| stem(f).starts_with(&own)) {
+                v.retain(|f| stem(f).starts_with(&own));
+            } else {
+                v.retain(|f| !others.iter().any(|o| stem(f).starts_with(o.as_str())));
+            }
             out.extend(v);
         } else {
             out.push(p);
@@ -533,6 +560,7 @@ fn cmd_score(a: ScoreArgs) -> anyhow::Result<i32> {
             max_time_to_detect: a.max_time_to_detect,
             max_false_flips_per_day: a.max_false_flips_per_day,
             max_network_blame_slow_host: a.max_network_blame_slow_host,
+            ..Thresholds::default()
         },
         start_ms,
         target,

@@ -21,6 +21,13 @@
 //!   whole interval down severs a third of the long-lived sockets.
 //! - Slow host (CPU or application starvation): longer RTT and handshakes for flows touching that
 //!   host only, and no loss at all — the signature that must not be blamed on the network.
+//! - One direction (issue 14): loss on client→server segments only (`loss_up`) shows in the
+//!   client's retransmissions, on server→client segments (`loss_down`) in the server's; a SYN
+//!   exchange is lost when either its SYN or its SYN-ACK is.
+//! - RTT drift (`rtt_factor`): every RTT (and handshake) × (1 + factor), relative, not additive.
+//! - New connections only (`syn_drop`): SYNs dropped with this probability (a firewall or a
+//!   refusing server): a connect fails when all 6 are, with 3 SYN retransmissions and timeouts
+//!   inside one interval as for a blackhole; established sockets are untouched.
 //!
 //! Both ends are reported as the real agent would: the client with `Role::Client`, local port 0
 //! (ephemeral, elided) and the service port remote; the server with `Role::Server`, the service
@@ -44,6 +51,14 @@ pub struct Conditions {
     pub slow_rtt_us: f64,
     /// Extra handshake time from a slow host at either end, microseconds.
     pub slow_handshake_us: f64,
+    /// Extra loss on client→server segments only (issue 14: one direction of a pair).
+    pub loss_up: f64,
+    /// Extra loss on server→client segments only.
+    pub loss_down: f64,
+    /// Relative extra RTT (0.3 = +30 %; an RTT drift), applied before the additive delays.
+    pub rtt_factor: f64,
+    /// Probability that a SYN is dropped (new connections fail; established ones do not).
+    pub syn_drop: f64,
 }
 
 impl Conditions {
@@ -55,6 +70,10 @@ impl Conditions {
         self.down = 1.0 - (1.0 - self.down) * (1.0 - o.down);
         self.slow_rtt_us += o.slow_rtt_us;
         self.slow_handshake_us += o.slow_handshake_us;
+        self.loss_up = 1.0 - (1.0 - self.loss_up) * (1.0 - o.loss_up);
+        self.loss_down = 1.0 - (1.0 - self.loss_down) * (1.0 - o.loss_down);
+        self.rtt_factor = (1.0 + self.rtt_factor) * (1.0 + o.rtt_factor) - 1.0;
+        self.syn_drop = 1.0 - (1.0 - self.syn_drop) * (1.0 - o.syn_drop);
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -137,6 +156,21 @@ pub fn simulate<R: RngExt + ?Sized>(
     let down = cond.down.clamp(0.0, 1.0);
     let up_frac = 1.0 - down;
     let p = (1.0 - (1.0 - spec.baseline_loss) * (1.0 - cond.loss)).clamp(0.0, 1.0);
+    // `p` itself when nothing is added, bit for bit: the shipped scenarios' draws are unchanged.
+    let with = |p: f64, x: f64| {
+        if x == 0.0 {
+            p
+        } else {
+            (1.0 - (1.0 - p) * (1.0 - x)).clamp(0.0, 1.0)
+        }
+    };
+    let p_up = with(p, cond.loss_up);
+    let p_down = with(p, cond.loss_down);
+    // A SYN exchange is retried when the SYN or the SYN-ACK is lost (the symmetric part counted
+    // once, as before directions existed), or the SYN is dropped.
+    let syn_drop = cond.syn_drop.clamp(0.0, 1.0);
+    let p_syn = with(with(p_up, cond.loss_down), syn_drop);
+    let p_max = p_up.max(p_down);
 
     // Volume.
     let up = (spec.bytes_per_s * secs * load * rng.random_range(0.7..1.3) * up_frac).round() as u64;
@@ -155,10 +189,14 @@ pub fn simulate<R: RngExt + ?Sized>(
     let attempts = poisson(rng, spec.connections_per_s * secs * load) + reconnects;
     let failed_down = reconnects + binomial(rng, attempts - reconnects, down);
     let reached = attempts - failed_down;
-    // A connect also fails when every one of 6 SYNs is lost.
-    let failed_loss = binomial(rng, reached, p.powi(6));
+    // SYNs dropped outright (new connections refused) fail like a blackhole's: 3 resends each
+    // inside the interval. A connect also fails when every one of 6 SYNs is lost.
+    let failed_drop = binomial(rng, reached, syn_drop.powi(4));
+    let failed_down = failed_down + failed_drop;
+    let reached = reached - failed_drop;
+    let failed_loss = binomial(rng, reached, p_syn.powi(6));
     let established = reached - failed_loss;
-    let syn_retrans = binomial(rng, reached, p) + failed_loss * 5;
+    let syn_retrans = binomial(rng, reached, p_syn) + failed_loss * 5;
     let severed = if down >= 0.999 {
         binomial(rng, long, 0.33)
     } else {
@@ -167,24 +205,26 @@ pub fn simulate<R: RngExt + ?Sized>(
 
     // Retransmissions and timeouts per direction.
     let short = spec.connections_per_s > 0.0 && long == 0;
-    let q = (0.03 + 3.0 * p).min(0.9) + if short { 0.3 } else { 0.0 };
-    let q = q.min(0.95);
-    let rtx_up = binomial(rng, seg_up, p);
-    let rtx_down = binomial(rng, seg_down, p);
+    let q_of = |p: f64| ((0.03 + 3.0 * p).min(0.9) + if short { 0.3 } else { 0.0 }).min(0.95);
+    let (q_up, q_down) = (q_of(p_up), q_of(p_down));
+    let rtx_up = binomial(rng, seg_up, p_up);
+    let rtx_down = binomial(rng, seg_down, p_down);
     // Every RTO expiry while blackholed retransmits one segment.
     let blackhole_rtos = if down > 0.0 {
         long * backoff_rtos(down * secs)
     } else {
         0
     };
-    let rto_up = binomial(rng, rtx_up, q) + blackhole_rtos;
-    let rto_down = binomial(rng, rtx_down, q) + blackhole_rtos;
+    let rto_up = binomial(rng, rtx_up, q_up) + blackhole_rtos;
+    let rto_down = binomial(rng, rtx_down, q_down) + blackhole_rtos;
     let rtx_up = rtx_up + blackhole_rtos;
     let rtx_down = rtx_down + blackhole_rtos;
-    let fin_rtx = binomial(rng, established, p);
+    let fin_rtx = binomial(rng, established, p_up);
 
     // RTT.
-    let base = spec.base_rtt_us * rng.random_range(0.9..1.1) + cond.delay_us + cond.slow_rtt_us;
+    let base = spec.base_rtt_us * rng.random_range(0.9..1.1) * (1.0 + cond.rtt_factor.max(-0.9))
+        + cond.delay_us
+        + cond.slow_rtt_us;
     let rtt = |rng: &mut R, samples: u64| -> RttSummary {
         if samples == 0 {
             return RttSummary::default();
@@ -192,7 +232,7 @@ pub fn simulate<R: RngExt + ?Sized>(
         let mean = base * rng.random_range(1.0..1.08);
         let min = base * rng.random_range(0.85..0.98);
         // Losses bring spikes (a sample taken across a recovery); delays are steady.
-        let spike = if p > 0.001 {
+        let spike = if p_max > 0.001 {
             rng.random_range(1.5..3.0)
         } else {
             rng.random_range(1.15..1.6)

@@ -4,9 +4,16 @@
 //! Guarantee: a loaded scenario only names components some simulated flow crosses (checked by
 //! [`Scenario::check`]), so every fault is observable and its ground truth is meaningful.
 //! Placement (`--place random`) moves each fault to another component of the same kind that
-//! at least 3 flows cross (for hosts: of the same tier) and that shares its exact set of flows
+//! at least 3 flows cross and show to some agent (for hosts: of the same tier; see
+//! [`crate::sim::observable_flows`]) and that shares its exact set of flows
 //! with no other component (an ambiguity no evaluator could resolve), drawn from the seed:
 //! faults the evaluator was not tuned on.
+//!
+//! Issue 14 adds faults the evaluator was not tuned for: loss on one direction of an AZ or
+//! region pair, an RTT drift (`delay-ramp`), SYNs dropped (`connect-fail`: new connections fail,
+//! established ones do not), slow handshakes only at one server (`slow-handshake`: its accept
+//! queue backs up), and one elephant flow retransmitting on a healthy path
+//! (`elephant-retrans`: a host-local cause, no network verdict expected).
 
 use crate::duration::{de_ms, de_opt_ms, format_ms};
 use crate::fleet::Fleet;
@@ -33,15 +40,32 @@ pub enum FaultKind {
     /// The host itself is starved (CPU or application): longer RTT and handshakes for its flows
     /// only, no loss. Not a network fault.
     SlowHost,
+    /// RTT drifting up by `percent_per_interval` of each flow's own RTT every interval (capped
+    /// at `max_percent`): one fault, relative, not a step.
+    DelayRamp,
+    /// New connections fail: SYNs through the component dropped with probability `loss`
+    /// (default 1); established sockets are untouched. At a host: it refuses (endpoint).
+    ConnectFail,
+    /// A server whose accept queue backs up: handshakes of connections *to* that host take
+    /// `extra_handshake` longer; RTT, loss and every other flow unchanged. Not a network fault.
+    SlowHandshake,
+    /// One elephant flow of the host (its largest by bytes) retransmits `loss` of its bulk
+    /// direction's segments on a healthy path (a receive-side host problem). One flow cannot
+    /// be attributed: the expectation is *no network verdict*, not a named component.
+    ElephantRetrans,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Loss,
         FaultKind::Delay,
         FaultKind::Blackhole,
         FaultKind::Flap,
         FaultKind::SlowHost,
+        FaultKind::DelayRamp,
+        FaultKind::ConnectFail,
+        FaultKind::SlowHandshake,
+        FaultKind::ElephantRetrans,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -50,7 +74,40 @@ impl FaultKind {
             FaultKind::Blackhole => "blackhole",
             FaultKind::Flap => "flap",
             FaultKind::SlowHost => "slow-host",
+            FaultKind::DelayRamp => "delay-ramp",
+            FaultKind::ConnectFail => "connect-fail",
+            FaultKind::SlowHandshake => "slow-handshake",
+            FaultKind::ElephantRetrans => "elephant-retrans",
         }
+    }
+
+    /// Faults of one host alone, which must never be blamed on the network.
+    pub fn host_only(self) -> bool {
+        matches!(
+            self,
+            FaultKind::SlowHost | FaultKind::SlowHandshake | FaultKind::ElephantRetrans
+        )
+    }
+}
+
+/// Which direction of an ordered pair (`az-pair:A|B`, `region-pair:A|B`) a fault affects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Direction {
+    /// Both directions (the default).
+    #[default]
+    #[serde(rename = "both")]
+    Both,
+    /// Only segments sent from the pair's first side (A) to its second (B).
+    #[serde(rename = "a_to_b")]
+    AToB,
+    /// Only segments sent from B to A.
+    #[serde(rename = "b_to_a")]
+    BToA,
+}
+
+impl Direction {
+    pub fn is_both(&self) -> bool {
+        *self == Direction::Both
     }
 }
 
@@ -82,6 +139,12 @@ struct FaultFile {
     extra_rtt: Option<u64>,
     #[serde(default, deserialize_with = "de_opt_ms")]
     extra_handshake: Option<u64>,
+    #[serde(default)]
+    direction: Direction,
+    #[serde(default)]
+    percent_per_interval: Option<f64>,
+    #[serde(default)]
+    max_percent: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +159,8 @@ struct ScenarioFile {
     interval: Option<u64>,
     #[serde(default)]
     repeat: bool,
+    #[serde(default)]
+    diurnal: Option<f64>,
     #[serde(default, rename = "fault")]
     faults: Vec<FaultFile>,
 }
@@ -116,12 +181,18 @@ pub struct Fault {
     pub down_ms: u64,
     pub extra_rtt_ms: f64,
     pub extra_handshake_ms: f64,
+    /// Loss/delay/flap on an `az-pair` or `region-pair`: which direction.
+    pub direction: Direction,
+    /// Delay ramp: relative RTT rise per interval, percent.
+    pub percent_per_interval: f64,
+    /// Delay ramp: the rise stops growing here (percent; 0 = no cap).
+    pub max_percent: f64,
 }
 
 impl Fault {
     /// Endpoint faults (hosts, services, slow hosts) are not the network's.
     pub fn blame(&self) -> Blame {
-        if self.kind == FaultKind::SlowHost || !self.component.kind.is_network() {
+        if self.kind.host_only() || !self.component.kind.is_network() {
             Blame::Endpoint
         } else {
             Blame::Network
@@ -177,12 +248,34 @@ impl Fault {
                     c.down = f;
                 }
             }
-            FaultKind::SlowHost => {
+            FaultKind::SlowHost | FaultKind::SlowHandshake => {
                 c.slow_rtt_us = self.extra_rtt_ms * 1000.0 * f;
                 c.slow_handshake_us = self.extra_handshake_ms * 1000.0 * f;
             }
+            FaultKind::DelayRamp => c.rtt_factor = self.ramp_rise(a, b) * f,
+            FaultKind::ConnectFail => c.syn_drop = self.loss * f,
+            // The engine moves it to the bulk direction of the one flow it touches.
+            FaultKind::ElephantRetrans => c.loss = self.loss * f,
         }
         Some(c)
+    }
+
+    /// A delay ramp's relative rise (0.3 = +30 %) at the end of `[a, b)`, measured in intervals
+    /// of length `b − a` since the fault began: interval k of the fault (from 0) is at
+    /// `(k + 1) × percent_per_interval`, capped at `max_percent`.
+    pub fn ramp_rise(&self, a: u64, b: u64) -> f64 {
+        if self.kind != FaultKind::DelayRamp || b <= a {
+            return 0.0;
+        }
+        let hi = b.min(self.at_ms + self.duration_ms);
+        let elapsed = hi.saturating_sub(self.at_ms) as f64 / (b - a) as f64;
+        let pct = self.percent_per_interval * elapsed;
+        let pct = if self.max_percent > 0.0 {
+            pct.min(self.max_percent)
+        } else {
+            pct
+        };
+        pct / 100.0
     }
 }
 
@@ -196,6 +289,9 @@ pub struct Scenario {
     pub interval_ms: Option<u64>,
     /// Replay the timeline forever (real-time demo runs).
     pub repeat: bool,
+    /// Overrides the fleet's day/night swing (0..=0.9; 0.82 is a ×10 swing between night and
+    /// day: (1 + d) / (1 − d)).
+    pub diurnal: Option<f64>,
     pub faults: Vec<Fault>,
 }
 
@@ -219,6 +315,7 @@ impl Scenario {
             duration_ms,
             interval_ms: None,
             repeat: false,
+            diurnal: None,
             faults: Vec::new(),
         }
     }
@@ -243,6 +340,9 @@ impl Scenario {
         }
         if f.interval == Some(0) {
             return Err(ScenarioError("interval must be > 0".into()));
+        }
+        if f.diurnal.is_some_and(|d| !(0.0..=0.9).contains(&d)) {
+            return Err(ScenarioError("diurnal must be in 0..=0.9".into()));
         }
         let mut faults = Vec::new();
         for (i, ff) in f.faults.into_iter().enumerate() {
@@ -273,7 +373,11 @@ impl Scenario {
                 down_ms: ff.down.unwrap_or(0),
                 extra_rtt_ms: ff.extra_rtt.unwrap_or(0) as f64,
                 extra_handshake_ms: ff.extra_handshake.unwrap_or(0) as f64,
+                direction: ff.direction,
+                percent_per_interval: ff.percent_per_interval.unwrap_or(0.0),
+                max_percent: ff.max_percent.unwrap_or(0.0),
             };
+            check_issue14(&mut fault, &ff).map_err(at)?;
             match fault.kind {
                 FaultKind::Loss if fault.loss <= 0.0 => {
                     return Err(at("kind loss needs loss > 0".into()))
@@ -288,19 +392,24 @@ impl Scenario {
                 {
                     return Err(at("kind flap needs 0 < down < period".into()))
                 }
-                FaultKind::SlowHost => {
+                FaultKind::SlowHost | FaultKind::SlowHandshake => {
                     if fault.component.kind != ComponentKind::Host {
-                        return Err(at("kind slow-host needs a host:NAME component".into()));
+                        return Err(at(format!(
+                            "kind {} needs a host:NAME component",
+                            fault.kind
+                        )));
                     }
                     if fault.extra_rtt_ms <= 0.0 && fault.extra_handshake_ms <= 0.0 {
-                        return Err(at(
-                            "kind slow-host needs extra_rtt and/or extra_handshake".into()
-                        ));
+                        return Err(at(format!(
+                            "kind {} needs extra_rtt and/or extra_handshake",
+                            fault.kind
+                        )));
                     }
                     if fault.loss > 0.0 || fault.delay_ms > 0.0 {
-                        return Err(at(
-                            "kind slow-host has no loss or delay (it is not the network)".into(),
-                        ));
+                        return Err(at(format!(
+                            "kind {} has no loss or delay (it is not the network)",
+                            fault.kind
+                        )));
                     }
                 }
                 _ => {}
@@ -316,6 +425,7 @@ impl Scenario {
             duration_ms: f.duration,
             interval_ms: f.interval,
             repeat: f.repeat,
+            diurnal: f.diurnal,
             faults,
         })
     }
@@ -351,14 +461,27 @@ impl Scenario {
             } else {
                 None
             };
-            // Observable: at least 3 flows cross it.
+            // Observable: at least 3 flows it touches would show it to some agent
+            // ([`crate::sim::observable_flows`]).
+            let probe = f.clone();
+            // An elephant touches one flow, of a host that at least 3 flows cross.
+            let observable = |i: usize, c: &ComponentId| {
+                let mut g = probe.clone();
+                g.component = c.clone();
+                let shown = crate::sim::observable_flows(fleet, &g);
+                if g.kind == FaultKind::ElephantRetrans {
+                    shown >= 1 && fleet.flows_by_component[i].len() >= 3
+                } else {
+                    shown >= 3
+                }
+            };
             let candidates: Vec<&ComponentId> = fleet
                 .components
                 .iter()
                 .enumerate()
                 .filter(|(i, c)| {
                     c.kind == f.component.kind
-                        && fleet.flows_by_component[*i].len() >= 3
+                        && observable(*i, c)
                         && (want_tier.is_none() || tier_of(c) == want_tier)
                         && (c.kind != ComponentKind::Host || tier_of(c).is_some())
                         && fleet.equivalents(c).is_empty()
@@ -389,6 +512,65 @@ impl Scenario {
     }
 }
 
+/// Validation of the issue-14 fault fields: what each new kind needs, and that the others do
+/// not carry fields they would ignore.
+fn check_issue14(f: &mut Fault, ff: &FaultFile) -> Result<(), String> {
+    use ComponentKind as K;
+    if !f.direction.is_both() {
+        if !matches!(f.kind, FaultKind::Loss | FaultKind::Delay | FaultKind::Flap) {
+            return Err("direction applies to loss, delay and flap only".into());
+        }
+        if !matches!(f.component.kind, K::AzPair | K::RegionPair) {
+            return Err("direction needs an az-pair or region-pair component".into());
+        }
+        if f.kind == FaultKind::Flap && f.loss <= 0.0 {
+            return Err("a one-direction flap needs loss (a blackhole has no direction)".into());
+        }
+    }
+    let ramp_fields = ff.percent_per_interval.is_some() || ff.max_percent.is_some();
+    match f.kind {
+        FaultKind::DelayRamp => {
+            if !(f.percent_per_interval > 0.0 && f.percent_per_interval <= 1000.0) {
+                return Err("kind delay-ramp needs percent_per_interval in (0, 1000]".into());
+            }
+            if f.max_percent < 0.0 || ff.loss.is_some() || ff.delay.is_some() {
+                return Err(
+                    "kind delay-ramp takes percent_per_interval and max_percent only".into(),
+                );
+            }
+        }
+        _ if ramp_fields => {
+            return Err("percent_per_interval and max_percent belong to kind delay-ramp".into())
+        }
+        FaultKind::ConnectFail => {
+            if ff.loss.is_none() {
+                f.loss = 1.0;
+            }
+            if f.loss <= 0.0 || ff.delay.is_some() {
+                return Err(
+                    "kind connect-fail takes loss (share of SYNs dropped, > 0) only".into(),
+                );
+            }
+        }
+        FaultKind::SlowHandshake if f.extra_handshake_ms <= 0.0 || f.extra_rtt_ms > 0.0 => {
+            return Err("kind slow-handshake needs extra_handshake and no extra_rtt".into());
+        }
+        FaultKind::ElephantRetrans => {
+            if f.component.kind != K::Host {
+                return Err("kind elephant-retrans needs a host:NAME component".into());
+            }
+            if ff.loss.is_none() {
+                f.loss = 0.02;
+            }
+            if f.loss <= 0.0 || ff.delay.is_some() {
+                return Err("kind elephant-retrans takes loss (> 0) only".into());
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -406,6 +588,9 @@ mod test {
             down_ms: 500,
             extra_rtt_ms: 0.0,
             extra_handshake_ms: 0.0,
+            direction: Direction::Both,
+            percent_per_interval: 0.0,
+            max_percent: 0.0,
         }
     }
 

@@ -20,9 +20,18 @@
 //!   flips**: fault-free intervals with a network-blame verdict whose previous interval had none
 //!   (the HealthIndicator going 0 → 1 with nothing broken), also given per simulated day.
 //! - **Network blame in slow-host time**: intervals where a slow-host fault is active, no network
-//!   fault is active (or in grace), and some verdict blames the network.
+//!   fault is active (or in grace), and some verdict blames the network. **In host-only time**
+//!   (issue 14): the same for every fault of one host alone (slow host, slow handshakes, an
+//!   elephant flow's retransmissions, a host refusing connections).
+//! - Faults whose truth says `expect: no-network-verdict` (an elephant flow) count in neither
+//!   detection nor attribution: only network blame during them is scored.
+//! - Time to detect is held to the 2-interval bar only for *prompt* faults; low-grade loss and
+//!   ramps have their own bars, and the per-fault measures of [`crate::score_fault`] (time to
+//!   name, held to the end, ramp rise at first naming, HealthIndicator incidents per fault).
 
 use crate::scenario::FaultKind;
+use crate::score_fault::{self, Grid};
+pub use crate::score_table::{format_markdown, format_table, table_rows};
 use crate::truth::{FaultTruth, RunInfo, TruthLine};
 use nfm_collector::model::{Blame, ComponentId};
 use serde::{Deserialize, Serialize};
@@ -36,6 +45,9 @@ pub struct VerdictLite {
     pub blame: Blame,
     #[serde(default)]
     pub confidence: f64,
+    /// Start of the verdict's incident (0 when the collector does not say).
+    #[serde(default)]
+    pub first_seen_ms: u64,
 }
 
 /// Reads a `GET /api/verdicts` answer: a JSON array of verdicts, or an object holding one under
@@ -93,6 +105,12 @@ pub struct Thresholds {
     /// False flips allowed per started simulated day of fault-free time.
     pub max_false_flips_per_day: f64,
     pub max_network_blame_slow_host: u64,
+    /// Issue 14: HealthIndicator incidents one flapping fault may raise.
+    pub max_flap_incidents: u64,
+    /// Issue 14: a ramp must be named by the time it has grown this much (percent) and held.
+    pub max_ramp_rise_percent: f64,
+    /// Issue 14: network blame while only a host is at fault (intervals).
+    pub max_network_blame_host_only: u64,
 }
 
 impl Default for Thresholds {
@@ -104,6 +122,9 @@ impl Default for Thresholds {
             max_time_to_detect: 2,
             max_false_flips_per_day: 1.0,
             max_network_blame_slow_host: 0,
+            max_flap_incidents: 1,
+            max_ramp_rise_percent: 30.0,
+            max_network_blame_host_only: 0,
         }
     }
 }
@@ -127,6 +148,48 @@ pub struct Tally {
     pub network_blame_slow_host: u64,
     /// Fault-free simulated time, ms (for flips per day).
     pub fault_free_ms: u64,
+    /// Issue 14 (all `#[serde(default)]`): worst time to detect of prompt faults.
+    #[serde(default)]
+    pub prompt_time_to_detect_max: Option<u64>,
+    /// Worst time to name (own component), in intervals, of faults that were named.
+    #[serde(default)]
+    pub time_to_name_max: Option<u64>,
+    /// Faults named at some point, and of those, named and held to their end.
+    #[serde(default)]
+    pub named: u64,
+    #[serde(default)]
+    pub held: u64,
+    #[serde(default)]
+    pub low_grade_faults: u64,
+    #[serde(default)]
+    pub low_grade_late: u64,
+    #[serde(default)]
+    pub ramp_faults: u64,
+    /// Ramps never named, and named but not held to their end.
+    #[serde(default)]
+    pub ramp_unnamed: u64,
+    #[serde(default)]
+    pub ramp_not_held: u64,
+    /// Worst rise (percent) at first naming over named ramps.
+    #[serde(default)]
+    pub ramp_rise_max: Option<f64>,
+    /// Most HealthIndicator incidents raised by one fault, and by one flapping fault.
+    #[serde(default)]
+    pub hi_incidents_max: u64,
+    #[serde(default)]
+    pub flap_incidents_max: u64,
+    /// Faults expected to raise no network verdict (not in detection or attribution).
+    #[serde(default)]
+    pub no_verdict_faults: u64,
+    #[serde(default)]
+    pub network_blame_host_only: u64,
+}
+
+fn max_opt<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y > x { y } else { x }),
+        (x, y) => x.or(y),
+    }
 }
 
 /// Rates; `None` where the denominator is zero.
@@ -168,6 +231,21 @@ impl Tally {
         self.false_flips += o.false_flips;
         self.network_blame_slow_host += o.network_blame_slow_host;
         self.fault_free_ms += o.fault_free_ms;
+        self.prompt_time_to_detect_max =
+            max_opt(self.prompt_time_to_detect_max, o.prompt_time_to_detect_max);
+        self.time_to_name_max = max_opt(self.time_to_name_max, o.time_to_name_max);
+        self.named += o.named;
+        self.held += o.held;
+        self.low_grade_faults += o.low_grade_faults;
+        self.low_grade_late += o.low_grade_late;
+        self.ramp_faults += o.ramp_faults;
+        self.ramp_unnamed += o.ramp_unnamed;
+        self.ramp_not_held += o.ramp_not_held;
+        self.ramp_rise_max = max_opt(self.ramp_rise_max, o.ramp_rise_max);
+        self.hi_incidents_max = self.hi_incidents_max.max(o.hi_incidents_max);
+        self.flap_incidents_max = self.flap_incidents_max.max(o.flap_incidents_max);
+        self.no_verdict_faults += o.no_verdict_faults;
+        self.network_blame_host_only += o.network_blame_host_only;
     }
 
     pub fn metrics(&self) -> Metrics {
@@ -218,7 +296,7 @@ impl Tally {
             t.min_attribution_recall,
             &mut f,
         );
-        if let Some(x) = m.max_time_to_detect {
+        if let Some(x) = self.prompt_time_to_detect_max {
             if x > t.max_time_to_detect {
                 f.push(format!(
                     "time to detect {x} > {} intervals",
@@ -241,6 +319,40 @@ impl Tally {
                 "{} intervals blame the network while only a host is slow (max {})",
                 self.network_blame_slow_host, t.max_network_blame_slow_host
             ));
+        }
+        if self.network_blame_host_only > t.max_network_blame_host_only {
+            f.push(format!(
+                "{} intervals blame the network while only a host is at fault (max {})",
+                self.network_blame_host_only, t.max_network_blame_host_only
+            ));
+        }
+        if self.flap_incidents_max > t.max_flap_incidents {
+            f.push(format!(
+                "{} HealthIndicator incidents in one flapping fault (max {})",
+                self.flap_incidents_max, t.max_flap_incidents
+            ));
+        }
+        if self.low_grade_late > 0 {
+            f.push(format!(
+                "{} of {} low-grade loss faults not named within {} s",
+                self.low_grade_late,
+                self.low_grade_faults,
+                score_fault::LOW_GRADE_DEADLINE_MS / 1000
+            ));
+        }
+        if self.ramp_unnamed + self.ramp_not_held > 0 {
+            f.push(format!(
+                "ramps: {} of {} never named, {} named but not held to their end",
+                self.ramp_unnamed, self.ramp_faults, self.ramp_not_held
+            ));
+        }
+        if let Some(r) = self.ramp_rise_max {
+            if r > t.max_ramp_rise_percent {
+                f.push(format!(
+                    "a ramp first named at +{r:.0} % (max {} %)",
+                    t.max_ramp_rise_percent
+                ));
+            }
         }
         f
     }
@@ -324,13 +436,45 @@ pub fn score_run(
     }
     let active = |fi: usize, i: u64| span[fi].0 <= i && i <= span[fi].1;
     let in_grace = |fi: usize, i: u64| i > span[fi].1 && i <= span[fi].1 + grace;
+    let grid = Grid {
+        n,
+        start_ms: run.start_ms,
+        interval_ms: t,
+        grace,
+    };
     // Per fault: detection, attribution, intervals.
     for (fi, f) in faults.iter().enumerate() {
         let rel = related(f);
+        let d = score_fault::detail(f, span[fi], &grid, &by_iv, &rel);
         let mut tally = Tally {
             faults: 1,
+            hi_incidents_max: d.hi_incidents,
             ..Tally::default()
         };
+        if f.kind == FaultKind::Flap {
+            tally.flap_incidents_max = d.hi_incidents;
+        }
+        if !f.expects_naming() {
+            tally.faults = 0;
+            tally.no_verdict_faults = 1;
+            out.overall.add(&tally);
+            let k = out.by_kind.entry(f.kind).or_default();
+            let runs = k.runs;
+            k.add(&tally);
+            k.runs = runs;
+            continue;
+        }
+        tally.time_to_name_max = d.time_to_name;
+        tally.named = d.time_to_name.is_some() as u64;
+        tally.held = d.held as u64;
+        tally.low_grade_faults = d.low_grade as u64;
+        tally.low_grade_late = d.low_grade_late as u64;
+        if d.ramp {
+            tally.ramp_faults = 1;
+            tally.ramp_unnamed = d.time_to_name.is_none() as u64;
+            tally.ramp_not_held = (d.time_to_name.is_some() && !d.held) as u64;
+            tally.ramp_rise_max = d.ramp_rise_pct;
+        }
         let (first, last) = span[fi];
         let mut ttd = None;
         for i in first..=(last + grace).min(n.saturating_sub(1)) {
@@ -351,10 +495,13 @@ pub fn score_run(
                 }
             }
         }
-        if let Some(d) = ttd {
+        if let Some(x) = ttd {
             tally.detected = 1;
-            tally.time_to_detect_sum = d;
-            tally.time_to_detect_max = Some(d);
+            tally.time_to_detect_sum = x;
+            tally.time_to_detect_max = Some(x);
+            if d.prompt {
+                tally.prompt_time_to_detect_max = Some(x);
+            }
         }
         out.overall.add(&tally);
         let k = out.by_kind.entry(f.kind).or_default();
@@ -410,6 +557,17 @@ pub fn score_run(
                 .entry(FaultKind::SlowHost)
                 .or_default()
                 .network_blame_slow_host += 1;
+        }
+        let host_only: HashSet<FaultKind> = act
+            .iter()
+            .filter(|&&fi| faults[fi].host_only())
+            .map(|&fi| faults[fi].kind)
+            .collect();
+        if !host_only.is_empty() && !net_fault && network_now {
+            out.overall.network_blame_host_only += 1;
+            for k in host_only {
+                out.by_kind.entry(k).or_default().network_blame_host_only += 1;
+            }
         }
         prev_network = network_now;
     }
@@ -482,110 +640,6 @@ pub fn scenario_score(name: &str, runs: Vec<(RunMeta, RunScore)>, t: &Thresholds
     }
 }
 
-fn f3(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into())
-}
-fn f1(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
-}
-
-/// Header and rows of the summary table (one row per scenario, then per fault kind).
-pub fn table_rows(scores: &[ScenarioScore]) -> (Vec<&'static str>, Vec<Vec<String>>) {
-    let header = vec![
-        "scenario",
-        "kind",
-        "runs",
-        "faults",
-        "det.recall",
-        "attr.prec",
-        "attr.recall",
-        "iv.recall",
-        "ttd.mean",
-        "ttd.max",
-        "fp.intervals",
-        "false.flips",
-        "flips/day",
-        "net.blame.slow",
-        "pass",
-    ];
-    let mut rows = Vec::new();
-    let row = |name: &str, kind: &str, tally: &Tally, m: &Metrics, pass: &str| -> Vec<String> {
-        vec![
-            name.to_string(),
-            kind.to_string(),
-            tally.runs.to_string(),
-            tally.faults.to_string(),
-            f3(m.detection_recall),
-            f3(m.attribution_precision),
-            f3(m.attribution_recall),
-            f3(m.interval_recall),
-            f1(m.mean_time_to_detect),
-            m.max_time_to_detect
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "-".into()),
-            m.false_positive_intervals.to_string(),
-            m.false_flips.to_string(),
-            f1(m.false_flips_per_day),
-            m.network_blame_slow_host.to_string(),
-            pass.to_string(),
-        ]
-    };
-    for s in scores {
-        rows.push(row(
-            &s.scenario,
-            "all",
-            &s.overall,
-            &s.metrics,
-            if s.pass { "yes" } else { "NO" },
-        ));
-        for (k, v) in &s.by_kind {
-            rows.push(row("", k.as_str(), &v.tally, &v.metrics, ""));
-        }
-    }
-    (header, rows)
-}
-
-/// A fixed-width text table.
-pub fn format_table(scores: &[ScenarioScore]) -> String {
-    let (h, rows) = table_rows(scores);
-    let mut w: Vec<usize> = h.iter().map(|c| c.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let line = |cells: Vec<String>, out: &mut String| {
-        let s: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
-            .collect();
-        out.push_str(s.join("  ").trim_end());
-        out.push('\n');
-    };
-    line(h.iter().map(|s| s.to_string()).collect(), &mut out);
-    for r in rows {
-        line(r, &mut out);
-    }
-    for s in scores {
-        for f in &s.failures {
-            out.push_str(&format!("FAIL {}: {f}\n", s.scenario));
-        }
-    }
-    out
-}
-
-/// A Markdown table (for docs/accuracy.md).
-pub fn format_markdown(scores: &[ScenarioScore]) -> String {
-    let (h, rows) = table_rows(scores);
-    let mut out = format!("| {} |\n|{}\n", h.join(" | "), "---|".repeat(h.len()));
-    for r in rows {
-        out.push_str(&format!("| {} |\n", r.join(" | ")));
-    }
-    out
-}
-
 /// Indexes verdicts by interval for callers that score many windows from one fetch.
 pub fn split_by_window(verdicts: &[VerdictLite], windows: &[(u64, u64)]) -> Vec<Vec<VerdictLite>> {
     let mut out = vec![Vec::new(); windows.len()];
@@ -630,6 +684,10 @@ mod test {
             extra_handshake_ms: 0.0,
             affected_flows: 1,
             equivalent: Vec::new(),
+            direction: Default::default(),
+            percent_per_interval: 0.0,
+            max_percent: 0.0,
+            expect: String::new(),
         })
     }
 
@@ -661,6 +719,7 @@ mod test {
             component: c.parse().unwrap(),
             blame,
             confidence: 1.0,
+            first_seen_ms: 0,
         }
     }
 

@@ -74,6 +74,10 @@ pub struct ScoreOptions {
     pub clocks: ClockModel,
 }
 
+/// Where offline runs with a fresh evaluator start when no `start_ms` is given:
+/// 2026-01-01 06:00 UTC, an hour of mean load (the diurnal swing is lowest at midnight).
+pub const OFFLINE_START_MS: u64 = 1_767_247_200_000;
+
 /// Components on the paths of the flows a fault affects.
 pub fn related(fleet: &Fleet, f: &FaultTruth) -> HashSet<ComponentId> {
     let mut out = HashSet::new();
@@ -122,7 +126,15 @@ pub fn score(opts: &ScoreOptions) -> anyhow::Result<Vec<ScenarioScore>> {
             }
             s.check(&fleet)?;
             let t = opts.interval_ms.or(s.interval_ms).unwrap_or(60_000);
-            let start = cursor.unwrap_or_else(|| run::now_ms() / t * t).div_ceil(t) * t;
+            // Offline with a fresh evaluator per run, every run starts at the same fixed time
+            // (its traffic follows the time of day): its score depends on fleet, scenario, seed
+            // and interval only, not on the wall clock or on the runs scored before it.
+            let fixed = matches!(opts.target, Target::Offline { shared: false, .. });
+            let start = if fixed {
+                opts.start_ms.unwrap_or(OFFLINE_START_MS).div_ceil(t) * t
+            } else {
+                cursor.unwrap_or_else(|| run::now_ms() / t * t).div_ceil(t) * t
+            };
             let truth_path = opts
                 .truth_dir
                 .as_ref()
@@ -399,6 +411,7 @@ fn offline_run(
                 component: v.component,
                 blame: v.blame,
                 confidence: v.confidence,
+                first_seen_ms: v.first_seen_ms,
             });
         }
     }

@@ -7,7 +7,7 @@
 //! finished cleanly. Times are Unix milliseconds in the frames' clock (simulated time in virtual
 //! runs), so they compare directly with verdicts' `interval_start_ms`.
 
-use crate::scenario::{Fault, FaultKind};
+use crate::scenario::{Direction, Fault, FaultKind};
 use nfm_collector::model::{Blame, ComponentId};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -69,6 +69,38 @@ pub struct FaultTruth {
     /// observer of the flows); empty for well-placed faults.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub equivalent: Vec<ComponentId>,
+    /// Loss on one direction of a pair only (`a_to_b`, `b_to_a`); omitted for both.
+    #[serde(default, skip_serializing_if = "Direction::is_both")]
+    pub direction: Direction,
+    /// Delay ramp: relative RTT rise per interval (percent) and its cap (0 = none). The rise
+    /// in interval k of the fault (from 0) is `min((k + 1) × percent_per_interval, max_percent)`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub percent_per_interval: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_percent: f64,
+    /// What a correct evaluator does: omitted = names `component` (with `blame`);
+    /// `no-network-verdict` = names no network component (one flow's host-local trouble, which
+    /// no attribution from one flow can place; naming nothing is right).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub expect: String,
+}
+
+/// `FaultTruth::expect` of a fault that must raise no network verdict and need not be named.
+pub const EXPECT_NO_NETWORK_VERDICT: &str = "no-network-verdict";
+
+impl FaultTruth {
+    /// Whether detection and attribution apply (the fault is expected to be named).
+    pub fn expects_naming(&self) -> bool {
+        self.expect != EXPECT_NO_NETWORK_VERDICT
+    }
+
+    /// A fault of one host alone (slow host, slow handshakes, an elephant's retransmissions, a
+    /// host refusing connections): any network verdict during it is wrong.
+    pub fn host_only(&self) -> bool {
+        self.kind.host_only()
+            || (self.kind == FaultKind::ConnectFail
+                && self.component.kind == nfm_collector::model::ComponentKind::Host)
+    }
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -121,6 +153,14 @@ impl FaultTruth {
             extra_handshake_ms: f.extra_handshake_ms,
             affected_flows,
             equivalent: Vec::new(),
+            direction: f.direction,
+            percent_per_interval: f.percent_per_interval,
+            max_percent: f.max_percent,
+            expect: if f.kind == FaultKind::ElephantRetrans {
+                EXPECT_NO_NETWORK_VERDICT.to_string()
+            } else {
+                String::new()
+            },
         }
     }
 }
@@ -196,6 +236,10 @@ mod test {
             extra_handshake_ms: 0.0,
             affected_flows: 7,
             equivalent: Vec::new(),
+            direction: Direction::Both,
+            percent_per_interval: 0.0,
+            max_percent: 0.0,
+            expect: String::new(),
         });
         let s = serde_json::to_string(&l).unwrap();
         assert_eq!(

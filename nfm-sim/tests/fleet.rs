@@ -26,6 +26,14 @@ fn test_every_shipped_scenario_fits_the_small_fleet() {
     let mut n = 0;
     for e in std::fs::read_dir(format!("{DIR}/scenarios")).unwrap() {
         let p = e.unwrap().path();
+        // wide-*: the wide fleet's (tests/issue14.rs checks them against it).
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("wide-")
+        {
+            continue;
+        }
         let s = Scenario::load(&p).unwrap();
         s.check(&fleet)
             .unwrap_or_else(|e| panic!("{}: {e}", p.display()));

@@ -90,6 +90,7 @@ fn perfect_api(dir: PathBuf, stop: Arc<AtomicBool>) -> (String, std::thread::Joi
                                 component: f.component.clone(),
                                 blame: f.blame,
                                 confidence: 1.0,
+                                first_seen_ms: 0,
                             });
                             at += t;
                         }
@@ -171,9 +172,16 @@ fn test_live_scoring_against_a_perfect_evaluator_passes() {
 fn test_offline_scoring_of_every_shipped_scenario() {
     let dir = std::env::temp_dir().join(format!("nfm-sim-offline-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // wide-* scenarios are the wide fleet's.
     let mut all: Vec<PathBuf> = std::fs::read_dir(format!("{DIR}/scenarios"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| {
+            !p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("wide-")
+        })
         .collect();
     all.sort();
     let scores = score(&options(
@@ -195,11 +203,17 @@ fn test_offline_scoring_of_every_shipped_scenario() {
             .to_string();
         assert_eq!(s.scenario, name);
         let lines = truth::read(&dir.join(format!("{name}-seed1.jsonl"))).unwrap();
+        // Faults expected to raise no verdict count apart from detection and attribution.
         let faults = lines
             .iter()
-            .filter(|l| matches!(l, TruthLine::Fault(_)))
+            .filter(|l| matches!(l, TruthLine::Fault(f) if f.expects_naming()))
+            .count() as u64;
+        let silent = lines
+            .iter()
+            .filter(|l| matches!(l, TruthLine::Fault(f) if !f.expects_naming()))
             .count() as u64;
         assert_eq!(s.overall.faults, faults, "{name}");
+        assert_eq!(s.overall.no_verdict_faults, silent, "{name}");
         assert!(dir.join(format!("{name}-seed1.verdicts.jsonl")).exists());
         assert!(s.overall.detected <= s.overall.faults && s.overall.attributed <= s.overall.faults);
         assert_eq!(
@@ -217,4 +231,34 @@ fn test_offline_scoring_of_every_shipped_scenario() {
         "a whole day of 60 s intervals"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn test_offline_score_does_not_depend_on_the_runs_before() {
+    // Issue 14: offline runs with a fresh evaluator all start at the same time, so a scenario's
+    // verdicts are the same alone or after others (they used to follow the wall clock and the
+    // runs before them through the time of day).
+    let offline = || Target::Offline {
+        health: Default::default(),
+        shared: false,
+    };
+    let mut o = options(scenarios(&["rtt-drift"]), offline(), None);
+    o.start_ms = None;
+    o.seeds = vec![1, 2];
+    let alone = score(&o).unwrap();
+    o.scenarios = scenarios(&["az-pair-loss", "rtt-drift"]);
+    let after = score(&o).unwrap();
+    let (a, b) = (&alone[0], &after[1]);
+    assert_eq!(b.scenario, "rtt-drift");
+    let starts = |s: &nfm_sim::score::ScenarioScore| -> Vec<u64> {
+        s.runs.iter().map(|r| r.start_ms).collect()
+    };
+    assert_eq!(starts(a), vec![nfm_sim::scorer::OFFLINE_START_MS; 2]);
+    assert_eq!(starts(a), starts(b));
+    let verdicts = |s: &nfm_sim::score::ScenarioScore| -> Vec<u64> {
+        s.runs.iter().map(|r| r.verdicts).collect()
+    };
+    assert_eq!(verdicts(a), verdicts(b));
+    assert!(verdicts(a).iter().all(|&v| v > 0), "the ramp is named");
+    assert_eq!(a.overall, b.overall);
 }

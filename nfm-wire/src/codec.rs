@@ -125,7 +125,7 @@ pub fn decode(bytes: &[u8], opts: &DecodeOptions) -> Result<Packet> {
     let msg_type = MsgType::from_u8(frame.msg_type_raw())?;
     let lenient = frame.minor() > MINOR;
     let body = frame.body();
-    let message = decode_body(msg_type, body, lenient)?;
+    let message = decode_body(msg_type, body, frame.minor(), lenient)?;
     Ok(Packet {
         header: frame.header(),
         minor: frame.minor(),
@@ -148,7 +148,7 @@ fn verify_auth(frame: &Frame<&[u8]>, keys: Option<&Keyring>) -> Result<Option<u3
     Ok(Some(key_id))
 }
 
-fn decode_body(msg_type: MsgType, body: &[u8], lenient: bool) -> Result<Message> {
+fn decode_body(msg_type: MsgType, body: &[u8], minor: u8, lenient: bool) -> Result<Message> {
     fn plain<T: serde::de::DeserializeOwned>(
         body: &[u8],
         name: &'static str,
@@ -156,6 +156,9 @@ fn decode_body(msg_type: MsgType, body: &[u8], lenient: bool) -> Result<Message>
         bincode::serde::decode_from_slice::<T, _>(body, CONFIG).map_err(|e| map_decode(e, name))
     }
     let (message, used) = match msg_type {
+        // A 1.0 Hello ends after started_at_ms; 1.1 appended the placement fields.
+        MsgType::Hello if minor == 0 => plain::<crate::message::HelloV10>(body, "hello")
+            .map(|(m, n)| (Message::Hello(m.into()), n))?,
         MsgType::Hello => plain::<Hello>(body, "hello").map(|(m, n)| (Message::Hello(m), n))?,
         MsgType::FlowBatch => {
             let (b, n) = crate::batch::decode_body(body, lenient)?;

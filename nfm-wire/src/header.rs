@@ -5,7 +5,7 @@
 //! ```text
 //!  0..2   magic        "NF" (0x4e 0x46)
 //!  2      major        protocol major version (1)
-//!  3      minor        protocol minor version of the sender (0)
+//!  3      minor        protocol minor version of the sender (1)
 //!  4      msg_type     MsgType
 //!  5      flags        bit 0: AUTH (key id + HMAC tag follow the body); bits 1..7 zero
 //!  6..8   reserved     zero
@@ -42,7 +42,8 @@ pub mod field {
 
 pub const MAGIC: [u8; 2] = *b"NF";
 pub const MAJOR: u8 = 1;
-pub const MINOR: u8 = 0;
+/// 1.1 (issue 17): Hello carries where the agent runs (docs/wire.md, Versioning).
+pub const MINOR: u8 = 1;
 pub const HEADER_LEN: usize = field::BODY;
 pub const CRC_LEN: usize = 4;
 /// Key id (4) plus HMAC-SHA256 tag (32).

@@ -28,6 +28,9 @@ pub mod cap {
 
 /// First frame of every session (and first datagram of each UDP interval, so a collector that
 /// restarted learns who is talking).
+///
+/// Version 1.1 appends where the agent runs (issue 17): the instance metadata service's answers,
+/// each empty (none) when unknown. A 1.0 Hello decodes with them empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Hello {
     pub host_name: String,
@@ -38,6 +41,41 @@ pub struct Hello {
     pub capabilities: u64,
     /// When this session (epoch) started, Unix milliseconds.
     pub started_at_ms: u64,
+    /// Since 1.1: cloud instance id (`i-0abc...`).
+    pub instance_id: String,
+    /// Since 1.1: region (`us-east-1`).
+    pub region: String,
+    /// Since 1.1: availability zone id (`use1-az1`), or its name (`us-east-1a`) when the
+    /// metadata service has no id.
+    pub az: String,
+    /// Since 1.1: subnet and VPC of the primary network interface.
+    pub subnet_id: String,
+    pub vpc_id: String,
+    /// Since 1.1: the primary interface's private addresses (the collector places them).
+    pub addresses: Vec<std::net::IpAddr>,
+}
+
+/// The Hello body of version 1.0 (no placement fields).
+#[derive(Deserialize)]
+pub(crate) struct HelloV10 {
+    host_name: String,
+    agent_version: String,
+    interval_ms: u32,
+    capabilities: u64,
+    started_at_ms: u64,
+}
+
+impl From<HelloV10> for Hello {
+    fn from(h: HelloV10) -> Hello {
+        Hello {
+            host_name: h.host_name,
+            agent_version: h.agent_version,
+            interval_ms: h.interval_ms,
+            capabilities: h.capabilities,
+            started_at_ms: h.started_at_ms,
+            ..Hello::default()
+        }
+    }
 }
 
 /// Flow deltas for one interval (or a part of it: a batch may be split over several frames).

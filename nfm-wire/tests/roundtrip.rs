@@ -55,6 +55,12 @@ fn all_messages() -> Vec<Message> {
             interval_ms: 5000,
             capabilities: cap::EBPF | cap::RESENDS,
             started_at_ms: 1_764_000_000_000,
+            instance_id: "i-0abc".into(),
+            region: "us-east-1".into(),
+            az: "use1-az1".into(),
+            subnet_id: "subnet-1".into(),
+            vpc_id: "vpc-1".into(),
+            addresses: vec!["10.0.1.17".parse().unwrap(), "fd00::17".parse().unwrap()],
         }),
         batch(20),
         Message::Ack(Ack { epoch: 7, seq: 41 }),
@@ -178,6 +184,50 @@ fn test_newer_minor_trailing_fields_skipped() {
             &DecodeOptions::default()
         ),
         Err(Error::TrailingBytes { extra: 3 })
+    );
+}
+
+/// Version 1.0 Hellos (no placement fields) still decode, with the fields empty; a 1.1 Hello
+/// without them is malformed.
+#[test]
+fn test_hello_of_minor_0_decodes_without_placement() {
+    let Message::Hello(full) = all_messages().remove(0) else {
+        panic!("the first message is a Hello")
+    };
+    let base = Hello {
+        host_name: full.host_name.clone(),
+        agent_version: full.agent_version.clone(),
+        interval_ms: full.interval_ms,
+        capabilities: full.capabilities,
+        started_at_ms: full.started_at_ms,
+        ..Hello::default()
+    };
+    // The 1.0 body is the 1.1 body without the appended fields.
+    let body_11 = body_of(&Message::Hello(full.clone()));
+    let body_10 = body_of(&Message::Hello(base.clone()));
+    let tail = 6; // five empty strings and an empty address list
+    let body_10 = &body_10[..body_10.len() - tail];
+    assert_eq!(&body_11[..body_10.len()], body_10);
+    let p = decode(
+        &with_minor(MsgType::Hello, 0, body_10),
+        &DecodeOptions::default(),
+    )
+    .unwrap();
+    assert_eq!((p.minor, p.message), (0, Message::Hello(base)));
+    // 1.0 with the 1.1 fields appended: trailing bytes from a 1.0 sender.
+    assert!(matches!(
+        decode(
+            &with_minor(MsgType::Hello, 0, &body_11),
+            &DecodeOptions::default()
+        ),
+        Err(Error::TrailingBytes { .. })
+    ));
+    assert_eq!(
+        decode(
+            &with_minor(MsgType::Hello, 1, body_10),
+            &DecodeOptions::default()
+        ),
+        Err(Error::Malformed { field: "hello" })
     );
 }
 
@@ -453,14 +503,23 @@ fn arb_message() -> impl Strategy<Value = Message> {
             ".{0,10}",
             any::<u32>(),
             any::<u64>(),
-            any::<u64>()
+            any::<u64>(),
+            (
+                ".{0,20}",
+                ".{0,12}",
+                prop::collection::vec(any::<[u8; 4]>(), 0..3)
+            ),
         )
-            .prop_map(|(h, v, i, c, s)| Message::Hello(Hello {
+            .prop_map(|(h, v, i, c, s, (inst, az, ips))| Message::Hello(Hello {
                 host_name: h,
                 agent_version: v,
                 interval_ms: i,
                 capabilities: c,
-                started_at_ms: s
+                started_at_ms: s,
+                instance_id: inst,
+                az,
+                addresses: ips.into_iter().map(std::net::IpAddr::from).collect(),
+                ..Hello::default()
             })),
         (
             any::<u64>(),

@@ -69,6 +69,10 @@ pub struct Api {
     started_ms: u64,
     /// Issue 15: maintenance windows and the agent registry.
     ops: Ops,
+    /// issue 17: the file's topology (before agent places) and the places applied to
+    /// `topology` (the agents' own addresses, from their Hellos).
+    file_topology: Arc<Topology>,
+    agent_places: Vec<crate::topology::AgentPlace>,
     /// issue 16: the history on disk (older than what is held in memory, and rollups).
     disk: Option<std::cell::RefCell<crate::history_index::HistoryReader>>,
 }
@@ -115,6 +119,8 @@ impl Api {
             history_bytes: 0,
             monitors: monitors.into_iter().map(|m| (m.name.clone(), m)).collect(),
             totals: HashMap::new(),
+            file_topology: topology.clone(),
+            agent_places: Vec::new(),
             topology,
             ingest: IngestSnapshot::default(),
             metrics,
@@ -189,8 +195,33 @@ impl Api {
     }
 
     pub fn set_ingest(&mut self, s: IngestSnapshot) {
+        // issue 17: agents' own addresses placed from their Hellos; a change goes to the
+        // resolver like a reload.
+        let places = crate::discovery::agents::agent_places(&s.agents);
         self.ingest = s;
         self.observe_agents(false);
+        if places != self.agent_places {
+            self.agent_places = places;
+            self.publish_topology();
+        }
+    }
+
+    /// issue 17: the file's topology plus the agents' places, to the resolver.
+    fn publish_topology(&mut self) {
+        let t = if self.agent_places.is_empty() {
+            self.file_topology.clone()
+        } else {
+            match crate::discovery::agents::place(&self.file_topology, self.agent_places.clone()) {
+                Ok(t) => Arc::new(t),
+                Err(e) => {
+                    log::error!("api: agent places not applied: {e}");
+                    return;
+                }
+            }
+        };
+        self.topology = t.clone();
+        self.metrics.sent(Chan::Resolver);
+        let _ = self.to_resolver.send(ResolverMsg::Topology(t));
     }
 
     fn publish_monitors(&mut self) {
@@ -214,10 +245,9 @@ impl Api {
         };
         match Topology::load(&path) {
             Ok(t) => {
-                let t = Arc::new(t);
-                self.topology = t.clone();
-                self.metrics.sent(Chan::Resolver);
-                let _ = self.to_resolver.send(ResolverMsg::Topology(t));
+                // issue 17: the new file with the agents' places.
+                self.file_topology = Arc::new(t);
+                self.publish_topology();
                 self.metrics
                     .topology_reloads
                     .fetch_add(1, Ordering::Relaxed);

@@ -352,6 +352,7 @@ impl IngestCore {
             let mut fresh = Session::new(h.epoch, transport);
             fresh.rejected = std::mem::take(&mut session.rejected);
             fresh.host_name = std::mem::take(&mut session.host_name);
+            fresh.placement = session.placement.take();
             fresh.newest_ms = session.newest_ms;
             if session.proven {
                 fresh.proven = true;
@@ -390,6 +391,7 @@ impl IngestCore {
         let mut awaiting_store = false;
         match packet.message {
             Message::Hello(hello) => {
+                session.placement = crate::pipeline::AgentPlacement::of(&hello);
                 session.host_name = hello.host_name;
                 session.agent_version = hello.agent_version;
                 session.capabilities = hello.capabilities;
@@ -575,6 +577,7 @@ impl IngestCore {
                         .collect(),
                     stats: s.stats,
                     goodbye: s.goodbye.clone(),
+                    placement: s.placement.clone(),
                 })
                 .collect(),
             rejected: self

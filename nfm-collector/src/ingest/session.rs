@@ -107,6 +107,8 @@ pub(super) struct Session {
     pub(super) epoch: u32,
     pub(super) window: SeqWindow,
     pub(super) host_name: String,
+    /// issue 17: from the Hello (wire 1.1).
+    pub(super) placement: Option<crate::pipeline::AgentPlacement>,
     pub(super) agent_version: String,
     pub(super) capabilities: u64,
     pub(super) interval_ms: u32,
@@ -145,6 +147,7 @@ impl Session {
             epoch,
             window: SeqWindow::new(),
             host_name: String::new(),
+            placement: None,
             agent_version: String::new(),
             capabilities: 0,
             interval_ms: 0,

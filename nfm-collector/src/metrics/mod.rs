@@ -153,6 +153,10 @@ pub struct Metrics {
     // topology
     pub topology_reloads: AtomicU64,
     pub topology_reload_errors: AtomicU64,
+    /// issue 17: scheduled AWS imports by result.
+    pub aws_imports_unchanged: AtomicU64,
+    pub aws_imports_changed: AtomicU64,
+    pub aws_import_errors: AtomicU64,
     _pad_topology: Pad,
     /// Messages sent minus received, per [`Chan`].
     pub depth: [AtomicI64; 4],

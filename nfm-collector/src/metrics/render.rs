@@ -400,7 +400,19 @@ pub fn render(
         ],
     );
     super::security::render(m, &mut o); // issue 15
-                                        // ---- issue 16: rollups, history from disk, remote write
+                                        // issue 17
+    family(
+        &mut o,
+        "nfm_aws_imports_total",
+        "counter",
+        "Scheduled AWS topology imports ([aws_import]), by result.",
+        vec![
+            ("result=\"unchanged\"".into(), c(&m.aws_imports_unchanged)),
+            ("result=\"changed\"".into(), c(&m.aws_imports_changed)),
+            ("result=\"error\"".into(), c(&m.aws_import_errors)),
+        ],
+    );
+    // ---- issue 16: rollups, history from disk, remote write
     family(
         &mut o,
         "nfm_store_rollups_total",
