@@ -109,6 +109,10 @@ pub struct Settings {
     /// issue 17: re-import the topology from the EC2 API on a schedule (`[aws_import]`); the
     /// result is written to `topology` and reloaded when it changed.
     pub aws_import: Option<crate::discovery::AwsImportSettings>,
+    /// issue 16: `[remote_write]` (or `[[remote_write]]` for several): send each interval's
+    /// numbers to a TSDB (docs/collector.md).
+    #[serde(deserialize_with = "crate::remote_write::one_or_many")]
+    pub remote_write: Vec<crate::remote_write::RemoteWriteConfig>,
 }
 
 impl Default for Settings {
@@ -152,6 +156,7 @@ impl Default for Settings {
             tls_key: None,
             ingest_tls: false,
             aws_import: None,
+            remote_write: Vec::new(),
         }
     }
 }
@@ -258,6 +263,9 @@ impl Collector {
             .map(|(i, w)| w.validate(i))
             .collect::<Result<Vec<_>, String>>()?;
         let (tls, auth) = security(s, &metrics)?; // issue 15
+        for rw in &s.remote_write {
+            rw.validate()?; // issue 16
+        }
         std::fs::create_dir_all(&s.data_dir)
             .map_err(|e| format!("data dir {}: {e}", s.data_dir.display()))?;
         let maintenance_path = s.data_dir.join("maintenance.json");
@@ -268,6 +276,11 @@ impl Collector {
         let mut scfg = StoreConfig::new(&s.data_dir);
         scfg.segment_bytes = s.segment_mib.max(1) << 20;
         scfg.retention_ms = s.retention_days * 86_400_000;
+        // issue 16: replay hands back only what the API holds (older history is read from disk
+        // by queries), and rollups keep the aggregator's top K.
+        scfg.replay_keep = s.max_history_intervals;
+        scfg.replay_keep_bytes = s.max_history_mib << 20;
+        scfg.top_k = s.top_k;
         let (store, recovered) = Store::open(scfg, metrics.clone())
             .map_err(|e| format!("store {}: {e}", s.data_dir.display()))?;
         log::info!(
@@ -327,7 +340,8 @@ impl Collector {
             metrics.clone(),
             to_resolver.clone(),
             to_agg.clone(),
-        );
+        )
+        .with_history_dir(&s.data_dir); // issue 16: queries read older history from disk
         for summary in recovered.summaries {
             api.add_interval(Arc::new(summary));
         }
@@ -372,6 +386,15 @@ impl Collector {
             waker: Some(waker.clone()),
             summaries: to_api.clone(),
         };
+        // issue 16: remote write, fed by the store through a bounded channel; it stops when the
+        // store (its only sender) has stopped.
+        let mut store = store;
+        for rw in &s.remote_write {
+            let writer = crate::remote_write::RemoteWriter::new(rw.clone(), metrics.clone())?;
+            let (tx, rx) = sync_channel(1024);
+            threads.push(spawn("remote-write", move || writer.run(rx)).map_err(io)?);
+            store = store.with_remote_write(tx);
+        }
         threads.push(spawn("store", move || store.run(store_rx, store_out)).map_err(io)?);
         let (recycle_tx, recycle_rx) = sync_channel(2);
         let health = HealthStage::new(

@@ -24,6 +24,8 @@ pub mod discovery;
 pub mod flow_table;
 pub mod health;
 pub mod health_stage;
+// issue 16: history from disk with rollups, and Prometheus remote write
+pub mod history_index;
 pub mod http;
 pub mod ingest;
 pub mod interval;
@@ -34,8 +36,12 @@ pub mod monitor;
 // issue 17 item 3: monitors past 64, matched through an inverted index.
 pub mod monitor_index;
 pub mod pipeline;
+pub mod record;
+pub mod remote_series;
+pub mod remote_write;
 pub mod resolution;
 pub mod resolver;
+pub mod rollup;
 pub mod store;
 pub mod summary;
 pub mod topology;

@@ -256,3 +256,12 @@ pub enum NotifyMsg {
     Incident(Box<IncidentEvent>),
     Shutdown,
 }
+
+// ---- into the remote writer (issue 16)
+
+/// Messages into the remote-write actor (`remote_write`), from the store.
+pub enum RemoteWriteMsg {
+    /// A durable interval summary.
+    Interval(Arc<IntervalSummary>),
+    Shutdown,
+}

@@ -1,4 +1,4 @@
-//! The embedded store: two append-only segmented logs under `--data-dir`, with a CRC per
+//! The embedded store: append-only segmented logs under `--data-dir`, with a CRC per
 //! record, group fsync, replay on start and retention by whole segments.
 //!
 //! - `wal/`: every accepted FlowBatch frame, as received. A TCP batch is acked only after the
@@ -6,6 +6,10 @@
 //!   A WAL segment is deleted once every interval its batches belong to has a durable summary.
 //! - `history/`: one [`IntervalSummary`] per closed interval, kept for the retention period
 //!   (default 7 days of data time), then deleted a whole segment at a time.
+//! - `rollup-1m/`, `rollup-1h/` (issue 16): every durable summary is folded into the open
+//!   1-minute rollup, every closed minute into the open hour (`crate::rollup`); closed rollups
+//!   are written with the next group commit and age out like the history. Replay rebuilds the
+//!   open minute and hour, and hands back only the newest summaries (`replay_keep`, decoded last).
 //!
 //! Record layout (all little-endian), written by [`Log::append`]:
 //!
@@ -13,7 +17,8 @@
 //! 0..4   len    u32, bytes of payload
 //! 4..8   crc    u32, CRC-32 of kind byte + payload
 //! 8      kind   u8 (1 = batch before numbers, 2 = interval summary before versions,
-//!                   3 = versioned summary, 4 = numbered batch, 5 = a summary's cover)
+//!                   3 = versioned summary, 4 = numbered batch, 5 = a summary's cover,
+//!                   6 = a rollup, in `rollup-1m/` and `rollup-1h/`: `crate::rollup`)
 //! 9..    payload
 //! ```
 //!
@@ -39,10 +44,17 @@
 //! unsynced work in memory, stops acking, and retries on every tick until space returns.
 
 use crate::pipeline::{StoreMsg, StoreReply, WalBatch};
+// The record layout and codecs live in `record` (shared with the API's disk reader).
+use crate::record::{decode_cover, encode_cover, read_segment, segment_paths};
+pub use crate::record::{
+    decode_history, encode_summary, HistoryError, KIND_BATCH, KIND_BATCH_N, KIND_COVER,
+    KIND_ROLLUP, KIND_SUMMARY, KIND_SUMMARY_UNVERSIONED, SUMMARY_VERSION,
+};
+use crate::rollup::{decode_rollup, encode_rollup, Level, RollupRecord, Rollups};
 use crate::summary::IntervalSummary;
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
@@ -50,20 +62,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::metrics::Metrics;
-pub const KIND_BATCH: u8 = 1;
-/// A batch with its ingest number (see the module doc).
-pub const KIND_BATCH_N: u8 = 4;
-/// Interval start, end and the highest batch number a summary holds, written before it.
-pub const KIND_COVER: u8 = 5;
-/// A summary written before history records carried a version (the version-1 layout).
-pub const KIND_SUMMARY_UNVERSIONED: u8 = 2;
-/// A summary with its layout version first.
-pub const KIND_SUMMARY: u8 = 3;
-/// The layout version this build writes.
-pub const SUMMARY_VERSION: u16 = 1;
-const RECORD_HEADER: usize = 9;
-/// A record larger than this is corruption, not data (frames are ≤ 1 MiB; summaries far less).
-const MAX_RECORD: usize = 64 << 20;
 
 /// One segmented log in one directory.
 #[derive(Debug)]
@@ -89,64 +87,6 @@ pub struct ReplayStats {
     pub segments: u64,
     /// Bytes cut off torn or corrupt tails.
     pub truncated_bytes: u64,
-}
-
-fn segment_paths(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let mut v = Vec::new();
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some(num) = name.strip_suffix(".seg") else {
-            continue;
-        };
-        if let Ok(n) = num.parse::<u64>() {
-            v.push((n, e.path()));
-        }
-    }
-    v.sort();
-    Ok(v)
-}
-
-/// Reads records from one segment; returns the byte length of the valid prefix.
-fn read_segment(
-    path: &Path,
-    f: &mut dyn FnMut(u8, &[u8]),
-    records: &mut u64,
-) -> io::Result<(u64, u64)> {
-    let file = File::open(path)?;
-    let file_len = file.metadata()?.len();
-    let mut r = BufReader::with_capacity(1 << 20, file);
-    let mut good = 0u64;
-    let mut head = [0u8; RECORD_HEADER];
-    let mut payload = Vec::new();
-    loop {
-        if good + RECORD_HEADER as u64 > file_len {
-            break;
-        }
-        if r.read_exact(&mut head).is_err() {
-            break;
-        }
-        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        if len > MAX_RECORD || good + (RECORD_HEADER + len) as u64 > file_len {
-            break;
-        }
-        payload.resize(len, 0);
-        if r.read_exact(&mut payload).is_err() {
-            break;
-        }
-        let mut h = crc32fast::Hasher::new();
-        h.update(&head[8..9]);
-        h.update(&payload);
-        if h.finalize() != crc {
-            break;
-        }
-        f(head[8], &payload);
-        *records += 1;
-        good += (RECORD_HEADER + len) as u64;
-    }
-    Ok((good, file_len))
 }
 
 impl Log {
@@ -308,58 +248,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// A history record's payload (kind [`KIND_SUMMARY`]): the version, then the summary.
-pub fn encode_summary(s: &IntervalSummary) -> Vec<u8> {
-    let mut out = SUMMARY_VERSION.to_le_bytes().to_vec();
-    bincode::serde::encode_into_std_write(s, &mut out, bincode::config::standard())
-        .expect("summary encodes");
-    out
-}
-
-/// Why a history record was not read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HistoryError {
-    /// Not a summary record.
-    Kind(u8),
-    /// Written by a newer collector: this build does not know the layout.
-    Version(u16),
-    /// The bytes do not decode as the layout their version names.
-    Corrupt,
-}
-
-impl std::fmt::Display for HistoryError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HistoryError::Kind(k) => write!(f, "record kind {k} is not a summary"),
-            HistoryError::Version(v) => write!(
-                f,
-                "summary layout version {v} is newer than this collector's ({SUMMARY_VERSION})"
-            ),
-            HistoryError::Corrupt => f.write_str("summary does not decode"),
-        }
-    }
-}
-
-/// Reads a history record of any version this build knows.
-pub fn decode_history(kind: u8, p: &[u8]) -> Result<IntervalSummary, HistoryError> {
-    let v1 = |b: &[u8]| {
-        bincode::serde::decode_from_slice::<IntervalSummary, _>(b, bincode::config::standard())
-            .map(|(s, _)| s)
-            .map_err(|_| HistoryError::Corrupt)
-    };
-    match kind {
-        KIND_SUMMARY_UNVERSIONED => v1(p),
-        KIND_SUMMARY => {
-            let (v, rest) = p.split_at_checked(2).ok_or(HistoryError::Corrupt)?;
-            match u16::from_le_bytes([v[0], v[1]]) {
-                1 => v1(rest),
-                other => Err(HistoryError::Version(other)),
-            }
-        }
-        other => Err(HistoryError::Kind(other)),
-    }
-}
-
 /// Where the store sends its results.
 pub struct StoreOutputs {
     /// Durable batch ids, to ingest. Ingest's mio loop is woken with `waker`.
@@ -375,6 +263,13 @@ pub struct StoreConfig {
     pub segment_bytes: u64,
     /// History older than this (data time, behind the newest summary) is deleted.
     pub retention_ms: u64,
+    /// Summaries handed back by replay (the newest ones; issue 16): older ones are read from
+    /// disk by the API when a query needs them, so a start does not hold 7 days in memory.
+    pub replay_keep: usize,
+    /// And at most about this many bytes of them in memory (4 × their encoded size).
+    pub replay_keep_bytes: usize,
+    /// Top contributors kept per metric in rollups (the aggregator's `top_k`).
+    pub top_k: usize,
 }
 
 impl StoreConfig {
@@ -383,6 +278,9 @@ impl StoreConfig {
             dir: dir.into(),
             segment_bytes: 64 << 20,
             retention_ms: 7 * 24 * 3600 * 1000,
+            replay_keep: usize::MAX,
+            replay_keep_bytes: usize::MAX,
+            top_k: 20,
         }
     }
 }
@@ -401,20 +299,43 @@ pub struct Recovered {
     pub history: ReplayStats,
 }
 
-fn encode_cover(start_ms: u64, end_ms: u64, covers_n: u64) -> [u8; 24] {
-    let mut b = [0u8; 24];
-    b[..8].copy_from_slice(&start_ms.to_le_bytes());
-    b[8..16].copy_from_slice(&end_ms.to_le_bytes());
-    b[16..].copy_from_slice(&covers_n.to_le_bytes());
-    b
+/// Appends rollups to their logs (`logs`: minute, hour) and syncs both.
+fn append_rollups(
+    logs: &mut [Log; 2],
+    recs: &[RollupRecord],
+    scratch: &mut Vec<u8>,
+) -> io::Result<()> {
+    for r in recs {
+        let log = &mut logs[usize::from(r.resolution_ms > 60_000)];
+        log.append(KIND_ROLLUP, &encode_rollup(r), r.end_ms, scratch)?;
+    }
+    logs[0].sync()?;
+    logs[1].sync()
 }
 
-fn decode_cover(p: &[u8]) -> Option<(u64, u64, u64)> {
-    let u = |r: std::ops::Range<usize>| Some(u64::from_le_bytes(p.get(r)?.try_into().ok()?));
-    Some((u(0..8)?, u(8..16)?, u(16..24)?))
+/// Opens a rollup log, handing each record to `f`; returns it and the end of its newest record.
+fn open_rollup_log(
+    cfg: &StoreConfig,
+    level: Level,
+    f: &mut dyn FnMut(&RollupRecord),
+) -> io::Result<(Log, u64)> {
+    let mut end = 0;
+    let (log, _) = Log::open(
+        &cfg.dir.join(level.dir()),
+        cfg.segment_bytes,
+        &mut |k, p| match decode_rollup(k, p) {
+            Ok(r) => {
+                end = end.max(r.end_ms);
+                f(&r)
+            }
+            Err(e) => log::warn!("store: {} record skipped: {e}", level.dir()),
+        },
+        &|k, p| crate::record::record_span(k, p).map_or(u64::MAX, |(_, end)| end),
+    )?;
+    Ok((log, end))
 }
 
-/// The store actor: owns both logs.
+/// The store actor: owns the logs.
 pub struct Store {
     cfg: StoreConfig,
     wal: Log,
@@ -427,12 +348,37 @@ pub struct Store {
     newest_ms: u64,
     scratch: Vec<u8>,
     payload: Vec<u8>,
+    /// Rollup logs (1 min, 1 h), the open rollups and closed ones not yet durable (issue 16).
+    rollup_logs: [Log; 2],
+    rollups: Rollups,
+    pending_rollups: Vec<RollupRecord>,
+    /// issue 16: durable summaries also go to the remote writer (never blocking on it).
+    remote_write: Vec<std::sync::mpsc::SyncSender<crate::pipeline::RemoteWriteMsg>>,
 }
 
 impl Store {
     /// Opens both logs and replays them.
     pub fn open(cfg: StoreConfig, metrics: Arc<Metrics>) -> io::Result<(Store, Recovered)> {
         let mut rec = Recovered::default();
+        // Rollups first: the open hour is rebuilt from the minutes after the last closed hour,
+        // the open minute from the summaries after the last closed minute.
+        let mut rollups = Rollups::new(cfg.top_k);
+        let mut pending = Vec::new();
+        let (hour_log, hour_end) = open_rollup_log(&cfg, Level::Hour, &mut |_| {})?;
+        let (minute_log, minute_end) = open_rollup_log(&cfg, Level::Minute, &mut |r| {
+            if r.start_ms >= hour_end {
+                rollups.fold_minute(r, &mut pending);
+            }
+        })?;
+        let mut rollup_logs = [minute_log, hour_log];
+        // A history written before rollups is rolled up here, once: written as it goes, so
+        // days of rollups are never held at once.
+        let mut backfill: io::Result<()> = Ok(());
+        let mut scratch = Vec::new();
+        let mut kept = VecDeque::new();
+        let mut kept_bytes = 0usize;
+        let mut summarized = std::collections::HashSet::new();
+        let mut newest_ms = 0;
         // Interval start -> the highest batch number its durable summaries hold.
         let mut covers: std::collections::HashMap<u64, u64> = Default::default();
         let (history, hstats) = Log::open(
@@ -446,9 +392,33 @@ impl Store {
                     }
                     return;
                 }
-                match decode_history(k, p) {
-                    Ok(s) => rec.summaries.push(s),
-                    Err(e) => log::warn!("store: history record skipped: {e}"),
+                // Decoded only when needed (the open rollups, and the newest kept): a start
+                // replays days of history by its spans, not by decoding all of it.
+                let Some((start, end)) = crate::record::record_span(k, p) else {
+                    if let Err(e) = decode_history(k, p) {
+                        log::warn!("store: history record skipped: {e}");
+                    }
+                    return;
+                };
+                summarized.insert(start);
+                newest_ms = newest_ms.max(end);
+                if start >= minute_end {
+                    match decode_history(k, p) {
+                        Ok(s) => pending.extend(rollups.fold(&s)),
+                        Err(e) => log::warn!("store: history record skipped: {e}"),
+                    }
+                    if pending.len() >= 256 && backfill.is_ok() {
+                        backfill = append_rollups(&mut rollup_logs, &pending, &mut scratch);
+                        pending.clear();
+                    }
+                }
+                kept.push_back((k, p.to_vec()));
+                kept_bytes += p.len() * 4;
+                while kept.len() > cfg.replay_keep
+                    || (kept_bytes > cfg.replay_keep_bytes && kept.len() > 1)
+                {
+                    let (_, b) = kept.pop_front().expect("not empty");
+                    kept_bytes -= b.len() * 4;
                 }
             },
             // A record this build cannot read is kept (never aged out by a key it cannot know).
@@ -456,12 +426,19 @@ impl Store {
                 if k == KIND_COVER {
                     return decode_cover(p).map_or(u64::MAX, |(_, end, _)| end);
                 }
-                decode_history(k, p).map(|s| s.end_ms).unwrap_or(u64::MAX)
+                crate::record::record_span(k, p).map_or(u64::MAX, |(_, end)| end)
             },
         )?;
+        backfill?;
         rec.history = hstats;
-        let summarized: std::collections::HashSet<u64> =
-            rec.summaries.iter().map(|s| s.start_ms).collect();
+        rec.summaries = kept
+            .into_iter()
+            .filter_map(|(k, p)| {
+                decode_history(k, &p)
+                    .map_err(|e| log::warn!("store: history record skipped: {e}"))
+                    .ok()
+            })
+            .collect();
         // A cover counts only with its summary (a crash between the two leaves a cover alone).
         let mut max_n = covers.values().copied().max().unwrap_or(0);
         covers.retain(|start, _| summarized.contains(start));
@@ -494,8 +471,7 @@ impl Store {
         rec.batches = batches;
         rec.seen = seen;
         rec.wal = wstats;
-        let newest_ms = rec.summaries.iter().map(|s| s.end_ms).max().unwrap_or(0);
-        let store = Store {
+        let mut store = Store {
             cfg,
             wal,
             history,
@@ -506,19 +482,88 @@ impl Store {
             newest_ms,
             scratch: Vec::new(),
             payload: Vec::new(),
+            rollup_logs,
+            rollups,
+            pending_rollups: pending,
+            remote_write: Vec::new(),
         };
+        // Rollups that closed during replay (their writes did not survive a crash).
+        store.write_rollups()?;
         store.publish_sizes();
         Ok((store, rec))
     }
 
     fn publish_sizes(&self) {
+        let logs = [
+            &self.wal,
+            &self.history,
+            &self.rollup_logs[0],
+            &self.rollup_logs[1],
+        ];
         self.metrics
             .store_bytes
-            .store(self.wal.bytes() + self.history.bytes(), Ordering::Relaxed);
+            .store(logs.iter().map(|l| l.bytes()).sum(), Ordering::Relaxed);
         self.metrics.store_segments.store(
-            (self.wal.segments() + self.history.segments()) as u64,
+            logs.iter().map(|l| l.segments() as u64).sum(),
             Ordering::Relaxed,
         );
+    }
+
+    /// Durable summaries also go to `tx`, the remote writer's bounded channel (issue 16).
+    pub fn with_remote_write(
+        mut self,
+        tx: std::sync::mpsc::SyncSender<crate::pipeline::RemoteWriteMsg>,
+    ) -> Store {
+        self.remote_write.push(tx);
+        self
+    }
+
+    /// Hands a durable summary to the remote writer; when its channel is full the interval is
+    /// dropped there and counted (the store never waits for a TSDB).
+    fn to_remote_write(
+        txs: &[std::sync::mpsc::SyncSender<crate::pipeline::RemoteWriteMsg>],
+        metrics: &Metrics,
+        s: &Arc<IntervalSummary>,
+    ) {
+        for tx in txs {
+            if let Err(std::sync::mpsc::TrySendError::Full(_)) =
+                tx.try_send(crate::pipeline::RemoteWriteMsg::Interval(s.clone()))
+            {
+                let n = crate::remote_series::points_of(s, &Default::default()).len();
+                metrics
+                    .remote_write_dropped_full
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Writes and syncs the closed rollups not yet durable; on an error they stay pending (and
+    /// are retried with the next flush or tick) and the rollup logs roll back.
+    fn write_rollups(&mut self) -> io::Result<()> {
+        if self.pending_rollups.is_empty() {
+            return Ok(());
+        }
+        let r = append_rollups(
+            &mut self.rollup_logs,
+            &self.pending_rollups,
+            &mut self.scratch,
+        );
+        match r {
+            Ok(()) => {
+                self.metrics
+                    .store_rollups
+                    .fetch_add(self.pending_rollups.len() as u64, Ordering::Relaxed);
+                self.pending_rollups.clear();
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                for l in &mut self.rollup_logs {
+                    let _ = l.rollback();
+                }
+                Err(e)
+            }
+        }
     }
 
     fn msg_bytes(m: &StoreMsg) -> usize {
@@ -598,11 +643,16 @@ impl Store {
                 } => {
                     self.newest_ms = self.newest_ms.max(summary.end_ms);
                     self.metrics.store_summaries.fetch_add(1, Ordering::Relaxed);
+                    // Durable: folded into the rollups exactly once (written after this loop).
+                    let closed = self.rollups.fold(&summary);
+                    self.pending_rollups.extend(closed);
                     closed_before = Some(closed_before_ms);
+                    let summary = Arc::new(*summary);
+                    Self::to_remote_write(&self.remote_write, &self.metrics, &summary);
                     // Blocking send: the API must see every durable summary.
                     let _ = out
                         .summaries
-                        .send(crate::pipeline::ApiMsg::Interval(Arc::new(*summary)));
+                        .send(crate::pipeline::ApiMsg::Interval(summary));
                 }
                 _ => {}
             }
@@ -616,6 +666,9 @@ impl Store {
             if let Some(w) = &out.waker {
                 let _ = w.wake();
             }
+        }
+        if let Err(e) = self.write_rollups() {
+            log::warn!("store: rollups not written yet ({e}); retrying on the next tick");
         }
         if let Some(cb) = closed_before {
             match self.wal.delete_before(cb) {
@@ -684,10 +737,16 @@ impl Store {
 
     fn retention(&mut self) {
         let cutoff = self.newest_ms.saturating_sub(self.cfg.retention_ms);
-        match self.history.delete_before(cutoff) {
-            Ok(0) => {}
-            Ok(n) => log::info!("store: retention deleted {n} history segments"),
-            Err(e) => log::warn!("store: retention: {e}"),
+        let [m, h] = &mut self.rollup_logs;
+        for log in [&mut self.history, m, h] {
+            match log.delete_before(cutoff) {
+                Ok(0) => {}
+                Ok(n) => log::info!(
+                    "store: retention deleted {n} segments of {}",
+                    log.dir.display()
+                ),
+                Err(e) => log::warn!("store: retention: {e}"),
+            }
         }
     }
 
@@ -718,6 +777,9 @@ impl Store {
             }
             if tick {
                 self.retention();
+                if self.stalled.is_none() {
+                    let _ = self.write_rollups();
+                }
             }
             if last_sizes.elapsed().as_millis() >= 500 {
                 self.publish_sizes();

@@ -18,6 +18,8 @@ const ACTORS: &[&str] = &[
     "health_stage",
     "store",
     "api",
+    // issue 16: the remote writer (fed by the store through `pipeline::RemoteWriteMsg`)
+    "remote_write",
 ];
 
 /// The one module allowed to name every actor: it wires them together.

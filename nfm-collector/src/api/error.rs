@@ -12,6 +12,8 @@ pub enum ApiError {
     NotFound(String),
     /// 409: the resource exists already.
     Conflict(String),
+    /// 503: the history on disk could not be read (issue 16).
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -20,6 +22,7 @@ impl ApiError {
             ApiError::BadRequest(_) => 400,
             ApiError::NotFound(_) => 404,
             ApiError::Conflict(_) => 409,
+            ApiError::Unavailable(_) => 503,
         }
     }
 
@@ -31,9 +34,10 @@ impl ApiError {
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ApiError::BadRequest(m) | ApiError::NotFound(m) | ApiError::Conflict(m) => {
-                f.write_str(m)
-            }
+            ApiError::BadRequest(m)
+            | ApiError::NotFound(m)
+            | ApiError::Conflict(m)
+            | ApiError::Unavailable(m) => f.write_str(m),
         }
     }
 }

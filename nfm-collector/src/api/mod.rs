@@ -18,6 +18,7 @@ mod monitors;
 // Issue 15: maintenance windows, the agent registry, alerting metrics.
 mod ops;
 mod queries;
+mod range;
 
 pub use error::ApiError;
 pub use monitors::load_monitors;
@@ -72,6 +73,8 @@ pub struct Api {
     /// `topology` (the agents' own addresses, from their Hellos).
     file_topology: Arc<Topology>,
     agent_places: Vec<crate::topology::AgentPlace>,
+    /// issue 16: the history on disk (older than what is held in memory, and rollups).
+    disk: Option<std::cell::RefCell<crate::history_index::HistoryReader>>,
 }
 
 /// Query string parameters (percent-decoded).
@@ -125,7 +128,16 @@ impl Api {
             to_aggregator,
             started_ms: now_ms(),
             ops: Ops::default(),
+            disk: None,
         }
+    }
+
+    /// Queries read the history under `data_dir` (raw summaries and rollups) for ranges older
+    /// than what is held in memory (issue 16).
+    pub fn with_history_dir(mut self, data_dir: impl Into<PathBuf>) -> Api {
+        let r = crate::history_index::HistoryReader::new(data_dir);
+        self.disk = Some(std::cell::RefCell::new(r));
+        self
     }
 
     pub fn monitors(&self) -> Vec<Monitor> {

@@ -34,14 +34,24 @@ impl Api {
             None => None,
         };
         let limit = num(p, "limit")?.unwrap_or(10).clamp(1, 1000) as usize;
-        let (from, to) = self.window(p)?;
+        let plan = self.plan(p)?;
+        let (from, to) = (plan.from, plan.to);
         type Key = (IpAddr, IpAddr, u16, bool);
-        let mut flows: HashMap<Key, (Counters, &crate::summary::TopFlow, u64, u64)> =
-            HashMap::new();
+        let mut flows: HashMap<Key, (Counters, crate::summary::TopFlow, u64, u64)> = HashMap::new();
         let mut totals: BTreeMap<Category, Counters> = BTreeMap::new();
-        let mut intervals = 0;
-        for s in self.in_window(from, to) {
-            intervals += 1;
+        // Intervals (distinct raw starts; a rollup counts the intervals it holds) and the raw
+        // interval length seen.
+        let mut starts = std::collections::HashSet::new();
+        let mut rolled = 0;
+        let mut raw_ms = None;
+        self.visit_range(plan.level, from, to, &mut |it| {
+            let s = it.summary;
+            if it.level == crate::rollup::Level::Raw {
+                starts.insert(s.start_ms);
+                raw_ms.get_or_insert(s.end_ms - s.start_ms);
+            } else {
+                rolled += it.intervals;
+            }
             for (c, v) in &s.categories {
                 if category.is_none_or(|x| x == *c) {
                     totals.entry(*c).or_default().add(v);
@@ -53,13 +63,17 @@ impl Api {
                 }
                 let e = flows
                     .entry((f.local, f.remote, f.port, f.server))
-                    .or_insert((Counters::default(), f, 0, 0));
+                    .or_insert_with(|| (Counters::default(), f.clone(), 0, 0));
                 e.0.add(&f.counters);
-                e.1 = f;
+                if e.1.path != f.path {
+                    e.1 = f.clone();
+                }
+                // Intervals it was among the top contributors (a rollup's: at least one).
                 e.2 += 1;
                 e.3 += f.degraded as u64;
             }
-        }
+        })?;
+        let intervals = starts.len() as u64 + rolled;
         let mut list: Vec<_> = flows.into_values().collect();
         list.sort_by_key(|x| std::cmp::Reverse(x.0.value(metric)));
         list.retain(|x| x.0.value(metric) > 0);
@@ -79,13 +93,12 @@ impl Api {
             .iter()
             .map(|(c, v)| (c.as_str(), counters_json(v)))
             .collect();
-        Ok(Reply::json(
-            200,
-            &json!({
-                "metric": metric, "category": category, "from": from, "to": to,
-                "intervals": intervals, "contributors": contributors, "totals": totals,
-            }),
-        ))
+        let mut v = json!({
+            "metric": metric, "category": category, "from": from, "to": to,
+            "intervals": intervals, "contributors": contributors, "totals": totals,
+        });
+        plan.describe(v.as_object_mut().expect("object"), raw_ms);
+        Ok(Reply::json(200, &v))
     }
 
     pub(super) fn verdicts(&self, p: &HashMap<String, String>) -> Result<Reply, ApiError> {
@@ -161,27 +174,52 @@ impl Api {
         name: &str,
         p: &HashMap<String, String>,
     ) -> Result<Reply, ApiError> {
-        let (from, to) = self.window(p)?;
+        let plan = self.plan(p)?;
+        let (from, to) = (plan.from, plan.to);
         let mut total = Counters::default();
-        let mut points = Vec::new();
-        for s in self.in_window(from, to) {
+        // One point per start (a late amendment read from disk adds to its interval's point).
+        let mut points: BTreeMap<u64, OverviewPoint> = BTreeMap::new();
+        let mut raw_ms = None;
+        self.visit_range(plan.level, from, to, &mut |it| {
+            let s = it.summary;
             let Some(m) = s.monitors.iter().find(|m| m.monitor == name) else {
-                continue;
+                return;
             };
+            if it.level == crate::rollup::Level::Raw {
+                raw_ms.get_or_insert(s.end_ms - s.start_ms);
+            }
             total.add(&m.counters);
-            let mut pt = counters_json(&m.counters);
-            let o = pt.as_object_mut().expect("object");
-            o.insert("start_ms".into(), s.start_ms.into());
-            o.insert("end_ms".into(), s.end_ms.into());
-            o.insert("flows".into(), m.flows.into());
-            o.insert("health_indicator".into(), json!(m.health_indicator));
-            o.insert("simulated".into(), s.simulated.into());
-            points.push(pt);
-        }
-        Ok(Reply::json(
-            200,
-            &json!({"monitor": name, "from": from, "to": to, "points": points, "totals": counters_json(&total)}),
-        ))
+            let (evaluated, degraded) = it.health_of(name);
+            let pt = points.entry(s.start_ms).or_default();
+            pt.end_ms = pt.end_ms.max(s.end_ms);
+            pt.counters.add(&m.counters);
+            pt.flows = pt.flows.max(m.flows);
+            pt.indicator = pt.indicator.max(m.health_indicator);
+            pt.simulated |= s.simulated;
+            pt.intervals += it.intervals;
+            pt.evaluated += evaluated;
+            pt.degraded += degraded;
+        })?;
+        let points: Vec<Value> = points
+            .into_iter()
+            .map(|(start, p)| {
+                let mut pt = counters_json(&p.counters);
+                let o = pt.as_object_mut().expect("object");
+                o.insert("start_ms".into(), start.into());
+                o.insert("end_ms".into(), p.end_ms.into());
+                o.insert("flows".into(), p.flows.into());
+                // The maximum over the point's intervals (1 when any was degraded).
+                o.insert("health_indicator".into(), json!(p.indicator));
+                o.insert("intervals".into(), p.intervals.into());
+                o.insert("degraded_intervals".into(), p.degraded.into());
+                o.insert("evaluated_intervals".into(), p.evaluated.into());
+                o.insert("simulated".into(), p.simulated.into());
+                pt
+            })
+            .collect();
+        let mut v = json!({"monitor": name, "from": from, "to": to, "points": points, "totals": counters_json(&total)});
+        plan.describe(v.as_object_mut().expect("object"), raw_ms);
+        Ok(Reply::json(200, &v))
     }
 
     pub(super) fn history_view(
@@ -194,7 +232,8 @@ impl Api {
                 .map(String::as_str)
                 .unwrap_or("data-transferred"),
         )?;
-        let (from, to) = self.window(p)?;
+        let plan = self.plan(p)?;
+        let (from, to) = (plan.from, plan.to);
         let bucket = num(p, "bucket")?.unwrap_or(60_000);
         if bucket == 0 {
             return Err(ApiError::BadRequest(
@@ -203,18 +242,23 @@ impl Api {
         }
         let limit = num(p, "limit")?.unwrap_or(10).clamp(1, 1000) as usize;
         let mut buckets: BTreeMap<u64, HashMap<(String, String), Counters>> = BTreeMap::new();
-        for s in self.in_window(from, to) {
+        let mut raw_ms = None;
+        self.visit_range(plan.level, from, to, &mut |it| {
+            let s = it.summary;
             let Some(m) = s.monitors.iter().find(|m| m.monitor == name) else {
-                continue;
+                return;
             };
-            let b = from + (s.start_ms - from) / bucket * bucket;
+            if it.level == crate::rollup::Level::Raw {
+                raw_ms.get_or_insert(s.end_ms - s.start_ms);
+            }
+            let b = from + (s.start_ms.max(from) - from) / bucket * bucket;
             let e = buckets.entry(b).or_default();
             for pair in &m.pairs {
                 e.entry((pair.local.clone(), pair.remote.clone()))
                     .or_default()
                     .add(&pair.counters);
             }
-        }
+        })?;
         let out: Vec<Value> = buckets
             .into_iter()
             .map(|(b, pairs)| {
@@ -229,10 +273,9 @@ impl Api {
                 })
             })
             .collect();
-        Ok(Reply::json(
-            200,
-            &json!({"monitor": name, "metric": metric, "from": from, "to": to, "bucket_ms": bucket, "buckets": out}),
-        ))
+        let mut v = json!({"monitor": name, "metric": metric, "from": from, "to": to, "bucket_ms": bucket, "buckets": out});
+        plan.describe(v.as_object_mut().expect("object"), raw_ms);
+        Ok(Reply::json(200, &v))
     }
 
     pub(super) fn monitor_topology(
@@ -319,6 +362,19 @@ impl Api {
             }),
         )
     }
+}
+
+/// One overview point: a raw interval or a rollup, with late amendments added in.
+#[derive(Debug, Default)]
+struct OverviewPoint {
+    end_ms: u64,
+    counters: Counters,
+    flows: u64,
+    indicator: Option<u8>,
+    simulated: bool,
+    intervals: u64,
+    evaluated: u64,
+    degraded: u64,
 }
 
 /// One incident's sums over its verdicts (`/api/incidents`).

@@ -166,6 +166,22 @@ pub struct Metrics {
     // issue 15: the HTTP front's and TLS's counters (theirs; set once at start when in use).
     pub auth: std::sync::OnceLock<std::sync::Arc<crate::auth::AuthCounters>>,
     pub tls: std::sync::OnceLock<std::sync::Arc<crate::tls::TlsCounters>>,
+    // ---- issue 16: rollups, history from disk, remote write
+    /// Rollup records (1 min, 1 h) made durable by the store.
+    pub store_rollups: AtomicU64,
+    /// History records the API read from disk for queries.
+    pub history_disk_records: AtomicU64,
+    /// Remote write: samples acknowledged by the TSDB (2xx), requests sent, requests retried
+    /// (5xx, 429 or connection errors), samples dropped on a 4xx, samples dropped because the
+    /// buffer was full, and samples buffered now.
+    pub remote_write_samples: AtomicU64,
+    pub remote_write_requests: AtomicU64,
+    pub remote_write_retries: AtomicU64,
+    pub remote_write_dropped_rejected: AtomicU64,
+    pub remote_write_dropped_full: AtomicU64,
+    pub remote_write_pending: AtomicU64,
+    /// Late amendments not sent (the TSDB holds the interval's samples already).
+    pub remote_write_skipped_late: AtomicU64,
 }
 
 impl Metrics {

@@ -412,5 +412,67 @@ pub fn render(
             ("result=\"error\"".into(), c(&m.aws_import_errors)),
         ],
     );
+    // ---- issue 16: rollups, history from disk, remote write
+    family(
+        &mut o,
+        "nfm_store_rollups_total",
+        "counter",
+        "Rollup records (1 min, 1 h) made durable.",
+        vec![(String::new(), c(&m.store_rollups))],
+    );
+    family(
+        &mut o,
+        "nfm_history_disk_records_total",
+        "counter",
+        "History records read from disk by queries.",
+        vec![(String::new(), c(&m.history_disk_records))],
+    );
+    family(
+        &mut o,
+        "nfm_remote_write_samples_total",
+        "counter",
+        "Samples remote-written and acknowledged (2xx) by the TSDB.",
+        vec![(String::new(), c(&m.remote_write_samples))],
+    );
+    family(
+        &mut o,
+        "nfm_remote_write_requests_total",
+        "counter",
+        "Remote-write requests sent, and retried after a 5xx, 429 or connection error.",
+        vec![
+            ("result=\"sent\"".into(), c(&m.remote_write_requests)),
+            ("result=\"retried\"".into(), c(&m.remote_write_retries)),
+        ],
+    );
+    family(
+        &mut o,
+        "nfm_remote_write_dropped_samples_total",
+        "counter",
+        "Samples dropped: rejected by the TSDB (4xx), or the buffer was full.",
+        vec![
+            (
+                "reason=\"rejected\"".into(),
+                c(&m.remote_write_dropped_rejected),
+            ),
+            (
+                "reason=\"buffer_full\"".into(),
+                c(&m.remote_write_dropped_full),
+            ),
+        ],
+    );
+    family(
+        &mut o,
+        "nfm_remote_write_skipped_late_intervals_total",
+        "counter",
+        "Late amendments not remote-written (the TSDB has the interval's samples).",
+        vec![(String::new(), c(&m.remote_write_skipped_late))],
+    );
+    family(
+        &mut o,
+        "nfm_remote_write_pending_samples",
+        "gauge",
+        "Samples buffered for remote write, not yet acknowledged.",
+        vec![(String::new(), c(&m.remote_write_pending))],
+    );
     o
 }
