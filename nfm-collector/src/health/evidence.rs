@@ -19,6 +19,9 @@ pub struct EvidenceAcc {
     att: f64,
     exp_f: f64,
     obs_f: f64,
+    hs_n: f64,
+    hs_base: f64,
+    hs_obs: f64,
     pub two_view: u32,
     pub agree: u32,
 }
@@ -51,6 +54,15 @@ impl EvidenceAcc {
         }
     }
 
+    /// A flow whose handshakes were slow: its handshake time against its path's baseline.
+    pub fn add_handshake(&mut self, o: &Obs, hs: &super::handshake::HsJudged) {
+        if hs.state == State::Degraded && o.hs_count > 0 {
+            self.hs_n += 1.0;
+            self.hs_base += hs.base_us as f64;
+            self.hs_obs += o.hs_sum_us / o.hs_count as f64;
+        }
+    }
+
     /// A flow counted for a pooled verdict: its retransmissions against its expectation.
     pub fn add_pooled(&mut self, o: &Obs, j: &Judged) {
         if j.metrics & metric::RETRANS == 0 {
@@ -72,6 +84,7 @@ impl EvidenceAcc {
             }
         };
         push("rtt_us", self.rtt_n, self.rtt_base, self.rtt_obs);
+        push("handshake_us", self.hs_n, self.hs_base, self.hs_obs);
         push("retrans_rate", self.segs_r, self.exp_r, self.obs_r);
         push("timeout_rate", self.segs_t, self.exp_t, self.obs_t);
         push("failed_connect_rate", self.att, self.exp_f, self.obs_f);

@@ -56,6 +56,10 @@ pub struct Obs {
     pub handshake_events: u64,
     pub rtt_sum_us: f64,
     pub rtt_count: u64,
+    /// Handshake times of connections whose handshake was not retried (a retried SYN is loss,
+    /// not a slow endpoint), both views pooled.
+    pub hs_sum_us: f64,
+    pub hs_count: u64,
     /// Per view (retransmissions + timeouts, segments sent), for the two-view agreement.
     pub view_loss: [(u64, u64); 2],
 }
@@ -97,6 +101,10 @@ impl Obs {
         self.handshake_events = self
             .handshake_events
             .saturating_add(r.retrans.handshake.saturating_add(r.rto.handshake));
+        if r.handshake.count > 0 && r.retrans.handshake == 0 && r.rto.handshake == 0 {
+            self.hs_sum_us += r.handshake.sum_us as f64;
+            self.hs_count = self.hs_count.saturating_add(r.handshake.count);
+        }
         if r.rtt.count > 0 {
             self.rtt_sum_us += r.rtt.sum_us as f64;
             self.rtt_count = self.rtt_count.saturating_add(r.rtt.count);

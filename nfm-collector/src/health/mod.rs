@@ -17,6 +17,8 @@
 
 mod attribute;
 mod evidence;
+mod handshake;
+mod indicator;
 mod intern;
 mod judge;
 mod pooled;
@@ -30,6 +32,7 @@ use crate::model::{
 use crate::resolution::Resolved;
 use attribute::{greedy, Graph, GraphParts, Pick, Rules};
 use evidence::EvidenceAcc;
+pub use indicator::{monitor_indicator, monitor_indicator_with};
 use intern::Tables;
 use judge::{Baselines, Judged, Obs, State};
 use serde::Deserialize;
@@ -287,6 +290,8 @@ pub struct Evaluator {
     tables: Tables,
     /// Loss evidence accumulated per component over intervals.
     pooled: pooled::Pooled,
+    /// Per-path handshake-time baselines.
+    handshakes: handshake::Handshakes,
     reuse: Reuse,
     stats: EvaluatorStats,
     /// Issue 15: false while a maintenance window covers the intervals being judged (they are
@@ -315,6 +320,7 @@ struct Incident {
 struct Reuse {
     obs: Vec<Obs>,
     judged: Vec<Judged>,
+    hs: Vec<handshake::HsJudged>,
     graph: GraphParts,
 }
 
@@ -351,6 +357,7 @@ impl Evaluator {
             active: HashMap::new(),
             tables: Tables::default(),
             pooled: pooled::Pooled::default(),
+            handshakes: handshake::Handshakes::default(),
             reuse: Reuse::default(),
             stats: EvaluatorStats::default(),
             learning: true,
@@ -410,6 +417,7 @@ impl Evaluator {
         // Vectors of the previous interval, for their capacity (no fresh pages per interval).
         let mut obs = std::mem::take(&mut self.reuse.obs);
         let mut judged = std::mem::take(&mut self.reuse.judged);
+        let mut hs = std::mem::take(&mut self.reuse.hs);
         judge::observations_into(interval, paths, t, &mut obs);
         let graph = Graph::build(paths, &mut obs, t, std::mem::take(&mut self.reuse.graph));
         self.baselines.judge_all(&obs, seq, cfg, &mut judged);
@@ -512,8 +520,54 @@ impl Evaluator {
         // One verdict per component, whichever families named it.
         let mut slot = vec![usize::MAX; graph.comps.len()];
         let mut named: Vec<(u32, f64, Vec<u32>)> = Vec::new();
+        // Handshake time (`handshake`): slow handshakes with round trips unchanged, on flows no
+        // verdict above explains, name endpoints only.
+        self.handshakes
+            .judge(&obs, |i| judged[i].lat == State::Degraded, cfg, &mut hs);
+        let hs_picks = if hs.iter().any(|j| j.state == State::Degraded) {
+            let mut taken = already.clone();
+            for (c, _, _) in &pooled.named {
+                taken[*c as usize] = true;
+            }
+            let free: Vec<bool> = (0..obs.len())
+                .map(|i| !graph.of(i).iter().any(|&c| taken[c as usize]))
+                .collect();
+            let endpoint_rules = |c: u32| {
+                if interner.name(graph.comps[c as usize]).kind.is_network() {
+                    Rules {
+                        min_flows: u32::MAX,
+                        min_weight: f32::INFINITY,
+                        min_purity: f32::INFINITY,
+                        min_llr: f32::INFINITY,
+                    }
+                } else {
+                    rules(c)
+                }
+            };
+            greedy(
+                &graph,
+                |i| {
+                    if free[i] {
+                        (hs[i].state, hs[i].w)
+                    } else {
+                        (State::Inconclusive, 0.0)
+                    }
+                },
+                endpoint_rules,
+                |c| tie(c, true),
+                cfg.max_verdicts,
+            )
+        } else {
+            Vec::new()
+        };
+        let hs_deg = |i: usize| hs[i].state == State::Degraded;
+
+        let mut from_hs = vec![false; graph.comps.len()];
+        for p in &hs_picks {
+            from_hs[p.comp as usize] = true;
+        }
         let loss_kept = loss_picks.iter().filter(|p| !subsumed(p));
-        for p in loss_kept.chain(&lat_picks) {
+        for p in loss_kept.chain(&lat_picks).chain(&hs_picks) {
             let conf = family_confidence(p);
             let s = &mut slot[p.comp as usize];
             if *s == usize::MAX {
@@ -568,7 +622,7 @@ impl Evaluator {
                     continue;
                 }
                 skip[i] = true;
-                if j.degraded() || pooled_deg[i] {
+                if j.degraded() || pooled_deg[i] || hs_deg(i) {
                     deg[s] += 1;
                 } else if j.healthy() {
                     ok[s] += 1;
@@ -592,6 +646,9 @@ impl Evaluator {
                 ev.add(o, j);
                 if pooled_deg[i as usize] {
                     ev.add_pooled(o, j);
+                }
+                if from_hs[c as usize] {
+                    ev.add_handshake(o, &hs[i as usize]);
                 }
             }
             let mut confidence = conf;
@@ -645,8 +702,8 @@ impl Evaluator {
         }
 
         let mut degraded_flows = Vec::new();
-        for ((o, j), &p) in obs.iter().zip(&judged).zip(&pooled_deg) {
-            if j.degraded() || p {
+        for (i, ((o, j), &p)) in obs.iter().zip(&judged).zip(&pooled_deg).enumerate() {
+            if j.degraded() || p || hs_deg(i) {
                 degraded_flows.push(o.samples[0] as usize);
                 if o.views == 2 {
                     degraded_flows.push(o.samples[1] as usize);
@@ -658,6 +715,7 @@ impl Evaluator {
         if self.learning {
             self.baselines
                 .learn(&obs, &judged, &skip, seq, &self.config);
+            self.handshakes.learn(&obs, &hs, &skip, seq, &self.config);
         }
         if seq.is_multiple_of(64) {
             let t = &mut self.tables;
@@ -674,6 +732,7 @@ impl Evaluator {
         self.reuse = Reuse {
             obs,
             judged,
+            hs,
             graph: graph.into_parts(),
         };
         self.stats.intervals += 1;
@@ -720,46 +779,6 @@ fn refusing_work(graph: &Graph, obs: &[judge::Obs], judged: &[Judged]) -> Vec<bo
 fn family_confidence(p: &Pick) -> f64 {
     let n = p.covered.len() as f64;
     p.purity as f64 * (1.0 - (-n / 3.0).exp())
-}
-
-/// HealthIndicator of one monitor for one interval: 1 when a verdict blaming a network
-/// component names a component on the path of one of the monitor's degraded flows, else 0.
-/// `monitor_flows` are indices into `interval.flows` of the flows the monitor covers.
-pub fn monitor_indicator(
-    interval: &ClosedInterval,
-    report: &HealthReport,
-    monitor_flows: &[usize],
-) -> u8 {
-    let degraded: std::collections::HashSet<usize> =
-        report.degraded_flows.iter().copied().collect();
-    monitor_indicator_with(report, monitor_flows, |i| {
-        if !degraded.contains(&i) {
-            return None;
-        }
-        interval.flows.get(i).map(|f| f.path.as_slice())
-    })
-}
-
-/// [`monitor_indicator`] with `degraded_path(i)`: flow `i`'s path when it is a degraded flow
-/// of the interval, else `None`.
-pub fn monitor_indicator_with<'p>(
-    report: &HealthReport,
-    monitor_flows: &[usize],
-    degraded_path: impl Fn(usize) -> Option<&'p [ComponentId]>,
-) -> u8 {
-    for &i in monitor_flows {
-        let Some(path) = degraded_path(i) else {
-            continue;
-        };
-        if report
-            .verdicts
-            .iter()
-            .any(|v| v.blame == Blame::Network && path.contains(&v.component))
-        {
-            return 1;
-        }
-    }
-    0
 }
 
 #[cfg(test)]

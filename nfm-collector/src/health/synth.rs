@@ -24,6 +24,9 @@ pub enum Fault {
     Blackhole { component: ComponentId },
     /// The host itself is slow (CPU starvation): longer RTT and handshakes on its flows, no loss.
     SlowHost { host: ComponentId, extra_us: f64 },
+    /// The host answers new connections slowly (an accept queue backing up): longer handshakes
+    /// on its flows, RTT and loss unchanged.
+    SlowHandshake { host: ComponentId, extra_us: f64 },
 }
 
 impl Fault {
@@ -32,7 +35,7 @@ impl Fault {
             Fault::Loss { component, .. }
             | Fault::Delay { component, .. }
             | Fault::Blackhole { component } => component,
-            Fault::SlowHost { host, .. } => host,
+            Fault::SlowHost { host, .. } | Fault::SlowHandshake { host, .. } => host,
         }
     }
 }
@@ -118,6 +121,8 @@ pub struct Fleet {
     flows: Vec<Flow>,
     rng: Rng,
     spec: FleetSpec,
+    /// Extra handshake time (µs) of the flow being built (`Fault::SlowHandshake`).
+    hs_extra: f64,
 }
 
 impl Fleet {
@@ -205,6 +210,7 @@ impl Fleet {
             flows,
             rng,
             spec,
+            hs_extra: 0.0,
         }
     }
 
@@ -227,6 +233,7 @@ impl Fleet {
             let mut delay = 0.0;
             let mut slow = 0.0;
             let mut blackhole = false;
+            let mut hs_extra = 0.0;
             for f in faults {
                 let c = f.component();
                 if !flow.client_path.contains(c) && !flow.server_path.contains(c) {
@@ -237,6 +244,7 @@ impl Fleet {
                     Fault::Delay { extra_us, .. } => delay += extra_us,
                     Fault::Blackhole { .. } => blackhole = true,
                     Fault::SlowHost { extra_us, .. } => slow += extra_us,
+                    Fault::SlowHandshake { extra_us, .. } => hs_extra += extra_us,
                 }
             }
             let loss = loss.min(0.9);
@@ -244,6 +252,7 @@ impl Fleet {
             let conns = self.rng.poisson(flow.conns).max(1);
             let segs = flow.segs * self.spec.segs_scale * (0.7 + 0.6 * self.rng.f64());
             let flow = self.flows[fi].clone();
+            self.hs_extra = hs_extra;
             let client = self.view(
                 &flow,
                 Role::Client,
@@ -355,7 +364,7 @@ impl Fleet {
                 max_us: (mean * 1.5) as u64,
                 last_srtt_us: mean as u64,
             };
-            let hs = (mean * 1.1) as u64;
+            let hs = (mean * 1.1 + self.hs_extra) as u64;
             r.handshake = TimeSummary {
                 count: conns,
                 sum_us: hs * conns,

@@ -6,11 +6,11 @@ use super::*;
 use crate::model::{Blame, ComponentId, ComponentKind, FlowSample};
 use nfm_wire::FlowRecord;
 
-fn id(s: &str) -> ComponentId {
+pub(super) fn id(s: &str) -> ComponentId {
     s.parse().unwrap()
 }
 
-fn fleet(seed: u64) -> Fleet {
+pub(super) fn fleet(seed: u64) -> Fleet {
     Fleet::new(FleetSpec {
         seed,
         ..FleetSpec::default()
@@ -19,7 +19,7 @@ fn fleet(seed: u64) -> Fleet {
 
 /// Warms the evaluator for `warm` healthy intervals, then runs `faulty` intervals with
 /// `faults`; returns the faulty intervals' reports.
-fn run(
+pub(super) fn run(
     fleet: &mut Fleet,
     ev: &mut Evaluator,
     warm: u64,

@@ -1,6 +1,8 @@
 //! Evaluator tests on a small hand-built fleet for the endpoint rules: a host refusing
 //! connections, and ties between a host and its one-host subnet (issue 12 item 4).
 
+use super::synth::Fault;
+use super::test::{fleet, id, run};
 use super::*;
 use crate::model::{Blame, ComponentId, ComponentKind, FlowSample};
 use nfm_wire::FlowRecord;
@@ -171,4 +173,42 @@ fn test_latency_tie_between_host_and_subnet_is_the_host_every_interval() {
             "interval {k}: {r:#?}"
         );
     }
+}
+
+/// A host whose handshakes take 300 ms longer, RTT and loss unchanged (an accept queue backing
+/// up), is named as an endpoint, with the handshake time in the evidence, and the network never.
+#[test]
+fn test_slow_handshakes_name_the_host_not_the_network() {
+    let mut named = 0;
+    for seed in 1..=3u64 {
+        for host in ["data-1-h1", "data-2-h3"] {
+            let mut f = fleet(seed);
+            let mut ev = Evaluator::default();
+            let h = id(&format!("host:{host}"));
+            let faults = [Fault::SlowHandshake {
+                host: h.clone(),
+                extra_us: 300_000.0,
+            }];
+            let reps = run(&mut f, &mut ev, 15, 4, &faults);
+            for r in &reps {
+                assert!(
+                    r.verdicts.iter().all(|v| v.blame == Blame::Endpoint),
+                    "seed {seed} host {host}: {:#?}",
+                    r.verdicts
+                );
+                if let Some(v) = r.verdicts.iter().find(|v| v.component == h) {
+                    assert!(
+                        v.evidence
+                            .iter()
+                            .any(|e| e.metric == "handshake_us"
+                                && e.observed > e.baseline + 250_000.0)
+                    );
+                    named += 1;
+                }
+            }
+        }
+    }
+    // A host with fewer than three flows that open connections cannot be named (one noisy flow
+    // never names anything): 16 of 24 when written.
+    assert!(named >= 12, "named in {named} of 24 faulty intervals");
 }
