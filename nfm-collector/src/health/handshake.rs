@@ -14,19 +14,18 @@
 
 use super::judge::{Obs, State};
 use super::HealthConfig;
-use rustc_hash::FxHashMap;
 
 /// History weight of the running mean and variance (about ten intervals).
 const DECAY: f32 = 0.9;
 /// Handshakes in an interval at which a flow counts fully as evidence.
 const FULL_WEIGHT: f32 = 3.0;
 
+/// One path's handshake baseline (kept in the path's baseline, `judge::PathBaseline`).
 #[derive(Debug, Clone, Copy, Default)]
-struct Baseline {
+pub struct Baseline {
     mean: f32,
     var: f32,
     n: u16,
-    seq: u32,
 }
 
 /// One flow's handshake judgement.
@@ -34,14 +33,8 @@ struct Baseline {
 pub struct HsJudged {
     pub state: State,
     pub w: f32,
-    /// The baseline handshake time (µs), when judged.
+    /// The handshake time (µs) the path's baseline predicts at this RTT, when judged.
     pub base_us: f32,
-}
-
-/// Per-path handshake baselines (only paths that open connections).
-#[derive(Debug, Default)]
-pub struct Handshakes {
-    paths: FxHashMap<u64, Baseline>,
 }
 
 /// `ln(handshake / RTT)` of an observation with both.
@@ -51,83 +44,48 @@ fn log_ratio(o: &Obs) -> Option<f32> {
     (o.hs_count > 0).then(|| (hs / rtt).ln() as f32)
 }
 
-impl Handshakes {
-    /// Judges every observation; `rtt_degraded(i)`: observation `i`'s RTT is degraded (then its
-    /// handshake says nothing of its own).
-    pub fn judge(
-        &self,
-        obs: &[Obs],
-        rtt_degraded: impl Fn(usize) -> bool,
-        cfg: &HealthConfig,
-        out: &mut Vec<HsJudged>,
-    ) {
-        out.clear();
-        out.reserve(obs.len());
-        for (i, o) in obs.iter().enumerate() {
-            let mut j = HsJudged::default();
-            let x = log_ratio(o);
-            let base = x
-                .and_then(|_| self.paths.get(&o.key))
-                .filter(|b| b.n as usize >= cfg.rtt_min_history);
-            if let (Some(b), Some(x)) = (base, x) {
-                let w = (o.hs_count as f32 / FULL_WEIGHT).min(1.0);
-                let sd = b.var.max(0.0).sqrt().max(cfg.rtt_sigma_floor as f32);
-                let margin = (cfg.rtt_z as f32 * sd).max((1.0 + cfg.rtt_min_rise as f32).ln());
-                let rtt = o.rtt_us().unwrap_or(1.0) as f32;
-                let hs = (o.hs_sum_us / o.hs_count as f64) as f32;
-                // The handshake this RTT predicts on this path.
-                j.base_us = b.mean.exp() * rtt;
-                if w >= cfg.min_weight && !rtt_degraded(i) {
-                    // Slower than predicted by more than a whole extra round trip: what a path's
-                    // own variability never adds to a handshake, and an endpoint's queue does.
-                    let rise = hs - j.base_us;
-                    if x > b.mean + margin && rise > rtt.max(cfg.rtt_min_rise_us as f32) {
-                        j.state = State::Degraded;
-                        j.w = 1.0;
-                    } else {
-                        j.state = State::Healthy;
-                        j.w = w;
-                    }
-                }
-            }
-            out.push(j);
+/// Judges one observation against its path's baseline (`None`: a new path); `rtt_degraded`:
+/// its RTT is degraded (then its handshake says nothing of its own).
+pub fn judge(b: Option<&Baseline>, o: &Obs, rtt_degraded: bool, cfg: &HealthConfig) -> HsJudged {
+    let mut j = HsJudged::default();
+    let Some(x) = log_ratio(o) else { return j };
+    let Some(b) = b.filter(|b| b.n as usize >= cfg.rtt_min_history) else {
+        return j;
+    };
+    let w = (o.hs_count as f32 / FULL_WEIGHT).min(1.0);
+    let sd = b.var.max(0.0).sqrt().max(cfg.rtt_sigma_floor as f32);
+    let margin = (cfg.rtt_z as f32 * sd).max((1.0 + cfg.rtt_min_rise as f32).ln());
+    let rtt = o.rtt_us().unwrap_or(1.0) as f32;
+    let hs = (o.hs_sum_us / o.hs_count as f64) as f32;
+    j.base_us = b.mean.exp() * rtt;
+    if w >= cfg.min_weight && !rtt_degraded {
+        // Slower than predicted by more than a whole extra round trip: what a path's own
+        // variability never adds to a handshake, and an endpoint's queue does.
+        let rise = hs - j.base_us;
+        if x > b.mean + margin && rise > rtt.max(cfg.rtt_min_rise_us as f32) {
+            j.state = State::Degraded;
+            j.w = 1.0;
+        } else {
+            j.state = State::Healthy;
+            j.w = w;
         }
     }
+    j
+}
 
-    /// Learns the handshake times of observations not judged slow and not `skip`ped; forgets
-    /// paths idle for `path_idle_intervals` every 64 intervals, and learns no new path past
-    /// `max_paths`.
-    pub fn learn(
-        &mut self,
-        obs: &[Obs],
-        judged: &[HsJudged],
-        skip: &[bool],
-        seq: u32,
-        cfg: &HealthConfig,
-    ) {
-        for ((o, j), &s) in obs.iter().zip(judged).zip(skip) {
-            let Some(x) = log_ratio(o) else { continue };
-            if s || j.state == State::Degraded {
-                continue;
-            }
-            if self.paths.len() >= cfg.max_paths && !self.paths.contains_key(&o.key) {
-                continue;
-            }
-            let b = self.paths.entry(o.key).or_default();
-            if b.n == 0 {
-                b.mean = x;
-                b.var = 0.0;
-            } else {
-                let d = x - b.mean;
-                b.mean += (1.0 - DECAY) * d;
-                b.var = DECAY * (b.var + (1.0 - DECAY) * d * d);
-            }
-            b.n = b.n.saturating_add(1);
-            b.seq = seq;
-        }
-        if seq.is_multiple_of(64) {
-            let idle = cfg.path_idle_intervals;
-            self.paths.retain(|_, b| seq.saturating_sub(b.seq) <= idle);
-        }
+/// Learns an observation not judged slow into its path's baseline.
+pub fn learn(b: &mut Baseline, o: &Obs, j: &HsJudged) {
+    if j.state == State::Degraded {
+        return;
     }
+    let Some(x) = log_ratio(o) else { return };
+    if b.n == 0 {
+        b.mean = x;
+        b.var = 0.0;
+    } else {
+        let d = x - b.mean;
+        b.mean += (1.0 - DECAY) * d;
+        b.var = DECAY * (b.var + (1.0 - DECAY) * d * d);
+    }
+    b.n = b.n.saturating_add(1);
 }

@@ -161,6 +161,8 @@ pub struct Judged {
     pub p_retrans: f32,
     pub p_timeout: f32,
     pub p_failed: f32,
+    /// The handshake-time family (`handshake`).
+    pub hs: super::handshake::HsJudged,
 }
 
 impl Judged {
@@ -319,6 +321,7 @@ impl Rates {
 struct PathBaseline {
     rtt: RobustWindow,
     rates: Rates,
+    hs: super::handshake::Baseline,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -685,6 +688,7 @@ impl Baselines {
             }
         }
         j.metrics = flagged;
+        j.hs = super::handshake::judge(path.map(|p| &p.hs), o, j.lat == State::Degraded, cfg);
         j
     }
 
@@ -746,6 +750,7 @@ impl Baselines {
                 if let Some(r) = rtt {
                     p.rtt.push(r as f32);
                 }
+                super::handshake::learn(&mut p.hs, o, &j.hs);
                 // Touch even when nothing was learned, so eviction sees the path as alive.
                 p.rates.seq = seq;
             }

@@ -290,8 +290,6 @@ pub struct Evaluator {
     tables: Tables,
     /// Loss evidence accumulated per component over intervals.
     pooled: pooled::Pooled,
-    /// Per-path handshake-time baselines.
-    handshakes: handshake::Handshakes,
     reuse: Reuse,
     stats: EvaluatorStats,
     /// Issue 15: false while a maintenance window covers the intervals being judged (they are
@@ -320,7 +318,6 @@ struct Incident {
 struct Reuse {
     obs: Vec<Obs>,
     judged: Vec<Judged>,
-    hs: Vec<handshake::HsJudged>,
     graph: GraphParts,
 }
 
@@ -357,7 +354,6 @@ impl Evaluator {
             active: HashMap::new(),
             tables: Tables::default(),
             pooled: pooled::Pooled::default(),
-            handshakes: handshake::Handshakes::default(),
             reuse: Reuse::default(),
             stats: EvaluatorStats::default(),
             learning: true,
@@ -417,7 +413,6 @@ impl Evaluator {
         // Vectors of the previous interval, for their capacity (no fresh pages per interval).
         let mut obs = std::mem::take(&mut self.reuse.obs);
         let mut judged = std::mem::take(&mut self.reuse.judged);
-        let mut hs = std::mem::take(&mut self.reuse.hs);
         judge::observations_into(interval, paths, t, &mut obs);
         let graph = Graph::build(paths, &mut obs, t, std::mem::take(&mut self.reuse.graph));
         self.baselines.judge_all(&obs, seq, cfg, &mut judged);
@@ -522,9 +517,7 @@ impl Evaluator {
         let mut named: Vec<(u32, f64, Vec<u32>)> = Vec::new();
         // Handshake time (`handshake`): slow handshakes with round trips unchanged, on flows no
         // verdict above explains, name endpoints only.
-        self.handshakes
-            .judge(&obs, |i| judged[i].lat == State::Degraded, cfg, &mut hs);
-        let hs_picks = if hs.iter().any(|j| j.state == State::Degraded) {
+        let hs_picks = if judged.iter().any(|j| j.hs.state == State::Degraded) {
             let mut taken = already.clone();
             for (c, _, _) in &pooled.named {
                 taken[*c as usize] = true;
@@ -548,7 +541,7 @@ impl Evaluator {
                 &graph,
                 |i| {
                     if free[i] {
-                        (hs[i].state, hs[i].w)
+                        (judged[i].hs.state, judged[i].hs.w)
                     } else {
                         (State::Inconclusive, 0.0)
                     }
@@ -560,7 +553,7 @@ impl Evaluator {
         } else {
             Vec::new()
         };
-        let hs_deg = |i: usize| hs[i].state == State::Degraded;
+        let hs_deg = |i: usize| judged[i].hs.state == State::Degraded;
 
         let mut from_hs = vec![false; graph.comps.len()];
         for p in &hs_picks {
@@ -648,7 +641,7 @@ impl Evaluator {
                     ev.add_pooled(o, j);
                 }
                 if from_hs[c as usize] {
-                    ev.add_handshake(o, &hs[i as usize]);
+                    ev.add_handshake(o, &j.hs);
                 }
             }
             let mut confidence = conf;
@@ -715,7 +708,6 @@ impl Evaluator {
         if self.learning {
             self.baselines
                 .learn(&obs, &judged, &skip, seq, &self.config);
-            self.handshakes.learn(&obs, &hs, &skip, seq, &self.config);
         }
         if seq.is_multiple_of(64) {
             let t = &mut self.tables;
@@ -732,7 +724,6 @@ impl Evaluator {
         self.reuse = Reuse {
             obs,
             judged,
-            hs,
             graph: graph.into_parts(),
         };
         self.stats.intervals += 1;
