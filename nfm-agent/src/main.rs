@@ -3,6 +3,8 @@
 use clap::Parser;
 use nfm_agent::agent::Agent;
 use nfm_agent::config::{Cli, Config};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 fn main() {
     let cli = Cli::parse();
@@ -22,14 +24,28 @@ fn main() {
     }
 }
 
+/// Set by SIGINT/SIGTERM; the waker, once the agent has one, wakes its loop to stop.
+static STOP: AtomicBool = AtomicBool::new(false);
+static WAKER: OnceLock<Arc<mio::Waker>> = OnceLock::new();
+
 fn run(cfg: Config) -> anyhow::Result<()> {
+    // The handler goes in before anything is attached: a signal that arrives while the agent
+    // starts (loading, attaching, asking the metadata service) stops it cleanly once its loop
+    // exists, instead of killing it with the program still attached.
+    ctrlc::set_handler(|| {
+        STOP.store(true, Ordering::SeqCst);
+        if let Some(w) = WAKER.get() {
+            let _ = w.wake();
+        }
+    })?;
     let (agent, waker) = Agent::new(cfg)?;
+    let _ = WAKER.set(waker.clone());
+    if STOP.load(Ordering::SeqCst) {
+        let _ = waker.wake();
+    }
     match nfm_agent::sys::drop_capabilities() {
         Ok(kept) => log::info!("dropped capabilities (kept: {kept})"),
         Err(e) => log::warn!("could not drop capabilities: {e}"),
     }
-    ctrlc::set_handler(move || {
-        let _ = waker.wake();
-    })?;
     agent.run()
 }
