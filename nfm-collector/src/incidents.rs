@@ -105,9 +105,7 @@ impl Tracker {
         simulated: bool,
     ) -> Vec<IncidentEvent> {
         let len = end_ms.saturating_sub(start_ms);
-        let hold = hold_down
-            .max(crate::model::incident_hold_down_intervals(len))
-            .saturating_mul(len);
+        let hold = hold_down.saturating_mul(len);
         let mut out = Vec::new();
         for v in verdicts {
             match self.open.get_mut(&v.component) {
@@ -203,8 +201,7 @@ mod test {
     use super::*;
     use crate::model::Blame;
 
-    // 60 s: the hold-down is its three intervals (at 5 s the three-minute minimum rules).
-    const IV: u64 = 60_000;
+    const IV: u64 = 5_000;
 
     fn v(k: u64, first: u64) -> Verdict {
         Verdict {
@@ -217,33 +214,6 @@ mod test {
             evidence: vec![],
             first_seen_ms: first * IV,
         }
-    }
-
-    /// At 5 s a link down 45 s of every 3 minutes is one incident: the hold-down is at least
-    /// three minutes, however short the interval.
-    #[test]
-    fn test_hold_down_is_at_least_three_minutes() {
-        assert_eq!(crate::model::incident_hold_down_intervals(60_000), 3);
-        assert_eq!(crate::model::incident_hold_down_intervals(5_000), 36);
-        let mut t = Tracker::default();
-        let mut opened = 0;
-        for k in 0..180u64 {
-            // 9 bad intervals of every 36.
-            let bad = k % 36 < 9 && k < 144;
-            let verdicts: Vec<Verdict> = if bad {
-                vec![Verdict {
-                    interval_start_ms: k * 5_000,
-                    first_seen_ms: 0,
-                    ..v(0, 0)
-                }]
-            } else {
-                vec![]
-            };
-            for e in t.update(k * 5_000, (k + 1) * 5_000, &verdicts, 3, false, false) {
-                opened += usize::from(e.state == IncidentState::Opened);
-            }
-        }
-        assert_eq!(opened, 1);
     }
 
     /// Named in intervals 2, 3 and 5 (a flap: one incident), then quiet: one open event at

@@ -238,20 +238,11 @@ pub struct Verdict {
     pub first_seen_ms: u64,
 }
 
-/// How many intervals an incident stays open after the last interval that named its component
-/// at least: named again within the hold-down, it is the same incident (same `first_seen_ms`,
-/// one more flap). Three bridge a link that flaps 2 intervals bad, 3 good.
+/// How many intervals an incident stays open after the last interval that named its component:
+/// named again within them, it is the same incident (same `first_seen_ms`, one more flap). Three
+/// bridge a link that flaps 2 intervals bad, 3 good; at 5 s an incident resolves 15 s after the
+/// evidence stops, at 60 s three minutes after.
 pub const INCIDENT_HOLD_DOWN_INTERVALS: u64 = 3;
-
-/// ... and at least this long (ms): a link that flaps every few minutes is one incident at 5 s
-/// intervals as at 60 s (three minutes is three 60 s intervals, thirty-six 5 s ones).
-pub const INCIDENT_HOLD_DOWN_MIN_MS: u64 = 180_000;
-
-/// The hold-down in intervals of `interval_ms`: [`INCIDENT_HOLD_DOWN_INTERVALS`], or as many as
-/// [`INCIDENT_HOLD_DOWN_MIN_MS`] takes when that is more.
-pub fn incident_hold_down_intervals(interval_ms: u64) -> u64 {
-    INCIDENT_HOLD_DOWN_INTERVALS.max(INCIDENT_HOLD_DOWN_MIN_MS.div_ceil(interval_ms.max(1)))
-}
 
 /// What the health evaluator returns for one closed interval.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -168,17 +168,11 @@ impl Api {
         let Some(newest_end) = self.history.values().next_back().map(|s| s.end_ms) else {
             return Vec::new();
         };
-        let newest_len = self
-            .history
-            .values()
-            .next_back()
-            .map_or(0, |s| s.end_ms.saturating_sub(s.start_ms));
-        let hold = crate::model::incident_hold_down_intervals(newest_len);
+        let hold = crate::model::INCIDENT_HOLD_DOWN_INTERVALS;
         let mut open: BTreeMap<String, OpenIncident> = BTreeMap::new();
         // The hold-down is counted in intervals: the last few summaries are enough.
         for s in self.history.values().rev().take(hold as usize + 2) {
             let len = s.end_ms.saturating_sub(s.start_ms);
-            let hold = crate::model::incident_hold_down_intervals(len);
             if newest_end > s.end_ms.saturating_add(hold.saturating_mul(len)) {
                 continue;
             }

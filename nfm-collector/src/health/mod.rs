@@ -194,7 +194,7 @@ pub struct HealthConfig {
     /// At most this many components named per interval and symptom family.
     pub max_verdicts: usize,
     /// A named component's incident stays open this many intervals after the last interval that
-    /// named it, and at least `model::INCIDENT_HOLD_DOWN_MIN_MS` (docs/health.md §5): named again within them, the incident goes on (same
+    /// named it (docs/health.md §5): named again within them, the incident goes on (same
     /// `first_seen_ms`, one more flap), and monitors whose flows cross an open network incident
     /// keep their HealthIndicator raised through the good intervals of a flap.
     pub incident_hold_down_intervals: u64,
@@ -625,11 +625,7 @@ impl Evaluator {
 
         let mut verdicts = Vec::with_capacity(named.len());
         let len = interval.end_ms.saturating_sub(interval.start_ms);
-        let hold = self
-            .config
-            .incident_hold_down_intervals
-            .max(crate::model::incident_hold_down_intervals(len))
-            .saturating_mul(len);
+        let hold = self.config.incident_hold_down_intervals.saturating_mul(len);
         for (k, (c, conf, mut covered)) in named.into_iter().enumerate() {
             covered.sort_unstable();
             covered.dedup();
