@@ -483,12 +483,7 @@ impl Evaluator {
         for p in loss_picks.iter().chain(&lat_picks) {
             already[p.comp as usize] = true;
         }
-        let mut explained = vec![false; obs.len()];
-        if !loss_picks.is_empty() || !lat_picks.is_empty() {
-            for (i, e) in explained.iter_mut().enumerate() {
-                *e = graph.of(i).iter().any(|&c| already[c as usize]);
-            }
-        }
+        let explained = crossing(&graph, &already);
         let pooled = self.pooled.evaluate(
             &graph,
             &obs,
@@ -518,13 +513,8 @@ impl Evaluator {
         // Handshake time (`handshake`): slow handshakes with round trips unchanged, on flows no
         // verdict above explains, name endpoints only.
         let hs_picks = if judged.iter().any(|j| j.hs.state == State::Degraded) {
-            let mut taken = already.clone();
-            for (c, _, _) in &pooled.named {
-                taken[*c as usize] = true;
-            }
-            let free: Vec<bool> = (0..obs.len())
-                .map(|i| !graph.of(i).iter().any(|&c| taken[c as usize]))
-                .collect();
+            let taken: Vec<bool> = already.iter().zip(&by_pooled).map(|(a, p)| a | p).collect();
+            let explained = crossing(&graph, &taken);
             let endpoint_rules = |c: u32| {
                 if interner.name(graph.comps[c as usize]).kind.is_network() {
                     Rules {
@@ -540,10 +530,10 @@ impl Evaluator {
             greedy(
                 &graph,
                 |i| {
-                    if free[i] {
-                        (judged[i].hs.state, judged[i].hs.w)
-                    } else {
+                    if explained[i] {
                         (State::Inconclusive, 0.0)
+                    } else {
+                        (judged[i].hs.state, judged[i].hs.w)
                     }
                 },
                 endpoint_rules,
@@ -760,6 +750,18 @@ fn refusing_work(graph: &Graph, obs: &[judge::Obs], judged: &[Judged]) -> Vec<bo
         }
     }
     seen.into_iter().map(|b| b == (1 | 4)).collect()
+}
+
+/// Per observation: does its path cross a `marked` component? (All false, without a pass over
+/// the observations, when nothing is marked: most intervals.)
+fn crossing(graph: &Graph, marked: &[bool]) -> Vec<bool> {
+    let n = graph.obs_count();
+    if !marked.iter().any(|&m| m) {
+        return vec![false; n];
+    }
+    (0..n)
+        .map(|i| graph.of(i).iter().any(|&c| marked[c as usize]))
+        .collect()
 }
 
 /// Confidence of one family's pick: its purity, discounted when it rests on few flows.

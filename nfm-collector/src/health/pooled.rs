@@ -141,10 +141,14 @@ impl Pooled {
         let h = cfg.pooled_threshold;
         let n = graph.comps.len();
         let mut sums = vec![Sums::default(); n];
-        for (i, (o, j)) in obs.iter().zip(judged).enumerate() {
-            let Some(t) = contribution(o, j, delta) else {
-                continue;
-            };
+        // Each flow's terms, once: the naming below goes over them again per candidate.
+        let terms: Vec<Option<(f64, f64)>> = obs
+            .iter()
+            .zip(judged)
+            .map(|(o, j)| contribution(o, j, delta))
+            .collect();
+        for (i, t) in terms.iter().enumerate() {
+            let Some(t) = *t else { continue };
             for &c in graph.of(i) {
                 sums[c as usize].add(t);
             }
@@ -239,9 +243,7 @@ impl Pooled {
                     continue;
                 }
                 through.push(i);
-                let Some(t) = contribution(o, j, delta) else {
-                    continue;
-                };
+                let Some(t) = terms[i] else { continue };
                 rest.add(t);
                 if o.retrans as f64 > o.segs as f64 * j.p_retrans as f64 {
                     elevated.push(i as u32);
