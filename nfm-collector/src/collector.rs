@@ -113,6 +113,10 @@ pub struct Settings {
     /// numbers to a TSDB (docs/collector.md).
     #[serde(deserialize_with = "crate::remote_write::one_or_many")]
     pub remote_write: Vec<crate::remote_write::RemoteWriteConfig>,
+    /// issue 14: an incident stays open at least this long (seconds) after the last interval
+    /// that named its component, and at least three intervals (docs/health.md §5): a link
+    /// flapping within it is one incident and HealthIndicator stays raised through the flap.
+    pub incident_hold_down_s: u64,
 }
 
 impl Default for Settings {
@@ -157,11 +161,20 @@ impl Default for Settings {
             ingest_tls: false,
             aws_import: None,
             remote_write: Vec::new(),
+            incident_hold_down_s: crate::model::INCIDENT_HOLD_DOWN_MIN_MS / 1000,
         }
     }
 }
 
 impl Settings {
+    /// The incident hold-down of `incident_hold_down_s` (issue 14).
+    pub fn hold_down(&self) -> crate::model::HoldDown {
+        crate::model::HoldDown {
+            min_ms: self.incident_hold_down_s.saturating_mul(1000),
+            ..Default::default()
+        }
+    }
+
     pub fn parse_toml(text: &str) -> Result<Settings, String> {
         toml::from_str(text).map_err(|e| {
             let line = e
@@ -341,7 +354,8 @@ impl Collector {
             to_resolver.clone(),
             to_agg.clone(),
         )
-        .with_history_dir(&s.data_dir); // issue 16: queries read older history from disk
+        .with_history_dir(&s.data_dir) // issue 16: queries read older history from disk
+        .with_hold_down(s.hold_down()); // issue 14
         for summary in recovered.summaries {
             api.add_interval(Arc::new(summary));
         }
@@ -398,7 +412,12 @@ impl Collector {
         threads.push(spawn("store", move || store.run(store_rx, store_out)).map_err(io)?);
         let (recycle_tx, recycle_rx) = sync_channel(2);
         let health = HealthStage::new(
-            s.health.then(|| Evaluator::new(HealthConfig::default())),
+            s.health.then(|| {
+                Evaluator::new(HealthConfig {
+                    incident_hold_down: s.hold_down(),
+                    ..HealthConfig::default()
+                })
+            }),
             m.clone(),
         )
         .with_recycling(recycle_tx)

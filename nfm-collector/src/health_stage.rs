@@ -89,7 +89,7 @@ impl HealthStage {
         }
         let hold_down = judge
             .as_ref()
-            .map_or(0, |e| e.config().incident_hold_down_intervals);
+            .map_or_else(Default::default, |e| e.config().incident_hold_down);
         let (report, open) = match judge {
             // Paths are the rows' resolutions (the closed-interval contract).
             Some(e) => (
@@ -131,7 +131,7 @@ impl HealthStage {
         report: &HealthReport,
         start_ms: u64,
         end_ms: u64,
-        hold_down: u64,
+        hold_down: crate::model::HoldDown,
         in_maintenance: bool,
         w: &ClosedWork,
     ) {

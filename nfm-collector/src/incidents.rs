@@ -93,19 +93,19 @@ impl Tracker {
     }
 
     /// Follows one judged interval `[start_ms, end_ms)` with its verdicts; `hold_down`: the
-    /// evaluator's `incident_hold_down_intervals`; `maintenance`: a window covers the interval.
+    /// evaluator's `incident_hold_down`; `maintenance`: a window covers the interval.
     /// Returns the events to announce, in order (resolutions first).
     pub fn update(
         &mut self,
         start_ms: u64,
         end_ms: u64,
         verdicts: &[Verdict],
-        hold_down: u64,
+        hold_down: crate::model::HoldDown,
         maintenance: bool,
         simulated: bool,
     ) -> Vec<IncidentEvent> {
         let len = end_ms.saturating_sub(start_ms);
-        let hold = hold_down.saturating_mul(len);
+        let hold = hold_down.ms_of(len);
         let mut out = Vec::new();
         for v in verdicts {
             match self.open.get_mut(&v.component) {
@@ -199,9 +199,14 @@ fn event(state: IncidentState, o: &Open, at_ms: u64) -> IncidentEvent {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::model::Blame;
+    use crate::model::{Blame, HoldDown};
 
-    const IV: u64 = 5_000;
+    // 60 s: the hold-down is its three intervals (at 5 s the three-minute minimum rules).
+    const IV: u64 = 60_000;
+    const HD: HoldDown = HoldDown {
+        intervals: 3,
+        min_ms: crate::model::INCIDENT_HOLD_DOWN_MIN_MS,
+    };
 
     fn v(k: u64, first: u64) -> Verdict {
         Verdict {
@@ -216,6 +221,33 @@ mod test {
         }
     }
 
+    /// At 5 s a link down 45 s of every 3 minutes is one incident: the hold-down is at least
+    /// three minutes, however short the interval.
+    #[test]
+    fn test_hold_down_is_at_least_three_minutes() {
+        assert_eq!(crate::model::incident_hold_down_intervals(60_000), 3);
+        assert_eq!(crate::model::incident_hold_down_intervals(5_000), 36);
+        let mut t = Tracker::default();
+        let mut opened = 0;
+        for k in 0..180u64 {
+            // 9 bad intervals of every 36.
+            let bad = k % 36 < 9 && k < 144;
+            let verdicts: Vec<Verdict> = if bad {
+                vec![Verdict {
+                    interval_start_ms: k * 5_000,
+                    first_seen_ms: 0,
+                    ..v(0, 0)
+                }]
+            } else {
+                vec![]
+            };
+            for e in t.update(k * 5_000, (k + 1) * 5_000, &verdicts, HD, false, false) {
+                opened += usize::from(e.state == IncidentState::Opened);
+            }
+        }
+        assert_eq!(opened, 1);
+    }
+
     /// Named in intervals 2, 3 and 5 (a flap: one incident), then quiet: one open event at
     /// interval 2, one resolve once three intervals pass after interval 5.
     #[test]
@@ -227,7 +259,7 @@ mod test {
                 2 | 3 | 5 => vec![v(k, 2)],
                 _ => vec![],
             };
-            for e in t.update(k * IV, (k + 1) * IV, &verdicts, 3, false, false) {
+            for e in t.update(k * IV, (k + 1) * IV, &verdicts, HD, false, false) {
                 events.push((k, e.state, e.intervals_named));
             }
         }
@@ -253,9 +285,9 @@ mod test {
         let p = dir.join("incidents.json");
         let _ = std::fs::remove_file(&p);
         let mut t = Tracker::persistent(p.clone());
-        let e = t.update(2 * IV, 3 * IV, &[v(2, 2)], 3, false, false);
+        let e = t.update(2 * IV, 3 * IV, &[v(2, 2)], HD, false, false);
         assert_eq!(e.len(), 1);
-        t.update(3 * IV, 4 * IV, &[v(3, 2)], 3, false, false);
+        t.update(3 * IV, 4 * IV, &[v(3, 2)], HD, false, false);
         drop(t);
 
         let mut t = Tracker::persistent(p.clone());
@@ -263,7 +295,7 @@ mod test {
         let mut events = Vec::new();
         for k in 4..12u64 {
             let verdicts = if k == 5 { vec![v(k, 5)] } else { vec![] };
-            for e in t.update(k * IV, (k + 1) * IV, &verdicts, 3, false, false) {
+            for e in t.update(k * IV, (k + 1) * IV, &verdicts, HD, false, false) {
                 events.push((k, e.state, e.first_seen_ms, e.intervals_named));
             }
         }
@@ -274,10 +306,10 @@ mod test {
         // Saved with nothing open: a restart restores nothing.
         assert_eq!(Tracker::persistent(p.clone()).open_count(), 0);
         let mut t = Tracker::persistent(p.clone());
-        t.update(0, IV, &[v(0, 0)], 3, false, false);
+        t.update(0, IV, &[v(0, 0)], HD, false, false);
         drop(t);
         let mut t = Tracker::persistent(p.clone());
-        let e = t.update(20 * IV, 21 * IV, &[], 3, false, false);
+        let e = t.update(20 * IV, 21 * IV, &[], HD, false, false);
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].state, IncidentState::Resolved);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -292,7 +324,7 @@ mod test {
         let mut events = Vec::new();
         for k in 0..6u64 {
             let verdicts = if k >= 1 { vec![v(k, 1)] } else { vec![] };
-            for e in t.update(k * IV, (k + 1) * IV, &verdicts, 3, maint(k), false) {
+            for e in t.update(k * IV, (k + 1) * IV, &verdicts, HD, maint(k), false) {
                 events.push((k, e.state));
             }
         }
@@ -304,7 +336,7 @@ mod test {
         for k in 0..10u64 {
             let verdicts = if k == 1 { vec![v(k, 1)] } else { vec![] };
             n += t
-                .update(k * IV, (k + 1) * IV, &verdicts, 3, true, false)
+                .update(k * IV, (k + 1) * IV, &verdicts, HD, true, false)
                 .len();
         }
         assert_eq!(n, 0);

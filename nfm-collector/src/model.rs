@@ -233,16 +233,55 @@ pub struct Verdict {
     pub healthy_flows: u64,
     pub evidence: Vec<MetricChange>,
     /// Start of the first interval of this component's incident: the run of intervals naming it
-    /// with gaps no longer than [`INCIDENT_HOLD_DOWN_INTERVALS`] (a flapping component is one incident;
+    /// with gaps no longer than the [`HoldDown`] (a flapping component is one incident;
     /// its flap count is in `evidence` as metric `flaps`).
     pub first_seen_ms: u64,
 }
 
-/// How many intervals an incident stays open after the last interval that named its component:
-/// named again within them, it is the same incident (same `first_seen_ms`, one more flap). Three
-/// bridge a link that flaps 2 intervals bad, 3 good; at 5 s an incident resolves 15 s after the
-/// evidence stops, at 60 s three minutes after.
+/// How many intervals an incident stays open after the last interval that named its component
+/// at least: named again within the hold-down, it is the same incident (same `first_seen_ms`,
+/// one more flap). Three bridge a link that flaps 2 intervals bad, 3 good.
 pub const INCIDENT_HOLD_DOWN_INTERVALS: u64 = 3;
+
+/// ... and at least this long (ms) by default: a link that flaps every few minutes is one
+/// incident at 5 s intervals as at 60 s (three minutes is three 60 s intervals, thirty-six 5 s
+/// ones). The collector's `incident_hold_down_s` setting changes it.
+pub const INCIDENT_HOLD_DOWN_MIN_MS: u64 = 180_000;
+
+/// How long an incident stays open after the last interval that named its component: at least
+/// `intervals` intervals and at least `min_ms`. The evaluator, the notifier, `/api/incidents`
+/// and `/metrics` use the same rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldDown {
+    pub intervals: u64,
+    pub min_ms: u64,
+}
+
+impl Default for HoldDown {
+    fn default() -> Self {
+        HoldDown {
+            intervals: INCIDENT_HOLD_DOWN_INTERVALS,
+            min_ms: INCIDENT_HOLD_DOWN_MIN_MS,
+        }
+    }
+}
+
+impl HoldDown {
+    /// The hold-down in intervals of `interval_ms`.
+    pub fn intervals_of(&self, interval_ms: u64) -> u64 {
+        self.intervals.max(self.min_ms.div_ceil(interval_ms.max(1)))
+    }
+
+    /// The hold-down in ms after an interval of `interval_ms`.
+    pub fn ms_of(&self, interval_ms: u64) -> u64 {
+        self.intervals_of(interval_ms).saturating_mul(interval_ms)
+    }
+}
+
+/// The default hold-down in intervals of `interval_ms` ([`HoldDown::default`]).
+pub fn incident_hold_down_intervals(interval_ms: u64) -> u64 {
+    HoldDown::default().intervals_of(interval_ms)
+}
 
 /// What the health evaluator returns for one closed interval.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

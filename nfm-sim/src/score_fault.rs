@@ -7,7 +7,7 @@
 //! - **Time to name**: first interval, counted from the fault's first active one (0 = the
 //!   interval it began), whose verdicts name the fault's own component.
 //! - **Held**: from that interval to the fault's last active one, no run of more than the
-//!   incident hold-down ([`HOLD_DOWN`] intervals) without a naming: the incident stays open to
+//!   incident hold-down ([`hold_down`] intervals) without a naming: the incident stays open to
 //!   the end (verdicts may pause inside the hold-down; the HealthIndicator does not).
 //! - **Ramp rise at first naming**: the rise (percent over the flows' own RTT) of a
 //!   `delay-ramp` at the end of the interval in which it is first named; never named = no value.
@@ -16,7 +16,7 @@
 //!   within 2 intervals when that is longer (at 60 s intervals: the usual 2-interval bar).
 //! - **HealthIndicator incidents**: the fleet's HealthIndicator as far as this fault goes is
 //!   raised in interval i when a network verdict named a component on the affected flows' paths
-//!   in one of intervals i − HOLD_DOWN ..= i (an open incident keeps it raised, as in the
+//!   in one of intervals i − hold_down ..= i (an open incident keeps it raised, as in the
 //!   collector); incidents = runs of raised intervals that overlap the fault's active and grace
 //!   intervals. A flapping fault should be one.
 
@@ -26,8 +26,10 @@ use crate::truth::FaultTruth;
 use nfm_collector::model::{Blame, ComponentId};
 use std::collections::{BTreeMap, HashSet};
 
-/// Intervals an incident stays open after its last naming (the collector's).
-pub const HOLD_DOWN: u64 = nfm_collector::model::INCIDENT_HOLD_DOWN_INTERVALS;
+/// Intervals of `interval_ms` an incident stays open after its last naming (the collector's).
+pub fn hold_down(interval_ms: u64) -> u64 {
+    nfm_collector::model::incident_hold_down_intervals(interval_ms)
+}
 /// Loss faults up to this are *low-grade* (issue 14: 0.5–1 %).
 pub const LOW_GRADE_MAX_LOSS: f64 = 0.01;
 /// Low-grade loss must be named within this long (issue 14's bar).
@@ -89,7 +91,7 @@ pub fn detail(
         for i in first + k..=last {
             if names(i) {
                 last_named = i;
-            } else if i - last_named > HOLD_DOWN {
+            } else if i - last_named > hold_down(t) {
                 d.held = false;
                 break;
             }
@@ -118,7 +120,7 @@ pub fn detail(
             })
         })
     };
-    let raised = |i: u64| (i.saturating_sub(HOLD_DOWN)..=i).any(blamed);
+    let raised = |i: u64| (i.saturating_sub(hold_down(t))..=i).any(blamed);
     let end = (last + grid.grace).min(grid.n.saturating_sub(1));
     let mut prev = false;
     for i in first..=end.max(first) {

@@ -75,6 +75,8 @@ pub struct Api {
     agent_places: Vec<crate::topology::AgentPlace>,
     /// issue 16: the history on disk (older than what is held in memory, and rollups).
     disk: Option<std::cell::RefCell<crate::history_index::HistoryReader>>,
+    /// Issue 14: how long an incident stays open after its last naming (the evaluator's).
+    hold_down: crate::model::HoldDown,
 }
 
 /// Query string parameters (percent-decoded).
@@ -129,7 +131,14 @@ impl Api {
             started_ms: now_ms(),
             ops: Ops::default(),
             disk: None,
+            hold_down: Default::default(),
         }
+    }
+
+    /// The incident hold-down the evaluator uses (`/api/incidents`, open incidents in `/metrics`).
+    pub fn with_hold_down(mut self, hold_down: crate::model::HoldDown) -> Api {
+        self.hold_down = hold_down;
+        self
     }
 
     /// Queries read the history under `data_dir` (raw summaries and rollups) for ranges older

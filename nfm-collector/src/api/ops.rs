@@ -168,12 +168,17 @@ impl Api {
         let Some(newest_end) = self.history.values().next_back().map(|s| s.end_ms) else {
             return Vec::new();
         };
-        let hold = crate::model::INCIDENT_HOLD_DOWN_INTERVALS;
+        let newest_len = self
+            .history
+            .values()
+            .next_back()
+            .map_or(0, |s| s.end_ms.saturating_sub(s.start_ms));
+        let hold = self.hold_down.intervals_of(newest_len);
         let mut open: BTreeMap<String, OpenIncident> = BTreeMap::new();
         // The hold-down is counted in intervals: the last few summaries are enough.
         for s in self.history.values().rev().take(hold as usize + 2) {
             let len = s.end_ms.saturating_sub(s.start_ms);
-            if newest_end > s.end_ms.saturating_add(hold.saturating_mul(len)) {
+            if newest_end > s.end_ms.saturating_add(self.hold_down.ms_of(len)) {
                 continue;
             }
             for v in &s.verdicts {

@@ -145,8 +145,8 @@ impl Api {
         let mut list: Vec<serde_json::Value> = by
             .into_iter()
             .map(|((component, first_seen_ms), a)| {
-                let hold = crate::model::INCIDENT_HOLD_DOWN_INTERVALS
-                    .saturating_mul(a.last_end_ms.saturating_sub(a.last_start_ms));
+                let len = a.last_end_ms.saturating_sub(a.last_start_ms);
+                let hold = self.hold_down.ms_of(len);
                 let ongoing = newest_end <= a.last_end_ms.saturating_add(hold);
                 json!({
                     "component": component,
@@ -165,7 +165,7 @@ impl Api {
         list.sort_by_key(|i| std::cmp::Reverse(i["first_seen_ms"].as_u64().unwrap_or(0)));
         Ok(Reply::json(
             200,
-            &json!({"from": from, "to": to, "hold_down_intervals": crate::model::INCIDENT_HOLD_DOWN_INTERVALS, "incidents": list}),
+            &json!({"from": from, "to": to, "hold_down_min_ms": self.hold_down.min_ms, "hold_down_intervals": self.hold_down.intervals, "incidents": list}),
         ))
     }
 

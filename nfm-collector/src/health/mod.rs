@@ -193,11 +193,11 @@ pub struct HealthConfig {
     pub keep_min_llr: f32,
     /// At most this many components named per interval and symptom family.
     pub max_verdicts: usize,
-    /// A named component's incident stays open this many intervals after the last interval that
-    /// named it (docs/health.md §5): named again within them, the incident goes on (same
-    /// `first_seen_ms`, one more flap), and monitors whose flows cross an open network incident
-    /// keep their HealthIndicator raised through the good intervals of a flap.
-    pub incident_hold_down_intervals: u64,
+    /// A named component's incident stays open this long after the last interval that named it
+    /// (docs/health.md §5): named again within it, the incident goes on (same `first_seen_ms`,
+    /// one more flap), and monitors whose flows cross an open network incident keep their
+    /// HealthIndicator raised through the good intervals of a flap.
+    pub incident_hold_down: crate::model::HoldDown,
     /// Pooled loss evidence (docs/health.md §4, "Low-grade loss"): the extra loss rate the per-component CUSUM
     /// tests for, the level at which it names a component, the cap on the level (× threshold,
     /// and at most this many healthy intervals above the threshold), the flows a component
@@ -251,7 +251,7 @@ impl Default for HealthConfig {
             keep_min_purity: 0.2,
             keep_min_llr: 4.0,
             max_verdicts: 16,
-            incident_hold_down_intervals: crate::model::INCIDENT_HOLD_DOWN_INTERVALS,
+            incident_hold_down: crate::model::HoldDown::default(),
             pooled_loss_rate: 0.004,
             pooled_threshold: 14.0,
             pooled_cap: 1.5,
@@ -615,7 +615,7 @@ impl Evaluator {
 
         let mut verdicts = Vec::with_capacity(named.len());
         let len = interval.end_ms.saturating_sub(interval.start_ms);
-        let hold = self.config.incident_hold_down_intervals.saturating_mul(len);
+        let hold = self.config.incident_hold_down.ms_of(len);
         for (k, (c, conf, mut covered)) in named.into_iter().enumerate() {
             covered.sort_unstable();
             covered.dedup();
