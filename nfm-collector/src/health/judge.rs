@@ -662,19 +662,28 @@ impl Baselines {
 
         // Latency family.
         if let Some(rtt) = o.rtt_us() {
-            let base = match path {
+            let (base, window) = match path {
                 Some(p) if p.rtt.len() >= cfg.rtt_min_history => {
-                    Some((p.rtt.median(), p.rtt.sigma(), 0.0))
+                    (Some((p.rtt.median(), p.rtt.sigma(), 0.0)), Some(&p.rtt))
                 }
-                _ => class.rtt,
+                _ => (class.rtt, None),
             };
             if let Some((median, sigma, upper)) = base {
                 let median = median.max(1.0) as f64;
-                let sigma = (sigma as f64).max(cfg.rtt_sigma_floor * median);
-                let margin = (cfg.rtt_z * sigma)
-                    .max(cfg.rtt_min_rise * median)
-                    .max(cfg.rtt_min_rise_us);
-                let threshold = (median + margin).max(upper as f64 * (1.0 + cfg.rtt_min_rise));
+                let floor = cfg.rtt_min_rise * median;
+                let margin_of = |sigma: f64| {
+                    (cfg.rtt_z * sigma.max(cfg.rtt_sigma_floor * median))
+                        .max(floor)
+                        .max(cfg.rtt_min_rise_us)
+                };
+                let mut threshold =
+                    (median + margin_of(sigma as f64)).max(upper as f64 * (1.0 + cfg.rtt_min_rise));
+                // A drift widens the window's own spread as it grows: above the floor, the
+                // band is the jitter net of the trend (computed only here, where it matters).
+                if let Some(win) = window.filter(|_| rtt > threshold.min(median + floor)) {
+                    let trend_free = win.trend_free_sigma() as f64;
+                    threshold = threshold.min(median + margin_of(trend_free));
+                }
                 j.rtt_base = median as f32;
                 let w = (o.rtt_count as f32 / cfg.full_weight_rtt_samples).min(1.0);
                 if rtt > threshold && w >= cfg.min_weight {

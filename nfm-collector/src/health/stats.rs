@@ -117,6 +117,28 @@ impl RobustWindow {
         self.median = median;
         self.sigma = mad * MAD_TO_SIGMA;
     }
+
+    /// The spread of the held values net of a steady trend: the MAD of successive differences
+    /// (in time order, from the ages) around their median, × 1.4826 / √2. A metric drifting a
+    /// few percent per interval widens the plain MAD by the drift itself, so a slow ramp would
+    /// hide inside the band it widens; this one sees only the jitter between intervals. The
+    /// plain [`sigma`](Self::sigma) with fewer than 4 values.
+    pub fn trend_free_sigma(&self) -> f32 {
+        let n = self.len as usize;
+        if n < 4 {
+            return self.sigma;
+        }
+        let mut by_age = [0f32; WINDOW];
+        for (k, &v) in self.sorted[..n].iter().enumerate() {
+            by_age[((self.ages >> (4 * k)) & 0xf) as usize] = v;
+        }
+        let mut d = [0f32; WINDOW];
+        for a in 0..n - 1 {
+            d[a] = by_age[a] - by_age[a + 1];
+        }
+        let (_, mad) = median_mad(&mut d[..n - 1]);
+        mad * MAD_TO_SIGMA * std::f32::consts::FRAC_1_SQRT_2
+    }
 }
 
 /// [`median_mad`] of values already sorted (by `total_cmp`): the median from the middle, the MAD
@@ -475,5 +497,27 @@ mod test {
         assert!((r.shrunk(0.01, 100.0) - 0.000_11).abs() < 1e-5);
         r.decay(0.5);
         assert_eq!(r.exposure, 50_000.0);
+    }
+
+    /// A steady ramp with small jitter: the plain spread grows with the ramp, the trend-free
+    /// one stays near the jitter (and equals neither for too few values).
+    #[test]
+    fn test_trend_free_sigma_ignores_a_ramp() {
+        let mut w = RobustWindow::default();
+        let mut x = 7u64;
+        for k in 0..WINDOW {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let jitter = ((x >> 40) % 200) as f32 / 10.0 - 10.0; // ±10
+            w.push(1_000.0 + 30.0 * k as f32 + jitter);
+        }
+        assert!(w.sigma() > 150.0, "{}", w.sigma());
+        assert!(w.trend_free_sigma() < 20.0, "{}", w.trend_free_sigma());
+        let mut short = RobustWindow::default();
+        for v in [1.0, 5.0, 9.0] {
+            short.push(v);
+        }
+        assert_eq!(short.trend_free_sigma(), short.sigma());
     }
 }
