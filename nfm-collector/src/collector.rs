@@ -304,10 +304,12 @@ impl Collector {
             recovered.wal.truncated_bytes + recovered.history.truncated_bytes
         );
 
-        let (to_resolver, resolver_rx) = sync_channel::<ResolverMsg>(8);
-        let (to_agg, agg_rx) = sync_channel::<AggMsg>(8);
-        // Each message is a whole closed interval (100k flows ≈ 60 MB with paths): keep two.
-        let (to_health, health_rx) = sync_channel::<HealthMsg>(2);
+        // issue 16 item 4: queue depths from `pipeline` (each queued message is memory held
+        // per active flow: see the constants).
+        let (to_resolver, resolver_rx) =
+            sync_channel::<ResolverMsg>(crate::pipeline::RESOLVER_QUEUE);
+        let (to_agg, agg_rx) = sync_channel::<AggMsg>(crate::pipeline::AGG_QUEUE);
+        let (to_health, health_rx) = sync_channel::<HealthMsg>(crate::pipeline::HEALTH_QUEUE);
         let (to_store, store_rx) = sync_channel::<StoreMsg>(16);
         let (to_api, api_rx) = sync_channel::<ApiMsg>(1024);
         let (reply_tx, reply_rx) = channel();
@@ -410,7 +412,7 @@ impl Collector {
             store = store.with_remote_write(tx);
         }
         threads.push(spawn("store", move || store.run(store_rx, store_out)).map_err(io)?);
-        let (recycle_tx, recycle_rx) = sync_channel(2);
+        let (recycle_tx, recycle_rx) = sync_channel(crate::pipeline::RECYCLE_QUEUE);
         let health = HealthStage::new(
             s.health.then(|| {
                 Evaluator::new(HealthConfig {

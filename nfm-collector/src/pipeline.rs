@@ -20,6 +20,26 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+// ---- queue depths (issue 16 item 4)
+//
+// Every queued message is memory held on top of the flows themselves: a batch message is up to
+// 16k decoded records (~4 MB), a closed interval is one sample per flow (100k flows ≈ 27 MB).
+// The collector bench (`scripts/bench.sh collector`, health on) used the same CPU per record with
+// these depths as with the earlier 8 / 8 / 2 / 2, and ~1,100 fewer bytes per active flow.
+
+/// Batch messages queued from ingest to the resolver.
+pub const RESOLVER_QUEUE: usize = 2;
+/// Resolved batch messages queued from the resolver to the aggregator.
+pub const AGG_QUEUE: usize = 2;
+/// Closed intervals queued from the aggregator to the health stage: none, a hand-over (the
+/// aggregator waits for the health stage to take it). Measured with the collector bench (20 s
+/// runs, health on): 1 queued interval held ~300 bytes per active flow more for the same
+/// throughput. The API's maintenance windows (`try_send`) still get through: a change that
+/// finds the stage busy is sent again on the API's next tick.
+pub const HEALTH_QUEUE: usize = 0;
+/// Emptied sample vectors the health stage hands back to the aggregator for reuse.
+pub const RECYCLE_QUEUE: usize = 1;
+
 // ---- into the resolver
 
 /// Messages into the resolver actor.

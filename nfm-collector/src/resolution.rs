@@ -151,12 +151,15 @@ impl Resolved {
             (_, _, Some(v)) => format!("vpc:{v}"),
             _ => ComponentId::new(ComponentKind::External, remote.to_string()).to_string(),
         });
+        let mut path = t.path_of(&l, &r);
+        // Kept for the flow's lifetime: no spare capacity (issue 16 item 4).
+        path.shrink_to_fit();
         Resolved {
             id,
             local_ip: local,
             remote_ip: remote,
             category: classify_endpoints(&l, &r),
-            path: t.path_of(&l, &r),
+            path,
             local: endpoint(OwnedEndpoint::of(&l)),
             remote: endpoint(OwnedEndpoint::of(&r)),
             local_label,
