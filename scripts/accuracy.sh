@@ -1,45 +1,64 @@
 #!/usr/bin/env bash
-# Scores the health evaluator on every shipped scenario (nfm-sim/scenarios/*.toml) and writes
-# docs/accuracy.md. Two tables:
-#   1. live: each scenario against a real, freshly started nfm-collector (frames over TCP through
-#      ingest → resolver → aggregator → health stage → store, verdicts read from GET /api/verdicts);
+# Scores the health evaluator on every shipped scenario (nfm-sim/scenarios/*.toml) on both shipped
+# fleets, at the agent's default 5 s interval and at 60 s, and writes docs/accuracy.md:
+#   1. live: the small fleet's scenarios (but the 24-hour healthy days) against a real, freshly
+#      started nfm-collector (frames over TCP through ingest → resolver → aggregator → health
+#      stage → store, verdicts read from GET /api/verdicts), at 5 s, seed 1;
 #   2. offline: the same evaluator in-process, every scenario over SEEDS seeds with each fault moved
-#      to a random component of the same kind (placements the evaluator was not tuned on).
+#      to a random component of the same kind (placements the evaluator was not tuned on), on
+#      nfm-sim/fleets/small.toml (every scenario but wide-*) and nfm-sim/fleets/wide.toml (wide-*),
+#      at 5 s and at 60 s (`--interval`).
 # With LARGE=1 it adds the 10,000-host fleet (offline, file placement, all but the healthy day);
-# with BENCH=1 the criterion benchmark of one 100k-flow interval; with ISSUE14=1 (not gating) the
-# issue-14 scenarios: PENDING below on the small fleet and wide-*.toml on nfm-sim/fleets/wide.toml,
-# offline over SEEDS seeds with random placement, at 5 s and at 60 s.
+# with BENCH=1 the criterion benchmark of one 100k-flow interval.
 #
-# The gate (--check, and the tables above) covers nfm-sim/scenarios/*.toml except wide-*.toml (the
-# wide fleet's) and the PENDING scenarios (issue 14's that the current evaluator does not meet
-# yet: the lead moves each into the gate by deleting it from PENDING once it passes).
+# The gate (--check): every table above, except the scenarios PENDING at that fleet and interval
+# (issue 14's that the current evaluator does not meet yet; they are still scored and shown, not
+# gating: the lead moves each into the gate by deleting it from its PENDING list once it passes).
 #
-# Usage: scripts/accuracy.sh            regenerate docs/accuracy.md (release build)
-#        scripts/accuracy.sh --check    no file written; exit 1 if any scenario misses the bar
-#                                       (scripts/test.d/accuracy.sh; debug build, fewer seeds)
-# Env: SEEDS (default 20; --check: 5), LARGE=1, BENCH=1, CARGO_TARGET_DIR.
+# Usage: scripts/accuracy.sh            regenerate docs/accuracy.md
+#        scripts/accuracy.sh --check    no file written; exit 1 if a gating scenario misses the bar
+#                                       (scripts/test.d/accuracy.sh)
+# Both build in release (a 5 s day is 17,280 intervals). Env: SEEDS (default 10), LARGE=1,
+# BENCH=1, CARGO_TARGET_DIR.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 CHECK=0
 [ "${1:-}" = "--check" ] && CHECK=1
-if [ $CHECK = 1 ]; then PROFILE=debug; SEEDS=${SEEDS:-5}; else PROFILE=release; SEEDS=${SEEDS:-20}; fi
+PROFILE=release
+SEEDS=${SEEDS:-10}
 TGT=${CARGO_TARGET_DIR:-$ROOT/target}
 FLEET=nfm-sim/fleets/small.toml
 SCEN_DIR=nfm-sim/scenarios
 WIDE_FLEET=nfm-sim/fleets/wide.toml
-# Issue 14's scenarios that the current evaluator misses at 60 s (offline, 10 seeds, random
-# placement): the ramp is first named past +30 %, slow handshakes are never named.
-PENDING="rtt-drift slow-handshake"
-# Gate scenarios: every shipped one but the wide fleet's and the pending ones.
-GATE=()
-PENDING_FILES=()
-for f in "$SCEN_DIR"/*.toml; do
-  name=$(basename "$f" .toml)
-  case "$name" in wide-*) continue ;; esac
-  if [[ " $PENDING " == *" $name "* ]]; then PENDING_FILES+=("$f"); else GATE+=("$f"); fi
-done
+# Not gating yet (offline, 10 seeds, random placement; docs/accuracy.md has their rows):
+# at 5 s: connect-fail's SYN drops into a low-volume subnet are named up to 34 intervals late;
+# healthy-day-swing names an endpoint in 2 intervals of 10 days; slow handshakes on a server with
+# few new connections are named late or not at all; on the wide fleet a 3 % loss on an AZ pair
+# crossed by two flows is named 62 intervals late, low-grade loss on the four-VPC gateway is
+# split with its VPCs, a flap is two incidents in some seeds.
+PENDING_SMALL_5S="connect-fail healthy-day-swing slow-handshake"
+PENDING_SMALL_60S="slow-handshake"
+PENDING_WIDE_5S="wide-basics wide-connect-fail wide-directional-loss wide-flapping wide-healthy-day wide-low-grade-loss"
+PENDING_WIDE_60S="wide-low-grade-loss"
+
+# scenarios FLEET: the scenario files of a fleet (wide-* for the wide one, the rest for small).
+scenarios() {
+  local f name
+  for f in "$SCEN_DIR"/*.toml; do
+    name=$(basename "$f" .toml)
+    case "$1:$name" in small:wide-*) ;; wide:wide-*) echo "$f" ;; small:*) echo "$f" ;; esac
+  done
+}
+# pending FLEET INTERVAL: the names not gating there.
+pending() {
+  case "$1:$2" in
+    small:5s) echo "$PENDING_SMALL_5S" ;; small:60s) echo "$PENDING_SMALL_60S" ;;
+    wide:5s) echo "$PENDING_WIDE_5S" ;; wide:60s) echo "$PENDING_WIDE_60S" ;;
+  esac
+}
+is_pending() { [[ " $(pending "$1" "$2") " == *" $3 "* ]]; }
 WORK=$(mktemp -d /tmp/nfm-accuracy.XXXXXX)
 COLLECTOR_PID=""
 
@@ -50,11 +69,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== build ($PROFILE)" >&2
-if [ $PROFILE = release ]; then
-  cargo build -q --release -p nfm-collector -p nfm-sim
-else
-  cargo build -q -p nfm-collector -p nfm-sim
-fi
+cargo build -q --release -p nfm-collector -p nfm-sim
 SIM=$TGT/$PROFILE/nfm-sim
 COLLECTOR=$TGT/$PROFILE/nfm-collector
 
@@ -85,53 +100,81 @@ stop_collector() {
 }
 
 FAILED=0
-HEADER=""
 # Keeps the table header once and every row after it.
 rows() { awk -v keep="$1" 'NR<=2 { if (keep) print; next } { print }'; }
+# gate_rows FLEET INTERVAL FILE: the `all` rows of gating scenarios that miss the bar, one per line.
+gate_misses() {
+  local name
+  while IFS='|' read -r _ name kind rest; do
+    name=$(echo "$name" | xargs); kind=$(echo "$kind" | xargs)
+    [ "$kind" = all ] || continue
+    is_pending "$1" "$2" "$name" && continue
+    case "$rest" in *"| yes |"*|*"| yes |") ;; *) echo "$name" ;; esac
+  done < <(grep '^|' "$3" | tail -n +3)
+}
 
-echo "== live: every shipped scenario against a fresh collector" >&2
-LIVE=$WORK/live.md
-: >"$LIVE"
+# Live: the small fleet's scenarios at the agent's 5 s interval, seed 1 (the 24-hour healthy days
+# are left to the offline tables: 17,280 intervals each).
+LIVE_MD=""
+iv=5s
+echo "== live ($iv): the small fleet's scenarios against a fresh collector" >&2
+out=$WORK/live-$iv.md
+: >"$out"
 first=1
-for f in "${GATE[@]}"; do
+for f in $(scenarios small); do
   name=$(basename "$f" .toml)
-  iv=$(sed -n 's/^interval *= *"\(.*\)"/\1/p' "$f" | head -1)
-  start_collector "$name" "${iv:-60s}"
+  case "$name" in healthy-day*) continue ;; esac
+  is_pending small "$iv" "$name" && continue
+  start_collector "$name-$iv" "$iv"
   set +e
   "$SIM" score --fleet "$FLEET" --scenario "$f" --seed 1 --collector "127.0.0.1:$TCP_PORT" \
-    --api "http://127.0.0.1:$HTTP_PORT" --transport tcp --close-wait 3s --settle 1s --timeout 120s \
-    --markdown >"$WORK/$name.md" 2>"$WORK/$name.err"
+    --api "http://127.0.0.1:$HTTP_PORT" --transport tcp --close-wait 3s --settle 1s --timeout 300s \
+    --interval "$iv" --markdown >"$WORK/$name-$iv.md" 2>"$WORK/$name-$iv.err"
   rc=$?
   set -e
   stop_collector
-  grep '^|' "$WORK/$name.md" | rows $first >>"$LIVE"
+  grep '^|' "$WORK/$name-$iv.md" | rows $first >>"$out"
   first=0
   if [ $rc -ne 0 ]; then
     FAILED=1
-    echo "live $name: below the bar (exit $rc)" >&2
-    grep -v '^|' "$WORK/$name.md" "$WORK/$name.err" >&2 || true
+    echo "live $name at $iv: below the bar (exit $rc)" >&2
+    grep -v '^|' "$WORK/$name-$iv.md" "$WORK/$name-$iv.err" >&2 || true
   fi
 done
+LIVE_MD=$(cat "$out")
 
-echo "== offline: $SEEDS seeds, faults placed at random" >&2
+# Offline: both fleets, at 5 s and 60 s, SEEDS seeds, random placement.
 SEED_LIST=$(seq -s, 1 "$SEEDS")
-OFF=$WORK/offline.md
-GATE_ARGS=()
-for f in "${GATE[@]}"; do GATE_ARGS+=(--scenario "$f"); done
-set +e
-"$SIM" score --offline --fleet "$FLEET" "${GATE_ARGS[@]}" --seed "$SEED_LIST" --place random \
-  --markdown >"$WORK/offline.out" 2>"$WORK/offline.err"
-rc=$?
-set -e
-grep '^|' "$WORK/offline.out" >"$OFF"
-if [ $rc -ne 0 ]; then FAILED=1; grep -v '^|' "$WORK/offline.out" "$WORK/offline.err" >&2 || true; fi
+OFF_MD=""
+for iv in 5s 60s; do
+  for which in small wide; do
+    echo "== offline: $which fleet at $iv, $SEEDS seeds, faults placed at random" >&2
+    fl=$FLEET; [ $which = wide ] && fl=$WIDE_FLEET
+    args=()
+    for f in $(scenarios $which); do args+=(--scenario "$f"); done
+    out=$WORK/off-$which-$iv
+    "$SIM" score --offline --fleet "$fl" "${args[@]}" --seed "$SEED_LIST" --place random \
+      --interval "$iv" --markdown >"$out.md" 2>"$out.err" || true
+    if ! grep -q '^|' "$out.md"; then
+      FAILED=1; echo "offline $which $iv: no table" >&2; cat "$out.err" >&2
+      continue
+    fi
+    misses=$(gate_misses $which $iv "$out.md")
+    if [ -n "$misses" ]; then
+      FAILED=1
+      echo "offline $which fleet at $iv: below the bar: $misses" >&2
+    fi
+    pend=$(pending $which $iv)
+    OFF_MD+=$'\n'"### \`$fl\` at $iv"$'\n\n'"$(grep '^|' "$out.md")"$'\n\n'"Not gating at $iv: ${pend:-none}."$'\n'
+  done
+done
 
 LARGE_MD=""
 if [ "${LARGE:-0}" = 1 ]; then
   echo "== offline: large fleet (10,000 hosts), file placement" >&2
   args=()
-  for f in "${GATE[@]}"; do
-    case "$(basename "$f")" in healthy-day.toml) ;; *) args+=(--scenario "$f") ;; esac
+  for f in $(scenarios small); do
+    case "$(basename "$f" .toml)" in healthy-day*) ;; *) is_pending small 60s "$(basename "$f" .toml)" || args+=(--scenario "$f") ;; esac
   done
   set +e
   "$SIM" score --offline --fleet nfm-sim/fleets/large.toml "${args[@]}" --seed 1 --markdown \
@@ -142,23 +185,6 @@ if [ "${LARGE:-0}" = 1 ]; then
   if [ $rc -ne 0 ]; then FAILED=1; grep -v '^|' "$WORK/large.out" "$WORK/large.err" >&2 || true; fi
 fi
 
-ISSUE14_MD=""
-if [ "${ISSUE14:-0}" = 1 ]; then
-  echo "== offline, not gating: issue 14 scenarios at 5 s and 60 s" >&2
-  P_ARGS=()
-  for f in "${PENDING_FILES[@]}"; do P_ARGS+=(--scenario "$f"); done
-  W_ARGS=()
-  for f in "$SCEN_DIR"/wide-*.toml; do W_ARGS+=(--scenario "$f"); done
-  for iv in 5s 60s; do
-    for which in small wide; do
-      if [ $which = small ]; then fl=$FLEET; a=("${GATE_ARGS[@]}" "${P_ARGS[@]}"); else fl=$WIDE_FLEET; a=("${W_ARGS[@]}"); fi
-      "$SIM" score --offline --fleet "$fl" "${a[@]}" --seed "$SEED_LIST" --place random \
-        --interval "$iv" --markdown >"$WORK/i14-$which-$iv.out" 2>"$WORK/i14-$which-$iv.err" || true
-      ISSUE14_MD+=$'\n'"### \`$fl\` at $iv"$'\n\n'"$(grep '^|' "$WORK/i14-$which-$iv.out" || true)"$'\n'
-    done
-  done
-fi
-
 BENCH_MD=""
 if [ "${BENCH:-0}" = 1 ] && [ $CHECK = 0 ]; then
   echo "== bench" >&2
@@ -167,8 +193,8 @@ if [ "${BENCH:-0}" = 1 ] && [ $CHECK = 0 ]; then
 fi
 
 if [ $CHECK = 1 ]; then
-  cat "$LIVE" "$OFF"
-  [ -n "$ISSUE14_MD" ] && echo "$ISSUE14_MD"
+  echo "$LIVE_MD"
+  echo "$OFF_MD"
   [ $FAILED = 0 ] && echo "accuracy: every scenario meets the bar" || echo "accuracy: below the bar" >&2
   exit $FAILED
 fi
@@ -179,61 +205,62 @@ fi
 
 Regenerated by \`scripts/accuracy.sh\` (\`LARGE=1 scripts/accuracy.sh\` adds the 10,000-host
 fleet); last run $(date -u +%Y-%m-%d) on commit $(git rev-parse --short HEAD). The method is in
-[health.md](health.md); the scorer's definitions are in \`nfm-sim/src/score.rs\` (docs/sim.md).
+[health.md](health.md); the scorer's definitions are in \`nfm-sim/src/score.rs\` and
+\`nfm-sim/src/score_fault.rs\` (docs/sim.md).
 
-The bar (issue 7): detection recall ≥ 0.95, attribution precision ≥ 0.9 and recall ≥ 0.9, no
-network blame while only a slow host is at fault, detection within 2 intervals of the fault's
-start (\`ttd.max\` ≤ 2), at most one false HealthIndicator flip per simulated healthy day.
-\`iv.recall\` (share of fault intervals in which the faulty component is named) is reported but
-not part of the bar: a flapping link is down 45 s of every 3 minutes, so most of its "active"
-intervals have nothing wrong in them.
+Every scenario is scored at the agent's default **5 s** interval and at **60 s**, on both shipped
+fleets: \`$FLEET\` (3 AZs, two VPCs joined by a transit gateway) and \`$WIDE_FLEET\` (2 regions,
+6 AZs, 6 VPCs, a transit gateway joining four of them, agent-less clients, tiers reached only by
+short connections). Clocks are not aligned (each host ±600 ms) and 10 % of the agents restart
+once mid-run.
+
+The bar (issues 7 and 14), per scenario: detection recall ≥ 0.95, attribution precision ≥ 0.9 and
+recall ≥ 0.9, detection within 2 intervals of the fault's start (\`ttd.max\` ≤ 2; low-grade loss
+within 60 s), no network blame while only a host is at fault (\`net.blame.slow\`,
+\`net.blame.host\`), a ramp named by +30 % (\`ramp.rise.max\`) and every fault held to its end
+(\`held\`), at most one HealthIndicator incident per fault (\`hi.inc.max\`), at most one false
+flip per simulated healthy day. \`iv.recall\` (share of fault intervals in which the faulty
+component is named) is reported but not part of the bar: a flapping link is down 45 s of every
+3 minutes, so most of its "active" intervals have nothing wrong in them. \`ttn.max\`: intervals
+to the first naming of the fault's own component; \`lowgrade.late\`: low-grade loss not named
+within 60 s.
+
+Scenarios that do not meet the bar yet are listed under each table as not gating: CI
+(\`scripts/test.d/accuracy.sh\`) fails on any other scenario below the bar, in every table.
 
 ## Live: the real pipeline
 
-Fleet \`$FLEET\`, seed 1, every scenario in \`$SCEN_DIR/\`, each against a freshly started
-collector (\`nfm-sim score --fleet $FLEET --scenario FILE --collector 127.0.0.1:PORT --api
-http://127.0.0.1:PORT --transport tcp\`): frames over TCP, verdicts from \`GET /api/verdicts\`.
-
+Fleet \`$FLEET\`, seed 1, at the agent's 5 s interval, each scenario against a freshly started
+collector (\`nfm-collector --interval 5s\`; \`nfm-sim score --fleet $FLEET --scenario FILE
+--interval 5s --collector 127.0.0.1:PORT --api http://127.0.0.1:PORT --transport tcp\`): frames
+over TCP, verdicts from \`GET /api/verdicts\`. Left out: the scenarios not gating at 5 s, and the
+24-hour healthy days (17,280 intervals each; scored offline below).
 EOF
-  cat "$LIVE"
+  echo "$LIVE_MD"
   cat <<EOF
 
-## Offline: placements not tuned for
+## Offline: placements not tuned for, both fleets, 5 s and 60 s
 
-The same evaluator in-process (\`nfm-sim score --offline --fleet $FLEET --scenario $SCEN_DIR
---seed 1..$SEEDS --place random\`): each seed builds a different fleet (flows, RTTs, loss) and
-moves every fault to a random component of the same kind that at least three flows cross.
-
+The same evaluator in-process (\`nfm-sim score --offline --fleet FLEET --scenario FILE...
+--seed 1..$SEEDS --place random --interval IV\`): each seed builds a different fleet (flows,
+RTTs, loss) and moves every fault to a random component of the same kind that at least three
+flows cross.
 EOF
-  cat "$OFF"
+  echo "$OFF_MD"
   if [ -n "$LARGE_MD" ]; then
     cat <<EOF
 
 ## Offline: large fleet
 
 \`nfm-sim score --offline --fleet nfm-sim/fleets/large.toml --scenario FILE... --seed 1\`
-(10,000 hosts; every scenario but the 24-hour healthy day, which takes too long to run here).
+(10,000 hosts; every gating scenario but the 24-hour healthy days, which take too long to run
+here).
 
 EOF
     echo "$LARGE_MD"
   fi
   echo
-  if [ $FAILED = 0 ]; then echo "Every scenario above meets the bar."; else echo "**Some scenario above misses the bar** (see the \`pass\` column)."; fi
-  if [ -n "$ISSUE14_MD" ]; then
-    cat <<EOF
-
-## Issue 14 (not gating)
-
-Offline, $SEEDS seeds, random placement, every fault kind of issue 14 (docs/sim.md): the gate's
-and the pending scenarios on the small fleet, \`wide-*\` on \`$WIDE_FLEET\`, at 5 s and at 60 s
-intervals (\`--interval\`). Columns beyond issue 7's: \`ttn.max\` (intervals to the first naming
-of the fault's own component), \`held\` (named and held to the end / named), \`lowgrade.late\`
-(low-grade loss not named within 60 s / low-grade faults), \`ramp.rise.max\` (a ramp's rise at
-first naming), \`hi.inc.max\` (most HealthIndicator incidents of one fault), \`net.blame.host\`
-(intervals with network blame while only a host is at fault).
-EOF
-    echo "$ISSUE14_MD"
-  fi
+  if [ $FAILED = 0 ]; then echo "Every gating scenario above meets the bar."; else echo "**Some gating scenario above misses the bar** (see the \`pass\` column)."; fi
   if [ -n "$BENCH_MD" ]; then
     cat <<EOF
 

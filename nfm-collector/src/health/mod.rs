@@ -209,6 +209,13 @@ pub struct HealthConfig {
     pub pooled_linger: f64,
     pub pooled_min_flows: u32,
     pub pooled_suspicion: f64,
+    /// Failed connects pooled the same way (`pooled::Family::Connect`): the extra share of
+    /// connection attempts failing that the statistic tests for, its threshold, and the flows
+    /// with attempts a component needs in an interval (the runner-up rule still wants two
+    /// failing flows).
+    pub pooled_connect_rate: f64,
+    pub pooled_connect_threshold: f64,
+    pub pooled_connect_min_flows: u32,
     /// Paths unseen this many intervals are forgotten; at most `max_paths` are learned.
     pub path_idle_intervals: u32,
     pub max_paths: usize,
@@ -258,6 +265,9 @@ impl Default for HealthConfig {
             pooled_linger: 1.5,
             pooled_min_flows: 5,
             pooled_suspicion: 0.5,
+            pooled_connect_rate: 0.2,
+            pooled_connect_threshold: 8.0,
+            pooled_connect_min_flows: 2,
             path_idle_intervals: 1440,
             max_paths: 2_000_000,
         }
@@ -290,6 +300,7 @@ pub struct Evaluator {
     tables: Tables,
     /// Loss evidence accumulated per component over intervals.
     pooled: pooled::Pooled,
+    pooled_connect: pooled::Pooled,
     reuse: Reuse,
     stats: EvaluatorStats,
     /// Issue 15: false while a maintenance window covers the intervals being judged (they are
@@ -354,6 +365,7 @@ impl Evaluator {
             active: HashMap::new(),
             tables: Tables::default(),
             pooled: pooled::Pooled::default(),
+            pooled_connect: pooled::Pooled::new(pooled::Family::Connect),
             reuse: Reuse::default(),
             stats: EvaluatorStats::default(),
             learning: true,
@@ -484,7 +496,7 @@ impl Evaluator {
             already[p.comp as usize] = true;
         }
         let explained = crossing(&graph, &already);
-        let pooled = self.pooled.evaluate(
+        let mut pooled = self.pooled.evaluate(
             &graph,
             &obs,
             &judged,
@@ -495,6 +507,30 @@ impl Evaluator {
             seq,
             cfg,
         );
+        // Failed connects pooled the same way (skipped while nothing fails and nothing is
+        // accumulated); a component's level is the larger, on the loss statistic's scale.
+        if !self.pooled_connect.idle(&obs) {
+            let connect = self.pooled_connect.evaluate(
+                &graph,
+                &obs,
+                &judged,
+                interner,
+                &already,
+                &explained,
+                |c| tie(c, refusing[c as usize]),
+                seq,
+                cfg,
+            );
+            let scale = cfg.pooled_threshold / cfg.pooled_connect_threshold;
+            for (l, c) in pooled.level.iter_mut().zip(&connect.level) {
+                *l = l.max(c * scale);
+            }
+            for (c, level, flows) in connect.named {
+                if !pooled.named.iter().any(|m| m.0 == c) {
+                    pooled.named.push((c, level * scale, flows));
+                }
+            }
+        }
         // A per-flow loss verdict whose flows all cross a pooled one is that one's symptom.
         let mut by_pooled = vec![false; graph.comps.len()];
         for (c, _, _) in &pooled.named {

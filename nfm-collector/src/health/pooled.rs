@@ -47,10 +47,22 @@ struct Cusum {
 /// follow a fault that moves.
 const RECENT_DECAY: f64 = 0.8;
 
+/// The counts a pooled statistic weighs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Family {
+    /// Retransmissions over segments (low-grade loss).
+    #[default]
+    Loss,
+    /// Failed connects over connection attempts: SYNs dropped into a quiet subnet, where no
+    /// interval has the three failing flows a per-flow verdict needs (docs/health.md §4).
+    Connect,
+}
+
 /// The per-component statistics, kept across intervals (only for components with `C > 0`).
 #[derive(Debug, Default)]
 pub struct Pooled {
     states: FxHashMap<u64, Cusum>,
+    family: Family,
 }
 
 /// One component's evidence in one interval: per flow `i` with `S_i` segments, `R_i`
@@ -95,9 +107,44 @@ impl Sums {
     }
 }
 
-/// A flow's terms (increment, healthy drop), or `None` when it does not count: no segments, or
-/// degraded on its own (the per-flow stage's business).
-fn contribution(o: &Obs, j: &Judged, delta: f64) -> Option<(f64, f64)> {
+/// A flow's terms for `family` (increment, healthy drop), or `None` when it does not count.
+fn contribution(family: Family, o: &Obs, j: &Judged, cfg: &HealthConfig) -> Option<(f64, f64)> {
+    match family {
+        Family::Loss => loss_contribution(o, j, cfg.pooled_loss_rate),
+        Family::Connect => connect_contribution(o, j, cfg.pooled_connect_rate),
+    }
+}
+
+/// Whether a flow's counts exceed its expectation (one of a named component's degraded flows).
+fn elevated(family: Family, o: &Obs, j: &Judged) -> bool {
+    match family {
+        Family::Loss => o.retrans as f64 > o.segs as f64 * j.p_retrans as f64,
+        Family::Connect => o.failed as f64 > o.attempts as f64 * j.p_failed as f64,
+    }
+}
+
+/// Binomial log-likelihood ratio of "`delta` more of its connection attempts fail" against its
+/// baseline failure rate `q`: `F·ln(1 + δ/q) + (A − F)·ln(1 − δ/(1 − q))`, and its expectation
+/// at the baseline, negated (the healthy drop). `None`: no attempts. Flows the per-flow stage
+/// found degraded count too: failing connects are rare per flow, and a quiet subnet never has
+/// the three failing flows in one interval that a per-flow verdict needs (flows through a
+/// component it did name are left out: they are that verdict's evidence).
+fn connect_contribution(o: &Obs, j: &Judged, delta: f64) -> Option<(f64, f64)> {
+    if o.attempts == 0 {
+        return None;
+    }
+    let a = o.attempts as f64;
+    let f = (o.failed as f64).min(a);
+    let q = (j.p_failed as f64).clamp(1e-6, 0.5);
+    let delta = delta.min(0.9 * (1.0 - q));
+    let up = (1.0 + delta / q).ln();
+    let down = (1.0 - delta / (1.0 - q)).ln();
+    Some((f * up + (a - f) * down, -a * (q * up + (1.0 - q) * down)))
+}
+
+/// A flow's loss terms (increment, healthy drop), or `None` when it does not count: no
+/// segments, or degraded on its own (the per-flow stage's business).
+fn loss_contribution(o: &Obs, j: &Judged, delta: f64) -> Option<(f64, f64)> {
     if o.segs == 0 || j.loss == State::Degraded {
         return None;
     }
@@ -120,6 +167,23 @@ pub struct Outcome {
 }
 
 impl Pooled {
+    /// A statistic of `family`'s counts.
+    pub fn new(family: Family) -> Pooled {
+        Pooled {
+            states: FxHashMap::default(),
+            family,
+        }
+    }
+
+    /// Nothing to update: no state above zero and no flow with an event of this family.
+    pub fn idle(&self, obs: &[Obs]) -> bool {
+        self.states.is_empty()
+            && match self.family {
+                Family::Loss => false,
+                Family::Connect => obs.iter().all(|o| o.failed == 0),
+            }
+    }
+
     /// Updates every component's statistic with interval `seq` and names the components whose
     /// statistic is over the threshold and not explained by another's, except those in
     /// `already` (named by the per-flow stage; `explained` are the flows through them).
@@ -137,15 +201,25 @@ impl Pooled {
         seq: u32,
         cfg: &HealthConfig,
     ) -> Outcome {
-        let delta = cfg.pooled_loss_rate;
-        let h = cfg.pooled_threshold;
+        let (h, min_flows) = match self.family {
+            Family::Loss => (cfg.pooled_threshold, cfg.pooled_min_flows),
+            Family::Connect => (cfg.pooled_connect_threshold, cfg.pooled_connect_min_flows),
+        };
         let n = graph.comps.len();
         let mut sums = vec![Sums::default(); n];
         // Each flow's terms, once: the naming below goes over them again per candidate.
         let terms: Vec<Option<(f64, f64)>> = obs
             .iter()
             .zip(judged)
-            .map(|(o, j)| contribution(o, j, delta))
+            .zip(explained)
+            .map(|((o, j), &explained)| {
+                // A flow through a per-flow verdict is that verdict's evidence (the loss family
+                // leaves such flows out by their own state; connects count degraded flows).
+                if explained && self.family == Family::Connect {
+                    return None;
+                }
+                contribution(self.family, o, j, cfg)
+            })
             .collect();
         for (i, t) in terms.iter().enumerate() {
             let Some(t) = *t else { continue };
@@ -153,10 +227,7 @@ impl Pooled {
                 sums[c as usize].add(t);
             }
         }
-        let inc: Vec<f64> = sums
-            .iter()
-            .map(|x| x.increment(cfg.pooled_min_flows))
-            .collect();
+        let inc: Vec<f64> = sums.iter().map(|x| x.increment(min_flows)).collect();
 
         // Previous levels of the components seen now; states of components not seen in this
         // interval keep their level.
@@ -231,7 +302,7 @@ impl Pooled {
                 break;
             }
             let mut rest = Sums::default();
-            let mut elevated = Vec::new();
+            let mut flagged = Vec::new();
             let mut through = Vec::new();
             let mut touched = 0u8;
             for (i, (o, j)) in obs.iter().zip(judged).enumerate() {
@@ -245,11 +316,11 @@ impl Pooled {
                 through.push(i);
                 let Some(t) = terms[i] else { continue };
                 rest.add(t);
-                if o.retrans as f64 > o.segs as f64 * j.p_retrans as f64 {
-                    elevated.push(i as u32);
+                if elevated(self.family, o, j) {
+                    flagged.push(i as u32);
                 }
             }
-            let gain = rest.increment(cfg.pooled_min_flows);
+            let gain = rest.increment(min_flows);
             let explained_away = match touched {
                 0 => false,
                 1 => gain <= 0.0 || prev[l as usize] + gain < h,
@@ -261,8 +332,8 @@ impl Pooled {
             for i in through {
                 claimed[i] = 2;
             }
-            if level[l as usize] >= h && !elevated.is_empty() {
-                named.push((l, level[l as usize], elevated));
+            if level[l as usize] >= h && !flagged.is_empty() {
+                named.push((l, level[l as usize], flagged));
             }
         }
         Outcome { level, named }
@@ -308,5 +379,38 @@ mod test {
         }
         assert!(few.increment(0) > 0.0);
         assert_eq!(few.increment(5), 0.0);
+    }
+
+    /// Failed connects: two flows whose one attempt each fails (SYNs dropped into a quiet
+    /// subnet) reach the connect threshold within two intervals; a busy component failing at
+    /// its baseline rate, or one flow failing alone, gains nothing.
+    #[test]
+    fn test_connect_increment_names_a_quiet_subnet_not_noise() {
+        let cfg = HealthConfig::default();
+        let obs = |attempts: u64, failed: u64| Obs {
+            attempts,
+            failed,
+            ..Obs::default()
+        };
+        let judged = Judged {
+            p_failed: 0.005,
+            ..Judged::default()
+        };
+        let term = |o: &Obs| connect_contribution(o, &judged, cfg.pooled_connect_rate).unwrap();
+        let mut quiet = Sums::default();
+        quiet.add(term(&obs(1, 1)));
+        quiet.add(term(&obs(1, 1)));
+        let inc = quiet.increment(cfg.pooled_connect_min_flows);
+        assert!(2.0 * inc >= cfg.pooled_connect_threshold, "{inc}");
+        let mut alone = Sums::default();
+        alone.add(term(&obs(1, 1)));
+        alone.add(term(&obs(1, 0)));
+        assert!(alone.increment(cfg.pooled_connect_min_flows) <= 0.0);
+        let mut busy = Sums::default();
+        for k in 0..100 {
+            busy.add(term(&obs(10, u64::from(k % 20 == 0))));
+        }
+        assert!(busy.increment(cfg.pooled_connect_min_flows) < 0.0);
+        assert!(connect_contribution(&obs(0, 0), &judged, 0.2).is_none());
     }
 }
