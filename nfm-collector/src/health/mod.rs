@@ -216,6 +216,10 @@ pub struct HealthConfig {
     pub pooled_connect_rate: f64,
     pub pooled_connect_threshold: f64,
     pub pooled_connect_min_flows: u32,
+    /// Slow handshakes pooled too (`pooled::Family::Handshake`, endpoints only, with the
+    /// connect statistic's threshold and flows): the share of a component's judged flows with
+    /// slow handshakes that the statistic tests for, against 1 % by chance.
+    pub pooled_handshake_share: f64,
     /// Paths unseen this many intervals are forgotten; at most `max_paths` are learned.
     pub path_idle_intervals: u32,
     pub max_paths: usize,
@@ -268,6 +272,7 @@ impl Default for HealthConfig {
             pooled_connect_rate: 0.2,
             pooled_connect_threshold: 8.0,
             pooled_connect_min_flows: 2,
+            pooled_handshake_share: 0.5,
             path_idle_intervals: 1440,
             max_paths: 2_000_000,
         }
@@ -301,6 +306,7 @@ pub struct Evaluator {
     /// Loss evidence accumulated per component over intervals.
     pooled: pooled::Pooled,
     pooled_connect: pooled::Pooled,
+    pooled_handshake: pooled::Pooled,
     reuse: Reuse,
     stats: EvaluatorStats,
     /// Issue 15: false while a maintenance window covers the intervals being judged (they are
@@ -366,6 +372,7 @@ impl Evaluator {
             tables: Tables::default(),
             pooled: pooled::Pooled::default(),
             pooled_connect: pooled::Pooled::new(pooled::Family::Connect),
+            pooled_handshake: pooled::Pooled::new(pooled::Family::Handshake),
             reuse: Reuse::default(),
             stats: EvaluatorStats::default(),
             learning: true,
@@ -509,7 +516,7 @@ impl Evaluator {
         );
         // Failed connects pooled the same way (skipped while nothing fails and nothing is
         // accumulated); a component's level is the larger, on the loss statistic's scale.
-        if !self.pooled_connect.idle(&obs) {
+        if !self.pooled_connect.idle(&obs, &judged) {
             let connect = self.pooled_connect.evaluate(
                 &graph,
                 &obs,
@@ -585,6 +592,28 @@ impl Evaluator {
         for p in &hs_picks {
             from_hs[p.comp as usize] = true;
         }
+        // Slow handshakes pooled over flows and intervals: a server with few new connections
+        // per interval never has the three slow flows one interval needs. Endpoints only.
+        let mut hs_pooled = Vec::new();
+        if !self.pooled_handshake.idle(&obs, &judged) {
+            let taken: Vec<bool> = already.iter().zip(&by_pooled).map(|(a, p)| a | p).collect();
+            let explained = crossing(&graph, &taken);
+            let out = self.pooled_handshake.evaluate(
+                &graph,
+                &obs,
+                &judged,
+                interner,
+                &from_hs,
+                &explained,
+                |c| tie(c, true),
+                seq,
+                cfg,
+            );
+            for (c, level, flows) in out.named {
+                from_hs[c as usize] = true;
+                hs_pooled.push((c, level, flows));
+            }
+        }
         let loss_kept = loss_picks.iter().filter(|p| !subsumed(p));
         for p in loss_kept.chain(&lat_picks).chain(&hs_picks) {
             let conf = family_confidence(p);
@@ -596,6 +625,19 @@ impl Evaluator {
                 let n = &mut named[*s];
                 n.1 = n.1.max(conf);
                 n.2.extend_from_slice(&p.covered);
+            }
+        }
+
+        for (c, level, flows) in hs_pooled {
+            let conf = 1.0 - (-(level / cfg.pooled_connect_threshold)).exp();
+            let s = &mut slot[c as usize];
+            if *s == usize::MAX {
+                *s = named.len();
+                named.push((c, conf, flows));
+            } else {
+                let n = &mut named[*s];
+                n.1 = n.1.max(conf);
+                n.2.extend_from_slice(&flows);
             }
         }
 

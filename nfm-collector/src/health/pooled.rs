@@ -56,7 +56,14 @@ pub enum Family {
     /// Failed connects over connection attempts: SYNs dropped into a quiet subnet, where no
     /// interval has the three failing flows a per-flow verdict needs (docs/health.md §4).
     Connect,
+    /// Flows whose handshakes the handshake family judged slow, over flows it judged: a server
+    /// with few new connections per interval. Names endpoints only.
+    Handshake,
 }
+
+/// Share of judged flows whose handshake is slow on a healthy server (the baseline the
+/// handshake statistic tests against; per-flow judgements flag about this many by chance).
+const HANDSHAKE_BASE_SLOW: f64 = 0.01;
 
 /// The per-component statistics, kept across intervals (only for components with `C > 0`).
 #[derive(Debug, Default)]
@@ -112,6 +119,15 @@ fn contribution(family: Family, o: &Obs, j: &Judged, cfg: &HealthConfig) -> Opti
     match family {
         Family::Loss => loss_contribution(o, j, cfg.pooled_loss_rate),
         Family::Connect => connect_contribution(o, j, cfg.pooled_connect_rate),
+        Family::Handshake => match j.hs.state {
+            State::Inconclusive => None,
+            slow => Some(binomial(
+                1.0,
+                f64::from(u8::from(slow == State::Degraded)),
+                HANDSHAKE_BASE_SLOW,
+                cfg.pooled_handshake_share,
+            )),
+        },
     }
 }
 
@@ -120,6 +136,7 @@ fn elevated(family: Family, o: &Obs, j: &Judged) -> bool {
     match family {
         Family::Loss => o.retrans as f64 > o.segs as f64 * j.p_retrans as f64,
         Family::Connect => o.failed as f64 > o.attempts as f64 * j.p_failed as f64,
+        Family::Handshake => j.hs.state == State::Degraded,
     }
 }
 
@@ -134,12 +151,22 @@ fn connect_contribution(o: &Obs, j: &Judged, delta: f64) -> Option<(f64, f64)> {
         return None;
     }
     let a = o.attempts as f64;
-    let f = (o.failed as f64).min(a);
-    let q = (j.p_failed as f64).clamp(1e-6, 0.5);
+    Some(binomial(
+        a,
+        (o.failed as f64).min(a),
+        j.p_failed as f64,
+        delta,
+    ))
+}
+
+/// `f` events in `a` trials, baseline rate `q`, tested against `q + delta`: the log-likelihood
+/// ratio and its expectation at the baseline, negated (terms as in [`contribution`]).
+fn binomial(a: f64, f: f64, q: f64, delta: f64) -> (f64, f64) {
+    let q = q.clamp(1e-6, 0.5);
     let delta = delta.min(0.9 * (1.0 - q));
     let up = (1.0 + delta / q).ln();
     let down = (1.0 - delta / (1.0 - q)).ln();
-    Some((f * up + (a - f) * down, -a * (q * up + (1.0 - q) * down)))
+    (f * up + (a - f) * down, -a * (q * up + (1.0 - q) * down))
 }
 
 /// A flow's loss terms (increment, healthy drop), or `None` when it does not count: no
@@ -176,11 +203,12 @@ impl Pooled {
     }
 
     /// Nothing to update: no state above zero and no flow with an event of this family.
-    pub fn idle(&self, obs: &[Obs]) -> bool {
+    pub fn idle(&self, obs: &[Obs], judged: &[Judged]) -> bool {
         self.states.is_empty()
             && match self.family {
                 Family::Loss => false,
                 Family::Connect => obs.iter().all(|o| o.failed == 0),
+                Family::Handshake => judged.iter().all(|j| j.hs.state != State::Degraded),
             }
     }
 
@@ -204,6 +232,7 @@ impl Pooled {
         let (h, min_flows) = match self.family {
             Family::Loss => (cfg.pooled_threshold, cfg.pooled_min_flows),
             Family::Connect => (cfg.pooled_connect_threshold, cfg.pooled_connect_min_flows),
+            Family::Handshake => (cfg.pooled_connect_threshold, cfg.pooled_connect_min_flows),
         };
         let n = graph.comps.len();
         let mut sums = vec![Sums::default(); n];
@@ -215,7 +244,7 @@ impl Pooled {
             .map(|((o, j), &explained)| {
                 // A flow through a per-flow verdict is that verdict's evidence (the loss family
                 // leaves such flows out by their own state; connects count degraded flows).
-                if explained && self.family == Family::Connect {
+                if explained && self.family != Family::Loss {
                     return None;
                 }
                 contribution(self.family, o, j, cfg)
@@ -281,6 +310,10 @@ impl Pooled {
         // threshold are named.
         let mut cand: Vec<(f64, (u8, u64), u32)> = (0..n)
             .filter(|&l| level[l] >= cfg.pooled_suspicion * h && !already[l])
+            .filter(|&l| {
+                // Slow handshakes are an endpoint's trouble, never the network's.
+                self.family != Family::Handshake || !interner.name(graph.comps[l]).kind.is_network()
+            })
             .map(|l| (recent[l], rank(l as u32), l as u32))
             .collect();
         let mut named = Vec::new();

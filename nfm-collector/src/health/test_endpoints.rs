@@ -208,7 +208,8 @@ fn test_slow_handshakes_name_the_host_not_the_network() {
             }
         }
     }
-    // A host with fewer than three flows that open connections cannot be named (one noisy flow
-    // never names anything): 16 of 24 when written.
-    assert!(named >= 12, "named in {named} of 24 faulty intervals");
+    // A host with fewer than three flows that open connections is named only once the pooled
+    // handshake evidence accumulates over intervals (one noisy flow never names anything): 16
+    // of 24 with the per-interval rule alone, 19 with the pooled statistic.
+    assert!(named >= 18, "named in {named} of 24 faulty intervals");
 }
