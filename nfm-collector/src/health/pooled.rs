@@ -186,7 +186,7 @@ fn loss_contribution(o: &Obs, j: &Judged, delta: f64) -> Option<(f64, f64)> {
 /// What the pooled stage says about one interval.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Per local component: its statistic after this interval.
+    /// Per local component: its statistic after this interval (empty: all 0).
     pub level: Vec<f64>,
     /// Components named by pooled evidence (local ids), strongest first, each with its level and
     /// the observations through it whose retransmissions exceed their expectation.
@@ -210,6 +210,44 @@ impl Pooled {
                 Family::Connect => obs.iter().all(|o| o.failed == 0),
                 Family::Handshake => judged.iter().all(|j| j.hs.state != State::Degraded),
             }
+    }
+
+    /// For the rare-event families (connects, handshakes): the components that can move, those
+    /// with a state or crossed by two flows with an event (a failed connect, a slow handshake).
+    /// Every other one gains nothing in the interval (the runner-up rule takes the one event's
+    /// excess, and flows without one only lower the statistic) and has nothing to lose, so
+    /// only flows through these are weighed (the logarithms of 100k flows were most of the
+    /// stage's cost). `None` for loss: retransmissions are everywhere.
+    fn live(
+        &self,
+        graph: &Graph,
+        obs: &[Obs],
+        judged: &[Judged],
+        interner: &Interner,
+    ) -> Option<Vec<bool>> {
+        if self.family == Family::Loss {
+            return None;
+        }
+        let n = graph.comps.len();
+        let mut events = vec![0u8; n];
+        for (i, (o, j)) in obs.iter().zip(judged).enumerate() {
+            let event = match self.family {
+                Family::Connect => o.failed > 0,
+                _ => j.hs.state == State::Degraded,
+            };
+            if event {
+                for &c in graph.of(i) {
+                    events[c as usize] = events[c as usize].saturating_add(1);
+                }
+            }
+        }
+        let mut live: Vec<bool> = events.iter().map(|&e| e >= 2).collect();
+        for st in self.states.values() {
+            if let Some(l) = interner.local_of(&st.id) {
+                live[l as usize] = true;
+            }
+        }
+        Some(live)
     }
 
     /// Updates every component's statistic with interval `seq` and names the components whose
@@ -236,16 +274,27 @@ impl Pooled {
         };
         let n = graph.comps.len();
         let mut sums = vec![Sums::default(); n];
+        let live = self.live(graph, obs, judged, interner);
+        if self.states.is_empty() && live.as_ref().is_some_and(|l| !l.contains(&true)) {
+            // Nothing accumulated and nowhere two events: every level stays 0 (most intervals).
+            return Outcome::default();
+        }
         // Each flow's terms, once: the naming below goes over them again per candidate.
         let terms: Vec<Option<(f64, f64)>> = obs
             .iter()
             .zip(judged)
             .zip(explained)
-            .map(|((o, j), &explained)| {
+            .enumerate()
+            .map(|(i, ((o, j), &explained))| {
                 // A flow through a per-flow verdict is that verdict's evidence (the loss family
                 // leaves such flows out by their own state; connects count degraded flows).
                 if explained && self.family != Family::Loss {
                     return None;
+                }
+                if let Some(live) = &live {
+                    if !graph.of(i).iter().any(|&c| live[c as usize]) {
+                        return None;
+                    }
                 }
                 contribution(self.family, o, j, cfg)
             })
@@ -253,7 +302,9 @@ impl Pooled {
         for (i, t) in terms.iter().enumerate() {
             let Some(t) = *t else { continue };
             for &c in graph.of(i) {
-                sums[c as usize].add(t);
+                if live.as_ref().is_none_or(|live| live[c as usize]) {
+                    sums[c as usize].add(t);
+                }
             }
         }
         let inc: Vec<f64> = sums.iter().map(|x| x.increment(min_flows)).collect();
