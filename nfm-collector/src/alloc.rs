@@ -37,6 +37,15 @@ pub fn trim() {
     unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
+/// The store's call: `after_interval` (an interval summary arrived and nothing is queued behind
+/// it) with no records on their way to the aggregator means the pipeline went idle: [`trim`].
+/// Under a steady flood this never runs.
+pub fn trim_when_idle(after_interval: bool, records_in_flight: &std::sync::atomic::AtomicU64) {
+    if after_interval && records_in_flight.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        trim();
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;

@@ -755,19 +755,15 @@ impl Store {
         log::info!("store: running in {}", self.cfg.dir.display());
         let mut last_sizes = Instant::now();
         while let Ok(first) = rx.recv() {
-            let (mut shutdown, mut tick) = (false, false);
-            // Issue 16 item 4: an interval summary with nothing queued behind it.
-            let (mut interval, mut drained) = (false, false);
+            let (mut shutdown, mut tick, mut interval, mut drained) = (false, false, false, false);
             let mut next = Some(first);
             while let Some(m) = next.take() {
                 self.metrics.received(crate::metrics::Chan::Store);
+                interval |= matches!(m, StoreMsg::Interval { .. });
                 match m {
                     StoreMsg::Shutdown => shutdown = true,
                     StoreMsg::Tick(_) => tick = true,
-                    other => {
-                        interval |= matches!(other, StoreMsg::Interval { .. });
-                        self.accept(other)
-                    }
+                    other => self.accept(other),
                 }
                 if shutdown || self.backlog_bytes > 32 << 20 {
                     break;
@@ -775,13 +771,8 @@ impl Store {
                 next = rx.try_recv().ok();
                 drained = next.is_none();
             }
-            // The pipeline went idle after an interval (nothing queued here, no records on
-            // their way to the aggregator): give what the interval freed back to the kernel,
-            // so an idle collector's resident memory is what it holds, not its busiest
-            // moment's (see `alloc::trim`). Under a steady flood this never runs.
-            if interval && drained && self.metrics.records_in_flight.load(Ordering::Relaxed) == 0 {
-                crate::alloc::trim();
-            }
+            // Issue 16 item 4: an interval with nothing queued behind it (`alloc::trim`).
+            crate::alloc::trim_when_idle(interval && drained, &self.metrics.records_in_flight);
             self.metrics
                 .store_queue_depth
                 .store(self.backlog.len() as u64, Ordering::Relaxed);
