@@ -37,13 +37,18 @@ pub fn trim() {
     unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
-/// The store's call: `after_interval` (an interval summary arrived and nothing is queued behind
-/// it) with no records on their way to the aggregator means the pipeline went idle: [`trim`].
-/// Under a steady flood this never runs.
-pub fn trim_when_idle(after_interval: bool, records_in_flight: &std::sync::atomic::AtomicU64) {
-    if after_interval && records_in_flight.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+/// The store's call: `after_interval` (an interval summary arrived since the last trim and
+/// nothing is queued at the store now) with no records on their way to the aggregator means the
+/// pipeline went idle: [`trim`], and true. Under a steady flood this never runs.
+pub fn trim_when_idle(after_interval: bool, m: &crate::metrics::Metrics) -> bool {
+    let in_flight = m
+        .records_in_flight
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let idle = after_interval && in_flight == 0;
+    if idle {
         trim();
     }
+    idle
 }
 
 #[cfg(test)]
