@@ -753,12 +753,14 @@ impl Store {
     /// Group commit: take one message, then everything already queued, write it all, fsync once.
     pub fn run(mut self, rx: Receiver<StoreMsg>, out: StoreOutputs) {
         log::info!("store: running in {}", self.cfg.dir.display());
-        let mut last_sizes = Instant::now();
+        // `interval`: a summary arrived since the last idle trim (issue 16 item 4, `alloc::trim`).
+        let (mut last_sizes, mut interval) = (Instant::now(), false);
         while let Ok(first) = rx.recv() {
-            let (mut shutdown, mut tick) = (false, false);
+            let (mut shutdown, mut tick, mut drained) = (false, false, false);
             let mut next = Some(first);
             while let Some(m) = next.take() {
                 self.metrics.received(crate::metrics::Chan::Store);
+                interval |= matches!(m, StoreMsg::Interval { .. });
                 match m {
                     StoreMsg::Shutdown => shutdown = true,
                     StoreMsg::Tick(_) => tick = true,
@@ -768,7 +770,9 @@ impl Store {
                     break;
                 }
                 next = rx.try_recv().ok();
+                drained = next.is_none();
             }
+            interval &= !crate::alloc::trim_when_idle(interval && drained, &self.metrics);
             self.metrics
                 .store_queue_depth
                 .store(self.backlog.len() as u64, Ordering::Relaxed);
