@@ -359,21 +359,8 @@ impl Evaluator {
             already[p.comp as usize] = true;
         }
         let explained = crossing(&graph, &already);
-        let mut pooled = self.pooled.evaluate(
-            &graph,
-            &obs,
-            &judged,
-            interner,
-            &already,
-            &explained,
-            |c| tie(c, refusing[c as usize]),
-            seq,
-            cfg,
-        );
-        // Failed connects pooled the same way (skipped while nothing fails and nothing is
-        // accumulated); a component's level is the larger, on the loss statistic's scale.
-        if !self.pooled_connect.idle(&obs, &judged) {
-            let connect = self.pooled_connect.evaluate(
+        let run = |p: &mut pooled::Pooled| {
+            p.evaluate(
                 &graph,
                 &obs,
                 &judged,
@@ -383,7 +370,13 @@ impl Evaluator {
                 |c| tie(c, refusing[c as usize]),
                 seq,
                 cfg,
-            );
+            )
+        };
+        let mut pooled = run(&mut self.pooled);
+        // Failed connects pooled the same way (skipped while nothing fails and nothing is
+        // accumulated); a component's level is the larger, on the loss statistic's scale.
+        if !self.pooled_connect.idle(&obs, &judged) {
+            let connect = run(&mut self.pooled_connect);
             let scale = cfg.pooled_threshold / cfg.pooled_connect_threshold;
             for (l, c) in pooled.level.iter_mut().zip(&connect.level) {
                 *l = l.max(c * scale);
