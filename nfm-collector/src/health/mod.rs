@@ -702,4 +702,6 @@ mod test;
 #[cfg(test)]
 mod test_endpoints;
 #[cfg(test)]
+mod test_pooled;
+#[cfg(test)]
 mod test_trends;

@@ -11,10 +11,13 @@
 //! baseline `p_i`": `R_i·ln(1 + δ/p_i) − δ·S_i` (Poisson; `S_i` segments, `R_i`
 //! retransmissions). The statistic is `C ← clamp(C + Σ, 0, cap)` and the component is named
 //! while `C ≥ h`. Guards:
-//! - only flows the per-flow stage does not find degraded count (those are its business, and it
-//!   needs several of them); each counts at most `E_i + 2 + 3δ·S_i` retransmissions and no more
-//!   than the runner-up flow;
-//! - a component crossed by fewer than `pooled_min_flows` flows gains nothing in the interval;
+//! - flows through a per-flow verdict that are degraded on their own are its evidence and do
+//!   not count; every other flow does, degraded or not (two lossy flows are fewer than a
+//!   per-flow verdict needs: left out here too, their evidence was weighed by neither stage);
+//!   each counts at most `E_i + 2 + 3δ·S_i` retransmissions and no more than the runner-up flow;
+//! - a component crossed by fewer than `pooled_min_flows` flows gains nothing in the interval,
+//!   and a component whose evidence lies in such a part of it (its other flows gain nothing) is
+//!   not named for it (an AZ is not blamed for the two lossy flows of one of its AZ pairs);
 //! - the cap bounds how long a component stays named after its loss ends: `C` falls by `D`, the
 //!   sum's value when every flow is at its baseline, per healthy interval, and is capped at `h`
 //!   plus `pooled_linger` times `D` (and at `pooled_cap·h`);
@@ -170,9 +173,10 @@ fn binomial(a: f64, f: f64, q: f64, delta: f64) -> (f64, f64) {
 }
 
 /// A flow's loss terms (increment, healthy drop), or `None` when it does not count: no
-/// segments, or degraded on its own (the per-flow stage's business).
+/// segments. A flow degraded on its own counts like any other (capped as every flow is): only
+/// a per-flow verdict that explains it takes it out (in [`Pooled::evaluate`]).
 fn loss_contribution(o: &Obs, j: &Judged, delta: f64) -> Option<(f64, f64)> {
-    if o.segs == 0 || j.loss == State::Degraded {
+    if o.segs == 0 {
         return None;
     }
     let s = o.segs as f64;
@@ -286,9 +290,15 @@ impl Pooled {
             .zip(explained)
             .enumerate()
             .map(|(i, ((o, j), &explained))| {
-                // A flow through a per-flow verdict is that verdict's evidence (the loss family
-                // leaves such flows out by their own state; connects count degraded flows).
-                if explained && self.family != Family::Loss {
+                // A flow through a per-flow verdict is that verdict's evidence. The loss family
+                // leaves out only such flows' degraded ones: a flow degraded on its own that no
+                // verdict explains (two lossy flows, fewer than a verdict needs) is evidence
+                // here, or neither stage would weigh it.
+                let verdicts = match self.family {
+                    Family::Loss => j.loss == State::Degraded,
+                    _ => true,
+                };
+                if explained && verdicts {
                     return None;
                 }
                 if let Some(live) = &live {
@@ -381,6 +391,15 @@ impl Pooled {
         });
         // 0: free; 1: through a per-flow verdict; 2: claimed by a component here.
         let mut claimed: Vec<u8> = explained.iter().map(|&e| u8::from(e)).collect();
+        // Flows through each component (which components lie inside which, and which are too
+        // small to be named on their own).
+        let mut count = vec![0u32; n];
+        for i in 0..obs.len() {
+            for &c in graph.of(i) {
+                count[c as usize] += 1;
+            }
+        }
+        let mut all = Vec::new();
         for &(_, _, l) in &cand {
             if named.len() >= cfg.max_verdicts {
                 break;
@@ -389,10 +408,12 @@ impl Pooled {
             let mut flagged = Vec::new();
             let mut through = Vec::new();
             let mut touched = 0u8;
+            all.clear();
             for (i, (o, j)) in obs.iter().zip(judged).enumerate() {
                 if !graph.of(i).contains(&l) {
                     continue;
                 }
+                all.push(i);
                 if claimed[i] > 0 {
                     touched = touched.max(claimed[i]);
                     continue;
@@ -410,7 +431,9 @@ impl Pooled {
                 1 => gain <= 0.0 || prev[l as usize] + gain < h,
                 _ => gain < 0.5 * h,
             };
-            if explained_away {
+            let small_part = self.family == Family::Loss
+                && in_small_part(graph, &terms, l, &all, &through, &count, min_flows);
+            if explained_away || small_part {
                 continue;
             }
             for i in through {
@@ -422,6 +445,53 @@ impl Pooled {
         }
         Outcome { level, named }
     }
+}
+
+/// Whether the evidence through component `l` lies in a part of it too small to be named: a
+/// component inside `l` (every flow through it crosses `l`) crossed by fewer than `min_flows`
+/// flows, on the path of the flow with the largest term, such that `l`'s other flows (of
+/// `through`, those not yet claimed) gain nothing. `all`: every flow through `l`; `count`:
+/// flows per component.
+///
+/// Why: a flow that shows loss adds its evidence to every component on its path, so an AZ, a
+/// gateway or a VPC gathers the evidence of the two flows of an AZ pair that lose. That pair
+/// is not named on two flows' pooled evidence; naming what contains it would blame the
+/// container's healthy rest instead.
+fn in_small_part(
+    graph: &Graph,
+    terms: &[Option<(f64, f64)>],
+    l: u32,
+    all: &[usize],
+    through: &[usize],
+    count: &[u32],
+    min_flows: u32,
+) -> bool {
+    let strongest = through
+        .iter()
+        .filter_map(|&i| terms[i].map(|t| (t.0, i)))
+        .filter(|&(t, _)| t > 0.0)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let Some((_, top)) = strongest else {
+        return false;
+    };
+    graph.of(top).iter().any(|&m| {
+        let small = m != l && count[m as usize] < min_flows.min(count[l as usize]);
+        if !small
+            || all.iter().filter(|&&i| graph.of(i).contains(&m)).count()
+                != count[m as usize] as usize
+        {
+            return false;
+        }
+        let mut rest = Sums::default();
+        for &i in through {
+            if let Some(t) = terms[i] {
+                if !graph.of(i).contains(&m) {
+                    rest.add(t);
+                }
+            }
+        }
+        rest.increment(0) <= 0.0
+    })
 }
 
 #[cfg(test)]
