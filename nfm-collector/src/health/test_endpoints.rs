@@ -167,11 +167,13 @@ fn test_latency_tie_between_host_and_subnet_is_the_host_every_interval() {
             iv.flows.reverse();
         }
         let r = ev.evaluate(&iv);
-        assert_eq!(
-            names(&r),
-            vec!["host:s".to_string()],
-            "interval {k}: {r:#?}"
-        );
+        // The first slow interval's pick waits for the next to confirm it (nothing named).
+        let want = if k == 12 {
+            vec![]
+        } else {
+            vec!["host:s".to_string()]
+        };
+        assert_eq!(names(&r), want, "interval {k}: {r:#?}");
     }
 }
 
