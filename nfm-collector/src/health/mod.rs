@@ -468,6 +468,7 @@ impl Evaluator {
                 hs_pooled.push((c, level, flows));
             }
         }
+        let loss_kept: Vec<&Pick> = loss_picks.iter().filter(|p| !subsumed(p)).collect();
         // Endpoints named for latency alone (no loss, handshake or pooled verdict on them).
         let mut slow_only = vec![false; graph.comps.len()];
         for p in &lat_picks {
@@ -479,14 +480,13 @@ impl Evaluator {
                 slow_only[p.comp as usize] = true;
             }
         }
-        for p in loss_picks.iter().filter(|p| !subsumed(p)).chain(&hs_picks) {
+        for p in loss_kept.iter().copied().chain(&hs_picks) {
             slow_only[p.comp as usize] = false;
         }
         for (c, _, _) in pooled.named.iter().chain(&hs_pooled) {
             slow_only[*c as usize] = false;
         }
-        let loss_kept = loss_picks.iter().filter(|p| !subsumed(p));
-        for p in loss_kept.chain(&lat_picks).chain(&hs_picks) {
+        for p in loss_kept.into_iter().chain(&lat_picks).chain(&hs_picks) {
             let conf = family_confidence(p);
             let s = &mut slot[p.comp as usize];
             if *s == usize::MAX {
@@ -567,6 +567,7 @@ impl Evaluator {
         let hold = self.config.incident_hold_down.ms_of(len);
         let mut slow_endpoints = HashSet::new();
         for (k, (c, conf, mut covered)) in named.into_iter().enumerate() {
+            let mut seen_since = interval.start_ms;
             if slow_only[c as usize] {
                 // One interval in which most of a host's few flows have slow round trips
                 // happens on healthy days (measured: 3 in 10 days of 5 s intervals, each 3 of a
@@ -578,13 +579,9 @@ impl Evaluator {
                 if !self.slow_endpoints_prev.contains(id) && !self.active.contains_key(id) {
                     continue;
                 }
+                // Confirmed: first seen in the interval before.
+                seen_since = self.prev_start.unwrap_or(interval.start_ms);
             }
-            // A confirmed slow host was first seen in the interval before.
-            let seen_since = if slow_only[c as usize] {
-                self.prev_start.unwrap_or(interval.start_ms)
-            } else {
-                interval.start_ms
-            };
             covered.sort_unstable();
             covered.dedup();
             let mut ev = EvidenceAcc::default();

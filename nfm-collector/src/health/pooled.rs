@@ -294,11 +294,11 @@ impl Pooled {
                 // leaves out only such flows' degraded ones: a flow degraded on its own that no
                 // verdict explains (two lossy flows, fewer than a verdict needs) is evidence
                 // here, or neither stage would weigh it.
-                let verdicts = match self.family {
+                let verdict_evidence = match self.family {
                     Family::Loss => j.loss == State::Degraded,
                     _ => true,
                 };
-                if explained && verdicts {
+                if explained && verdict_evidence {
                     return None;
                 }
                 if let Some(live) = &live {
