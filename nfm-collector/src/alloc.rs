@@ -14,6 +14,9 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Idle memory is returned to the kernel after this long.
 pub const PURGE_DELAY_MS: i64 = 10_000;
 
+/// mimalloc's `mi_option_allow_thp` (enum position in mimalloc 3's `mimalloc.h`).
+const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
+
 /// Applies the tuning. Call first thing in `main`, before any thread starts (mimalloc's
 /// option setters are not thread safe). Harmless where mimalloc is linked but not the global
 /// allocator.
@@ -22,6 +25,17 @@ pub fn tune() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets a process-wide option; called before other threads exist.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS as _) };
+    }
+    // No transparent huge pages (issue 16 item 4): a huge page partly in use is resident whole,
+    // and the arena mimalloc reserved before `main` was already advised for them, so the option
+    // alone (read at process start) is not enough: THP goes off for the whole process, as
+    // mimalloc itself does when the option is 0 from the start (`MIMALLOC_ALLOW_THP=0`).
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // SAFETY: sets a process-wide option and flag; called before other threads exist.
+        unsafe {
+            libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0);
+            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        }
     }
 }
 
@@ -37,16 +51,24 @@ pub fn trim() {
     unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
-/// The store's call: `after_interval` (an interval summary arrived since the last trim and
-/// nothing is queued at the store now) with no records on their way to the aggregator means the
-/// pipeline went idle: [`trim`], and true. Under a steady flood this never runs.
-pub fn trim_when_idle(after_interval: bool, m: &crate::metrics::Metrics) -> bool {
-    let in_flight = m
-        .records_in_flight
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let idle = after_interval && in_flight == 0;
+/// No records on their way to the aggregator: the pipeline has caught up.
+pub fn pipeline_idle(m: &crate::metrics::Metrics) -> bool {
+    m.records_in_flight
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+}
+
+/// An actor's call once it has finished its work: `after_work` (it did work since its last
+/// trim and nothing is queued for it now) with the pipeline idle means the collector went idle:
+/// [`trim`] (counted in `memory_trims`), and true. Under a steady flood this never runs.
+/// mimalloc purges free memory of every arena but empty pages only of the calling thread, so
+/// each actor that frees an interval's memory calls this itself.
+pub fn trim_when_idle(after_work: bool, m: &crate::metrics::Metrics) -> bool {
+    let idle = after_work && pipeline_idle(m);
     if idle {
         trim();
+        m.memory_trims
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     idle
 }
@@ -68,6 +90,11 @@ mod test {
             tune();
             let v = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
             assert_eq!(v as i64, PURGE_DELAY_MS);
+        }
+        if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+            // allow_thp's default is 1 (options.c); `tune` turned it off.
+            let v = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_ALLOW_THP) };
+            assert_eq!(v, 0, "option 43 is not allow_thp in this mimalloc");
         }
     }
 }

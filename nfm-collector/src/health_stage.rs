@@ -19,6 +19,10 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
+/// An idle stage frees its evaluation scratch after this long without an interval: longer than
+/// the gap between intervals under load, shorter than the product's 5 s interval.
+pub const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub struct HealthStage {
     /// Emptied sample vectors go back to the aggregator for reuse (try_send: never blocks).
     recycle: Option<SyncSender<Vec<crate::model::FlowSample>>>,
@@ -161,13 +165,35 @@ impl HealthStage {
         }
     }
 
+    /// Runs until shutdown. An interval's vectors are kept for the next one (under load they
+    /// are reused at once) and freed once no interval has come for [`IDLE_RELEASE`] and the
+    /// pipeline has caught up (issue 16 item 4: an idle collector holds no evaluation scratch).
     pub fn run(mut self, rx: Receiver<HealthMsg>, out: SyncSender<StoreMsg>) {
         use crate::metrics::Chan;
-        while let Ok(m) = rx.recv() {
+        use std::sync::mpsc::RecvTimeoutError;
+        // An interval's scratch is held until the stage has been idle for `IDLE_RELEASE`.
+        let mut held = false;
+        loop {
+            let m = match rx.recv_timeout(IDLE_RELEASE) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => {
+                    // Idle: what the intervals needed goes back to the kernel (this thread's
+                    // free pages are trimmed only from here).
+                    if held && crate::alloc::pipeline_idle(&self.metrics) {
+                        if let Some(e) = self.evaluator.as_mut() {
+                            e.release_scratch();
+                        }
+                        held = !crate::alloc::trim_when_idle(true, &self.metrics);
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             self.metrics.received(Chan::Health);
             match m {
                 HealthMsg::Closed(w) => {
                     let msg = self.handle(*w);
+                    held = true;
                     self.metrics.sent(Chan::Store);
                     if out.send(msg).is_err() {
                         break;

@@ -753,14 +753,19 @@ impl Store {
     /// Group commit: take one message, then everything already queued, write it all, fsync once.
     pub fn run(mut self, rx: Receiver<StoreMsg>, out: StoreOutputs) {
         log::info!("store: running in {}", self.cfg.dir.display());
-        // `interval`: a summary arrived since the last idle trim (issue 16 item 4, `alloc::trim`).
-        let (mut last_sizes, mut interval) = (Instant::now(), false);
+        // Idle trims (issue 16 item 4, `alloc::trim`): `interval`, a summary arrived since the
+        // last one (trimmed as soon as nothing is queued); `stored`, batches did (trimmed at the
+        // next tick that finds nothing queued, at most once a second, so that the memory of a
+        // burst whose interval is still open goes back too).
+        let (mut last_sizes, mut interval, mut stored) = (Instant::now(), false, false);
+        let mut last_trim = Instant::now();
         while let Ok(first) = rx.recv() {
-            let (mut shutdown, mut tick, mut drained) = (false, false, false);
+            let (mut shutdown, mut tick, mut drained, mut worked) = (false, false, false, false);
             let mut next = Some(first);
             while let Some(m) = next.take() {
                 self.metrics.received(crate::metrics::Chan::Store);
                 interval |= matches!(m, StoreMsg::Interval { .. });
+                worked |= !matches!(m, StoreMsg::Tick(_) | StoreMsg::Shutdown);
                 match m {
                     StoreMsg::Shutdown => shutdown = true,
                     StoreMsg::Tick(_) => tick = true,
@@ -772,7 +777,6 @@ impl Store {
                 next = rx.try_recv().ok();
                 drained = next.is_none();
             }
-            interval &= !crate::alloc::trim_when_idle(interval && drained, &self.metrics);
             self.metrics
                 .store_queue_depth
                 .store(self.backlog.len() as u64, Ordering::Relaxed);
@@ -788,6 +792,11 @@ impl Store {
             if last_sizes.elapsed().as_millis() >= 500 {
                 self.publish_sizes();
                 last_sizes = Instant::now();
+            }
+            stored |= worked;
+            let quiet = tick && !worked && stored && last_trim.elapsed().as_secs() >= 1;
+            if crate::alloc::trim_when_idle((interval || quiet) && drained, &self.metrics) {
+                (interval, stored, last_trim) = (false, false, Instant::now());
             }
             if shutdown {
                 break;

@@ -139,6 +139,9 @@ pub struct Metrics {
     /// batches as `overloaded`): `memory::Governor`.
     pub memory_resident_bytes: AtomicU64,
     pub memory_pressure: AtomicU64,
+    /// Times freed memory was handed back to the kernel because the pipeline went idle
+    /// (`alloc::trim_when_idle`).
+    pub memory_trims: AtomicU64,
     /// Records handed to the resolver and not yet aggregated: while any are in flight the
     /// aggregator does not close an interval by the clock (a backlog is not lateness).
     pub records_in_flight: AtomicU64,

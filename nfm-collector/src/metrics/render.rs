@@ -377,6 +377,13 @@ pub fn render(
     );
     family(
         &mut o,
+        "nfm_memory_trims_total",
+        "counter",
+        "Times the collector handed freed memory back to the kernel because its pipeline went idle.",
+        vec![(String::new(), c(&m.memory_trims))],
+    );
+    family(
+        &mut o,
         "nfm_store_errors_total",
         "counter",
         "Failed store writes or fsyncs.",
