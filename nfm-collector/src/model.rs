@@ -81,11 +81,11 @@ impl FromStr for ComponentKind {
 pub struct ComponentId {
     pub kind: ComponentKind,
     /// The topology's id or name; for pairs, the two names sorted and joined by `|`.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
 }
 
 impl ComponentId {
-    pub fn new(kind: ComponentKind, name: impl Into<String>) -> ComponentId {
+    pub fn new(kind: ComponentKind, name: impl Into<std::sync::Arc<str>>) -> ComponentId {
         ComponentId {
             kind,
             name: name.into(),

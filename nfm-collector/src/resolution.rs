@@ -127,11 +127,13 @@ impl Resolved {
             remote,
             &mut |s| PairLabel::hashed(&s),
             &mut Arc::new,
+            &mut |c| c,
         )
     }
 
     /// Like [`Resolved::new`], with labels drawn from `intern` (equal labels, one id and one
-    /// allocation) and endpoint names from `endpoint` (equal names, one allocation).
+    /// allocation), endpoint names from `endpoint` (equal names, one allocation) and path
+    /// components from `component` (equal components, one name).
     pub fn new_interned(
         id: u64,
         t: &Topology,
@@ -139,6 +141,7 @@ impl Resolved {
         remote: IpAddr,
         intern: &mut dyn FnMut(String) -> PairLabel,
         endpoint: &mut dyn FnMut(OwnedEndpoint) -> Arc<OwnedEndpoint>,
+        component: &mut dyn FnMut(ComponentId) -> ComponentId,
     ) -> Resolved {
         let (l, r) = (t.resolve(local), t.resolve(remote));
         let local_label = intern(match l.subnet {
@@ -151,9 +154,8 @@ impl Resolved {
             (_, _, Some(v)) => format!("vpc:{v}"),
             _ => ComponentId::new(ComponentKind::External, remote.to_string()).to_string(),
         });
-        let mut path = t.path_of(&l, &r);
-        // Kept for the flow's lifetime: no spare capacity (issue 16 item 4).
-        path.shrink_to_fit();
+        // Kept for the flow's lifetime: no spare capacity, names shared (issue 16 item 4).
+        let path: Vec<ComponentId> = t.path_of(&l, &r).into_iter().map(component).collect();
         Resolved {
             id,
             local_ip: local,

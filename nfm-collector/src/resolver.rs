@@ -14,6 +14,7 @@
 //! batches finish with the old topology and nothing is lost.
 
 use crate::metrics::Metrics;
+use crate::model::ComponentId;
 use crate::pipeline::ResolverMsg;
 use crate::resolution::{
     DecodedBatch, FlowKey, OwnedEndpoint, PairLabel, Resolved, ResolvedBatch, ResolvedBatches,
@@ -33,6 +34,9 @@ pub struct Resolver {
     labels: HashMap<String, PairLabel>,
     /// Endpoint names, one allocation per distinct set (issue 16 item 4); bounded like labels.
     endpoints: HashMap<OwnedEndpoint, Arc<OwnedEndpoint>>,
+    /// Path components, one name per distinct component (a subnet's name is shared by every
+    /// path through it; issue 16 item 4); bounded like labels.
+    components: rustc_hash::FxHashSet<ComponentId>,
     /// The last label id given out (ids count up for the collector's lifetime).
     next_label: u64,
     /// Resolutions by address pair (flows of one pair share one), found by the pair each one
@@ -65,6 +69,7 @@ impl Resolver {
             topology,
             labels: HashMap::default(),
             endpoints: HashMap::default(),
+            components: Default::default(),
             next_label: 0,
             cache: hashbrown::HashTable::new(),
             flows: HashMap::default(),
@@ -85,8 +90,12 @@ impl Resolver {
         {
             return r.clone();
         }
-        let (labels, next_label, endpoints) =
-            (&mut self.labels, &mut self.next_label, &mut self.endpoints);
+        let (labels, next_label, endpoints, components) = (
+            &mut self.labels,
+            &mut self.next_label,
+            &mut self.endpoints,
+            &mut self.components,
+        );
         let r = Arc::new(Resolved::new_interned(
             self.next_id,
             &self.topology,
@@ -110,6 +119,13 @@ impl Resolver {
                     .or_insert_with_key(|k| Arc::new(k.clone()))
                     .clone()
             },
+            &mut |c| match components.get(&c) {
+                Some(shared) => shared.clone(),
+                None => {
+                    components.insert(c.clone());
+                    c
+                }
+            },
         ));
         self.next_id += 1;
         self.cache
@@ -127,6 +143,9 @@ impl Resolver {
         }
         if self.endpoints.len() > 2 * self.max_cache {
             self.endpoints.clear();
+        }
+        if self.components.len() > 2 * self.max_cache {
+            self.components.clear();
         }
         self.cache.clear();
         self.flows.clear();

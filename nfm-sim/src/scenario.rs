@@ -454,7 +454,7 @@ impl Scenario {
             .iter()
             .map(|h| (h.name.as_str(), h.tier))
             .collect();
-        let tier_of = |c: &ComponentId| -> Option<usize> { tiers.get(c.name.as_str()).copied() };
+        let tier_of = |c: &ComponentId| -> Option<usize> { tiers.get(&*c.name).copied() };
         for f in &mut self.faults {
             let want_tier = if f.component.kind == ComponentKind::Host {
                 tier_of(&f.component)

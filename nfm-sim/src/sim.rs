@@ -261,7 +261,7 @@ fn shape(fleet: &Fleet, f: &Fault, fi: usize, c: &Conditions) -> Option<Conditio
             let Remote::Host(h) = flow.server else {
                 return None;
             };
-            (fleet.hosts[h].name == f.component.name).then_some(*c)
+            (*fleet.hosts[h].name == *f.component.name).then_some(*c)
         }
         FaultKind::ElephantRetrans => {
             if elephant(fleet, &f.component) != Some(fi) {

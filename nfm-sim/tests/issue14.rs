@@ -174,14 +174,14 @@ fn test_engine_shapes_issue14_faults_per_flow() {
     assert!(!touched.is_empty());
     for &i in &touched {
         let f = &fl.flows[i as usize];
-        assert!(matches!(f.server, Remote::Host(h) if fl.hosts[h].name == host));
+        assert!(matches!(f.server, Remote::Host(h) if *fl.hosts[h].name == *host));
         let c = e.conditions(i as usize);
         assert!(c.slow_handshake_us > 0.0 && c.slow_rtt_us == 0.0 && c.loss == 0.0);
     }
     let from_host = fl
         .flows
         .iter()
-        .filter(|f| fl.hosts[f.client].name == host)
+        .filter(|f| *fl.hosts[f.client].name == *host)
         .count();
     assert!(from_host > 0, "the host also opens flows, which are spared");
 
@@ -280,7 +280,7 @@ fn test_wide_fleet_is_a_valid_topology_unlike_small() {
         .flat_map(|&i| {
             fl.flows[i as usize].comps.iter().filter_map(|&c| {
                 let c = &fl.components[c as usize];
-                (c.kind == ComponentKind::Vpc).then_some(c.name.as_str())
+                (c.kind == ComponentKind::Vpc).then_some(&*c.name)
             })
         })
         .collect();
