@@ -155,7 +155,9 @@ impl Resolved {
             _ => ComponentId::new(ComponentKind::External, remote.to_string()).to_string(),
         });
         // Kept for the flow's lifetime: no spare capacity, names shared (issue 16 item 4).
-        let path: Vec<ComponentId> = t.path_of(&l, &r).into_iter().map(component).collect();
+        let mut path: Vec<ComponentId> = t.path_of(&l, &r).into_iter().map(component).collect();
+        // (collected in place: the capacity `path_of` reserved is still there)
+        path.shrink_to_fit();
         Resolved {
             id,
             local_ip: local,
