@@ -187,10 +187,10 @@ pub struct AgentView {
     /// (a longer one is refused: `rejected["interval_mismatch"]`).
     pub rebucketed: u64,
     pub rejected: BTreeMap<String, u64>,
-    pub stats: Option<nfm_wire::AgentStats>,
+    pub stats: Option<Box<nfm_wire::AgentStats>>,
     pub goodbye: Option<String>,
     /// issue 17: where the agent runs, from its Hello (wire 1.1); None when it said nothing.
-    pub placement: Option<AgentPlacement>,
+    pub placement: Option<Box<AgentPlacement>>,
 }
 
 /// issue 17: an agent's placement from the instance metadata service (Hello, wire 1.1).

@@ -68,14 +68,14 @@ mod test {
             rejected: Default::default(),
             stats: None,
             goodbye: None,
-            placement: Some(AgentPlacement {
+            placement: Some(Box::new(AgentPlacement {
                 instance_id: format!("i-{id}"),
                 region: "us-east-1".into(),
                 az: "use1-az1".into(),
                 subnet_id: subnet.into(),
                 vpc_id: "vpc-new".into(),
                 addresses: vec![ip.parse().unwrap()],
-            }),
+            })),
         }
     }
 

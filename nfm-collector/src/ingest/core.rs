@@ -391,7 +391,7 @@ impl IngestCore {
         let mut awaiting_store = false;
         match packet.message {
             Message::Hello(hello) => {
-                session.placement = crate::pipeline::AgentPlacement::of(&hello);
+                session.placement = crate::pipeline::AgentPlacement::of(&hello).map(Box::new);
                 session.host_name = hello.host_name;
                 session.agent_version = hello.agent_version;
                 session.capabilities = hello.capabilities;
@@ -443,7 +443,7 @@ impl IngestCore {
                     self.flush();
                 }
             }
-            Message::AgentStats(s) => session.stats = Some(s),
+            Message::AgentStats(s) => session.stats = Some(Box::new(s)),
             Message::Goodbye(g) => session.goodbye = Some(g.reason),
             // Refused above, before the session was touched.
             Message::Ack(_) | Message::Error(_) => {}
@@ -575,7 +575,7 @@ impl IngestCore {
                         .iter()
                         .map(|(k, v)| (k.to_string(), *v))
                         .collect(),
-                    stats: s.stats,
+                    stats: s.stats.clone(),
                     goodbye: s.goodbye.clone(),
                     placement: s.placement.clone(),
                 })

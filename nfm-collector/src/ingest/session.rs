@@ -108,7 +108,7 @@ pub(super) struct Session {
     pub(super) window: SeqWindow,
     pub(super) host_name: String,
     /// issue 17: from the Hello (wire 1.1).
-    pub(super) placement: Option<crate::pipeline::AgentPlacement>,
+    pub(super) placement: Option<Box<crate::pipeline::AgentPlacement>>,
     pub(super) agent_version: String,
     pub(super) capabilities: u64,
     pub(super) interval_ms: u32,
@@ -125,7 +125,9 @@ pub(super) struct Session {
     /// FlowBatch frames of a shorter agent interval moved into the collector's interval.
     pub(super) rebucketed: u64,
     pub(super) rejected: BTreeMap<&'static str, u64>,
-    pub(super) stats: Option<nfm_wire::AgentStats>,
+    /// Boxed, as is `placement`: held per agent in the table and in every snapshot, and
+    /// absent for many agents (issue 16 item 4).
+    pub(super) stats: Option<Box<nfm_wire::AgentStats>>,
     pub(super) goodbye: Option<String>,
     /// Batches handed to the store and not yet durable.
     pub(super) in_store: HashSet<u64>,
