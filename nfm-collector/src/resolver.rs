@@ -43,17 +43,27 @@ pub struct Resolver {
     /// holds: a table of the resolutions alone, not a map storing every pair a second time as
     /// its key (~50 bytes per flow at 100k flows; issue 16 item 4).
     cache: hashbrown::HashTable<Arc<Resolved>>,
-    /// Flow ids of this generation.
-    flows: HashMap<FlowKey, u32>,
-    /// Each agent's last batch in record order, keyed by (agent, first flow key): an agent that
-    /// reports its flows in the same order as last time is resolved without hashing.
-    hints: HashMap<(u64, FlowKey), Vec<(FlowKey, u32)>>,
+    /// The key of each flow id of this generation (ids are indices).
+    keys: Vec<FlowKey>,
+    /// Flow ids of this generation, found by their key in `keys`: the table holds ids only,
+    /// not each key a second time (issue 16 item 4).
+    flows: hashbrown::HashTable<u32>,
+    /// Each agent's last batch in record order (flow ids), keyed by (agent, first flow key): an
+    /// agent that reports its flows in the same order as last time is resolved without
+    /// hashing (a record whose key is its hint's `keys` entry takes that id).
+    hints: HashMap<(u64, FlowKey), Vec<u32>>,
     /// Entries over all hints.
     hint_records: usize,
     generation: u32,
     max_cache: usize,
     next_id: u64,
     metrics: Arc<Metrics>,
+}
+
+/// The flow table's hash of a flow key.
+fn key_hash(key: &FlowKey) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(key)
 }
 
 /// The resolution cache's hash of an address pair.
@@ -72,7 +82,8 @@ impl Resolver {
             components: Default::default(),
             next_label: 0,
             cache: hashbrown::HashTable::new(),
-            flows: HashMap::default(),
+            keys: Vec::new(),
+            flows: hashbrown::HashTable::new(),
             hints: HashMap::default(),
             hint_records: 0,
             generation: 0,
@@ -148,6 +159,7 @@ impl Resolver {
             self.components.clear();
         }
         self.cache.clear();
+        self.keys.clear();
         self.flows.clear();
         self.hints.clear();
         self.hint_records = 0;
@@ -188,22 +200,33 @@ impl Resolver {
             };
             for (i, r) in b.records.iter().enumerate() {
                 let key = FlowKey::of(r);
-                let id = match hint.get(i) {
-                    Some(&(k, id)) if k == key => id,
-                    _ => match self.flows.get(&key) {
-                        Some(&id) => id,
-                        None => {
-                            let id = self.flows.len() as u32;
-                            self.flows.insert(key, id);
-                            new.push(self.resolve(r.local, r.remote));
-                            id
+                let hinted = hint
+                    .get(i)
+                    .copied()
+                    .filter(|&id| self.keys.get(id as usize) == Some(&key));
+                let id = match hinted {
+                    Some(id) => id,
+                    None => {
+                        let h = key_hash(&key);
+                        let keys = &self.keys;
+                        match self.flows.find(h, |&id| keys[id as usize] == key) {
+                            Some(&id) => id,
+                            None => {
+                                let id = self.keys.len() as u32;
+                                self.keys.push(key);
+                                let keys = &self.keys;
+                                self.flows
+                                    .insert_unique(h, id, |&id| key_hash(&keys[id as usize]));
+                                new.push(self.resolve(r.local, r.remote));
+                                id
+                            }
                         }
-                    },
+                    }
                 };
                 ids.push(id);
                 match hint.get_mut(i) {
-                    Some(h) => *h = (key, id),
-                    None => hint.push((key, id)),
+                    Some(h) => *h = id,
+                    None => hint.push(id),
                 }
             }
             hint.truncate(b.records.len());
