@@ -36,7 +36,7 @@ impl FlowSlot {
 
 /// A resolution's pair labels as one key: their ids (equal labels, equal keys).
 pub(crate) fn label_key(r: &Resolved) -> (u64, u64) {
-    (r.local_label.id, r.remote_label.id)
+    (r.local_label.id(), r.remote_label.id())
 }
 
 /// Row `row`'s resolution: pinned for rows `0..pinned.len()`, else by its id in `table`.

@@ -65,23 +65,29 @@ impl OwnedEndpoint {
 /// back (a label dropped from a full interner and seen again gets a new id, never an old one
 /// that an open interval may still use). Labels made without an interner ([`From<&str>`],
 /// tests and tools) take a 64-bit hash of the text as id.
+///
+/// One pointer (id and text behind it, shared by every resolution with that label): a
+/// resolution holds two per flow (issue 16 item 4).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PairLabel {
-    pub id: u64,
-    pub name: Arc<str>,
-}
+pub struct PairLabel(Arc<(u64, Box<str>)>);
 
 impl PairLabel {
+    pub fn new(id: u64, name: &str) -> PairLabel {
+        PairLabel(Arc::new((id, name.into())))
+    }
+
+    /// The label's id: equal labels, equal ids.
+    pub fn id(&self) -> u64 {
+        self.0 .0
+    }
+
     /// The id of a label made without an interner: a 64-bit hash of its text, with the top bit
     /// set so it never equals an interner's counter id.
     pub fn hashed(name: &str) -> PairLabel {
         use std::hash::{Hash, Hasher};
         let mut h = rustc_hash::FxHasher::default();
         name.hash(&mut h);
-        PairLabel {
-            id: h.finish() | 1 << 63,
-            name: name.into(),
-        }
+        PairLabel::new(h.finish() | 1 << 63, name)
     }
 }
 
@@ -94,7 +100,7 @@ impl From<&str> for PairLabel {
 impl std::ops::Deref for PairLabel {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.name
+        &self.0 .1
     }
 }
 

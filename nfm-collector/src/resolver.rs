@@ -117,10 +117,7 @@ impl Resolver {
                     .entry(s)
                     .or_insert_with_key(|k| {
                         *next_label += 1;
-                        PairLabel {
-                            id: *next_label,
-                            name: k.as_str().into(),
-                        }
+                        PairLabel::new(*next_label, k)
                     })
                     .clone()
             },
@@ -397,14 +394,19 @@ mod test {
         let b = res.resolve("10.0.1.11".parse().unwrap(), "10.0.2.11".parse().unwrap());
         let c = res.resolve("10.0.1.10".parse().unwrap(), "198.18.0.1".parse().unwrap());
         assert_eq!(&*a.remote_label, &*b.remote_label);
-        assert_eq!(a.remote_label.id, b.remote_label.id, "equal labels, one id");
+        assert_eq!(
+            a.remote_label.id(),
+            b.remote_label.id(),
+            "equal labels, one id"
+        );
         assert_ne!(
-            a.remote_label.id, c.remote_label.id,
+            a.remote_label.id(),
+            c.remote_label.id(),
             "distinct labels, distinct ids"
         );
         let mut seen: Vec<u64> = [&a, &b, &c]
             .iter()
-            .flat_map(|r| [r.local_label.id, r.remote_label.id])
+            .flat_map(|r| [r.local_label.id(), r.remote_label.id()])
             .collect();
         seen.sort_unstable();
         seen.dedup();
@@ -419,7 +421,7 @@ mod test {
         let again = res.resolve("10.0.1.10".parse().unwrap(), "10.0.2.10".parse().unwrap());
         assert_eq!(&*again.remote_label, &*a.remote_label);
         assert!(
-            !seen.contains(&again.remote_label.id),
+            !seen.contains(&again.remote_label.id()),
             "a new id after the reset"
         );
     }
