@@ -113,23 +113,23 @@ impl Graph {
                     continue;
                 };
                 let memo = t.cache.memo(c);
-                o.key = match memo.key {
+                o.key = match memo.key() {
                     Some((p, k)) if p == port => k,
                     _ => {
                         let k = key();
-                        memo.key = Some((port, k));
+                        memo.set_key((port, k));
                         k
                     }
                 };
-                o.class = match memo.class {
+                o.class = match memo.class() {
                     Some((cat, k)) if cat == category => k,
                     _ => {
                         let k = class();
-                        memo.class = Some((category, k));
+                        memo.set_class((category, k));
                         k
                     }
                 };
-                o.slot_hint = match memo.slot {
+                o.slot_hint = match memo.slot() {
                     Some((k, slot, gen)) if k == o.key && gen == t.generation => Some(slot),
                     _ => None,
                 };

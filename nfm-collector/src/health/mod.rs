@@ -307,7 +307,7 @@ impl Evaluator {
         for (o, j) in obs.iter().zip(&judged) {
             if let (Some(c), Some(slot)) = (o.cached[0], j.path_slot) {
                 if o.slot_hint != Some(slot) {
-                    t.cache.memo(c).slot = Some((o.key, slot, t.generation));
+                    t.cache.memo(c).set_slot((o.key, slot, t.generation));
                 }
             }
         }
