@@ -21,9 +21,9 @@
 //! - the cap bounds how long a component stays named after its loss ends: `C` falls by `D`, the
 //!   sum's value when every flow is at its baseline, per healthy interval, and is capped at `h`
 //!   plus `pooled_linger` times `D` (and at `pooled_cap·h`);
-//! - rare-event families (failed connects, slow handshakes): an interval's evidence that one
-//!   flow alone carried is remembered for a few intervals, and another flow's event in that time
-//!   counts the two as each other's runner-up (a quiet subnet whose connects fail one at a time);
+//! - an interval's evidence that one flow alone carried is remembered for a few intervals, and
+//!   another flow's event in that time counts the two as each other's runner-up (a quiet subnet
+//!   whose connects fail one at a time); for loss only on components with a level above 0;
 //! - nested components: the one with the largest recent gains claims the flows through it; a
 //!   component whose flows another claimed must gain half the threshold on the rest in the
 //!   interval to be named too; a per-flow loss verdict all of whose flows cross a pooled one is
@@ -76,8 +76,8 @@ const HANDSHAKE_BASE_SLOW: f64 = 0.01;
 pub struct Pooled {
     states: FxHashMap<u64, Cusum>,
     family: Family,
-    /// Rare-event families: per component (digest), the evidence of the last interval in
-    /// which one flow alone had an event, withheld by the runner-up rule: (flow's path key,
+    /// Per component (digest), the evidence of the last interval in which one flow alone had
+    /// an event, withheld by the runner-up rule: (flow's path key,
     /// its term, interval). Another flow's event within [`PENDING_INTERVALS`] makes the two
     /// each other's runner-up.
     pending: FxHashMap<u64, (u64, f64, u32)>,
@@ -391,9 +391,7 @@ impl Pooled {
             }
         }
         let mut inc: Vec<f64> = sums.iter().map(|x| x.increment(min_flows)).collect();
-        if self.family != Family::Loss {
-            self.release_pending(graph, interner, &sums, &mut inc, min_flows, seq);
-        }
+        self.release_pending(graph, interner, &sums, &mut inc, min_flows, seq);
 
         // Previous levels of the components seen now; states of components not seen in this
         // interval keep their level.
@@ -524,8 +522,8 @@ impl Pooled {
 }
 
 impl Pooled {
-    /// Rare-event families: the runner-up rule over this interval and the withheld evidence of
-    /// an earlier one. A component whose last interval with one flow alone having an event
+    /// The runner-up rule over this interval and the withheld evidence of an earlier one (for
+    /// loss only on components with a level above 0). A component whose last interval with one flow alone having an event
     /// (its evidence withheld) is followed, within [`PENDING_INTERVALS`], by an interval with
     /// another flow's event counts both flows as each other's runner-up: the withheld term is
     /// added and only the larger's excess over the smaller is withheld. Two failing connects
@@ -542,7 +540,25 @@ impl Pooled {
         min_flows: u32,
         seq: u32,
     ) {
-        for (l, x) in sums.iter().enumerate() {
+        // Loss: only components with evidence accumulated (retransmissions are everywhere).
+        let with_state: Option<Vec<u32>> = (self.family == Family::Loss).then(|| {
+            self.pending
+                .retain(|_, p| seq.saturating_sub(p.2) <= PENDING_INTERVALS);
+            self.states
+                .values()
+                .filter_map(|st| interner.local_of(&st.id))
+                .collect()
+        });
+        let all: Vec<u32>;
+        let comps: &[u32] = match &with_state {
+            Some(v) => v,
+            None => {
+                all = (0..sums.len() as u32).collect();
+                &all
+            }
+        };
+        for &l in comps {
+            let (l, x) = (l as usize, &sums[l as usize]);
             if x.flows == 0 || x.top[0] <= 0.0 {
                 continue;
             }
