@@ -120,18 +120,37 @@ impl Obs {
 /// A larger real MSS only makes the estimate, and so the rate, more conservative.
 const ASSUMED_MSS: u64 = 1448;
 
-/// Segments that could have been retransmitted: the data segments the payload needed plus three
-/// control segments (SYN, ACK, FIN) per connection plus the retransmissions themselves, capped
-/// by what the agent counted as sent. Why not `segs_out` alone: it counts pure ACKs, so on a
-/// download the client's few retransmitted requests drown in thousands of ACKs. Never below the
-/// retransmissions or timeouts: a socket stalled behind a blackhole reports RTO backoffs and
-/// no segments at all.
+/// Control segments per connection attempt, per end, that are retransmitted when lost: the SYN
+/// (on the server, the SYN-ACK) and the FIN. The handshake's last ACK, like every pure ACK, is
+/// never retransmitted: its loss shows on no counter.
+pub const CONTROL_SEGMENTS: u64 = 2;
+
+/// Segments that could have been retransmitted, i.e. on which a loss would have shown as a
+/// retransmission: the data segments the payload needed plus [`CONTROL_SEGMENTS`] per
+/// connection plus the retransmissions themselves, capped by what the agent counted as sent.
+/// Why not `segs_out` alone: it counts pure ACKs, so on a download the client's few
+/// retransmitted requests drown in thousands of ACKs. Why not three per connection (the
+/// handshake's ACK as well): a short connection's exposure was then half again what a loss could
+/// show on, so its expected retransmissions under loss were overstated and the pooled statistic
+/// of a tier reached only by short connections fell where it should have risen. Never below
+/// the retransmissions or timeouts: a socket stalled behind a blackhole reports RTO backoffs
+/// and no segments at all.
 pub fn exposure(segs_out: u64, bytes_sent: u64, attempts: u64, retrans: u64, rto: u64) -> u64 {
     let data = bytes_sent
         .div_ceil(ASSUMED_MSS)
-        .saturating_add(attempts.saturating_mul(3))
+        .saturating_add(attempts.saturating_mul(CONTROL_SEGMENTS))
         .saturating_add(retrans);
     segs_out.min(data).max(retrans).max(rto)
+}
+
+/// A healthy flow's weight as loss evidence: the probability that loss at `reference` on the
+/// segments a loss would show on ([`exposure`]) would have given the two retransmissions a
+/// degraded verdict needs at least, `1 − e^(−λ)(1 + λ)` with `λ = segments × reference`. A short
+/// connection's few segments (its SYN and FIN among them, never its pure ACKs) rarely show 1 %
+/// loss, so it barely contradicts a lossy component; a bulk flow always would.
+pub fn loss_power(segs: u64, reference: f64) -> f32 {
+    let lambda = segs as f64 * reference;
+    (1.0 - (-lambda).exp() * (1.0 + lambda)) as f32
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -639,13 +658,7 @@ impl Baselines {
         if count_test(o.failed, o.attempts, exp.failed, cfg.min_excess_failed) {
             flagged |= metric::FAILED;
         }
-        // What the flow could have shown: P(≥ 2 retransmissions | loss at the reference rate
-        // on its segments). A short connection's 10-odd segments (SYNs included) rarely show
-        // 1 % loss, so it barely contradicts a lossy component; a bulk flow always would.
-        let power = {
-            let lambda = o.segs as f64 * cfg.loss_reference_rate;
-            (1.0 - (-lambda).exp() * (1.0 + lambda)) as f32
-        };
+        let power = loss_power(o.segs, cfg.loss_reference_rate);
         if flagged != 0 {
             j.loss = State::Degraded;
             j.loss_w = 1.0;
@@ -831,7 +844,32 @@ mod test {
     fn test_exposure_ignores_pure_acks() {
         // A download: 10 requests of 1 segment each, 5,000 ACKs.
         assert_eq!(exposure(5_010, 10 * 1_000, 0, 0, 0), 7);
-        assert_eq!(exposure(5_010, 10 * 1_000, 2, 3, 0), 7 + 6 + 3);
+        assert_eq!(exposure(5_010, 10 * 1_000, 2, 3, 0), 7 + 4 + 3);
+    }
+
+    /// A flow weighs as loss evidence by the segments a loss would have shown on: a short
+    /// connection's SYN, data and FIN, not its pure ACKs, however many the agent counted.
+    #[test]
+    fn test_loss_weight_counts_only_segments_a_loss_shows_on() {
+        // Five short connections per interval with 1,400 bytes of requests in all: the client
+        // sent 25 segments (SYN, ACK, FIN, the ACKs of the answers and the requests), but only
+        // its SYNs, FINs and one segment of data could have been retransmitted.
+        let client = exposure(25, 1_400, 5, 0, 0);
+        assert_eq!(client, 1 + 5 * CONTROL_SEGMENTS);
+        let w = loss_power(client, 0.01);
+        // λ = 0.11: P(≥ 2) = 1 − e^(−0.11)·1.11.
+        assert!(
+            (w as f64 - (1.0 - (-0.11f64).exp() * 1.11)).abs() < 1e-6,
+            "{w}"
+        );
+        assert!(w < 0.01, "{w}");
+        // Counted with every segment the agent sent, it would have weighed 4.7 times more.
+        assert!(loss_power(25, 0.01) > 4.0 * w);
+        // A bulk flow is full evidence; nothing is none.
+        assert!(loss_power(2_000, 0.01) > 0.99);
+        assert_eq!(loss_power(0, 0.01), 0.0);
+        // More segments a loss could show on, more weight.
+        assert!(loss_power(300, 0.01) > loss_power(100, 0.01));
     }
 
     #[test]

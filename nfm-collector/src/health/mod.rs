@@ -714,7 +714,7 @@ fn refusing_work(graph: &Graph, obs: &[judge::Obs], judged: &[Judged]) -> Vec<bo
                 1
             }
             State::Degraded => 2,
-            State::Healthy if o.segs > o.attempts.saturating_mul(3) => 4,
+            State::Healthy if o.segs > o.attempts.saturating_mul(judge::CONTROL_SEGMENTS) => 4,
             _ => continue,
         };
         for &c in graph.of(i) {

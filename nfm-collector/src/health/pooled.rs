@@ -21,6 +21,9 @@
 //! - the cap bounds how long a component stays named after its loss ends: `C` falls by `D`, the
 //!   sum's value when every flow is at its baseline, per healthy interval, and is capped at `h`
 //!   plus `pooled_linger` times `D` (and at `pooled_cap·h`);
+//! - an interval's evidence that one flow alone carried is remembered for a few intervals, and
+//!   another flow's event in that time counts the two as each other's runner-up (a quiet subnet
+//!   whose connects fail one at a time); for loss only on components with a level above 0;
 //! - nested components: the one with the largest recent gains claims the flows through it; a
 //!   component whose flows another claimed must gain half the threshold on the rest in the
 //!   interval to be named too; a per-flow loss verdict all of whose flows cross a pooled one is
@@ -73,7 +76,16 @@ const HANDSHAKE_BASE_SLOW: f64 = 0.01;
 pub struct Pooled {
     states: FxHashMap<u64, Cusum>,
     family: Family,
+    /// Per component (digest), the evidence of the last interval in which one flow alone had
+    /// an event, withheld by the runner-up rule: (flow's path key,
+    /// its term, interval). Another flow's event within [`PENDING_INTERVALS`] makes the two
+    /// each other's runner-up.
+    pending: FxHashMap<u64, (u64, f64, u32)>,
 }
+
+/// Withheld evidence is kept this many intervals (the memory of [`RECENT_DECAY`], about five):
+/// within it, another flow's event releases it whole.
+const PENDING_INTERVALS: u32 = 5;
 
 /// One component's evidence in one interval: per flow `i` with `S_i` segments, `R_i`
 /// retransmissions and expected rate `p_i`, the log-likelihood ratio `R_i·ln(1 + δ/p_i) − δS_i`
@@ -87,6 +99,8 @@ struct Sums {
     flows: u32,
     /// The two largest positive per-flow terms: no flow counts for more than the runner-up.
     top: [f64; 2],
+    /// The path key of the flow with the largest.
+    top_key: u64,
 }
 
 impl Sums {
@@ -98,6 +112,24 @@ impl Sums {
             self.top = [inc, self.top[0]];
         } else if inc > self.top[1] {
             self.top[1] = inc;
+        }
+    }
+
+    /// The interval's increment when another flow's withheld term `pend` (from an earlier
+    /// interval) counts with its flows: the runner-up rule over both, so that only the largest
+    /// flow's excess over the runner-up is withheld.
+    fn increment_with(&self, pend: f64, min_flows: u32) -> f64 {
+        let [t0, t1] = self.top;
+        let excess = if t0 >= pend {
+            t0 - t1.max(pend)
+        } else {
+            pend - t0
+        };
+        let inc = self.inc + pend - excess;
+        if self.flows + 1 < min_flows {
+            inc.min(0.0)
+        } else {
+            inc
         }
     }
 
@@ -203,6 +235,7 @@ impl Pooled {
         Pooled {
             states: FxHashMap::default(),
             family,
+            pending: FxHashMap::default(),
         }
     }
 
@@ -222,18 +255,23 @@ impl Pooled {
     /// excess, and flows without one only lower the statistic) and has nothing to lose, so
     /// only flows through these are weighed (the logarithms of 100k flows were most of the
     /// stage's cost). `None` for loss: retransmissions are everywhere.
+    #[allow(clippy::too_many_arguments)]
     fn live(
-        &self,
+        &mut self,
         graph: &Graph,
         obs: &[Obs],
         judged: &[Judged],
         interner: &Interner,
+        explained: &[bool],
+        seq: u32,
+        cfg: &HealthConfig,
     ) -> Option<Vec<bool>> {
         if self.family == Family::Loss {
             return None;
         }
         let n = graph.comps.len();
         let mut events = vec![0u8; n];
+        let mut single = vec![0u32; n];
         for (i, (o, j)) in obs.iter().zip(judged).enumerate() {
             let event = match self.family {
                 Family::Connect => o.failed > 0,
@@ -242,6 +280,7 @@ impl Pooled {
             if event {
                 for &c in graph.of(i) {
                     events[c as usize] = events[c as usize].saturating_add(1);
+                    single[c as usize] = i as u32;
                 }
             }
         }
@@ -249,6 +288,36 @@ impl Pooled {
         for st in self.states.values() {
             if let Some(l) = interner.local_of(&st.id) {
                 live[l as usize] = true;
+            }
+        }
+        // One flow alone with an event: its evidence is withheld (the runner-up rule), and
+        // remembered; a component with another flow's withheld evidence is live.
+        self.pending
+            .retain(|_, p| seq.saturating_sub(p.2) <= PENDING_INTERVALS);
+        for l in 0..n {
+            if events[l] != 1 || live[l] {
+                continue;
+            }
+            let i = single[l] as usize;
+            if explained[i] {
+                continue;
+            }
+            let Some((t, _)) = contribution(self.family, &obs[i], &judged[i], cfg) else {
+                continue;
+            };
+            if t <= 0.0 {
+                continue;
+            }
+            let d = interner.digest_of(graph.comps[l]);
+            let key = obs[i].key;
+            match self.pending.get(&d).copied() {
+                Some((k, _, s0)) if k != key && s0 < seq => live[l] = true,
+                Some((k, v, s0)) if k == key && s0 < seq => {
+                    self.pending.insert(d, (key, v + t, seq));
+                }
+                _ => {
+                    self.pending.insert(d, (key, t, seq));
+                }
             }
         }
         Some(live)
@@ -278,7 +347,7 @@ impl Pooled {
         };
         let n = graph.comps.len();
         let mut sums = vec![Sums::default(); n];
-        let live = self.live(graph, obs, judged, interner);
+        let live = self.live(graph, obs, judged, interner, explained, seq, cfg);
         if self.states.is_empty() && live.as_ref().is_some_and(|l| !l.contains(&true)) {
             // Nothing accumulated and nowhere two events: every level stays 0 (most intervals).
             return Outcome::default();
@@ -313,11 +382,16 @@ impl Pooled {
             let Some(t) = *t else { continue };
             for &c in graph.of(i) {
                 if live.as_ref().is_none_or(|live| live[c as usize]) {
-                    sums[c as usize].add(t);
+                    let s = &mut sums[c as usize];
+                    if t.0 > s.top[0] {
+                        s.top_key = obs[i].key;
+                    }
+                    s.add(t);
                 }
             }
         }
-        let inc: Vec<f64> = sums.iter().map(|x| x.increment(min_flows)).collect();
+        let mut inc: Vec<f64> = sums.iter().map(|x| x.increment(min_flows)).collect();
+        self.release_pending(graph, interner, &sums, &mut inc, min_flows, seq);
 
         // Previous levels of the components seen now; states of components not seen in this
         // interval keep their level.
@@ -447,6 +521,72 @@ impl Pooled {
     }
 }
 
+impl Pooled {
+    /// The runner-up rule over this interval and the withheld evidence of an earlier one (for
+    /// loss only on components with a level above 0). A component whose last interval with one flow alone having an event
+    /// (its evidence withheld) is followed, within [`PENDING_INTERVALS`], by an interval with
+    /// another flow's event counts both flows as each other's runner-up: the withheld term is
+    /// added and only the larger's excess over the smaller is withheld. Two failing connects
+    /// into a quiet subnet in successive intervals are the evidence two in one interval would
+    /// be; one flow failing every interval still gains nothing (its terms add up in its own
+    /// pending entry, released only by another flow and only up to that one's). A component
+    /// whose evidence in this interval comes from one flow alone remembers it instead.
+    fn release_pending(
+        &mut self,
+        graph: &Graph,
+        interner: &Interner,
+        sums: &[Sums],
+        inc: &mut [f64],
+        min_flows: u32,
+        seq: u32,
+    ) {
+        // Loss: only components with evidence accumulated (retransmissions are everywhere).
+        let with_state: Option<Vec<u32>> = (self.family == Family::Loss).then(|| {
+            self.pending
+                .retain(|_, p| seq.saturating_sub(p.2) <= PENDING_INTERVALS);
+            self.states
+                .values()
+                .filter_map(|st| interner.local_of(&st.id))
+                .collect()
+        });
+        let all: Vec<u32>;
+        let comps: &[u32] = match &with_state {
+            Some(v) => v,
+            None => {
+                all = (0..sums.len() as u32).collect();
+                &all
+            }
+        };
+        for &l in comps {
+            let (l, x) = (l as usize, &sums[l as usize]);
+            if x.flows == 0 || x.top[0] <= 0.0 {
+                continue;
+            }
+            let d = interner.digest_of(graph.comps[l]);
+            let pending = self.pending.get(&d).copied();
+            match pending {
+                Some((k, pend, s0)) if k != x.top_key && s0 < seq => {
+                    inc[l] = x.increment_with(pend, min_flows);
+                    self.pending.remove(&d);
+                }
+                _ if x.top[1] <= 0.0 && s0_ok(pending, seq) => {
+                    let carried = match pending {
+                        Some((k, v, _)) if k == x.top_key => v,
+                        _ => 0.0,
+                    };
+                    self.pending.insert(d, (x.top_key, carried + x.top[0], seq));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Whether `pending` was not recorded in interval `seq` itself (by [`Pooled::live`]).
+fn s0_ok(pending: Option<(u64, f64, u32)>, seq: u32) -> bool {
+    pending.is_none_or(|p| p.2 < seq)
+}
+
 /// Whether the evidence through component `l` lies in a part of it too small to be named: a
 /// component inside `l` (every flow through it crosses `l`) crossed by fewer than `min_flows`
 /// flows, on the path of the flow with the largest term, such that `l`'s other flows (of
@@ -560,6 +700,22 @@ mod test {
         alone.add(term(&obs(1, 1)));
         alone.add(term(&obs(1, 0)));
         assert!(alone.increment(cfg.pooled_connect_min_flows) <= 0.0);
+        // One failing flow per interval, a different one each time (a quiet subnet whose
+        // connects fail one at a time): the first interval's evidence is withheld, the second
+        // releases it, and together they are worth two failing flows in one interval.
+        let pend = alone.top[0];
+        assert!(pend > 0.0);
+        let mut next = Sums::default();
+        next.add(term(&obs(1, 1)));
+        next.add(term(&obs(1, 0)));
+        let released = next.increment_with(pend, cfg.pooled_connect_min_flows);
+        assert!(
+            (released - (inc + term(&obs(1, 0)).0)).abs() < 1e-9,
+            "{released} {inc}"
+        );
+        // A smaller withheld term lets the larger flow count only up to it.
+        let half = next.increment_with(pend / 2.0, cfg.pooled_connect_min_flows);
+        assert!((half - (released - pend)).abs() < 1e-9, "{half}");
         let mut busy = Sums::default();
         for k in 0..100 {
             busy.add(term(&obs(10, u64::from(k % 20 == 0))));
