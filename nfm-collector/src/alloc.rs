@@ -73,9 +73,82 @@ pub fn trim_when_idle(after_work: bool, m: &crate::metrics::Metrics) -> bool {
     idle
 }
 
+/// The store's idle trims (issue 16 item 4): after an interval summary as soon as nothing is
+/// queued; after batches at the next tick that finds nothing queued, at most once a second, so
+/// that the memory of a burst whose interval is still open goes back too.
+#[derive(Debug)]
+pub struct IdleTrims {
+    /// A summary arrived since the last trim.
+    summary: bool,
+    /// Work arrived since the last trim.
+    worked: bool,
+    last: std::time::Instant,
+}
+
+impl Default for IdleTrims {
+    fn default() -> IdleTrims {
+        IdleTrims {
+            summary: false,
+            worked: false,
+            last: std::time::Instant::now(),
+        }
+    }
+}
+
+impl IdleTrims {
+    /// One group of messages handled: a summary in it, any work in it, a tick in it, nothing
+    /// queued behind it.
+    pub fn after_group(
+        &mut self,
+        summary: bool,
+        worked: bool,
+        tick: bool,
+        drained: bool,
+        m: &crate::metrics::Metrics,
+    ) {
+        self.summary |= summary;
+        self.worked |= worked;
+        let quiet = tick && !worked && self.worked && self.last.elapsed().as_secs() >= 1;
+        if trim_when_idle((self.summary || quiet) && drained, m) {
+            *self = IdleTrims::default();
+        }
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn test_idle_trims_after_a_summary_at_once_and_after_batches_at_a_quiet_tick() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = crate::metrics::Metrics::default();
+        let trims = || m.memory_trims.load(Relaxed);
+        let mut t = IdleTrims::default();
+        // Batches with nothing queued behind them: not yet (no summary, no tick).
+        t.after_group(false, true, false, true, &m);
+        assert_eq!(trims(), 0);
+        // A quiet tick within a second of the last trim: not yet.
+        t.after_group(false, false, true, true, &m);
+        assert_eq!(trims(), 0);
+        // A quiet tick a second later: trimmed.
+        t.last = std::time::Instant::now() - std::time::Duration::from_secs(2);
+        t.after_group(false, false, true, true, &m);
+        assert_eq!(trims(), 1);
+        // Nothing came since: a quiet tick trims nothing.
+        t.last = std::time::Instant::now() - std::time::Duration::from_secs(2);
+        t.after_group(false, false, true, true, &m);
+        assert_eq!(trims(), 1);
+        // A summary with more queued behind it: not yet; once drained, at once.
+        t.after_group(true, true, false, false, &m);
+        assert_eq!(trims(), 1);
+        t.after_group(false, true, false, true, &m);
+        assert_eq!(trims(), 2);
+        // Records on their way to the aggregator: the pipeline is not idle.
+        m.records_in_flight.store(5, Relaxed);
+        t.after_group(true, true, false, true, &m);
+        assert_eq!(trims(), 2);
+    }
 
     #[test]
     fn test_purge_delay_is_the_option_we_set() {

@@ -753,18 +753,13 @@ impl Store {
     /// Group commit: take one message, then everything already queued, write it all, fsync once.
     pub fn run(mut self, rx: Receiver<StoreMsg>, out: StoreOutputs) {
         log::info!("store: running in {}", self.cfg.dir.display());
-        // Idle trims (issue 16 item 4, `alloc::trim`): `interval`, a summary arrived since the
-        // last one (trimmed as soon as nothing is queued); `stored`, batches did (trimmed at the
-        // next tick that finds nothing queued, at most once a second, so that the memory of a
-        // burst whose interval is still open goes back too).
-        let (mut last_sizes, mut interval, mut stored) = (Instant::now(), false, false);
-        let mut last_trim = Instant::now();
+        let (mut last_sizes, mut trims) = (Instant::now(), crate::alloc::IdleTrims::default());
         while let Ok(first) = rx.recv() {
-            let (mut shutdown, mut tick, mut drained, mut worked) = (false, false, false, false);
+            let [mut shutdown, mut tick, mut drained, mut summary, mut worked] = [false; 5];
             let mut next = Some(first);
             while let Some(m) = next.take() {
                 self.metrics.received(crate::metrics::Chan::Store);
-                interval |= matches!(m, StoreMsg::Interval { .. });
+                summary |= matches!(m, StoreMsg::Interval { .. });
                 worked |= !matches!(m, StoreMsg::Tick(_) | StoreMsg::Shutdown);
                 match m {
                     StoreMsg::Shutdown => shutdown = true,
@@ -793,11 +788,7 @@ impl Store {
                 self.publish_sizes();
                 last_sizes = Instant::now();
             }
-            stored |= worked;
-            let quiet = tick && !worked && stored && last_trim.elapsed().as_secs() >= 1;
-            if crate::alloc::trim_when_idle((interval || quiet) && drained, &self.metrics) {
-                (interval, stored, last_trim) = (false, false, Instant::now());
-            }
+            trims.after_group(summary, worked, tick, drained, &self.metrics);
             if shutdown {
                 break;
             }
