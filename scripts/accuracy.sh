@@ -32,14 +32,13 @@ TGT=${CARGO_TARGET_DIR:-$ROOT/target}
 FLEET=nfm-sim/fleets/small.toml
 SCEN_DIR=nfm-sim/scenarios
 WIDE_FLEET=nfm-sim/fleets/wide.toml
-# Not gating yet (offline, 10 seeds, random placement; docs/accuracy.md has their rows):
-# on the wide fleet at 5 s SYN drops into its quiet subnets (batch: a connect every 20–50 s per
-# flow) are named up to 5 intervals late, and low-grade loss is late (up to 46 intervals) in 4
-# of 30 faults with precision 0.90; at 60 s its low-grade loss is late in 1 of 30 faults.
+# Every shipped scenario gates on both fleets at 5 s and 60 s (the last three, wide-connect-fail
+# at 5 s and wide-low-grade-loss at 5 s and 60 s, since the exposure and pooled-memory changes
+# of f71dd92, c31f48b and f394c77).
 PENDING_SMALL_5S=""
 PENDING_SMALL_60S=""
-PENDING_WIDE_5S="wide-connect-fail wide-low-grade-loss"
-PENDING_WIDE_60S="wide-low-grade-loss"
+PENDING_WIDE_5S=""
+PENDING_WIDE_60S=""
 
 # scenarios FLEET: the scenario files of a fleet (wide-* for the wide one, the rest for small).
 scenarios() {
