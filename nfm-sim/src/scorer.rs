@@ -317,6 +317,8 @@ pub struct IntervalBuilder<'f> {
     fleet: &'f Fleet,
     ids: Vec<u64>,
     paths: HashMap<(IpAddr, IpAddr), (Category, Vec<ComponentId>)>,
+    /// Every component once: paths share their names.
+    names: std::collections::HashSet<ComponentId>,
 }
 
 impl<'f> IntervalBuilder<'f> {
@@ -330,6 +332,7 @@ impl<'f> IntervalBuilder<'f> {
             fleet,
             ids,
             paths: HashMap::new(),
+            names: Default::default(),
         }
     }
 
@@ -345,10 +348,26 @@ impl<'f> IntervalBuilder<'f> {
         for (a, recs) in engine.records.iter().enumerate() {
             for r in recs {
                 let fleet = self.fleet;
+                let names = &mut self.names;
                 let (category, path) = self
                     .paths
                     .entry((r.local, r.remote))
-                    .or_insert_with(|| fleet.topology.flow(r.local, r.remote))
+                    .or_insert_with(|| {
+                        // Equal components share one name, as the collector's resolver interns
+                        // them (the evaluator's lookups then hit one allocation).
+                        let (category, path) = fleet.topology.flow(r.local, r.remote);
+                        let path = path
+                            .into_iter()
+                            .map(|c| match names.get(&c) {
+                                Some(shared) => shared.clone(),
+                                None => {
+                                    names.insert(c.clone());
+                                    c
+                                }
+                            })
+                            .collect();
+                        (category, path)
+                    })
                     .clone();
                 iv.flows.push(FlowSample {
                     agent_id: self.ids[a],

@@ -205,6 +205,13 @@ impl Fleet {
                 flows.push(make_flow(&hosts, c, remote, port, &mut rng));
             }
         }
+        // Equal components share one name, as the collector's resolver interns them.
+        let mut names = std::collections::HashSet::new();
+        for f in &mut flows {
+            for c in f.client_path.iter_mut().chain(f.server_path.iter_mut()) {
+                *c = intern(&mut names, c);
+            }
+        }
         Fleet {
             hosts,
             flows,
@@ -377,6 +384,17 @@ impl Fleet {
             record: r,
             category: flow.category,
             path,
+        }
+    }
+}
+
+/// `c`, or the equal component already in `names` (one name shared).
+fn intern(names: &mut std::collections::HashSet<ComponentId>, c: &ComponentId) -> ComponentId {
+    match names.get(c) {
+        Some(shared) => shared.clone(),
+        None => {
+            names.insert(c.clone());
+            c.clone()
         }
     }
 }
