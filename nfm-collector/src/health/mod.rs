@@ -276,14 +276,14 @@ impl Evaluator {
         self.evaluate_paths(interval, &SamplePaths(interval))
     }
 
-    /// [`Evaluator::evaluate`] with the paths read from `paths` (the collector's samples carry
-    /// none: their resolutions do).
     /// Frees the per-interval vectors kept for their capacity, for a collector gone idle (the
     /// next interval allocates them again; issue 16 item 4).
     pub fn release_scratch(&mut self) {
         self.reuse = Reuse::default();
     }
 
+    /// [`Evaluator::evaluate`] with the paths read from `paths` (the collector's samples carry
+    /// none: their resolutions do).
     pub fn evaluate_paths<P: Paths + ?Sized>(
         &mut self,
         interval: &ClosedInterval,

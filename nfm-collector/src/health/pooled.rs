@@ -292,8 +292,6 @@ impl Pooled {
         }
         // One flow alone with an event: its evidence is withheld (the runner-up rule), and
         // remembered; a component with another flow's withheld evidence is live.
-        self.pending
-            .retain(|_, p| seq.saturating_sub(p.2) <= PENDING_INTERVALS);
         for l in 0..n {
             if events[l] != 1 || live[l] {
                 continue;
@@ -347,6 +345,9 @@ impl Pooled {
         };
         let n = graph.comps.len();
         let mut sums = vec![Sums::default(); n];
+        // Withheld evidence older than `PENDING_INTERVALS` is forgotten.
+        self.pending
+            .retain(|_, p| seq.saturating_sub(p.2) <= PENDING_INTERVALS);
         let live = self.live(graph, obs, judged, interner, explained, seq, cfg);
         if self.states.is_empty() && live.as_ref().is_some_and(|l| !l.contains(&true)) {
             // Nothing accumulated and nowhere two events: every level stays 0 (most intervals).
@@ -523,8 +524,9 @@ impl Pooled {
 
 impl Pooled {
     /// The runner-up rule over this interval and the withheld evidence of an earlier one (for
-    /// loss only on components with a level above 0). A component whose last interval with one flow alone having an event
-    /// (its evidence withheld) is followed, within [`PENDING_INTERVALS`], by an interval with
+    /// loss only on components with a level above 0). A component whose last interval with one
+    /// flow alone having an event (its evidence withheld) is followed, within
+    /// [`PENDING_INTERVALS`], by an interval with
     /// another flow's event counts both flows as each other's runner-up: the withheld term is
     /// added and only the larger's excess over the smaller is withheld. Two failing connects
     /// into a quiet subnet in successive intervals are the evidence two in one interval would
@@ -542,8 +544,6 @@ impl Pooled {
     ) {
         // Loss: only components with evidence accumulated (retransmissions are everywhere).
         let with_state: Option<Vec<u32>> = (self.family == Family::Loss).then(|| {
-            self.pending
-                .retain(|_, p| seq.saturating_sub(p.2) <= PENDING_INTERVALS);
             self.states
                 .values()
                 .filter_map(|st| interner.local_of(&st.id))
