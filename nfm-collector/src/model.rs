@@ -92,6 +92,21 @@ impl ComponentId {
         }
     }
 
+    /// `self`, or the equal component already in `names` (added if new): equal components
+    /// share one name.
+    pub fn interned<S: std::hash::BuildHasher>(
+        self,
+        names: &mut std::collections::HashSet<ComponentId, S>,
+    ) -> ComponentId {
+        match names.get(&self) {
+            Some(shared) => shared.clone(),
+            None => {
+                names.insert(self.clone());
+                self
+            }
+        }
+    }
+
     /// An unordered pair (AZ pair, region pair): the same id whichever end is local.
     pub fn pair(kind: ComponentKind, a: &str, b: &str) -> ComponentId {
         let (x, y) = if a <= b { (a, b) } else { (b, a) };

@@ -127,13 +127,7 @@ impl Resolver {
                     .or_insert_with_key(|k| Arc::new(k.clone()))
                     .clone()
             },
-            &mut |c| match components.get(&c) {
-                Some(shared) => shared.clone(),
-                None => {
-                    components.insert(c.clone());
-                    c
-                }
-            },
+            &mut |c| c.interned(components),
         ));
         self.next_id += 1;
         self.cache

@@ -356,16 +356,7 @@ impl<'f> IntervalBuilder<'f> {
                         // Equal components share one name, as the collector's resolver interns
                         // them (the evaluator's lookups then hit one allocation).
                         let (category, path) = fleet.topology.flow(r.local, r.remote);
-                        let path = path
-                            .into_iter()
-                            .map(|c| match names.get(&c) {
-                                Some(shared) => shared.clone(),
-                                None => {
-                                    names.insert(c.clone());
-                                    c
-                                }
-                            })
-                            .collect();
+                        let path = path.into_iter().map(|c| c.interned(names)).collect();
                         (category, path)
                     })
                     .clone();

@@ -209,7 +209,7 @@ impl Fleet {
         let mut names = std::collections::HashSet::new();
         for f in &mut flows {
             for c in f.client_path.iter_mut().chain(f.server_path.iter_mut()) {
-                *c = intern(&mut names, c);
+                *c = c.clone().interned(&mut names);
             }
         }
         Fleet {
@@ -384,17 +384,6 @@ impl Fleet {
             record: r,
             category: flow.category,
             path,
-        }
-    }
-}
-
-/// `c`, or the equal component already in `names` (one name shared).
-fn intern(names: &mut std::collections::HashSet<ComponentId>, c: &ComponentId) -> ComponentId {
-    match names.get(c) {
-        Some(shared) => shared.clone(),
-        None => {
-            names.insert(c.clone());
-            c.clone()
         }
     }
 }
