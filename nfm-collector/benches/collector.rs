@@ -442,15 +442,31 @@ fn main() {
     let stored = m.store_batches.load(Ordering::Relaxed) * per_agent;
     assert_eq!(aggregated, total, "every record fed was aggregated");
     assert_eq!(stored, total, "every batch fed was stored");
-    // Resident memory at rest: once caught up, the store (at its next quiet tick) and the health
-    // stage (after `IDLE_RELEASE` without an interval) give back what they freed, each counted
-    // in `nfm_memory_trims_total`; the last interval stays open with every flow.
-    let trims = m.memory_trims.load(Ordering::Relaxed);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while m.memory_trims.load(Ordering::Relaxed) < trims + 2 && Instant::now() < deadline {
+    // Resident memory at rest: once caught up, every actor gives back what it freed at its
+    // next idle tick (the health stage `IDLE_RELEASE` after its last interval), each trim
+    // counted in `nfm_memory_trims_total{actor}`; the last interval stays open with every flow.
+    // At rest = no actor has trimmed for 2 s (they trim within ~1.5 s of going idle).
+    let trims_now = || -> Vec<u64> {
+        m.memory_trims
+            .iter()
+            .map(|t| t.load(Ordering::Relaxed))
+            .collect()
+    };
+    let at_end = trims_now();
+    let (mut seen, mut since) = (at_end.clone(), Instant::now());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while since.elapsed() < Duration::from_secs(2) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
+        let now = trims_now();
+        if now != seen {
+            (seen, since) = (now, Instant::now());
+        }
     }
-    let trims = m.memory_trims.load(Ordering::Relaxed) - trims;
+    let trims: Vec<String> = nfm_collector::metrics::Trimmer::ALL
+        .iter()
+        .map(|a| format!("{} {}", a.as_str(), seen[*a as usize] - at_end[*a as usize]))
+        .collect();
+    let trims = trims.join(", ");
     let rss = rss_bytes();
     eprintln!(
         "  fed {total} records in {rounds} rounds; {closed} intervals closed (evaluated, summarized, durable); health evaluation {:.1} s total; store {:.1} MiB on disk",
@@ -466,7 +482,7 @@ fn main() {
         let first = samples[0] as f64 / (1 << 20) as f64;
         let max = *samples.iter().max().unwrap() as f64 / (1 << 20) as f64;
         eprintln!(
-            "  rss first sample {first:.1} MiB, max {max:.1} MiB, last {:.1} MiB (at rest, after {trims} idle trims)",
+            "  rss first sample {first:.1} MiB, max {max:.1} MiB, last {:.1} MiB (at rest, after idle trims: {trims})",
             rss as f64 / (1 << 20) as f64
         );
     }

@@ -641,8 +641,13 @@ impl Aggregator {
     pub fn run(mut self, rx: Receiver<AggMsg>, out: SyncSender<crate::pipeline::HealthMsg>) {
         use crate::metrics::Chan;
         use crate::pipeline::HealthMsg;
+        let mut trims = crate::alloc::IdleTrims::new(crate::alloc::Trimmer::Aggregator);
         while let Ok(m) = rx.recv() {
             self.metrics.received(Chan::Aggregator);
+            let (worked, tick) = (
+                matches!(m, AggMsg::Batches(_)),
+                matches!(m, AggMsg::Tick(_)),
+            );
             let closed = match m {
                 AggMsg::Batches(b) => self.add(b),
                 AggMsg::Monitors(m) => {
@@ -659,6 +664,7 @@ impl Aggregator {
                     return;
                 }
             }
+            trims.after_group(false, worked, tick, true, &self.metrics);
         }
     }
 }

@@ -8,6 +8,8 @@
 //! 492 and 0.69 µs. Keeping idle memory for 10 s (jemalloc's default decay) removes the
 //! churn; memory still goes back after a burst, and resident memory stays flat under load.
 
+pub use crate::metrics::Trimmer;
+
 /// mimalloc's `mi_option_purge_delay` (not exported as a constant by `libmimalloc-sys`).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
@@ -60,24 +62,25 @@ pub fn pipeline_idle(m: &crate::metrics::Metrics) -> bool {
 
 /// An actor's call once it has finished its work: `after_work` (it did work since its last
 /// trim and nothing is queued for it now) with the pipeline idle means the collector went idle:
-/// [`trim`] (counted in `memory_trims`), and true. Under a steady flood this never runs.
-/// mimalloc purges free memory of every arena but empty pages only of the calling thread, so
-/// each actor that frees an interval's memory calls this itself.
-pub fn trim_when_idle(after_work: bool, m: &crate::metrics::Metrics) -> bool {
+/// [`trim`] (counted in `memory_trims` under `who`), and true. Under a steady flood this never
+/// runs. mimalloc purges free memory of every arena but empty pages only of the calling thread,
+/// so each actor that frees an interval's or a batch's memory calls this itself.
+pub fn trim_when_idle(after_work: bool, who: Trimmer, m: &crate::metrics::Metrics) -> bool {
     let idle = after_work && pipeline_idle(m);
     if idle {
         trim();
-        m.memory_trims
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        m.memory_trims[who as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     idle
 }
 
-/// The store's idle trims (issue 16 item 4): after an interval summary as soon as nothing is
-/// queued; after batches at the next tick that finds nothing queued, at most once a second, so
-/// that the memory of a burst whose interval is still open goes back too.
+/// An actor's idle trims (issue 16 item 4): after an interval summary as soon as nothing is
+/// queued; after other work at the next tick that finds nothing queued, at most once a second,
+/// so that the memory of a burst whose interval is still open goes back too. Ingest, resolver,
+/// aggregator and store each keep one (the health stage trims on its own idle timeout).
 #[derive(Debug)]
 pub struct IdleTrims {
+    who: Trimmer,
     /// A summary arrived since the last trim.
     summary: bool,
     /// Work arrived since the last trim.
@@ -85,17 +88,16 @@ pub struct IdleTrims {
     last: std::time::Instant,
 }
 
-impl Default for IdleTrims {
-    fn default() -> IdleTrims {
+impl IdleTrims {
+    pub fn new(who: Trimmer) -> IdleTrims {
         IdleTrims {
+            who,
             summary: false,
             worked: false,
             last: std::time::Instant::now(),
         }
     }
-}
 
-impl IdleTrims {
     /// One group of messages handled: a summary in it, any work in it, a tick in it, nothing
     /// queued behind it.
     pub fn after_group(
@@ -109,8 +111,8 @@ impl IdleTrims {
         self.summary |= summary;
         self.worked |= worked;
         let quiet = tick && !worked && self.worked && self.last.elapsed().as_secs() >= 1;
-        if trim_when_idle((self.summary || quiet) && drained, m) {
-            *self = IdleTrims::default();
+        if trim_when_idle((self.summary || quiet) && drained, self.who, m) {
+            *self = IdleTrims::new(self.who);
         }
     }
 }
@@ -123,8 +125,8 @@ mod test {
     fn test_idle_trims_after_a_summary_at_once_and_after_batches_at_a_quiet_tick() {
         use std::sync::atomic::Ordering::Relaxed;
         let m = crate::metrics::Metrics::default();
-        let trims = || m.memory_trims.load(Relaxed);
-        let mut t = IdleTrims::default();
+        let trims = || m.memory_trims[Trimmer::Store as usize].load(Relaxed);
+        let mut t = IdleTrims::new(Trimmer::Store);
         // Batches with nothing queued behind them: not yet (no summary, no tick).
         t.after_group(false, true, false, true, &m);
         assert_eq!(trims(), 0);

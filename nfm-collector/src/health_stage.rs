@@ -183,7 +183,11 @@ impl HealthStage {
                         if let Some(e) = self.evaluator.as_mut() {
                             e.release_scratch();
                         }
-                        held = !crate::alloc::trim_when_idle(true, &self.metrics);
+                        held = !crate::alloc::trim_when_idle(
+                            true,
+                            crate::alloc::Trimmer::Health,
+                            &self.metrics,
+                        );
                     }
                     continue;
                 }

@@ -250,8 +250,13 @@ impl Resolver {
     pub fn run(mut self, rx: Receiver<ResolverMsg>, out: SyncSender<crate::pipeline::AggMsg>) {
         use crate::metrics::Chan;
         use crate::pipeline::AggMsg;
+        let mut trims = crate::alloc::IdleTrims::new(crate::alloc::Trimmer::Resolver);
         while let Ok(m) = rx.recv() {
             self.metrics.received(Chan::Resolver);
+            let (worked, tick) = (
+                matches!(m, ResolverMsg::Batches(_)),
+                matches!(m, ResolverMsg::Tick(_)),
+            );
             match m {
                 ResolverMsg::Batches(b) => {
                     let r = self.handle(b);
@@ -272,6 +277,7 @@ impl Resolver {
                 }
                 ResolverMsg::Shutdown => break,
             }
+            trims.after_group(false, worked, tick, true, &self.metrics);
         }
     }
 }

@@ -43,6 +43,7 @@
 //! A write or fsync error (a full disk) truncates back to the last synced length, keeps the
 //! unsynced work in memory, stops acking, and retries on every tick until space returns.
 
+use crate::alloc::{IdleTrims, Trimmer};
 use crate::pipeline::{StoreMsg, StoreReply, WalBatch};
 // The record layout and codecs live in `record` (shared with the API's disk reader).
 use crate::record::{decode_cover, encode_cover, read_segment, segment_paths};
@@ -212,8 +213,7 @@ impl Log {
         Ok(())
     }
 
-    /// Deletes closed segments, oldest first, while their largest key is below `key`.
-    /// Returns how many were deleted.
+    /// Deletes closed segments, oldest first, while their largest key is below `key`; says how many.
     pub fn delete_before(&mut self, key: u64) -> io::Result<usize> {
         let mut n = 0;
         while let (Some((path, _)), Some(&k)) = (self.closed.front(), self.closed_keys.front()) {
@@ -753,7 +753,7 @@ impl Store {
     /// Group commit: take one message, then everything already queued, write it all, fsync once.
     pub fn run(mut self, rx: Receiver<StoreMsg>, out: StoreOutputs) {
         log::info!("store: running in {}", self.cfg.dir.display());
-        let (mut last_sizes, mut trims) = (Instant::now(), crate::alloc::IdleTrims::default());
+        let (mut last_sizes, mut trims) = (Instant::now(), IdleTrims::new(Trimmer::Store));
         while let Ok(first) = rx.recv() {
             let [mut shutdown, mut tick, mut drained, mut summary, mut worked] = [false; 5];
             let mut next = Some(first);

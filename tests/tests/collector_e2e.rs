@@ -236,6 +236,20 @@ fn collector_udp_tcp_api_and_dedupe() {
     );
     assert!(metrics.contains("nfm_monitor_data_transferred_bytes_total{monitor=\"app\"} 1570"));
     assert!(metrics.contains("nfm_frames_duplicate_total 2"));
+    // Idle now: every actor that allocated for these frames hands its freed memory back
+    // (issue 16 item 4; mimalloc frees a thread's empty pages only from that thread).
+    for actor in ["ingest", "resolver", "aggregator", "health", "store"] {
+        let line = format!("nfm_memory_trims_total{{actor=\"{actor}\"}} ");
+        wait_for(&format!("{actor} trims when idle"), 10, || {
+            let m = get_text(&url(&c, "/metrics"));
+            let n: u64 = m
+                .lines()
+                .find_map(|l| l.strip_prefix(&line))?
+                .parse()
+                .ok()?;
+            (n > 0).then_some(())
+        });
+    }
     c.shutdown();
 }
 

@@ -42,6 +42,37 @@ impl Chan {
     }
 }
 
+/// Actors that hand their freed memory back to the kernel when the pipeline goes idle
+/// (`alloc::trim_when_idle`): mimalloc frees a thread's empty pages only when that thread
+/// collects, so each actor that allocates per batch or per interval trims for itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trimmer {
+    Ingest = 0,
+    Resolver = 1,
+    Aggregator = 2,
+    Health = 3,
+    Store = 4,
+}
+
+impl Trimmer {
+    pub const ALL: [Trimmer; 5] = [
+        Trimmer::Ingest,
+        Trimmer::Resolver,
+        Trimmer::Aggregator,
+        Trimmer::Health,
+        Trimmer::Store,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trimmer::Ingest => "ingest",
+            Trimmer::Resolver => "resolver",
+            Trimmer::Aggregator => "aggregator",
+            Trimmer::Health => "health",
+            Trimmer::Store => "store",
+        }
+    }
+}
+
 /// Keeps the counters of different actors on different cache lines: a counter written per
 /// frame by one thread must not share a line with one written per batch by another (false
 /// sharing cost the ingest thread a cache miss per frame).
@@ -140,8 +171,8 @@ pub struct Metrics {
     pub memory_resident_bytes: AtomicU64,
     pub memory_pressure: AtomicU64,
     /// Times freed memory was handed back to the kernel because the pipeline went idle
-    /// (`alloc::trim_when_idle`).
-    pub memory_trims: AtomicU64,
+    /// (`alloc::trim_when_idle`), by actor ([`Trimmer`]).
+    pub memory_trims: [AtomicU64; Trimmer::ALL.len()],
     /// Records handed to the resolver and not yet aggregated: while any are in flight the
     /// aggregator does not close an interval by the clock (a backlog is not lateness).
     pub records_in_flight: AtomicU64,

@@ -379,8 +379,14 @@ pub fn render(
         &mut o,
         "nfm_memory_trims_total",
         "counter",
-        "Times the collector handed freed memory back to the kernel because its pipeline went idle.",
-        vec![(String::new(), c(&m.memory_trims))],
+        "Times an actor handed its freed memory back to the kernel because the pipeline went idle.",
+        super::Trimmer::ALL
+            .iter()
+            .map(|a| {
+                let v = m.memory_trims[*a as usize].load(Ordering::Relaxed);
+                (format!("actor=\"{}\"", a.as_str()), v.to_string())
+            })
+            .collect(),
     );
     family(
         &mut o,
