@@ -72,7 +72,12 @@ struct OpenInterval {
     /// this interval was open, so that its flows still merge with their old rows.
     by_key: Option<HashMap<FlowKey, u32>>,
     samples: Vec<FlowSample>,
-    counters: Vec<Counters>,
+    /// Records merged into each row. A row's other counters are its sample's
+    /// (`Counters::of_record` of the merged record equals the sum over the records: every
+    /// counter adds saturating, and the RTT sum is clamped per record before it is merged), so
+    /// an open interval keeps 4 bytes per row for them instead of a 48-byte `Counters` (issue 16
+    /// item 4).
+    merged: Vec<u32>,
     /// Monitor membership of each row (a `MonitorSets` id), computed when the flow first
     /// appears (its resolution is then hot in cache).
     masks: Vec<u32>,
@@ -98,6 +103,15 @@ const NO_ROW: u32 = u32::MAX;
 
 /// Late intervals open at once (see `Aggregator::add`).
 const MAX_LATE_OPEN: usize = 64;
+
+/// `r` with its RTT sum clamped as [`Counters::of_record`] clamps it, so that a row's merged
+/// record gives the same counters as its records one by one (a hostile record's RTT cannot steer
+/// a merged row's mean either).
+fn clamp_rtt(mut r: nfm_wire::FlowRecord) -> nfm_wire::FlowRecord {
+    let max = r.rtt.count.saturating_mul(crate::summary::MAX_RTT_US);
+    r.rtt.sum_us = r.rtt.sum_us.min(max);
+    r
+}
 
 fn cat_index(c: Category) -> usize {
     Category::ALL.iter().position(|x| *x == c).unwrap_or(5)
@@ -307,7 +321,7 @@ impl Aggregator {
                         v.reserve(rows);
                         v
                     },
-                    counters: Vec::with_capacity(rows),
+                    merged: Vec::with_capacity(rows),
                     masks: Vec::with_capacity(rows),
                     ids: Vec::with_capacity(rows),
                     pinned: Vec::new(),
@@ -334,6 +348,7 @@ impl Aggregator {
             // A batch is one agent's: look its flow count up once.
             let per_agent = iv.per_agent.entry(b.agent_id).or_insert(0);
             for (r, &id) in b.records.iter().zip(&rb.flows) {
+                let r = &clamp_rtt(*r);
                 let c = Counters::of_record(r);
                 let Some(slot) = self.table.get(id) else {
                     iv.categories[cat_index(Category::Unclassified)].add(&c);
@@ -354,7 +369,7 @@ impl Aggregator {
                 if row != NO_ROW {
                     let row = row as usize;
                     iv.samples[row].record.merge(r);
-                    iv.counters[row].add(&c);
+                    iv.merged[row] = iv.merged[row].saturating_add(1);
                     continue;
                 }
                 // Late intervals have a budget of their own: a resent spool must not push
@@ -398,7 +413,7 @@ impl Aggregator {
                     // Filled by the health stage from `ClosedWork::resolved` (see there).
                     path: Vec::new(),
                 });
-                iv.counters.push(c);
+                iv.merged.push(1);
                 iv.masks.push(mask);
                 iv.ids.push(id);
             }
@@ -489,7 +504,14 @@ impl Aggregator {
             self.last_rows = n;
         }
         let flows = std::mem::take(&mut iv.samples);
-        let counters = std::mem::take(&mut iv.counters);
+        let counters: Vec<Counters> = flows
+            .iter()
+            .zip(&iv.merged)
+            .map(|(f, &n)| Counters {
+                records: n.into(),
+                ..Counters::of_record(&f.record)
+            })
+            .collect();
         let masks = std::mem::take(&mut iv.masks);
         // Pair labels are keyed by their ids and turned into strings only for
         // the pairs kept.
@@ -791,6 +813,46 @@ mod test {
             .is_empty());
         assert_eq!(agg.metrics.late_records.load(Ordering::Relaxed), 1);
         assert_eq!(agg.open_intervals(), 2);
+    }
+
+    /// A row keeps only its merged record and a record count: its counters must still be the
+    /// sum of its records' counters one by one (a hostile RTT clamped per record, saturated
+    /// bytes pinned), as the monitor totals and the category totals (summed per record) say.
+    #[test]
+    fn test_merged_row_counts_as_its_records() {
+        let mon = crate::monitor::parse_monitors(
+            "[[monitor]]\nname=\"app-a\"\nlocal=[\"subnet:subnet-app-a\"]\n",
+        )
+        .unwrap();
+        let (mut res, mut agg) = setup(AggregatorConfig::default(), mon);
+        let mut a = rec("10.0.1.10", "10.0.2.10", u64::MAX - 5, 1);
+        a.rtt.count = 100;
+        a.rtt.sum_us = 100 * 2_000;
+        // One sample claiming an hour: clamped to MAX_RTT_US before it is merged.
+        let mut b = rec("10.0.1.10", "10.0.2.10", 10, 2);
+        b.rtt.count = 1;
+        b.rtt.sum_us = 3_600_000_000;
+        let mut c = rec("10.0.1.10", "10.0.2.10", 1, 0);
+        c.bytes_received = 7;
+        let one_by_one = [a, b, c].iter().fold(Counters::default(), |mut t, r| {
+            t.add(&Counters::of_record(r));
+            t
+        });
+        assert!(agg
+            .add(res.handle(vec![batch(1, 0, vec![a, b, c])]))
+            .is_empty());
+        let closed = agg.flush();
+        let w = &closed[0];
+        assert_eq!(w.interval.flows.len(), 1);
+        assert_eq!(w.monitors[0].counters, one_by_one);
+        assert_eq!(w.monitors[0].counters.records, 3);
+        assert_eq!(w.monitors[0].counters.bytes, u64::MAX);
+        assert_eq!(
+            w.monitors[0].counters.rtt_sum_us,
+            100 * 2_000 + crate::summary::MAX_RTT_US
+        );
+        assert_eq!(w.totals.categories[0].1, one_by_one);
+        assert_eq!(w.interval.flows[0].record.rtt.sum_us, one_by_one.rtt_sum_us);
     }
 
     /// Live data closes by the collector's clock `close_after_ms` after its interval's end,
