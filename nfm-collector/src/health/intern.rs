@@ -152,97 +152,93 @@ pub struct Tables {
 
 /// Paths up to this long keep their ids inline (the longest path the resolver builds has 10
 /// components); longer ones spill to the heap.
-const INLINE: usize = 12;
-const NONE: u32 = u32::MAX;
+const INLINE: usize = 10;
+/// No such position in the path.
+const NO_POS: u8 = u8::MAX;
 
-/// One path as global component ids, with the ids its path and class identities are made of.
+/// One path as global component ids, with the positions of the ids its class identity is made
+/// of. 56 bytes: one is cached per shared path (100k at 100k flows), so first and last are
+/// read from the ids and the span and AZ kept as positions (issue 16 item 4; was 96). A span or
+/// AZ beyond position 254 of a (spilled) path is not kept: the resolver's paths have 10.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PathIds {
-    len: u8,
     inline: [u32; INLINE],
-    spill: Vec<u32>,
-    first: u32,
-    last: u32,
-    span: u32,
-    az: u32,
+    /// Every id of a path longer than [`INLINE`] (a thin pointer: none of the resolver's paths
+    /// spill). Boxed on purpose: 8 bytes here where a `Vec` or a boxed slice takes 16+.
+    #[allow(clippy::box_collection)]
+    spill: Option<Box<Vec<u32>>>,
+    len: u8,
+    span: u8,
+    az: u8,
 }
 
 impl Default for PathIds {
     fn default() -> Self {
         PathIds {
-            len: 0,
             inline: [0; INLINE],
-            spill: Vec::new(),
-            first: NONE,
-            last: NONE,
-            span: NONE,
-            az: NONE,
+            spill: None,
+            len: 0,
+            span: NO_POS,
+            az: NO_POS,
         }
     }
 }
 
-fn opt(g: u32) -> Option<u32> {
-    (g != NONE).then_some(g)
-}
-
 impl PathIds {
     pub fn fill(&mut self, path: &[ComponentId], interner: &mut Interner) {
-        self.spill.clear();
-        self.len = 0;
-        (self.first, self.last, self.span, self.az) = (NONE, NONE, NONE, NONE);
-        let spill = path.len() > INLINE;
+        let mut spill = (path.len() > INLINE).then(|| Vec::with_capacity(path.len()));
+        (self.len, self.span, self.az) = (0, NO_POS, NO_POS);
         for (k, c) in path.iter().enumerate() {
             let g = interner.global(c);
-            if spill {
-                self.spill.push(g);
-            } else {
-                self.inline[k] = g;
+            match spill.as_mut() {
+                Some(v) => v.push(g),
+                None => self.inline[k] = g,
             }
-            if self.first == NONE {
-                self.first = g;
-            }
-            self.last = g;
+            let pos = u8::try_from(k).unwrap_or(NO_POS);
             match c.kind {
                 ComponentKind::AzPair
                 | ComponentKind::Gateway
                 | ComponentKind::RegionPair
                 | ComponentKind::Service
-                    if self.span == NONE =>
+                    if self.span == NO_POS =>
                 {
-                    self.span = g;
+                    self.span = pos;
                 }
-                ComponentKind::Az if self.az == NONE => self.az = g,
+                ComponentKind::Az if self.az == NO_POS => self.az = pos,
                 _ => {}
             }
         }
-        if !spill {
+        if spill.is_none() {
             self.len = path.len() as u8;
         }
+        self.spill = spill.map(Box::new);
     }
 
     /// The path's components, in path order.
     #[inline]
     pub fn ids(&self) -> &[u32] {
-        if self.spill.is_empty() {
-            &self.inline[..self.len as usize]
-        } else {
-            &self.spill
+        match &self.spill {
+            Some(v) => v,
+            None => &self.inline[..self.len as usize],
         }
     }
 
     pub fn first(&self) -> Option<u32> {
-        opt(self.first)
+        self.ids().first().copied()
     }
     pub fn last(&self) -> Option<u32> {
-        opt(self.last)
+        self.ids().last().copied()
     }
     /// The first component that spans the path: AZ pair, gateway, region pair or service.
     pub fn span(&self) -> Option<u32> {
-        opt(self.span)
+        self.at(self.span)
     }
     /// The first AZ (the local one).
     pub fn az(&self) -> Option<u32> {
-        opt(self.az)
+        self.at(self.az)
+    }
+    fn at(&self, pos: u8) -> Option<u32> {
+        (pos != NO_POS).then(|| self.ids()[pos as usize])
     }
 }
 
@@ -483,14 +479,23 @@ mod test {
     fn test_path_ids_inline_capacity_and_spill() {
         let mut t = Interner::default();
         t.begin(1);
+        assert!(std::mem::size_of::<PathIds>() <= 56);
         for n in [0, 1, INLINE, INLINE + 1, 3 * INLINE] {
-            let path: Vec<ComponentId> = (0..n).map(|i| id(&format!("host:h{i}"))).collect();
+            let path: Vec<ComponentId> = (0..n)
+                .map(|i| match i {
+                    1 => id("az:x"),
+                    2 => id("az-pair:x|y"),
+                    _ => id(&format!("host:h{i}")),
+                })
+                .collect();
             let mut p = PathIds::default();
             p.fill(&path, &mut t);
             let want: Vec<u32> = path.iter().map(|c| t.global(c)).collect();
             assert_eq!(p.ids(), &want[..], "{n}");
             assert_eq!(p.first(), want.first().copied());
             assert_eq!(p.last(), want.last().copied());
+            assert_eq!(p.az(), want.get(1).copied(), "{n}");
+            assert_eq!(p.span(), want.get(2).copied(), "{n}");
             // Refilled shorter: no leftovers of the longer path.
             p.fill(&path[..n.min(2)], &mut t);
             assert_eq!(p.ids(), &want[..n.min(2)]);
