@@ -18,6 +18,7 @@
 //!   acks in order): no sockets, so tests and the benchmark feed it frames directly;
 //! - `session`: sessions and the agent table (the restart-or-replay rule, budget, expiry, replay
 //!   marks kept across restarts);
+//! - `seq_window`: a session's sliding-window dedupe of sequence numbers, kept small;
 //! - `stamp`: interval timestamps checked against the collector's clock ([`check_interval`]);
 //! - `grid`: where a batch's interval lands (skew, jitter, the collector's interval: [`place`]);
 //! - `socket`: [`IngestLoop`], the mio loop that owns the UDP socket, the TCP listener and
@@ -26,6 +27,7 @@
 
 mod core;
 mod grid;
+mod seq_window;
 mod session;
 mod socket;
 mod stamp;

@@ -20,91 +20,17 @@
 //!   the WAL's ids, so after a restart captured frames are still refused and resends of durable
 //!   frames are still duplicates, also for batches whose WAL segments were checkpointed.
 
-use super::core::{Transport, DEDUPE_WINDOW};
+use super::core::Transport;
+pub(super) use super::seq_window::{SeqCheck, SeqWindow};
 use crate::metrics::Metrics;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 
-/// Sliding-window dedupe of one session's sequence numbers.
-#[derive(Debug, Clone)]
-pub(super) struct SeqWindow {
-    highest: Option<u64>,
-    bits: Vec<u64>,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum SeqCheck {
-    /// New; `gap` sequence numbers were skipped (lost so far), `filled` a gap was filled.
-    New {
-        gap: u64,
-        filled: bool,
-    },
-    Duplicate,
-    TooOld,
-}
-
-impl SeqWindow {
-    pub(super) fn new() -> SeqWindow {
-        SeqWindow {
-            highest: None,
-            bits: vec![0; (DEDUPE_WINDOW / 64) as usize],
-        }
-    }
-    fn bit(&self, seq: u64) -> bool {
-        let i = seq % DEDUPE_WINDOW;
-        self.bits[(i / 64) as usize] & (1 << (i % 64)) != 0
-    }
-    fn set(&mut self, seq: u64, on: bool) {
-        let i = seq % DEDUPE_WINDOW;
-        let w = &mut self.bits[(i / 64) as usize];
-        if on {
-            *w |= 1 << (i % 64);
-        } else {
-            *w &= !(1 << (i % 64));
-        }
-    }
-    pub(super) fn check(&self, seq: u64) -> SeqCheck {
-        match self.highest {
-            None => SeqCheck::New {
-                gap: 0,
-                filled: false,
-            },
-            Some(h) if seq > h => SeqCheck::New {
-                gap: seq - h - 1,
-                filled: false,
-            },
-            Some(h) if h - seq >= DEDUPE_WINDOW => SeqCheck::TooOld,
-            Some(_) if self.bit(seq) => SeqCheck::Duplicate,
-            Some(_) => SeqCheck::New {
-                gap: 0,
-                filled: true,
-            },
-        }
-    }
-    pub(super) fn mark(&mut self, seq: u64) {
-        match self.highest {
-            Some(h) if seq <= h => self.set(seq, true),
-            Some(h) => {
-                // Clear the bits the window slides over.
-                let clear = (seq - h).min(DEDUPE_WINDOW);
-                for s in (seq - clear + 1)..=seq {
-                    self.set(s, false);
-                }
-                self.set(seq, true);
-                self.highest = Some(seq);
-            }
-            None => {
-                self.set(seq, true);
-                self.highest = Some(seq);
-            }
-        }
-    }
-}
-
 #[derive(Debug)]
 pub(super) struct Session {
     pub(super) epoch: u32,
+    /// Dedupe of sequence numbers: no heap in the steady state (issue 16 item 4).
     pub(super) window: SeqWindow,
     pub(super) host_name: String,
     /// issue 17: from the Hello (wire 1.1).
@@ -170,21 +96,6 @@ impl Session {
             proven: false,
             durable: None,
         }
-    }
-}
-
-impl SeqWindow {
-    /// A window that has seen every sequence number from `low` to `high` (a restored mark:
-    /// the exact gaps are not kept, so a frame filling one after a restart counts as a
-    /// duplicate; numbers below `low`, such as the session's Hello, are not marked).
-    pub(super) fn seen_range(low: u64, high: u64) -> SeqWindow {
-        let mut w = SeqWindow::new();
-        w.highest = Some(high);
-        let from = low.max(high.saturating_sub(DEDUPE_WINDOW - 1));
-        for seq in from..=high {
-            w.set(seq, true);
-        }
-        w
     }
 }
 
@@ -465,7 +376,7 @@ impl Sessions {
 
 #[cfg(test)]
 mod test {
-    use super::super::core::{IngestCore, Outcome, Transport};
+    use super::super::core::{IngestCore, Outcome, Transport, DEDUPE_WINDOW};
     use super::super::IngestConfig;
     use super::*;
     use crate::pipeline::{ResolverMsg, StoreMsg, StoreReply};
