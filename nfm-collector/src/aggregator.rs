@@ -268,7 +268,6 @@ impl Aggregator {
             .iter()
             .map(|b| b.batch.records.len() as u64)
             .sum();
-        crate::metrics::take_off(&self.metrics.records_in_flight, arrived);
         let wall = (self.wall)();
         let close_after = self.cfg.close_after_ms;
         for rb in msg.batches {
@@ -369,6 +368,8 @@ impl Aggregator {
                 if row != NO_ROW {
                     let row = row as usize;
                     iv.samples[row].record.merge(r);
+                    // Pinned at 2^32 - 1 (4 billion records of one flow in one interval): not
+                    // reported by `Counters::overflowed`, and out of any agent's reach.
                     iv.merged[row] = iv.merged[row].saturating_add(1);
                     continue;
                 }
@@ -421,6 +422,10 @@ impl Aggregator {
                 .aggregated_records
                 .fetch_add(b.records.len() as u64, Ordering::Relaxed);
         }
+        // Off the in-flight count only now that the batches (allocated by ingest and the
+        // resolver) are dropped: an actor that sees the pipeline idle and trims (`alloc`) then
+        // finds their memory freed.
+        crate::metrics::take_off(&self.metrics.records_in_flight, arrived);
         let limit = self.watermark_ms.saturating_sub(self.cfg.close_grace_ms);
         let mut due: Vec<u64> = self
             .open
@@ -666,7 +671,7 @@ impl Aggregator {
         let mut trims = crate::alloc::IdleTrims::new(crate::alloc::Trimmer::Aggregator);
         while let Ok(m) = rx.recv() {
             self.metrics.received(Chan::Aggregator);
-            let (worked, tick) = (
+            let (batches, tick) = (
                 matches!(m, AggMsg::Batches(_)),
                 matches!(m, AggMsg::Tick(_)),
             );
@@ -680,13 +685,16 @@ impl Aggregator {
                 AggMsg::Flush => self.flush(),
                 AggMsg::Shutdown => break,
             };
+            let closed_any = !closed.is_empty();
             for w in closed {
                 self.metrics.sent(Chan::Health);
                 if out.send(HealthMsg::Closed(Box::new(w))).is_err() {
                     return;
                 }
             }
-            trims.after_group(false, worked, tick, true, &self.metrics);
+            // Closing an interval frees its columns here too: the next quiet tick trims them.
+            // Nothing queued is `pipeline_idle`'s to say (no records in flight).
+            trims.after_group(false, batches || closed_any, tick, true, &self.metrics);
         }
     }
 }

@@ -277,6 +277,7 @@ impl Resolver {
                 }
                 ResolverMsg::Shutdown => break,
             }
+            // Nothing queued is `pipeline_idle`'s to say (no records in flight).
             trims.after_group(false, worked, tick, true, &self.metrics);
         }
     }

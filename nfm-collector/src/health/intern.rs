@@ -159,7 +159,7 @@ const NO_POS: u8 = u8::MAX;
 /// One path as global component ids, with the positions of the ids its class identity is made
 /// of. 56 bytes: one is cached per shared path (100k at 100k flows), so first and last are
 /// read from the ids and the span and AZ kept as positions (issue 16 item 4; was 96). A span or
-/// AZ beyond position 254 of a (spilled) path is not kept: the resolver's paths have 10.
+/// AZ beyond position 254 of a (spilled) path is not kept: the resolver's paths have at most 10.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PathIds {
     inline: [u32; INLINE],

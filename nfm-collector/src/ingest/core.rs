@@ -20,7 +20,7 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 
 /// Sequence numbers remembered per session for dedupe (`SeqWindow`: the unseen ones as a few
-/// runs, a bitmap of this many bits only for a hostile or very lossy agent).
+/// runs, a bitmap of this many bits only with more than 7 holes in the window).
 pub const DEDUPE_WINDOW: u64 = 8192;
 /// Records accumulated before the pending batches are handed downstream; at ~40 B per record
 /// this is about one fsync group of a few hundred KiB.

@@ -2,7 +2,8 @@
 //! every agent session holds one, and in the steady state (numbers in order, none missing) a
 //! bitmap of the whole window is 1 KiB of ones per agent session, ~10 MB of ingest's memory at
 //! 10k agents (issue 16 item 4). This keeps the numbers of the window that were *not* seen, as a
-//! few inline runs, and falls back to the bitmap only for a hostile or very lossy agent.
+//! few inline runs, and falls back to the bitmap only with more than 7 holes open in the window (a
+//! hostile agent, or one whose lost frames are never resent).
 
 use super::core::DEDUPE_WINDOW;
 
@@ -27,9 +28,9 @@ const _: () = assert!(W >= 64 && W.is_multiple_of(64) && W <= 1 << 16);
 /// of the window, up to [`MAX_RUNS`] runs of them inline: in order and without loss there are
 /// none (or one: the numbers below the session's first, until the window has slid past them),
 /// so a session's window is 40 bytes with no heap, where the bitmap it replaces was 40 bytes
-/// and 1 KiB of heap per agent session (issue 16 item 4). With more runs (a hostile or very
-/// lossy agent) the window is that bitmap (boxed) until the runs fit again: never more than
-/// 40 + 1,024 bytes.
+/// and 1 KiB of heap per agent session (issue 16 item 4). With more runs (a hostile agent, or
+/// more than 7 lost frames never resent within the window) the window is that bitmap (boxed)
+/// until the runs fit again: never more than 40 + 1,024 bytes.
 #[derive(Debug, Clone)]
 pub(super) struct SeqWindow {
     /// The window's newest number (meaningless while `unmarked` is [`Unmarked::Fresh`]).

@@ -496,7 +496,7 @@ mod test {
                 filled: true
             }
         );
-        // The slide cleared the bit of seq 5 for its new owner, 5 + window.
+        // The slide left seq 5's place unseen for its new owner, 5 + window.
         assert_eq!(w.check(5 + DEDUPE_WINDOW), SeqCheck::Duplicate);
     }
 

@@ -246,7 +246,7 @@ impl IngestLoop {
         // Input left unread by a budget: the next round polls without waiting and reads on.
         let (mut udp_pending, mut inject_pending) = (false, false);
         let mut trims = crate::alloc::IdleTrims::new(crate::alloc::Trimmer::Ingest);
-        let mut seen = self.metrics.records_received.load(Ordering::Relaxed);
+        let mut seen = self.metrics.bytes_received.load(Ordering::Relaxed);
         log::info!("ingest: running");
         loop {
             let wait = if udp_pending || inject_pending {
@@ -310,12 +310,13 @@ impl IngestLoop {
             }
             if last_snapshot.elapsed() >= Duration::from_millis(250) {
                 last_snapshot = Instant::now();
-                // This thread's freed batch memory goes back at a snapshot that saw no records.
-                let now_seen = self.metrics.records_received.load(Ordering::Relaxed);
-                trims.after_group(false, now_seen != seen, true, true, &self.metrics);
-                seen = now_seen;
                 self.sweep(last_snapshot);
                 self.core.housekeeping(false);
+                // This thread's freed memory (frames, batches, expired connections and
+                // sessions) goes back at a snapshot that saw no frame since the last one.
+                let now_seen = self.metrics.bytes_received.load(Ordering::Relaxed);
+                trims.after_group(false, now_seen != seen, true, true, &self.metrics);
+                seen = now_seen;
                 self.metrics
                     .tcp_connections
                     .store(self.conns.len() as u64, Ordering::Relaxed);
