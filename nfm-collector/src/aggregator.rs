@@ -108,8 +108,7 @@ const MAX_LATE_OPEN: usize = 64;
 /// record gives the same counters as its records one by one (a hostile record's RTT cannot steer
 /// a merged row's mean either).
 fn clamp_rtt(mut r: nfm_wire::FlowRecord) -> nfm_wire::FlowRecord {
-    let max = r.rtt.count.saturating_mul(crate::summary::MAX_RTT_US);
-    r.rtt.sum_us = r.rtt.sum_us.min(max);
+    r.rtt.sum_us = crate::summary::clamped_rtt_sum(&r.rtt);
     r
 }
 

@@ -67,6 +67,12 @@ pub struct Counters {
 /// cannot steer a monitor's mean RTT.
 pub const MAX_RTT_US: u64 = 120_000_000;
 
+/// An RTT summary's sum with each sample capped at [`MAX_RTT_US`]: the one clamp for counters
+/// and for the aggregator's merged records.
+pub fn clamped_rtt_sum(rtt: &nfm_wire::RttSummary) -> u64 {
+    rtt.sum_us.min(rtt.count.saturating_mul(MAX_RTT_US))
+}
+
 impl Counters {
     /// Adds `o`, saturating: values come from untrusted records, and a wrapped total (a record
     /// with 2^64 − 1 bytes made data transferred read 1) is worse than a pinned one. A
@@ -97,7 +103,7 @@ impl Counters {
             bytes: r.bytes_sent.saturating_add(r.bytes_received),
             retransmissions: r.retrans.total(),
             timeouts: r.rto.total(),
-            rtt_sum_us: r.rtt.sum_us.min(r.rtt.count.saturating_mul(MAX_RTT_US)),
+            rtt_sum_us: clamped_rtt_sum(&r.rtt),
             rtt_count: r.rtt.count,
             records: 1,
         }
